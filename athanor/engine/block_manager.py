@@ -1,0 +1,121 @@
+"""BlockManager: the paged KV cache's bookkeeping (fixed-size blocks, block tables, reference counts, prefix cache).
+
+A block is `block_size` token slots in every layer's cache. A sequence's `block_table` lists its blocks in
+order. A block whose tokens are all computed gets a chain hash (its tokens + the previous block's hash), so a
+later sequence with the same prefix reuses it instead of recomputing it. Freed blocks keep their hash until
+they are handed out again (least recently freed first), so a finished conversation's prefix stays reusable.
+No torch here: this is pure bookkeeping, the runner turns block tables into tensors.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from athanor.engine.sequence import Sequence
+
+
+def chain_hash(prev_hash: int, token_ids: list[int]) -> int:
+    return hash((prev_hash, tuple(token_ids)))
+
+
+class Block:
+    __slots__ = ("block_id", "ref_count", "hash", "token_ids")
+
+    def __init__(self, block_id: int) -> None:
+        self.block_id = block_id
+        self.ref_count = 0
+        self.hash: int | None = None
+        self.token_ids: list[int] = []
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free_block_ids: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.hash_to_block_id: dict[int, int] = {}
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_block_ids)
+
+    def num_blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    # --- admission -------------------------------------------------------------------------------------
+
+    def _prefix_hits(self, seq: Sequence) -> list[int]:
+        """Block ids whose computed contents equal seq's leading full blocks (never the whole sequence)."""
+        if not self.enable_prefix_caching:
+            return []
+        hits, h = [], 0
+        # keep at least one token to compute: the last position's logits are needed to sample
+        for i in range((seq.num_tokens - 1) // self.block_size):
+            tokens = seq.block_tokens(i, self.block_size)
+            h = chain_hash(h, tokens)
+            block_id = self.hash_to_block_id.get(h)
+            if block_id is None or self.blocks[block_id].token_ids != tokens:
+                break
+            hits.append(block_id)
+        return hits
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        hits = self._prefix_hits(seq)
+        reused_free = sum(1 for b in hits if self.blocks[b].ref_count == 0)
+        return self.num_blocks_for(seq.num_tokens) - len(hits) + reused_free <= self.num_free_blocks
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give a waiting sequence blocks for all its tokens, reusing cached prefix blocks."""
+        assert not seq.block_table
+        for block_id in self._prefix_hits(seq):
+            block = self.blocks[block_id]
+            if block.ref_count == 0:
+                del self.free_block_ids[block_id]
+            block.ref_count += 1
+            seq.block_table.append(block_id)
+            seq.block_hashes.append(block.hash)
+        seq.num_cached_tokens = seq.num_computed_tokens = len(seq.block_table) * self.block_size
+        self.ensure_slots(seq, seq.num_tokens)
+
+    # --- growth and release ----------------------------------------------------------------------------
+
+    def can_ensure_slots(self, seq: Sequence, num_tokens: int) -> bool:
+        return self.num_blocks_for(num_tokens) - len(seq.block_table) <= self.num_free_blocks
+
+    def ensure_slots(self, seq: Sequence, num_tokens: int) -> None:
+        """Grow seq's block table until it holds `num_tokens` slots."""
+        while len(seq.block_table) * self.block_size < num_tokens:
+            seq.block_table.append(self._take_free_block())
+
+    def _take_free_block(self) -> int:
+        block_id, _ = self.free_block_ids.popitem(last=False)  # least recently freed first
+        block = self.blocks[block_id]
+        if block.hash is not None and self.hash_to_block_id.get(block.hash) == block_id:
+            del self.hash_to_block_id[block.hash]  # its cached contents are about to be overwritten
+        block.hash, block.token_ids, block.ref_count = None, [], 1
+        return block_id
+
+    def free(self, seq: Sequence) -> None:
+        """Release a sequence's blocks; shared prefix blocks stay with their other users."""
+        for block_id in reversed(seq.block_table):  # reversed: the prefix's head is evicted last
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            assert block.ref_count >= 0
+            if block.ref_count == 0:
+                self.free_block_ids[block_id] = None
+        seq.block_table, seq.block_hashes = [], []
+
+    def commit_computed(self, seq: Sequence) -> None:
+        """Hash the blocks that became full and computed this step, so other sequences can reuse them."""
+        if not self.enable_prefix_caching:
+            return
+        num_full = seq.num_computed_tokens // self.block_size
+        for i in range(len(seq.block_hashes), num_full):
+            tokens = seq.block_tokens(i, self.block_size)
+            h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else 0, tokens)
+            seq.block_hashes.append(h)
+            block = self.blocks[seq.block_table[i]]
+            if h not in self.hash_to_block_id:  # an identical block elsewhere keeps serving the cache
+                block.hash, block.token_ids = h, tokens
+                self.hash_to_block_id[h] = block.block_id

@@ -1,0 +1,77 @@
+"""ModelRunner: owns the model and its paged KV cache; turns a scheduled batch into tensors and runs one step.
+
+Not for deciding what runs (scheduler.py) or picking tokens (sampler.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from athanor.engine.config import EngineConfig
+from athanor.engine.scheduler import ScheduledBatch
+from athanor.nn.attention import AttentionMetadata
+from athanor.nn.llama import LlamaModel
+
+
+def kv_bytes_per_token(model: LlamaModel, dtype: torch.dtype) -> int:
+    cfg = model.config
+    elem = torch.empty(0, dtype=dtype).element_size()
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, config: EngineConfig) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.block_size = config.block_size
+        self.num_blocks = config.num_kvcache_blocks or max(
+            1, config.kv_cache_bytes // (kv_bytes_per_token(model, self.dtype) * config.block_size)
+        )
+        self._allocate_kv_cache()
+
+    def _allocate_kv_cache(self) -> None:
+        cfg = self.model.config
+        shape = (cfg.num_hidden_layers, self.num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        for i, layer in enumerate(self.model.layers):
+            layer.self_attn.k_cache, layer.self_attn.v_cache = self.k_cache[i], self.v_cache[i]
+
+    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+        """Flatten the batch: input ids, positions, slots, block tables, and the rows whose logits we need."""
+        input_ids, positions, slots, logits_rows = [], [], [], []
+        query_lens, context_lens, tables = [], [], []
+        bs = self.block_size
+        for seq, n in batch:
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            input_ids += seq.token_ids[start:end]
+            positions += range(start, end)
+            slots += [seq.block_table[p // bs] * bs + p % bs for p in range(start, end)]
+            if end == seq.num_tokens:  # this chunk reaches the end of the sequence: sample after it
+                logits_rows.append(len(input_ids) - 1)
+            query_lens.append(n)
+            context_lens.append(end)
+            tables.append(seq.block_table[: -(-end // bs)])
+        width = max(len(t) for t in tables)
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            block_tables=torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long, device=dev),
+            query_lens=query_lens,
+            context_lens=context_lens,
+        ).prepare(dev)
+        return (
+            torch.tensor(input_ids, dtype=torch.long, device=dev),
+            torch.tensor(positions, dtype=torch.long, device=dev),
+            meta,
+            torch.tensor(logits_rows, dtype=torch.long, device=dev),
+        )
+
+    def run(self, batch: ScheduledBatch) -> torch.Tensor:
+        """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token."""
+        input_ids, positions, meta, logits_rows = self.prepare(batch)
+        if len(logits_rows) == 0:  # only mid-prompt chunks: fill the cache, no head
+            self.model(input_ids, positions, meta, logits_rows)
+            return torch.empty(0, self.model.config.vocab_size)
+        return self.model(input_ids, positions, meta, logits_rows)

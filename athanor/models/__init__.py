@@ -1,0 +1,1 @@
+"""Model formats (GGUF, Hugging Face dirs), the Modelfile and the named-model store."""

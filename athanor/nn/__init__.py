@@ -1,0 +1,1 @@
+"""Our decoder family in plain PyTorch (no transformers at inference time)."""

@@ -1,0 +1,103 @@
+"""Attention over a paged KV cache, in plain PyTorch (CPU and CUDA), and the per-step metadata it reads.
+
+The KV cache of one layer is a pair of tensors (num_blocks, block_size, num_kv_heads, head_dim). A batch is
+a flat run of N new tokens from B sequences; each new token has a cache slot (`slot_mapping`) and each
+sequence a `block_table` listing its blocks in order. Not for scheduling or block bookkeeping (engine/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionMetadata:
+    """Built once per step by the model runner and shared by every layer."""
+
+    slot_mapping: torch.Tensor  # (N,) cache slot = block_id * block_size + offset, for each new token
+    block_tables: torch.Tensor  # (B, max_blocks) block ids per sequence, padded with 0
+    query_lens: list[int]  # new tokens per sequence, sums to N
+    context_lens: list[int]  # tokens in the cache per sequence after this step (cached + new)
+    # derived, filled by `prepare`:
+    kv_len: int = 0  # max context length, gathered length per sequence
+    mask: torch.Tensor | None = None  # (B, 1, max_q, kv_len) bool, None when no masking is needed
+    pad_index: torch.Tensor | None = None  # (N,) position of each new token in the (B * max_q) padded layout
+    is_plain_prefill: bool = False  # one sequence, nothing cached: causal attention on the new tokens alone
+
+    def prepare(self, device: torch.device) -> "AttentionMetadata":
+        """Precompute masks and padding once per step (every layer reuses them)."""
+        B, max_q = len(self.query_lens), max(self.query_lens)
+        self.kv_len = max(self.context_lens)
+        self.is_plain_prefill = B == 1 and self.query_lens[0] == self.context_lens[0]
+        if self.is_plain_prefill:
+            return self
+        if max_q > 1 or len(set(self.context_lens)) > 1:
+            self.mask = _causal_mask(self.query_lens, self.context_lens, max_q, self.kv_len, device)
+        if any(q != max_q for q in self.query_lens):
+            rows = [b * max_q + i for b, q in enumerate(self.query_lens) for i in range(q)]
+            self.pad_index = torch.tensor(rows, dtype=torch.long, device=device)
+        return self
+
+
+def _causal_mask(query_lens: list[int], context_lens: list[int], max_q: int, kv_len: int, device) -> torch.Tensor:
+    """True where query i of sequence b may attend to cache position j: j <= its absolute position."""
+    q_idx = torch.arange(max_q, device=device)  # (Q,)
+    ctx = torch.tensor(context_lens, device=device)  # (B,)
+    qlen = torch.tensor(query_lens, device=device)  # (B,)
+    q_pos = ctx[:, None] - qlen[:, None] + q_idx[None, :]  # (B, Q) absolute position of each query
+    q_pos = torch.where(q_idx[None, :] < qlen[:, None], q_pos, 0)  # padded queries see slot 0: no all-False rows
+    j = torch.arange(kv_len, device=device)
+    return (j[None, None, :] <= q_pos[:, :, None]).unsqueeze(1)  # (B, 1, Q, K)
+
+
+def paged_attention(
+    q: torch.Tensor,  # (N, H, D)
+    k: torch.Tensor,  # (N, KVH, D)
+    v: torch.Tensor,  # (N, KVH, D)
+    k_cache: torch.Tensor,  # (num_blocks, block_size, KVH, D)
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Write the new k/v into their slots, then attend each sequence's queries to its cached context."""
+    N, H, D = q.shape
+    kvh = k.shape[1]
+    k_cache.view(-1, kvh, D).index_copy_(0, meta.slot_mapping, k)
+    v_cache.view(-1, kvh, D).index_copy_(0, meta.slot_mapping, v)
+    if meta.is_plain_prefill:  # fast path: no gather, no explicit mask
+        out = _sdpa(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], None, scale, True)
+        return out[0].transpose(0, 1)  # (N, H, D)
+    B, max_q = len(meta.query_lens), max(meta.query_lens)
+    keys = _gather(k_cache, meta)  # (B, KVH, K, D)
+    values = _gather(v_cache, meta)
+    if meta.pad_index is None:
+        qp = q.view(B, max_q, H, D)
+    else:
+        qp = q.new_zeros(B * max_q, H, D).index_copy_(0, meta.pad_index, q).view(B, max_q, H, D)
+    out = _sdpa(qp.transpose(1, 2), keys, values, meta.mask, scale, False)  # (B, H, Q, D)
+    out = out.transpose(1, 2).reshape(B * max_q, H, D)
+    return out if meta.pad_index is None else out.index_select(0, meta.pad_index)
+
+
+def _gather(cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    """(B, KVH, kv_len, D) view of each sequence's blocks, in order."""
+    B = meta.block_tables.shape[0]
+    blocks = cache[meta.block_tables]  # (B, max_blocks, block_size, KVH, D)
+    flat = blocks.view(B, -1, *cache.shape[2:])[:, : meta.kv_len]  # (B, K, KVH, D)
+    return flat.transpose(1, 2)
+
+
+def _sdpa(q, k, v, mask, scale, is_causal) -> torch.Tensor:
+    """q (B, H, Q, D), k/v (B, KVH, K, D); grouped-query heads share k/v without copying them H/KVH times."""
+    H, kvh = q.shape[1], k.shape[1]
+    if H != kvh and q.shape[2] == 1 and mask is None:
+        # decode without a mask: fold the query groups into the sequence dim, (B, KVH, G, D), no k/v repeat
+        B, _, _, D = q.shape
+        out = F.scaled_dot_product_attention(q.view(B, kvh, H // kvh, D), k, v, scale=scale)
+        return out.view(B, H, 1, D)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=H != kvh
+    )

@@ -1,0 +1,146 @@
+"""The Llama-family decoder (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3) in plain PyTorch.
+
+Reads top to bottom: attention block, MLP block, decoder layer, model. Runs over a flat batch of new tokens
+with a paged KV cache (see attention.py); returns logits only for the rows the caller asks for, because
+the sampler needs one row per sequence, not one per prompt token. Not for loading files (models/) or for
+deciding what runs when (engine/).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from athanor.errors import ModelFormatError
+from athanor.nn.attention import AttentionMetadata, paged_attention
+from athanor.nn.config import ModelConfig
+from athanor.nn.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        )
+        self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.scale = self.head_dim**-0.5
+        self.k_cache = self.v_cache = torch.empty(0)  # (num_blocks, block_size, KVH, D), set by the runner
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        N = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(N, self.num_heads, self.head_dim)  # (N, H, D)
+        k = k.view(N, self.num_kv_heads, self.head_dim)  # (N, KVH, D)
+        v = v.view(N, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:  # Qwen3: per-head RMSNorm before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = paged_attention(q, k, v, self.k_cache, self.v_cache, meta, self.scale)  # (N, H, D)
+        return self.o_proj(out.reshape(N, self.q_size))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x, cos, sin, meta: AttentionMetadata) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    """Decoder + LM head. Parameter names mirror Hugging Face's except the fused qkv_proj and gate_up_proj."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (N,) new tokens of every sequence, flattened
+        positions: torch.Tensor,  # (N,) absolute position of each
+        meta: AttentionMetadata,
+        logits_indices: torch.Tensor | None = None,  # (M,) rows that need logits; None -> all N
+    ) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)  # (N, C)
+        cos, sin = self.rotary(positions, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, meta)
+        if logits_indices is not None:
+            x = x.index_select(0, logits_indices)  # (M, C): the head is the biggest matmul, skip unused rows
+        return self.lm_head(self.norm(x)).float()  # (M, V) fp32 for the sampler
+
+    def load_hf_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy Hugging Face-named tensors in, fusing q/k/v and gate/up. Consumes (pops) the dict to save memory."""
+        expected = _expected_hf_names(self.config)
+        missing = sorted(expected - tensors.keys())
+        if self.config.tie_word_embeddings:
+            tensors.pop("lm_head.weight", None)
+        if missing:
+            raise ModelFormatError(f"checkpoint is missing {len(missing)} tensors, e.g. {missing[:3]}")
+        for name, param in self.named_parameters(remove_duplicate=True):
+            src = _fused_source(name, tensors)
+            if src.shape != param.shape:
+                raise ModelFormatError(f"tensor {name}: shape {tuple(src.shape)}, model expects {tuple(param.shape)}")
+            with torch.no_grad():
+                param.copy_(src)
+        unused = sorted(k for k in tensors if not k.endswith("rotary_emb.inv_freq"))
+        if unused:
+            raise ModelFormatError(f"checkpoint has {len(unused)} tensors the model does not use, e.g. {unused[:3]}")
+
+
+def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The HF tensor(s) behind one of our parameter names, concatenated where we fuse."""
+    hf = "model." + name if not name.startswith("lm_head") else name
+    if ".qkv_proj." in hf:
+        parts = [hf.replace("qkv_proj", p) for p in ("q_proj", "k_proj", "v_proj")]
+        return torch.cat([tensors.pop(p) for p in parts], dim=0)
+    if ".gate_up_proj." in hf:
+        parts = [hf.replace("gate_up_proj", p) for p in ("gate_proj", "up_proj")]
+        return torch.cat([tensors.pop(p) for p in parts], dim=0)
+    return tensors.pop(hf)
+
+
+def _expected_hf_names(cfg: ModelConfig) -> set[str]:
+    names = {"model.embed_tokens.weight", "model.norm.weight"}
+    if not cfg.tie_word_embeddings:
+        names.add("lm_head.weight")
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        names |= {p + "input_layernorm.weight", p + "post_attention_layernorm.weight"}
+        names |= {f"{p}self_attn.{m}_proj.weight" for m in "qkvo"}
+        names |= {f"{p}mlp.{m}_proj.weight" for m in ("gate", "up", "down")}
+        if cfg.attention_bias:
+            names |= {f"{p}self_attn.{m}_proj.bias" for m in "qkv"}
+        if cfg.qk_norm:
+            names |= {p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"}
+    return names
+
+
+def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu", dtype=torch.float32) -> LlamaModel:
+    """A ready-to-run model on `device` in `dtype` from HF-named tensors (the dict is consumed)."""
+    with torch.device("meta"):
+        model = LlamaModel(cfg)
+    model = model.to_empty(device=device)
+    model.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling).to(device)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    model.load_hf_tensors(tensors)
+    return model.to(dtype=dtype).eval()
