@@ -88,22 +88,26 @@ class LlamaModel(nn.Module):
         return self.lm_head(self.norm(x)).float()  # (M, V) fp32 for the sampler
 
     def load_hf_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Copy Hugging Face-named tensors in, fusing q/k/v and gate/up. Consumes (pops) the dict to save memory."""
+        """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict."""
         expected = _expected_hf_names(self.config)
-        missing = sorted(expected - tensors.keys())
         if self.config.tie_word_embeddings:
             tensors.pop("lm_head.weight", None)
+        missing = sorted(expected - tensors.keys())
         if missing:
             raise ModelFormatError(f"checkpoint is missing {len(missing)} tensors, e.g. {missing[:3]}")
-        for name, param in self.named_parameters(remove_duplicate=True):
-            src = _fused_source(name, tensors)
+        ours = {}
+        for name, param in self.named_parameters(remove_duplicate=False):
+            src = ours.get("embed_tokens.weight") if name == "lm_head.weight" and self.config.tie_word_embeddings else None
+            src = src if src is not None else _fused_source(name, tensors)
             if src.shape != param.shape:
                 raise ModelFormatError(f"tensor {name}: shape {tuple(src.shape)}, model expects {tuple(param.shape)}")
-            with torch.no_grad():
-                param.copy_(src)
+            ours[name] = src
         unused = sorted(k for k in tensors if not k.endswith("rotary_emb.inv_freq"))
         if unused:
             raise ModelFormatError(f"checkpoint has {len(unused)} tensors the model does not use, e.g. {unused[:3]}")
+        self.load_state_dict(ours, strict=False, assign=True)
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
 
 
 def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -138,9 +142,6 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
     """A ready-to-run model on `device` in `dtype` from HF-named tensors (the dict is consumed)."""
     with torch.device("meta"):
         model = LlamaModel(cfg)
-    model = model.to_empty(device=device)
-    model.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling).to(device)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    model.load_hf_tensors(tensors)
-    return model.to(dtype=dtype).eval()
+    model.load_hf_tensors(tensors)  # meta parameters replaced by the checkpoint's tensors
+    model.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
+    return model.to(device=device, dtype=dtype).eval()

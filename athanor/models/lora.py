@@ -1,0 +1,177 @@
+"""Merge PEFT LoRA adapters (the Modelfile's ADAPTER) into Hugging Face-named weights at load time.
+
+An adapter is a directory written by `peft`'s `save_pretrained`: `adapter_config.json` (r, lora_alpha,
+use_rslora, fan_in_fan_out, rank_pattern, alpha_pattern, ...) and `adapter_model.safetensors` with keys like
+`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`. Merging does what peft's
+`merge_and_unload` does: W += scale * B @ A with scale = alpha / r (alpha / sqrt(r) with rsLoRA); full
+tensors saved by `modules_to_save` (and trained biases) replace the base ones.
+
+Not for training adapters (train/ uses peft) and not for serving many adapters over one base model (weights
+are merged once, so an engine runs the merged model at full speed). DoRA, LoRA biases and LoRA on embeddings
+are refused with a clear error rather than merged wrongly. Never imports peft or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from athanor.errors import AthanorError
+
+if TYPE_CHECKING:
+    import torch
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+_PREFIX = "base_model.model."
+# `<module>.lora_A.weight`; some writers keep the adapter name: `<module>.lora_A.default.weight`
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[\w-]+)?\.weight$")
+
+
+@dataclass
+class LoraSettings:
+    """The parts of adapter_config.json that decide the merge."""
+
+    r: int
+    lora_alpha: float
+    use_rslora: bool = False
+    fan_in_fan_out: bool = False  # weights stored (in, out) as in GPT-2's Conv1D: the delta is transposed
+    rank_pattern: dict[str, int] = field(default_factory=dict)  # module-name regex -> r
+    alpha_pattern: dict[str, float] = field(default_factory=dict)  # module-name regex -> alpha
+
+    def scale(self, module: str, rank: int) -> float:
+        alpha = self.alpha_pattern.get(_pattern_key(self.alpha_pattern, module), self.lora_alpha)
+        return alpha / math.sqrt(rank) if self.use_rslora else alpha / rank
+
+    def rank(self, module: str) -> int:
+        return self.rank_pattern.get(_pattern_key(self.rank_pattern, module), self.r)
+
+
+def _pattern_key(patterns: dict, module: str) -> str | None:
+    # peft's rule: a pattern key matches a module whose dotted name ends with it
+    return next((k for k in patterns if re.match(rf"(.*\.)?({k})$", module)), None)
+
+
+def check_adapter_dir(adapter_dir: str | Path) -> Path:
+    """Raise AthanorError unless `adapter_dir` is a PEFT LoRA adapter directory; return it resolved."""
+    path = Path(adapter_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise AthanorError(f"LoRA adapter {adapter_dir}: not a directory (expected a peft save_pretrained folder)")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise AthanorError(f"LoRA adapter {adapter_dir}: missing {name} (expected a peft save_pretrained folder)")
+    return path
+
+
+def read_lora_settings(adapter_dir: str | Path) -> LoraSettings:
+    """Parse and check adapter_config.json."""
+    path = check_adapter_dir(adapter_dir)
+    try:
+        cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AthanorError(f"LoRA adapter {adapter_dir}: {CONFIG_FILE} is not valid JSON ({e})") from None
+    _refuse_unsupported(cfg, adapter_dir)
+    try:
+        return LoraSettings(
+            r=int(cfg["r"]),
+            lora_alpha=float(cfg["lora_alpha"]),
+            use_rslora=bool(cfg.get("use_rslora", False)),
+            fan_in_fan_out=bool(cfg.get("fan_in_fan_out", False)),
+            rank_pattern=cfg.get("rank_pattern") or {},
+            alpha_pattern=cfg.get("alpha_pattern") or {},
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise AthanorError(f"LoRA adapter {adapter_dir}: {CONFIG_FILE} needs numeric r and lora_alpha ({e})") from None
+
+
+def _refuse_unsupported(cfg: dict, adapter_dir: str | Path) -> None:
+    if cfg.get("peft_type", "LORA").upper() != "LORA":
+        raise AthanorError(f"LoRA adapter {adapter_dir}: peft_type {cfg['peft_type']!r} is not supported (only LORA)")
+    for flag in ("use_dora", "lora_bias"):
+        if cfg.get(flag):
+            raise AthanorError(f"LoRA adapter {adapter_dir}: {flag}=true is not supported; merge it with peft first")
+
+
+def merge_lora(tensors: dict[str, torch.Tensor], adapter_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Return a new dict: `tensors` (HF names, e.g. `model.layers.0.self_attn.q_proj.weight`) with the adapter
+    merged in. Inputs are not modified; merged tensors keep their dtype (the sum is done in float32)."""
+    settings = read_lora_settings(adapter_dir)
+    pairs, full = _split_adapter(_load_adapter_tensors(adapter_dir), adapter_dir)
+    out = dict(tensors)
+    for module, (a, b) in pairs.items():
+        out[f"{module}.weight"] = _merged(tensors, module, a, b, settings, adapter_dir)
+    for name, value in full.items():
+        if name not in tensors:
+            raise AthanorError(f"LoRA adapter {adapter_dir}: tensor {name!r} matches no weight of the base model")
+        _check_shape(adapter_dir, name, tuple(value.shape), tuple(tensors[name].shape))
+        out[name] = value.to(tensors[name].dtype)
+    return out
+
+
+def merge_adapters(tensors: dict[str, torch.Tensor], adapter_dirs: list[str]) -> dict[str, torch.Tensor]:
+    """Merge a manifest's adapters in order (what the loader calls with `Manifest.adapters`)."""
+    for adapter_dir in adapter_dirs:
+        tensors = merge_lora(tensors, adapter_dir)
+    return tensors
+
+
+def _load_adapter_tensors(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(Path(adapter_dir).expanduser() / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as e:
+        raise AthanorError(f"LoRA adapter {adapter_dir}: cannot read {WEIGHTS_FILE} ({e})") from None
+
+
+def _split_adapter(raw: dict[str, torch.Tensor], adapter_dir: str | Path) -> tuple[dict, dict]:
+    """-> ({module: (A (r, in), B (out, r))}, {base tensor name: full replacement tensor})."""
+    halves: dict[str, dict[str, torch.Tensor]] = {}
+    full: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        name = key.removeprefix(_PREFIX)
+        if ".lora_embedding_" in name or ".lora_magnitude_vector" in name:
+            raise AthanorError(f"LoRA adapter {adapter_dir}: {key!r} (LoRA on embeddings / DoRA) is not supported")
+        m = _LORA_KEY.match(name)
+        if m:
+            halves.setdefault(m["module"], {})[m["ab"]] = value
+        else:
+            full[name] = value  # modules_to_save or a trained bias
+    for module, ab in halves.items():
+        if set(ab) != {"A", "B"}:
+            missing = "lora_B" if "A" in ab else "lora_A"
+            raise AthanorError(f"LoRA adapter {adapter_dir}: {module} has no {missing} weight")
+    return {m: (ab["A"], ab["B"]) for m, ab in halves.items()}, full
+
+
+def _merged(
+    tensors: dict, module: str, a: torch.Tensor, b: torch.Tensor, settings: LoraSettings, adapter_dir: str | Path
+) -> torch.Tensor:
+    name = f"{module}.weight"
+    if name not in tensors:
+        raise AthanorError(f"LoRA adapter {adapter_dir}: {module} matches no weight of the base model (no {name!r})")
+    base = tensors[name]
+    rank = a.shape[0]
+    if b.shape[1] != rank or rank != settings.rank(module):
+        raise AthanorError(
+            f"LoRA adapter {adapter_dir}: {module} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}, "
+            f"expected rank {settings.rank(module)} from {CONFIG_FILE}"
+        )
+    delta = b.float() @ a.float()  # (out, r) @ (r, in) -> (out, in)
+    if settings.fan_in_fan_out:
+        delta = delta.T  # base is stored (in, out)
+    _check_shape(adapter_dir, name, tuple(delta.shape), tuple(base.shape))
+    return (base.float() + settings.scale(module, rank) * delta).to(base.dtype)
+
+
+def _check_shape(adapter_dir: str | Path, name: str, got: tuple, want: tuple) -> None:
+    if got != want:
+        raise AthanorError(
+            f"LoRA adapter {adapter_dir}: {name} would be {got} but the base model has {want}; "
+            "was it trained for another model?"
+        )
