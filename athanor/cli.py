@@ -1,0 +1,212 @@
+"""The `athanor` command: the only place that wires layers together. Thin: parse → call → print.
+
+Heavy modules (torch, the engine, model formats) are imported inside the commands so `athanor --help`
+returns instantly. User errors (AthanorError, ValueError from option parsing) print one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="athanor: run, fine-tune, serve and build on open LLMs, offline.")
+
+OptionList = typer.Option(None, "--option", "-o", help="sampling/engine option KEY=VALUE (repeatable), e.g. -o temperature=0")
+
+
+def main() -> None:
+    from athanor.errors import AthanorError
+
+    try:
+        app()
+    except (AthanorError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _parse_options(pairs: list[str] | None) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"option {pair!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value  # a bare string, e.g. stop=END
+    return out
+
+
+def _engine_config(device: str, dtype: str):
+    from athanor.engine.config import EngineConfig
+
+    return EngineConfig(device=device, dtype=dtype)
+
+
+# --- run / generate ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    model: str = typer.Argument(..., help="store name (e.g. smollm2) or a path to a .gguf file / HF directory"),
+    prompt: Optional[list[str]] = typer.Argument(None, help="one-shot prompt; omit for an interactive chat"),
+    verbose: bool = typer.Option(False, "--verbose", help="print load/prompt/eval statistics after each answer"),
+    option: Optional[list[str]] = OptionList,
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
+) -> None:
+    """Chat with a model: one answer when a prompt is given or piped, else an interactive session."""
+    from athanor.chat_cli import interactive, one_shot, read_piped_prompt
+
+    text = " ".join(prompt or []) + read_piped_prompt()
+    llm = _load(model, option, device, dtype)
+    if text.strip():
+        one_shot(llm, text, verbose)
+    else:
+        interactive(llm, verbose)
+
+
+@app.command()
+def generate(
+    model: str = typer.Argument(..., help="store name or path"),
+    prompt: list[str] = typer.Argument(..., help="raw text to continue (no chat template)"),
+    verbose: bool = typer.Option(False, "--verbose"),
+    option: Optional[list[str]] = OptionList,
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto"),
+) -> None:
+    """Raw completion of PROMPT, without the chat template."""
+    from athanor.chat_cli import stream_answer
+
+    llm = _load(model, option, device, dtype)
+    stream_answer(llm, llm.tokenizer.encode(" ".join(prompt)), {}, verbose)
+
+
+def _load(model: str, option, device: str, dtype: str):
+    from athanor.engine.llm import ENGINE_OPTIONS, LLM
+    from athanor.engine.sampling_params import SamplingParams
+
+    options = _parse_options(option)
+    SamplingParams.from_options({}, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})  # fail early
+    return LLM.load(model, _engine_config(device, dtype), **options)
+
+
+# --- the store ---------------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_models() -> None:
+    """Models in the store (ATHANOR_HOME, default ~/.athanor)."""
+    from athanor.models.store import Store
+
+    rows = [("NAME", "FORMAT", "SIZE", "MODIFIED")]
+    for m in Store().list():
+        rows.append((m.name, m.format, _size(m.weights), (m.created_at or "")[:19].replace("T", " ")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        typer.echo("    ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _size(path: str) -> str:
+    p = Path(path) if path else None
+    if not p or not p.exists():
+        return "-"
+    n = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+@app.command()
+def show(
+    name: str,
+    modelfile: bool = typer.Option(False, "--modelfile", help="print a Modelfile that recreates this model"),
+    template: bool = typer.Option(False, "--template", help="print only the chat template"),
+    license: bool = typer.Option(False, "--license", help="print only the license"),
+) -> None:
+    """Architecture, parameters, quantization, context length, template, parameters and license of a model."""
+    from athanor.models.store import Store
+
+    store = Store()
+    if modelfile:
+        typer.echo(store.render_modelfile(store.get(name)))
+        return
+    info = store.show(name)
+    if template or license:
+        typer.echo(info.get("template" if template else "license") or "")
+        return
+    typer.echo(_format_show(info))
+
+
+def _format_show(info: dict) -> str:
+    n = info.get("num_parameters") or 0
+    lines = ["  Model"]
+    for label, value in (
+        ("architecture", info.get("architecture")),
+        ("parameters", f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"),
+        ("context length", info.get("context_length")),
+        ("embedding length", info.get("embedding_length")),
+        ("quantization", info.get("quantization")),
+        ("format", info.get("format")),
+    ):
+        lines.append(f"    {label:<20}{value}")
+    if info.get("parameters"):
+        lines += ["", "  Parameters"]
+        for k, v in info["parameters"].items():
+            for item in v if isinstance(v, list) else [v]:
+                lines.append(f"    {k:<20}{item!r}" if isinstance(item, str) else f"    {k:<20}{item}")
+    for title, key in (("System", "system"), ("Adapters", "adapters"), ("License", "license")):
+        value = info.get(key)
+        if value:
+            text = "\n".join(value) if isinstance(value, list) else str(value)
+            lines += ["", f"  {title}"] + [f"    {line}" for line in text.strip().splitlines()[:8]]
+    template = info.get("template") or ""
+    lines += ["", "  Template", f"    {len(template)} characters of Jinja (athanor show {info.get('name', '')} --template)"]
+    return "\n".join(lines)
+
+
+@app.command()
+def create(name: str, file: Path = typer.Option(..., "-f", "--file", help="path to the Modelfile")) -> None:
+    """Create a named model from a Modelfile (FROM a store name, a .gguf file or a HF directory)."""
+    from athanor.models.store import Store
+
+    m = Store().create(name, file)
+    typer.echo(f"created {m.name} from {m.parent or m.weights}")
+
+
+@app.command()
+def cp(src: str, dst: str) -> None:
+    """Copy a model under a new name."""
+    from athanor.models.store import Store
+
+    m = Store().copy(src, dst)
+    typer.echo(f"copied {src} to {m.name}")
+
+
+@app.command()
+def rm(names: list[str]) -> None:
+    """Remove models from the store (the weights files they point to are left alone)."""
+    from athanor.models.store import Store
+
+    store = Store()
+    for name in names:
+        store.remove(name)
+        typer.echo(f"deleted {name}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from athanor import __version__
+
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    main()
