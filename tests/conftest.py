@@ -27,3 +27,38 @@ def smollm2_path() -> Path:
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own ATHANOR_HOME so nothing touches the user's store."""
     monkeypatch.setenv("ATHANOR_HOME", str(tmp_path_factory.mktemp("athanor_home")))
+
+
+def write_tiny_hf_dir(path: Path, arch: str = "qwen2", seed: int = 0) -> Path:
+    """A complete, tiny Hugging Face model directory: trained byte-level BPE, ChatML template, random weights."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from tests.nn.tiny import tiny_hf_model
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = ["The capital of France is Paris.", "hello world, how are you?", "数字 12345 and emoji 🙂 too"] * 50
+    tok.train_from_iterator(corpus, trainer)
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path / "tokenizer.json"))
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "<|im_end|>", "bos_token": None, "chat_template": template}))
+    eos = tok.token_to_id("<|im_end|>")
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
+    model = tiny_hf_model(arch, seed=seed, vocab=tok.get_vocab_size())
+    model.config.eos_token_id = eos
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    return write_tiny_hf_dir(tmp_path_factory.mktemp("tiny_hf") / "tiny-qwen2")
