@@ -35,8 +35,13 @@ class ModelRunner:
         shape = (cfg.num_hidden_layers, self.num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
         self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self._bind_kv_cache()
+
+    def _bind_kv_cache(self) -> None:
+        """Point every attention layer at this runner's cache (another runner on the same model may have moved it)."""
         for i, layer in enumerate(self.model.layers):
             layer.self_attn.k_cache, layer.self_attn.v_cache = self.k_cache[i], self.v_cache[i]
+        self.model.kv_cache_owner = self
 
     def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
         """Flatten the batch: input ids, positions, slots, block tables, and the rows whose logits we need."""
@@ -70,6 +75,8 @@ class ModelRunner:
 
     def run(self, batch: ScheduledBatch) -> torch.Tensor:
         """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token."""
+        if getattr(self.model, "kv_cache_owner", None) is not self:
+            self._bind_kv_cache()
         input_ids, positions, meta, logits_rows = self.prepare(batch)
         if len(logits_rows) == 0:  # only mid-prompt chunks: fill the cache, no head
             self.model(input_ids, positions, meta, logits_rows)

@@ -25,6 +25,7 @@ def ours_from_hf(hf_model, tmp_path, dtype=torch.float32, device="cpu"):
 def full_logits(model, ids: list[int], chunk: int | None = None) -> torch.Tensor:
     """All-position logits through the paged-cache path, optionally prefilling in chunks."""
     runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=64, block_size=4, device=str(model.embed_tokens.weight.device)))
+    runner._bind_kv_cache()
     bm = BlockManager(runner.num_blocks, 4, enable_prefix_caching=False)
     seq = Sequence(ids, SamplingParams())
     bm.allocate(seq)
