@@ -76,13 +76,46 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+class Linear(nn.Module):
+    """y = x W^T + b with W stored transposed, (in, out), so `x @ weight` streams it row by row.
+
+    On CPU BLAS the batch-1 product reads the weights about twice as fast this way as F.linear's (out, in)
+    layout, and decode at batch 1 is bound by reading the weights. Loaders still hand over (out, in) tensors.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))  # (in, out)
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
+
+
+class LMHead(nn.Module):
+    """Vocabulary projection. Keeps the (V, C) matrix (shared with the embedding when tied) and a transposed
+    copy: batch-1 decode reads the copy (faster gemv), batched rows use the original (faster gemm)."""
+
+    def __init__(self, hidden: int, vocab: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab, hidden))  # (V, C)
+        self.register_buffer("weight_t", torch.empty(hidden, vocab), persistent=False)  # (C, V)
+
+    def refresh(self) -> None:
+        """Rebuild the transposed copy after the weight was loaded, moved or cast."""
+        self.weight_t = self.weight.detach().t().contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight_t if x.shape[0] == 1 else F.linear(x, self.weight)
+
+
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)) with gate and up fused into one matmul."""
 
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.gate_up_proj = Linear(hidden, 2 * intermediate)
+        self.down_proj = Linear(intermediate, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)

@@ -14,7 +14,7 @@ from torch import nn
 from athanor.errors import ModelFormatError
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
-from athanor.nn.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
+from athanor.nn.layers import Linear, LMHead, RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
 
 
 class Attention(nn.Module):
@@ -24,8 +24,8 @@ class Attention(nn.Module):
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         )
         self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.qkv_proj = Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias)
+        self.o_proj = Linear(self.q_size, cfg.hidden_size)
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.scale = self.head_dim**-0.5
@@ -67,7 +67,7 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
@@ -99,6 +99,8 @@ class LlamaModel(nn.Module):
         for name, param in self.named_parameters(remove_duplicate=False):
             src = ours.get("embed_tokens.weight") if name == "lm_head.weight" and self.config.tie_word_embeddings else None
             src = src if src is not None else _fused_source(name, tensors)
+            if _is_transposed(self, name):
+                src = src.t().contiguous()  # (out, in) -> our (in, out)
             if src.shape != param.shape:
                 raise ModelFormatError(f"tensor {name}: shape {tuple(src.shape)}, model expects {tuple(param.shape)}")
             ours[name] = src
@@ -108,6 +110,11 @@ class LlamaModel(nn.Module):
         self.load_state_dict(ours, strict=False, assign=True)
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+
+
+def _is_transposed(model: nn.Module, param_name: str) -> bool:
+    module_name, _, leaf = param_name.rpartition(".")
+    return leaf == "weight" and isinstance(model.get_submodule(module_name), Linear)
 
 
 def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -144,4 +151,7 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
         model = LlamaModel(cfg)
     model.load_hf_tensors(tensors)  # meta parameters replaced by the checkpoint's tensors
     model.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
-    return model.to(device=device, dtype=dtype).eval()
+    model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
+    model = model.to(device=device, dtype=dtype).eval()
+    model.lm_head.refresh()
+    return model
