@@ -1,0 +1,568 @@
+"""Load a GGUF file (llama.cpp's format) into a Checkpoint: ModelConfig, float32 tensors in Hugging Face
+naming and layout, and a tokenizer rebuilt from the file's metadata.
+
+For: GGUF v2/v3 files of the `llama` (Llama 1-3, Mistral, TinyLlama, SmolLM), `qwen2` and `qwen3`
+architectures, with the tensor types dequant.py knows. `inspect_gguf` reads only the header.
+Not for: writing GGUF (gguf_export.py), running quantized matmuls (every weight is dequantized to float32),
+MoE/vision/other architectures (UnsupportedArchitectureError).
+
+We parse the header ourselves instead of using `gguf.GGUFReader`: the reader builds one numpy array per
+vocabulary string and takes ~3 s on a 49k-token vocab, against ~0.1 s here, and we want every failure to
+be one ModelFormatError line that names the file.
+
+Llama 3 rope scaling: llama.cpp stores it only as per-frequency factors (tensor `rope_freqs.weight`). We
+turn that tensor back into HF's `rope_scaling` dict, assuming low_freq_factor=1 and high_freq_factor=4
+(the converter's defaults and every released Llama 3.x), check the dict reproduces the tensor, and drop
+the tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import mmap
+import re
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from athanor.errors import ModelFormatError, UnsupportedArchitectureError
+from athanor.models.checkpoint import Checkpoint
+from athanor.models.dequant import byte_size, dequantize, type_name
+from athanor.nn.config import ModelConfig
+
+if TYPE_CHECKING:
+    import tokenizers
+
+    from athanor.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")  # general.architecture values we load
+_PERMUTED_ARCHS = ("llama",)  # convert_hf_to_gguf permutes q/k rows for these (rope pairs adjacent)
+
+# GGUF tensor name <-> HF parameter name (without the .weight/.bias suffix)
+GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+# ---------------------------------------------------------------- 1. the header
+
+
+@dataclass
+class GGUFTensorInfo:
+    name: str
+    ggml_type: int
+    shape: tuple[int, ...]  # torch order: GGUF lists dims fastest-first, so reversed
+    offset: int  # absolute, in bytes from the start of the file
+    nbytes: int | None  # None for a type id the gguf package does not know
+
+    @property
+    def num_elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class GGUFHeader:
+    path: Path
+    metadata: dict[str, Any]
+    tensors: dict[str, GGUFTensorInfo]
+
+
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_ARRAY_DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?",
+                 10: "<u8", 11: "<i8", 12: "<f8"}
+_STRING, _ARRAY, _FLOAT32 = 8, 9, 6
+
+
+class _Cursor:
+    """Reads little-endian GGUF values from a buffer, moving forward."""
+
+    def __init__(self, buf: mmap.mmap) -> None:
+        self.buf, self.pos = buf, 0
+
+    def scalar(self, fmt: str) -> Any:
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        n = self.scalar("<Q")
+        if self.pos + n > len(self.buf):
+            raise ValueError(f"a string of {n} bytes runs past the end of the file")
+        raw = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return raw.decode("utf-8")
+
+    def value(self, vtype: int) -> Any:
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            return self.array()
+        if vtype not in _SCALAR_FORMATS:
+            raise ValueError(f"unknown metadata value type {vtype}")
+        value = self.scalar(_SCALAR_FORMATS[vtype])
+        # float32 -> the shortest decimal that round-trips (1e-05, not 9.999999747378752e-06)
+        return float(str(np.float32(value))) if vtype == _FLOAT32 else value
+
+    def array(self) -> list:
+        vtype, n = self.scalar("<I"), self.scalar("<Q")
+        if vtype in _ARRAY_DTYPES:
+            values = np.frombuffer(self.buf, dtype=_ARRAY_DTYPES[vtype], count=n, offset=self.pos)
+            self.pos += values.nbytes
+            return values.tolist()
+        if vtype == _STRING:
+            return self.strings(n)
+        return [self.value(vtype) for _ in range(n)]
+
+    def strings(self, n: int) -> list[str]:
+        """n strings in a row: the vocabulary and merges, so the loop is kept tight."""
+        buf, pos, unpack, out = self.buf, self.pos, struct.Struct("<Q").unpack_from, []
+        for _ in range(n):
+            (size,) = unpack(buf, pos)
+            out.append(buf[pos + 8 : pos + 8 + size].decode("utf-8"))
+            pos += 8 + size
+        if pos > len(buf):
+            raise ValueError("a string array runs past the end of the file")
+        self.pos = pos
+        return out
+
+
+def _tensor_info(cur: _Cursor) -> GGUFTensorInfo:
+    name = cur.string()
+    n_dims = cur.scalar("<I")
+    if n_dims > 4:
+        raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
+    dims = struct.unpack_from(f"<{n_dims}Q", cur.buf, cur.pos)
+    cur.pos += 8 * n_dims
+    ggml_type, offset = cur.scalar("<I"), cur.scalar("<Q")
+    return GGUFTensorInfo(name, ggml_type, tuple(reversed(dims)), offset, byte_size(ggml_type, math.prod(dims)))
+
+
+def _parse_header(buf: mmap.mmap, path: Path) -> GGUFHeader:
+    cur = _Cursor(buf)
+    magic = bytes(buf[:4])
+    if magic != b"GGUF":
+        raise ModelFormatError(f"{path.name} is not a GGUF file (starts with {magic!r}, expected b'GGUF')")
+    cur.pos = 4
+    version = cur.scalar("<I")
+    if version & 0xFFFF == 0:  # a small version number read with the wrong byte order
+        raise ModelFormatError(f"{path.name} is a big-endian GGUF file, which athanor cannot load")
+    if version not in (2, 3):
+        raise ModelFormatError(f"{path.name}: GGUF version {version} is not supported (need 2 or 3)")
+    n_tensors, n_kv = cur.scalar("<Q"), cur.scalar("<Q")
+    metadata = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        metadata[key] = cur.value(cur.scalar("<I"))
+    infos = [_tensor_info(cur) for _ in range(n_tensors)]
+    alignment = metadata.get("general.alignment", 32)
+    data_start = -(-cur.pos // alignment) * alignment  # round up to the alignment
+    for info in infos:
+        info.offset += data_start
+        if info.nbytes is not None and info.offset + info.nbytes > len(buf):
+            raise ModelFormatError(
+                f"{path.name}: tensor {info.name!r} runs past the end of the file "
+                f"(needs {info.offset + info.nbytes} bytes, file has {len(buf)}); the file is truncated"
+            )
+    return GGUFHeader(path, metadata, {info.name: info for info in infos})
+
+
+@contextlib.contextmanager
+def _mapped(path: str | Path):
+    """The file as a private writable mmap (copy-on-write: torch.frombuffer wants a writable buffer)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"GGUF file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    if path.stat().st_size < 24:
+        raise ModelFormatError(f"{path.name} is not a GGUF file ({path.stat().st_size} bytes, too short)")
+    try:
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    except OSError as e:
+        raise ModelFormatError(f"{path.name}: cannot read the file ({e.strerror or e})") from None
+    try:
+        yield buf
+    finally:
+        with contextlib.suppress(BufferError):  # a tensor view still alive (e.g. in a traceback)
+            buf.close()
+
+
+def _read(buf: mmap.mmap, path: str | Path) -> GGUFHeader:
+    try:
+        return _parse_header(buf, Path(path))
+    except (struct.error, ValueError, UnicodeDecodeError, OverflowError, MemoryError) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise ModelFormatError(f"{Path(path).name}: GGUF header is truncated or corrupt ({detail})") from None
+
+
+def read_gguf_header(path: str | Path) -> GGUFHeader:
+    """Metadata and tensor table, no tensor data."""
+    with _mapped(path) as buf:
+        return _read(buf, path)
+
+
+# ---------------------------------------------------------------- 2. inspect
+
+
+def _quantization(meta: dict, tensors: dict[str, GGUFTensorInfo]) -> str:
+    file_type = meta.get("general.file_type")
+    if file_type is not None:
+        from gguf import LlamaFileType
+
+        with contextlib.suppress(ValueError):
+            return LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    matrices = Counter(type_name(t.ggml_type) for t in tensors.values() if len(t.shape) == 2)
+    return matrices.most_common(1)[0][0] if matrices else "F32"
+
+
+def _describe(header: GGUFHeader) -> dict:
+    meta, arch = header.metadata, header.metadata.get("general.architecture")
+    return {
+        "format": "gguf",
+        "arch": arch,
+        "num_parameters": sum(t.num_elements for t in header.tensors.values()),
+        "quantization": _quantization(meta, header.tensors),
+        "context_length": meta.get(f"{arch}.context_length"),
+        "embedding_length": meta.get(f"{arch}.embedding_length"),
+        "license": meta.get("general.license"),
+        "chat_template": meta.get("tokenizer.chat_template"),
+        "name": meta.get("general.name"),
+    }
+
+
+def inspect_gguf(path: str | Path) -> dict:
+    """What `athanor show` prints about a GGUF file, from its header alone."""
+    return _describe(read_gguf_header(path))
+
+
+# ---------------------------------------------------------------- 3. config
+
+
+def _meta(header: GGUFHeader, key: str, default: Any = ...) -> Any:
+    arch = header.metadata["general.architecture"]
+    value = header.metadata.get(f"{arch}.{key}", default)
+    if value is ...:
+        raise ModelFormatError(f"{header.path.name}: metadata key {arch}.{key} is missing")
+    if isinstance(value, list):  # per-layer values (e.g. head_count_kv); we need them uniform
+        if not value or len(set(value)) != 1:
+            raise ModelFormatError(f"{header.path.name}: {arch}.{key} varies per layer, which athanor cannot load")
+        value = value[0]
+    return value
+
+
+def llama3_rope_factors(scaling: dict, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Per-frequency wavelength multipliers of HF's llama3 rope scaling (what llama.cpp calls rope_freqs)."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_ctx = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    mid = 1 / ((1 - smooth) / factor + smooth)
+    return torch.where(wavelen < old_ctx / high, 1.0, torch.where(wavelen > old_ctx / low, factor, mid))
+
+
+def _rope_freqs_scaling(factors: torch.Tensor, theta: float, head_dim: int, name: str) -> dict | None:
+    """Recover HF's llama3 `rope_scaling` from llama.cpp's `rope_freqs.weight`.  factors: (head_dim // 2,)"""
+    factors = factors.double()
+    factor = float(str(np.float32(factors.max().item())))
+    if factor == 1.0:
+        return None
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    mid = (factors > 1 + 1e-6) & (factors < factor - 1e-6)
+    if mid.any():  # smooth band: 1/f = (1-s)/factor + s with s = (old_ctx/wavelen - low) / (high - low)
+        s = (1 / factors[mid] - 1 / factor) / (1 - 1 / factor)
+        old_ctx = (s * 3.0 + 1.0) * (2 * math.pi / inv_freq[mid])  # s * (high - low) + low, times wavelen
+        scaling["original_max_position_embeddings"] = round(old_ctx.median().item())
+    if not torch.allclose(llama3_rope_factors(scaling, inv_freq), factors, rtol=1e-3):
+        raise ModelFormatError(f"{name}: rope_freqs.weight does not match Llama 3 rope scaling; cannot load it")
+    return scaling
+
+
+def _rope_scaling(header: GGUFHeader, rope_freqs: torch.Tensor | None, theta: float, head_dim: int) -> dict | None:
+    if rope_freqs is not None:
+        return _rope_freqs_scaling(rope_freqs, theta, head_dim, header.path.name)
+    kind, factor = _meta(header, "rope.scaling.type", None), _meta(header, "rope.scaling.factor", None)
+    if kind == "linear" and factor:
+        return {"rope_type": "linear", "factor": factor}
+    if kind == "yarn" and factor:
+        orig = _meta(header, "rope.scaling.original_context_length", None)
+        return {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": orig}
+    if kind not in (None, "none"):
+        raise ModelFormatError(f"{header.path.name}: rope scaling {kind!r} is not supported")
+    return None
+
+
+def gguf_config(header: GGUFHeader, rope_freqs: torch.Tensor | None = None) -> ModelConfig:
+    """ModelConfig from GGUF metadata (and the tensor table, for what metadata may leave out)."""
+    arch = header.metadata.get("general.architecture")
+    if arch not in GGUF_ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"{header.path.name}: GGUF architecture {arch!r} is not supported; "
+            f"supported: {', '.join(GGUF_ARCHITECTURES)}"
+        )
+    tensors = header.tensors
+    heads, hidden = _meta(header, "attention.head_count"), _meta(header, "embedding_length")
+    q_rows = tensors["blk.0.attn_q.weight"].shape[0] if "blk.0.attn_q.weight" in tensors else hidden
+    head_dim = _meta(header, "attention.key_length", q_rows // heads)
+    theta = _meta(header, "rope.freq_base", 10000.0)
+    vocab = _meta(header, "vocab_size", None) or tensors["token_embd.weight"].shape[0]
+    window = _meta(header, "attention.sliding_window", None)
+    return ModelConfig(
+        arch=arch,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=_meta(header, "feed_forward_length"),
+        num_hidden_layers=_meta(header, "block_count"),
+        num_attention_heads=heads,
+        num_key_value_heads=_meta(header, "attention.head_count_kv", heads),
+        head_dim=head_dim,
+        rms_norm_eps=_meta(header, "attention.layer_norm_rms_epsilon", 1e-6),
+        rope_theta=theta,
+        rope_scaling=_rope_scaling(header, rope_freqs, theta, head_dim),
+        max_position_embeddings=_meta(header, "context_length", 2048),
+        tie_word_embeddings="output.weight" not in tensors,
+        attention_bias="blk.0.attn_q.bias" in tensors,
+        qk_norm="blk.0.attn_q_norm.weight" in tensors,
+        extra={"sliding_window": window} if window else {},
+    )
+
+
+# ---------------------------------------------------------------- 4. tensors
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`; None if not a decoder tensor."""
+    m = re.fullmatch(r"(?:blk\.(\d+)\.)?(\w+)\.(weight|bias)", gguf_name)
+    if m is None:
+        return None
+    layer, base, kind = m.groups()
+    if layer is None:
+        return f"{GLOBAL_NAMES[base]}.{kind}" if base in GLOBAL_NAMES else None
+    return f"model.layers.{layer}.{LAYER_NAMES[base]}.{kind}" if base in LAYER_NAMES else None
+
+
+def permute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """HF -> llama.cpp row order (convert_hf_to_gguf's LlamaModel.permute): per head, interleave the two
+    rotary halves so rope pairs (i, i + d/2) become adjacent rows (2i, 2i + 1).  w: (n_head * d, ...)"""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def unpermute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Inverse of permute_qk: llama.cpp -> HF row order.  w: (n_head * d, ...)"""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def _load_tensor(buf: mmap.mmap, header: GGUFHeader, info: GGUFTensorInfo) -> torch.Tensor:
+    if info.nbytes is None:
+        raise ModelFormatError(f"{header.path.name}: tensor {info.name!r} has unknown type id {info.ggml_type}")
+    raw = torch.frombuffer(buf, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
+    try:
+        return dequantize(raw, info.ggml_type, info.shape, info.name)
+    except ModelFormatError as e:
+        raise ModelFormatError(f"{header.path.name}: {e}") from None
+
+
+def _hf_tensors(buf: mmap.mmap, header: GGUFHeader, config: ModelConfig) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for info in header.tensors.values():
+        if info.name == "rope_freqs.weight":  # folded into config.rope_scaling
+            continue
+        name = hf_name(info.name)
+        if name is None:
+            raise ModelFormatError(f"{header.path.name}: unexpected tensor {info.name!r} for a {config.arch} model")
+        w = _load_tensor(buf, header, info)  # (out_features, in_features) for matrices
+        if config.arch in _PERMUTED_ARCHS and (".attn_q." in info.name or ".attn_k." in info.name):
+            n_head = config.num_attention_heads if ".attn_q." in info.name else config.num_key_value_heads
+            if w.shape[0] != n_head * config.head_dim:
+                raise ModelFormatError(f"{header.path.name}: tensor {info.name!r} has shape {list(w.shape)}, "
+                                       f"which does not fit {n_head} heads of {config.head_dim}")
+            w = unpermute_qk(w, n_head)
+        tensors[name] = w
+    return tensors
+
+
+# ---------------------------------------------------------------- 5. tokenizer
+
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")  # Qwen splits digits one by one
+# tokenizer.ggml.pre -> split regex run before ByteLevel (names as llama.cpp's convert_hf_to_gguf writes them)
+_PRE_SPLITS = {
+    "llama-bpe": LLAMA3_SPLIT, "llama3": LLAMA3_SPLIT, "llama-v3": LLAMA3_SPLIT, "smaug-bpe": LLAMA3_SPLIT,
+    "qwen2": QWEN2_SPLIT, "deepseek-r1-qwen": QWEN2_SPLIT,
+}
+_CONTROL, _USER_DEFINED, _UNKNOWN = 3, 4, 2  # tokenizer.ggml.token_type values
+
+
+def _pre_tokenizer(pre: str | None):
+    from tokenizers import Regex, pre_tokenizers
+
+    if pre == "smollm":  # SmolLM's tokenizer.json: digits one by one, then GPT-2's split
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    if pre in _PRE_SPLITS:
+        return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_PRE_SPLITS[pre]), behavior="isolated"),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if pre not in (None, "default", "gpt-2", "gpt2"):
+        log.warning("GGUF pre-tokenizer %r is unknown to athanor; using GPT-2's split", pre)
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+def _byte_level_bpe(meta: dict) -> tokenizers.Tokenizer:
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    vocab = _vocab(meta["tokenizer.ggml.tokens"])
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+    pre = meta.get("tokenizer.ggml.pre")
+    # Llama 3's tokenizer.json (and llama.cpp for llama-bpe) takes a whole word that is in the vocab as is
+    tok = Tokenizer(models.BPE(vocab, merges, ignore_merges=_PRE_SPLITS.get(pre) is LLAMA3_SPLIT))
+    tok.pre_tokenizer = _pre_tokenizer(pre)
+    if pre in ("qwen2", "deepseek-r1-qwen"):
+        tok.normalizer = normalizers.NFC()  # as Qwen2's tokenizer.json
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _sentencepiece_merges(tokens: list[str], scores: list[float], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Merges implied by a SentencePiece vocab: every split of a token into two vocab pieces, best token
+    score first (ties: longer left piece, then longer right piece) -- as transformers' GGUF converter."""
+    merges = []
+    for token, score in zip(tokens, scores, strict=False):
+        splits = ((token[:i], token[i:]) for i in range(1, len(token)))
+        local = [(left, right, score) for left, right in splits if left in vocab and right in vocab]
+        merges += sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]]))
+    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
+    return [(left, right) for left, right, _ in merges]
+
+
+def _sentencepiece_bpe(meta: dict) -> tokenizers.Tokenizer:
+    """SentencePiece BPE (Llama 1/2, TinyLlama, Mistral v0.1) as a `tokenizers` BPE with byte fallback.
+
+    Spaces become "▁" and one "▁" is prepended to every piece of text between special tokens, as both
+    sentencepiece and llama.cpp do (a Metaspace pre-tokenizer would not prepend to text starting with a space).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    tokens = meta["tokenizer.ggml.tokens"]
+    vocab = _vocab(tokens)
+    if "tokenizer.ggml.merges" in meta:
+        merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    else:
+        merges = _sentencepiece_merges(tokens, meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens), vocab)
+    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+    unk = tokens[unk_id] if unk_id is not None and unk_id < len(tokens) else None
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    prefix = meta.get("tokenizer.ggml.add_space_prefix", True)
+    steps = [normalizers.Prepend("▁")] if prefix else []
+    tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "▁")])
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1)] if prefix else []))
+    return tok
+
+
+def _vocab(tokens: list[str]) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    for i, token in enumerate(tokens):
+        vocab.setdefault(token, i)  # a duplicated token keeps its first id
+    return vocab
+
+
+def _add_special_tokens(tok: tokenizers.Tokenizer, meta: dict) -> None:
+    """Control tokens (`<|im_start|>`) become special added tokens, user-defined ones (`<think>`) plain added
+    tokens: both are then matched whole in text instead of being cut into BPE pieces."""
+    from tokenizers import AddedToken
+
+    pairs = list(zip(meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type") or [], strict=False))
+    special = [AddedToken(t, special=True, normalized=False) for t, k in pairs if k in (_CONTROL, _UNKNOWN)]
+    user = [AddedToken(t, special=False, normalized=False) for t, k in pairs if k == _USER_DEFINED]
+    tok.add_special_tokens(special)
+    tok.add_tokens(user)
+
+
+def build_gguf_tokenizer(meta: dict) -> tuple[tokenizers.Tokenizer, dict]:
+    """(backend, keyword arguments for athanor's Tokenizer) from GGUF tokenizer metadata."""
+    kind, tokens = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.tokens")
+    if not tokens:
+        raise ModelFormatError("the GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
+    if kind == "gpt2":
+        backend = _byte_level_bpe(meta)
+    elif kind == "llama":
+        backend = _sentencepiece_bpe(meta)
+    else:
+        raise ModelFormatError(f"GGUF tokenizer model {kind!r} is not supported; supported: gpt2, llama")
+    _add_special_tokens(backend, meta)
+
+    def token(key: str) -> str | None:
+        i = meta.get(f"tokenizer.ggml.{key}")
+        return tokens[i] if i is not None and 0 <= i < len(tokens) else None
+
+    stop_ids = [meta[f"tokenizer.ggml.{k}"] for k in ("eos_token_id", "eot_token_id", "eom_token_id")
+                if f"tokenizer.ggml.{k}" in meta]
+    return backend, {
+        "bos_token": token("bos_token_id"),
+        "eos_token": token("eos_token_id"),
+        "chat_template": meta.get("tokenizer.chat_template"),
+        "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", kind == "llama")),
+        "stop_token_ids": list(dict.fromkeys(stop_ids)),
+    }
+
+
+# ---------------------------------------------------------------- 6. load
+
+_SAMPLING_KEYS = {"temp": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+                  "penalty_repeat": "repetition_penalty"}
+
+
+def _generation_defaults(meta: dict) -> dict:
+    defaults = {"eos_token_id": meta.get("tokenizer.ggml.eos_token_id")}
+    for key, name in _SAMPLING_KEYS.items():
+        if f"general.sampling.{key}" in meta:
+            defaults[name] = meta[f"general.sampling.{key}"]
+    return defaults
+
+
+def _tokenizer(header: GGUFHeader) -> Tokenizer:
+    from athanor.tokenizer import Tokenizer
+
+    try:
+        backend, kwargs = build_gguf_tokenizer(header.metadata)
+        return Tokenizer(backend, **kwargs)
+    except ModelFormatError as e:
+        raise ModelFormatError(f"{header.path.name}: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- tokenizers raises bare Exception (e.g. a merge of unknown tokens)
+        raise ModelFormatError(f"{header.path.name}: cannot build the tokenizer ({' '.join(str(e).split())})") from None
+
+
+def load_gguf(path: str | Path) -> Checkpoint:
+    """Read a GGUF file into a Checkpoint (dequantized float32 tensors, HF names and layout)."""
+    with _mapped(path) as buf:
+        header = _read(buf, path)
+        rope_info = header.tensors.get("rope_freqs.weight")
+        rope_freqs = _load_tensor(buf, header, rope_info) if rope_info is not None else None
+        config = gguf_config(header, rope_freqs)
+        tokenizer = _tokenizer(header)  # before the slow part, so a bad vocabulary fails fast
+        tensors = _hf_tensors(buf, header, config)
+    info = {**_describe(header), "path": str(header.path)}
+    return Checkpoint(config, tensors, tokenizer, _generation_defaults(header.metadata), info)
