@@ -30,6 +30,7 @@ class TextStream:
         self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
         self.stops = StopMatcher(params.stop)
         self.text = ""
+        self.stopped = False  # a stop string was seen (even on the sequence's last token)
 
     def feed(self, token_ids: list[int], finished: bool) -> tuple[str, bool]:
         """New tokens -> (text safe to show now, hit a stop string?)."""
@@ -38,6 +39,7 @@ class TextStream:
         if finished and not stopped:
             out += self.stops.flush()
         self.text += out
+        self.stopped = self.stopped or stopped
         return out, stopped
 
 
@@ -145,7 +147,7 @@ class LLM:
                         yield Delta(piece)
         finally:
             self.engine.abort(seq.request_id)  # a consumer that stops early frees the blocks
-        yield Delta("", _completion(seq, text.text, t0))
+        yield Delta("", _completion(seq, text, t0))
 
     def generate(self, prompts: list[str] | str, params: SamplingParams | dict | None = None) -> list[Completion]:
         """Raw completion (no chat template) of several prompts batched together."""
@@ -165,7 +167,7 @@ class LLM:
                 _, stopped = streams[out.request_id].feed(out.new_token_ids, out.finished)
                 if stopped:
                     self.engine.finish(out.request_id, "stop")
-        return [_completion(s, streams[s.request_id].text, t0) for s in seqs]
+        return [_completion(s, streams[s.request_id], t0) for s in seqs]
 
 
 def resolve_model(name: str):
@@ -183,10 +185,11 @@ def resolve_model(name: str):
     return Store().get(name)
 
 
-def _completion(seq, text: str, t0: float) -> Completion:
+def _completion(seq, text: TextStream, t0: float) -> Completion:
     end = time.perf_counter()
     first = seq.first_token_time or end
-    return Completion(text, seq.output_token_ids, seq.finish_reason or "abort", seq.num_prompt_tokens,
+    reason = "stop" if text.stopped else (seq.finish_reason or "abort")
+    return Completion(text.text, seq.output_token_ids, reason, seq.num_prompt_tokens,
                       seq.num_cached_tokens, seq.output_logprobs, first - t0, end - first)
 
 
