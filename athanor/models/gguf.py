@@ -1,10 +1,10 @@
 """Load a GGUF file (llama.cpp's format) into a Checkpoint: ModelConfig, float32 tensors in Hugging Face
-naming and layout, and a tokenizer rebuilt from the file's metadata.
+naming and layout, and a tokenizer rebuilt from the file's metadata (by gguf_tokenizer.py).
 
 For: GGUF v2/v3 files of the `llama` (Llama 1-3, Mistral, TinyLlama, SmolLM), `qwen2` and `qwen3`
 architectures, with the tensor types dequant.py knows. `inspect_gguf` reads only the header.
-Not for: writing GGUF (gguf_export.py), running quantized matmuls (every weight is dequantized to float32),
-MoE/vision/other architectures (UnsupportedArchitectureError).
+Not for: writing GGUF (gguf_export.py), building the tokenizer (gguf_tokenizer.py), running quantized
+matmuls (every weight is dequantized to float32), MoE/vision/other architectures (UnsupportedArchitectureError).
 
 We parse the header ourselves instead of using `gguf.GGUFReader`: the reader builds one numpy array per
 vocabulary string and takes ~3 s on a 49k-token vocab, against ~0.1 s here, and we want every failure to
@@ -19,7 +19,6 @@ the tensor.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import mmap
 import re
@@ -35,14 +34,15 @@ import torch
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 from athanor.models.checkpoint import Checkpoint
 from athanor.models.dequant import byte_size, dequantize, type_name
+# LLAMA3_SPLIT / QWEN2_SPLIT re-exported for gguf_export.py, which imports them from here
+from athanor.models.gguf_tokenizer import LLAMA3_SPLIT as LLAMA3_SPLIT
+from athanor.models.gguf_tokenizer import QWEN2_SPLIT as QWEN2_SPLIT
+from athanor.models.gguf_tokenizer import build_gguf_tokenizer
 from athanor.nn.config import ModelConfig
 
 if TYPE_CHECKING:
-    import tokenizers
-
     from athanor.tokenizer import Tokenizer
 
-log = logging.getLogger(__name__)
 
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")  # general.architecture values we load
 _PERMUTED_ARCHS = ("llama",)  # convert_hf_to_gguf permutes q/k rows for these (rope pairs adjacent)
@@ -401,135 +401,7 @@ def _hf_tensors(buf: mmap.mmap, header: GGUFHeader, config: ModelConfig) -> dict
     return tensors
 
 
-# ---------------------------------------------------------------- 5. tokenizer
-
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")  # Qwen splits digits one by one
-# tokenizer.ggml.pre -> split regex run before ByteLevel (names as llama.cpp's convert_hf_to_gguf writes them)
-_PRE_SPLITS = {
-    "llama-bpe": LLAMA3_SPLIT, "llama3": LLAMA3_SPLIT, "llama-v3": LLAMA3_SPLIT, "smaug-bpe": LLAMA3_SPLIT,
-    "qwen2": QWEN2_SPLIT, "deepseek-r1-qwen": QWEN2_SPLIT,
-}
-_CONTROL, _USER_DEFINED, _UNKNOWN = 3, 4, 2  # tokenizer.ggml.token_type values
-
-
-def _pre_tokenizer(pre: str | None):
-    from tokenizers import Regex, pre_tokenizers
-
-    if pre == "smollm":  # SmolLM's tokenizer.json: digits one by one, then GPT-2's split
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    if pre in _PRE_SPLITS:
-        return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_PRE_SPLITS[pre]), behavior="isolated"),
-                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    if pre not in (None, "default", "gpt-2", "gpt2"):
-        log.warning("GGUF pre-tokenizer %r is unknown to athanor; using GPT-2's split", pre)
-    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-
-
-def _byte_level_bpe(meta: dict) -> tokenizers.Tokenizer:
-    from tokenizers import Tokenizer, decoders, models, normalizers
-
-    vocab = _vocab(meta["tokenizer.ggml.tokens"])
-    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    pre = meta.get("tokenizer.ggml.pre")
-    # Llama 3's tokenizer.json (and llama.cpp for llama-bpe) takes a whole word that is in the vocab as is
-    tok = Tokenizer(models.BPE(vocab, merges, ignore_merges=_PRE_SPLITS.get(pre) is LLAMA3_SPLIT))
-    tok.pre_tokenizer = _pre_tokenizer(pre)
-    if pre in ("qwen2", "deepseek-r1-qwen"):
-        tok.normalizer = normalizers.NFC()  # as Qwen2's tokenizer.json
-    tok.decoder = decoders.ByteLevel()
-    return tok
-
-
-def _sentencepiece_merges(tokens: list[str], scores: list[float], vocab: dict[str, int]) -> list[tuple[str, str]]:
-    """Merges implied by a SentencePiece vocab: every split of a token into two vocab pieces, best token
-    score first (ties: longer left piece, then longer right piece) -- as transformers' GGUF converter."""
-    merges = []
-    for token, score in zip(tokens, scores, strict=False):
-        splits = ((token[:i], token[i:]) for i in range(1, len(token)))
-        local = [(left, right, score) for left, right in splits if left in vocab and right in vocab]
-        merges += sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]]))
-    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
-    return [(left, right) for left, right, _ in merges]
-
-
-def _sentencepiece_bpe(meta: dict) -> tokenizers.Tokenizer:
-    """SentencePiece BPE (Llama 1/2, TinyLlama, Mistral v0.1) as a `tokenizers` BPE with byte fallback.
-
-    Spaces become "▁" and one "▁" is prepended to every piece of text between special tokens, as both
-    sentencepiece and llama.cpp do (a Metaspace pre-tokenizer would not prepend to text starting with a space).
-    """
-    from tokenizers import Tokenizer, decoders, models, normalizers
-
-    tokens = meta["tokenizer.ggml.tokens"]
-    vocab = _vocab(tokens)
-    if "tokenizer.ggml.merges" in meta:
-        merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
-    else:
-        merges = _sentencepiece_merges(tokens, meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens), vocab)
-    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
-    unk = tokens[unk_id] if unk_id is not None and unk_id < len(tokens) else None
-    tok = Tokenizer(models.BPE(vocab, merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
-    prefix = meta.get("tokenizer.ggml.add_space_prefix", True)
-    steps = [normalizers.Prepend("▁")] if prefix else []
-    tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "▁")])
-    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1)] if prefix else []))
-    return tok
-
-
-def _vocab(tokens: list[str]) -> dict[str, int]:
-    vocab: dict[str, int] = {}
-    for i, token in enumerate(tokens):
-        vocab.setdefault(token, i)  # a duplicated token keeps its first id
-    return vocab
-
-
-def _add_special_tokens(tok: tokenizers.Tokenizer, meta: dict) -> None:
-    """Control tokens (`<|im_start|>`) become special added tokens, user-defined ones (`<think>`) plain added
-    tokens: both are then matched whole in text instead of being cut into BPE pieces."""
-    from tokenizers import AddedToken
-
-    pairs = list(zip(meta["tokenizer.ggml.tokens"], meta.get("tokenizer.ggml.token_type") or [], strict=False))
-    special = [AddedToken(t, special=True, normalized=False) for t, k in pairs if k in (_CONTROL, _UNKNOWN)]
-    user = [AddedToken(t, special=False, normalized=False) for t, k in pairs if k == _USER_DEFINED]
-    tok.add_special_tokens(special)
-    tok.add_tokens(user)
-
-
-def build_gguf_tokenizer(meta: dict) -> tuple[tokenizers.Tokenizer, dict]:
-    """(backend, keyword arguments for athanor's Tokenizer) from GGUF tokenizer metadata."""
-    kind, tokens = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.tokens")
-    if not tokens:
-        raise ModelFormatError("the GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
-    if kind == "gpt2":
-        backend = _byte_level_bpe(meta)
-    elif kind == "llama":
-        backend = _sentencepiece_bpe(meta)
-    else:
-        raise ModelFormatError(f"GGUF tokenizer model {kind!r} is not supported; supported: gpt2, llama")
-    _add_special_tokens(backend, meta)
-
-    def token(key: str) -> str | None:
-        i = meta.get(f"tokenizer.ggml.{key}")
-        return tokens[i] if i is not None and 0 <= i < len(tokens) else None
-
-    stop_ids = [meta[f"tokenizer.ggml.{k}"] for k in ("eos_token_id", "eot_token_id", "eom_token_id")
-                if f"tokenizer.ggml.{k}" in meta]
-    return backend, {
-        "bos_token": token("bos_token_id"),
-        "eos_token": token("eos_token_id"),
-        "chat_template": meta.get("tokenizer.chat_template"),
-        "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", kind == "llama")),
-        "stop_token_ids": list(dict.fromkeys(stop_ids)),
-    }
-
-
-# ---------------------------------------------------------------- 6. load
+# ---------------------------------------------------------------- 5. load
 
 _SAMPLING_KEYS = {"temp": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
                   "penalty_repeat": "repetition_penalty"}

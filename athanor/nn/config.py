@@ -5,9 +5,10 @@ Not for sampling defaults or engine sizing (those live in the manifest and engin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from athanor.errors import UnsupportedArchitectureError
+from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 
 # architecture name -> features that differ inside the Llama family
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
@@ -48,7 +49,9 @@ class ModelConfig:
             )
         if not self.head_dim:
             self.head_dim = self.hidden_size // self.num_attention_heads
-        assert self.num_attention_heads % self.num_key_value_heads == 0, "GQA needs heads % kv_heads == 0"
+        if self.num_attention_heads % self.num_key_value_heads:  # a config value, so not an assert
+            raise ModelFormatError(f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
+                                   f"num_key_value_heads ({self.num_key_value_heads})")
 
     @classmethod
     def from_hf(cls, cfg: dict) -> "ModelConfig":
@@ -80,14 +83,29 @@ class ModelConfig:
             extra={k: cfg[k] for k in ("sliding_window", "torch_dtype") if k in cfg},
         )
 
+    def hf_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor a Hugging Face checkpoint of this shape holds -> its shape (no lm_head when tied)."""
+        h, i, d, v = self.hidden_size, self.intermediate_size, self.head_dim, self.vocab_size
+        q, kv = self.num_attention_heads * d, self.num_key_value_heads * d
+        shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+        if not self.tie_word_embeddings:
+            shapes["lm_head.weight"] = (v, h)
+        for n in range(self.num_hidden_layers):
+            p = f"model.layers.{n}."
+            layer = {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
+                     "self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h),
+                     "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, q),
+                     "mlp.gate_proj.weight": (i, h), "mlp.up_proj.weight": (i, h), "mlp.down_proj.weight": (h, i)}
+            if self.attention_bias:
+                layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
+            if self.qk_norm:
+                layer |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
+            shapes |= {p + name: shape for name, shape in layer.items()}
+        return shapes
+
     def num_parameters(self) -> int:
         """Parameter count implied by the shape (embeddings counted once when tied)."""
-        h, i, d = self.hidden_size, self.intermediate_size, self.head_dim
-        q, kv = self.num_attention_heads * d, self.num_key_value_heads * d
-        attn = h * (q + 2 * kv) + q * h + (q + 2 * kv if self.attention_bias else 0) + (2 * d if self.qk_norm else 0)
-        layer = attn + 3 * h * i + 2 * h
-        emb = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return self.num_hidden_layers * layer + emb + h
+        return sum(math.prod(shape) for shape in self.hf_tensor_shapes().values())
 
 
 def _rope_theta(cfg: dict) -> float:
