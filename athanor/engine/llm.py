@@ -194,7 +194,8 @@ def _completion(seq, text: TextStream, t0: float) -> Completion:
 
 
 def _generation_defaults(gen: dict) -> dict:
-    """generation_config.json -> sampling options (greedy when it says do_sample false)."""
+    """generation_config.json -> sampling options (greedy when it says do_sample false; as in transformers,
+    repetition_penalty applies to greedy decoding too)."""
     if gen.get("do_sample") is False:
-        return {"temperature": 0.0}
+        return {"temperature": 0.0} | ({"repetition_penalty": gen["repetition_penalty"]} if "repetition_penalty" in gen else {})
     return {k: gen[k] for k in _GEN_CONFIG_KEYS if k in gen}

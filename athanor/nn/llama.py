@@ -89,7 +89,7 @@ class LlamaModel(nn.Module):
 
     def load_hf_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict."""
-        expected = _expected_hf_names(self.config)
+        expected = self.config.hf_tensor_shapes().keys()
         if self.config.tie_word_embeddings:
             tensors.pop("lm_head.weight", None)
         missing = sorted(expected - tensors.keys())
@@ -127,22 +127,6 @@ def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [hf.replace("gate_up_proj", p) for p in ("gate_proj", "up_proj")]
         return torch.cat([tensors.pop(p) for p in parts], dim=0)
     return tensors.pop(hf)
-
-
-def _expected_hf_names(cfg: ModelConfig) -> set[str]:
-    names = {"model.embed_tokens.weight", "model.norm.weight"}
-    if not cfg.tie_word_embeddings:
-        names.add("lm_head.weight")
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        names |= {p + "input_layernorm.weight", p + "post_attention_layernorm.weight"}
-        names |= {f"{p}self_attn.{m}_proj.weight" for m in "qkvo"}
-        names |= {f"{p}mlp.{m}_proj.weight" for m in ("gate", "up", "down")}
-        if cfg.attention_bias:
-            names |= {f"{p}self_attn.{m}_proj.bias" for m in "qkv"}
-        if cfg.qk_norm:
-            names |= {p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"}
-    return names
 
 
 def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu", dtype=torch.float32) -> LlamaModel:
