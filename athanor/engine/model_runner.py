@@ -33,8 +33,11 @@ class ModelRunner:
     def _allocate_kv_cache(self) -> None:
         cfg = self.model.config
         shape = (cfg.num_hidden_layers, self.num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        # empty, not zeros: blocks are zeroed when first handed out (see _zero_new_blocks), so start-up does not
+        # write the whole cache; zeroed matters because masked slots still enter the attention matmul (0 * NaN)
+        self.k_cache = torch.empty(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.empty(shape, dtype=self.dtype, device=self.device)
+        self.num_zeroed_blocks = 0
         self._bind_kv_cache()
 
     def _bind_kv_cache(self) -> None:
@@ -58,6 +61,7 @@ class ModelRunner:
             query_lens.append(n)
             context_lens.append(end)
             tables.append(seq.block_table[: -(-end // bs)])
+        self._zero_new_blocks(max(max(t) for t in tables) + 1)
         width = max(len(t) for t in tables)
         dev = self.device
         meta = AttentionMetadata(
@@ -72,6 +76,13 @@ class ModelRunner:
             meta,
             torch.tensor(logits_rows, dtype=torch.long, device=dev),
         )
+
+    def _zero_new_blocks(self, upto: int) -> None:
+        """Zero blocks [num_zeroed_blocks, upto) before their first use; the free list hands out low ids first."""
+        if upto > self.num_zeroed_blocks:
+            self.k_cache[:, self.num_zeroed_blocks : upto].zero_()
+            self.v_cache[:, self.num_zeroed_blocks : upto].zero_()
+            self.num_zeroed_blocks = upto
 
     def run(self, batch: ScheduledBatch) -> torch.Tensor:
         """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token."""

@@ -92,6 +92,18 @@ class Linear(nn.Module):
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
 
 
+class Embedding(nn.Module):
+    """Token embedding table (V, C). Not nn.Embedding: its random init on the meta device imports torch's
+    compiler stack (~1 s of cold start) for weights we overwrite anyway."""
+
+    def __init__(self, vocab: int, hidden: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab, hidden))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+
 class LMHead(nn.Module):
     """Vocabulary projection. Keeps the (V, C) matrix (shared with the embedding when tied) and a transposed
     copy: batch-1 decode reads the copy (faster gemv), batched rows use the original (faster gemm)."""

@@ -14,7 +14,7 @@ from torch import nn
 from athanor.errors import ModelFormatError
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
-from athanor.nn.layers import Linear, LMHead, RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
+from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
 
 
 class Attention(nn.Module):
@@ -63,7 +63,7 @@ class LlamaModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
@@ -130,11 +130,13 @@ def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu", dtype=torch.float32) -> LlamaModel:
-    """A ready-to-run model on `device` in `dtype` from HF-named tensors (the dict is consumed)."""
-    with torch.device("meta"):
-        model = LlamaModel(cfg)
-    model.load_hf_tensors(tensors)  # meta parameters replaced by the checkpoint's tensors
-    model.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
+    """A ready-to-run model on `device` in `dtype` from HF-named tensors (the dict is consumed).
+
+    Built on the CPU without a meta-device context: every parameter starts as torch.empty (no init work) and is
+    replaced by the checkpoint's tensor; the meta context would pull in torch's compiler stack (~1 s).
+    """
+    model = LlamaModel(cfg)
+    model.load_hf_tensors(tensors)
     model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
     model = model.to(device=device, dtype=dtype).eval()
     model.lm_head.refresh()
