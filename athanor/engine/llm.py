@@ -100,7 +100,8 @@ class LLM:
         if params.get("num_ctx"):
             config.max_model_len = int(params["num_ctx"])
         ckpt.config.max_position_embeddings = max(ckpt.config.max_position_embeddings, config.max_model_len)
-        model = build_model(ckpt.config, ckpt.tensors, device=config.device, dtype=config.torch_dtype())
+        model = build_model(ckpt.config, ckpt.tensors, device=config.device, dtype=config.torch_dtype(),
+                            weight_dtype=config.torch_weight_dtype())
         torch.set_grad_enabled(False)
         engine = LLMEngine(model, config, eos_token_ids=set(ckpt.tokenizer.stop_token_ids))
         defaults = _generation_defaults(ckpt.generation_defaults) | {

@@ -81,15 +81,47 @@ class Linear(nn.Module):
 
     On CPU BLAS the batch-1 product reads the weights about twice as fast this way as F.linear's (out, in)
     layout, and decode at batch 1 is bound by reading the weights. Loaders still hand over (out, in) tensors.
+    `pack_fp16()` swaps in FBGEMM's fp16-weight GEMM (fp32 activations and accumulation): half the bytes.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(in_features, out_features))  # (in, out)
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.packed: torch.Tensor | None = None  # FBGEMM fp16 matrix, replaces `weight` when set
+
+    def pack_fp16(self) -> None:
+        self.packed = pack_fp16(self.weight.detach().t())
+        self.weight = nn.Parameter(torch.empty(0), requires_grad=False)  # free the fp32 copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.fbgemm_linear_fp16_weight_fp32_activation(x, self.packed, self.bias)
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
+
+
+def fbgemm_fp16_available() -> bool:
+    """FBGEMM's fp16 GEMM: in x86 CPU builds of torch (deprecated upstream, so checked, not assumed)."""
+    import warnings
+
+    if not (hasattr(torch, "fbgemm_pack_gemm_matrix_fp16") and torch.backends.cpu.get_cpu_capability() != "DEFAULT"):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.fbgemm_linear_fp16_weight_fp32_activation(
+                torch.ones(1, 8), torch.fbgemm_pack_gemm_matrix_fp16(torch.ones(8, 8)), None)
+        return True
+    except RuntimeError:
+        return False
+
+
+def pack_fp16(weight_out_in: torch.Tensor) -> torch.Tensor:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "deprecated": still the fastest CPU GEMM here (benchmarks/RESULTS.md)
+        return torch.fbgemm_pack_gemm_matrix_fp16(weight_out_in.float().contiguous())
 
 
 class Embedding(nn.Module):
@@ -106,18 +138,26 @@ class Embedding(nn.Module):
 
 class LMHead(nn.Module):
     """Vocabulary projection. Keeps the (V, C) matrix (shared with the embedding when tied) and a transposed
-    copy: batch-1 decode reads the copy (faster gemv), batched rows use the original (faster gemm)."""
+    copy: batch-1 decode reads the copy (faster gemv), batched rows use the original (faster gemm).
+    With `pack_fp16()` both are replaced by one FBGEMM fp16 matrix (faster than either)."""
 
     def __init__(self, hidden: int, vocab: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab, hidden))  # (V, C)
         self.register_buffer("weight_t", torch.empty(hidden, vocab), persistent=False)  # (C, V)
+        self.packed: torch.Tensor | None = None
 
     def refresh(self) -> None:
         """Rebuild the transposed copy after the weight was loaded, moved or cast."""
         self.weight_t = self.weight.detach().t().contiguous()
 
+    def pack_fp16(self) -> None:
+        self.packed = pack_fp16(self.weight.detach())  # the (V, C) weight stays: it may be the embedding
+        self.weight_t = torch.empty(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.fbgemm_linear_fp16_weight_fp32_activation(x, self.packed, None)
         return x @ self.weight_t if x.shape[0] == 1 else F.linear(x, self.weight)
 
 

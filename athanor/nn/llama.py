@@ -129,7 +129,8 @@ def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return tensors.pop(hf)
 
 
-def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu", dtype=torch.float32) -> LlamaModel:
+def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu", dtype=torch.float32,
+                weight_dtype: torch.dtype | None = None) -> LlamaModel:
     """A ready-to-run model on `device` in `dtype` from HF-named tensors (the dict is consumed).
 
     Built on the CPU without a meta-device context: every parameter starts as torch.empty (no init work) and is
@@ -139,5 +140,11 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
     model.load_hf_tensors(tensors)
     model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
     model = model.to(device=device, dtype=dtype).eval()
-    model.lm_head.refresh()
+    if weight_dtype == torch.float16 and dtype == torch.float32 and str(device) == "cpu":
+        for module in model.modules():
+            if isinstance(module, (Linear, LMHead)):
+                module.pack_fp16()  # FBGEMM fp16 weights, fp32 math: half the bytes per decode step
+    else:
+        assert weight_dtype in (None, dtype), "weights in another dtype than the math only via FBGEMM on CPU"
+        model.lm_head.refresh()
     return model

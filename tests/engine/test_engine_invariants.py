@@ -19,11 +19,18 @@ from tests.nn.tiny import tiny_hf_model
 GREEDY = SamplingParams(temperature=0, max_tokens=20)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def _weight_dtypes():
+    from athanor.nn.layers import fbgemm_fp16_available
+
+    return [torch.float32] + ([torch.float16] if fbgemm_fp16_available() else [])
+
+
+@pytest.fixture(scope="module", params=_weight_dtypes(), ids=lambda d: f"weights-{str(d).split('.')[-1]}")
+def tiny_model(tmp_path_factory, request):
+    """Exact fp32 weights, and (where FBGEMM is there) the default CPU path's fp16-packed weights."""
     d = tmp_path_factory.mktemp("tiny")
     tiny_hf_model("qwen2", seed=3).save_pretrained(d)
-    return build_model(ModelConfig.from_hf(read_json(d / "config.json")), load_safetensors(d))
+    return build_model(ModelConfig.from_hf(read_json(d / "config.json")), load_safetensors(d), weight_dtype=request.param)
 
 
 def make_engine(model, **kw) -> LLMEngine:

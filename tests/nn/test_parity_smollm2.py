@@ -27,7 +27,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def ours():
-    return LLM.load("smollm2", EngineConfig(max_num_seqs=8))
+    return LLM.load("smollm2", EngineConfig(max_num_seqs=8, weight_dtype="float32"))  # exact weights for parity
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,22 @@ def test_greedy_32_tokens_match_transformers(ours, reference):
                                      pad_token_id=2)[0, len(p):].tolist()
         assert completion.token_ids == ref, (ours.tokenizer.decode(completion.token_ids), ours.tokenizer.decode(ref))
     assert "Paris" in got[0].text
+
+
+def test_fp16_weights_stay_close_to_exact(ours):
+    """The default CPU path stores weights in fp16 (FBGEMM); it must agree closely with the exact fp32 path."""
+    from athanor.nn.layers import fbgemm_fp16_available
+
+    if not fbgemm_fp16_available():
+        pytest.skip("this torch build has no FBGEMM fp16 GEMM")
+    fast = LLM.load("smollm2", EngineConfig(max_num_seqs=8, weight_dtype="float16"))
+    assert fast.engine.runner.model.layers[0].mlp.down_proj.packed is not None
+    ids = prompt_ids(ours, QUESTIONS[2])
+    exact, approx = full_logits(ours.engine.runner.model, ids), full_logits(fast.engine.runner.model, ids)
+    assert (exact - approx).abs().max() < 0.1  # logits span ~30; fp16 weight rounding moves them by ~1e-2
+    assert (exact.argmax(-1) == approx.argmax(-1)).float().mean() > 0.95
+    params = SamplingParams(temperature=0, max_tokens=32, min_tokens=32)
+    prompts = [prompt_ids(ours, q) for q in QUESTIONS]
+    same = sum(a.token_ids == b.token_ids for a, b in zip(ours.generate_ids(prompts, params), fast.generate_ids(prompts, params)))
+    assert same >= 3, f"only {same}/5 greedy continuations identical with fp16 weights"
+    assert "Paris" in fast.chat([{"role": "user", "content": QUESTIONS[0]}], {"temperature": 0}).text
