@@ -32,18 +32,17 @@ class ModelRunner:
 
     def _allocate_kv_cache(self) -> None:
         cfg = self.model.config
-        shape = (cfg.num_hidden_layers, self.num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (cfg.num_hidden_layers, 2, self.num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
         # empty, not zeros: blocks are zeroed when first handed out (see _zero_new_blocks), so start-up does not
         # write the whole cache; zeroed matters because masked slots still enter the attention matmul (0 * NaN)
-        self.k_cache = torch.empty(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.empty(shape, dtype=self.dtype, device=self.device)
+        self.kv_cache = torch.empty(shape, dtype=self.dtype, device=self.device)  # (L, 2, NB, BS, KVH, D)
         self.num_zeroed_blocks = 0
         self._bind_kv_cache()
 
     def _bind_kv_cache(self) -> None:
         """Point every attention layer at this runner's cache (another runner on the same model may have moved it)."""
         for i, layer in enumerate(self.model.layers):
-            layer.self_attn.k_cache, layer.self_attn.v_cache = self.k_cache[i], self.v_cache[i]
+            layer.self_attn.kv_cache = self.kv_cache[i]
         self.model.kv_cache_owner = self
 
     def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
@@ -80,8 +79,7 @@ class ModelRunner:
     def _zero_new_blocks(self, upto: int) -> None:
         """Zero blocks [num_zeroed_blocks, upto) before their first use; the free list hands out low ids first."""
         if upto > self.num_zeroed_blocks:
-            self.k_cache[:, self.num_zeroed_blocks : upto].zero_()
-            self.v_cache[:, self.num_zeroed_blocks : upto].zero_()
+            self.kv_cache[:, :, self.num_zeroed_blocks : upto].zero_()
             self.num_zeroed_blocks = upto
 
     def run(self, batch: ScheduledBatch) -> torch.Tensor:

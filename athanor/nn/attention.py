@@ -1,6 +1,6 @@
 """Attention over a paged KV cache, in plain PyTorch (CPU and CUDA), and the per-step metadata it reads.
 
-The KV cache of one layer is a pair of tensors (num_blocks, block_size, num_kv_heads, head_dim). A batch is
+The KV cache of one layer is one tensor (2, num_blocks, block_size, num_kv_heads, head_dim): K then V. A batch is
 a flat run of N new tokens from B sequences; each new token has a cache slot (`slot_mapping`) and each
 sequence a `block_table` listing its blocks in order. Not for scheduling or block bookkeeping (engine/).
 """
@@ -57,22 +57,19 @@ def paged_attention(
     q: torch.Tensor,  # (N, H, D)
     k: torch.Tensor,  # (N, KVH, D)
     v: torch.Tensor,  # (N, KVH, D)
-    k_cache: torch.Tensor,  # (num_blocks, block_size, KVH, D)
-    v_cache: torch.Tensor,
+    kv_cache: torch.Tensor,  # (2, num_blocks, block_size, KVH, D)
     meta: AttentionMetadata,
     scale: float,
 ) -> torch.Tensor:
     """Write the new k/v into their slots, then attend each sequence's queries to its cached context."""
     N, H, D = q.shape
     kvh = k.shape[1]
-    k_cache.view(-1, kvh, D).index_copy_(0, meta.slot_mapping, k)
-    v_cache.view(-1, kvh, D).index_copy_(0, meta.slot_mapping, v)
+    kv_cache.view(2, -1, kvh, D).index_copy_(1, meta.slot_mapping, torch.stack((k, v)))  # one write for both
     if meta.is_plain_prefill:  # fast path: no gather, no explicit mask
         out = _sdpa(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], None, scale, True)
         return out[0].transpose(0, 1)  # (N, H, D)
     B, max_q = len(meta.query_lens), max(meta.query_lens)
-    keys = _gather(k_cache, meta)  # (B, KVH, K, D)
-    values = _gather(v_cache, meta)
+    keys, values = _gather(kv_cache, meta)  # (B, KVH, K, D) each
     if meta.pad_index is None:
         qp = q.view(B, max_q, H, D)
     else:
@@ -82,12 +79,12 @@ def paged_attention(
     return out if meta.pad_index is None else out.index_select(0, meta.pad_index)
 
 
-def _gather(cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-    """(B, KVH, kv_len, D) view of each sequence's blocks, in order."""
+def _gather(kv_cache: torch.Tensor, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sequence's blocks in order, K and V in one index_select: two (B, KVH, kv_len, D) views."""
     B = meta.block_tables.shape[0]
-    blocks = cache[meta.block_tables]  # (B, max_blocks, block_size, KVH, D)
-    flat = blocks.view(B, -1, *cache.shape[2:])[:, : meta.kv_len]  # (B, K, KVH, D)
-    return flat.transpose(1, 2)
+    blocks = kv_cache.index_select(1, meta.block_tables.view(-1))  # (2, B * max_blocks, block_size, KVH, D)
+    flat = blocks.view(2, B, -1, *kv_cache.shape[3:])[:, :, : meta.kv_len]  # (2, B, K, KVH, D)
+    return flat[0].transpose(1, 2), flat[1].transpose(1, 2)
 
 
 def _sdpa(q, k, v, mask, scale, is_causal) -> torch.Tensor:

@@ -29,18 +29,19 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.scale = self.head_dim**-0.5
-        self.k_cache = self.v_cache = torch.empty(0)  # (num_blocks, block_size, KVH, D), set by the runner
+        self.kv_cache = torch.empty(0)  # (2, num_blocks, block_size, KVH, D), set by the model runner
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         N = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(N, self.num_heads, self.head_dim)  # (N, H, D)
-        k = k.view(N, self.num_kv_heads, self.head_dim)  # (N, KVH, D)
-        v = v.view(N, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(x)  # (N, (H + 2*KVH) * D)
+        qk = qkv[:, : self.q_size + self.kv_size].view(N, self.num_heads + self.num_kv_heads, self.head_dim)
+        v = qkv[:, self.q_size + self.kv_size :].view(N, self.num_kv_heads, self.head_dim)  # (N, KVH, D)
         if self.q_norm is not None:  # Qwen3: per-head RMSNorm before RoPE
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = paged_attention(q, k, v, self.k_cache, self.v_cache, meta, self.scale)  # (N, H, D)
+            q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
+        qk = apply_rope(qk, cos, sin)  # q and k heads rotated together: (N, H + KVH, D)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+        out = paged_attention(q, k, v, self.kv_cache, meta, self.scale)  # (N, H, D)
         return self.o_proj(out.reshape(N, self.q_size))
 
 
