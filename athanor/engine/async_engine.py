@@ -136,10 +136,9 @@ class AsyncEngine:
             return
         text, stopped = req.text.feed(out.new_token_ids, out.finished)
         reason = out.finish_reason
-        if stopped and reason is None:
-            self.llm.engine.finish(out.request_id, "stop")
-            reason = "stop"
-        elif stopped:
+        if stopped:  # a stop string, possibly on the token that also hit a length limit
+            if reason is None:
+                self.llm.engine.finish(out.request_id, "stop")
             reason = "stop"
         seq = out.seq
         delta = RequestDelta(out.request_id, text, out.new_token_ids, out.logprobs, reason,
