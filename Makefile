@@ -21,7 +21,8 @@ $(STAMP):
 install: $(STAMP)
 
 demo: install
-	$(BIN)/athanor run smollm2 --verbose "$(QUESTION)"
+	# greedy, so the first answer is reproducible; `athanor run smollm2` alone uses the model's sampling defaults
+	$(BIN)/athanor run smollm2 --verbose -o temperature=0 "$(QUESTION)"
 
 test: install
 	$(BIN)/python -m pytest -q -x --timeout=900

@@ -46,7 +46,8 @@ def builtin_manifests() -> dict[str, Manifest]:
         weights=str(path) if path else "",
         format="gguf",
         # the model's own chat template (from the GGUF) is used; it adds SmolLM's default system prompt
-        parameters={"temperature": 0.2, "top_p": 0.9, "num_ctx": 8192, "stop": ["<|im_end|>"]},
+        parameters={"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1, "repeat_last_n": 64,
+                    "num_ctx": 8192, "stop": ["<|im_end|>"]},  # Ollama-style penalty: a 135M model loops without it
         license="apache-2.0",
         created_at=_mtime(path),
         is_builtin=True,

@@ -72,7 +72,8 @@ def test_builtin_listed_with_no_user_step(store, tmp_path):
         m = store.get(name)
         assert m.name == "smollm2:latest" and m.is_builtin and m.format == "gguf" and Path(m.weights) == GGUF
     m = store.get("smollm2")
-    assert m.parameters == {"temperature": 0.2, "top_p": 0.9, "num_ctx": 8192, "stop": ["<|im_end|>"]}
+    assert m.parameters == {"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1, "repeat_last_n": 64,
+                            "num_ctx": 8192, "stop": ["<|im_end|>"]}
     assert m.license == "apache-2.0" and m.template is None
 
 
@@ -129,7 +130,8 @@ def test_create_from_store_name_inherits_then_overrides(store, tmp_path):
         ),
     )
     assert mario.parent == "smollm2" and mario.weights == str(GGUF) and mario.license == "apache-2.0"
-    assert mario.parameters == {"temperature": 0.7, "top_p": 0.9, "num_ctx": 8192, "stop": ["User:"]}
+    assert mario.parameters == {"temperature": 0.7, "top_p": 0.9, "repeat_penalty": 1.1, "repeat_last_n": 64,
+                                "num_ctx": 8192, "stop": ["User:"]}
     assert mario.adapters == [str(tmp_path / "lora1")]
 
     luigi = store.create(

@@ -81,3 +81,13 @@ def test_fp16_weights_stay_close_to_exact(ours):
     same = sum(a.token_ids == b.token_ids for a, b in zip(ours.generate_ids(prompts, params), fast.generate_ids(prompts, params)))
     assert same >= 3, f"only {same}/5 greedy continuations identical with fp16 weights"
     assert "Paris" in fast.chat([{"role": "user", "content": QUESTIONS[0]}], {"temperature": 0}).text
+
+
+def test_builtin_sampling_defaults_end_on_their_own():
+    """The built-in model's defaults (temperature 0.2, top_p 0.9, repeat_penalty 1.1 over 64) answer the demo
+    question and stop by themselves; without the penalty 4 of 16 seeds looped to the length cap (2026-11-23)."""
+    llm = LLM.load("smollm2", EngineConfig(max_num_seqs=16))
+    ids = prompt_ids(llm, QUESTIONS[0])
+    runs = [llm.generate_ids([ids], llm.sampling_params({"seed": s, "max_tokens": 200}))[0] for s in range(8)]
+    assert all(r.finish_reason == "stop" for r in runs), [r.text[:80] for r in runs]
+    assert sum("Paris" in r.text for r in runs) >= 7
