@@ -69,6 +69,10 @@ class LLMEngine:
                 f"prompt is {len(prompt_token_ids)} tokens; the context holds {self.max_model_len} "
                 "(prompt + at least one new token); shorten the prompt or raise num_ctx"
             )
+        vocab = self.runner.model.config.vocab_size
+        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab:
+            raise ValueError(f"prompt has token ids outside the vocabulary [0, {vocab})")
+        params.validate_for_vocab(vocab)  # logit_bias / stop_token_ids ids in range
         seq = Sequence(prompt_token_ids, params, request_id)
         if seq.request_id in self.requests:
             raise ValueError(f"request id {seq.request_id!r} is already running")
@@ -80,13 +84,11 @@ class LLMEngine:
         return seq
 
     def abort(self, request_id: str) -> None:
-        """Stop a request now (client gone, stop string seen); its blocks go back to the pool."""
-        seq = self.requests.pop(request_id, None)
-        if seq is not None:
-            self.scheduler.finish(seq, "abort" if not seq.is_finished else seq.finish_reason)
+        """Stop a request now (client gone); its blocks go back to the pool. Unknown ids are ignored."""
+        self.finish(request_id, "abort")
 
     def finish(self, request_id: str, reason: str) -> None:
-        """End a request with a reason decided above the engine (e.g. a stop string)."""
+        """End a request with a reason decided above the engine (a stop string, an abort)."""
         seq = self.requests.pop(request_id, None)
         if seq is not None:
             self.scheduler.finish(seq, reason)

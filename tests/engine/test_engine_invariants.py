@@ -130,6 +130,15 @@ def test_stop_tokens_and_max_tokens(tiny_model):
     assert_all_blocks_free(engine)
 
 
+def test_out_of_vocabulary_ids_are_refused_at_admission(tiny_model):
+    engine = make_engine(tiny_model)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.add_request([1, 2, 256], GREEDY)
+    with pytest.raises(ValueError, match="vocab"):
+        engine.add_request([1, 2], SamplingParams(logit_bias={999: 5.0}))
+    assert not engine.has_unfinished()
+
+
 def test_prompt_longer_than_context_is_a_clear_error(tiny_model):
     from athanor.errors import ContextLengthError
 
