@@ -200,6 +200,44 @@ def rm(names: list[str]) -> None:
         typer.echo(f"deleted {name}")
 
 
+# --- serving -----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
+    port: int = typer.Option(11435, help="port (11435: one above Ollama's 11434, so both can run)"),
+    api_key: Optional[str] = typer.Option(None, envvar="ATHANOR_API_KEY", help="require 'Authorization: Bearer KEY'"),
+    keep_alive: str = typer.Option("5m", help="how long an idle model stays loaded (Ollama syntax: 30s, 5m, -1)"),
+    max_loaded_models: int = typer.Option(3, help="models kept loaded at once (least recently used unloads)"),
+    max_pending: int = typer.Option(256, help="queued requests before answering 503 with Retry-After"),
+    device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
+    log_level: str = typer.Option("info"),
+) -> None:
+    """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
+    from athanor.serve.app import serve as run
+    from athanor.serve.manager import parse_keep_alive
+
+    run(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),
+        engine_config=_engine_config(device, "auto"), max_pending=max_pending,
+        max_loaded_models=max_loaded_models, log_level=log_level)
+
+
+@app.command()
+def ps(
+    url: str = typer.Option("http://127.0.0.1:11435", help="the server to ask"),
+    api_key: Optional[str] = typer.Option(None, envvar="ATHANOR_API_KEY"),
+) -> None:
+    """Models loaded by a running `athanor serve` (name, size, context, expiry), like `ollama ps`."""
+    from athanor.serve.client import loaded_models
+
+    rows = [("NAME", "SIZE", "CONTEXT", "UNTIL")]
+    rows += [(m["name"], f"{m['size'] / 1e6:.0f} MB", str(m["context"]), m["until"]) for m in loaded_models(url, api_key)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        typer.echo("    ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

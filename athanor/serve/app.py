@@ -1,0 +1,98 @@
+"""The server: `create_app(...)` builds the FastAPI app (both APIs, /health, /metrics), `serve(...)` runs it.
+
+Default port 11435: one above Ollama's 11434, so athanor and Ollama can run side by side; point Ollama
+clients at http://127.0.0.1:11435 (OLLAMA_HOST) and OpenAI clients at http://127.0.0.1:11435/v1.
+Not for the routes themselves (openai_api.py, ollama_api.py, ollama_models.py) or model lifetimes (manager.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from athanor.engine.config import EngineConfig
+from athanor.serve.errors import install_error_handlers
+from athanor.serve.manager import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelManager
+from athanor.serve.metrics import Metrics
+from athanor.serve.middleware import RequestMiddleware
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11435
+API_KEY_ENV = "ATHANOR_API_KEY"
+HEALTH_STALL_SECONDS = 30.0  # a step longer than this with work pending means the engine loop is stuck
+MAX_PENDING = 256  # requests in flight per model (running + queued) before new ones get 503 + Retry-After
+
+
+def create_app(store=None, engine_config: EngineConfig | None = None, api_key: str | None = None,
+               keep_alive: float = DEFAULT_KEEP_ALIVE, health_stall_seconds: float = HEALTH_STALL_SECONDS,
+               max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS) -> FastAPI:
+    """The app. `store`: a models.store.Store (default: $ATHANOR_HOME's); `api_key`: None -> no auth;
+    `keep_alive`: default seconds a model stays loaded after its last request; `max_pending`: per model."""
+    from athanor.models.store import Store
+    from athanor.serve import ollama_api, ollama_models, openai_api
+
+    manager = ModelManager(store or Store(), engine_config, keep_alive, max_loaded_models)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        reaper = asyncio.create_task(manager.reaper())
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            await asyncio.to_thread(manager.shutdown)
+
+    app = FastAPI(title="athanor", lifespan=lifespan)
+    app.state.manager, app.state.metrics = manager, Metrics()
+    app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
+    install_error_handlers(app)
+    for module in (openai_api, ollama_api, ollama_models):
+        app.include_router(module.router)
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
+    app.add_api_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_middleware(RequestMiddleware, api_key=api_key, metrics=app.state.metrics)
+    return app
+
+
+async def health(request: Request):
+    """200 while every loaded engine loop is alive; 503 when one has pending work but stopped stepping."""
+    manager, stall = request.app.state.manager, request.app.state.health_stall_seconds
+    stuck = [name for name, m in list(manager.models.items()) if m.is_stuck(stall)]
+    body = {"status": "stuck" if stuck else "ok", "stuck_models": stuck, "loaded_models": list(manager.models),
+            "time": time.time()}
+    return JSONResponse(body, status_code=503 if stuck else 200)
+
+
+async def metrics(request: Request):
+    text = request.app.state.metrics.render(request.app.state.manager)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+async def root():
+    return PlainTextResponse("athanor is running")  # Ollama clients probe GET / for this
+
+
+def resolve_api_key(api_key: str | None) -> str | None:
+    """The key given, else $ATHANOR_API_KEY, else None (no auth)."""
+    return api_key or os.environ.get(API_KEY_ENV) or None
+
+
+def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
+          keep_alive: float = DEFAULT_KEEP_ALIVE, engine_config: EngineConfig | None = None,
+          max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS,
+          log_level: str = "info") -> None:
+    """Run the server until interrupted. `api_key` None -> $ATHANOR_API_KEY if set, else no auth."""
+    import uvicorn
+
+    api_key = resolve_api_key(api_key)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
+    app = create_app(engine_config=engine_config, api_key=api_key, keep_alive=keep_alive, max_pending=max_pending,
+                     max_loaded_models=max_loaded_models)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # our middleware logs access

@@ -1,0 +1,75 @@
+"""HTTP errors for both APIs: one exception type, answered in the shape of the API the path belongs to.
+
+OpenAI paths get `{"error": {"message", "type", "param", "code"}}`, Ollama paths (`/api/...`) get
+`{"error": "..."}`. Maps the project's own errors (AthanorError and kinds) and pydantic validation errors
+to status codes. Not for deciding *what* is wrong (the routes and SamplingParams do that).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from athanor.errors import AthanorError, ContextLengthError, ModelNotFoundError
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+          503: "service_unavailable", 500: "server_error"}
+
+
+def openai_error_body(message: str, status: int, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param,
+                      "code": code}}
+
+
+class ServeError(Exception):
+    """An HTTP error with a one-line message (status 400 unless told)."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message, self.status, self.param, self.code = message, status, param, code
+        self.headers = headers
+
+
+def is_ollama_path(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+def error_response(path: str, message: str, status: int, param: str | None = None,
+                   code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    if is_ollama_path(path):
+        body = {"error": message}
+    else:
+        body = openai_error_body(message, status, param, code)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def to_serve_error(e: Exception) -> ServeError:
+    """A project error (or ValueError from input checks) -> ServeError with the right status."""
+    if isinstance(e, ServeError):
+        return e
+    if isinstance(e, ModelNotFoundError):
+        return ServeError(str(e), 404, "model", "model_not_found")
+    if isinstance(e, ContextLengthError):
+        return ServeError(str(e), 400, "messages", "context_length_exceeded")
+    if isinstance(e, (AthanorError, ValueError)):
+        return ServeError(str(e), 400)
+    raise e
+
+
+def install_error_handlers(app) -> None:
+    async def on_serve_error(request: Request, e: Exception) -> JSONResponse:
+        err = to_serve_error(e)
+        return error_response(request.url.path, err.message, err.status, err.param, err.code, err.headers)
+
+    async def on_validation(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        where = ".".join(loc)
+        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        return error_response(request.url.path, message, 400, where or None)
+
+    app.add_exception_handler(ServeError, on_serve_error)
+    app.add_exception_handler(AthanorError, on_serve_error)
+    app.add_exception_handler(RequestValidationError, on_validation)

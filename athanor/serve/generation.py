@@ -1,0 +1,207 @@
+"""One engine request as the routes see it: primed before any byte is sent, timed, counted, always aborted.
+
+`Generation.start()` pulls the first delta so that a prompt too long for the context (or any other input
+error the engine finds) becomes a 400 before a streaming response has begun. `merge()` interleaves the
+deltas of n choices. `StreamResponse` closes its body when the client goes away, which aborts the engine
+requests and frees their KV blocks. Not for API shapes (openai_api.py, ollama_api.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from fastapi.responses import StreamingResponse
+
+from athanor.engine.async_engine import RequestDelta
+from athanor.serve.errors import ServeError, to_serve_error
+
+log = logging.getLogger("athanor.serve")
+
+
+def vocab_size(model) -> int:
+    return model.llm.engine.runner.model.config.vocab_size
+
+
+def check_request(model, prompts: list[list[int]], params, max_pending: int) -> None:
+    """Input the engine would only notice mid-batch (where it fails every request): out-of-vocab ids.
+    And the bounded queue: more requests in flight on this model than `max_pending` -> 503."""
+    if model.num_active > max_pending:
+        raise ServeError(f"server busy: more than {max_pending} requests in flight for {model.name}; retry soon",
+                         503, code="overloaded", headers={"Retry-After": "1"})
+    vocab = vocab_size(model)
+    bad = [t for ids in prompts for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise ServeError(f"prompt has token ids outside the vocabulary (size {vocab}): {bad[:5]}", 400, "prompt")
+    params.validate_for_vocab(vocab)
+
+
+def choice_params(params, index: int):
+    """Choice `index` of n: the same options, but a seeded request gets seed + index so choices differ."""
+    if params.seed is None or index == 0:
+        return params
+    return dataclasses.replace(params, seed=(params.seed + index) % 2**63)
+
+
+@dataclass
+class Result:
+    """A finished (or aborted) choice: everything the APIs put in a non-streamed answer."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+    finish_reason: str | None = None
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    num_cached_tokens: int = 0
+
+
+class Generation:
+    def __init__(self, model, prompt_ids: list[int], params, metrics, index: int = 0) -> None:
+        self.model, self.prompt_ids, self.params, self.metrics = model, prompt_ids, params, metrics
+        self.index = index
+        self.request_id = f"gen-{uuid.uuid4().hex}"
+        self.result = Result(num_prompt_tokens=len(prompt_ids))
+        self.t_start = time.perf_counter()
+        self.t_first: float | None = None
+        self.t_last = 0.0  # when the latest token arrived
+        self.t_end: float | None = None
+        self._iter = None
+        self._first: RequestDelta | None = None
+
+    async def start(self) -> Generation:
+        """Submit and wait for the first delta; engine input errors are raised here as ServeError."""
+        self._iter = self.model.engine.generate(self.prompt_ids, self.params, self.request_id)
+        try:
+            self._first = await self._iter.__anext__()
+        except Exception as e:  # noqa: BLE001 - mapped to 400/404, anything else re-raised
+            raise to_serve_error(e) from None
+        return self
+
+    async def deltas(self):
+        """The deltas, first one included; results and metrics are updated as they pass."""
+        assert self._first is not None, "start() first"
+        yield self._note(self._first)
+        if self._first.finish_reason is not None:
+            return
+        async for delta in self._iter:
+            yield self._note(delta)
+
+    async def run(self) -> Result:
+        async for _ in self.deltas():
+            pass
+        return self.result
+
+    def abort(self) -> None:
+        if self.result.finish_reason is None:
+            self.model.engine.abort(self.request_id)
+
+    def _note(self, d: RequestDelta) -> RequestDelta:
+        r = self.result
+        if d.token_ids:
+            now = time.perf_counter()
+            if self.t_first is None:
+                self.t_first = now
+                self.metrics.observe_ttft(now - self.t_start)
+            else:
+                self.metrics.observe_itl(now - self.t_last)
+            self.t_last = now
+        r.text += d.text
+        r.token_ids += d.token_ids
+        r.logprobs += d.logprobs
+        r.num_output_tokens = d.num_output_tokens or len(r.token_ids)
+        r.num_prompt_tokens = d.num_prompt_tokens or r.num_prompt_tokens
+        r.num_cached_tokens = d.num_cached_tokens
+        if d.finish_reason is not None:
+            r.finish_reason = d.finish_reason
+            self.t_end = time.perf_counter()
+            self.metrics.count_tokens(r.num_prompt_tokens, r.num_output_tokens)
+        return d
+
+    # Ollama reports nanoseconds
+    def durations_ns(self, load_seconds: float = 0.0) -> dict[str, int]:
+        end = self.t_end or time.perf_counter()
+        first = self.t_first or end
+        return {"total_duration": int((end - self.t_start + load_seconds) * 1e9),
+                "load_duration": int(load_seconds * 1e9),
+                "prompt_eval_count": self.result.num_prompt_tokens,
+                "prompt_eval_duration": int((first - self.t_start) * 1e9),
+                "eval_count": self.result.num_output_tokens,
+                "eval_duration": int((end - first) * 1e9)}
+
+
+async def start_all(gens: list[Generation]) -> list[Generation]:
+    """Start every choice; if one fails, abort the others and raise its error."""
+    try:
+        await asyncio.gather(*(g.start() for g in gens))
+    except BaseException:
+        for g in gens:
+            g.abort()
+        raise
+    return gens
+
+
+async def merge(gens: list[Generation]):
+    """(generation, delta) pairs from several choices as they arrive (one choice: no tasks needed)."""
+    if len(gens) == 1:
+        async for d in gens[0].deltas():
+            yield gens[0], d
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(g: Generation) -> None:
+        async for d in g.deltas():
+            await queue.put((g, d))
+        await queue.put((g, None))
+
+    tasks = [asyncio.create_task(pump(g)) for g in gens]
+    try:
+        remaining = len(gens)
+        while remaining:
+            g, d = await queue.get()
+            if d is None:
+                remaining -= 1
+            else:
+                yield g, d
+        for t in tasks:
+            await t  # surface a pump's exception
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+class StreamResponse(StreamingResponse):
+    """StreamingResponse that always closes its body: a client that disconnects mid-stream (the send fails
+    or the task is cancelled) still runs the body's `finally`, which aborts the engine requests."""
+
+    async def stream_response(self, send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self.body_iterator.aclose()
+
+
+def stream_body(gens: list[Generation], lines, on_close, on_error):
+    """Wrap an async iterator of str/bytes so leaving it (done, error, disconnect) aborts and releases.
+    An engine failure after the stream began becomes one last `on_error(message)` chunk (status is sent)."""
+
+    async def body():
+        try:
+            async for chunk in lines:
+                yield chunk
+        except Exception as e:
+            log.exception("stream failed")
+            yield on_error(f"generation failed: {type(e).__name__}: {e}")
+        finally:
+            for g in gens:
+                g.abort()
+            try:
+                await lines.aclose()  # closes merge()'s pump tasks too
+            finally:
+                on_close()
+
+    return body()

@@ -1,0 +1,188 @@
+"""ModelManager: the models a server has loaded, one AsyncEngine each, loaded on first use, unloaded on expiry.
+
+A model is loaded (in a worker thread, so the event loop keeps serving) the first time a request names it,
+kept while requests use it, and unloaded `keep_alive` seconds after its last request ends (Ollama's rule:
+negative keeps it forever, 0 unloads it as soon as it is idle). At most `max_loaded_models` at once: loading
+another unloads the least recently used idle one (503 when all are busy). A request asking for another
+`num_ctx` reloads an idle model with it. Not for HTTP shapes (openai_api.py, ollama_api.py) and not yet for
+a memory budget in bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from athanor.engine.async_engine import AsyncEngine
+from athanor.engine.config import EngineConfig
+from athanor.errors import AthanorError
+from athanor.serve.errors import ServeError
+
+DEFAULT_KEEP_ALIVE = 300.0  # seconds, as Ollama's default of 5 minutes
+DEFAULT_MAX_LOADED_MODELS = 3  # as Ollama's OLLAMA_MAX_LOADED_MODELS default on CPU (3 x number of GPUs)
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_keep_alive(value, default: float) -> float:
+    """Ollama's keep_alive: seconds as a number, or "10s" / "5m" / "1h" / "-1"; negative -> forever (inf)."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise AthanorError(f"keep_alive must be a duration like '5m' or a number of seconds, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value).strip())
+        if not m:
+            raise AthanorError(f"keep_alive must be a duration like '5m', '30s' or a number of seconds, got {value!r}")
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    return float("inf") if seconds < 0 else seconds
+
+
+@dataclass
+class LoadedModel:
+    name: str  # full store name, e.g. "smollm2:latest"
+    llm: object  # athanor.engine.llm.LLM
+    engine: AsyncEngine
+    load_seconds: float
+    keep_alive: float
+    num_ctx: int | None = None  # the context size asked for at load (None: the model's default)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    num_active: int = 0  # requests using it now; never unloaded while > 0
+    idle_since: float = field(default_factory=time.monotonic)
+
+    @property
+    def expires_in(self) -> float:
+        """Seconds until unload if nothing else comes (inf: never; while active: keep_alive from now)."""
+        if self.num_active:
+            return self.keep_alive
+        return self.keep_alive - (time.monotonic() - self.idle_since)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        if self.keep_alive == float("inf"):
+            return None
+        return datetime.fromtimestamp(time.time() + max(0.0, self.expires_in), timezone.utc)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.llm.engine.max_model_len
+
+    def is_stuck(self, stall_seconds: float) -> bool:
+        """Work is pending but the engine loop has not come round for `stall_seconds`."""
+        pending = self.llm.engine.has_unfinished()
+        return pending and time.monotonic() - self.engine.last_step_time > stall_seconds
+
+
+class ModelManager:
+    def __init__(self, store, engine_config: EngineConfig | None = None, default_keep_alive: float = DEFAULT_KEEP_ALIVE,
+                 max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS):
+        assert max_loaded_models >= 1
+        self.store = store
+        self.engine_config = engine_config or EngineConfig()
+        self.default_keep_alive = default_keep_alive
+        self.max_loaded_models = max_loaded_models
+        self.models: dict[str, LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- use -----------------------------------------------------------------------------------------------
+
+    async def acquire(self, name: str, keep_alive=None, num_ctx: int | None = None) -> LoadedModel:
+        """The loaded model for `name` (loading it if needed), marked in use until `release`."""
+        full = self.store.get(name).name  # unknown -> ModelNotFoundError (404)
+        keep = parse_keep_alive(keep_alive, self.default_keep_alive)
+        lock = self._locks.setdefault(full, asyncio.Lock())
+        async with lock:
+            model = self.models.get(full)
+            if model is not None and num_ctx and num_ctx != model.num_ctx and not model.num_active:
+                await self.unload(full)  # another context size: reload (while busy, the loaded one serves)
+                model = None
+            if model is None:
+                await self._make_room()
+                model = await asyncio.to_thread(self._load, full, keep, num_ctx)
+                self.models[full] = model
+            model.num_active += 1
+            if keep_alive is not None:
+                model.keep_alive = keep
+        return model
+
+    def release(self, model: LoadedModel) -> None:
+        model.num_active -= 1
+        assert model.num_active >= 0, "release without acquire"
+        model.idle_since = time.monotonic()
+
+    async def _make_room(self) -> None:
+        """Unload least recently used idle models until one more fits; all busy -> 503."""
+        while len(self.models) >= self.max_loaded_models:
+            idle = [m for m in self.models.values() if not m.num_active]
+            if not idle:
+                raise ServeError(f"all {len(self.models)} loaded models are busy (max_loaded_models "
+                                 f"{self.max_loaded_models}); retry soon", 503, code="overloaded",
+                                 headers={"Retry-After": "1"})
+            await self.unload(min(idle, key=lambda m: m.idle_since).name)
+
+    def _load(self, full: str, keep_alive: float, num_ctx: int | None) -> LoadedModel:
+        from athanor.engine.llm import LLM
+
+        options = {"num_ctx": num_ctx} if num_ctx else {}
+        t0 = time.perf_counter()
+        llm = LLM.from_manifest(self.store.get(full), dataclasses.replace(self.engine_config), options)
+        llm.load_seconds = time.perf_counter() - t0
+        return LoadedModel(full, llm, AsyncEngine(llm), llm.load_seconds, keep_alive, num_ctx)
+
+    # --- unload --------------------------------------------------------------------------------------------
+
+    async def unload(self, name: str) -> bool:
+        """Unload now if loaded and idle; True when it was unloaded."""
+        full = self.store.get(name).name if name not in self.models else name
+        model = self.models.get(full)
+        if model is None or model.num_active:
+            return False
+        del self.models[full]
+        await asyncio.to_thread(model.engine.shutdown)
+        return True
+
+    async def expire(self) -> list[str]:
+        """Unload every idle model whose keep_alive has run out (called by the reaper every half second)."""
+        gone = [n for n, m in self.models.items() if not m.num_active and m.expires_in <= 0]
+        for name in gone:
+            await self.unload(name)
+        return gone
+
+    async def reaper(self, period: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(period)
+            await self.expire()
+
+    def shutdown(self) -> None:
+        for model in self.models.values():
+            model.engine.shutdown()
+        self.models.clear()
+
+    # --- observation -------------------------------------------------------------------------------------
+
+    def engine_gauges(self) -> list[tuple[str, str, list[tuple[str, float]]]]:
+        """(metric name, help, [(model, value)]) for /metrics; read without locks (a scrape may be a step old)."""
+        rows: dict[str, list] = {k: [] for k in ("waiting", "running", "used", "total")}
+        for name, m in list(self.models.items()):
+            engine = m.llm.engine
+            bm = engine.block_manager
+            rows["waiting"].append((name, len(engine.scheduler.waiting)))
+            rows["running"].append((name, len(engine.scheduler.running)))
+            rows["used"].append((name, len(bm.blocks) - bm.num_free_blocks))
+            rows["total"].append((name, len(bm.blocks)))
+        return [
+            ("athanor_queue_depth", "Requests waiting to be scheduled.", rows["waiting"]),
+            ("athanor_running_sequences", "Sequences in the running batch.", rows["running"]),
+            ("athanor_kv_blocks_in_use", "KV-cache blocks held by sequences.", rows["used"]),
+            ("athanor_kv_blocks_total", "KV-cache blocks in the pool.", rows["total"]),
+        ]
+
+    def kv_blocks_in_use(self) -> int:
+        return sum(len(m.llm.engine.block_manager.blocks) - m.llm.engine.block_manager.num_free_blocks
+                   for m in self.models.values())

@@ -1,0 +1,71 @@
+"""One pure-ASGI middleware for every request: request id, bearer auth, access log line, request counter.
+
+Pure ASGI (not BaseHTTPMiddleware) so streamed bodies pass through untouched and a client that goes away
+still reaches the route's stream (which aborts the engine request). Not for per-route logic.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+
+from athanor.serve.errors import error_response
+
+access_log = logging.getLogger("athanor.serve.access")
+PUBLIC_PATHS = ("/health",)  # answered without a key: load balancers and probes have none
+
+
+class RequestMiddleware:
+    def __init__(self, app, api_key: str | None, metrics) -> None:
+        self.app, self.api_key, self.metrics = app, api_key, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["method"] in ("POST", "PUT", "DELETE") and "json" not in headers.get("content-type", ""):
+            scope = _as_json(scope)
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500}
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            if not self._authorized(scope["path"], headers):
+                response = error_response(scope["path"], "missing or invalid API key (Authorization: Bearer KEY)",
+                                          401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, status["code"], request_id, time.perf_counter() - t0)
+
+    def _authorized(self, path: str, headers: dict) -> bool:
+        if not self.api_key or path in PUBLIC_PATHS:
+            return True
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+
+    def _record(self, scope, status: int, request_id: str, seconds: float) -> None:
+        route = scope.get("route")
+        route_path = getattr(route, "path", None) or "unmatched"  # templates, never raw paths: bounded labels
+        self.metrics.count_request(scope["method"], route_path, status)
+        access_log.info(json.dumps({"request_id": request_id, "method": scope["method"], "path": scope["path"],
+                                    "status": status, "ms": round(seconds * 1000, 1),
+                                    "client": (scope.get("client") or ("", 0))[0]}))
+
+
+def _as_json(scope) -> dict:
+    """Every body this server takes is JSON, and Ollama's docs (and its users) POST it with `curl -d`, which
+    labels it form-urlencoded: read such bodies as JSON, as Ollama does."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+    return dict(scope, headers=headers + [(b"content-type", b"application/json")])

@@ -1,0 +1,178 @@
+"""The Ollama model-management routes: /api/tags, /api/show, /api/ps, /api/version, /api/copy, /api/delete,
+/api/create, /api/pull (and /api/push), backed by the store (models/store.py) and the model manager.
+
+`/api/create` takes the current request shape (`from`, `system`, `template`, `parameters`, `messages`,
+`license`) or the older `modelfile` string; FROM must be a store name or an absolute path (there is no
+Modelfile directory to resolve relative paths against). Uploaded blobs (`files`, `adapters` by digest) and
+`quantize` are not supported. Not for generation (ollama_api.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from athanor import __version__
+from athanor.serve.errors import ServeError
+
+router = APIRouter()
+
+
+class NameRequest(BaseModel):
+    """`model`, or the older `name` that some clients still send."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ""
+    name: str = ""
+    verbose: bool = False
+
+    @model_validator(mode="after")
+    def _one_name(self):
+        self.model = self.model or self.name
+        if not self.model:
+            raise ValueError("model is required")
+        return self
+
+
+class CopyRequest(BaseModel):
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
+
+
+class CreateRequest(NameRequest):
+    from_: str | None = Field(None, alias="from")
+    modelfile: str | None = None
+    system: str | None = None
+    template: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[dict[str, str]] | None = None
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    quantize: str | None = None
+    stream: bool = True
+
+    def modelfile_text(self) -> str:
+        from athanor.models.modelfile import Modelfile, render_modelfile_text
+
+        if self.files or self.adapters or self.quantize:
+            raise ServeError("files, adapters and quantize (uploaded blobs) are not supported; "
+                             "use `from` with a store name or an absolute .gguf / HF directory path")
+        if self.modelfile:
+            if self.from_:
+                raise ServeError("give `modelfile` or `from`, not both")
+            return self.modelfile
+        if not self.from_:
+            raise ServeError("`from` is required (a store name or an absolute weights path)")
+        license = "\n".join(self.license) if isinstance(self.license, list) else self.license
+        mf = Modelfile(from_=self.from_, parameters=dict(self.parameters or {}), template=self.template,
+                       system=self.system, license=license, messages=list(self.messages or []))
+        return render_modelfile_text(mf)
+
+
+@router.get("/api/version")
+async def version():
+    return {"version": __version__}
+
+
+@router.get("/api/tags")
+async def tags(request: Request):
+    return {"models": [_entry(m) for m in request.app.state.manager.store.list() if m.weights]}
+
+
+@router.post("/api/show")
+async def show(body: NameRequest, request: Request):
+    store = request.app.state.manager.store
+    m = store.get(body.model)
+    info = store.show(body.model)
+    params = "\n".join(f"{k} {json.dumps(x) if k == 'stop' else x}" for k, v in m.parameters.items()
+                       for x in (v if isinstance(v, list) else [v]))
+    arch = info.get("architecture") or "unknown"
+    return {"modelfile": store.render_modelfile(m), "parameters": params, "template": info.get("template") or "",
+            "system": m.system or "", "license": info.get("license") or "", "details": _details(m, info),
+            "model_info": {"general.architecture": arch, "general.parameter_count": info.get("num_parameters"),
+                           f"{arch}.context_length": info.get("context_length"),
+                           f"{arch}.embedding_length": info.get("embedding_length")},
+            "capabilities": ["completion"], "modified_at": m.created_at or None}
+
+
+@router.get("/api/ps")
+async def ps(request: Request):
+    manager = request.app.state.manager
+    out = []
+    for name, lm in list(manager.models.items()):
+        m = manager.store.get(name)
+        expires = lm.expires_at
+        out.append(_entry(m) | {"expires_at": expires.isoformat() if expires else "9999-12-31T23:59:59Z",
+                                "size_vram": 0, "context_length": lm.max_model_len})
+    return {"models": out}
+
+
+@router.post("/api/copy")
+async def copy(body: CopyRequest, request: Request):
+    request.app.state.manager.store.copy(body.source, body.destination)
+    return Response(status_code=200)
+
+
+@router.delete("/api/delete")
+async def delete(body: NameRequest, request: Request):
+    manager = request.app.state.manager
+    full = manager.store.get(body.model).name
+    await manager.unload(full)
+    manager.store.remove(body.model)
+    return Response(status_code=200)
+
+
+@router.post("/api/create")
+async def create(body: CreateRequest, request: Request):
+    text = body.modelfile_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "Modelfile"
+        path.write_text(text, encoding="utf-8")
+        request.app.state.manager.store.create(body.model, path)
+    statuses = [{"status": "reading model metadata"}, {"status": "writing manifest"}, {"status": "success"}]
+    if not body.stream:
+        return JSONResponse(statuses[-1])
+    lines = "".join(json.dumps(s) + "\n" for s in statuses)
+    return StreamingResponse(iter([lines]), media_type="application/x-ndjson")
+
+
+@router.post("/api/pull")
+@router.post("/api/push")
+async def pull():
+    raise ServeError("athanor has no model registry: models are created from local files "
+                     "(POST /api/create with `from` = a .gguf file or HF directory, or `athanor create`)")
+
+
+def _entry(m) -> dict:
+    from athanor.models.store import short_name
+
+    return {"name": short_name(m.name), "model": m.name, "modified_at": m.created_at or None,
+            "size": _size(m.weights), "digest": hashlib.sha256(m.model_dump_json().encode()).hexdigest(),
+            "details": _details(m, None)}
+
+
+def _details(m, info: dict | None) -> dict:
+    details = {"parent_model": m.parent or "", "format": m.format, "family": "", "families": None,
+               "parameter_size": "", "quantization_level": ""}
+    if info:
+        n = info.get("num_parameters") or 0
+        details |= {"family": info.get("architecture") or "", "families": [info.get("architecture") or ""],
+                    "parameter_size": f"{n / 1e6:.0f}M" if n < 1e9 else f"{n / 1e9:.1f}B",
+                    "quantization_level": str(info.get("quantization") or "")}
+    return details
+
+
+def _size(weights: str) -> int:
+    p = Path(weights)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0

@@ -1,0 +1,222 @@
+"""The OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /tokenize, /detokenize.
+
+Streams are Server-Sent Events (`chat.completion.chunk` / `text_completion` objects, then `data: [DONE]`).
+Not for tools, constrained decoding (response_format json) or embeddings yet: those answer a clear 400.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from athanor.serve.errors import ServeError, openai_error_body
+from athanor.serve.generation import (
+    Generation,
+    StreamResponse,
+    check_request,
+    choice_params,
+    merge,
+    start_all,
+    stream_body,
+)
+from athanor.serve.openai_schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+
+router = APIRouter()
+
+
+@router.get("/v1/models")
+async def list_models(request: Request):
+    from athanor.models.store import short_name
+
+    data = [{"id": short_name(m.name), "object": "model", "created": _epoch(m.created_at), "owned_by": "athanor"}
+            for m in request.app.state.manager.store.list()]
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model:path}")
+async def get_model(model: str, request: Request):
+    from athanor.models.store import short_name
+
+    m = request.app.state.manager.store.get(model)  # unknown -> 404
+    return {"id": short_name(m.name), "object": "model", "created": _epoch(m.created_at), "owned_by": "athanor"}
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    body.check_supported()
+    messages = [m.as_template_message() for m in body.messages]
+    return await _complete(request, body, lambda llm: [llm.chat_prompt(messages)], chat=True)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    body.check_supported()
+    return await _complete(request, body, lambda llm: body.prompts(llm.tokenizer), chat=False)
+
+
+@router.post("/v1/embeddings")
+async def embeddings():
+    raise ServeError("embeddings are not supported yet by athanor serve", 400, "model", "unsupported")
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request):
+    manager = request.app.state.manager
+    model = await manager.acquire(body.model)
+    try:
+        llm = model.llm
+        if body.messages is not None:
+            ids = llm.chat_prompt([m.as_template_message() for m in body.messages])
+        else:
+            ids = llm.tokenizer.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+        return {"tokens": ids, "count": len(ids), "max_model_len": model.max_model_len}
+    finally:
+        manager.release(model)
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request):
+    manager = request.app.state.manager
+    model = await manager.acquire(body.model)
+    try:
+        vocab = model.llm.tokenizer.vocab_size
+        bad = [t for t in body.tokens if not 0 <= t < vocab]
+        if bad:
+            raise ServeError(f"token ids outside the vocabulary (size {vocab}): {bad[:5]}", 400, "tokens")
+        return {"prompt": model.llm.tokenizer.decode(body.tokens)}
+    finally:
+        manager.release(model)
+
+
+# --- shared path: acquire model -> start n choices per prompt -> stream or collect ---------------------------
+
+
+async def _complete(request: Request, body, make_prompts, chat: bool):
+    manager, metrics = request.app.state.manager, request.app.state.metrics
+    model = await manager.acquire(body.model)
+    handed_to_stream = False
+    try:
+        llm = model.llm
+        params = llm.sampling_params(body.sampling_options())
+        prompts = make_prompts(llm)
+        check_request(model, prompts, params, request.app.state.max_pending)
+        gens = [Generation(model, ids, choice_params(params, j), metrics, index=i * body.n + j)
+                for i, ids in enumerate(prompts) for j in range(body.n)]
+        await start_all(gens)
+        meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
+                "model": body.model}
+        if body.stream:
+            lines = _sse(gens, meta, body, llm.tokenizer, chat)
+            handed_to_stream = True
+            return StreamResponse(stream_body(gens, lines, lambda: manager.release(model), _sse_error),
+                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        try:
+            for g in gens:
+                await g.run()
+        finally:  # an error or a cancelled handler must not leave choices running
+            for g in gens:
+                g.abort()
+        return JSONResponse(_full_response(gens, meta, llm.tokenizer, chat, body.n))
+    finally:
+        if not handed_to_stream:
+            manager.release(model)
+
+
+def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n: int) -> dict:
+    choices = []
+    for g in gens:
+        r = g.result
+        choice = {"index": g.index, "finish_reason": _finish(r.finish_reason)}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": r.text}
+            choice["logprobs"] = _chat_logprobs(r.logprobs, tokenizer) if g.params.logprobs is not None else None
+        else:
+            choice["text"] = r.text
+            choice["logprobs"] = _completion_logprobs(r.logprobs, tokenizer) if g.params.logprobs is not None else None
+        choices.append(choice)
+    obj = "chat.completion" if chat else "text_completion"
+    return meta | {"object": obj, "choices": choices, "usage": _usage(gens, n)}
+
+
+async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool):
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    extra = {"usage": None} if body.include_usage else {}
+
+    def chunk(choice: dict) -> str:
+        return f"data: {json.dumps(meta | {'object': obj, 'choices': [choice]} | extra)}\n\n"
+
+    if chat:  # OpenAI's first chunk of each choice carries the role
+        for g in gens:
+            yield chunk({"index": g.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None})
+    async for g, d in merge(gens):
+        if not d.text and d.finish_reason is None and not d.logprobs:
+            continue  # a token whose text is held back (partial UTF-8 or a possible stop string)
+        choice: dict = {"index": g.index, "finish_reason": _finish(d.finish_reason) if d.finish_reason else None}
+        want_lp = g.params.logprobs is not None
+        if chat:
+            choice["delta"] = {"content": d.text} if d.text else {}
+            choice["logprobs"] = _chat_logprobs(d.logprobs, tokenizer) if want_lp else None
+        else:
+            choice["text"] = d.text
+            choice["logprobs"] = _completion_logprobs(d.logprobs, tokenizer) if want_lp else None
+        yield chunk(choice)
+    if body.include_usage:
+        yield f"data: {json.dumps(meta | {'object': obj, 'choices': [], 'usage': _usage(gens, body.n)})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _sse_error(message: str) -> str:
+    return f"data: {json.dumps(openai_error_body(message, 500, code='engine_error'))}\n\n"
+
+
+def _usage(gens: list[Generation], n: int) -> dict:
+    # a prompt is counted once however many choices (n) share it, as OpenAI bills it
+    firsts = [g for g in gens if g.index % n == 0]
+    prompt = sum(g.result.num_prompt_tokens for g in firsts)
+    completion = sum(g.result.num_output_tokens for g in gens)
+    cached = sum(g.result.num_cached_tokens for g in firsts)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def _finish(reason: str | None) -> str | None:
+    return reason if reason in ("stop", "length", None) else "stop"
+
+
+def _token_text(tokenizer, token_id: int) -> str:
+    return tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def _chat_logprobs(samples: list, tokenizer) -> dict:
+    content = []
+    for s in samples:
+        text = _token_text(tokenizer, s.token_id)
+        top = [{"token": (t := _token_text(tokenizer, tid)), "logprob": lp, "bytes": list(t.encode())}
+               for tid, lp in (s.top_logprobs or [])]
+        content.append({"token": text, "logprob": s.logprob, "bytes": list(text.encode()), "top_logprobs": top})
+    return {"content": content}
+
+
+def _completion_logprobs(samples: list, tokenizer) -> dict:
+    tokens = [_token_text(tokenizer, s.token_id) for s in samples]
+    offsets, pos = [], 0
+    for t in tokens:
+        offsets.append(pos)
+        pos += len(t)
+    top = [{_token_text(tokenizer, tid): lp for tid, lp in (s.top_logprobs or [])} for s in samples]
+    return {"tokens": tokens, "token_logprobs": [s.logprob for s in samples], "top_logprobs": top,
+            "text_offset": offsets}
+
+
+def _epoch(iso: str) -> int:
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0

@@ -1,0 +1,153 @@
+"""Pydantic request models of the OpenAI routes: bad shapes and ranges become 400s in OpenAI's error shape.
+
+Fields we do not implement yet are still declared so a request using them gets a clear 400 (never silently
+ignored); unknown extra fields are ignored, as OpenAI-compatible servers do. Not for sampling-value checks
+that SamplingParams already makes (temperature range, logit_bias values, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from athanor.serve.errors import ServeError
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class SamplingFields(BaseModel):
+    """Options shared by chat and completions, OpenAI names plus the common vLLM extras."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=16)
+    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # extras (vLLM names)
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int | None = None
+    ignore_eos: bool | None = None
+    stop_token_ids: list[int] | None = None
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The options dict `LLM.sampling_params` takes (None means "not given")."""
+        keys = ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+                "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids")
+        options = {k: getattr(self, k) for k in keys}
+        options["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
+        return options
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def as_template_message(self) -> dict[str, str]:
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": _text_content(self.content)}
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        if self.tools:
+            raise ServeError("tools are not supported yet by athanor serve", 400, "tools", "unsupported")
+        if self.tool_choice not in (None, "none"):
+            raise ServeError("tool_choice is not supported yet by athanor serve", 400, "tool_choice", "unsupported")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise ServeError(f"response_format {kind!r} is not supported yet (constrained decoding is planned)",
+                             400, "response_format", "unsupported")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ServeError("top_logprobs needs logprobs: true", 400, "top_logprobs")
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ServeError("give max_tokens or max_completion_tokens, not both", 400, "max_tokens")
+
+    def sampling_options(self) -> dict[str, Any]:
+        options = super().sampling_options()
+        options["max_tokens"] = self.max_completion_tokens or self.max_tokens
+        options["logprobs"] = (self.top_logprobs or 0) if self.logprobs else None
+        return options
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def check_supported(self) -> None:
+        if self.echo:
+            raise ServeError("echo is not supported yet by athanor serve", 400, "echo", "unsupported")
+        if self.suffix:
+            raise ServeError("suffix (fill-in-the-middle) is not supported", 400, "suffix", "unsupported")
+        if self.best_of not in (None, self.n):
+            raise ServeError("best_of other than n is not supported", 400, "best_of", "unsupported")
+
+    def prompts(self, tokenizer) -> list[list[int]]:
+        """Every prompt form OpenAI accepts -> token id lists."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [tokenizer.encode(p)]
+        if not p:
+            raise ServeError("prompt is empty", 400, "prompt")
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]
+        return [tokenizer.encode(x) if isinstance(x, str) else list(x) for x in p]
+
+    def sampling_options(self) -> dict[str, Any]:
+        return super().sampling_options() | {"logprobs": self.logprobs}
+
+
+class TokenizeRequest(BaseModel):
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+
+
+class DetokenizeRequest(BaseModel):
+    model: str
+    tokens: list[int]
+
+
+def _text_content(content) -> str:
+    """A message's content: a string, or OpenAI's list of parts of which only text is supported now."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for part in content:
+        if part.get("type") != "text":
+            raise ServeError(f"message content part {part.get('type')!r} is not supported (text only)", 400, "messages")
+        texts.append(part.get("text", ""))
+    return "".join(texts)

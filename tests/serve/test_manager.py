@@ -1,0 +1,80 @@
+"""ModelManager and keep_alive parsing: load on first use, one engine per model, expiry only when idle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from athanor.engine.config import EngineConfig
+from athanor.errors import AthanorError, ModelNotFoundError
+from athanor.models.store import Store
+from athanor.serve.errors import ServeError
+from athanor.serve.manager import ModelManager, parse_keep_alive
+
+
+@pytest.mark.parametrize("value,seconds", [(None, 300.0), ("", 300.0), (10, 10.0), (0, 0.0), ("0", 0.0),
+                                           ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("250ms", 0.25),
+                                           (-1, float("inf")), ("-1m", float("inf")), (1.5, 1.5)])
+def test_parse_keep_alive(value, seconds):
+    assert parse_keep_alive(value, 300.0) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "5 minutes", True, "1d"])
+def test_parse_keep_alive_rejects(value):
+    with pytest.raises(AthanorError, match="keep_alive"):
+        parse_keep_alive(value, 300.0)
+
+
+def tiny_store(tmp_path, tiny_hf_dir, names=("tiny",)) -> Store:
+    store = Store(tmp_path)
+    (tmp_path / "Modelfile").write_text(f"FROM {tiny_hf_dir}\n")
+    for name in names:
+        store.create(name, tmp_path / "Modelfile")
+    return store
+
+
+def test_manager_loads_once_and_expires_only_when_idle(tmp_path, tiny_hf_dir):
+    store = tiny_store(tmp_path, tiny_hf_dir)
+    manager = ModelManager(store, EngineConfig(num_kvcache_blocks=32, block_size=8), default_keep_alive=0.0)
+
+    async def main():
+        a, b = await asyncio.gather(manager.acquire("tiny"), manager.acquire("tiny:latest"))
+        assert a is b and a.num_active == 2 and list(manager.models) == ["tiny:latest"]
+        assert await manager.expire() == []  # in use: never unloaded
+        manager.release(a)
+        manager.release(b)
+        assert await manager.expire() == ["tiny:latest"] and not manager.models
+        with pytest.raises(ModelNotFoundError):
+            await manager.acquire("missing")
+        kept = await manager.acquire("tiny", keep_alive=-1)
+        manager.release(kept)
+        assert kept.expires_at is None and await manager.expire() == []
+        gauges = {name: rows for name, _, rows in manager.engine_gauges()}
+        assert gauges["athanor_kv_blocks_total"] == [("tiny:latest", 32)]
+        assert gauges["athanor_kv_blocks_in_use"] == [("tiny:latest", 0)]
+        manager.shutdown()
+
+    asyncio.run(main())
+
+
+def test_lru_unload_when_full_and_num_ctx_reload(tmp_path, tiny_hf_dir):
+    store = tiny_store(tmp_path, tiny_hf_dir, names=("a", "b"))
+    manager = ModelManager(store, EngineConfig(num_kvcache_blocks=64, block_size=8), max_loaded_models=1)
+
+    async def main():
+        a = await manager.acquire("a", num_ctx=128)
+        assert a.max_model_len == 128
+        with pytest.raises(ServeError) as e:  # the only slot is busy
+            await manager.acquire("b")
+        assert e.value.status == 503 and e.value.headers == {"Retry-After": "1"}
+        manager.release(a)
+        b = await manager.acquire("b")  # a is idle: unloaded to make room
+        assert list(manager.models) == ["b:latest"]
+        manager.release(b)
+        bigger = await manager.acquire("b", num_ctx=256)  # another context size: reloaded
+        assert bigger is not b and bigger.max_model_len == 256
+        manager.release(bigger)
+        manager.shutdown()
+
+    asyncio.run(main())
