@@ -15,6 +15,14 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="athanor: run, fine-tune, serve and build on open LLMs, offline.")
 
+def _mount_subcommands() -> None:
+    from athanor.rag.cli import kb_app  # imports only typer: `athanor --help` stays instant (tested)
+
+    app.add_typer(kb_app, name="kb", help="Knowledge bases: ingest folders, hybrid search, cited answers.")
+
+
+_mount_subcommands()
+
 OptionList = typer.Option(None, "--option", "-o", help="sampling/engine option KEY=VALUE (repeatable), e.g. -o temperature=0")
 
 

@@ -52,7 +52,9 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.state.manager, app.state.metrics = manager, Metrics()
     app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
     install_error_handlers(app)
-    for module in (openai_api, ollama_api, ollama_models):
+    from athanor.rag import routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
+
+    for module in (openai_api, ollama_api, ollama_models, kb_routes):
         app.include_router(module.router)
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
