@@ -208,6 +208,28 @@ def rm(names: list[str]) -> None:
         typer.echo(f"deleted {name}")
 
 
+# --- agents ------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def agent(
+    question: Optional[str] = typer.Argument(None, help="one question; omit for an interactive session"),
+    model: str = typer.Option("smollm2", "--model", "-m", help="a store name, a path, or openai:URL#MODEL"),
+    tools: str = typer.Option("calculator", help="comma-separated: calculator, python, read_file, list_dir, http_get"),
+    mcp: Optional[list[str]] = typer.Option(None, "--mcp", help="an MCP server: a command (stdio) or an http(s) URL"),
+    session: Optional[str] = typer.Option(None, help="continue (and save) this conversation in SQLite"),
+    max_iterations: int = typer.Option(10, help="steps before it stops and says so"),
+    native: bool = typer.Option(False, help="use the model's native tool calls instead of ReAct text"),
+    root: str = typer.Option(".", help="the only folder read_file/list_dir may see"),
+    verbose: bool = typer.Option(False, "--verbose"),
+) -> None:
+    """Answer with tools, printing every step (thought, tool call, result) as it happens."""
+    from athanor.agent.cli import agent_command
+
+    raise typer.Exit(agent_command(model, tools, question, session, max_iterations, verbose, mcp=mcp, native=native,
+                                   root=root))
+
+
 # --- serving -----------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,94 @@
+"""OpenAIChatModel: the ChatModel protocol over any OpenAI-compatible URL, through the `openai` SDK.
+
+For: `athanor serve`, vLLM, Ollama's /v1, llama.cpp's server or a hosted API, named
+`openai:BASE_URL#MODEL` (see base.py). Tool calls come back parsed by the server; streamed tool-call
+fragments are assembled here and emitted as complete `ToolCall`s on the final delta.
+Key: the `api_key` argument, else $OPENAI_API_KEY, else "none" (local servers ignore it).
+Options: OpenAI names go as request fields; Ollama spellings are mapped (num_predict -> max_tokens);
+anything else travels in `extra_body` so servers with extensions (vLLM's top_k, ...) receive it.
+Not for: retries policy beyond the SDK's defaults, or the Responses / Assistants APIs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from athanor.llm.base import ChatDelta, ChatResponse, ToolCall, Usage
+
+OPENAI_FIELDS = {"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "presence_penalty",
+                 "frequency_penalty", "logit_bias", "n", "response_format", "tool_choice", "parallel_tool_calls",
+                 "logprobs", "top_logprobs", "user", "timeout"}
+ALIASES = {"num_predict": "max_tokens"}
+
+
+class OpenAIChatModel:
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
+                 timeout: float = 600.0, max_retries: int = 2, include_usage: bool = True) -> None:
+        from openai import OpenAI
+
+        self.base_url = base_url
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        self.client = OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self._model = model
+        self.include_usage = include_usage
+
+    @property
+    def name(self) -> str:
+        """The served model's id; without '#MODEL' in the spec, the first one the server lists."""
+        if self._model is None:
+            models = self.client.models.list().data
+            if not models:
+                raise ValueError(f"{self.base_url} lists no models; name one with '#MODEL'")
+            self._model = models[0].id
+        return self._model
+
+    def chat(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> ChatResponse:
+        r = self.client.chat.completions.create(model=self.name, messages=messages, **_request(tools, options))
+        choice = r.choices[0]
+        calls = [ToolCall(c.id, c.function.name, c.function.arguments or "") for c in choice.message.tool_calls or []]
+        usage = Usage(r.usage.prompt_tokens, r.usage.completion_tokens) if r.usage else Usage()
+        return ChatResponse(choice.message.content or "", calls, choice.finish_reason or "stop", usage)
+
+    def stream(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> Iterator[ChatDelta]:
+        req = _request(tools, options)
+        if self.include_usage:
+            req["stream_options"] = {"include_usage": True}
+        parts: dict[int, dict] = {}  # tool-call index -> {"id", "name", "arguments"} assembled from fragments
+        reason, usage = None, None
+        for chunk in self.client.chat.completions.create(model=self.name, messages=messages, stream=True, **req):
+            if chunk.usage:
+                usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            for choice in chunk.choices[:1]:
+                reason = choice.finish_reason or reason
+                for tc in choice.delta.tool_calls or []:
+                    _merge_fragment(parts.setdefault(tc.index, {"id": "", "name": "", "arguments": ""}), tc)
+                if choice.delta.content:
+                    yield ChatDelta(text=choice.delta.content)
+        calls = [ToolCall(p["id"] or f"call_{i}", p["name"], p["arguments"]) for i, p in sorted(parts.items())]
+        yield ChatDelta(tool_calls=calls, finish_reason=reason or "stop", usage=usage)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        r = self.client.embeddings.create(model=self.name, input=texts)
+        return [d.embedding for d in sorted(r.data, key=lambda d: d.index)]
+
+
+def _request(tools: list[dict] | None, options: dict) -> dict:
+    req, extra = {}, {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        key = ALIASES.get(key, key)
+        (req if key in OPENAI_FIELDS else extra)[key] = value
+    if tools:
+        req["tools"] = tools
+    if extra:
+        req["extra_body"] = extra
+    return req
+
+
+def _merge_fragment(part: dict, tc) -> None:
+    part["id"] = tc.id or part["id"]
+    if tc.function is not None:
+        part["name"] += tc.function.name or ""
+        part["arguments"] += tc.function.arguments or ""
