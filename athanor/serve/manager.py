@@ -168,7 +168,7 @@ class ModelManager:
 
     def engine_gauges(self) -> list[tuple[str, str, list[tuple[str, float]]]]:
         """(metric name, help, [(model, value)]) for /metrics; read without locks (a scrape may be a step old)."""
-        rows: dict[str, list] = {k: [] for k in ("waiting", "running", "used", "total")}
+        rows: dict[str, list] = {k: [] for k in ("waiting", "running", "used", "total", "preempted")}
         for name, m in list(self.models.items()):
             engine = m.llm.engine
             bm = engine.block_manager
@@ -176,11 +176,13 @@ class ModelManager:
             rows["running"].append((name, len(engine.scheduler.running)))
             rows["used"].append((name, len(bm.blocks) - bm.num_free_blocks))
             rows["total"].append((name, len(bm.blocks)))
+            rows["preempted"].append((name, engine.scheduler.num_preemptions))
         return [
             ("athanor_queue_depth", "Requests waiting to be scheduled.", rows["waiting"]),
             ("athanor_running_sequences", "Sequences in the running batch.", rows["running"]),
             ("athanor_kv_blocks_in_use", "KV-cache blocks held by sequences.", rows["used"]),
             ("athanor_kv_blocks_total", "KV-cache blocks in the pool.", rows["total"]),
+            ("athanor_preemptions", "Sequences preempted (recomputed later) since the model loaded.", rows["preempted"]),
         ]
 
     def kv_blocks_in_use(self) -> int:

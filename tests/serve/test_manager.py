@@ -53,6 +53,7 @@ def test_manager_loads_once_and_expires_only_when_idle(tmp_path, tiny_hf_dir):
         gauges = {name: rows for name, _, rows in manager.engine_gauges()}
         assert gauges["athanor_kv_blocks_total"] == [("tiny:latest", 32)]
         assert gauges["athanor_kv_blocks_in_use"] == [("tiny:latest", 0)]
+        assert gauges["athanor_preemptions"] == [("tiny:latest", kept.llm.engine.scheduler.num_preemptions)] == [("tiny:latest", 0)]
         manager.shutdown()
 
     asyncio.run(main())
