@@ -83,25 +83,11 @@ def _pct(xs: list[float], q: float) -> float:
 @contextlib.contextmanager
 def local_server():
     """athanor serve in this process (uvicorn in a thread) on a free port."""
-    import socket
-    import threading
-
-    import uvicorn
-
     from athanor.serve.app import create_app
+    from athanor.serve.background import serve_in_thread
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(create_app()) as (url, _):
+        yield url + "/v1"
 
 
 def main() -> None:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,25 +44,10 @@ class Server:
 
 @contextlib.contextmanager
 def start_server(app, headers: dict | None = None):
-    import uvicorn
+    from athanor.serve.background import serve_in_thread
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", app, headers, server)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+    with serve_in_thread(app) as (url, server):
+        yield Server(url, app, headers, server)
 
 
 def make_store(home: Path, tiny_hf_dir: Path) -> Store:

@@ -9,8 +9,6 @@ Every request body and Authorization header is recorded in `requests`.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -94,21 +92,7 @@ def serve_stub(reply: Callable[[list[dict], dict], str], model_id: str = "stub-m
 @contextmanager
 def serve_app(app):
     """Any ASGI app on a free 127.0.0.1 port (uvicorn in a thread); yields its base URL."""
-    import uvicorn
+    from athanor.serve.background import serve_in_thread
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "stub server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_in_thread(app) as (url, _):
+        yield url
