@@ -24,16 +24,7 @@ import time
 
 import httpx
 
-PROMPTS = [
-    "Write a short story about a lighthouse keeper.",
-    "Explain how a refrigerator works.",
-    "What are the benefits of learning a second language?",
-    "Describe the water cycle for a ten-year-old.",
-    "Give me a recipe for pancakes.",
-    "Why is the sky blue?",
-    "Summarize the plot of Romeo and Juliet.",
-    "How do vaccines train the immune system?",
-]
+from bench_engine import PROMPTS  # the same workload as the engine benchmark
 
 
 async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> dict:
