@@ -208,6 +208,64 @@ def rm(names: list[str]) -> None:
         typer.echo(f"deleted {name}")
 
 
+# --- training and data -------------------------------------------------------------------------------------
+
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: validate, convert, dedup, stats (alpaca, sharegpt, OpenAI, preference).")
+app.add_typer(data_app, name="data")
+DatasetDir = typer.Option(None, "--dataset-dir", help="folder with dataset_info.json (LLaMA-Factory's registry)")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="a YAML file (LLaMA-Factory key names), e.g. recipes/smollm2_lora_sft.yaml"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. max_steps=10"),
+) -> None:
+    """Fine-tune (LoRA / full / freeze; SFT or DPO) from one YAML file; the whole config is checked before anything loads."""
+    from athanor.train.run import train as run_training
+
+    out = run_training(config, overrides or [], echo=typer.echo)
+    typer.echo(f"saved to {out}")
+
+
+@data_app.command("validate")
+def data_validate(names: list[str], dataset_dir: Optional[Path] = DatasetDir) -> None:
+    """Count valid and invalid samples; show the first bad record and why."""
+    from athanor.data.registry import validate_datasets
+
+    reports = validate_datasets(names, dataset_dir)
+    for r in reports:
+        typer.echo(r.summary())
+    if any(r.num_invalid for r in reports):
+        raise typer.Exit(1)
+
+
+@data_app.command("convert")
+def data_convert(name: str, out: Path, dataset_dir: Optional[Path] = DatasetDir) -> None:
+    """Write a dataset's valid samples as OpenAI-messages JSONL."""
+    from athanor.data.convert import convert_dataset
+
+    typer.echo(convert_dataset(name, out, dataset_dir).summary())
+
+
+@data_app.command("stats")
+def data_stats(name: str, dataset_dir: Optional[Path] = DatasetDir) -> None:
+    """Sample counts, turns, lengths."""
+    import json
+
+    from athanor.data.convert import dataset_stats
+
+    typer.echo(json.dumps(dataset_stats(name, dataset_dir), indent=2, ensure_ascii=False))
+
+
+@data_app.command("dedup")
+def data_dedup(name: str, out: Path, dataset_dir: Optional[Path] = DatasetDir,
+               threshold: float = typer.Option(0.9, help="MinHash Jaccard threshold for near duplicates")) -> None:
+    """Drop exact and near-duplicate samples (MinHash); write the rest as OpenAI-messages JSONL."""
+    from athanor.data.dedup import dedup_dataset
+
+    typer.echo(dedup_dataset(name, out, dataset_dir, threshold).summary())
+
+
 # --- agents ------------------------------------------------------------------------------------------------
 
 

@@ -84,8 +84,6 @@ class LLM:
 
     @classmethod
     def from_manifest(cls, manifest, config: EngineConfig | None, options: dict) -> "LLM":
-        import torch
-
         from athanor.models.loader import load_checkpoint
         from athanor.models.lora import merge_adapters
         from athanor.nn.llama import build_model
@@ -102,7 +100,6 @@ class LLM:
         ckpt.config.max_position_embeddings = max(ckpt.config.max_position_embeddings, config.max_model_len)
         model = build_model(ckpt.config, ckpt.tensors, device=config.device, dtype=config.torch_dtype(),
                             weight_dtype=config.torch_weight_dtype())
-        torch.set_grad_enabled(False)
         engine = LLMEngine(model, config, eos_token_ids=set(ckpt.tokenizer.stop_token_ids))
         defaults = _generation_defaults(ckpt.generation_defaults) | {
             k: v for k, v in params.items() if k not in ENGINE_OPTIONS

@@ -1,0 +1,1 @@
+"""Datasets for fine-tuning: record formats (formats.py) and the registry with up-front validation (registry.py)."""

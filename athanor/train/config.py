@@ -1,0 +1,287 @@
+"""The training config: one YAML file with LLaMA-Factory's key names, checked before anything heavy loads.
+
+For: the typed model of every key (`TrainConfig`), `key=value` command-line overrides, and `load_config`, which
+reports unknown keys (with a "did you mean"), wrong types and impossible combinations *all together* in one
+`ConfigError`, one problem per line.
+
+Not for: running anything (sft.py), reading dataset files (data/), or DeepSpeed/FSDP configs (passed through to
+accelerate as they are).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from athanor.errors import AthanorError
+
+
+class ConfigError(AthanorError):
+    """A training config with one or more problems; `problems` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{len(problems)} {noun} in {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class TrainConfig(BaseModel):
+    """Every key of a training YAML. Names follow LLaMA-Factory so its configs mostly run unchanged."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # -- model
+    model_name_or_path: str = Field(description="A store name (`smollm2`), a Hugging Face model directory, or a GGUF file.")
+    template: str | None = Field(None, description="Chat template: None = the model's own; 'chatml', a name of one "
+                                 "of the model's named templates, or a Jinja source string.")
+
+    # -- method
+    stage: Literal["pt", "sft", "dpo"] = Field("sft", description="pt: plain-text causal LM; sft: supervised chat "
+                                               "fine-tuning (loss on assistant tokens only); dpo: preference pairs.")
+    finetuning_type: Literal["lora", "full", "freeze"] = Field("lora", description="lora: train low-rank adapters; "
+                                                               "full: every weight; freeze: only the last layers.")
+    freeze_trainable_layers: int = Field(2, ge=1, description="finetuning_type=freeze: how many last decoder layers train.")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank r.")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA scale numerator (scale = alpha / r); default 2 x lora_rank.")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    lora_target: str | list[str] = Field("all", description="'all' (every linear layer but the LM head) or module "
+                                         "names, as a list or comma-separated: 'q_proj,v_proj'.")
+    quantization_bit: Literal[4, 8] | None = Field(None, description="QLoRA: load the base in 4 or 8 bits with "
+                                                   "bitsandbytes (CUDA only; needs finetuning_type=lora).")
+
+    # -- data
+    dataset: list[str] = Field(default_factory=list, description="Registry names or file paths (json, jsonl, csv, "
+                               "parquet); a list or comma-separated string.")
+    dataset_dir: str | None = Field(None, description="Folder holding the registry file dataset_info.json, relative to "
+                                    "the YAML file (default: the YAML's folder). Relative dataset paths resolve "
+                                    "against it too.")
+    cutoff_len: int = Field(1024, ge=8, description="Max tokens per sample (and per packed row); longer ones are cut.")
+    max_samples: int | None = Field(None, ge=1, description="Use at most this many samples per dataset (for quick runs).")
+    val_size: float = Field(0.0, ge=0.0, description="Held-out share (0 <= x < 1) or count (an integer >= 1) for eval.")
+    packing: bool = Field(False, description="Pack several samples per row; positions restart per sample so samples "
+                          "never attend to each other.")
+
+    # -- output and logging
+    output_dir: str = Field("output", description="Where the adapter/model, checkpoints and trainer_log.jsonl go.")
+    logging_steps: int = Field(10, ge=1, description="Log loss, learning rate and tokens/s every this many steps.")
+    save_steps: int = Field(500, ge=1, description="Write a checkpoint every this many optimizer steps.")
+
+    # -- optimisation
+    per_device_train_batch_size: int = Field(1, ge=1, description="Rows per forward pass on each device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
+    num_train_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Total optimizer steps; -1 = from num_train_epochs.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
+                               "polynomial", "inverse_sqrt"] = Field("cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Share of steps spent warming the learning rate up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Clip the gradient norm to this.")
+    bf16: bool = Field(False, description="Mixed precision in bfloat16 (CPU autocast or a GPU that supports it).")
+    fp16: bool = Field(False, description="Mixed precision in float16 (CUDA only).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
+    seed: int = Field(42, description="Seed for weights of new layers, data shuffling and dropout.")
+    resume_from_checkpoint: str | bool | None = Field(None, description="A checkpoint folder, or true for the last "
+                                                      "checkpoint in output_dir.")
+
+    # -- preference optimisation (stage=dpo)
+    pref_beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
+    pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo"] = Field("sigmoid", description="Preference loss.")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _split_datasets(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    @field_validator("lora_target", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip() != "all":
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @property
+    def effective_lora_alpha(self) -> float:
+        return self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
+
+
+FIELD_NAMES = tuple(TrainConfig.model_fields)
+
+
+# ------------------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cuda: bool | None = None) -> TrainConfig:
+    """Read a YAML config, apply `key=value` overrides, and check everything; raise ConfigError listing all problems.
+
+    `has_cuda` is detected when None (tests pass it to check GPU-only combinations on any machine)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AthanorError(f"config {path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise AthanorError(" ".join(f"config {path} is not valid YAML: {e}".split())) from None
+    if not isinstance(raw, dict):
+        raise AthanorError(f"config {path}: expected a mapping of key: value, got {type(raw).__name__}")
+    problems: list[str] = []
+    raw.update(_parse_overrides(overrides or [], problems))
+    # The registry and relative dataset paths live next to the YAML unless it says otherwise (relative to it).
+    dataset_dir = raw.get("dataset_dir") or "."
+    raw["dataset_dir"] = str(path.parent / dataset_dir) if isinstance(dataset_dir, str) else dataset_dir
+    cfg = _validate(raw, problems)
+    if cfg is not None:
+        problems += check_combinations(cfg, _detect_cuda() if has_cuda is None else has_cuda)
+    if problems:
+        raise ConfigError(str(path), problems)
+    assert cfg is not None
+    return cfg
+
+
+def _parse_overrides(overrides: list[str], problems: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {item!r}: expected key=value")
+            continue
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None  # "8" -> 8, "true" -> True
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def _validate(raw: dict[str, Any], problems: list[str]) -> TrainConfig | None:
+    """Unknown keys and type errors go to `problems`; returns the config when it could be built at all."""
+    known = {k: v for k, v in raw.items() if k in TrainConfig.model_fields}
+    for key in raw:
+        if key not in TrainConfig.model_fields:
+            problems.append(_unknown_key(str(key)))
+    try:
+        return TrainConfig.model_validate(known)
+    except ValidationError as e:
+        bad = set()
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "config"
+            bad.add(err["loc"][0] if err["loc"] else None)
+            got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+            problems.append(f"{key}: {err['msg']}{got}")
+    # Build it without the bad keys so combinations of the good ones are still checked in the same pass.
+    try:
+        return TrainConfig.model_validate({k: v for k, v in known.items() if k not in bad})
+    except ValidationError:
+        return None
+
+
+def _unknown_key(key: str) -> str:
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def _detect_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------------------- combinations
+
+
+def check_combinations(cfg: TrainConfig, has_cuda: bool) -> list[str]:
+    """Settings that are each fine but impossible together (or on this machine); one line per problem."""
+    problems = _hardware_problems(cfg, has_cuda) + _method_problems(cfg) + _schedule_problems(cfg)
+    problems += _path_problems(cfg)
+    if cfg.dataset:
+        problems += _dataset_problems(cfg)
+    return problems
+
+
+def _hardware_problems(cfg: TrainConfig, has_cuda: bool) -> list[str]:
+    out = []
+    if cfg.quantization_bit is not None and not has_cuda:
+        out.append(f"quantization_bit: {cfg.quantization_bit}-bit QLoRA needs a CUDA GPU (bitsandbytes); "
+                   "remove it to train LoRA in full precision on this machine")
+    if cfg.fp16 and not has_cuda:
+        out.append("fp16: float16 mixed precision needs a CUDA GPU; use bf16: true or neither on CPU")
+    if cfg.fp16 and cfg.bf16:
+        out.append("bf16 and fp16 are both true; pick one")
+    return out
+
+
+def _method_problems(cfg: TrainConfig) -> list[str]:
+    out = []
+    explicit = cfg.model_fields_set
+    if cfg.quantization_bit is not None and cfg.finetuning_type != "lora":
+        out.append(f"quantization_bit needs finetuning_type: lora (got {cfg.finetuning_type}); a quantized base "
+                   "cannot be trained directly")
+    lora_keys = sorted(k for k in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target") if k in explicit)
+    if lora_keys and cfg.finetuning_type != "lora":
+        out.append(f"{', '.join(lora_keys)} set but finetuning_type is {cfg.finetuning_type}; they only apply to lora")
+    pref_keys = sorted(k for k in ("pref_beta", "pref_loss") if k in explicit)
+    if pref_keys and cfg.stage != "dpo":
+        out.append(f"{', '.join(pref_keys)} set but stage is {cfg.stage}; they only apply to stage: dpo")
+    if cfg.packing and cfg.stage == "dpo":
+        out.append("packing: true is not supported with stage: dpo (chosen and rejected must stay whole)")
+    if cfg.val_size and cfg.stage == "dpo":
+        out.append("val_size is not supported with stage: dpo yet; hold pairs out in a separate file")
+    if not cfg.dataset:
+        out.append("dataset: no dataset given; name one from dataset_info.json or a file path")
+    return out
+
+
+def _schedule_problems(cfg: TrainConfig) -> list[str]:
+    out = []
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        out.append(f"max_steps: must be -1 (use num_train_epochs) or a positive number (got {cfg.max_steps})")
+    if cfg.val_size >= 1 and cfg.val_size != int(cfg.val_size):
+        out.append(f"val_size: a share must be below 1, a count must be whole (got {cfg.val_size})")
+    return out
+
+
+def _path_problems(cfg: TrainConfig) -> list[str]:
+    out = []
+    model = cfg.model_name_or_path
+    if not _model_exists(model):
+        out.append(f"model_name_or_path: {model!r} is not a file, a directory or a model in the store "
+                   "(see `athanor list`)")
+    resume = cfg.resume_from_checkpoint
+    if isinstance(resume, str) and not Path(resume).expanduser().is_dir():
+        out.append(f"resume_from_checkpoint: {resume} is not a checkpoint folder")
+    return out
+
+
+def _model_exists(name: str) -> bool:
+    if Path(name).expanduser().exists():
+        return True
+    from athanor.models.store import Store
+
+    try:
+        Store().get(name)
+    except AthanorError:
+        return False
+    return True
+
+
+def _dataset_problems(cfg: TrainConfig) -> list[str]:
+    """Each dataset must be found, and its kind (conversations vs preference pairs) must suit the stage."""
+    from athanor.data.registry import resolve_dataset
+
+    out = []
+    for name in cfg.dataset:
+        try:
+            spec = resolve_dataset(name, cfg.dataset_dir)
+        except AthanorError as e:
+            out.append(f"dataset: {e}")
+            continue
+        if cfg.stage == "dpo" and not spec.ranking:
+            out.append(f"dataset: {name} has no chosen/rejected pairs, which stage: dpo needs "
+                       "(set ranking: true in dataset_info.json, or use a preference file)")
+        if cfg.stage != "dpo" and spec.ranking:
+            out.append(f"dataset: {name} holds preference pairs; use stage: dpo or an SFT dataset")
+    return out

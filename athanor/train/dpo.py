@@ -1,0 +1,173 @@
+"""Preference optimisation (stage: dpo) on chosen/rejected pairs: sigmoid (DPO), ipo, orpo and simpo losses.
+
+For: `run_dpo(cfg)`, the same shape as sft.py (config -> data -> model -> train -> save) with a loss over pairs.
+Each pair is rendered with the model's own template; only the final reply is scored (history turns are prompt).
+The reference model of sigmoid/ipo is the base itself: the LoRA adapter switched off (no second copy in memory),
+or a frozen copy for full/freeze tuning. orpo and simpo need no reference.
+
+Not for: SFT (sft.py) or reward models. trl is not used: the losses are a few lines each and this keeps the
+data path (templates, labels, stop tokens) identical to SFT's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+from athanor.errors import AthanorError
+from athanor.models.loader import load_checkpoint
+from athanor.tokenizer import Tokenizer
+from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
+from athanor.train.config import TrainConfig
+from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation
+from athanor.train.sft import (
+    ListDataset,
+    load_model,
+    pad_token_id,
+    resolve_base,
+    resume_arg,
+    save_model,
+    save_side_files,
+    training_arguments,
+)
+
+SIMPO_GAMMA = 0.5  # target reward margin of SimPO (its paper's default ratio gamma/beta ~ 0.5 at beta 1-2)
+
+
+def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
+    assert cfg.stage == "dpo", "run_dpo only runs stage: dpo"
+    # 1. Base model and tokenizer.
+    resume = resume_arg(cfg)
+    base = resolve_base(cfg.model_name_or_path)
+    gguf = None if base.is_dir() else load_checkpoint(base)
+    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
+    # 2. Pairs: validate, render, keep only the final reply as the scored part.
+    pairs = build_pairs(cfg, tokenizer, echo)
+    # 3. Policy (+ a frozen reference when the adapter cannot simply be switched off).
+    model = load_model(cfg, base, gguf)
+    ref = None if cfg.finetuning_type == "lora" or cfg.pref_loss in ("orpo", "simpo") else _frozen_copy(model)
+    # 4. Train.
+    pad_id = pad_token_id(tokenizer)
+    trainer = PreferenceTrainer(
+        model=model, args=training_arguments(cfg, False), train_dataset=ListDataset(pairs),
+        data_collator=lambda batch: collate_pairs(batch, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
+    )
+    trainer.setup_preference(cfg.pref_loss, cfg.pref_beta, ref)
+    with torch.enable_grad():  # see sft.run_sft: our inference engine turns autograd off process-wide
+        trainer.train(resume_from_checkpoint=resume)
+    # 5. Save.
+    out = Path(cfg.output_dir)
+    save_model(trainer, out)
+    save_side_files(cfg, base, tokenizer, out)
+    plot_loss(out / LOG_FILE)
+    return out
+
+
+def build_pairs(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
+                ) -> list[tuple[Example, Example]]:
+    from athanor.data.formats import PreferencePair
+    from athanor.data.registry import load_datasets
+
+    samples, reports = load_datasets(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
+    for report in reports:
+        echo(f"dataset {report.summary()}")
+    assert all(isinstance(s, PreferencePair) for s in samples), "config checks keep sft data out of dpo"
+    pairs = [encode_pair(tokenizer, s, cfg.template, cfg.cutoff_len) for s in samples]
+    pairs = [p for p in pairs if p[0].num_label_tokens and p[1].num_label_tokens]
+    if not pairs:
+        raise AthanorError(f"no pair keeps reply tokens within cutoff_len={cfg.cutoff_len}; raise it")
+    echo(f"{len(pairs)} preference pairs")
+    return pairs
+
+
+def encode_pair(tokenizer: Tokenizer, pair: Any, chat_template: str | None = None,
+                cutoff_len: int | None = None) -> tuple[Example, Example]:
+    """(chosen, rejected) examples whose labels cover only the final reply and its stop token."""
+    return tuple(_last_turn_only(encode_conversation(tokenizer, pair.prompt + [reply], pair.tools,
+                                                     chat_template=chat_template, cutoff_len=cutoff_len))
+                 for reply in (pair.chosen, pair.rejected))
+
+
+def _last_turn_only(ex: Example) -> Example:
+    labels = list(ex.labels)
+    k = len(labels)
+    while k > 0 and labels[k - 1] == IGNORE_INDEX:  # skip text after the last reply
+        k -= 1
+    while k > 0 and labels[k - 1] != IGNORE_INDEX:  # walk back over the last reply
+        k -= 1
+    labels[:k] = [IGNORE_INDEX] * k
+    return Example(ex.input_ids, labels)
+
+
+def collate_pairs(batch: list[tuple[Example, Example]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """B pairs -> one batch of 2B rows: chosen rows first, then rejected rows."""
+    return collate([c for c, _ in batch] + [r for _, r in batch], pad_token_id)
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log-probabilities of the labelled tokens per row, and their count: (N,), (N,)."""
+    logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t+1
+    mask = labels != IGNORE_INDEX  # (N, T-1)
+    picked = torch.gather(logits.log_softmax(-1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (N, T-1)
+    return (picked * mask).sum(-1), mask.sum(-1)
+
+
+def preference_loss(kind: str, beta: float, chosen: torch.Tensor, rejected: torch.Tensor, num_chosen: torch.Tensor,
+                    num_rejected: torch.Tensor, ref_chosen: torch.Tensor | None = None,
+                    ref_rejected: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean loss over pairs; inputs are per-pair summed log-probs (B,) and token counts (B,)."""
+    if kind == "sigmoid":  # DPO (Rafailov et al. 2023)
+        margin = (chosen - ref_chosen) - (rejected - ref_rejected)
+        return -F.logsigmoid(beta * margin).mean()
+    avg_chosen, avg_rejected = chosen / num_chosen, rejected / num_rejected
+    if kind == "ipo":  # IPO (Azar et al. 2023), on length-normalised log-ratios as in trl
+        margin = (avg_chosen - ref_chosen / num_chosen) - (avg_rejected - ref_rejected / num_rejected)
+        return ((margin - 1 / (2 * beta)) ** 2).mean()
+    if kind == "simpo":  # SimPO (Meng et al. 2024): no reference, length-normalised, target margin gamma
+        return -F.logsigmoid(beta * (avg_chosen - avg_rejected) - SIMPO_GAMMA).mean()
+    assert kind == "orpo", kind  # ORPO (Hong et al. 2024): NLL on chosen + beta x log odds-ratio term
+    log_odds = (avg_chosen - avg_rejected) - (torch.log1p(-avg_chosen.exp()) - torch.log1p(-avg_rejected.exp()))
+    return (-avg_chosen - beta * F.logsigmoid(log_odds)).mean()
+
+
+def _frozen_copy(model: Any) -> Any:
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+class PreferenceTrainer(transformers.Trainer):
+    """transformers.Trainer with the preference loss; everything else (schedule, checkpoints, resume) unchanged."""
+
+    def setup_preference(self, kind: str, beta: float, ref_model: Any | None) -> None:
+        self.pref_kind, self.pref_beta, self.ref_model = kind, beta, ref_model
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        num_pairs = labels.shape[0] // 2
+        logits = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"]).logits  # (2B, T, V)
+        logps, counts = sequence_logps(logits.float(), labels)
+        ref_c = ref_r = None
+        if self.pref_kind in ("sigmoid", "ipo"):
+            ref_logps = self._reference_logps(model, inputs)
+            ref_c, ref_r = ref_logps[:num_pairs], ref_logps[num_pairs:]
+        loss = preference_loss(self.pref_kind, self.pref_beta, logps[:num_pairs], logps[num_pairs:],
+                               counts[:num_pairs], counts[num_pairs:], ref_c, ref_r)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    @torch.no_grad()
+    def _reference_logps(self, model: Any, inputs: dict) -> torch.Tensor:
+        kwargs = {"input_ids": inputs["input_ids"], "position_ids": inputs["position_ids"]}
+        if self.ref_model is not None:
+            logits = self.ref_model(**kwargs).logits
+        else:
+            with model.disable_adapter():  # the base is the reference: LoRA off
+                logits = model(**kwargs).logits
+        return sequence_logps(logits.float(), inputs["labels"])[0]

@@ -1,0 +1,30 @@
+"""`athanor train CONFIG.yaml [key=value ...]`: load and check the config, then run the recipe of its stage.
+
+Not for: the recipes themselves (sft.py, dpo.py; pretrain.py is still to come) or argument parsing (cli.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from athanor.errors import AthanorError
+from athanor.train.config import load_config
+
+
+def train(config_path: str | Path, overrides: list[str] | None = None, echo: Callable[[str], None] = print) -> Path:
+    """Run the training a YAML file describes; returns output_dir. All config problems raise before any loading."""
+    cfg = load_config(config_path, overrides)
+    if cfg.stage == "dpo":
+        from athanor.train.dpo import run_dpo  # transformers/peft load only now
+
+        out = run_dpo(cfg, echo)
+        echo(f"done: adapter/model and logs in {out}")
+        return out
+    if cfg.stage != "sft":
+        raise AthanorError(f"stage: {cfg.stage} is not implemented yet; stage: sft and dpo run today")
+    from athanor.train.sft import run_sft
+
+    result = run_sft(cfg, echo)
+    echo(f"done: train loss {result.train_loss:.4f}; adapter/model and logs in {result.output_dir}")
+    return result.output_dir

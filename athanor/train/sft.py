@@ -1,0 +1,291 @@
+"""Supervised fine-tuning (stage: sft) with LoRA, full or freeze tuning: config -> data -> model -> train -> save.
+
+For: the one SFT recipe, readable top to bottom (torchtune's shape): `run_sft(cfg)` validates and tokenizes every
+sample before the model loads, then runs `transformers.Trainer` (+ `peft` for LoRA) and writes `output_dir`: the
+adapter (or full model), tokenizer files, `train_config.yaml`, `trainer_log.jsonl` (one JSON object per log step)
+and `loss.png`; checkpoints every save_steps, resumable with resume_from_checkpoint.
+
+Not for: DPO or pretraining (their own recipe files), merging and export (models/lora.py, a later export.py), or
+QLoRA (needs bitsandbytes on CUDA; the config refuses it without a GPU). A base is a Hugging Face directory or a
+GGUF file (our loader dequantizes it to float32; its tokenizer is rebuilt from the metadata and saved as HF files).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+
+from athanor.errors import AthanorError
+from athanor.models.loader import load_checkpoint
+from athanor.tokenizer import Tokenizer
+from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, estimate_memory, plot_loss
+from athanor.train.config import TrainConfig
+from athanor.train.encode import Example, collate, encode_conversation, pack_examples
+
+if TYPE_CHECKING:
+    from athanor.models.checkpoint import Checkpoint
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja",
+                   "special_tokens_map.json")
+
+
+@dataclass
+class SftResult:
+    output_dir: Path
+    num_train_examples: int  # samples (before packing)
+    num_train_rows: int  # rows the trainer sees (after packing)
+    train_loss: float  # mean over the run, as transformers reports it
+    log_history: list[dict]
+
+
+def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
+    """Train and save; every user error (model, data, template) surfaces before the model is loaded. `echo` gets
+    the human-readable progress lines (dataset validation counts, sizes)."""
+    assert cfg.stage == "sft", "run_sft only runs stage: sft"
+    # 1. Resolve the base model and its tokenizer (the template and stop token come from here).
+    resume = resume_arg(cfg)
+    base = resolve_base(cfg.model_name_or_path)
+    gguf = None if base.is_dir() else load_checkpoint(base)  # our dequantizer; checks the file before data work
+    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
+    # 2. Data: validate every record, tokenize with the model's template, split, pack.
+    train_rows, eval_rows, num_examples = build_datasets(cfg, tokenizer, echo)
+    # 3. Model: transformers + peft.
+    model = load_model(cfg, base, gguf)
+    width = max(len(r.input_ids) for r in train_rows)
+    echo(estimate_memory(model, cfg.per_device_train_batch_size, width, cfg.gradient_checkpointing).summary())
+    # 4. Train.
+    trainer = _trainer(cfg, model, tokenizer, train_rows, eval_rows)
+    try:
+        # enable_grad: loading our inference engine in the same process turns autograd off globally.
+        with torch.enable_grad():
+            output = trainer.train(resume_from_checkpoint=resume)
+    except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) and CPU allocation failures are RuntimeErrors
+        if "out of memory" not in str(e).lower() and "can't allocate memory" not in str(e).lower():
+            raise
+        raise AthanorError(out_of_memory_message(cfg)) from e
+    # 5. Save the adapter (or model) next to the tokenizer files and the config that made it.
+    out = Path(cfg.output_dir)
+    save_model(trainer, out)
+    save_side_files(cfg, base, tokenizer, out)
+    plot_loss(out / LOG_FILE)
+    return SftResult(out, num_examples, len(train_rows), float(output.training_loss), trainer.state.log_history)
+
+
+def out_of_memory_message(cfg: TrainConfig) -> str:
+    """The knobs that lower peak memory, with this config's current values."""
+    batch = (f"per_device_train_batch_size={cfg.per_device_train_batch_size} (halve it and double "
+             f"gradient_accumulation_steps={cfg.gradient_accumulation_steps})")
+    knobs = [batch, f"cutoff_len={cfg.cutoff_len}"]
+    if not cfg.gradient_checkpointing:
+        knobs.append("gradient_checkpointing=true")
+    if cfg.finetuning_type != "lora":
+        knobs.append("finetuning_type=lora")
+    elif cfg.quantization_bit is None:
+        knobs.append("quantization_bit=4 (QLoRA, CUDA only)")
+    return "out of memory while training; lower " + ", ".join(knobs)
+
+
+def resume_arg(cfg: TrainConfig) -> str | bool | None:
+    """Also the first check every recipe runs, before anything loads."""
+    if cfg.quantization_bit is not None:  # refuse rather than silently train unquantized
+        raise AthanorError("quantization_bit (QLoRA) is not implemented in athanor train yet; remove it to train "
+                           "LoRA on the full-precision base")
+    resume = cfg.resume_from_checkpoint
+    if resume is True and not list(Path(cfg.output_dir).glob("checkpoint-*")):
+        raise AthanorError(f"resume_from_checkpoint: true, but {cfg.output_dir} holds no checkpoint-* folder yet")
+    return resume or None
+
+
+def resolve_base(name_or_path: str) -> Path:
+    """The weights for `model_name_or_path`: a Hugging Face directory or a .gguf file (a path or a store name)."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        from athanor.models.store import Store
+
+        path = Path(Store().get(name_or_path).weights)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
+                   ) -> tuple[list[Example], list[Example], int]:
+    """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked."""
+    from athanor.data.formats import Conversation
+    from athanor.data.registry import load_datasets
+
+    samples, reports = load_datasets(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
+    for report in reports:
+        echo(f"dataset {report.summary()}")
+    assert all(isinstance(s, Conversation) for s in samples), "config checks keep preference data out of sft"
+    examples = [encode_conversation(tokenizer, s.messages, s.tools, chat_template=cfg.template,
+                                    cutoff_len=cfg.cutoff_len) for s in samples]
+    examples = [e for e in examples if e.num_label_tokens]  # the reply was cut off entirely by cutoff_len
+    if not examples:
+        raise AthanorError(f"no sample keeps any assistant token within cutoff_len={cfg.cutoff_len}; raise it")
+    train, held_out = _split(examples, cfg.val_size, cfg.seed)
+    num_tokens = sum(len(e.input_ids) for e in train)
+    if cfg.packing:
+        train = pack_examples(train, cfg.cutoff_len)
+    echo(f"{len(examples)} samples, {num_tokens} training tokens, {len(train)} rows, {len(held_out)} held out")
+    return train, held_out, len(examples) - len(held_out)
+
+
+def _split(examples: list[Example], val_size: float, seed: int) -> tuple[list[Example], list[Example]]:
+    import random
+
+    num_val = int(val_size) if val_size >= 1 else round(val_size * len(examples))
+    if num_val == 0:
+        return examples, []
+    if num_val >= len(examples):
+        raise AthanorError(f"val_size={val_size} leaves no training samples out of {len(examples)}")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:num_val])
+    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+class ListDataset:
+    """The minimum torch's DataLoader needs; rows are `Example`s and `collate` turns them into tensors."""
+
+    def __init__(self, rows: list[Example]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.rows[i]
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None) -> Any:
+    import transformers
+
+    transformers.set_seed(cfg.seed)  # new LoRA weights are drawn here
+    if gguf is None:
+        model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    else:
+        model = _model_from_gguf(base, gguf)
+    # Without a KV cache transformers turns restarting position_ids into a per-sample mask (see encode.collate).
+    model.config.use_cache = False
+    if cfg.finetuning_type == "lora":
+        return _with_lora(cfg, model)
+    if cfg.finetuning_type == "freeze":
+        _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
+    return model
+
+
+def _model_from_gguf(base: Path, gguf: Checkpoint) -> Any:
+    """transformers maps the GGUF metadata to a config; the weights are our dequantized float32 tensors. (Loading
+    with `gguf_file=` marks the model as quantized, and Trainer then refuses to train it.)"""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(base.parent, gguf_file=base.name)
+    config.dtype = torch.float32
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    missing, unexpected = model.load_state_dict(gguf.tensors, strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise AthanorError(f"{base.name}: GGUF tensors do not match the {type(model).__name__} layout "
+                           f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    return model
+
+
+def _with_lora(cfg: TrainConfig, model: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    target = "all-linear" if cfg.lora_target == "all" else cfg.lora_target
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.effective_lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=target, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as e:  # peft: "Target modules {...} not found in the base model"
+        raise AthanorError(" ".join(f"lora_target: {e}".split())) from None
+
+
+def _freeze_all_but_last_layers(model: Any, num_layers: int) -> None:
+    layers = model.model.layers
+    if num_layers > len(layers):
+        raise AthanorError(f"freeze_trainable_layers={num_layers} but the model has {len(layers)} layers")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in layers[-num_layers:]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: list[Example],
+             eval_rows: list[Example]) -> Any:
+    import transformers
+
+    pad_id = pad_token_id(tokenizer)
+    return transformers.Trainer(
+        model=model, args=training_arguments(cfg, bool(eval_rows)), train_dataset=ListDataset(train_rows),
+        eval_dataset=ListDataset(eval_rows) if eval_rows else None,
+        data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
+    )
+
+
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0  # padding is never attended
+
+
+def training_arguments(cfg: TrainConfig, has_eval: bool) -> Any:
+    """The config's optimisation keys as `transformers.TrainingArguments` (shared by every recipe)."""
+    import transformers
+
+    return transformers.TrainingArguments(
+        output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, fp16=cfg.fp16,
+        gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.save_steps if has_eval else None,
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), include_num_input_tokens_seen="all",
+    )
+
+
+def save_model(trainer: Any, out: Path) -> None:
+    if _is_peft(trainer.model):
+        # peft would also save the (frozen, unchanged) lm_head / embedding base weights when LoRA targets them
+        # ("save_embedding_layers"); those are only needed after resizing the vocabulary, which we never do.
+        trainer.model.save_pretrained(str(out), save_embedding_layers=False)
+    else:
+        trainer.save_model(str(out))
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_side_files(cfg: TrainConfig, base: Path, tokenizer: Tokenizer, out: Path) -> None:
+    """Tokenizer files (so chat/export find the template and stop token) and the config that made this run."""
+    if base.is_dir():
+        for name in TOKENIZER_FILES:
+            if (base / name).is_file():
+                shutil.copy2(base / name, out / name)
+    else:  # a GGUF base: write the tokenizer rebuilt from its metadata as HF files
+        tokenizer.backend.save(str(out / "tokenizer.json"))
+        (out / "tokenizer_config.json").write_text(json.dumps({
+            "bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token,
+            "chat_template": tokenizer.chat_template, "add_bos_token": tokenizer.add_bos_token}, indent=2))
+        (out / "generation_config.json").write_text(json.dumps({"eos_token_id": sorted(tokenizer.stop_token_ids)}))
+    (out / "train_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
