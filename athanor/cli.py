@@ -227,6 +227,22 @@ def train(
     typer.echo(f"saved to {out}")
 
 
+@app.command()
+def export(
+    base: str = typer.Argument(..., help="a store name, a .gguf file or a Hugging Face directory"),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="a peft LoRA adapter dir to merge in"),
+    out: Path = typer.Option(..., "--out", help="a new directory (hf) or a .gguf file path (gguf)"),
+    format: str = typer.Option("hf", "--format", help="hf or gguf"),
+    gguf_type: str = typer.Option("F16", "--gguf-type", help="GGUF tensor type: F32, F16 or Q8_0"),
+    name: Optional[str] = typer.Option(None, "--name", help="also register the export under this store name"),
+) -> None:
+    """Merge a LoRA adapter into its base and write a Hugging Face directory or a GGUF file."""
+    from athanor.train.export import export_model
+
+    path = export_model(base, str(adapter) if adapter else None, out, format, gguf_type, register_as=name)
+    typer.echo(f"wrote {path}" + (f"; run it with: athanor run {name}" if name else ""))
+
+
 @data_app.command("validate")
 def data_validate(names: list[str], dataset_dir: Optional[Path] = DatasetDir) -> None:
     """Count valid and invalid samples; show the first bad record and why."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from athanor.chat_format import adapt_to_template
 from athanor.llm.base import ChatDelta, ChatResponse, Usage, collect
 from athanor.llm.tool_parsing import parse_tool_calls
 
@@ -43,9 +44,7 @@ class LocalChatModel:
 
     def stream(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> Iterator[ChatDelta]:
         params = self.llm.sampling_params({k: v for k, v in options.items() if v is not None})
-        messages = _plain_messages(messages)
-        if tools and "tools" not in (self.llm.tokenizer.chat_template or ""):
-            messages = _tools_in_system_message(messages, tools)
+        messages, _ = adapt_to_template(self.llm.tokenizer, messages, tools)  # the format training uses
         prompt_ids = self.llm.chat_prompt(messages, tools=tools or None)
         with self._lock:
             for delta in self.llm.stream(prompt_ids, params):
@@ -73,23 +72,3 @@ class LocalChatModel:
             v = table[torch.tensor(ids)].float().mean(0)  # (C,)
             out.append((v / v.norm().clamp_min(1e-12)).tolist())
         return out
-
-
-def _tools_in_system_message(messages: list[dict], tools: list[dict]) -> list[dict]:
-    import json
-
-    listing = "You can call these functions:\n" + "\n".join(json.dumps(t.get("function", t)) for t in tools)
-    if messages and messages[0]["role"] == "system":
-        return [{**messages[0], "content": messages[0]["content"] + "\n\n" + listing}, *messages[1:]]
-    return [{"role": "system", "content": listing}, *messages]
-
-
-def _plain_messages(messages: list[dict]) -> list[dict]:
-    """Templates index m['content']: give every message a string content (tool calls spelled out as text)."""
-    out = []
-    for m in messages:
-        content = m.get("content") or ""
-        if m.get("tool_calls") and not content:
-            content = "\n".join(f"{c['function']['name']}({c['function']['arguments']})" for c in m["tool_calls"])
-        out.append({**m, "content": content})
-    return out

@@ -1,7 +1,9 @@
 """The OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /tokenize, /detokenize.
 
 Streams are Server-Sent Events (`chat.completion.chunk` / `text_completion` objects, then `data: [DONE]`).
-Not for tools, constrained decoding (response_format json) or embeddings yet: those answer a clear 400.
+Tools (tool_choice auto/none) go through the model's own template; calls found in the reply (tools.py) become
+`tool_calls`, streamed as deltas at the end of the choice. Not for constrained decoding (response_format json,
+tool_choice required or named) or embeddings yet: those answer a clear 400.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from athanor.serve.generation import (
     stream_body,
 )
 from athanor.serve.openai_schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_names
 
 router = APIRouter()
 
@@ -49,13 +52,18 @@ async def get_model(model: str, request: Request):
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     body.check_supported()
     messages = [m.as_template_message() for m in body.messages]
-    return await _complete(request, body, lambda llm: [llm.chat_prompt(messages)], chat=True)
+    tools = body.tools if body.uses_tools else None  # tool_choice "none": the model is not told about them
+
+    def prompts(llm) -> list[list[int]]:
+        return [llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools)]
+
+    return await _complete(request, body, prompts, chat=True, names=tool_names(tools) if tools else None)
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     body.check_supported()
-    return await _complete(request, body, lambda llm: body.prompts(llm.tokenizer), chat=False)
+    return await _complete(request, body, lambda llm: body.prompts(llm.tokenizer), chat=False, names=None)
 
 
 @router.post("/v1/embeddings")
@@ -70,7 +78,9 @@ async def tokenize(body: TokenizeRequest, request: Request):
     try:
         llm = model.llm
         if body.messages is not None:
-            ids = llm.chat_prompt([m.as_template_message() for m in body.messages])
+            tools = body.tools if check_tools(body.tools, None) else None
+            messages = template_messages(llm.tokenizer, [m.as_template_message() for m in body.messages], tools)
+            ids = llm.chat_prompt(messages, tools=tools)
         else:
             ids = llm.tokenizer.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
         return {"tokens": ids, "count": len(ids), "max_model_len": model.max_model_len}
@@ -95,7 +105,8 @@ async def detokenize(body: DetokenizeRequest, request: Request):
 # --- shared path: acquire model -> start n choices per prompt -> stream or collect ---------------------------
 
 
-async def _complete(request: Request, body, make_prompts, chat: bool):
+async def _complete(request: Request, body, make_prompts, chat: bool, names: set[str] | None):
+    """`names`: the offered tools' names when replies are searched for calls (None: plain text)."""
     manager, metrics = request.app.state.manager, request.app.state.metrics
     model = await manager.acquire(body.model)
     handed_to_stream = False
@@ -110,7 +121,7 @@ async def _complete(request: Request, body, make_prompts, chat: bool):
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": body.model}
         if body.stream:
-            lines = _sse(gens, meta, body, llm.tokenizer, chat)
+            lines = _sse(gens, meta, body, llm.tokenizer, chat, names)
             handed_to_stream = True
             return StreamResponse(stream_body(gens, lines, lambda: manager.release(model), _sse_error),
                                   media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -120,19 +131,22 @@ async def _complete(request: Request, body, make_prompts, chat: bool):
         finally:  # an error or a cancelled handler must not leave choices running
             for g in gens:
                 g.abort()
-        return JSONResponse(_full_response(gens, meta, llm.tokenizer, chat, body.n))
+        return JSONResponse(_full_response(gens, meta, llm.tokenizer, chat, body.n, names))
     finally:
         if not handed_to_stream:
             manager.release(model)
 
 
-def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n: int) -> dict:
+def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n: int,
+                   names: set[str] | None) -> dict:
     choices = []
     for g in gens:
         r = g.result
         choice = {"index": g.index, "finish_reason": _finish(r.finish_reason)}
         if chat:
-            choice["message"] = {"role": "assistant", "content": r.text}
+            choice["message"] = _message(r.text, names)
+            if "tool_calls" in choice["message"]:
+                choice["finish_reason"] = "tool_calls"
             choice["logprobs"] = _chat_logprobs(r.logprobs, tokenizer) if g.params.logprobs is not None else None
         else:
             choice["text"] = r.text
@@ -142,9 +156,23 @@ def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n:
     return meta | {"object": obj, "choices": choices, "usage": _usage(gens, n)}
 
 
-async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool):
+def _message(text: str, names: set[str] | None) -> dict:
+    """The assistant message of a non-streamed choice; with tools offered (`names`), calls become `tool_calls`."""
+    if not names:
+        return {"role": "assistant", "content": text}
+    parser = ToolCallStream(names)
+    sent = parser.feed(text)
+    reply = parser.finish()
+    content = sent + reply.content
+    if not reply.tool_calls:
+        return {"role": "assistant", "content": content}
+    return {"role": "assistant", "content": content or None, "tool_calls": reply.tool_calls}
+
+
+async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, names: set[str] | None):
     obj = "chat.completion.chunk" if chat else "text_completion"
     extra = {"usage": None} if body.include_usage else {}
+    parsers = {g.index: ToolCallStream(names) for g in gens} if chat and names else {}
 
     def chunk(choice: dict) -> str:
         return f"data: {json.dumps(meta | {'object': obj, 'choices': [choice]} | extra)}\n\n"
@@ -154,20 +182,46 @@ async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool):
             yield chunk({"index": g.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                          "finish_reason": None})
     async for g, d in merge(gens):
-        if not d.text and d.finish_reason is None and not d.logprobs:
-            continue  # a token whose text is held back (partial UTF-8 or a possible stop string)
-        choice: dict = {"index": g.index, "finish_reason": _finish(d.finish_reason) if d.finish_reason else None}
+        text, finish, calls = d.text, d.finish_reason, []
+        if g.index in parsers:  # text that may be a tool call is held back until the choice ends
+            text = parsers[g.index].feed(d.text)
+            if finish is not None:
+                reply = parsers[g.index].finish()
+                text, calls = text + reply.content, reply.tool_calls
+        if not text and finish is None and not d.logprobs:
+            continue  # a token whose text is held back (partial UTF-8, a possible stop string or tool call)
         want_lp = g.params.logprobs is not None
+        if calls:
+            lp = _chat_logprobs(d.logprobs, tokenizer) if want_lp else None
+            for piece in _tool_call_chunks(g.index, text, calls, lp):
+                yield chunk(piece)
+            continue
+        choice: dict = {"index": g.index, "finish_reason": _finish(finish) if finish else None}
         if chat:
-            choice["delta"] = {"content": d.text} if d.text else {}
+            choice["delta"] = {"content": text} if text else {}
             choice["logprobs"] = _chat_logprobs(d.logprobs, tokenizer) if want_lp else None
         else:
-            choice["text"] = d.text
+            choice["text"] = text
             choice["logprobs"] = _completion_logprobs(d.logprobs, tokenizer) if want_lp else None
         yield chunk(choice)
     if body.include_usage:
         yield f"data: {json.dumps(meta | {'object': obj, 'choices': [], 'usage': _usage(gens, body.n)})}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _tool_call_chunks(index: int, content: str, calls: list[dict], logprobs: dict | None):
+    """The end of a choice that called tools, in OpenAI's chunk shape: any last content, then per call one delta
+    with id, type and name (arguments "") and one with the arguments, then finish_reason "tool_calls"."""
+    if content or logprobs:
+        yield {"index": index, "delta": {"content": content} if content else {}, "logprobs": logprobs,
+               "finish_reason": None}
+    for k, call in enumerate(calls):
+        head = {"index": k, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}
+        yield {"index": index, "delta": {"tool_calls": [head]}, "logprobs": None, "finish_reason": None}
+        args = {"index": k, "function": {"arguments": call["function"]["arguments"]}}
+        yield {"index": index, "delta": {"tool_calls": [args]}, "logprobs": None, "finish_reason": None}
+    yield {"index": index, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}
 
 
 def _sse_error(message: str) -> str:

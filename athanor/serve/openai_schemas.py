@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from athanor.serve.errors import ServeError
+from athanor.serve.tools import check_tools
 
 
 class StreamOptions(BaseModel):
@@ -57,16 +58,39 @@ class SamplingFields(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str | dict[str, Any] = "{}"  # OpenAI sends a JSON string
+
+
+class MessageToolCall(BaseModel):
+    """A call in an assistant message of the history (what an earlier answer's `tool_calls` held)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None  # assistant turns that called tools
+    tool_call_id: str | None = None  # tool turns: which call this result answers
 
-    def as_template_message(self) -> dict[str, str]:
+    def as_template_message(self) -> dict[str, Any]:
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": _text_content(self.content)}
+        message: dict[str, Any] = {"role": role, "content": _text_content(self.content)}
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        for key in ("name", "tool_call_id"):
+            if getattr(self, key) is not None:
+                message[key] = getattr(self, key)
+        return message
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -74,15 +98,12 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None  # checked by check_tools (400 in OpenAI's words, not pydantic's)
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
-        if self.tools:
-            raise ServeError("tools are not supported yet by athanor serve", 400, "tools", "unsupported")
-        if self.tool_choice not in (None, "none"):
-            raise ServeError("tool_choice is not supported yet by athanor serve", 400, "tool_choice", "unsupported")
+        check_tools(self.tools, self.tool_choice)
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise ServeError(f"response_format {kind!r} is not supported yet (constrained decoding is planned)",
@@ -91,6 +112,11 @@ class ChatCompletionRequest(SamplingFields):
             raise ServeError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         if self.max_tokens is not None and self.max_completion_tokens is not None:
             raise ServeError("give max_tokens or max_completion_tokens, not both", 400, "max_tokens")
+
+    @property
+    def uses_tools(self) -> bool:
+        """The tools go into the prompt and replies are searched for calls (tool_choice auto, the default)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def sampling_options(self) -> dict[str, Any]:
         options = super().sampling_options()
@@ -133,6 +159,7 @@ class TokenizeRequest(BaseModel):
     model: str
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
+    tools: list[Any] | None = None  # rendered as chat completions would (tool_choice auto)
     add_special_tokens: bool = True
 
 

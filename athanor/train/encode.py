@@ -11,10 +11,10 @@ it works for any template whose earlier turns render the same whatever follows t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from athanor.chat_format import adapt_to_template
 from athanor.errors import AthanorError
 
 if TYPE_CHECKING:
@@ -58,40 +58,6 @@ def assistant_spans(tokenizer: Tokenizer, messages: list[dict], tools: list[dict
                                "drops reasoning from history); train on one assistant turn per sample instead")
         spans.append((len(before), len(through)))
     return full, spans
-
-
-def adapt_to_template(tokenizer: Tokenizer, messages: list[dict], tools: list[dict] | None = None,
-                      chat_template: str | None = None) -> tuple[list[dict], list[dict] | None]:
-    """Spell tools and tool calls out as text for a template that does not render them (SmolLM2's), in the same
-    format the inference side uses (athanor/llm/local.py): tools listed as JSON in the system message, calls as
-    Hermes `<tool_call>` blocks, which llm/tool_parsing.py parses back. Templates that know tools are untouched."""
-    source = _template_source(tokenizer, chat_template)
-    if tools and "tools" not in source:
-        listing = "You can call these functions:\n" + "\n".join(json.dumps(t.get("function", t)) for t in tools)
-        if messages and messages[0]["role"] == "system":
-            messages = [{**messages[0], "content": messages[0]["content"] + "\n\n" + listing}, *messages[1:]]
-        else:
-            messages = [{"role": "system", "content": listing}, *messages]
-    if "tool_calls" not in source:
-        messages = [_calls_as_text(m) if m.get("tool_calls") else m for m in messages]
-    return messages, tools
-
-
-def _template_source(tokenizer: Tokenizer, chat_template: str | None) -> str:
-    if chat_template == "chatml":
-        from athanor.tokenizer import CHATML_TEMPLATE
-
-        return CHATML_TEMPLATE
-    if chat_template is not None:
-        return tokenizer.named_chat_templates.get(chat_template, chat_template)
-    return tokenizer.chat_template or ""
-
-
-def _calls_as_text(message: dict) -> dict:
-    blocks = [f"<tool_call>\n{json.dumps({'name': c['function']['name'], 'arguments': c['function']['arguments']})}"
-              "\n</tool_call>" for c in message["tool_calls"]]
-    text = "\n".join(([message["content"]] if message.get("content") else []) + blocks)
-    return {k: v for k, v in message.items() if k != "tool_calls"} | {"content": text}
 
 
 def encode_conversation(tokenizer: Tokenizer, messages: list[dict], tools: list[dict] | None = None, *,

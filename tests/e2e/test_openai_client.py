@@ -90,7 +90,9 @@ def test_errors_in_openai_shape(client):
         client.chat.completions.create(model="no-such-model", messages=QUESTION)
     assert e.value.body["code"] == "model_not_found"
     for bad in ({"temperature": 5}, {"top_logprobs": 3}, {"n": 0}, {"extra_body": {"top_k": -5}},
-                {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+                {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},  # not a type-object schema
+                {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                 "tool_choice": "required"},  # needs constrained decoding: refused, not ignored
                 {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}):
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=2, **bad)

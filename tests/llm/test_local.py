@@ -66,9 +66,9 @@ def test_options_use_openai_and_ollama_names(smol):
 def test_tools_reach_the_prompt_even_when_the_template_ignores_them(smol):
     tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-    from athanor.llm.local import _plain_messages, _tools_in_system_message
+    from athanor.chat_format import adapt_to_template
 
-    msgs = _tools_in_system_message(_plain_messages(Q), tools)
+    msgs, _ = adapt_to_template(smol.llm.tokenizer, Q, tools)
     prompt = smol.llm.tokenizer.decode(smol.llm.chat_prompt(msgs))
     assert "get_weather" in prompt and "capital of France" in prompt
     deltas = list(smol.stream(Q, tools=tools, temperature=0, max_tokens=10))

@@ -141,7 +141,7 @@ def test_packed_rows_give_the_same_logits_as_samples_alone(tok, tiny_hf_dir):
 def test_template_without_tool_support_learns_the_format_inference_parses(tok):
     """The tiny model's template (like SmolLM2's) renders neither tools nor tool_calls: the trained text must be
     what athanor's own inference side shows the model (tools in the system message) and parses back."""
-    from athanor.llm.local import _tools_in_system_message
+    from athanor.chat_format import adapt_to_template  # what llm/local.py and serve/tools.py show the model
     from athanor.llm.tool_parsing import parse_tool_calls
 
     tools = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
@@ -157,5 +157,5 @@ def test_template_without_tool_support_learns_the_format_inference_parses(tok):
     assert call_text.endswith("<|im_end|>") and answer == "It is 84.<|im_end|>"
     text, calls = parse_tool_calls(call_text.removesuffix("<|im_end|>"), {"calculator"})
     assert text == "" and [(c.name, json.loads(c.arguments)) for c in calls] == [("calculator", {"expr": "12*7"})]
-    system = _tools_in_system_message(messages[:1], tools)[0]["content"]
+    system = adapt_to_template(tok, messages[:1], tools)[0][0]["content"]
     assert tok.decode(ex.input_ids, skip_special_tokens=False).startswith(f"<|im_start|>system\n{system}<|im_end|>")

@@ -1,0 +1,256 @@
+"""`athanor export`: a base model with its LoRA adapter merged in, written as a Hugging Face directory or a GGUF file.
+
+For: turning a training result (base + PEFT adapter dir) into one self-contained model that transformers,
+llama.cpp and our engine load with the same output as base + adapter, and optionally registering it in the
+store so `athanor run NAME` works. The base is a store name (its manifest's adapters and template come along),
+a .gguf file or a HF directory; merging is `models/lora.py`, GGUF writing is `models/gguf_export.py`.
+
+Not for: training (sft.py / dpo.py), serving an unmerged adapter (a Modelfile `ADAPTER` line does that), K-quants
+(use llama.cpp's llama-quantize on an F16 export), or reading models (models/loader.py). HF exports are float32
+safetensors, whatever the base's dtype was. Never imports transformers or peft.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from athanor.errors import AthanorError
+
+if TYPE_CHECKING:
+    from athanor.models.checkpoint import Checkpoint
+    from athanor.nn.config import ModelConfig
+    from athanor.tokenizer import Tokenizer
+
+FORMATS = ("hf", "gguf")
+GGUF_TYPES = ("F32", "F16", "Q8_0")  # what `athanor export` offers; gguf_export writes a few more
+# ModelConfig.arch -> (config.json "architectures"[0], "model_type")
+_HF_ARCH = {
+    "llama": ("LlamaForCausalLM", "llama"),
+    "mistral": ("MistralForCausalLM", "mistral"),
+    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+    "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+}
+
+
+@dataclass
+class ResolvedBase:
+    """What `base` resolved to: weights on disk plus what a store manifest adds on top of them."""
+
+    weights: str
+    adapters: list[str] = field(default_factory=list)
+    template: str | None = None  # a manifest TEMPLATE override, baked into the export's tokenizer
+    modelfile_extras: dict[str, Any] = field(default_factory=dict)  # system/parameters/messages/license to re-register
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def export_model(
+    base: str,
+    adapter: str | Path | None,
+    out: str | Path,
+    fmt: Literal["hf", "gguf"],
+    gguf_type: Literal["F32", "F16", "Q8_0"] = "F16",
+    register_as: str | None = None,
+) -> Path:
+    """Merge `adapter` (a peft save_pretrained dir, or None) into `base` and write it to `out` as `fmt`.
+
+    fmt "hf": `out` is a new directory (model.safetensors, config.json, tokenizer files, generation_config.json).
+    fmt "gguf": `out` is a .gguf file with tensors in `gguf_type` and the tokenizer + chat template as metadata.
+    `register_as`: also create that store name pointing at the export. Returns the absolute path of `out`.
+    """
+    from athanor.models.loader import load_checkpoint
+    from athanor.models.lora import check_adapter_dir, merge_adapters
+
+    out = _check_request(fmt, gguf_type, out, register_as)  # cheap checks before anything loads
+    resolved = resolve_base(base)
+    if adapter is not None:
+        resolved.adapters.append(str(check_adapter_dir(adapter)))
+    ckpt = load_checkpoint(resolved.weights)
+    if resolved.adapters:
+        ckpt.tensors = merge_adapters(ckpt.tensors, resolved.adapters)
+    if resolved.template is not None:
+        ckpt.tokenizer.chat_template = resolved.template
+    if fmt == "hf":
+        write_hf_dir(ckpt, out)
+    else:
+        _write_gguf_atomically(ckpt, out, gguf_type)
+    if register_as is not None:
+        register_model(register_as, out, resolved.modelfile_extras)
+    return out
+
+
+def _check_request(fmt: str, gguf_type: str, out: str | Path, register_as: str | None) -> Path:
+    from athanor.models.store import normalize_name
+
+    if fmt not in FORMATS:
+        raise AthanorError(f"export format {fmt!r} is not supported; choose hf or gguf")
+    if fmt == "gguf" and gguf_type not in GGUF_TYPES:
+        raise AthanorError(f"GGUF type {gguf_type!r} is not supported; choose one of {', '.join(GGUF_TYPES)}")
+    if register_as is not None:
+        normalize_name(register_as)  # a malformed name fails now, not after the export is written
+    out = Path(out).expanduser().resolve()
+    if fmt == "gguf" and out.suffix.lower() != ".gguf":
+        raise AthanorError(f"--out {out} for a GGUF export should be a file path ending in .gguf")
+    if fmt == "hf" and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
+        raise AthanorError(f"--out {out} already exists and is not an empty directory; remove it or choose another")
+    return out
+
+
+def resolve_base(base: str) -> ResolvedBase:
+    """A .gguf file or HF directory on disk, else a store name (its adapters, template and Modelfile settings)."""
+    from athanor.models.store import Store
+
+    path = Path(base).expanduser()
+    if path.exists():
+        return ResolvedBase(weights=str(path.resolve()))
+    if "/" in base or "\\" in base or base.lower().endswith(".gguf"):
+        raise AthanorError(f"base {base}: no such file or directory (expected a store name, a .gguf file or a HF dir)")
+    m = Store().get(base)  # unknown names raise ModelNotFoundError with "did you mean"
+    extras = {"system": m.system, "parameters": dict(m.parameters), "messages": list(m.messages), "license": m.license}
+    return ResolvedBase(weights=m.weights, adapters=list(m.adapters), template=m.template, modelfile_extras=extras)
+
+
+def register_model(name: str, weights: Path, extras: dict[str, Any] | None = None) -> None:
+    """Create store entry `name` for `weights` through a Modelfile (FROM the absolute path + the base's settings)."""
+    from athanor.models.modelfile import Modelfile, render_modelfile_text
+    from athanor.models.store import Store
+
+    extras = {k: v for k, v in (extras or {}).items() if v}  # Modelfile defaults for what the base did not set
+    text = render_modelfile_text(Modelfile(from_=str(weights), **extras))
+    with tempfile.TemporaryDirectory(prefix="athanor-export-") as tmp:
+        modelfile = Path(tmp) / "Modelfile"
+        modelfile.write_text(text, encoding="utf-8")
+        Store().create(name, modelfile)
+
+
+# ---------------------------------------------------------------- GGUF
+
+
+def _write_gguf_atomically(ckpt: Checkpoint, out: Path, gguf_type: str) -> None:
+    """Write next to `out` and rename, so a failed export (e.g. a tokenizer GGUF cannot hold) leaves no half file."""
+    from athanor.models.gguf_export import write_gguf
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        write_gguf(ckpt.config, ckpt.tensors, ckpt.tokenizer, tmp, tensor_type=gguf_type, name=out.stem,
+                   license=ckpt.info.get("license"))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- Hugging Face directory
+
+
+def write_hf_dir(ckpt: Checkpoint, out: Path) -> Path:
+    """model.safetensors + config.json + tokenizer.json + tokenizer_config.json + generation_config.json.
+
+    Written into a temporary sibling directory that is renamed at the end, so `out` is complete or absent."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _save_tensors(ckpt, tmp / "model.safetensors")
+        _write_json(tmp / "config.json", hf_config_dict(ckpt.config, ckpt.tokenizer))
+        ckpt.tokenizer.backend.save(str(tmp / "tokenizer.json"))
+        _write_json(tmp / "tokenizer_config.json", tokenizer_config_dict(ckpt.tokenizer, ckpt.config))
+        _write_json(tmp / "generation_config.json", generation_config_dict(ckpt.tokenizer, ckpt.generation_defaults))
+        if out.is_dir():
+            out.rmdir()  # empty (checked before loading); os.replace cannot replace a directory
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _save_tensors(ckpt: Checkpoint, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tied = ckpt.config.tie_word_embeddings
+    tensors, storages = {}, set()
+    for name, t in ckpt.tensors.items():
+        if tied and name == "lm_head.weight":
+            continue  # transformers re-ties it to the embeddings
+        t = t.contiguous()
+        if t.untyped_storage().data_ptr() in storages:  # safetensors refuses tensors that share memory
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        tensors[name] = t
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def hf_config_dict(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    """config.json for transformers: the arch's class and model_type plus every shape field ModelConfig holds."""
+    class_name, model_type = _HF_ARCH[config.arch]
+    cfg = {
+        "architectures": [class_name],
+        "model_type": model_type,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": dict(config.rope_scaling) if config.rope_scaling else None,
+        "max_position_embeddings": config.max_position_embeddings,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "attention_bias": config.attention_bias,
+        "torch_dtype": "float32",
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "use_cache": True,
+    }
+    if config.arch in ("llama", "mistral"):
+        cfg["mlp_bias"] = False
+    if config.arch == "mistral":
+        cfg["sliding_window"] = config.extra.get("sliding_window")
+    if config.arch in ("qwen2", "qwen3"):
+        cfg |= {"use_sliding_window": False, "sliding_window": config.extra.get("sliding_window")}
+    return cfg
+
+
+def tokenizer_config_dict(tokenizer: Tokenizer, config: ModelConfig) -> dict[str, Any]:
+    """tokenizer_config.json: special tokens, BOS behaviour and the chat template(s), as transformers reads them."""
+    cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": tokenizer.bos_token,
+        "eos_token": tokenizer.eos_token,
+        "add_bos_token": tokenizer.add_bos_token,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": config.max_position_embeddings,
+    }
+    named = {k: v for k, v in tokenizer.named_chat_templates.items() if k != "default"}
+    if named:  # the list form keeps tool_use & co.; "default" is the template in use
+        default = [{"name": "default", "template": tokenizer.chat_template}] if tokenizer.chat_template else []
+        cfg["chat_template"] = default + [{"name": k, "template": v} for k, v in named.items()]
+    elif tokenizer.chat_template:
+        cfg["chat_template"] = tokenizer.chat_template
+    return cfg
+
+
+def generation_config_dict(tokenizer: Tokenizer, defaults: dict[str, Any]) -> dict[str, Any]:
+    """generation_config.json: every stop id as eos_token_id (eos first), then the base's sampling defaults."""
+    eos = tokenizer.eos_token_id
+    stops = ([eos] if eos is not None else []) + sorted(tokenizer.stop_token_ids - {eos})
+    cfg = {k: v for k, v in defaults.items() if k != "eos_token_id"}
+    if tokenizer.bos_token_id is not None:
+        cfg["bos_token_id"] = tokenizer.bos_token_id
+    if stops:
+        cfg["eos_token_id"] = stops[0] if len(stops) == 1 else stops
+    return cfg
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
