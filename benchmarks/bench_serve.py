@@ -50,17 +50,24 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
 async def run_level(url: str, model: str, concurrency: int, num_requests: int, max_tokens: int) -> dict:
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=600) as client:
-        async def limited(i: int) -> dict:
+        async def limited(i: int) -> dict | None:
             async with sem:
-                return await one_request(client, url, model, PROMPTS[i % len(PROMPTS)], max_tokens)
+                try:
+                    return await one_request(client, url, model, PROMPTS[i % len(PROMPTS)], max_tokens)
+                except httpx.HTTPError:  # a server that drops a stream: counted, not fatal
+                    return None
 
         await one_request(client, url, model, PROMPTS[0], 4)  # warm-up: model loaded, caches touched
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(limited(i) for i in range(num_requests)))
+        outcomes = await asyncio.gather(*(limited(i) for i in range(num_requests)))
         wall = time.perf_counter() - t0
+    results = [r for r in outcomes if r is not None]
+    if not results:
+        return {"concurrency": concurrency, "requests": num_requests, "failed": num_requests, "tokens": 0,
+                **{k: float("nan") for k in ("ttft_p50_ms", "tpot_ms", "itl_p50_ms", "itl_p99_ms")}, "output_tok_s": 0.0}
     itl = sorted(x for r in results for x in r["itl"])
     tokens = sum(r["tokens"] for r in results)
-    return {"concurrency": concurrency, "requests": num_requests, "tokens": tokens,
+    return {"concurrency": concurrency, "requests": num_requests, "failed": num_requests - len(results), "tokens": tokens,
             "ttft_p50_ms": 1000 * statistics.median(r["ttft"] for r in results),
             "tpot_ms": 1000 * statistics.mean((r["end"] - r["ttft"]) / max(1, r["tokens"] - 1) for r in results),
             "itl_p50_ms": 1000 * _pct(itl, 0.50), "itl_p99_ms": 1000 * _pct(itl, 0.99),
@@ -97,13 +104,13 @@ def main() -> None:
         targets = [("athanor", url, args.model)]
         if args.peer_url:
             targets.append(("peer", args.peer_url, args.peer_model or args.model))
-        print("| server | conc | reqs | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| server | conc | reqs | failed | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for name, target, model in targets:
             for c in levels:
                 n = max(c, args.requests_per_level)
                 r = asyncio.run(run_level(target, model, c, n, args.max_tokens))
-                print(f"| {name} | {c} | {n} | {r['tokens']} | {r['ttft_p50_ms']:.0f} | {r['tpot_ms']:.1f} | "
+                print(f"| {name} | {c} | {n} | {r['failed']} | {r['tokens']} | {r['ttft_p50_ms']:.0f} | {r['tpot_ms']:.1f} | "
                       f"{r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['output_tok_s']:.1f} |", flush=True)
 
 
