@@ -51,7 +51,7 @@ def test_health_metrics_request_id_and_access_log(server, caplog):
 
 
 def test_disconnect_mid_stream_frees_blocks(server):
-    """8 clients drop their streams after a few chunks; their requests are aborted and every block returns."""
+    """20 clients drop their streams after a few chunks; their requests are aborted and every block returns."""
     body = CHAT | {"max_tokens": 400, "stream": True, "ignore_eos": True}
     if "tiny:latest" not in server.manager.models:  # an earlier test may have unloaded it: preload
         httpx.post(f"{server.url}/api/generate", json={"model": "tiny"}, timeout=30)
@@ -65,7 +65,7 @@ def test_disconnect_mid_stream_frees_blocks(server):
                 if i >= n_chunks:
                     return  # leaving the block closes the connection mid-stream
 
-    threads = [threading.Thread(target=drop_after_chunks, args=(3 + i,)) for i in range(8)]
+    threads = [threading.Thread(target=drop_after_chunks, args=(3 + i,)) for i in range(20)]
     for t in threads:
         t.start()
     for t in threads:
@@ -77,7 +77,7 @@ def test_disconnect_mid_stream_frees_blocks(server):
     assert server.metric("athanor_kv_blocks_in_use") == 0
     time.sleep(0.5)  # nothing keeps generating for the gone clients
     generated = stats.num_generated_tokens - before
-    assert generated < 8 * 400 / 2, f"{generated} tokens generated: streams were not aborted early"
+    assert generated < 20 * 400 / 2, f"{generated} tokens generated: streams were not aborted early"
 
 
 def test_bearer_auth_and_stuck_engine_health(tmp_path, tiny_hf_dir):
