@@ -319,6 +319,17 @@ class IncrementalDetokenizer:
 # ------------------------------------------------------------------------------------------------- stop strings
 
 
+def partial_prefix_len(text: str, patterns: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of one of `patterns` (text to hold back)."""
+    best = 0
+    for pattern in patterns:
+        for n in range(min(len(pattern) - 1, len(text)), best, -1):
+            if text.endswith(pattern[:n]):
+                best = n
+                break
+    return best
+
+
 class StopMatcher:
     """Cuts a text stream at the first occurrence of any stop string, even when it arrives split across deltas.
 
@@ -345,14 +356,7 @@ class StopMatcher:
         return buf[:len(buf) - keep], False
 
     def _partial_match_len(self, buf: str) -> int:
-        """Length of the longest tail of `buf` that is a proper prefix of some stop string."""
-        best = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(buf)), best, -1):
-                if buf.endswith(s[:n]):
-                    best = n
-                    break
-        return best
+        return partial_prefix_len(buf, self.stop)
 
     def flush(self) -> str:
         """End of sequence without a stop: the held-back tail is ordinary text after all."""

@@ -124,7 +124,7 @@ class LLMEngine:
         if not seqs:
             return []
         inputs = [
-            SampleInput(s.params, s.token_ids[: s.num_prompt_tokens], s.output_token_ids, s.generator, s.stop_token_ids)
+            SampleInput(s.params, s.prompt_token_ids, s.output_token_ids, s.generator, s.stop_token_ids)
             for s in seqs
         ]
         outputs = []

@@ -14,7 +14,6 @@ from typing import Any, Iterator
 from athanor.engine.config import EngineConfig
 from athanor.engine.engine import LLMEngine
 from athanor.engine.sampling_params import SamplingParams
-from athanor.errors import AthanorError
 
 # Options that size the engine rather than sample (Ollama puts both in `options`)
 ENGINE_OPTIONS = ("num_ctx",)
@@ -76,8 +75,10 @@ class LLM:
     @classmethod
     def load(cls, name: str, config: EngineConfig | None = None, **options: Any) -> "LLM":
         """A store name (`smollm2`) or a path (.gguf file / HF dir) -> ready LLM. `options` override defaults."""
+        from athanor.models.store import Store
+
         t0 = time.perf_counter()
-        manifest = resolve_model(name)
+        manifest = Store().resolve(name)
         llm = cls.from_manifest(manifest, config, options)
         llm.load_seconds = time.perf_counter() - t0
         return llm
@@ -166,21 +167,6 @@ class LLM:
                 if stopped:
                     self.engine.finish(out.request_id, "stop")
         return [_completion(s, streams[s.request_id], t0) for s in seqs]
-
-
-def resolve_model(name: str):
-    """A store name, or a path to a .gguf file / HF directory used directly (an unnamed manifest)."""
-    from pathlib import Path
-
-    from athanor.models.store import Manifest, Store
-
-    path = Path(name).expanduser()
-    if path.suffix.lower() == ".gguf" or path.is_dir() or (path.exists() and "/" in name):
-        if not path.exists():
-            raise AthanorError(f"{name}: file not found")
-        fmt = "hf" if path.is_dir() else "gguf"
-        return Manifest(name=path.name, weights=str(path.resolve()), format=fmt)
-    return Store().get(name)
 
 
 def _completion(seq, text: TextStream, t0: float) -> Completion:

@@ -25,6 +25,7 @@ class Sequence:
         self.request_id = request_id or f"req-{next(_ids)}"
         self.token_ids = list(token_ids)
         self.num_prompt_tokens = len(token_ids)
+        self.prompt_token_ids = tuple(token_ids)  # fixed: built once, not sliced out of token_ids every step
         self.params = params
         self.status = SequenceStatus.WAITING
         self.finish_reason: str | None = None  # "stop" | "length" | "abort"

@@ -92,6 +92,23 @@ class Store:
             raise AthanorError(f"model {short_name(m.name)!r}: weights not found at {m.weights} (moved or deleted?)")
         return m
 
+    def resolve(self, name_or_path: str) -> Manifest:
+        """A store name, else a .gguf file or Hugging Face directory used directly (an unnamed manifest).
+
+        Names win over same-named folders in the working directory; text that looks like a path is only a path.
+        """
+        path = Path(name_or_path).expanduser()
+        if not _looks_like_path(name_or_path):
+            try:
+                return self.get(name_or_path)
+            except ModelNotFoundError:
+                if not path.exists():
+                    raise
+        if not path.exists():
+            raise AthanorError(f"{name_or_path}: no such file or directory "
+                               "(expected a store name, a .gguf file or a Hugging Face directory)")
+        return Manifest(name=path.name, weights=str(path.resolve()), format="hf" if path.is_dir() else "gguf")
+
     def show(self, name: str) -> dict[str, Any]:
         """Manifest plus the weights' metadata, for `athanor show`."""
         from athanor.models.loader import inspect_weights  # lazy: reads GGUF/HF headers

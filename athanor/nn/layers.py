@@ -5,6 +5,7 @@ Not for attention over the KV cache (attention.py) or the decoder stack (llama.p
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -103,6 +104,7 @@ class Linear(nn.Module):
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
 
 
+@functools.cache  # probed once per process: it runs a tiny GEMM
 def fbgemm_fp16_available() -> bool:
     """FBGEMM's fp16 GEMM: in x86 CPU builds of torch (deprecated upstream, so checked, not assumed)."""
     import warnings

@@ -17,9 +17,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from athanor.chat_format import adapt_to_template
 from athanor.llm.tool_parsing import parse_tool_calls
 from athanor.serve.errors import ServeError
-from athanor.chat_format import adapt_to_template
+from athanor.tokenizer import partial_prefix_len
 
 CALL_MARKER = "<tool_call>"
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
@@ -85,7 +86,7 @@ class ToolCallStream:
         if self.num_sent == 0 and (not start.strip() or start.lstrip().startswith(_JSON_START)):
             return ""
         marker = self.text.find(CALL_MARKER, self.num_sent)
-        end = marker if marker >= 0 else len(self.text) - _partial_marker_len(self.text)
+        end = marker if marker >= 0 else len(self.text) - partial_prefix_len(self.text, (CALL_MARKER,))
         out = self.text[self.num_sent:end] if end > self.num_sent else ""
         self.num_sent += len(out)
         return out
@@ -107,14 +108,6 @@ class ToolCallStream:
 
 def _outside_blocks(text: str) -> str:
     return re.sub(r"<tool_call>.*?(?:</tool_call>|$)", "", text, flags=re.DOTALL)
-
-
-def _partial_marker_len(text: str) -> int:
-    """Length of the longest end of `text` that is a proper start of the marker (`<tool_` -> 6)."""
-    for n in range(min(len(CALL_MARKER) - 1, len(text)), 0, -1):
-        if CALL_MARKER.startswith(text[-n:]):
-            return n
-    return 0
 
 
 def _check_tool(i: int, tool: Any) -> str:

@@ -107,12 +107,7 @@ def resolve_base(base: str) -> ResolvedBase:
     """A .gguf file or HF directory on disk, else a store name (its adapters, template and Modelfile settings)."""
     from athanor.models.store import Store
 
-    path = Path(base).expanduser()
-    if path.exists():
-        return ResolvedBase(weights=str(path.resolve()))
-    if "/" in base or "\\" in base or base.lower().endswith(".gguf"):
-        raise AthanorError(f"base {base}: no such file or directory (expected a store name, a .gguf file or a HF dir)")
-    m = Store().get(base)  # unknown names raise ModelNotFoundError with "did you mean"
+    m = Store().resolve(base)  # unknown names raise ModelNotFoundError with "did you mean"
     extras = {"system": m.system, "parameters": dict(m.parameters), "messages": list(m.messages), "license": m.license}
     return ResolvedBase(weights=m.weights, adapters=list(m.adapters), template=m.template, modelfile_extras=extras)
 

@@ -105,12 +105,9 @@ def resume_arg(cfg: TrainConfig) -> str | bool | None:
 
 def resolve_base(name_or_path: str) -> Path:
     """The weights for `model_name_or_path`: a Hugging Face directory or a .gguf file (a path or a store name)."""
-    path = Path(name_or_path).expanduser()
-    if not path.exists():
-        from athanor.models.store import Store
+    from athanor.models.store import Store
 
-        path = Path(Store().get(name_or_path).weights)
-    return path
+    return Path(Store().resolve(name_or_path).weights)
 
 
 # ------------------------------------------------------------------------------------------------ data
