@@ -123,8 +123,10 @@ class LLMEngine:
     def _sample_and_record(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[StepOutput]:
         if not seqs:
             return []
+        width = logits.shape[1]
         inputs = [
-            SampleInput(s.params, s.prompt_token_ids, s.output_token_ids, s.generator, s.stop_token_ids)
+            SampleInput(s.params, s.prompt_token_ids, s.output_token_ids, s.generator, s.stop_token_ids,
+                        s.matcher.allowed(width).to(logits.device) if s.matcher is not None else None)
             for s in seqs
         ]
         outputs = []
@@ -133,6 +135,8 @@ class LLMEngine:
             seq.first_token_time = seq.first_token_time or now
             if seq.params.logprobs is not None:
                 seq.output_logprobs.append(sample)
+            if seq.matcher is not None:
+                seq.matcher.accept(sample.token_id)
             self.scheduler.append_token(seq, sample.token_id)
             out = StepOutput(seq.request_id, [sample.token_id], [sample] if seq.params.logprobs is not None else [],
                              seq.finish_reason, seq)

@@ -7,6 +7,8 @@ Not for HTTP (serve/) or for talking to remote models (llm/).
 
 from __future__ import annotations
 
+import functools
+
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -107,6 +109,13 @@ class LLM:
         }
         return cls(engine, ckpt.tokenizer, defaults, manifest.system, manifest.messages, manifest.name,
                    info=ckpt.info)
+
+    @functools.cached_property
+    def grammars(self):
+        """The constrained-decoding compiler for this model's tokenizer (athanor.grammar), built on first use."""
+        from athanor.grammar import Grammars
+
+        return Grammars(self.tokenizer, sorted(self.engine.eos_token_ids))
 
     # --- requests ----------------------------------------------------------------------------------------
 

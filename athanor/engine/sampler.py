@@ -6,6 +6,7 @@ text layer's job), detokenizing, or making generators (the engine seeds one per 
 `make_generator`).
 
 Processing order, each step only on the rows that ask for it:
+  0. allowed             a grammar's mask (constrained decoding): tokens it forbids -> -inf
   1. logit_bias          logits[id] += bias
   2. min_tokens          stop ids (eos + stop_token_ids, merged by the engine) -> -inf while len(output) < min_tokens
   3. repetition_penalty  tokens in the last `repeat_last_n` of prompt+output: logit > 0 -> /p, else *p
@@ -46,6 +47,7 @@ class SampleInput:
     output_token_ids: Sequence[int]
     generator: torch.Generator | None  # from params.seed, on the logits' device; None -> global RNG
     stop_token_ids: frozenset[int]  # the model's eos ids + params.stop_token_ids (merged by the engine)
+    allowed: torch.Tensor | None = None  # (V,) bool from the sequence's grammar matcher; None -> every token
 
 
 @dataclass
@@ -69,6 +71,7 @@ def is_plain_greedy(inp: SampleInput) -> bool:
     p = inp.params
     return (
         p.is_greedy
+        and inp.allowed is None
         and not p.logit_bias
         and not _min_tokens_active(inp)
         and not _repetition_active(p)
@@ -95,6 +98,7 @@ class Sampler:
         Greedy rows get steps 1-4 only (temperature and truncation cannot change their argmax).
         """
         out = logits.float().clone()  # float32: bf16 logits lose the small differences penalties make
+        _apply_allowed(out, inputs)
         _apply_logit_bias(out, inputs)
         _apply_min_tokens(out, inputs)
         _apply_repetition_penalty(out, inputs)
@@ -120,6 +124,12 @@ class Sampler:
 # ---- steps 1-8: each edits logits (B, V) float32 in place, on the rows that need it ----
 
 
+def _apply_allowed(logits: torch.Tensor, inputs: list[SampleInput]) -> None:
+    for i, inp in enumerate(inputs):
+        if inp.allowed is not None:
+            logits[i].masked_fill_(~inp.allowed, float("-inf"))
+
+
 def _apply_logit_bias(logits: torch.Tensor, inputs: list[SampleInput]) -> None:
     rows, ids, values = [], [], []
     for i, inp in enumerate(inputs):
@@ -133,7 +143,8 @@ def _apply_logit_bias(logits: torch.Tensor, inputs: list[SampleInput]) -> None:
 
 
 def _min_tokens_active(inp: SampleInput) -> bool:
-    return len(inp.output_token_ids) < inp.params.min_tokens and bool(inp.stop_token_ids)
+    """A grammar decides its own end (masking eos there could leave no token allowed), so it wins over min_tokens."""
+    return len(inp.output_token_ids) < inp.params.min_tokens and bool(inp.stop_token_ids) and inp.allowed is None
 
 
 def _apply_min_tokens(logits: torch.Tensor, inputs: list[SampleInput]) -> None:

@@ -52,6 +52,9 @@ class SamplingParams:
     min_tokens: int = 0  # eos and stop ids are masked until this many tokens are out
     logprobs: int | None = None  # None off; 0 -> logprob of the chosen token; k -> also top-k (k <= 20)
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit (-100..100)
+    # a compiled grammar (athanor.grammar.Guide): each sequence walks its own matcher and samples only the
+    # tokens it allows. Set by code (response_format, tool_choice), never from a user's options dict.
+    guide: Any = None
 
     def __post_init__(self) -> None:
         self._normalize()
@@ -96,14 +99,17 @@ class SamplingParams:
         return cls(**merged)
 
 
+_INTERNAL = {"guide"}  # fields set by code, not options a user can name
+
+
 def valid_option_names() -> list[str]:
     """Every key from_options accepts: field names and their aliases."""
-    return sorted({f.name for f in fields(SamplingParams)} | set(OPTION_ALIASES))
+    return sorted({f.name for f in fields(SamplingParams)} - _INTERNAL | set(OPTION_ALIASES))
 
 
 def _canonical_options(options: dict[str, Any]) -> dict[str, Any]:
     """One options dict -> {field name: value}, aliases resolved, None values ("not given") dropped."""
-    names = {f.name for f in fields(SamplingParams)}
+    names = {f.name for f in fields(SamplingParams)} - _INTERNAL
     out: dict[str, Any] = {}
     for key, value in options.items():
         name = OPTION_ALIASES.get(key, key)
@@ -202,6 +208,11 @@ def _check_logit_bias(name: str, value: Any) -> None:
         _fail(name, f"a map with biases in [-{MAX_ABS_LOGIT_BIAS:g}, {MAX_ABS_LOGIT_BIAS:g}]", bad)
 
 
+def _check_guide(name: str, value: Any) -> None:
+    if value is not None and not callable(getattr(value, "matcher", None)):
+        _fail(name, "a compiled grammar (athanor.grammar.Guide) or None", value)
+
+
 def _check_top_k(name: str, value: Any) -> None:
     if not _is_int(value) or value < 0:  # -1 was turned into 0 by _normalize
         _fail(name, "an integer >= 1, or 0 / -1 for off", value)
@@ -224,4 +235,5 @@ _CHECKS: dict[str, _Check] = {
     "min_tokens": _int_at_least(0),
     "logprobs": _check_logprobs,
     "logit_bias": _check_logit_bias,
+    "guide": _check_guide,
 }

@@ -36,6 +36,7 @@ class Sequence:
         self.output_logprobs: list = []  # SampleOutput per generated token when logprobs were asked for
         self.generator = None  # torch.Generator when params.seed is set
         self.stop_token_ids: frozenset[int] = frozenset()
+        self.matcher = params.guide.matcher() if params.guide is not None else None  # grammar position
         self.num_preemptions = 0
         self.arrival_time = time.perf_counter()
         self.first_token_time: float | None = None

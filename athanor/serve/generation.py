@@ -40,6 +40,17 @@ def check_request(model, prompts: list[list[int]], params, max_pending: int) -> 
     params.validate_for_vocab(vocab)
 
 
+async def compile_guide(make_guide, llm, param: str):
+    """Build a request's grammar off the event loop (the first one per model builds a token trie, ~0.2 s);
+    a schema the compiler rejects is the client's 400."""
+    from athanor.grammar import GrammarError
+
+    try:
+        return await asyncio.to_thread(make_guide, llm)
+    except GrammarError as e:
+        raise ServeError(str(e), 400, param) from None
+
+
 def choice_params(params, index: int):
     """Choice `index` of n: the same options, but a seeded request gets seed + index so choices differ."""
     if params.seed is None or index == 0:

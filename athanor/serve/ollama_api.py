@@ -1,8 +1,10 @@
 """The Ollama generation routes: /api/chat and /api/generate (NDJSON streams by default).
 
 The last object of a stream (or the only one) carries done_reason and Ollama's timings in nanoseconds.
-Not yet: `format` (constrained decoding), `tools`, `images`, `template` (Go templates), `think`: a clear
-400 for each. Model management routes live in ollama_models.py.
+`format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/grammar.py). `tools` go through
+the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
+Ollama's shape) in one chunk before the final one. Not supported: `images`, `template` (Go templates), `think`:
+a clear 400 for each. Model management routes live in ollama_models.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from athanor.serve.errors import ServeError
-from athanor.serve.generation import Generation, StreamResponse, check_request, stream_body
+from athanor.serve.generation import Generation, StreamResponse, check_request, compile_guide, stream_body
+from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_names
 
 router = APIRouter()
 
@@ -33,6 +36,16 @@ class OllamaMessage(BaseModel):
     content: str = ""
     images: list[str] | None = None
     tool_calls: list[Any] | None = None
+    tool_name: str | None = None  # tool turns: which function produced this result
+
+    def as_template_message(self, index: int) -> dict[str, Any]:
+        """Ollama's message -> the OpenAI shape the templates and tools.py work with."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [_openai_call(c, f"call_{index}_{i}") for i, c in enumerate(self.tool_calls)]
+        if self.tool_name:
+            message["name"] = self.tool_name
+        return message
 
 
 class OllamaBase(BaseModel):
@@ -46,13 +59,19 @@ class OllamaBase(BaseModel):
     think: bool | str | None = None
 
     def check_supported(self) -> None:
-        if self.format:
-            raise ServeError("format (JSON output) is not supported yet by athanor serve")
+        if self.format not in (None, "", "json") and not isinstance(self.format, dict):
+            raise ServeError(f'format must be "json" or a JSON schema object, got {self.format!r}')
         if self.think:
             raise ServeError("think is not supported by athanor serve")
 
     def sampling_options(self) -> dict[str, Any]:
         return {k: v for k, v in (self.options or {}).items() if k not in RUNNER_OPTIONS}
+
+    def guide(self, llm):
+        """The grammar `format` asks for (None: free text)."""
+        if not self.format:
+            return None
+        return llm.grammars.json(None if self.format == "json" else self.format, what="format")
 
     @property
     def num_ctx(self) -> int | None:
@@ -77,14 +96,18 @@ class GenerateRequest(OllamaBase):
 @router.post("/api/chat")
 async def chat(body: ChatRequest, request: Request):
     body.check_supported()
-    if body.tools:
-        raise ServeError("tools are not supported yet by athanor serve")
+    tools = body.tools or None
+    check_tools(tools, None)
     if any(m.images for m in body.messages):
         raise ServeError("images are not supported (text models only)")
     if not body.messages:
         return await _load_only(request, body)
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
-    return await _run(request, body, lambda llm: llm.chat_prompt(messages), chat=True)
+    messages = [m.as_template_message(i) for i, m in enumerate(body.messages)]
+
+    def prompt(llm) -> list[int]:
+        return llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools)
+
+    return await _run(request, body, prompt, chat=True, names=tool_names(tools) if tools else None)
 
 
 @router.post("/api/generate")
@@ -128,7 +151,7 @@ async def _load_only(request: Request, body: OllamaBase):
     return JSONResponse(final)
 
 
-async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool):
+async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, names: set[str] | None = None):
     manager, metrics = request.app.state.manager, request.app.state.metrics
     t0 = time.perf_counter()
     model = await manager.acquire(body.model, body.keep_alive, body.num_ctx)
@@ -136,12 +159,13 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool):
     handed_to_stream = False
     try:
         params = model.llm.sampling_params(body.sampling_options())
+        params.guide = await compile_guide(body.guide, model.llm, "format")
         prompt_ids = make_prompt(model.llm)
         check_request(model, [prompt_ids], params, request.app.state.max_pending)
         gen = await Generation(model, prompt_ids, params, metrics).start()
         if body.stream:
             handed_to_stream = True
-            lines = _ndjson(gen, body.model, chat, load_seconds)
+            lines = _ndjson(gen, body.model, chat, load_seconds, names)
             return StreamResponse(stream_body([gen], lines, lambda: manager.release(model),
                                               lambda message: json.dumps({"error": message}) + "\n"),
                                   media_type="application/x-ndjson")
@@ -149,26 +173,68 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool):
             result = await gen.run()
         finally:
             gen.abort()  # no-op when finished; frees the blocks when the handler fails or is cancelled
-        return JSONResponse(_head(body.model, chat, result.text) | _final(gen, chat, load_seconds))
+        if names:
+            reply = ToolCallStream(names)
+            reply.feed(result.text)
+            parsed = reply.finish()
+            head = _head(body.model, chat, parsed.content, _ollama_calls(parsed.tool_calls))
+        else:
+            head = _head(body.model, chat, result.text)
+        return JSONResponse(head | _final(gen, chat, load_seconds))
     finally:
         if not handed_to_stream:
             manager.release(model)
 
 
-async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float):
+async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, names: set[str] | None):
+    """Text chunks as they come (with tools: held back while they may be a call), the calls in one chunk at the
+    end, then the final object."""
+    reply = ToolCallStream(names) if names else None
     async for d in gen.deltas():
+        text = reply.feed(d.text) if reply else d.text
+        if text:
+            yield json.dumps(_head(name, chat, text) | {"done": False}) + "\n"
         if d.finish_reason is not None:
-            if d.text:
-                yield json.dumps(_head(name, chat, d.text) | {"done": False}) + "\n"
+            if reply:
+                parsed = reply.finish()
+                if parsed.content or parsed.tool_calls:
+                    head = _head(name, chat, parsed.content, _ollama_calls(parsed.tool_calls))
+                    yield json.dumps(head | {"done": False}) + "\n"
             yield json.dumps(_head(name, chat, "") | _final(gen, chat, load_seconds)) + "\n"
-        elif d.text:
-            yield json.dumps(_head(name, chat, d.text) | {"done": False}) + "\n"
 
 
-def _head(name: str, chat: bool, text: str) -> dict:
+def _head(name: str, chat: bool, text: str, tool_calls: list[dict] | None = None) -> dict:
     now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-    body = {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+    if chat:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        body: dict[str, Any] = {"message": message}
+    else:
+        body = {"response": text}
     return {"model": name, "created_at": now} | body
+
+
+def _ollama_calls(calls: list[dict]) -> list[dict]:
+    """OpenAI-shaped calls (arguments as JSON text) -> Ollama's (arguments as an object)."""
+    out = []
+    for c in calls:
+        args = c["function"]["arguments"]
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            pass  # the model's text as it came; the client sees what was written
+        out.append({"function": {"name": c["function"]["name"], "arguments": args}})
+    return out
+
+
+def _openai_call(call: Any, call_id: str) -> dict:
+    """An Ollama tool call from a client's history ({"function": {"name", "arguments": {...}}}) -> OpenAI's shape."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise ServeError("messages[].tool_calls[] must be {'function': {'name': ..., 'arguments': {...}}}")
+    return {"id": call.get("id") or call_id, "type": "function",
+            "function": {"name": fn["name"], "arguments": fn.get("arguments") or {}}}
 
 
 def _final(gen: Generation, chat: bool, load_seconds: float) -> dict:

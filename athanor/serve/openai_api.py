@@ -1,9 +1,9 @@
 """The OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /tokenize, /detokenize.
 
 Streams are Server-Sent Events (`chat.completion.chunk` / `text_completion` objects, then `data: [DONE]`).
-Tools (tool_choice auto/none) go through the model's own template; calls found in the reply (tools.py) become
-`tool_calls`, streamed as deltas at the end of the choice. Not for constrained decoding (response_format json,
-tool_choice required or named) or embeddings yet: those answer a clear 400.
+Tools go through the model's own template; calls found in the reply (tools.py) become `tool_calls`, streamed as
+deltas at the end of the choice. `response_format` json_object / json_schema and `tool_choice` required / named
+are enforced by constrained decoding (athanor/grammar.py): the engine samples only tokens the grammar allows.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from athanor.serve.generation import (
     StreamResponse,
     check_request,
     choice_params,
+    compile_guide,
     merge,
     start_all,
     stream_body,
 )
 from athanor.serve.openai_schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
-from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_names
+from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
 
 router = APIRouter()
 
@@ -57,7 +58,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     def prompts(llm) -> list[list[int]]:
         return [llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools)]
 
-    return await _complete(request, body, prompts, chat=True, names=tool_names(tools) if tools else None)
+    def guide(llm):
+        if tools and body.tool_choice not in (None, "auto"):
+            return tool_guide(llm, tools, body.tool_choice, body.parallel_tool_calls)
+        schema = body.json_schema()
+        return None if schema is None else llm.grammars.json(None if schema is True else schema)
+
+    return await _complete(request, body, prompts, chat=True, names=tool_names(tools) if tools else None,
+                           make_guide=guide)
 
 
 @router.post("/v1/completions")
@@ -105,14 +113,17 @@ async def detokenize(body: DetokenizeRequest, request: Request):
 # --- shared path: acquire model -> start n choices per prompt -> stream or collect ---------------------------
 
 
-async def _complete(request: Request, body, make_prompts, chat: bool, names: set[str] | None):
-    """`names`: the offered tools' names when replies are searched for calls (None: plain text)."""
+async def _complete(request: Request, body, make_prompts, chat: bool, names: set[str] | None, make_guide=None):
+    """`names`: the offered tools' names when replies are searched for calls (None: plain text).
+    `make_guide(llm)`: the grammar the output must follow (None: free text)."""
     manager, metrics = request.app.state.manager, request.app.state.metrics
     model = await manager.acquire(body.model)
     handed_to_stream = False
     try:
         llm = model.llm
         params = llm.sampling_params(body.sampling_options())
+        if make_guide is not None:
+            params.guide = await compile_guide(make_guide, llm, "response_format")
         prompts = make_prompts(llm)
         check_request(model, prompts, params, request.app.state.max_pending)
         gens = [Generation(model, ids, choice_params(params, j), metrics, index=i * body.n + j)

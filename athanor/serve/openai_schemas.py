@@ -100,18 +100,33 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[Any] | None = None  # checked by check_tools (400 in OpenAI's words, not pydantic's)
     tool_choice: Any = None
+    parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
         check_tools(self.tools, self.tool_choice)
-        kind = (self.response_format or {}).get("type", "text")
-        if kind != "text":
-            raise ServeError(f"response_format {kind!r} is not supported yet (constrained decoding is planned)",
-                             400, "response_format", "unsupported")
+        self.json_schema()  # checks response_format's shape
         if self.top_logprobs is not None and not self.logprobs:
             raise ServeError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         if self.max_tokens is not None and self.max_completion_tokens is not None:
             raise ServeError("give max_tokens or max_completion_tokens, not both", 400, "max_tokens")
+
+    def json_schema(self) -> dict | bool | None:
+        """response_format as a constraint: None (free text), True (any JSON object) or the schema to match."""
+        fmt = self.response_format or {"type": "text"}
+        kind = fmt.get("type")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return True
+        if kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise ServeError("response_format json_schema must be {'type': 'json_schema', 'json_schema': "
+                                 "{'name': ..., 'schema': {...}}}", 400, "response_format")
+            return spec.get("schema") or {"type": "object"}
+        raise ServeError(f"response_format type must be 'text', 'json_object' or 'json_schema', got {kind!r}",
+                         400, "response_format")
 
     @property
     def uses_tools(self) -> bool:

@@ -5,8 +5,9 @@ own template (`template_messages`), and `ToolCallStream`, which turns one choice
 `tool_calls`, holding back streamed text that may be the start of a call so raw `<tool_call>` markup never
 reaches a client as content. Calls are parsed by `athanor.llm.tool_parsing` (Hermes/Qwen blocks, Llama-3 JSON).
 
-Not for: `tool_choice` "required" or a named function: both need constrained decoding, which is not built yet,
-so they answer 400. Not for the response shapes (openai_api.py builds them from what this module returns).
+`tool_choice` "required" or a named function is enforced by constrained decoding (`tool_guide`, athanor/grammar.py):
+the reply is then always one or more valid calls in the model's own format, arguments matching the parameters.
+Not for the response shapes (openai_api.py builds them from what this module returns).
 """
 
 from __future__ import annotations
@@ -36,15 +37,28 @@ def check_tools(tools: list[dict] | None, tool_choice: Any) -> bool:
         return bool(tools) and tool_choice != "none"
     if tool_choice == "required":
         _need_tools(names, "required")
-        raise _unsupported("tool_choice=required")
+        return True
     if isinstance(tool_choice, dict):
         name = _named_choice(tool_choice)
         _need_tools(names, "a named function")
         if name not in names:
             raise ServeError(f"tool_choice names function {name!r}, which is not in tools", 400, "tool_choice")
-        raise _unsupported("tool_choice with a named function")
+        return True
     raise ServeError(f"tool_choice must be 'none', 'auto', 'required' or {{'type': 'function', 'function': "
                      f"{{'name': ...}}}}, got {tool_choice!r}", 400, "tool_choice")
+
+
+def tool_guide(llm, tools: list[dict] | None, tool_choice: Any, parallel: bool = True):
+    """The grammar that makes `tool_choice` hold: "required" -> one or more calls (one when `parallel` is False),
+    a named function -> exactly one call to it; None for "auto" / "none" (the model chooses freely)."""
+    from athanor.grammar import tool_call_style
+
+    if not tools or tool_choice in (None, "auto", "none"):
+        return None
+    style = tool_call_style(llm.tokenizer.chat_template)
+    if tool_choice == "required":
+        return llm.grammars.tool_calls(tools, style, parallel=parallel)
+    return llm.grammars.tool_calls(tools, style, only=_named_choice(tool_choice))
 
 
 def tool_names(tools: list[dict]) -> set[str]:
@@ -141,11 +155,6 @@ def _named_choice(choice: dict) -> str:
 def _need_tools(names: list[str], what: str) -> None:
     if not names:
         raise ServeError(f"tool_choice {what} needs tools", 400, "tool_choice")
-
-
-def _unsupported(what: str) -> ServeError:
-    return ServeError(f"not supported yet: {what} needs constrained decoding (planned); use tool_choice 'auto' "
-                      "or 'none'", 400, "tool_choice", "unsupported")
 
 
 def _arguments_as_objects(message: dict) -> dict:

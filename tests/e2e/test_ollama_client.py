@@ -113,5 +113,8 @@ def test_errors_in_ollama_shape(client, server):
     assert bad.status_code == 400 and isinstance(bad.json()["error"], str)
     long = httpx.post(f"{server.url}/api/generate", json={"model": "tiny", "prompt": "hello " * 2000, "raw": True})
     assert long.status_code == 400 and "context" in long.json()["error"]
-    fmt = httpx.post(f"{server.url}/api/chat", json={"model": "tiny", "messages": QUESTION, "format": "json"})
-    assert fmt.status_code == 400 and "not supported" in fmt.json()["error"]
+    fmt = httpx.post(f"{server.url}/api/chat", json={"model": "tiny", "messages": QUESTION, "format": "yaml"})
+    assert fmt.status_code == 400 and 'format must be "json" or a JSON schema' in fmt.json()["error"]
+    fmt = httpx.post(f"{server.url}/api/chat", json={"model": "tiny", "messages": QUESTION,
+                                                    "format": {"type": "object", "required": 5}})
+    assert fmt.status_code == 400 and fmt.json()["error"].startswith("format: invalid JSON schema")

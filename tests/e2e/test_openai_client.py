@@ -92,8 +92,8 @@ def test_errors_in_openai_shape(client):
     for bad in ({"temperature": 5}, {"top_logprobs": 3}, {"n": 0}, {"extra_body": {"top_k": -5}},
                 {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},  # not a type-object schema
                 {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-                 "tool_choice": "required"},  # needs constrained decoding: refused, not ignored
-                {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}):
+                 "tool_choice": {"type": "function", "function": {"name": "g"}}},  # names no offered tool
+                {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}):
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=2, **bad)
     with pytest.raises(openai.BadRequestError) as e:

@@ -131,13 +131,11 @@ def test_follow_up_turn_with_the_tool_result(client, tool_server):
 
 
 @pytest.mark.parametrize("choice, words", [
-    ("required", "not supported yet: tool_choice=required needs constrained decoding"),
-    ({"type": "function", "function": {"name": "get_weather"}},
-     "not supported yet: tool_choice with a named function needs constrained decoding"),
     ({"type": "function", "function": {"name": "no_such_tool"}}, "'no_such_tool', which is not in tools"),
+    ({"type": "function", "function": "get_weather"}, "tool_choice object must be"),
     ("sometimes", "tool_choice must be"),
 ])
-def test_tool_choices_that_need_constrained_decoding_are_400(client, choice, words):
+def test_bad_tool_choices_are_400(client, choice, words):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=QUESTION, tools=TOOLS, tool_choice=choice)
     assert words in e.value.body["message"] and e.value.body["param"] == "tool_choice"
@@ -174,3 +172,39 @@ def test_held_back_text_and_parsed_calls(pieces, sent, content, num_calls):
     assert (reply.content, len(reply.tool_calls)) == (content, num_calls)
     if num_calls:
         assert json.loads(reply.tool_calls[0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+# --- the same model through the official `ollama` client (/api/chat with tools) ----------------------------
+
+
+def test_ollama_chat_returns_tool_calls_with_object_arguments(tool_server):
+    """Raw /api/chat (the `ollama` client reorders the schema's keys, which changes the prompt this tiny model was
+    overfitted to); every reply is read back with the `ollama` package's own response type."""
+    import ollama
+
+    body = {"model": MODEL, "messages": QUESTION, "tools": TOOLS, "options": {"num_predict": 80}}
+    r = ollama.ChatResponse.model_validate(httpx.post(f"{tool_server.url}/api/chat", json=body | {"stream": False},
+                                                      timeout=60).json())
+    assert r.message.content == "" and r.done_reason == "stop"
+    (call,) = r.message.tool_calls
+    assert call.function.name == "get_weather" and call.function.arguments == {"city": "Paris"}
+    with httpx.stream("POST", f"{tool_server.url}/api/chat", json=body, timeout=60) as resp:
+        parts = [ollama.ChatResponse.model_validate_json(line) for line in resp.iter_lines() if line]
+    assert "".join(p.message.content for p in parts) == ""  # the <tool_call> markup never reaches content
+    streamed = [tc for p in parts for tc in (p.message.tool_calls or [])]
+    assert [(t.function.name, t.function.arguments) for t in streamed] == [("get_weather", {"city": "Paris"})]
+    assert parts[-1].done and parts[-1].done_reason == "stop"
+
+
+def test_ollama_follow_up_turn_reaches_the_template(tool_server):
+    """Ollama's history shapes (calls with object arguments, a tool turn with tool_name) render like OpenAI's."""
+    history = QUESTION + [{"role": "assistant", "content": "",
+                           "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+                          {"role": "tool", "content": '{"temperature_c": 21}', "tool_name": "get_weather"}]
+    r = httpx.post(f"{tool_server.url}/api/chat", json={"model": MODEL, "messages": history, "tools": TOOLS,
+                                                         "stream": False, "options": {"num_predict": 4}})
+    assert r.status_code == 200 and r.json()["done"] is True
+    assert r.json()["prompt_eval_count"] > 0
+    bad = httpx.post(f"{tool_server.url}/api/chat", json={"model": MODEL, "stream": False, "messages": [
+        {"role": "assistant", "content": "", "tool_calls": [{"function": "get_weather"}]}]})
+    assert bad.status_code == 400 and "tool_calls" in bad.json()["error"]

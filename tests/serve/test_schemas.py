@@ -25,11 +25,22 @@ def test_chat_options_map_to_sampling_names():
 
 
 @pytest.mark.parametrize("extra", [{"tools": [{"type": "function"}]}, {"tool_choice": "required"},
-                                   {"response_format": {"type": "json_object"}}, {"top_logprobs": 2},
+                                   {"response_format": {"type": "xml"}}, {"top_logprobs": 2},
+                                   {"response_format": {"type": "json_schema", "json_schema": "not an object"}},
                                    {"max_tokens": 1, "max_completion_tokens": 2}])
 def test_unsupported_or_conflicting_chat_fields_refused(extra):
     with pytest.raises(ServeError):
         ChatCompletionRequest(model="m", messages=MSG, **extra).check_supported()
+
+
+def test_response_format_as_a_constraint():
+    def schema(fmt):
+        return ChatCompletionRequest(model="m", messages=MSG, response_format=fmt).json_schema()
+
+    assert schema(None) is None and schema({"type": "text"}) is None
+    assert schema({"type": "json_object"}) is True
+    s = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert schema({"type": "json_schema", "json_schema": {"name": "x", "schema": s}}) == s
 
 
 def test_completion_prompt_forms():
