@@ -16,6 +16,7 @@ from typing import Any, Iterator
 from athanor.engine.config import EngineConfig
 from athanor.engine.engine import LLMEngine
 from athanor.engine.sampling_params import SamplingParams
+from athanor.errors import ContextLengthError
 
 # Options that size the engine rather than sample (Ollama puts both in `options`)
 ENGINE_OPTIONS = ("num_ctx",)
@@ -165,6 +166,33 @@ class LLM:
 
     def chat(self, messages: list[dict], params: SamplingParams | dict | None = None) -> Completion:
         return self.generate_ids([self.chat_prompt(messages)], self.sampling_params(params))[0]
+
+    def embed(self, inputs: list[str | list[int]], truncate: bool = False) -> tuple[list[list[float]], int]:
+        """Texts (or token id lists) -> (L2-normalised mean-pooled last hidden states, tokens read).
+
+        Mean pooling over every token of the final hidden state (after the last norm), as sentence embedders do;
+        a generative model was not trained for this, so expect rough similarity, not a tuned embedder's. An input
+        longer than the context is an error, or is cut to it when `truncate` (Ollama's /api/embed default)."""
+        import torch
+
+        model = self.engine.runner.model
+        limit = self.engine.max_model_len
+        out, total = [], 0
+        for i, item in enumerate(inputs):
+            ids = self.tokenizer.encode(item) if isinstance(item, str) else list(item)
+            if not ids:
+                raise ValueError(f"input {i} is empty: nothing to embed")
+            if not all(0 <= t < model.config.vocab_size for t in ids):
+                raise ValueError(f"input {i} has token ids outside the vocabulary [0, {model.config.vocab_size})")
+            if len(ids) > limit:
+                if not truncate:
+                    raise ContextLengthError(f"input {i} is {len(ids)} tokens; the context holds {limit}")
+                ids = ids[:limit]
+            hidden = model.hidden_states(torch.tensor(ids, dtype=torch.long, device=self.engine.runner.device))
+            vec = torch.nn.functional.normalize(hidden.mean(dim=0), dim=0)
+            out.append(vec.tolist())
+            total += len(ids)
+        return out, total
 
     def generate_ids(self, prompt_ids: list[list[int]], sp: SamplingParams) -> list[Completion]:
         t0 = time.perf_counter()

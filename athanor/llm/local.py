@@ -10,8 +10,8 @@ listed as JSON in the system message instead, never silently dropped. The reply 
 the Hermes/Qwen `<tool_call>` or Llama-3 JSON formats (tool_parsing.py); with tools, the text is delivered in
 one piece at the end so call markup never leaks into streamed text. A model that writes calls in another
 format returns them as text; the ReAct agent (agent/react.py) works with any model.
-`embed` is a crude stand-in: the L2-normalised mean of the model's input token embeddings (no transformer
-layers run). It is deterministic and cheap, not a trained sentence embedder; use a real embedder for RAG.
+`embed` is `LLM.embed`: the L2-normalised mean of the model's last hidden states (what `athanor serve` answers on
+/v1/embeddings). A generative model is not a trained sentence embedder; use a real embedder for RAG.
 """
 
 from __future__ import annotations
@@ -63,12 +63,4 @@ class LocalChatModel:
                                 usage=usage)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        import torch
-
-        table = self.llm.engine.runner.model.embed_tokens.weight  # (V, C)
-        out = []
-        for text in texts:
-            ids = self.llm.tokenizer.encode(text, add_special_tokens=False) or [0]
-            v = table[torch.tensor(ids)].float().mean(0)  # (C,)
-            out.append((v / v.norm().clamp_min(1e-12)).tolist())
-        return out
+        return self.llm.embed(texts)[0]

@@ -26,12 +26,20 @@ class AttentionMetadata:
     mask: torch.Tensor | None = None  # (B, 1, max_q, kv_len) bool, None when no masking is needed
     pad_index: torch.Tensor | None = None  # (N,) position of each new token in the (B * max_q) padded layout
     is_plain_prefill: bool = False  # one sequence, nothing cached: causal attention on the new tokens alone
+    write_cache: bool = True  # False: a cache-free forward (embeddings) that must not touch any KV cache
+
+    @classmethod
+    def cache_free(cls, num_tokens: int) -> "AttentionMetadata":
+        """One sequence attended causally on its own, written nowhere: the forward behind embeddings."""
+        empty = torch.empty(0, dtype=torch.long)
+        return cls(empty, empty, [num_tokens], [num_tokens], write_cache=False)
 
     def prepare(self, device: torch.device) -> "AttentionMetadata":
         """Precompute masks and padding once per step (every layer reuses them)."""
         B, max_q = len(self.query_lens), max(self.query_lens)
         self.kv_len = max(self.context_lens)
         self.is_plain_prefill = B == 1 and self.query_lens[0] == self.context_lens[0]
+        assert self.write_cache or self.is_plain_prefill, "a cache-free forward is one sequence with no context"
         if self.is_plain_prefill:
             return self
         if max_q > 1 or len(set(self.context_lens)) > 1:
@@ -64,7 +72,8 @@ def paged_attention(
     """Write the new k/v into their slots, then attend each sequence's queries to its cached context."""
     N, H, D = q.shape
     kvh = k.shape[1]
-    kv_cache.view(2, -1, kvh, D).index_copy_(1, meta.slot_mapping, torch.stack((k, v)))  # one write for both
+    if meta.write_cache:
+        kv_cache.view(2, -1, kvh, D).index_copy_(1, meta.slot_mapping, torch.stack((k, v)))  # one write for both
     if meta.is_plain_prefill:  # fast path: no gather, no explicit mask
         out = _sdpa(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], None, scale, True)
         return out[0].transpose(0, 1)  # (N, H, D)

@@ -88,6 +88,18 @@ class LlamaModel(nn.Module):
             x = x.index_select(0, logits_indices)  # (M, C): the head is the biggest matmul, skip unused rows
         return self.lm_head(self.norm(x)).float()  # (M, V) fp32 for the sampler
 
+    @torch.inference_mode()
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(N,) one sequence's ids -> (N, C) final hidden states (after the last norm), fp32; touches no KV cache.
+        What Hugging Face calls `hidden_states[-1]`; the base of embeddings."""
+        n = input_ids.shape[0]
+        meta = AttentionMetadata.cache_free(n).prepare(input_ids.device)
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rotary(torch.arange(n, device=input_ids.device), x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, meta)
+        return self.norm(x).float()
+
     def load_hf_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict."""
         expected = self.config.hf_tensor_shapes().keys()

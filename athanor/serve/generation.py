@@ -51,6 +51,16 @@ async def compile_guide(make_guide, llm, param: str):
         raise ServeError(str(e), 400, param) from None
 
 
+async def run_embed(model, inputs: list, truncate: bool) -> tuple[list[list[float]], int]:
+    """LLM.embed off the event loop; too-long or empty inputs are the client's 400."""
+    try:
+        return await asyncio.to_thread(model.llm.embed, inputs, truncate)
+    except Exception as e:  # noqa: BLE001 - mapped to 400/404, anything else re-raised
+        err = to_serve_error(e)
+        err.param = "input" if err.status == 400 else err.param
+        raise err from None
+
+
 def choice_params(params, index: int):
     """Choice `index` of n: the same options, but a seeded request gets seed + index so choices differ."""
     if params.seed is None or index == 0:

@@ -19,7 +19,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from athanor.serve.errors import ServeError
-from athanor.serve.generation import Generation, StreamResponse, check_request, compile_guide, stream_body
+from athanor.serve.generation import (
+    Generation,
+    StreamResponse,
+    check_request,
+    compile_guide,
+    run_embed,
+    stream_body,
+)
 from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_names
 
 router = APIRouter()
@@ -122,10 +129,45 @@ async def generate(body: GenerateRequest, request: Request):
     return await _run(request, body, lambda llm: _generate_prompt(llm, body), chat=False)
 
 
+class EmbedRequest(OllamaBase):
+    input: str | list[str] = ""
+    truncate: bool = True  # Ollama's default: cut inputs to the context (false: a too-long input is a 400)
+
+
+class LegacyEmbeddingsRequest(OllamaBase):
+    prompt: str = ""
+
+
 @router.post("/api/embed")
+async def embed(body: EmbedRequest, request: Request):
+    """Ollama's embed: {"embeddings": [[...], ...]} (L2-normalised), with prompt_eval_count and durations."""
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not inputs or any(not i for i in inputs):
+        raise ServeError("input must be a non-empty string or a list of non-empty strings")
+    vectors, tokens, durations = await _embed(request, body, inputs, body.truncate)
+    return {"model": body.model, "embeddings": vectors, "prompt_eval_count": tokens} | durations
+
+
 @router.post("/api/embeddings")
-async def embed():
-    raise ServeError("embeddings are not supported yet by athanor serve")
+async def embeddings_legacy(body: LegacyEmbeddingsRequest, request: Request):
+    """The older single-prompt route: {"embedding": [...]}."""
+    if not body.prompt:
+        raise ServeError("prompt must be a non-empty string")
+    vectors, _, _ = await _embed(request, body, [body.prompt], truncate=True)
+    return {"embedding": vectors[0]}
+
+
+async def _embed(request: Request, body: OllamaBase, inputs: list[str], truncate: bool):
+    manager = request.app.state.manager
+    t0 = time.perf_counter()
+    model = await manager.acquire(body.model, body.keep_alive, body.num_ctx)
+    t1 = time.perf_counter()
+    try:
+        vectors, tokens = await run_embed(model, inputs, truncate)
+    finally:
+        manager.release(model)
+    t2 = time.perf_counter()
+    return vectors, tokens, {"total_duration": int((t2 - t0) * 1e9), "load_duration": int((t1 - t0) * 1e9)}
 
 
 def _generate_prompt(llm, body: GenerateRequest) -> list[int]:

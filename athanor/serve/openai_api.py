@@ -23,10 +23,17 @@ from athanor.serve.generation import (
     choice_params,
     compile_guide,
     merge,
+    run_embed,
     start_all,
     stream_body,
 )
-from athanor.serve.openai_schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from athanor.serve.openai_schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
 from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
 
 router = APIRouter()
@@ -75,8 +82,29 @@ async def completions(body: CompletionRequest, request: Request):
 
 
 @router.post("/v1/embeddings")
-async def embeddings():
-    raise ServeError("embeddings are not supported yet by athanor serve", 400, "model", "unsupported")
+async def embeddings(body: EmbeddingRequest, request: Request):
+    """Mean-pooled, L2-normalised last hidden states (LLM.embed); base64 = little-endian float32, as OpenAI."""
+    inputs = body.inputs()
+    manager = request.app.state.manager
+    model = await manager.acquire(body.model)
+    try:
+        vectors, tokens = await run_embed(model, inputs, truncate=False)
+    finally:
+        manager.release(model)
+    if body.dimensions is not None and body.dimensions != len(vectors[0]):
+        raise ServeError(f"dimensions: this model's embeddings have {len(vectors[0])} dimensions, got "
+                         f"{body.dimensions}", 400, "dimensions")
+    data = [{"object": "embedding", "index": i,
+             "embedding": _b64(v) if body.encoding_format == "base64" else v} for i, v in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _b64(vector: list[float]) -> str:
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 @router.post("/tokenize")

@@ -170,6 +170,23 @@ class CompletionRequest(SamplingFields):
         return super().sampling_options() | {"logprobs": self.logprobs}
 
 
+class EmbeddingRequest(BaseModel):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def inputs(self) -> list[str | list[int]]:
+        """Every input form OpenAI accepts -> a list of texts or token id lists (none may be empty)."""
+        x = self.input
+        items = [x] if isinstance(x, str) or (x and all(isinstance(t, int) for t in x)) else list(x)
+        if not items or any(len(i) == 0 for i in items):
+            raise ServeError("input must be a non-empty string, token list, or list of them (none empty)", 400,
+                             "input")
+        return items
+
+
 class TokenizeRequest(BaseModel):
     model: str
     prompt: str | None = None

@@ -65,7 +65,7 @@ def test_error_shapes_per_api(tmp_path, monkeypatch):
     assert r.status_code == 404 and isinstance(r.json()["error"], str)
     r = client.post("/api/chat", json={"messages": []})
     assert r.status_code == 400 and "model" in r.json()["error"]
-    assert client.post("/v1/embeddings", json={"model": "m", "input": "x"}).status_code == 400
+    assert client.post("/v1/embeddings", json={"model": "m", "input": []}).status_code == 400
     assert client.get("/v1/models/nope").status_code == 404
     monkeypatch.setenv("ATHANOR_API_KEY", "k")
     assert resolve_api_key(None) == "k" and resolve_api_key("given") == "given"
