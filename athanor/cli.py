@@ -314,17 +314,20 @@ def serve(
     api_key: Optional[str] = typer.Option(None, envvar="ATHANOR_API_KEY", help="require 'Authorization: Bearer KEY'"),
     keep_alive: str = typer.Option("5m", help="how long an idle model stays loaded (Ollama syntax: 30s, 5m, -1)"),
     max_loaded_models: int = typer.Option(3, help="models kept loaded at once (least recently used unloads)"),
+    max_memory: Optional[str] = typer.Option(None, envvar="ATHANOR_MAX_MEMORY",
+                                             help="memory budget for loaded models' weights + KV caches, e.g. 8GiB "
+                                                  "(least recently used idle models unload to fit)"),
     max_pending: int = typer.Option(256, help="queued requests before answering 503 with Retry-After"),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
     from athanor.serve.app import serve as run
-    from athanor.serve.manager import parse_keep_alive
+    from athanor.serve.manager import parse_bytes, parse_keep_alive
 
     run(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),
         engine_config=_engine_config(device, "auto"), max_pending=max_pending,
-        max_loaded_models=max_loaded_models, log_level=log_level)
+        max_loaded_models=max_loaded_models, max_memory_bytes=parse_bytes(max_memory), log_level=log_level)
 
 
 @app.command()

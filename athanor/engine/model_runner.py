@@ -19,6 +19,18 @@ def kv_bytes_per_token(model: LlamaModel, dtype: torch.dtype) -> int:
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem
 
 
+def memory_bytes(model: LlamaModel) -> int:
+    """Bytes a loaded model holds: parameters and buffers (shared ones once), FBGEMM-packed weights, KV cache."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.numel() and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    total += sum(getattr(m, "packed_bytes", 0) for m in model.modules() if getattr(m, "packed", None) is not None)
+    owner = getattr(model, "kv_cache_owner", None)
+    return total + (owner.kv_cache.numel() * owner.kv_cache.element_size() if owner is not None else 0)
+
+
 class ModelRunner:
     def __init__(self, model: LlamaModel, config: EngineConfig) -> None:
         self.model = model

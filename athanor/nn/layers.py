@@ -96,6 +96,7 @@ class Linear(nn.Module):
 
     def pack_fp16(self) -> None:
         self.packed = pack_fp16(self.weight.detach().t())
+        self.packed_bytes = self.weight.numel() * 2  # FBGEMM's packed tensor does not report its size
         self.weight = nn.Parameter(torch.empty(0), requires_grad=False)  # free the fp32 copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,6 +159,7 @@ class LMHead(nn.Module):
 
     def pack_fp16(self) -> None:
         self.packed = pack_fp16(self.weight.detach())  # the (V, C) weight stays: it may be the embedding
+        self.packed_bytes = self.weight.numel() * 2
         self.weight_t = torch.empty(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 A model is loaded (in a worker thread, so the event loop keeps serving) the first time a request names it,
 kept while requests use it, and unloaded `keep_alive` seconds after its last request ends (Ollama's rule:
-negative keeps it forever, 0 unloads it as soon as it is idle). At most `max_loaded_models` at once: loading
-another unloads the least recently used idle one (503 when all are busy). A request asking for another
-`num_ctx` reloads an idle model with it. Not for HTTP shapes (openai_api.py, ollama_api.py) and not yet for
-a memory budget in bytes.
+negative keeps it forever, 0 unloads it as soon as it is idle). At most `max_loaded_models` at once, and, with
+`max_memory_bytes`, at most that many bytes of weights + KV caches (measured after each load; before a load the
+size is the one measured last time, else estimated from the parameter count and the KV-cache budget): loading
+another unloads least recently used idle models until it fits (503 when the rest are busy; a model larger than
+the whole budget is refused). A request asking for another `num_ctx` reloads an idle model with it.
+Not for HTTP shapes (openai_api.py, ollama_api.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime, timezone
 
 from athanor.engine.async_engine import AsyncEngine
 from athanor.engine.config import EngineConfig
+from athanor.engine.model_runner import memory_bytes
 from athanor.errors import AthanorError
 from athanor.serve.errors import ServeError
 
@@ -44,6 +47,24 @@ def parse_keep_alive(value, default: float) -> float:
     return float("inf") if seconds < 0 else seconds
 
 
+def parse_bytes(value: str | int | None) -> int | None:
+    """A memory size: bytes as a number, or "512MiB" / "8GiB" / "8GB" / "2g"; None / "" -> no budget."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", str(value).lower())
+    if not m:
+        raise AthanorError(f"memory size must look like 8GiB, 512MB or a number of bytes, got {value!r}")
+    base = 1024 if m.group(3).startswith("i") or not m.group(3) else 1000
+    return int(float(m.group(1)) * base ** " kmgt".index(m.group(2) or " "))
+
+
+def _gib(n: int | None) -> str:
+    n = n or 0
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 @dataclass
 class LoadedModel:
     name: str  # full store name, e.g. "smollm2:latest"
@@ -55,6 +76,7 @@ class LoadedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     num_active: int = 0  # requests using it now; never unloaded while > 0
     idle_since: float = field(default_factory=time.monotonic)
+    memory_bytes: int = 0  # weights + KV cache, measured after the load
 
     @property
     def expires_in(self) -> float:
@@ -81,14 +103,16 @@ class LoadedModel:
 
 class ModelManager:
     def __init__(self, store, engine_config: EngineConfig | None = None, default_keep_alive: float = DEFAULT_KEEP_ALIVE,
-                 max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS):
+                 max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS, max_memory_bytes: int | None = None):
         assert max_loaded_models >= 1
         self.store = store
         self.engine_config = engine_config or EngineConfig()
         self.default_keep_alive = default_keep_alive
         self.max_loaded_models = max_loaded_models
+        self.max_memory_bytes = max_memory_bytes
         self.models: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._measured: dict[str, int] = {}  # model name -> bytes it took when last loaded
 
     # --- use -----------------------------------------------------------------------------------------------
 
@@ -103,9 +127,11 @@ class ModelManager:
                 await self.unload(full)  # another context size: reload (while busy, the loaded one serves)
                 model = None
             if model is None:
-                await self._make_room()
+                await self._make_room(full, self._size_before_load(full))
                 model = await asyncio.to_thread(self._load, full, keep, num_ctx)
                 self.models[full] = model
+                self._measured[full] = model.memory_bytes
+                await self._fit_after_load(model)
             model.num_active += 1
             if keep_alive is not None:
                 model.keep_alive = keep
@@ -116,15 +142,56 @@ class ModelManager:
         assert model.num_active >= 0, "release without acquire"
         model.idle_since = time.monotonic()
 
-    async def _make_room(self) -> None:
-        """Unload least recently used idle models until one more fits; all busy -> 503."""
-        while len(self.models) >= self.max_loaded_models:
+    @property
+    def memory_in_use(self) -> int:
+        return sum(m.memory_bytes for m in self.models.values())
+
+    async def _make_room(self, full: str, need: int) -> None:
+        """Unload least recently used idle models until one more (of `need` bytes) fits; the rest busy -> 503."""
+        budget = self.max_memory_bytes
+        if budget is not None and need > budget:
+            raise ServeError(f"model {full} needs about {_gib(need)} (weights + KV cache) but the server's memory "
+                             f"budget is {_gib(budget)}; raise --max-memory or lower the KV cache", 503,
+                             code="insufficient_memory")
+
+        def full_up() -> bool:
+            return len(self.models) >= self.max_loaded_models or (
+                budget is not None and self.memory_in_use + need > budget)
+
+        while full_up():
             idle = [m for m in self.models.values() if not m.num_active]
             if not idle:
-                raise ServeError(f"all {len(self.models)} loaded models are busy (max_loaded_models "
-                                 f"{self.max_loaded_models}); retry soon", 503, code="overloaded",
-                                 headers={"Retry-After": "1"})
+                limit = (f"max_loaded_models {self.max_loaded_models}" if len(self.models) >= self.max_loaded_models
+                         else f"memory budget {_gib(budget)}, {_gib(self.memory_in_use)} in use")
+                raise ServeError(f"all {len(self.models)} loaded models are busy ({limit}); retry soon", 503,
+                                 code="overloaded", headers={"Retry-After": "1"})
             await self.unload(min(idle, key=lambda m: m.idle_since).name)
+
+    async def _fit_after_load(self, model: LoadedModel) -> None:
+        """The estimate was low: unload other idle models (least recently used first) until the budget holds;
+        a model that alone exceeds it is unloaded again and refused."""
+        budget = self.max_memory_bytes
+        while budget is not None and self.memory_in_use > budget:
+            idle = [m for m in self.models.values() if not m.num_active and m is not model]
+            if not idle:
+                break  # the others are busy: they finish, then the next load makes room
+            await self.unload(min(idle, key=lambda m: m.idle_since).name)
+        if budget is not None and model.memory_bytes > budget:
+            await self.unload(model.name)
+            raise ServeError(f"model {model.name} takes {_gib(model.memory_bytes)} (weights + KV cache) but the "
+                             f"server's memory budget is {_gib(budget)}; raise --max-memory or lower the KV cache",
+                             503, code="insufficient_memory")
+
+    def _size_before_load(self, full: str) -> int:
+        """Bytes the model will take: as measured on its last load, else parameters x weight bytes + KV budget."""
+        if full in self._measured or self.max_memory_bytes is None:
+            return self._measured.get(full, 0)
+        from athanor.models.loader import inspect_weights
+
+        params = inspect_weights(self.store.get(full).weights).get("num_parameters") or 0
+        weight_bytes = 4 if self.engine_config.weight_dtype == "float32" else 2
+        kv = 0 if self.engine_config.num_kvcache_blocks else self.engine_config.kv_cache_bytes  # blocks: unknown here
+        return params * weight_bytes + kv
 
     def _load(self, full: str, keep_alive: float, num_ctx: int | None) -> LoadedModel:
         from athanor.engine.llm import LLM
@@ -133,7 +200,8 @@ class ModelManager:
         t0 = time.perf_counter()
         llm = LLM.from_manifest(self.store.get(full), dataclasses.replace(self.engine_config), options)
         llm.load_seconds = time.perf_counter() - t0
-        return LoadedModel(full, llm, AsyncEngine(llm), llm.load_seconds, keep_alive, num_ctx)
+        return LoadedModel(full, llm, AsyncEngine(llm), llm.load_seconds, keep_alive, num_ctx,
+                           memory_bytes=memory_bytes(llm.engine.runner.model))
 
     # --- unload --------------------------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ async def ps(request: Request):
         m = manager.store.get(name)
         expires = lm.expires_at
         out.append(_entry(m) | {"expires_at": expires.isoformat() if expires else "9999-12-31T23:59:59Z",
-                                "size_vram": 0, "context_length": lm.max_model_len})
+                                "size": lm.memory_bytes, "size_vram": 0, "context_length": lm.max_model_len})
     return {"models": out}
 
 

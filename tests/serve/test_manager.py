@@ -10,7 +10,7 @@ from athanor.engine.config import EngineConfig
 from athanor.errors import AthanorError, ModelNotFoundError
 from athanor.models.store import Store
 from athanor.serve.errors import ServeError
-from athanor.serve.manager import ModelManager, parse_keep_alive
+from athanor.serve.manager import ModelManager, parse_bytes, parse_keep_alive
 
 
 @pytest.mark.parametrize("value,seconds", [(None, 300.0), ("", 300.0), (10, 10.0), (0, 0.0), ("0", 0.0),
@@ -79,3 +79,67 @@ def test_lru_unload_when_full_and_num_ctx_reload(tmp_path, tiny_hf_dir):
         manager.shutdown()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("value,size", [(None, None), ("", None), (1000, 1000), ("1000", 1000), ("2KiB", 2048),
+                                        ("512MB", 512_000_000), ("8GiB", 8 * 2**30), ("1.5g", int(1.5 * 2**30))])
+def test_parse_bytes(value, size):
+    assert parse_bytes(value) == size
+
+
+def test_parse_bytes_rejects():
+    with pytest.raises(AthanorError, match="memory size"):
+        parse_bytes("lots")
+
+
+def test_memory_budget_unloads_least_recently_used(tmp_path, tiny_hf_dir):
+    """Three models, a budget for two: a third load unloads the least recently used idle one; a budget smaller
+    than one model refuses it with the sizes in the message; busy models are never unloaded."""
+    store = tiny_store(tmp_path, tiny_hf_dir, names=("a", "b", "c"))
+    config = EngineConfig(num_kvcache_blocks=64, block_size=8)
+    probe = ModelManager(store, config)
+
+    async def main():
+        a = await probe.acquire("a")
+        one = a.memory_bytes
+        probe.release(a)
+        probe.shutdown()
+        assert one > 0
+        manager = ModelManager(store, config, max_memory_bytes=int(2.5 * one))
+        for name in ("a", "b"):
+            manager.release(await manager.acquire(name))
+        manager.release(await manager.acquire("a"))  # a is now the most recently used
+        c = await manager.acquire("c")
+        assert sorted(manager.models) == ["a:latest", "c:latest"] and manager.memory_in_use <= 2.5 * one
+        a = await manager.acquire("a")
+        with pytest.raises(ServeError) as e:  # a and c busy, b does not fit
+            await manager.acquire("b")
+        assert e.value.status == 503 and "memory budget" in e.value.message
+        manager.release(a)
+        manager.release(c)
+        manager.shutdown()
+        tight = ModelManager(store, config, max_memory_bytes=one // 2)
+        with pytest.raises(ServeError) as e:
+            await tight.acquire("a")
+        assert e.value.code == "insufficient_memory" and "takes" in e.value.message  # measured at load, unloaded
+        assert not tight.models
+        tight._measured["a:latest"] = one  # the next time, the size is known before loading
+        with pytest.raises(ServeError) as e:
+            await tight.acquire("a")
+        assert "needs about" in e.value.message and not tight.models
+        tight.shutdown()
+
+    asyncio.run(main())
+
+
+def test_ps_reports_measured_memory(tmp_path, tiny_hf_dir):
+    from fastapi.testclient import TestClient
+
+    from athanor.serve.app import create_app
+
+    store = tiny_store(tmp_path, tiny_hf_dir)
+    with TestClient(create_app(store=store, engine_config=EngineConfig(num_kvcache_blocks=64, block_size=8))) as client:
+        assert client.post("/api/generate", json={"model": "tiny"}).status_code == 200  # load only
+        (entry,) = client.get("/api/ps").json()["models"]
+        loaded = client.app.state.manager.models["tiny:latest"]
+        assert entry["size"] == loaded.memory_bytes > 0
