@@ -55,7 +55,15 @@ class OpenAIChatModel:
         if self.include_usage:
             req["stream_options"] = {"include_usage": True}
         parts: dict[int, dict] = {}  # tool-call index -> {"id", "name", "arguments"} assembled from fragments
+        sent: set[int] = set()  # indices already delivered
         reason, usage = None, None
+
+        def complete(before: float) -> list[ToolCall]:
+            """Calls with an index below `before` are whole (OpenAI streams calls in index order): deliver them."""
+            done = sorted(i for i in parts if i < before and i not in sent)
+            sent.update(done)
+            return [ToolCall(parts[i]["id"] or f"call_{i}", parts[i]["name"], parts[i]["arguments"]) for i in done]
+
         for chunk in self.client.chat.completions.create(model=self.name, messages=messages, stream=True, **req):
             if chunk.usage:
                 usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
@@ -63,10 +71,11 @@ class OpenAIChatModel:
                 reason = choice.finish_reason or reason
                 for tc in choice.delta.tool_calls or []:
                     _merge_fragment(parts.setdefault(tc.index, {"id": "", "name": "", "arguments": ""}), tc)
+                    if ready := complete(tc.index):  # a new call began: the ones before it are complete
+                        yield ChatDelta(tool_calls=ready)
                 if choice.delta.content:
                     yield ChatDelta(text=choice.delta.content)
-        calls = [ToolCall(p["id"] or f"call_{i}", p["name"], p["arguments"]) for i, p in sorted(parts.items())]
-        yield ChatDelta(tool_calls=calls, finish_reason=reason or "stop", usage=usage)
+        yield ChatDelta(tool_calls=complete(float("inf")), finish_reason=reason or "stop", usage=usage)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         r = self.client.embeddings.create(model=self.name, input=texts)

@@ -77,8 +77,13 @@ def test_parallel_tool_calls_complete_and_streamed(model):
                 ToolCall("call_1", "calculator", '{"expression": "2+2"}')]
     r = m.chat(msgs, tools=TOOLS)
     assert r.tool_calls == expected and r.finish_reason == "tool_calls" and r.text == ""
-    streamed = collect(m.stream(msgs, tools=TOOLS))
+    deltas = list(m.stream(msgs, tools=TOOLS))
+    streamed = collect(iter(deltas))
     assert streamed.tool_calls == expected and streamed.finish_reason == "tool_calls"
+    # each call is delivered once whole: the first as soon as the second begins, the last with the finish
+    with_calls = [d for d in deltas if d.tool_calls]
+    assert [d.tool_calls for d in with_calls] == [[expected[0]], [expected[1]]]
+    assert with_calls[0].finish_reason is None and with_calls[1].finish_reason == "tool_calls"
     assert requests[0]["body"]["tools"] == TOOLS
     # the follow-up request with tool results goes through in OpenAI's message shape
     follow = msgs + [tool_call_message("", r.tool_calls)] + [
