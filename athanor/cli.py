@@ -19,6 +19,10 @@ def _mount_subcommands() -> None:
     from athanor.rag.cli import kb_app  # imports only typer: `athanor --help` stays instant (tested)
 
     app.add_typer(kb_app, name="kb", help="Knowledge bases: ingest folders, hybrid search, cited answers.")
+    from athanor.workflow.cli import workflow_app  # imports only typer; the engine loads inside the commands
+
+    app.add_typer(workflow_app, name="workflow",
+                  help="Workflows: validate and run Dify app DSL files, inspect runs (validate, run, runs, show, export).")
 
 
 _mount_subcommands()
@@ -53,10 +57,15 @@ def _parse_options(pairs: list[str] | None) -> dict:
     return out
 
 
-def _engine_config(device: str, dtype: str):
+WeightsOption = typer.Option(
+    "auto", "--weights", help="matmul weights on CPU: auto (fp16), float32 (exact), q8_0 / q4_1 (int8 kernels, "
+                              "fastest), gguf (the file's own quantization, as llama.cpp runs it)")
+
+
+def _engine_config(device: str, dtype: str, weights: str = "auto"):
     from athanor.engine.config import EngineConfig
 
-    return EngineConfig(device=device, dtype=dtype)
+    return EngineConfig(device=device, dtype=dtype, weight_dtype=weights)
 
 
 # --- run / generate ----------------------------------------------------------------------------------------
@@ -70,12 +79,13 @@ def run(
     option: Optional[list[str]] = OptionList,
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
+    weights: str = WeightsOption,
 ) -> None:
     """Chat with a model: one answer when a prompt is given or piped, else an interactive session."""
     from athanor.chat_cli import interactive, one_shot, read_piped_prompt
 
     text = " ".join(prompt or []) + read_piped_prompt()
-    llm = _load(model, option, device, dtype)
+    llm = _load(model, option, device, dtype, weights)
     if text.strip():
         one_shot(llm, text, verbose)
     else:
@@ -90,21 +100,22 @@ def generate(
     option: Optional[list[str]] = OptionList,
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
+    weights: str = WeightsOption,
 ) -> None:
     """Raw completion of PROMPT, without the chat template."""
     from athanor.chat_cli import stream_answer
 
-    llm = _load(model, option, device, dtype)
+    llm = _load(model, option, device, dtype, weights)
     stream_answer(llm, llm.tokenizer.encode(" ".join(prompt)), {}, verbose)
 
 
-def _load(model: str, option, device: str, dtype: str):
+def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
     from athanor.engine.llm import ENGINE_OPTIONS, LLM
     from athanor.engine.sampling_params import SamplingParams
 
     options = _parse_options(option)
     SamplingParams.from_options({}, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})  # fail early
-    return LLM.load(model, _engine_config(device, dtype), **options)
+    return LLM.load(model, _engine_config(device, dtype, weights), **options)
 
 
 # --- the store ---------------------------------------------------------------------------------------------
@@ -319,6 +330,7 @@ def serve(
                                                   "(least recently used idle models unload to fit)"),
     max_pending: int = typer.Option(256, help="queued requests before answering 503 with Retry-After"),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
+    weights: str = WeightsOption,
     log_level: str = typer.Option("info"),
 ) -> None:
     """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
@@ -326,7 +338,7 @@ def serve(
     from athanor.serve.manager import parse_bytes, parse_keep_alive
 
     run(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),
-        engine_config=_engine_config(device, "auto"), max_pending=max_pending,
+        engine_config=_engine_config(device, "auto", weights), max_pending=max_pending,
         max_loaded_models=max_loaded_models, max_memory_bytes=parse_bytes(max_memory), log_level=log_level)
 
 

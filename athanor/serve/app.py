@@ -55,8 +55,9 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
     install_error_handlers(app)
     from athanor.rag import routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
+    from athanor.workflow import routes as workflow_routes  # Dify-shaped workflow routes (issue 6); engine loads on use
 
-    for module in (openai_api, ollama_api, ollama_models, kb_routes):
+    for module in (openai_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])

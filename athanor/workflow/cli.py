@@ -1,0 +1,183 @@
+"""`athanor workflow …`: the typer sub-app `workflow_app` (mounted by athanor/cli.py). Parse → call → print.
+
+    validate FILE                     every problem at once, with node ids (exit 1 when there are any)
+    run FILE --input k=v [--stream]   run a Dify app file; outputs as JSON (or the answer, streamed)
+    runs                              recent runs;  show RUN_ID: one run with every node execution
+    export FILE --out OUT             write the app back in Dify's format (optionally {"data": ...} wrapped)
+Not for: logic (engine.py, validate.py, runs.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+workflow_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                           help="workflows: validate and run Dify app DSL files, inspect runs")
+
+ModelOpt = typer.Option(None, "--model", help="default model spec for llm-type nodes, e.g. smollm2")
+ModelMapOpt = typer.Option(None, "--model-map", help="YAML/JSON file mapping Dify model names to model specs")
+InputOpt = typer.Option(None, "--input", "-i", help="start input KEY=VALUE (repeatable; KEY=@FILE reads a file)")
+AllowHostOpt = typer.Option(None, "--allow-host", help="extra host the http-request node may reach (repeatable)")
+ConversationOpt = typer.Option(None, "--conversation-id", help="advanced-chat: continue (or start) this conversation")
+OutOpt = typer.Option(..., "--out", "-o", help="where to write the YAML")
+
+
+def parse_inputs(pairs: list[str] | None) -> dict:
+    """k=v pairs -> dict of strings (the start node's declared types cast them); k=@PATH reads a file."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"input {pair!r} is not KEY=VALUE")
+        if value.startswith("@") and Path(value[1:]).is_file():
+            value = Path(value[1:]).read_text(encoding="utf-8")
+        out[key.strip()] = value
+    return out
+
+
+def _services(model: str | None, model_map: Path | None):
+    from athanor.workflow.services import Services
+
+    return Services.from_options(model, str(model_map) if model_map else None)
+
+
+@workflow_app.command("validate")
+def validate(file: Path, model: str | None = ModelOpt, model_map: Path | None = ModelMapOpt) -> None:
+    """Check a Dify app file; print every problem with its node id."""
+    from athanor.workflow.dsl import load_app
+    from athanor.workflow.validate import validate_app
+
+    app = load_app(file)
+    services = _services(model, model_map) if (model or model_map) else None
+    problems = validate_app(app, services)
+    for p in problems:
+        typer.echo(str(p))
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) in {file}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {app.name or file.name} ({app.mode}, {len(app.nodes)} nodes, {len(app.edges)} edges)")
+
+
+@workflow_app.command("run")
+def run(
+    file: Path,
+    input: list[str] | None = InputOpt,
+    query: str = typer.Option("", "--query", "-q", help="the user message (advanced-chat apps: sys.query)"),
+    stream: bool = typer.Option(False, "--stream", help="print answer text as it is generated"),
+    events: bool = typer.Option(False, "--events", help="print every event as a JSON line"),
+    model: str | None = ModelOpt,
+    model_map: Path | None = ModelMapOpt,
+    allow_host: list[str] | None = AllowHostOpt,
+    conversation_id: str | None = ConversationOpt,
+) -> None:
+    """Run a workflow (or one advanced-chat turn); the run is saved for `workflow runs` / `workflow show`."""
+    from athanor.workflow.dsl import load_app
+    from athanor.workflow.engine import WorkflowEngine
+    from athanor.workflow.runs import RunStore
+
+    app = load_app(file)
+    services = _services(model, model_map)
+    services.http_allow_hosts |= set(allow_host or [])
+    store = RunStore()
+    observers = [store.observer(app)]
+    if events:
+        observers.append(lambda e: typer.echo(json.dumps(e, ensure_ascii=False, default=str)))
+    elif stream:
+        observers.append(_print_text)
+    saved = store.conversation(conversation_id) if conversation_id else None
+    count = (saved or {}).get("dialogue_count", 0) + 1
+    try:
+        result = WorkflowEngine(app, services, observers).run(
+            parse_inputs(input), query=query, conversation_id=conversation_id, dialogue_count=count,
+            conversation=(saved or {}).get("variables"))
+    finally:
+        services.close()
+    if app.mode == "advanced-chat" and result.status != "failed":
+        store.save_conversation(result.conversation_id, app.name, result.conversation, count)
+        typer.echo(f"conversation {result.conversation_id} (continue with --conversation-id)", err=True)
+    if stream and not events:
+        typer.echo("")
+    if result.status == "failed":
+        typer.echo(f"error: {result.error} (run {result.run_id})", err=True)
+        raise typer.Exit(1)
+    if not events and not (stream and app.mode == "advanced-chat"):
+        shown = result.answer if app.mode == "advanced-chat" else json.dumps(result.outputs, ensure_ascii=False,
+                                                                              indent=2, default=str)
+        typer.echo(shown)
+    typer.echo(f"run {result.run_id}: {result.status} in {result.elapsed_time:.2f} s, {result.total_steps} steps",
+               err=True)
+
+
+def _print_text(event: dict) -> None:
+    if event["event"] == "text_chunk":
+        sys.stdout.write(event["data"]["text"])
+    elif event["event"] == "message":
+        sys.stdout.write(event["answer"])
+    else:
+        return
+    sys.stdout.flush()
+
+
+@workflow_app.command("runs")
+def runs(limit: int = typer.Option(20, help="how many, newest first")) -> None:
+    """Recent workflow runs."""
+    import time
+
+    from athanor.workflow.runs import RunStore
+
+    rows = RunStore().list_runs(limit)
+    if not rows:
+        typer.echo("no workflow runs yet")
+        return
+    typer.echo(f"{'RUN ID':36}  {'STATUS':17}  {'SECONDS':>8}  {'STARTED':19}  APP")
+    for r in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"] or 0))
+        typer.echo(f"{r['id']:36}  {r['status']:17}  {r['elapsed_time'] or 0:8.2f}  {started}  {r['app_name']}")
+
+
+@workflow_app.command("show")
+def show(run_id: str, as_json: bool = typer.Option(False, "--json", help="the whole record as JSON")) -> None:
+    """One run: inputs, outputs, status, and every node execution."""
+    from athanor.workflow.runs import RunStore
+
+    run = RunStore().get_run(run_id)
+    if as_json:
+        typer.echo(json.dumps(run, ensure_ascii=False, indent=2, default=str))
+        return
+    typer.echo(f"run {run['id']}  app {run['app_name']} ({run['app_mode']})  status {run['status']}  "
+               f"{run['elapsed_time'] or 0:.2f} s  {run['total_steps'] or 0} steps")
+    typer.echo(f"inputs:  {json.dumps(run['inputs'], ensure_ascii=False, default=str)}")
+    typer.echo(f"outputs: {json.dumps(run['outputs'], ensure_ascii=False, default=str)}")
+    if run["error"]:
+        typer.echo(f"error:   {run['error']}")
+    for n in run["node_executions"]:
+        scope = f" [{'iteration ' + n['iteration_id'] if n['iteration_id'] else 'loop ' + n['loop_id']}]" \
+            if n["iteration_id"] or n["loop_id"] else ""
+        typer.echo(f"  {n['idx']:>3}  {n['node_id']:24} {n['node_type']:20} {n['status']:10} "
+                   f"{n['elapsed_time'] or 0:7.3f} s{scope}" + (f"  error: {n['error']}" if n["error"] else ""))
+
+
+@workflow_app.command("export")
+def export(file: Path, out: Path = OutOpt,
+           wrapped: bool = typer.Option(False, "--wrapped", help='write {"data": "<yaml>"} JSON as Dify\'s API does')
+           ) -> None:
+    """Write an app back in Dify's DSL format (reads plain or wrapped files)."""
+    from athanor.workflow.dsl import load_app, save_app
+
+    app = load_app(file)
+    save_app(app, out, wrapped)
+    typer.echo(f"wrote {out} ({app.mode}, {len(app.nodes)} nodes)")
+
+
+if __name__ == "__main__":  # `python -m athanor.workflow.cli …` runs the sub-app on its own
+    from athanor.errors import AthanorError
+
+    try:
+        workflow_app()
+    except (AthanorError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None

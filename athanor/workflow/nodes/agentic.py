@@ -1,0 +1,166 @@
+"""tool and agent: Dify's nodes that call tools (workflow/tools.py resolves names to athanor tools).
+
+tool: `tool_parameters` {name: {type: variable | constant | mixed, value}} (plus constant
+`tool_configurations`) become the arguments of one call; outputs text, files ([]) and json (the result parsed,
+when it is JSON). A failing tool fails the node.
+agent: Dify's agent node (agent_parameters model / tools / instruction / query / maximum_iterations, each
+{type, value}); agent_strategy_name function_calling runs athanor's ToolCallingAgent, ReAct its ReActAgent.
+Each agent step is emitted as an `agent_log` event, the final answer is streamed to [node_id, "text"].
+An agent that stops without an answer (step or time limit) fails the node with the reason.
+Not for: the agent loops (agent/native.py, agent/react.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from athanor.agent.tools import ToolError
+from athanor.errors import AthanorError
+from athanor.workflow import prompting
+from athanor.workflow.nodes.base import Node, NodeResult, RunContext, WorkflowNodeError, register
+from athanor.workflow.tools import PresetTool, known_arguments, resolve_tool, unknown_tool_message
+
+STRATEGIES = {"function_calling": "function_calling", "functioncalling": "function_calling", "react": "react"}
+DEFAULT_MAX_ITERATIONS = 3  # Dify's default for the agent node
+
+
+def _value(ctx: RunContext, param):
+    """One {type, value} parameter -> its value: a selector looked up, a template rendered, a constant as is."""
+    if not isinstance(param, dict) or "type" not in param:
+        return param
+    kind, value = param.get("type"), param.get("value")
+    if kind == "variable":
+        return ctx.pool.get(list(value or []))
+    if isinstance(value, str) and "{{#" in value:
+        return prompting.render(ctx, value)
+    return value
+
+
+def _json_or_none(text: str):
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
+def _tool_problem(name, provider, provider_type) -> list[str]:
+    from athanor.workflow.tools import BUILTIN_TOOLS
+
+    if not name:
+        return ["no tool_name"]
+    if provider_type == "mcp" or name in BUILTIN_TOOLS:
+        return []  # MCP tools are known only when the run's tools are connected
+    return [unknown_tool_message(name, provider)]
+
+
+@register
+class ToolNode(Node):
+    type = "tool"
+
+    def check(self, app) -> list[str]:
+        d = self.data
+        return _tool_problem(d.get("tool_name"), d.get("provider_name") or d.get("provider_id"), d.get("provider_type"))
+
+    def run(self, ctx: RunContext) -> NodeResult:
+        d = self.data
+        name = d.get("tool_name") or ""
+        tool = resolve_tool(name, ctx.services)
+        if tool is None:
+            raise WorkflowNodeError(unknown_tool_message(name, d.get("provider_name")))
+        arguments = {k: _value(ctx, v) for k, v in (d.get("tool_configurations") or {}).items()}
+        arguments |= {k: _value(ctx, v) for k, v in (d.get("tool_parameters") or {}).items()}
+        arguments = {k: v for k, v in arguments.items() if v is not None}
+        arguments, ignored = known_arguments(tool, arguments)
+        try:
+            text = tool.call(arguments)
+        except ToolError as e:
+            raise WorkflowNodeError(f"tool {name}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - any tool failure is the node's failure, shown in one line
+            raise WorkflowNodeError(f"tool {name} failed: {e}") from None
+        parsed = _json_or_none(text)
+        details = {"tool": tool.name, "ignored_arguments": ignored} if ignored else {"tool": tool.name}
+        return NodeResult({"text": text, "files": [], "json": [parsed] if parsed is not None else []},
+                          inputs=arguments, process_data=details)
+
+
+@register
+class AgentNode(Node):
+    type = "agent"
+
+    def _param(self, name: str) -> dict:
+        return (self.data.get("agent_parameters") or {}).get(name) or {}
+
+    def _tool_entries(self) -> list[dict]:
+        return [t for t in self._param("tools").get("value") or [] if isinstance(t, dict) and t.get("enabled", True)]
+
+    def check(self, app) -> list[str]:
+        problems = []
+        strategy = str(self.data.get("agent_strategy_name") or "").lower()
+        if strategy not in STRATEGIES:
+            problems.append(f"agent strategy {self.data.get('agent_strategy_name')!r} is not supported "
+                            "(function_calling or ReAct)")
+        problems += prompting.model_shape_problems(prompting.node_model(self.data))
+        for t in self._tool_entries():
+            problems += _tool_problem(t.get("tool_name"), t.get("provider_name"), t.get("type"))
+        if not self._param("query"):
+            problems.append("agent has no query")
+        return problems
+
+    def run(self, ctx: RunContext) -> NodeResult:
+        from athanor.agent.memory import BufferMemory
+
+        strategy = STRATEGIES.get(str(self.data.get("agent_strategy_name") or "").lower())
+        if strategy is None:
+            raise WorkflowNodeError(f"agent strategy {self.data.get('agent_strategy_name')!r} is not supported")
+        model_cfg = prompting.node_model(self.data) or {}
+        query = str(_value(ctx, self._param("query")) or "")
+        instruction = str(_value(ctx, self._param("instruction")) or "").strip()
+        max_iterations = int(_value(ctx, self._param("maximum_iterations")) or DEFAULT_MAX_ITERATIONS)
+        tools = [self._tool(ctx, t) for t in self._tool_entries()]
+        memory = BufferMemory()
+        for message in prompting.history(ctx, self.data.get("memory")):
+            memory.add(message)
+        model, events = ctx.services.chat_model(model_cfg), []
+        try:
+            agent = self._agent(strategy, model, tools, memory, instruction, max_iterations,
+                                prompting.model_options(model_cfg), ctx)
+            for event in agent.stream(query):
+                events.append(event)
+                ctx.emit("agent_log", {"node_id": self.id, "label": event.kind, "step": event.step,
+                                       "data": {"text": event.text, "tool": event.tool, "arguments": event.arguments}})
+                ctx.check_deadline()
+        except WorkflowNodeError:
+            raise
+        except (AthanorError, ValueError, ToolError) as e:  # bad options, context too long, duplicate tools
+            raise WorkflowNodeError(f"agent: {e}") from None
+        final = events[-1]
+        if final.kind != "answer":
+            raise WorkflowNodeError(f"agent {final.text} without an answer")
+        ctx.stream([self.id, "text"], final.text)
+        log = [{"kind": e.kind, "step": e.step, "text": e.text, "tool": e.tool} for e in events]
+        return NodeResult({"text": final.text, "files": [], "json": []}, inputs={"query": query},
+                          process_data={"strategy": strategy, "tools": [t.name for t in tools], "steps": final.step,
+                                        "agent_log": log})
+
+    def _tool(self, ctx: RunContext, entry: dict):
+        name = entry.get("tool_name") or ""
+        tool = resolve_tool(name, ctx.services)
+        if tool is None:
+            raise WorkflowNodeError(unknown_tool_message(name, entry.get("provider_name")))
+        fixed = {k: v.get("value") if isinstance(v, dict) else v for k, v in (entry.get("settings") or {}).items()}
+        fixed |= {k: v.get("value") for k, v in (entry.get("parameters") or {}).items()
+                  if isinstance(v, dict) and not v.get("auto") and v.get("value") is not None}
+        fixed, _ = known_arguments(tool, {k: v for k, v in fixed.items() if v is not None})
+        return PresetTool(tool, fixed) if fixed else tool
+
+    def _agent(self, strategy, model, tools, memory, instruction, max_iterations, options, ctx):
+        from athanor.agent.native import DEFAULT_SYSTEM, ToolCallingAgent
+        from athanor.agent.react import DEFAULT_PREFIX, ReActAgent
+
+        seconds = ctx.services.max_seconds
+        if strategy == "react":
+            return ReActAgent(model, tools, memory=memory, max_iterations=max_iterations, max_seconds=seconds,
+                              prefix=instruction or DEFAULT_PREFIX, options=options)
+        return ToolCallingAgent(model, tools, memory=memory, max_iterations=max_iterations, max_seconds=seconds,
+                                system=instruction or DEFAULT_SYSTEM, options=options)
