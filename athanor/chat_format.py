@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from athanor.gotemplate import is_go_template
+from athanor.gotemplate import parse as parse_go
+
 if TYPE_CHECKING:
     from athanor.tokenizer import Tokenizer
 
@@ -19,6 +22,9 @@ def adapt_to_template(tokenizer: Tokenizer, messages: list[dict], tools: list[di
                       chat_template: str | None = None) -> tuple[list[dict], list[dict] | None]:
     """(messages, tools) ready for the template: tools and calls as text where the template lacks them."""
     source = _template_source(tokenizer, chat_template)
+    if is_go_template(source):  # an Ollama template: it knows tools/calls when it mentions .Tools/.ToolCalls
+        names = parse_go(source).vars
+        source = " ".join(n for n, k in (("tools", "tools"), ("tool_calls", "toolcalls")) if k in names)
     if tools and "tools" not in source:
         listing = "You can call these functions:\n" + "\n".join(json.dumps(t.get("function", t)) for t in tools)
         if messages and messages[0]["role"] == "system":

@@ -23,7 +23,9 @@ import jinja2.ext
 import tokenizers
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from athanor import gotemplate
 from athanor.errors import AthanorError, ModelFormatError
+from athanor.gotemplate import is_go_template
 
 # Generic ChatML, used only when a caller asks for it by name (`chat_template="chatml"`): guessing a format for a
 # model that has none would silently produce prompts it was never trained on. Pair it with "<|im_end|>" as a stop.
@@ -43,6 +45,11 @@ _REPLACEMENT = "\ufffd"
 
 
 # ----------------------------------------------------------------------------------------------------------- Jinja
+
+
+@lru_cache(maxsize=32)
+def _parse_go(source: str) -> gotemplate.GoTemplate:
+    return gotemplate.parse(source)
 
 
 def _raise_exception(message: str) -> None:
@@ -164,8 +171,16 @@ class Tokenizer:
 
     def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True,
                             tools: list[dict] | None = None, chat_template: str | None = None, **extra: Any) -> str:
-        """Render `messages` with the model's Jinja template (or `chat_template`: a source, a name, or "chatml")."""
-        template = _compile_template(self._pick_template(chat_template, tools))
+        """Render `messages` with the model's template (or `chat_template`: a source, a name, or "chatml"): Jinja,
+        or an Ollama Go template (a Modelfile TEMPLATE), which renders as Ollama would and always ends with the
+        assistant's turn."""
+        source = self._pick_template(chat_template, tools)
+        if is_go_template(source):
+            if not add_generation_prompt:
+                raise AthanorError("an Ollama Go template always ends with the assistant's turn; "
+                                   "add_generation_prompt=False needs a Jinja chat template")
+            return gotemplate.render_prompt(_parse_go(source), messages, tools)
+        template = _compile_template(source)
         # Like transformers: drop None-valued keys (OpenAI clients send content=None with tool_calls), which
         # templates handle as "missing" but would otherwise render as the text "None".
         messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
@@ -194,8 +209,10 @@ class Tokenizer:
         return self.chat_template
 
     def encode_chat(self, messages: list[dict], **kw: Any) -> list[int]:
-        # Templates write BOS themselves ("{{ bos_token }}"), so the encoder must not add another.
-        return self.encode(self.apply_chat_template(messages, **kw), add_special_tokens=False)
+        # Jinja templates write BOS themselves ("{{ bos_token }}"), so the encoder must not add another; Ollama's
+        # Go templates leave BOS to the tokenizer (llama.cpp adds it), and encode() never doubles it.
+        go = is_go_template(self._pick_template(kw.get("chat_template"), kw.get("tools")))
+        return self.encode(self.apply_chat_template(messages, **kw), add_special_tokens=go)
 
 
 # ------------------------------------------------------------------------------------------ loading (from_hf_dir)

@@ -4,14 +4,14 @@ Instructions: FROM, PARAMETER, TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE (keyw
 lines). A value is bare (the rest of the line), `"quoted"` (one line; `\\"` and `\\\\` escapes) or
 `\"\"\"multi-line\"\"\"` (one newline right after the opening and right before the closing quotes is dropped).
 
-Not for resolving FROM or ADAPTER paths or writing manifests (store.py does that) and not for Ollama's Go
-templates: TEMPLATE holds a Jinja chat template, the Hugging Face convention that tokenizer.py renders.
+TEMPLATE holds a Jinja chat template (the Hugging Face convention) or an Ollama Go template (`{{ .Prompt }}`,
+`{{ range .Messages }}`); both are checked here and rendered by tokenizer.py (Go ones via athanor.gotemplate).
+Not for resolving FROM or ADAPTER paths or writing manifests (store.py does that).
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,6 @@ PARAMETER_TYPES: dict[str, type] = {
 }
 MESSAGE_ROLES = ("system", "user", "assistant")
 INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE")
-
-# `{{ .Prompt }}`, `{{- if .System }}`, `{{ range .Messages }}`, `{{ end }}`: Go text/template, not Jinja
-_GO_TEMPLATE = re.compile(r"\{\{-?\s*(\.|\$|(if|range|with)\s+[.$]|else\b|end\b|template\s|block\s)")
 
 
 class ModelfileError(AthanorError):
@@ -208,14 +205,14 @@ def _set_parameter(mf: Modelfile, name: str, raw: str, lineno: int) -> None:
 
 
 def _check_template(template: str, path: str, lineno: int) -> str:
-    if _GO_TEMPLATE.search(template):
-        raise ModelfileError(
-            path,
-            lineno,
-            "TEMPLATE",
-            "looks like an Ollama Go template; athanor needs a Jinja chat template "
-            "(Hugging Face style, e.g. {% for message in messages %}...)",
-        )
+    from athanor.gotemplate import GoTemplateError, is_go_template, parse
+
+    if is_go_template(template):  # Ollama's TEMPLATE syntax: rendered by athanor.gotemplate the way Ollama does
+        try:
+            parse(template)
+        except GoTemplateError as e:
+            raise ModelfileError(path, lineno, "TEMPLATE", str(e)) from None
+        return template
     import jinja2  # lazy: only Modelfiles with a TEMPLATE pay for it
 
     try:

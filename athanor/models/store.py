@@ -36,7 +36,7 @@ class Manifest(BaseModel):
     name: str = Field(description="full name with tag, e.g. 'mario:latest'")
     weights: str = Field(description="absolute path to a .gguf file or a Hugging Face model directory")
     format: Literal["gguf", "hf"] = Field(description="how `weights` is stored")
-    template: str | None = Field(None, description="Jinja chat template override; None -> the model's own")
+    template: str | None = Field(None, description="chat template override (Jinja, or an Ollama Go template); None -> the model's own")
     system: str | None = Field(None, description="default system prompt; None -> none added")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Ollama PARAMETERs; stop is a list")
     adapters: list[str] = Field(default_factory=list, description="absolute paths of PEFT LoRA adapter dirs")

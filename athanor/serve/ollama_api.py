@@ -3,8 +3,9 @@
 The last object of a stream (or the only one) carries done_reason and Ollama's timings in nanoseconds.
 `format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/grammar.py). `tools` go through
 the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
-Ollama's shape) in one chunk before the final one. Not supported: `images`, `template` (Go templates), `think`:
-a clear 400 for each. Model management routes live in ollama_models.py.
+Ollama's shape) in one chunk before the final one. /api/generate's `template` is an Ollama Go template
+(athanor.gotemplate). Not supported: `images`, `think`: a clear 400 for each. Model management routes live in
+ollama_models.py.
 """
 
 from __future__ import annotations
@@ -120,13 +121,22 @@ async def chat(body: ChatRequest, request: Request):
 @router.post("/api/generate")
 async def generate(body: GenerateRequest, request: Request):
     body.check_supported()
-    if body.template:
-        raise ServeError("template (Go templates) is not supported; models use their Jinja chat template")
+    template = _request_template(body.template) if body.template and not body.raw else None
     if body.suffix or body.images:
         raise ServeError("suffix and images are not supported by athanor serve")
     if not body.prompt:
         return await _load_only(request, body)
-    return await _run(request, body, lambda llm: _generate_prompt(llm, body), chat=False)
+    return await _run(request, body, lambda llm: _generate_prompt(llm, body, template), chat=False)
+
+
+def _request_template(source: str):
+    """/api/generate's `template`: an Ollama Go template for this request only (Ollama parses it the same way)."""
+    from athanor.gotemplate import GoTemplateError, parse
+
+    try:
+        return parse(source)
+    except GoTemplateError as e:
+        raise ServeError(f"template: {e}") from None
 
 
 class EmbedRequest(OllamaBase):
@@ -170,13 +180,20 @@ async def _embed(request: Request, body: OllamaBase, inputs: list[str], truncate
     return vectors, tokens, {"total_duration": int((t2 - t0) * 1e9), "load_duration": int((t1 - t0) * 1e9)}
 
 
-def _generate_prompt(llm, body: GenerateRequest) -> list[int]:
-    """raw: the prompt as is; else the chat template around one user turn (and `system`)."""
+def _generate_prompt(llm, body: GenerateRequest, template=None) -> list[int]:
+    """raw: the prompt as is; else the chat template (or the request's Go `template`) around one user turn."""
     context = list(body.context or [])
     if body.raw:
         return context + llm.tokenizer.encode(body.prompt, add_special_tokens=not context)
     messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
         {"role": "user", "content": body.prompt}]
+    if template is not None:  # Ollama: system (request's, else the model's), MESSAGEs unless context, the prompt
+        from athanor.gotemplate import render_prompt
+
+        system = body.system or llm.system
+        msgs = ([{"role": "system", "content": system}] if system else []) + ([] if context else llm.messages)
+        text = render_prompt(template, msgs + [{"role": "user", "content": body.prompt}])
+        return context + llm.tokenizer.encode(text, add_special_tokens=not context)
     return context + llm.chat_prompt(messages)
 
 

@@ -144,11 +144,13 @@ def test_error_uses_the_real_path(tmp_path):
         parse_modelfile(path)
 
 
-def test_go_template_is_refused():
-    with pytest.raises(ModelfileError, match=r"^M:2: TEMPLATE: looks like an Ollama Go template"):
-        parse_modelfile_text('FROM a\nTEMPLATE """{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}"""\n', "M")
-    with pytest.raises(ModelfileError, match="Go template"):
+def test_go_template_is_accepted_and_checked():
+    mf = parse_modelfile_text('FROM a\nTEMPLATE """{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}"""\n', "M")
+    assert mf.template == "{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}"
+    with pytest.raises(ModelfileError, match=r"^M:2: TEMPLATE: Go template 1:\d+: unexpected EOF"):
         parse_modelfile_text("FROM a\nTEMPLATE {{- range .Messages }}x\n", "M")
+    with pytest.raises(ModelfileError, match=r"^M:2: TEMPLATE: Go template 1:4: function 'upper' not defined"):
+        parse_modelfile_text('FROM a\nTEMPLATE "{{ upper .Prompt }}"\n', "M")
 
 
 def test_bad_jinja_is_refused():
