@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+QUANT_KINDS = ("q4_1", "q8_0")  # block formats the CPU kernels read (athanor/nn/quant.py)
+WEIGHT_DTYPES = ("auto", "float32", "float16", *QUANT_KINDS, "gguf")
+
 
 @dataclass
 class EngineConfig:
@@ -21,6 +24,9 @@ class EngineConfig:
     dtype: str = "auto"  # math and activations: auto -> float32 on CPU, bfloat16 on CUDA; or float32 / bfloat16 / float16
     # How matmul weights are stored. auto -> float16 on CPU when FBGEMM's fp16 GEMM is there (fp32 math, half the
     # bytes read per token: ~1.7x faster decode here), else the same as dtype. float32 keeps exact weights.
+    # q4_1 / q8_0: GGUF-style blocks through athanor's AVX2 kernels (nn/quant.py), activations quantized to int8
+    # per block as llama.cpp does (fastest; answers drift from the float path as llama.cpp's do); gguf: the file's
+    # own block format (q4_1 for 4-bit files, q8_0 above), i.e. what llama.cpp runs.
     weight_dtype: str = "auto"
 
     def __post_init__(self) -> None:
@@ -31,8 +37,8 @@ class EngineConfig:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs (every running sequence needs a token)")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.weight_dtype not in ("auto", "float32", "float16"):
-            raise ValueError(f"weight_dtype must be auto, float32 or float16, got {self.weight_dtype!r}")
+        if self.weight_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weight_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.weight_dtype!r}")
 
     def torch_dtype(self):
         import torch
@@ -53,6 +59,31 @@ class EngineConfig:
             if on_cpu_fp32:
                 raise ValueError("weight_dtype float16 needs FBGEMM's fp16 GEMM, which this torch build lacks")
             raise ValueError("weight_dtype float16 is for CPU with dtype float32; on GPU use dtype float16")
-        if self.weight_dtype == "auto":
+        if self.weight_dtype in ("auto", "gguf", *QUANT_KINDS):  # quantized plans: for matmuls the plan leaves out
             return torch.float16 if on_cpu_fp32 and fbgemm_fp16_available() else math
         return torch.float16 if self.weight_dtype == "float16" else math
+
+    def quant_plan(self, file_quantization: str | None) -> dict[str, str] | None:
+        """Which matmuls read block-quantized weights ({"linear": kind, "lm_head": kind}), or None.
+
+        q4_1 / q8_0: the projections in that format, the LM head q8_0. gguf: a file quantized to 4 bits or fewer
+        runs its projections as q4_1 (Q4_0/Q4_1 re-pack exactly; K-quants approximately), one with more bits as
+        q8_0 (a float file keeps the float path). Only on CPU with float32 math, with kernels compiled here.
+        """
+        import torch
+
+        if self.weight_dtype not in ("gguf", *QUANT_KINDS):
+            return None
+        if self.device != "cpu" or self.torch_dtype() != torch.float32:
+            raise ValueError(f"weight_dtype {self.weight_dtype} is for CPU with dtype float32")
+        from athanor.nn import quant
+
+        if not quant.available():
+            raise ValueError(f"weight_dtype {self.weight_dtype}: the quantized kernels are unavailable here "
+                             f"({quant.unavailable_reason()})")
+        if self.weight_dtype in QUANT_KINDS:
+            return {"linear": self.weight_dtype, "lm_head": "q8_0"}
+        fq = (file_quantization or "").upper()
+        if not fq or fq in ("F32", "F16", "BF16"):
+            return None
+        return {"linear": "q4_1" if fq.startswith(("Q2", "Q3", "Q4", "IQ")) else "q8_0", "lm_head": "q8_0"}

@@ -103,7 +103,8 @@ class LLM:
             config.max_model_len = int(params["num_ctx"])
         ckpt.config.max_position_embeddings = max(ckpt.config.max_position_embeddings, config.max_model_len)
         model = build_model(ckpt.config, ckpt.tensors, device=config.device, dtype=config.torch_dtype(),
-                            weight_dtype=config.torch_weight_dtype())
+                            weight_dtype=config.torch_weight_dtype(),
+                            quant=config.quant_plan(ckpt.info.get("quantization")))
         engine = LLMEngine(model, config, eos_token_ids=set(ckpt.tokenizer.stop_token_ids))
         defaults = _generation_defaults(ckpt.generation_defaults) | {
             k: v for k, v in params.items() if k not in ENGINE_OPTIONS

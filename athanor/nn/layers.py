@@ -93,16 +93,32 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(in_features, out_features))  # (in, out)
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.packed: torch.Tensor | None = None  # FBGEMM fp16 matrix, replaces `weight` when set
+        self.qweight = None  # athanor.nn.quant.QuantizedWeight (q4_1 / q8_0 blocks), replaces `weight` when set
 
     def pack_fp16(self) -> None:
         self.packed = pack_fp16(self.weight.detach().t())
         self.packed_bytes = self.weight.numel() * 2  # FBGEMM's packed tensor does not report its size
         self.weight = nn.Parameter(torch.empty(0), requires_grad=False)  # free the fp32 copy
 
+    def quantize(self, kind: str) -> None:
+        """GGUF-style block weights read by athanor's AVX2 kernels (nn/quant.py); fp32 activations in and out."""
+        from athanor.nn.quant import QuantizedWeight
+
+        self.qweight = QuantizedWeight.quantize(self.weight.detach().t(), kind)  # (out, in) blocks
+        self.weight = nn.Parameter(torch.empty(0), requires_grad=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.qweight is not None:
+            return _qmatmul(x, self.qweight, self.bias)
         if self.packed is not None:
             return torch.fbgemm_linear_fp16_weight_fp32_activation(x, self.packed, self.bias)
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
+
+
+def _qmatmul(x: torch.Tensor, qweight, bias: torch.Tensor | None) -> torch.Tensor:
+    from athanor.nn.quant import qmatmul
+
+    return qmatmul(x, qweight, bias)  # threads: torch.get_num_threads() (results identical for any count)
 
 
 @functools.cache  # probed once per process: it runs a tiny GEMM
@@ -152,6 +168,7 @@ class LMHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(vocab, hidden))  # (V, C)
         self.register_buffer("weight_t", torch.empty(hidden, vocab), persistent=False)  # (C, V)
         self.packed: torch.Tensor | None = None
+        self.qweight = None
 
     def refresh(self) -> None:
         """Rebuild the transposed copy after the weight was loaded, moved or cast."""
@@ -162,7 +179,15 @@ class LMHead(nn.Module):
         self.packed_bytes = self.weight.numel() * 2
         self.weight_t = torch.empty(0)
 
+    def quantize(self, kind: str) -> None:
+        from athanor.nn.quant import QuantizedWeight
+
+        self.qweight = QuantizedWeight.quantize(self.weight.detach(), kind)  # the float weight stays (embedding)
+        self.weight_t = torch.empty(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.qweight is not None:
+            return _qmatmul(x, self.qweight, None)
         if self.packed is not None:
             return torch.fbgemm_linear_fp16_weight_fp32_activation(x, self.packed, None)
         return x @ self.weight_t if x.shape[0] == 1 else F.linear(x, self.weight)

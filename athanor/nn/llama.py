@@ -143,8 +143,11 @@ def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu", dtype=torch.float32,
-                weight_dtype: torch.dtype | None = None) -> LlamaModel:
+                weight_dtype: torch.dtype | None = None, quant: dict[str, str] | None = None) -> LlamaModel:
     """A ready-to-run model on `device` in `dtype` from HF-named tensors (the dict is consumed).
+
+    `quant` (CPU, float32 math): {"linear": kind, "lm_head": kind} with kind "q4_1" / "q8_0": those matmuls read
+    GGUF-style block weights through athanor's AVX2 kernels (nn/quant.py) instead of `weight_dtype`.
 
     Built on the CPU without a meta-device context: every parameter starts as torch.empty (no init work) and is
     replaced by the checkpoint's tensor; the meta context would pull in torch's compiler stack (~1 s).
@@ -153,7 +156,19 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
     model.load_hf_tensors(tensors)
     model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
     model = model.to(device=device, dtype=dtype).eval()
-    if weight_dtype == torch.float16 and dtype == torch.float32 and str(device) == "cpu":
+    if quant:
+        assert dtype == torch.float32 and str(device) == "cpu", "quantized kernels are CPU, float32 math"
+        for module in model.modules():
+            kind = quant.get("lm_head" if isinstance(module, LMHead) else "linear") if isinstance(
+                module, (Linear, LMHead)) else None
+            in_features = module.weight.shape[1 if isinstance(module, LMHead) else 0] if kind else 0
+            if kind and in_features % 32 == 0:  # blocks of 32 along the input; other widths keep float weights
+                module.quantize(kind)
+            elif isinstance(module, (Linear, LMHead)) and weight_dtype == torch.float16:
+                module.pack_fp16()
+            elif isinstance(module, LMHead):
+                module.refresh()
+    elif weight_dtype == torch.float16 and dtype == torch.float32 and str(device) == "cpu":
         for module in model.modules():
             if isinstance(module, (Linear, LMHead)):
                 module.pack_fp16()  # FBGEMM fp16 weights, fp32 math: half the bytes per decode step

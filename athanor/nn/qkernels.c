@@ -1,0 +1,237 @@
+/* Quantized matmul kernels for batch-1/small-batch CPU decode: y = x @ W^T with W in GGUF Q4_1 or Q8_0
+ * blocks, x quantized on the fly to int8 per 32-block, int8 dot products with AVX2, fp32 accumulation.
+ *
+ * Built by athanor/nn/quant.py at first use (cc -O3 -mavx2 -mfma -mf16c -fopenmp -ffp-contract=off).
+ * -ffp-contract=off matters: every float operation below is written out, so one output element is the
+ * same sequence of roundings whatever M is and however threads split the rows (row independence).
+ *
+ * Weights: GGUF's blocks with each row's scales moved to the front, so 8 are converted at once. One row
+ * of W after the other (N rows, nb = K/32 blocks each, same bytes as GGUF):
+ *   Q8_0 row: d f16 [nb] | qs int8 [nb][32]                       w = d * q
+ *   Q4_1 row: d f16 [nb] | m f16 [nb] | nibbles [nb][16]          w = d * q + m  (lo = w0..15, hi = w16..31)
+ * Activations: q int8 (M, K) with per-block scale dx (fp32, = amax/127) and, for Q4_1, sx = dx * sum(q),
+ * which carries the weight offset m through the dot product: sum (d q_j + m)(dx y_j) = d dx sum q_j y_j + m sx.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define QK 32
+#define MR_MAX 8   /* rows of x processed per weight block load (register tiles of MR x NR <= 8) */
+#define OC 32      /* output rows per work item: weights of one item stay in L1/L2 while all row tiles pass */
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int hsum8i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* One row of K floats -> int8 q, dx[b] = amax/127, sx[b] = dx * sum(q) (round half to even, like
+ * llama.cpp's AVX path). A block holding NaN or inf gets dx = sx = NaN and q = 0: the whole output row
+ * becomes NaN instead of silently saturating. */
+static void quantize_row(const float *x, long K, int8_t *q, float *dx, float *sx) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (long b = 0; b < K / QK; b++) {
+        const float *xb = x + b * QK;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+        __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absmask), _mm256_and_ps(v1, absmask)),
+                                 _mm256_max_ps(_mm256_and_ps(v2, absmask), _mm256_and_ps(v3, absmask)));
+        /* inf and NaN both compare unordered/equal-to-inf; max_ps may drop a NaN, so test all lanes */
+        __m256 bad = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(v0, v0, _CMP_UNORD_Q), _mm256_cmp_ps(v1, v1, _CMP_UNORD_Q)),
+                                  _mm256_or_ps(_mm256_cmp_ps(v2, v2, _CMP_UNORD_Q), _mm256_cmp_ps(v3, v3, _CMP_UNORD_Q)));
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ));
+        if (_mm256_movemask_ps(bad)) {
+            for (int j = 0; j < QK; j++) q[b * QK + j] = 0;
+            dx[b] = sx[b] = NAN;
+            continue;
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float d = _mm_cvtss_f32(m4) / 127.0f;  /* amax / 127 */
+        const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+        const int sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        _mm256_storeu_si256((__m256i *)(q + b * QK), _mm256_permutevar8x32_epi32(p, perm));
+        dx[b] = d;
+        sx[b] = d * (float)sum;
+    }
+}
+
+/* The 8 f16 values at h[0..7] as floats, lanes >= n zeroed (the 16 B read stays inside the row: the
+ * scale arrays are always followed by at least 16 B of the same row). */
+static inline __m256 load8_f16(const uint16_t *h, long n) {
+    __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+    if (n >= 8) return v;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane)));
+}
+
+/* Register tile: MR rows of x against NR consecutive weight rows `w` (row_bytes apart), nb blocks each;
+ * MR * NR <= 8 accumulators. Inlined with constant MR, NR. Every (x row, weight row) pair runs the same
+ * operations in the same order whatever the tile shape, so results never depend on M or threads.
+ * Blocks go in groups of 8: their f16 scales are converted 8 at a time and multiplied by the activation
+ * scales into `scale` (read back as broadcasts), and Q4_1's offset term sum_b m_b * sx_b enters the
+ * accumulator lane-wise (lane = block) once per group. */
+static inline __attribute__((always_inline)) void tile_q4_1(
+    const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp, const int8_t *qx,
+    long K, const float *dx, const float *sx, float *y, long ldy) {
+    const __m256i lo = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i hi_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+    float scale[8][8] __attribute__((aligned(32)));  /* [r * NR + n][j]: d_w * d_x of block b0 + j */
+    __m256 acc[8];
+    for (int t = 0; t < MR * NR; t++) acc[t] = _mm256_setzero_ps();
+    for (long b0 = 0; b0 < nb; b0 += 8) {
+        const long nj = nb - b0 < 8 ? nb - b0 : 8;
+        for (int n = 0; n < NR; n++) {
+            const uint16_t *dm = (const uint16_t *)(w + n * row_bytes);  /* d[nb] then m[nb] */
+            const __m256 d8 = load8_f16(dm + b0, nj), m8 = load8_f16(dm + nb + b0, nj);
+            for (int r = 0; r < MR; r++) {
+                _mm256_store_ps(scale[r * NR + n], _mm256_mul_ps(d8, _mm256_loadu_ps(dx + r * nbp + b0)));
+                acc[r * NR + n] = _mm256_fmadd_ps(m8, _mm256_loadu_ps(sx + r * nbp + b0), acc[r * NR + n]);
+            }
+        }
+        for (long j = 0; j < nj; j++) {
+            const long b = b0 + j;
+            __m256i wq[4];
+            for (int n = 0; n < NR; n++) {
+                const uint8_t *qs = w + n * row_bytes + 4 * nb + 16 * b;
+                const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+                wq[n] = _mm256_and_si256(_mm256_srlv_epi32(raw, hi_shift), lo);  /* lo nibbles | hi nibbles */
+            }
+            for (int r = 0; r < MR; r++) {
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * QK));
+                for (int n = 0; n < NR; n++) {
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[n], xq), ones);
+                    const __m256 sc = _mm256_broadcast_ss(&scale[r * NR + n][j]);
+                    acc[r * NR + n] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[r * NR + n]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int n = 0; n < NR; n++) y[r * ldy + n] = hsum8(acc[r * NR + n]);
+}
+
+static inline __attribute__((always_inline)) void tile_q8_0(
+    const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp, const int8_t *qx,
+    long K, const float *dx, const float *sx, float *y, long ldy) {
+    (void)sx;
+    const __m256i ones = _mm256_set1_epi16(1);
+    float scale[8][8] __attribute__((aligned(32)));  /* [r * NR + n][j]: d_w * d_x of block b0 + j */
+    __m256 acc[8];
+    for (int t = 0; t < MR * NR; t++) acc[t] = _mm256_setzero_ps();
+    for (long b0 = 0; b0 < nb; b0 += 8) {
+        const long nj = nb - b0 < 8 ? nb - b0 : 8;
+        for (int n = 0; n < NR; n++) {
+            const __m256 d8 = load8_f16((const uint16_t *)(w + n * row_bytes) + b0, nj);
+            for (int r = 0; r < MR; r++)
+                _mm256_store_ps(scale[r * NR + n], _mm256_mul_ps(d8, _mm256_loadu_ps(dx + r * nbp + b0)));
+        }
+        for (long j = 0; j < nj; j++) {
+            const long b = b0 + j;
+            __m256i wq[4], wabs[4];
+            for (int n = 0; n < NR; n++) {
+                wq[n] = _mm256_loadu_si256((const __m256i *)(w + n * row_bytes + 2 * nb + QK * b));
+                wabs[n] = _mm256_sign_epi8(wq[n], wq[n]);  /* |w| as unsigned bytes (-128 -> 128) */
+            }
+            for (int r = 0; r < MR; r++) {
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * QK));
+                for (int n = 0; n < NR; n++) {
+                    const __m256i xs = _mm256_sign_epi8(xq, wq[n]);  /* |w| * (x * sign w) == w * x */
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[n], xs), ones);
+                    const __m256 sc = _mm256_broadcast_ss(&scale[r * NR + n][j]);
+                    acc[r * NR + n] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[r * NR + n]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int n = 0; n < NR; n++) y[r * ldy + n] = hsum8(acc[r * NR + n]);
+}
+
+#define TILE(FN, MR, NR) FN(MR, NR, wr, row_bytes, nb, nbp, q, K, d, s, yo, N)
+#define DISPATCH(FN)                                                                   \
+    switch (mr * 8 + nr) {                                                             \
+        case 1 * 8 + 4: TILE(FN, 1, 4); break;  case 2 * 8 + 4: TILE(FN, 2, 4); break;  \
+        case 3 * 8 + 2: TILE(FN, 3, 2); break;  case 4 * 8 + 2: TILE(FN, 4, 2); break;  \
+        case 1 * 8 + 1: TILE(FN, 1, 1); break;  case 2 * 8 + 1: TILE(FN, 2, 1); break;  \
+        case 3 * 8 + 1: TILE(FN, 3, 1); break;  case 4 * 8 + 1: TILE(FN, 4, 1); break;  \
+        case 5 * 8 + 1: TILE(FN, 5, 1); break;  case 6 * 8 + 1: TILE(FN, 6, 1); break;  \
+        case 7 * 8 + 1: TILE(FN, 7, 1); break;  default: TILE(FN, 8, 1); break;         \
+    }
+
+/* Output rows [o0, o1) for every row of x, in row tiles of up to MR_MAX: the item's weights are read
+ * from memory once, then from cache for the following row tiles. */
+static void run_item(int kind, const uint8_t *w, long o0, long o1, long K, long nbp, const int8_t *qx,
+                     const float *dx, const float *sx, long M, long N, float *y) {
+    const long nb = K / QK;
+    const long row_bytes = nb * (kind == 1 ? 20 : 34);
+    for (long i0 = 0; i0 < M; i0 += MR_MAX) {
+        const int mr = (int)(M - i0 < MR_MAX ? M - i0 : MR_MAX);
+        const int nr_full = mr <= 2 ? 4 : mr <= 4 ? 2 : 1;  /* MR * NR <= 8 accumulators */
+        const int8_t *q = qx + i0 * K;
+        const float *d = dx + i0 * nbp, *s = sx + i0 * nbp;
+        for (long o = o0; o < o1;) {
+            const int nr = o + nr_full <= o1 ? nr_full : 1;
+            const uint8_t *wr = w + o * row_bytes;
+            float *yo = y + i0 * N + o;
+            if (kind == 1) {
+                DISPATCH(tile_q4_1)
+            } else {
+                DISPATCH(tile_q8_0)
+            }
+            o += nr;
+        }
+    }
+}
+
+/* y (M, N) = x (M, K; row stride ldx floats) @ W^T (+ bias). kind: 1 = Q4_1, 0 = Q8_0.
+ * Returns 0, or -1 when scratch memory could not be allocated. */
+int athq_qmatmul(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
+                 const float *bias, float *y, int nthreads) {
+    const long nb = K / QK, nbp = (nb + 7) / 8 * 8, n_items = (N + OC - 1) / OC;
+    if (nthreads < 1) nthreads = 1;
+    int8_t *qx = malloc((size_t)(M * K) + 32);
+    float *dx = calloc((size_t)(M * nbp), sizeof(float)), *sx = calloc((size_t)(M * nbp), sizeof(float));
+    if (!qx || !dx || !sx) { free(qx); free(dx); free(sx); return -1; }
+    /* Few rows: quantize them here, so the parallel region has no barrier but its end. Items are handed
+     * out dynamically: on a busy machine a thread that starts late just takes fewer of them. */
+    if (M <= MR_MAX)
+        for (long i = 0; i < M; i++) quantize_row(x + i * ldx, K, qx + i * K, dx + i * nbp, sx + i * nbp);
+    #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        if (M > MR_MAX) {
+            #pragma omp for schedule(static)
+            for (long i = 0; i < M; i++) quantize_row(x + i * ldx, K, qx + i * K, dx + i * nbp, sx + i * nbp);
+        }
+        #pragma omp for schedule(dynamic, 1) nowait
+        for (long it = 0; it < n_items; it++) {
+            const long o0 = it * OC, o1 = o0 + OC < N ? o0 + OC : N;
+            run_item(kind, w, o0, o1, K, nbp, qx, dx, sx, M, N, y);
+            if (bias)
+                for (long i = 0; i < M; i++)
+                    for (long o = o0; o < o1; o++) y[i * N + o] = y[i * N + o] + bias[o];
+        }
+    }
+    free(qx); free(dx); free(sx);
+    return 0;
+}
+
+/* The int8 activations and scales of athq_qmatmul, for tests: q (M, K), dx and sx (M, K/32). */
+void athq_quantize_rows(const float *x, long M, long K, long ldx, int8_t *q, float *dx, float *sx) {
+    for (long i = 0; i < M; i++) quantize_row(x + i * ldx, K, q + i * K, dx + i * (K / QK), sx + i * (K / QK));
+}

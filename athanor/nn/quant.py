@@ -1,0 +1,263 @@
+"""Quantized linear weights for CPU decode: GGUF Q4_1 / Q8_0 blocks multiplied with int8 AVX2 kernels.
+
+Batch-1 decode on a small CPU is bound by memory bandwidth: every token reads every weight once. fp16
+weights (FBGEMM) read 2 bytes a weight; Q4_1 reads 0.625 and Q8_0 1.0625. `qmatmul` computes
+`x @ W^T (+ bias)` the way llama.cpp does: each row of x is quantized per 32-block to int8 (scale
+amax/127, round half to even; for Q4_1 weights also the block sum that carries the weight offset m), then
+int8 dot products (`_mm256_maddubs_epi16` / `_mm256_madd_epi16`) are scaled and accumulated in fp32.
+
+Formats (GGUF's, blocks of 32 along in_features):
+    Q8_0  34 B / 32:  d f16 | 32 x int8                      w = d * q
+    Q4_1  20 B / 32:  d f16 | m f16 | 16 B nibbles            w = d * q + m   (lo nibbles = w0..15)
+In memory each row keeps the same bytes with its scales gathered in front (d[nb] | m[nb] | quants), so
+the kernel converts 8 scales with one instruction; `from_gguf` / `to_gguf` convert (a cheap reshuffle).
+
+Exactness: `dequantize()` gives the weights the kernel multiplies (athanor.models.dequant's float ops).
+The only approximation is the activations': |x_j - x̂_j| <= amax_b / 254 for x_j in block b, so
+|y_o - (x @ W^T)_o| <= sum_b amax_b / 254 * sum_{j in b} |W_oj| (+ fp32 accumulation rounding).
+Output row i depends only on x[i] and W, bit for bit, whatever M and the thread count (the kernel is
+compiled with -ffp-contract=off and runs the same operations per row). A NaN or inf anywhere in x[i]
+makes all of output row i NaN.
+
+Why a C file compiled at first use: no build step and no wheel per platform. `available()` compiles
+qkernels.c with the system C compiler (`cc`, or $CC) into a cache keyed by the source hash, once per
+machine, and loads it with ctypes (which releases the GIL during the call). Without a compiler or without
+AVX2/FMA/F16C, `available()` is False and callers keep their fp16/fp32 path.
+
+Not for: GPUs, training (no gradients), K-quants (Q4_K/Q6_K), or large-batch prefill speed: for M in
+the hundreds fp32 BLAS can be faster (benchmarks/bench_qmatmul.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("qkernels.c")
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
+_KINDS = {"q4_1": (1, 20, 3), "q8_0": (0, 34, 8)}  # kind -> (kernel id, bytes per block, ggml type id)
+_BLOCK = 32
+
+
+def cache_dir() -> Path:
+    home = os.environ.get("ATHANOR_HOME")
+    return Path(home) / "cache" / "kernels" if home else Path("~/.cache/athanor/kernels").expanduser()
+
+
+def _cpu_reason() -> str | None:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"quantized kernels need x86-64 with AVX2, this is {platform.machine()}"
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "cannot read CPU flags from /proc/cpuinfo"
+    missing = [f for f in ("avx2", "fma", "f16c") if f not in flags.split()]
+    return f"CPU lacks {', '.join(missing)}" if missing else None
+
+
+def _compile(cc: str) -> Path:
+    """qkernels.c -> cached .so (built in a temp file, renamed into place: racing processes are fine)."""
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([cc, *_FLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"qkernels-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp], check=False, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"{cc} failed on {_SOURCE.name}: {last}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    reason = _cpu_reason()
+    if reason:
+        return None, reason
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None, "no C compiler found (install gcc, or set CC)"
+    try:
+        lib = ctypes.CDLL(str(_compile(cc)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        return None, f"cannot build quantized kernels: {e}"
+    c_long, c_ptr = ctypes.c_long, ctypes.c_void_p
+    lib.athq_qmatmul.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr, ctypes.c_int]
+    lib.athq_qmatmul.restype = ctypes.c_int
+    lib.athq_quantize_rows.argtypes = [c_ptr, c_long, c_long, c_long, c_ptr, c_ptr, c_ptr]
+    lib.athq_quantize_rows.restype = None
+    return lib, None
+
+
+def available() -> bool:
+    """The kernel library is compiled and loaded (compiles on the first call of the process's life)."""
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str | None:
+    """One line saying why `available()` is False; None when it is True."""
+    return _load()[1]
+
+
+def _round_half_away(x: torch.Tensor) -> torch.Tensor:
+    """C's roundf, which GGUF's reference quantizer uses (torch.round rounds half to even)."""
+    return torch.where(x >= 0, torch.floor(x + 0.5), torch.ceil(x - 0.5))
+
+
+def _quantize_q8_0(w: torch.Tensor) -> torch.Tensor:
+    """(n, 32) float32 -> (n, 34) uint8 blocks, as ggml's quantize_row_q8_0_ref."""
+    d = w.abs().amax(dim=-1, keepdim=True) / 127  # (n, 1)
+    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    q = _round_half_away(w * inv).to(torch.int8)
+    return torch.cat((d.half().view(torch.uint8), q.view(torch.uint8)), dim=-1)
+
+
+def _quantize_q4_1(w: torch.Tensor) -> torch.Tensor:
+    """(n, 32) float32 -> (n, 20) uint8 blocks, as ggml's quantize_row_q4_1_ref."""
+    lo, hi = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
+    d = (hi - lo) / 15
+    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    q = ((w - lo) * inv + 0.5).trunc().clamp_(max=15).to(torch.uint8)  # (n, 32); the C int8 cast truncates
+    nibbles = q[:, :16] | (q[:, 16:] << 4)
+    return torch.cat((d.half().view(torch.uint8), lo.half().view(torch.uint8), nibbles), dim=-1)
+
+
+def _gguf_to_rows(blocks: torch.Tensor, kind: str, out_features: int) -> torch.Tensor:
+    """(out, nb * B) GGUF blocks -> the kernel's rows: every block's f16 scales first, then the quants."""
+    g = blocks.reshape(out_features, -1, _KINDS[kind][1])  # (out, nb, B)
+    head = 4 if kind == "q4_1" else 2
+    scales = [g[:, :, k : k + 2].reshape(out_features, -1) for k in range(0, head, 2)]  # d (, m): (out, nb*2)
+    return torch.cat([*scales, g[:, :, head:].reshape(out_features, -1)], dim=1)
+
+
+def _rows_to_gguf(rows: torch.Tensor, kind: str) -> torch.Tensor:
+    out_features, row_bytes = rows.shape
+    nb = row_bytes // _KINDS[kind][1]
+    head = 4 if kind == "q4_1" else 2
+    parts = [rows[:, k * nb : (k + 2) * nb].reshape(out_features, nb, 2) for k in range(0, head, 2)]
+    quants = rows[:, head * nb :].reshape(out_features, nb, -1)
+    return torch.cat([*parts, quants], dim=2).reshape(out_features, row_bytes)
+
+
+class QuantizedWeight:
+    """A packed (out_features, in_features) weight. `blocks`: (out, in/32 * block bytes) uint8 in the kernel's
+    row layout (see the module docstring); build one with `quantize` or `from_gguf`."""
+
+    def __init__(self, blocks: torch.Tensor, kind: str, out_features: int, in_features: int) -> None:
+        if kind not in _KINDS:
+            raise ValueError(f"unknown quantization kind {kind!r}; supported: {', '.join(_KINDS)}")
+        _check_in_features(in_features)
+        row_bytes = in_features // _BLOCK * _KINDS[kind][1]
+        if blocks.dtype != torch.uint8 or blocks.numel() != out_features * row_bytes:
+            raise ValueError(f"{kind} blocks for a ({out_features}, {in_features}) weight must be "
+                             f"{out_features * row_bytes} uint8 bytes, got {blocks.numel()} {blocks.dtype}")
+        self.blocks = blocks.contiguous().view(out_features, row_bytes)
+        self.kind, self.out_features, self.in_features = kind, out_features, in_features
+
+    @property
+    def nbytes(self) -> int:
+        return self.blocks.numel()
+
+    @classmethod
+    def from_gguf(cls, raw: torch.Tensor, kind: str, out_features: int, in_features: int) -> QuantizedWeight:
+        """A GGUF tensor's raw bytes (uint8, e.g. a view of the mapped file), kept exactly: no requantization."""
+        if kind not in _KINDS:
+            raise ValueError(f"unknown quantization kind {kind!r}; supported: {', '.join(_KINDS)}")
+        _check_in_features(in_features)
+        if raw.dtype != torch.uint8 or raw.numel() != out_features * in_features // _BLOCK * _KINDS[kind][1]:
+            raise ValueError(f"{kind} GGUF data for a ({out_features}, {in_features}) weight must be "
+                             f"{out_features * in_features // _BLOCK * _KINDS[kind][1]} uint8 bytes, got {raw.numel()}")
+        return cls(_gguf_to_rows(raw, kind, out_features), kind, out_features, in_features)
+
+    def to_gguf(self) -> torch.Tensor:
+        """(out, in/32 * block bytes) uint8 in GGUF's block order (a new tensor)."""
+        return _rows_to_gguf(self.blocks, self.kind)
+
+    @classmethod
+    def quantize(cls, w: torch.Tensor, kind: str) -> QuantizedWeight:
+        """w (out, in) float -> blocks, round-to-nearest like GGUF's reference quantizer (bytes identical)."""
+        if kind not in _KINDS:
+            raise ValueError(f"unknown quantization kind {kind!r}; supported: {', '.join(_KINDS)}")
+        if w.dim() != 2:
+            raise ValueError(f"expected a 2-D (out_features, in_features) weight, got shape {tuple(w.shape)}")
+        out_features, in_features = w.shape
+        _check_in_features(in_features)
+        flat = w.detach().float().contiguous().view(-1, _BLOCK)  # (out * in/32, 32)
+        blocks = _quantize_q4_1(flat) if kind == "q4_1" else _quantize_q8_0(flat)
+        return cls(_gguf_to_rows(blocks, kind, out_features), kind, out_features, in_features)
+
+    def dequantize(self) -> torch.Tensor:
+        """(out, in) float32: exactly the weights the kernel multiplies (same float ops as the GGUF loader)."""
+        from athanor.models.dequant import dequantize
+
+        shape = (self.out_features, self.in_features)
+        return dequantize(self.to_gguf().view(-1), _KINDS[self.kind][2], shape)
+
+    def __repr__(self) -> str:
+        return f"QuantizedWeight({self.kind}, out={self.out_features}, in={self.in_features}, {self.nbytes} B)"
+
+
+def _check_in_features(in_features: int) -> None:
+    if in_features % _BLOCK:
+        raise ValueError(f"quantized weights need in_features divisible by {_BLOCK}, got {in_features}")
+
+
+def qmatmul(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | None = None, *,
+            num_threads: int | None = None) -> torch.Tensor:
+    """x (M, in) float32 -> (M, out) float32 = x @ w.dequantize().T (+ bias), activations int8 per block.
+
+    num_threads: OpenMP threads over output rows (default torch.get_num_threads()); the result is the same
+    bit for bit for any value. On an oversubscribed machine 1 can be much faster: every call ends in a
+    join that waits for the other thread to get a core (benchmarks/bench_qmatmul.py).
+    """
+    lib, reason = _load()
+    if lib is None:
+        raise RuntimeError(f"quantized kernels unavailable: {reason}")
+    if x.dim() != 2 or x.shape[1] != w.in_features:
+        raise ValueError(f"x must be (M, {w.in_features}), got shape {tuple(x.shape)}")
+    if x.dtype != torch.float32 or x.stride(1) != 1:
+        x = x.float().contiguous()
+    M = x.shape[0]
+    y = torch.empty((M, w.out_features), dtype=torch.float32)
+    if M == 0:
+        return y
+    if bias is not None:
+        bias = bias.float().contiguous()
+        assert bias.shape == (w.out_features,), f"bias shape {tuple(bias.shape)} != ({w.out_features},)"
+    status = lib.athq_qmatmul(_KINDS[w.kind][0], w.blocks.data_ptr(), w.out_features, w.in_features,
+                              x.data_ptr(), M, x.stride(0), bias.data_ptr() if bias is not None else None,
+                              y.data_ptr(), num_threads or torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("qmatmul: cannot allocate scratch for the quantized activations")
+    return y
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel's view of x (M, K): int8 q (M, K), scale d and d * sum(q) per block (M, K/32). For tests."""
+    lib, reason = _load()
+    if lib is None:
+        raise RuntimeError(f"quantized kernels unavailable: {reason}")
+    x = x.float().contiguous()
+    M, K = x.shape
+    _check_in_features(K)
+    q = torch.empty((M, K), dtype=torch.int8)
+    d, s = torch.empty((M, K // _BLOCK)), torch.empty((M, K // _BLOCK))
+    lib.athq_quantize_rows(x.data_ptr(), M, K, K, q.data_ptr(), d.data_ptr(), s.data_ptr())
+    return q, d, s

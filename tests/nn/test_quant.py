@@ -1,0 +1,165 @@
+"""Quantized matmul kernels (athanor.nn.quant): GGUF-exact quantization, kernel vs float64 reference,
+row independence across batch sizes and threads, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from athanor.nn import quant
+
+pytestmark = pytest.mark.skipif(not quant.available(), reason=f"no quantized kernels: {quant.unavailable_reason()}")
+
+KINDS = ["q4_1", "q8_0"]
+
+
+def _weight(out_features: int, in_features: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_features, in_features, generator=g) * 0.05
+    w[0, :32] = 0.0  # an all-zero block: d = 0
+    w[1, :32] = 0.25  # a constant block: q4_1 range 0
+    w[2, 32:64] = -w[2, 32:64].abs()  # a block with no positive value
+    return w
+
+
+def _x(M: int, K: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(M, K, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+def _xhat(x: torch.Tensor) -> torch.Tensor:
+    """float64 values the kernel multiplies for x: int8 q times the block scale."""
+    q, d, _ = quant.quantize_activations(x)
+    M, K = x.shape
+    return (q.double().view(M, -1, 32) * d.double().unsqueeze(-1)).view(M, K)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quantize_is_gguf_reference_byte_for_byte(kind):
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    w = _weight(64, 160)
+    ref = quantize(w.numpy(), GGMLQuantizationType.Q4_1 if kind == "q4_1" else GGMLQuantizationType.Q8_0)
+    qw = quant.QuantizedWeight.quantize(w, kind)
+    assert np.array_equal(qw.to_gguf().numpy().reshape(-1), ref.reshape(-1))
+    assert torch.equal(quant.QuantizedWeight.from_gguf(torch.from_numpy(ref).view(-1), kind, 64, 160).blocks, qw.blocks)
+    assert qw.nbytes == ref.size == 64 * 160 // 32 * (20 if kind == "q4_1" else 34)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_requantizing_dequantized_weights_is_idempotent(kind):
+    qw = quant.QuantizedWeight.quantize(_weight(96, 576, seed=3) * 7, kind)
+    again = quant.QuantizedWeight.quantize(qw.dequantize(), kind)
+    assert torch.equal(again.blocks, qw.blocks)
+
+
+def test_builtin_gguf_tensors_requantize_exactly(smollm2_path):
+    """The GGUF loader dequantizes Q4_1/Q8_0; quantizing its output must give back the file's blocks."""
+    from athanor.models.gguf import read_gguf_header
+
+    header = read_gguf_header(smollm2_path)
+    kinds = {3: "q4_1", 8: "q8_0"}  # ggml type ids
+    for name in ("blk.0.ffn_down.weight", "blk.29.attn_q.weight", "token_embd.weight"):
+        info = header.tensors[name]
+        kind, (out_features, in_features) = kinds[info.ggml_type], info.shape
+        rows = min(out_features, 1024)  # the first rows are plenty
+        with open(smollm2_path, "rb") as f:
+            f.seek(info.offset)
+            raw = torch.frombuffer(bytearray(f.read(info.nbytes // out_features * rows)), dtype=torch.uint8)
+        qw = quant.QuantizedWeight.from_gguf(raw, kind, rows, in_features)
+        assert torch.equal(qw.to_gguf().view(-1), raw)
+        again = quant.QuantizedWeight.quantize(qw.dequantize(), kind)
+        assert torch.equal(again.blocks, qw.blocks), name
+
+
+def test_activation_quantization_is_round_half_even_of_x_over_scale():
+    x = _x(5, 96)
+    x[0, :32] = 0.0
+    q, d, s = quant.quantize_activations(x)
+    xb = x.view(5, 3, 32)
+    d_ref = xb.abs().amax(-1) / 127  # (5, 3)
+    inv = torch.where(d_ref != 0, 1 / d_ref, torch.zeros_like(d_ref))
+    q_ref = torch.round(xb * inv.unsqueeze(-1)).to(torch.int8)  # torch.round: half to even, like the kernel
+    assert torch.equal(d, d_ref)
+    assert torch.equal(q.view(5, 3, 32), q_ref)
+    assert q.abs().max() <= 127
+    assert torch.equal(s, d * q.view(5, 3, 32).sum(-1).float())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("K,N", [(32, 5), (96, 37), (576, 131)])
+def test_kernel_matches_float64_reference(kind, K, N):
+    """Tight: against the exact product of the int8 activations and dequantize(); loose: against x itself,
+    within the activation-rounding bound |x_j - x̂_j| <= amax_b/254, so |err_o| <= sum_b amax_b/254 * sum_b |w_oj|."""
+    qw = quant.QuantizedWeight.quantize(_weight(N, K), kind)
+    w64 = qw.dequantize().double()  # (N, K)
+    x = _x(13, K)
+    bias = torch.randn(N)
+    y = quant.qmatmul(x, qw, bias).double()
+    scale = _xhat(x).abs() @ w64.abs().T + bias.double().abs()  # (M, N) sum of |terms|
+    exact = _xhat(x) @ w64.T + bias.double()
+    assert ((y - exact).abs() <= 1e-5 * scale + 1e-30).all()  # fp32 accumulation only
+
+    amax_b = x.double().view(13, -1, 32).abs().amax(-1)  # (M, K/32)
+    w_abs_b = w64.abs().view(N, -1, 32).sum(-1)  # (N, K/32)
+    bound = amax_b / 254 @ w_abs_b.T  # (M, N)
+    err = (y - (x.double() @ w64.T + bias.double())).abs()
+    assert (err <= bound * 1.001 + 1e-5 * scale).all()
+    assert err.max() > 0  # activations really are quantized: this is not the float path
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_are_independent_of_batch_and_threads(kind, threads):
+    """Row i of the output, bit for bit, whatever M and the thread count (engine: alone == in a batch)."""
+    qw = quant.QuantizedWeight.quantize(_weight(70, 192), kind)  # 70 rows: partial NR and OC tiles
+    x = _x(20, 192)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = torch.cat([quant.qmatmul(x[i : i + 1], qw) for i in range(20)])
+        torch.set_num_threads(threads)
+        for M in list(range(1, 10)) + [20]:
+            for start in (0, 20 - M):
+                assert torch.equal(quant.qmatmul(x[start : start + M], qw), alone[start : start + M]), (M, start)
+        assert torch.equal(quant.qmatmul(x, qw, num_threads=threads), alone)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_non_contiguous_x_and_empty_batch():
+    qw = quant.QuantizedWeight.quantize(_weight(40, 64), "q4_1")
+    wide = _x(6, 128)
+    x = wide[:, ::2]  # (6, 64), stride 2
+    assert torch.equal(quant.qmatmul(x, qw), quant.qmatmul(x.contiguous(), qw))
+    cols = wide[:, 64:]  # (6, 64), row stride 128
+    assert torch.equal(quant.qmatmul(cols, qw), quant.qmatmul(cols.contiguous(), qw))
+    assert quant.qmatmul(x.double(), qw).dtype == torch.float32
+    empty = quant.qmatmul(torch.empty(0, 64), qw)
+    assert empty.shape == (0, 40)
+
+
+def test_bad_shapes_are_clear_value_errors():
+    with pytest.raises(ValueError, match="divisible by 32"):
+        quant.QuantizedWeight.quantize(torch.randn(8, 50), "q4_1")
+    with pytest.raises(ValueError, match="unknown quantization kind"):
+        quant.QuantizedWeight.quantize(torch.randn(8, 64), "q5_0")
+    with pytest.raises(ValueError, match="2-D"):
+        quant.QuantizedWeight.quantize(torch.randn(64), "q8_0")
+    qw = quant.QuantizedWeight.quantize(torch.randn(8, 64), "q8_0")
+    with pytest.raises(ValueError, match=r"x must be \(M, 64\)"):
+        quant.qmatmul(torch.randn(2, 32), qw)
+    with pytest.raises(ValueError, match="bytes"):
+        quant.QuantizedWeight(torch.zeros(10, dtype=torch.uint8), "q8_0", 8, 64)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_finite_x_makes_its_row_nan_only(kind):
+    qw = quant.QuantizedWeight.quantize(_weight(33, 96), kind)
+    x = _x(4, 96)
+    clean = quant.qmatmul(x, qw)
+    x[1, 40], x[2, 95] = float("nan"), float("inf")
+    y = quant.qmatmul(x, qw)
+    assert y[1].isnan().all() and y[2].isnan().all()
+    assert torch.equal(y[[0, 3]], clean[[0, 3]])
