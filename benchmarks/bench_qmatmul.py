@@ -1,4 +1,5 @@
-"""Quantized matmul (athanor.nn.quant, Q4_1 / Q8_0) vs FBGEMM fp16 and fp32 `x @ w.t()` on SmolLM2-135M shapes.
+"""Quantized matmul (athanor.nn.quant, Q4_1 / Q8_0; fp32 and int8 activations) vs FBGEMM fp16 and fp32 `x @ w.t()`
+on SmolLM2-135M shapes.
 
     python benchmarks/bench_qmatmul.py [--threads 2] [--rounds 7] [--ms 20] [--cold] [--batches 1 8]
 
@@ -23,8 +24,8 @@ from athanor.nn import quant
 # (in_features, out_features): q/o proj, k+v... as SmolLM2-135M's decoder uses them; 49152 = lm_head
 SHAPES = [(576, 960), (576, 576), (576, 3072), (1536, 576), (576, 49152)]
 BATCHES = [1, 8, 128, 512]
-MAX_LM_HEAD_M = 8
-COLD_BYTES = 96 << 20  # 3x this machine's 32 MiB L3  # lm_head runs on the last position only; fp32 at M=512 would take ~0.5 s a call
+MAX_LM_HEAD_M = 8  # lm_head runs on the last position only; fp32 at M=512 would take ~0.5 s a call
+COLD_BYTES = 96 << 20  # 3x this machine's 32 MiB L3
 
 
 def make_methods(w: torch.Tensor, cold: bool) -> dict[str, list]:
@@ -41,9 +42,15 @@ def make_methods(w: torch.Tensor, cold: bool) -> dict[str, list]:
         def clone(qw):
             return quant.QuantizedWeight(qw.blocks.clone(), qw.kind, qw.out_features, qw.in_features)
 
+        def qcalls(qw, activations):
+            n = copies(qw.nbytes)
+            return [functools.partial(quant.qmatmul, w=clone(qw), activations=activations) for _ in range(n)]
+
         return {
-            "q4_1": [functools.partial(quant.qmatmul, w=clone(q4)) for _ in range(copies(q4.nbytes))],
-            "q8_0": [functools.partial(quant.qmatmul, w=clone(q8)) for _ in range(copies(q8.nbytes))],
+            "q4_1 f32": qcalls(q4, "f32"),
+            "q4_1 int8": qcalls(q4, "int8"),
+            "q8_0 f32": qcalls(q8, "f32"),
+            "q8_0 int8": qcalls(q8, "int8"),
             "fp16 fbgemm": [functools.partial(_fp16, packed=pack(w)) for _ in range(copies(w.numel() * 2))],
             "fp32": [functools.partial(torch.matmul, other=w.clone().t()) for _ in range(copies(w.numel() * 4))],
         }
@@ -94,15 +101,18 @@ def main() -> None:
     uptime = _uptime()
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, torch {torch.__version__}, "
           f"{args.threads} threads, {'cold (weights from DRAM)' if args.cold else 'warm (weights in cache)'}, uptime: {uptime}\n")
-    print("| in x out | M | q4_1 µs | q8_0 µs | fp16 FBGEMM µs | fp32 µs | fp16 / q4_1 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| in x out | M | q4_1 f32 µs | q4_1 int8 µs | q8_0 f32 µs | q8_0 int8 µs | fp16 FBGEMM µs | fp32 µs "
+          "| fp16 / q4_1 f32 | fp16 / q8_0 f32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for K, N in SHAPES:
         for M in args.batches:
             if N == 49152 and M > MAX_LM_HEAD_M:
                 continue
             r = bench(K, N, M, args.rounds, args.ms, args.cold)
-            print(f"| {K}x{N} | {M} | {r['q4_1']:.0f} | {r['q8_0']:.0f} | {r['fp16 fbgemm']:.0f} | "
-                  f"{r['fp32']:.0f} | {r['fp16 fbgemm'] / r['q4_1']:.2f} |", flush=True)
+            cells = " | ".join(f"{r[name]:.0f}" for name in ("q4_1 f32", "q4_1 int8", "q8_0 f32", "q8_0 int8",
+                                                                "fp16 fbgemm", "fp32"))
+            print(f"| {K}x{N} | {M} | {cells} | {r['fp16 fbgemm'] / r['q4_1 f32']:.2f} | "
+                  f"{r['fp16 fbgemm'] / r['q8_0 f32']:.2f} |", flush=True)
     print(f"\nuptime after: {_uptime()}")
 
 

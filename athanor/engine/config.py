@@ -22,11 +22,11 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     device: str = "cpu"  # "cpu", "cuda", "cuda:1" ...
     dtype: str = "auto"  # math and activations: auto -> float32 on CPU, bfloat16 on CUDA; or float32 / bfloat16 / float16
-    # How matmul weights are stored. auto -> float16 on CPU when FBGEMM's fp16 GEMM is there (fp32 math, half the
-    # bytes read per token: ~1.7x faster decode here), else the same as dtype. float32 keeps exact weights.
-    # q4_1 / q8_0: GGUF-style blocks through athanor's AVX2 kernels (nn/quant.py), activations quantized to int8
-    # per block as llama.cpp does (fastest; answers drift from the float path as llama.cpp's do); gguf: the file's
-    # own block format (q4_1 for 4-bit files, q8_0 above), i.e. what llama.cpp runs.
+    # How matmul weights are stored (CPU, float32 math). auto -> a Q4_0/Q4_1/Q8_0 GGUF keeps its own blocks (like
+    # `gguf`) when athanor's kernels compile here, anything else float16 via FBGEMM's fp16 GEMM (half the bytes per
+    # token), else the same as dtype. float32 / float16: those. q4_1 / q8_0: GGUF-style blocks read by the AVX2
+    # kernels (nn/quant.py) with fp32 activations (weights dequantized in registers: float-path answers, batched
+    # == alone bit for bit). gguf: the file's own block format (q4_1 for 4-bit files, q8_0 above), as llama.cpp.
     weight_dtype: str = "auto"
 
     def __post_init__(self) -> None:
@@ -66,15 +66,21 @@ class EngineConfig:
     def quant_plan(self, file_quantization: str | None) -> dict[str, str] | None:
         """Which matmuls read block-quantized weights ({"linear": kind, "lm_head": kind}), or None.
 
-        q4_1 / q8_0: the projections in that format, the LM head q8_0. gguf: a file quantized to 4 bits or fewer
-        runs its projections as q4_1 (Q4_0/Q4_1 re-pack exactly; K-quants approximately), one with more bits as
-        q8_0 (a float file keeps the float path). Only on CPU with float32 math, with kernels compiled here.
+        q4_1 / q8_0: the projections in that format, the LM head q8_0. gguf (and auto, where the kernels compile):
+        a file quantized to 4 bits or fewer runs its projections as q4_1 (Q4_0/Q4_1 re-pack exactly; K-quants
+        approximately), one with more bits as q8_0; a float file keeps the float path. CPU, float32 math only.
         """
         import torch
 
-        if self.weight_dtype not in ("gguf", *QUANT_KINDS):
+        if self.weight_dtype not in ("auto", "gguf", *QUANT_KINDS):
             return None
-        if self.device != "cpu" or self.torch_dtype() != torch.float32:
+        on_cpu_fp32 = self.device == "cpu" and self.torch_dtype() == torch.float32
+        if self.weight_dtype == "auto":  # the file's blocks where they can run, else the float path, quietly
+            from athanor.nn import quant
+
+            exact = (file_quantization or "").upper() in ("Q4_0", "Q4_1", "Q8_0")  # blocks that re-pack bit for bit
+            return self._file_plan(file_quantization) if exact and on_cpu_fp32 and quant.available() else None
+        if not on_cpu_fp32:
             raise ValueError(f"weight_dtype {self.weight_dtype} is for CPU with dtype float32")
         from athanor.nn import quant
 
@@ -83,6 +89,10 @@ class EngineConfig:
                              f"({quant.unavailable_reason()})")
         if self.weight_dtype in QUANT_KINDS:
             return {"linear": self.weight_dtype, "lm_head": "q8_0"}
+        return self._file_plan(file_quantization)
+
+    @staticmethod
+    def _file_plan(file_quantization: str | None) -> dict[str, str] | None:
         fq = (file_quantization or "").upper()
         if not fq or fq in ("F32", "F16", "BF16"):
             return None

@@ -1,5 +1,6 @@
 /* Quantized matmul kernels for batch-1/small-batch CPU decode: y = x @ W^T with W in GGUF Q4_1 or Q8_0
- * blocks, x quantized on the fly to int8 per 32-block, int8 dot products with AVX2, fp32 accumulation.
+ * blocks, two ways: athq_qmatmul_f32 (fp32 x, weights converted to fp32 in registers, fp32 FMAs) and
+ * athq_qmatmul (x quantized on the fly to int8 per 32-block, int8 dot products, fp32 accumulation).
  *
  * Built by athanor/nn/quant.py at first use (cc -O3 -mavx2 -mfma -mf16c -fopenmp -ffp-contract=off).
  * -ffp-contract=off matters: every float operation below is written out, so one output element is the
@@ -9,7 +10,7 @@
  * of W after the other (N rows, nb = K/32 blocks each, same bytes as GGUF):
  *   Q8_0 row: d f16 [nb] | qs int8 [nb][32]                       w = d * q
  *   Q4_1 row: d f16 [nb] | m f16 [nb] | nibbles [nb][16]          w = d * q + m  (lo = w0..15, hi = w16..31)
- * Activations: q int8 (M, K) with per-block scale dx (fp32, = amax/127) and, for Q4_1, sx = dx * sum(q),
+ * int8 activations: q int8 (M, K) with per-block scale dx (fp32, = amax/127) and, for Q4_1, sx = dx * sum(q),
  * which carries the weight offset m through the dot product: sum (d q_j + m)(dx y_j) = d dx sum q_j y_j + m sx.
  */
 #include <immintrin.h>
@@ -20,6 +21,7 @@
 #define QK 32
 #define MR_MAX 8   /* rows of x processed per weight block load (register tiles of MR x NR <= 8) */
 #define OC 32      /* output rows per work item: weights of one item stay in L1/L2 while all row tiles pass */
+#define PF_ROWS 8  /* fp32 kernels prefetch the weight rows this many rows ahead */
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -228,6 +230,148 @@ int athq_qmatmul(int kind, const uint8_t *w, long N, long K, const float *x, lon
         }
     }
     free(qx); free(dx); free(sx);
+    return 0;
+}
+
+/* ---- fp32 activations: weights dequantized in registers, fp32 FMAs against the unquantized x ----
+ * Per weight block b of output o and row x:  Q8_0: d_b * P_b;  Q4_1: d_b * P_b + m_b * S_b, where
+ * P_b = sum_j q_j x_j (fp32: q_j converted exactly, one mul then three FMAs over 4 vectors of 8 lanes) and
+ * S_b = sum_j x_j of the block (precomputed once per row of x per call). Lanes are summed once, at the end.
+ * The sequence of float operations for one (x row, output) pair is fixed, whatever the tile, M or threads. */
+
+/* Block b's 32 quants as floats in 4 vectors: q[0..7], q[8..15], q[16..23], q[24..31]. */
+static inline __attribute__((always_inline)) void unpack_q4_1(const uint8_t *qs, __m256 qf[4]) {
+    const __m256i lo = _mm256_set1_epi32(0x0F);
+    const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qs));        /* bytes 0..7 */
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8)));  /* bytes 8..15 */
+    qf[0] = _mm256_cvtepi32_ps(_mm256_and_si256(a, lo));
+    qf[1] = _mm256_cvtepi32_ps(_mm256_and_si256(b, lo));
+    qf[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4));
+    qf[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+}
+
+static inline __attribute__((always_inline)) void unpack_q8_0(const uint8_t *qs, __m256 qf[4]) {
+    for (int k = 0; k < 4; k++)
+        qf[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8 * k))));
+}
+
+/* S_b = sum of x's block b (4 vectors added pairwise, then across lanes); padded with zeros to nbp. */
+static void block_sums(const float *x, long K, float *s) {
+    for (long b = 0; b < K / QK; b++) {
+        const float *xb = x + b * QK;
+        s[b] = hsum8(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                                   _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))));
+    }
+}
+
+/* MR rows of x (ldx apart) against NR consecutive weight rows; MR * NR <= 8 accumulators. pf > 0: also
+ * prefetch the same bytes of the rows pf bytes further on (the tiles to come: weights are contiguous), so
+ * DRAM streams ahead of the arithmetic. */
+static inline __attribute__((always_inline)) void tile_f32(
+    const int Q41, const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp,
+    const float *x, long ldx, const float *sx, float *y, long ldy, long pf) {
+    const long qoff = Q41 ? 4 * nb : 2 * nb, qbytes = Q41 ? 16 : 32;
+    float dsc[4][8] __attribute__((aligned(32)));  /* [n][j]: d of block b0 + j */
+    __m256 acc[8];
+    for (int t = 0; t < MR * NR; t++) acc[t] = _mm256_setzero_ps();
+    for (long b0 = 0; b0 < nb; b0 += 8) {
+        const long nj = nb - b0 < 8 ? nb - b0 : 8;
+        for (int n = 0; n < NR; n++) {
+            const uint16_t *dm = (const uint16_t *)(w + n * row_bytes);  /* d[nb] (then m[nb] for Q4_1) */
+            if (pf) {
+                _mm_prefetch((const char *)(dm + b0) + pf, _MM_HINT_T0);
+                if (Q41) _mm_prefetch((const char *)(dm + nb + b0) + pf, _MM_HINT_T0);
+            }
+            _mm256_store_ps(dsc[n], load8_f16(dm + b0, nj));
+            if (Q41) {
+                const __m256 m8 = load8_f16(dm + nb + b0, nj);
+                for (int r = 0; r < MR; r++)
+                    acc[r * NR + n] = _mm256_fmadd_ps(m8, _mm256_loadu_ps(sx + r * nbp + b0), acc[r * NR + n]);
+            }
+        }
+        for (long j = 0; j < nj; j++) {
+            const long b = b0 + j;
+            for (int n = 0; n < NR; n++) {
+                __m256 qf[4];
+                const uint8_t *qs = w + n * row_bytes + qoff + qbytes * b;
+                if (pf) _mm_prefetch((const char *)qs + pf, _MM_HINT_T0);  /* every line: blocks <= 32 B */
+                if (Q41) unpack_q4_1(qs, qf); else unpack_q8_0(qs, qf);
+                const __m256 d = _mm256_broadcast_ss(&dsc[n][j]);
+                for (int r = 0; r < MR; r++) {
+                    const float *xb = x + r * ldx + b * QK;
+                    __m256 p = _mm256_mul_ps(qf[0], _mm256_loadu_ps(xb));
+                    p = _mm256_fmadd_ps(qf[1], _mm256_loadu_ps(xb + 8), p);
+                    p = _mm256_fmadd_ps(qf[2], _mm256_loadu_ps(xb + 16), p);
+                    p = _mm256_fmadd_ps(qf[3], _mm256_loadu_ps(xb + 24), p);
+                    acc[r * NR + n] = _mm256_fmadd_ps(d, p, acc[r * NR + n]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int n = 0; n < NR; n++) y[r * ldy + n] = hsum8(acc[r * NR + n]);
+}
+
+#define TILEF(Q41, MR, NR) tile_f32(Q41, MR, NR, wr, row_bytes, nb, nbp, xr, ldx, s, yo, N, pf)
+#define DISPATCHF(Q41)                                                                       \
+    switch (mr * 8 + nr) {                                                                   \
+        case 1 * 8 + 4: TILEF(Q41, 1, 4); break;  case 2 * 8 + 4: TILEF(Q41, 2, 4); break;  \
+        case 3 * 8 + 2: TILEF(Q41, 3, 2); break;  case 4 * 8 + 2: TILEF(Q41, 4, 2); break;  \
+        case 1 * 8 + 1: TILEF(Q41, 1, 1); break;  case 2 * 8 + 1: TILEF(Q41, 2, 1); break;  \
+        case 3 * 8 + 1: TILEF(Q41, 3, 1); break;  case 4 * 8 + 1: TILEF(Q41, 4, 1); break;  \
+        case 5 * 8 + 1: TILEF(Q41, 5, 1); break;  case 6 * 8 + 1: TILEF(Q41, 6, 1); break;  \
+        case 7 * 8 + 1: TILEF(Q41, 7, 1); break;  default: TILEF(Q41, 8, 1); break;         \
+    }
+
+static void run_item_f32(int kind, const uint8_t *w, long o0, long o1, long K, long nbp, const float *x,
+                         long ldx, const float *sx, long M, long N, float *y) {
+    const long nb = K / QK;
+    const long row_bytes = nb * (kind == 1 ? 20 : 34);
+    const long mr_max = K * 4 * MR_MAX <= (24 << 10) ? MR_MAX : 4;  /* a row tile of x stays in L1 (32 KiB) */
+    for (long i0 = 0; i0 < M; i0 += mr_max) {
+        const int mr = (int)(M - i0 < mr_max ? M - i0 : mr_max);
+        const int nr_full = mr <= 2 ? 4 : mr <= 4 ? 2 : 1;
+        const float *xr = x + i0 * ldx, *s = sx + i0 * nbp;
+        const long pf = i0 == 0 ? PF_ROWS * row_bytes : 0;  /* later row tiles find the item in cache */
+        for (long o = o0; o < o1;) {
+            const int nr = o + nr_full <= o1 ? nr_full : 1;
+            const uint8_t *wr = w + o * row_bytes;
+            float *yo = y + i0 * N + o;
+            if (kind == 1) {
+                DISPATCHF(1)
+            } else {
+                DISPATCHF(0)
+            }
+            o += nr;
+        }
+    }
+}
+
+/* As athq_qmatmul with fp32 activations. Returns 0, or -1 when scratch could not be allocated. */
+int athq_qmatmul_f32(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
+                     const float *bias, float *y, int nthreads) {
+    const long nb = K / QK, nbp = (nb + 7) / 8 * 8, n_items = (N + OC - 1) / OC;
+    if (nthreads < 1) nthreads = 1;
+    float *sx = calloc((size_t)(M * nbp), sizeof(float));  /* Q4_1 only; zero padding is read */
+    if (!sx) return -1;
+    if (kind == 1 && M <= MR_MAX)
+        for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
+    #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        if (kind == 1 && M > MR_MAX) {
+            #pragma omp for schedule(static)
+            for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
+        }
+        #pragma omp for schedule(dynamic, 1) nowait
+        for (long it = 0; it < n_items; it++) {
+            const long o0 = it * OC, o1 = o0 + OC < N ? o0 + OC : N;
+            run_item_f32(kind, w, o0, o1, K, nbp, x, ldx, sx, M, N, y);
+            if (bias)
+                for (long i = 0; i < M; i++)
+                    for (long o = o0; o < o1; o++) y[i * N + o] = y[i * N + o] + bias[o];
+        }
+    }
+    free(sx);
     return 0;
 }
 

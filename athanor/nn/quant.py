@@ -1,10 +1,19 @@
-"""Quantized linear weights for CPU decode: GGUF Q4_1 / Q8_0 blocks multiplied with int8 AVX2 kernels.
+"""Quantized linear weights for CPU decode: GGUF Q4_1 / Q8_0 blocks multiplied by AVX2 kernels.
 
 Batch-1 decode on a small CPU is bound by memory bandwidth: every token reads every weight once. fp16
 weights (FBGEMM) read 2 bytes a weight; Q4_1 reads 0.625 and Q8_0 1.0625. `qmatmul` computes
-`x @ W^T (+ bias)` the way llama.cpp does: each row of x is quantized per 32-block to int8 (scale
-amax/127, round half to even; for Q4_1 weights also the block sum that carries the weight offset m), then
-int8 dot products (`_mm256_maddubs_epi16` / `_mm256_madd_epi16`) are scaled and accumulated in fp32.
+`x @ W^T (+ bias)` with the weights kept as blocks in memory, in one of two activation modes:
+
+- "f32" (default): the weights are dequantized in registers and multiplied with the unquantized x by fp32
+  FMAs: Q8_0 sum_b d_b * sum_j q_j x_j; Q4_1 sum_b (d_b * sum_j q_j x_j + m_b * sum_j x_j), each x block's
+  sum computed once per row per call. Only fp32 rounding separates it from `x @ w.dequantize().T` (relative
+  error ~1e-7 of sum |w x|), so answers stay those of the float path.
+- "int8": as llama.cpp does, each row of x is quantized per 32-block to int8 (scale amax/127, round half to
+  even; for Q4_1 also the block sum that carries the weight offset m), then int8 dot products
+  (`_mm256_maddubs_epi16` / `_mm256_madd_epi16`) are scaled and accumulated in fp32. About half the
+  arithmetic of "f32", but |x_j - x̂_j| <= amax_b / 254 for x_j in block b, so
+  |y_o - (x @ W^T)_o| <= sum_b amax_b / 254 * sum_{j in b} |W_oj|: that changes greedy answers (SmolLM2's
+  capital of France becomes "L'Étoile...", as in llama.cpp).
 
 Formats (GGUF's, blocks of 32 along in_features):
     Q8_0  34 B / 32:  d f16 | 32 x int8                      w = d * q
@@ -13,11 +22,9 @@ In memory each row keeps the same bytes with its scales gathered in front (d[nb]
 the kernel converts 8 scales with one instruction; `from_gguf` / `to_gguf` convert (a cheap reshuffle).
 
 Exactness: `dequantize()` gives the weights the kernel multiplies (athanor.models.dequant's float ops).
-The only approximation is the activations': |x_j - x̂_j| <= amax_b / 254 for x_j in block b, so
-|y_o - (x @ W^T)_o| <= sum_b amax_b / 254 * sum_{j in b} |W_oj| (+ fp32 accumulation rounding).
-Output row i depends only on x[i] and W, bit for bit, whatever M and the thread count (the kernel is
-compiled with -ffp-contract=off and runs the same operations per row). A NaN or inf anywhere in x[i]
-makes all of output row i NaN.
+In both modes output row i depends only on x[i] and W, bit for bit, whatever M and the thread count (the
+kernel is compiled with -ffp-contract=off, writes its FMAs explicitly and runs the same operations per row).
+A NaN or inf in x[i] spoils output row i only: all NaN in "int8" mode, inf or NaN in "f32" mode.
 
 Why a C file compiled at first use: no build step and no wheel per platform. `available()` compiles
 qkernels.c with the system C compiler (`cc`, or $CC) into a cache keyed by the source hash, once per
@@ -25,7 +32,7 @@ machine, and loads it with ctypes (which releases the GIL during the call). With
 AVX2/FMA/F16C, `available()` is False and callers keep their fp16/fp32 path.
 
 Not for: GPUs, training (no gradients), K-quants (Q4_K/Q6_K), or large-batch prefill speed: for M in
-the hundreds fp32 BLAS can be faster (benchmarks/bench_qmatmul.py).
+the hundreds fp32 BLAS is faster (benchmarks/bench_qmatmul.py).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ _SOURCE = Path(__file__).with_name("qkernels.c")
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
 _KINDS = {"q4_1": (1, 20, 3), "q8_0": (0, 34, 8)}  # kind -> (kernel id, bytes per block, ggml type id)
 _BLOCK = 32
+_ACTIVATIONS = ("f32", "int8")
 
 
 def cache_dir() -> Path:
@@ -101,6 +109,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     c_long, c_ptr = ctypes.c_long, ctypes.c_void_p
     lib.athq_qmatmul.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr, ctypes.c_int]
     lib.athq_qmatmul.restype = ctypes.c_int
+    lib.athq_qmatmul_f32.argtypes = lib.athq_qmatmul.argtypes
+    lib.athq_qmatmul_f32.restype = ctypes.c_int
     lib.athq_quantize_rows.argtypes = [c_ptr, c_long, c_long, c_long, c_ptr, c_ptr, c_ptr]
     lib.athq_quantize_rows.restype = None
     return lib, None
@@ -220,13 +230,17 @@ def _check_in_features(in_features: int) -> None:
 
 
 def qmatmul(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | None = None, *,
-            num_threads: int | None = None) -> torch.Tensor:
-    """x (M, in) float32 -> (M, out) float32 = x @ w.dequantize().T (+ bias), activations int8 per block.
+            num_threads: int | None = None, activations: str = "f32") -> torch.Tensor:
+    """x (M, in) float32 -> (M, out) float32 = x @ w.dequantize().T (+ bias).
 
+    activations: "f32" (default) multiplies the unquantized x in fp32 (weights dequantized in registers;
+    relative error ~1e-6 against float64); "int8" quantizes x per 32-block first, as llama.cpp does.
     num_threads: OpenMP threads over output rows (default torch.get_num_threads()); the result is the same
     bit for bit for any value. On an oversubscribed machine 1 can be much faster: every call ends in a
     join that waits for the other thread to get a core (benchmarks/bench_qmatmul.py).
     """
+    if activations not in _ACTIVATIONS:
+        raise ValueError(f"activations must be one of {', '.join(_ACTIVATIONS)}, got {activations!r}")
     lib, reason = _load()
     if lib is None:
         raise RuntimeError(f"quantized kernels unavailable: {reason}")
@@ -241,11 +255,12 @@ def qmatmul(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | None = Non
     if bias is not None:
         bias = bias.float().contiguous()
         assert bias.shape == (w.out_features,), f"bias shape {tuple(bias.shape)} != ({w.out_features},)"
-    status = lib.athq_qmatmul(_KINDS[w.kind][0], w.blocks.data_ptr(), w.out_features, w.in_features,
-                              x.data_ptr(), M, x.stride(0), bias.data_ptr() if bias is not None else None,
-                              y.data_ptr(), num_threads or torch.get_num_threads())
+    fn = lib.athq_qmatmul_f32 if activations == "f32" else lib.athq_qmatmul
+    status = fn(_KINDS[w.kind][0], w.blocks.data_ptr(), w.out_features, w.in_features,
+                x.data_ptr(), M, x.stride(0), bias.data_ptr() if bias is not None else None,
+                y.data_ptr(), num_threads or torch.get_num_threads())
     if status != 0:
-        raise MemoryError("qmatmul: cannot allocate scratch for the quantized activations")
+        raise MemoryError("qmatmul: cannot allocate scratch memory")
     return y
 
 

@@ -1,5 +1,6 @@
-"""Quantized matmul kernels (athanor.nn.quant): GGUF-exact quantization, kernel vs float64 reference,
-row independence across batch sizes and threads, edge cases."""
+"""Quantized matmul kernels (athanor.nn.quant): GGUF-exact quantization, both activation modes (fp32, int8)
+against a float64 reference and SmolLM2's own weights, row independence across batch sizes and threads,
+edge cases."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from athanor.nn import quant
 pytestmark = pytest.mark.skipif(not quant.available(), reason=f"no quantized kernels: {quant.unavailable_reason()}")
 
 KINDS = ["q4_1", "q8_0"]
+MODES = ["f32", "int8"]
 
 
 def _weight(out_features: int, in_features: int, seed: int = 0) -> torch.Tensor:
@@ -89,14 +91,14 @@ def test_activation_quantization_is_round_half_even_of_x_over_scale():
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("K,N", [(32, 5), (96, 37), (576, 131)])
-def test_kernel_matches_float64_reference(kind, K, N):
+def test_int8_kernel_matches_float64_reference(kind, K, N):
     """Tight: against the exact product of the int8 activations and dequantize(); loose: against x itself,
     within the activation-rounding bound |x_j - x̂_j| <= amax_b/254, so |err_o| <= sum_b amax_b/254 * sum_b |w_oj|."""
     qw = quant.QuantizedWeight.quantize(_weight(N, K), kind)
     w64 = qw.dequantize().double()  # (N, K)
     x = _x(13, K)
     bias = torch.randn(N)
-    y = quant.qmatmul(x, qw, bias).double()
+    y = quant.qmatmul(x, qw, bias, activations="int8").double()
     scale = _xhat(x).abs() @ w64.abs().T + bias.double().abs()  # (M, N) sum of |terms|
     exact = _xhat(x) @ w64.T + bias.double()
     assert ((y - exact).abs() <= 1e-5 * scale + 1e-30).all()  # fp32 accumulation only
@@ -110,33 +112,95 @@ def test_kernel_matches_float64_reference(kind, K, N):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("K,N", [(32, 5), (96, 37), (576, 131)])
+def test_f32_kernel_matches_float64_reference(kind, K, N):
+    """fp32 activations: only fp32 rounding remains, |err| <= 1e-6 * sum of |terms| (measured ~1.3e-7), where
+    int8 activations are off by ~1e-3; the default mode is this one."""
+    qw = quant.QuantizedWeight.quantize(_weight(N, K), kind)
+    w64 = qw.dequantize().double()
+    x = _x(13, K)
+    bias = torch.randn(N)
+    y = quant.qmatmul(x, qw, bias)
+    assert torch.equal(y, quant.qmatmul(x, qw, bias, activations="f32"))
+    exact = x.double() @ w64.T + bias.double()
+    scale = x.double().abs() @ w64.abs().T + bias.double().abs()
+    err = (y.double() - exact).abs()
+    assert (err <= 1e-6 * scale).all()
+    assert ((y.double() - exact).norm() / exact.norm()).item() < 1e-6
+    int8_err = (quant.qmatmul(x, qw, bias, activations="int8").double() - exact).abs()
+    assert int8_err.max() > 100 * err.max()  # the two modes really are different computations
+
+
+def test_f32_matches_smollm2_checkpoint_weights(smollm2_path):
+    """Real SmolLM2 tensors (the file's Q4_1 / Q8_0 blocks, unchanged): f32-mode qmatmul vs float32 x @ W.T of
+    the weights the GGUF loader dequantizes, within 1e-5 relative."""
+    from athanor.models.dequant import dequantize
+    from athanor.models.gguf import read_gguf_header
+
+    header = read_gguf_header(smollm2_path)
+    kinds = {3: "q4_1", 8: "q8_0"}
+    seen = set()
+    g = torch.Generator().manual_seed(5)
+    for name in ("blk.0.attn_q.weight", "blk.7.ffn_down.weight", "blk.29.ffn_gate.weight", "token_embd.weight"):
+        info = header.tensors[name]
+        kind, (out_features, in_features) = kinds[info.ggml_type], info.shape
+        rows = min(out_features, 4096)  # the LM head's first rows are plenty
+        with open(smollm2_path, "rb") as f:
+            f.seek(info.offset)
+            raw = torch.frombuffer(bytearray(f.read(info.nbytes // out_features * rows)), dtype=torch.uint8)
+        w = dequantize(raw, info.ggml_type, (rows, in_features), name)  # the checkpoint loader's float32 weights
+        qw = quant.QuantizedWeight.from_gguf(raw, kind, rows, in_features)
+        x = torch.randn(8, in_features, generator=g)
+        y, ref = quant.qmatmul(x, qw), x @ w.T
+        assert ((y - ref).norm() / ref.norm()).item() < 1e-5, name
+        assert ((y - ref).abs() <= 1e-5 * (x.abs() @ w.abs().T)).all(), name
+        assert torch.equal(quant.qmatmul(x[3:4], qw), y[3:4])
+        seen.add(kind)
+    assert seen == {"q4_1", "q8_0"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_rows_are_independent_of_batch_and_threads(kind, threads):
+def test_rows_are_independent_of_batch_and_threads(kind, threads, mode):
     """Row i of the output, bit for bit, whatever M and the thread count (engine: alone == in a batch)."""
     qw = quant.QuantizedWeight.quantize(_weight(70, 192), kind)  # 70 rows: partial NR and OC tiles
     x = _x(20, 192)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        alone = torch.cat([quant.qmatmul(x[i : i + 1], qw) for i in range(20)])
+        alone = torch.cat([quant.qmatmul(x[i : i + 1], qw, activations=mode) for i in range(20)])
         torch.set_num_threads(threads)
         for M in list(range(1, 10)) + [20]:
             for start in (0, 20 - M):
-                assert torch.equal(quant.qmatmul(x[start : start + M], qw), alone[start : start + M]), (M, start)
-        assert torch.equal(quant.qmatmul(x, qw, num_threads=threads), alone)
+                got = quant.qmatmul(x[start : start + M], qw, activations=mode)
+                assert torch.equal(got, alone[start : start + M]), (M, start)
+        assert torch.equal(quant.qmatmul(x, qw, num_threads=threads, activations=mode), alone)
     finally:
         torch.set_num_threads(before)
 
 
-def test_non_contiguous_x_and_empty_batch():
+@pytest.mark.parametrize("kind", KINDS)
+def test_f32_rows_are_independent_for_wide_inputs(kind):
+    """in_features > 768: the f32 kernel takes x in row tiles of 4 (to stay in L1) instead of 8; 25 blocks
+    leave a partial group of scales."""
+    qw = quant.QuantizedWeight.quantize(_weight(37, 800), kind)
+    x = _x(12, 800)
+    alone = torch.cat([quant.qmatmul(x[i : i + 1], qw) for i in range(12)])
+    for M in (2, 3, 5, 8, 12):
+        assert torch.equal(quant.qmatmul(x[:M], qw), alone[:M]), M
+    exact = x.double() @ qw.dequantize().double().T
+    assert ((alone.double() - exact).abs() <= 1e-6 * (x.double().abs() @ qw.dequantize().double().abs().T)).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_non_contiguous_x_and_empty_batch(mode):
     qw = quant.QuantizedWeight.quantize(_weight(40, 64), "q4_1")
-    wide = _x(6, 128)
-    x = wide[:, ::2]  # (6, 64), stride 2
-    assert torch.equal(quant.qmatmul(x, qw), quant.qmatmul(x.contiguous(), qw))
-    cols = wide[:, 64:]  # (6, 64), row stride 128
-    assert torch.equal(quant.qmatmul(cols, qw), quant.qmatmul(cols.contiguous(), qw))
-    assert quant.qmatmul(x.double(), qw).dtype == torch.float32
-    empty = quant.qmatmul(torch.empty(0, 64), qw)
+    wide = _x(12, 128)
+    for x in (wide[:, ::2], wide[:, 64:], wide[::2, 32:96]):  # column stride 2; row stride 128; both
+        assert torch.equal(quant.qmatmul(x, qw, activations=mode), quant.qmatmul(x.contiguous(), qw, activations=mode))
+    assert quant.qmatmul(wide[:, ::2].double(), qw, activations=mode).dtype == torch.float32
+    empty = quant.qmatmul(torch.empty(0, 64), qw, activations=mode)
     assert empty.shape == (0, 40)
 
 
@@ -152,14 +216,20 @@ def test_bad_shapes_are_clear_value_errors():
         quant.qmatmul(torch.randn(2, 32), qw)
     with pytest.raises(ValueError, match="bytes"):
         quant.QuantizedWeight(torch.zeros(10, dtype=torch.uint8), "q8_0", 8, 64)
+    with pytest.raises(ValueError, match="activations must be one of f32, int8"):
+        quant.qmatmul(torch.randn(2, 64), qw, activations="fp16")
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_non_finite_x_makes_its_row_nan_only(kind):
+def test_non_finite_x_spoils_its_row_only(kind, mode):
+    """int8: the whole row is NaN (no silent saturation); f32: as float matmul, every output is inf or NaN."""
     qw = quant.QuantizedWeight.quantize(_weight(33, 96), kind)
     x = _x(4, 96)
-    clean = quant.qmatmul(x, qw)
+    clean = quant.qmatmul(x, qw, activations=mode)
     x[1, 40], x[2, 95] = float("nan"), float("inf")
-    y = quant.qmatmul(x, qw)
-    assert y[1].isnan().all() and y[2].isnan().all()
+    y = quant.qmatmul(x, qw, activations=mode)
+    if mode == "int8":
+        assert y[1].isnan().all() and y[2].isnan().all()
+    assert y[1].isnan().all() and not y[2].isfinite().any()
     assert torch.equal(y[[0, 3]], clean[[0, 3]])
