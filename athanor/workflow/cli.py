@@ -1,7 +1,8 @@
 """`athanor workflow …`: the typer sub-app `workflow_app` (mounted by athanor/cli.py). Parse → call → print.
 
     validate FILE                     every problem at once, with node ids (exit 1 when there are any)
-    run FILE --input k=v [--stream]   run a Dify app file; outputs as JSON (or the answer, streamed)
+    run FILE --input k=v [--stream]   run a Dify app file; outputs as JSON (or the answer, streamed);
+                                      --mcp CMD_OR_URL adds an MCP server's tools for tool/agent nodes
     runs                              recent runs;  show RUN_ID: one run with every node execution
     export FILE --out OUT             write the app back in Dify's format (optionally {"data": ...} wrapped)
 Not for: logic (engine.py, validate.py, runs.py).
@@ -9,6 +10,7 @@ Not for: logic (engine.py, validate.py, runs.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -18,11 +20,14 @@ import typer
 workflow_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                            help="workflows: validate and run Dify app DSL files, inspect runs")
 
-ModelOpt = typer.Option(None, "--model", help="default model spec for llm-type nodes, e.g. smollm2")
+ModelOpt = typer.Option(None, "--model", envvar="ATHANOR_WORKFLOW_MODEL",
+                        help="default model spec for llm-type nodes, e.g. smollm2")
 ModelMapOpt = typer.Option(None, "--model-map", help="YAML/JSON file mapping Dify model names to model specs")
 InputOpt = typer.Option(None, "--input", "-i", help="start input KEY=VALUE (repeatable; KEY=@FILE reads a file)")
 AllowHostOpt = typer.Option(None, "--allow-host", help="extra host the http-request node may reach (repeatable)")
 ConversationOpt = typer.Option(None, "--conversation-id", help="advanced-chat: continue (or start) this conversation")
+McpOpt = typer.Option(None, "--mcp", help="MCP server (command line or http(s) URL) whose tools the app may call "
+                                          "(repeatable)")
 OutOpt = typer.Option(..., "--out", "-o", help="where to write the YAML")
 
 
@@ -45,15 +50,29 @@ def _services(model: str | None, model_map: Path | None):
     return Services.from_options(model, str(model_map) if model_map else None)
 
 
+def add_mcp_tools(services, servers: list[str] | None, stack: contextlib.ExitStack) -> None:
+    """Connect each MCP server (closed when `stack` closes) and put its tools into services.tools."""
+    if not servers:
+        return
+    from athanor.agent.mcp import MCPServerTools
+
+    for server in servers:
+        for tool in stack.enter_context(MCPServerTools(server)).tools:
+            services.tools[tool.name] = tool
+
+
 @workflow_app.command("validate")
-def validate(file: Path, model: str | None = ModelOpt, model_map: Path | None = ModelMapOpt) -> None:
-    """Check a Dify app file; print every problem with its node id."""
+def validate(file: Path, model: str | None = ModelOpt, model_map: Path | None = ModelMapOpt,
+             mcp: list[str] | None = McpOpt) -> None:
+    """Check a Dify app file; print every problem with its node id (models too, given --model/--model-map)."""
     from athanor.workflow.dsl import load_app
     from athanor.workflow.validate import validate_app
 
     app = load_app(file)
-    services = _services(model, model_map) if (model or model_map) else None
-    problems = validate_app(app, services)
+    services = _services(model, model_map) if (model or model_map or mcp) else None
+    with contextlib.ExitStack() as stack:
+        add_mcp_tools(services, mcp, stack)
+        problems = validate_app(app, services, check_models=bool(model or model_map))
     for p in problems:
         typer.echo(str(p))
     if problems:
@@ -73,6 +92,7 @@ def run(
     model_map: Path | None = ModelMapOpt,
     allow_host: list[str] | None = AllowHostOpt,
     conversation_id: str | None = ConversationOpt,
+    mcp: list[str] | None = McpOpt,
 ) -> None:
     """Run a workflow (or one advanced-chat turn); the run is saved for `workflow runs` / `workflow show`."""
     from athanor.workflow.dsl import load_app
@@ -88,16 +108,21 @@ def run(
         observers.append(lambda e: typer.echo(json.dumps(e, ensure_ascii=False, default=str)))
     elif stream:
         observers.append(_print_text)
-    saved = store.conversation(conversation_id) if conversation_id else None
-    count = (saved or {}).get("dialogue_count", 0) + 1
-    try:
+    saved = (store.conversation(conversation_id) if conversation_id else None) or {}
+    if saved and saved.get("app_name") != app.name:
+        from athanor.workflow.errors import WorkflowError
+
+        raise WorkflowError(f"conversation {conversation_id!r} belongs to app {saved.get('app_name')!r}, "
+                            f"not {app.name!r}")
+    count, history = saved.get("dialogue_count", 0) + 1, saved.get("history") or []
+    with contextlib.ExitStack() as stack:
+        stack.callback(services.close)  # knowledge bases; MCP connections close before it (LIFO)
+        add_mcp_tools(services, mcp, stack)
         result = WorkflowEngine(app, services, observers).run(
             parse_inputs(input), query=query, conversation_id=conversation_id, dialogue_count=count,
-            conversation=(saved or {}).get("variables"))
-    finally:
-        services.close()
+            conversation=saved.get("variables"), history=history)
     if app.mode == "advanced-chat" and result.status != "failed":
-        store.save_conversation(result.conversation_id, app.name, result.conversation, count)
+        store.save_turn(app.name, result, query, count, history)
         typer.echo(f"conversation {result.conversation_id} (continue with --conversation-id)", err=True)
     if stream and not events:
         typer.echo("")

@@ -127,6 +127,8 @@ def evaluate(conditions: list[dict], logical_operator: str, pool) -> tuple[bool,
     """(combined result, per-condition details for process_data)."""
     details = []
     for cond in conditions or []:
+        if (cond.get("sub_variable_condition") or {}).get("conditions"):
+            raise WorkflowNodeError("conditions on file-list attributes (sub_variable_condition) are not supported")
         actual = pool.lookup(cond.get("variable_selector") or [])
         expected = resolve_expected(cond, pool)
         ok = compare(actual, cond.get("comparison_operator", "is"), expected)
@@ -150,4 +152,7 @@ def check_conditions(conditions: Any, where: str) -> list[str]:
             problems.append(f"{where} condition #{i + 1}: {e}")
         if not cond.get("variable_selector") and "key" not in cond:
             problems.append(f"{where} condition #{i + 1} has no variable_selector")
+        if (cond.get("sub_variable_condition") or {}).get("conditions"):  # never evaluated: say so, not ignore
+            problems.append(f"{where} condition #{i + 1}: conditions on file-list attributes "
+                            "(sub_variable_condition) are not supported")
     return problems

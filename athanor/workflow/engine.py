@@ -7,7 +7,9 @@
   3. a failing node gets its error strategy: retries (retry_config), then fail-branch or default-value,
      else the run fails; handled failures make the run "partial-succeeded";
   4. events (events.py) go to every observer as they happen; answer text streams via StreamRouter.
-Iteration and loop nodes run their inside through `GraphRun.run_subgraph`, with their own GraphState.
+Iteration and loop nodes run their inside through `GraphRun.run_subgraph`, with their own GraphState; a round
+that runs alone (loops, sequential iterations) gets its own StreamRouter, so answer nodes inside stream live;
+rounds of a parallel iteration run side by side, and their answer nodes speak whole when they finish.
 Limits: Services.max_steps node executions and Services.max_seconds wall time per run.
 Not for: what a node does (nodes/), the DSL format (dsl.py), persistence (runs.py: an observer).
 """
@@ -71,7 +73,11 @@ class WorkflowEngine:
 
     def run(self, inputs: dict | None = None, *, query: str = "", files: list | None = None, user: str = "user",
             conversation_id: str | None = None, conversation: dict | None = None, dialogue_count: int = 1,
-            environment: dict | None = None, run_id: str | None = None) -> RunResult:
+            environment: dict | None = None, run_id: str | None = None,
+            history: list[dict] | None = None) -> RunResult:
+        """One run. Advanced-chat turns pass the conversation so far: `conversation` (its variables) and
+        `history` (earlier turns as {"role": "user" | "assistant", "content"} messages, oldest first), which
+        llm / classifier / extractor / agent nodes with `memory` read from `sys.history`."""
         from athanor.workflow.nodes.basic import coerce_start_inputs
 
         graph = self.graph(None)
@@ -85,7 +91,8 @@ class WorkflowEngine:
                         message_id=str(uuid.uuid4()) if chat else None)
         system = {"query": query, "files": list(files or []), "conversation_id": ids.conversation_id or "",
                   "user_id": user, "workflow_run_id": ids.run_id, "dialogue_count": dialogue_count,
-                  "app_id": self.app.name, "workflow_id": ids.workflow_id, "timestamp": int(time.time())}
+                  "app_id": self.app.name, "workflow_id": ids.workflow_id, "timestamp": int(time.time()),
+                  "history": [dict(m) for m in history or [] if isinstance(m, dict)]}
         conv = {**self.app.conversation_defaults(), **(conversation or {})}
         pool = VariablePool(system, {**self.app.environment(), **(environment or {})}, conv)
         return _Run(self, ids, pool, inputs).execute()
@@ -111,13 +118,13 @@ class _Run:
     def emit_text(self, text: str, selector: list | None) -> None:
         self.emit(ev.text(self.ids, text, selector))
 
-    def emit_inner_answer(self, text: str) -> None:
-        """An answer node inside an iteration/loop: its whole text, once per round (no streaming in there)."""
+    def emit_inner_text(self, text: str, selector: list | None) -> None:
+        """Text from an answer node inside an iteration/loop: part of the run's answer, out at once."""
         with self.lock:
             if text and self.router is not None:
                 self.router.answer_text.append(text)
             if text:
-                self.emit_text(text, None)
+                self.emit_text(text, selector)
 
     def next_step(self) -> int:
         with self.lock:
@@ -167,6 +174,7 @@ class GraphRun:
         self.state = GraphState(graph)
         self.router: StreamRouter | None = None
         self.stopped = False  # a loop-end node ran: the loop stops after this round
+        self.alone = True  # no sibling round runs beside this one (False inside parallel iterations)
 
     # --- the main loop ----------------------------------------------------------------------------------
 
@@ -206,9 +214,14 @@ class GraphRun:
         if failure is not None:
             raise WorkflowNodeError(failure)
 
-    def run_subgraph(self, container_id: str, pool: VariablePool, scope: dict) -> GraphRun:
-        """Run the inside of a container once (one iteration or loop round); returns the finished GraphRun."""
+    def run_subgraph(self, container_id: str, pool: VariablePool, scope: dict, *, parallel: bool = False) -> GraphRun:
+        """Run the inside of a container once (one iteration or loop round); returns the finished GraphRun.
+
+        parallel: other rounds run at the same time, so this round's answer text cannot stream in order."""
         sub = GraphRun(self.run, self.run.engine.graph(container_id), pool, scope)
+        sub.alone = self.alone and not parallel
+        if sub.alone and any(n.type == "answer" for n in sub.graph.nodes.values()):
+            sub.router = StreamRouter(sub.state, pool, self.run.emit_inner_text)
         sub.execute()
         return sub
 
@@ -238,8 +251,8 @@ class GraphRun:
         result, status, error = self._attempts(node, info)
         if status != "failed":
             self.pool.set_outputs(nid, result.outputs)
-            if self.graph.container_id is not None and node.type == "answer":
-                self.run.emit_inner_answer(str(result.outputs.get("answer", "")))
+            if self.graph.container_id is not None and node.type == "answer" and self.router is None:
+                self.run.emit_inner_text(str(result.outputs.get("answer", "")), None)  # a parallel round: whole
         with self.run.lock:
             self.run.tokens += int(result.metadata.get("total_tokens") or 0)
             self.run.exceptions += status == "exception"

@@ -30,6 +30,7 @@ from athanor.errors import AthanorError
 
 router = APIRouter(tags=["workflows"])
 _END = object()
+MODEL_CACHE: dict = {}  # model spec -> loaded ChatModel, shared by every request (each model loads once)
 
 
 class WorkflowRunRequest(BaseModel):
@@ -89,7 +90,7 @@ def _services():
 
     model_map = _home() / "model_map.yml"
     return Services.from_options(os.environ.get("ATHANOR_WORKFLOW_MODEL") or None,
-                                 str(model_map) if model_map.is_file() else None)
+                                 str(model_map) if model_map.is_file() else None, MODEL_CACHE)
 
 
 def _start(app, run_kwargs: dict, user: str, stream: bool, on_done=None):
@@ -99,24 +100,39 @@ def _start(app, run_kwargs: dict, user: str, stream: bool, on_done=None):
 
     store = RunStore()
     events: queue.Queue = queue.Queue()
-    engine = WorkflowEngine(app, _services(), [store.observer(app, user), events.put] if stream else
+    services = _services()
+    held: list[dict] = []  # workflow_finished goes out after on_done: a client that sees it may send the next turn
+
+    def to_client(event: dict) -> None:
+        if event.get("event") == "workflow_finished":
+            held.append(event)
+        else:
+            events.put(event)
+
+    engine = WorkflowEngine(app, services, [store.observer(app, user), to_client] if stream else
                             [store.observer(app, user)])
 
-    def work():
+    def finish():
         try:
             result = engine.run(**run_kwargs, user=user)
-            if on_done:
-                on_done(store, result)
-        except AthanorError as e:  # input problems found before the run started
-            events.put({"event": "error", "status": 400, "code": "invalid_param", "message": str(e)})
         finally:
-            events.put(_END)
-
-    if not stream:
-        result = engine.run(**run_kwargs, user=user)
+            services.close()  # the knowledge bases this run opened
         if on_done:
             on_done(store, result)
         return result
+
+    def work():
+        try:
+            finish()
+        except AthanorError as e:  # input problems found before the run started
+            events.put({"event": "error", "status": 400, "code": "invalid_param", "message": str(e)})
+        finally:
+            for event in held:
+                events.put(event)
+            events.put(_END)
+
+    if not stream:
+        return finish()
     threading.Thread(target=work, daemon=True, name="wf-run").start()
 
     def lines():
@@ -176,15 +192,16 @@ def chat_messages(body: ChatMessageRequest, x_athanor_app: str | None = Header(N
     try:
         app = _find_app(body.app or x_athanor_app, "advanced-chat")
         saved = RunStore().conversation(body.conversation_id) if body.conversation_id else None
-        if body.conversation_id and saved is None:
+        if body.conversation_id and (saved is None or saved.get("app_name") != app.name):
             raise DifyError(f"conversation {body.conversation_id!r} not found", 404, "not_found")
-        count = (saved or {}).get("dialogue_count", 0) + 1
+        count, history = (saved or {}).get("dialogue_count", 0) + 1, (saved or {}).get("history") or []
         kwargs = {"inputs": body.inputs, "query": body.query, "files": body.files,
                   "conversation_id": body.conversation_id, "dialogue_count": count,
-                  "conversation": (saved or {}).get("variables")}
+                  "conversation": (saved or {}).get("variables"), "history": history}
 
         def remember(store, result):
-            store.save_conversation(result.conversation_id, app.name, result.conversation, count)
+            if result.status != "failed":
+                store.save_turn(app.name, result, body.query, count, history)
 
         if body.response_mode == "streaming":
             _check_inputs(app, body.inputs)

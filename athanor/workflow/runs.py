@@ -2,8 +2,9 @@
 
 One row per run (app, inputs, outputs, status, error, timings, steps, tokens) and one per node execution
 (inputs, process data, outputs, status, error, elapsed time, iteration/loop scope), plus conversation
-variables per conversation for advanced-chat apps. `RunStore.observer()` is an engine observer: it writes
-as events arrive, so a run is visible (status "running") while it is still going.
+variables and message history per conversation for advanced-chat apps (the history feeds the llm nodes'
+`memory`; older databases get the history column added when opened). `RunStore.observer()` is an engine
+observer: it writes as events arrive, so a run is visible (status "running") while it is still going.
 Not for: running anything (engine.py) or formatting for people (cli.py).
 """
 
@@ -29,11 +30,12 @@ CREATE TABLE IF NOT EXISTS node_executions (
   finished_at REAL, iteration_id TEXT, loop_id TEXT, execution_metadata TEXT);
 CREATE INDEX IF NOT EXISTS node_exec_run ON node_executions(run_id, idx);
 CREATE TABLE IF NOT EXISTS conversations (
-  id TEXT PRIMARY KEY, app_name TEXT, variables TEXT, dialogue_count INTEGER, updated_at REAL);
+  id TEXT PRIMARY KEY, app_name TEXT, variables TEXT, dialogue_count INTEGER, updated_at REAL, history TEXT);
 """
+MAX_HISTORY_MESSAGES = 1000  # kept per conversation (500 turns: prompting.MAX_HISTORY_TURNS, Dify's limit)
 _RUN_COLUMNS = ("id", "app_name", "app_mode", "source", "status", "inputs", "outputs", "error", "created_at",
                 "finished_at", "elapsed_time", "total_steps", "total_tokens", "conversation_id", "user_id")
-_JSON = ("inputs", "outputs", "process_data", "execution_metadata", "variables")
+_JSON = ("inputs", "outputs", "process_data", "execution_metadata", "variables", "history")
 
 
 def default_path() -> Path:
@@ -56,6 +58,13 @@ class RunStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(conversations)")}
+            if "history" not in columns:  # a database written before conversations kept their messages
+                try:
+                    self._db.execute("ALTER TABLE conversations ADD COLUMN history TEXT")
+                except sqlite3.OperationalError as e:  # another process added it between the two statements
+                    if "duplicate column" not in str(e):
+                        raise
 
     def close(self) -> None:
         with self._lock:
@@ -92,17 +101,30 @@ class RunStore:
         with self._lock:
             self._db.execute(sql, args)
 
-    def save_conversation(self, conversation_id: str, app_name: str, variables: dict, dialogue_count: int) -> None:
-        self._exec("INSERT OR REPLACE INTO conversations VALUES (?,?,?,?,?)",
-                   (conversation_id, app_name, _dumps(variables), dialogue_count, time.time()))
+    def save_conversation(self, conversation_id: str, app_name: str, variables: dict, dialogue_count: int,
+                          history: list[dict] | None = None) -> None:
+        self._exec("INSERT OR REPLACE INTO conversations (id, app_name, variables, dialogue_count, updated_at, "
+                   "history) VALUES (?,?,?,?,?,?)",
+                   (conversation_id, app_name, _dumps(variables), dialogue_count, time.time(),
+                    _dumps(list(history or [])[-MAX_HISTORY_MESSAGES:])))
+
+    def save_turn(self, app_name: str, result, query: str, dialogue_count: int, history: list[dict]) -> None:
+        """After an advanced-chat turn: its conversation variables, and the history with this query and answer."""
+        turn = [{"role": "user", "content": query}, {"role": "assistant", "content": result.answer}]
+        self.save_conversation(result.conversation_id, app_name, result.conversation, dialogue_count,
+                               [*history, *turn])
 
     # --- reading ----------------------------------------------------------------------------------------
 
     def conversation(self, conversation_id: str) -> dict | None:
-        """{"variables": {...}, "dialogue_count": n, "app_name": ...} or None for an unknown id."""
+        """{"variables": {...}, "history": [messages], "dialogue_count": n, "app_name": ...}; None for an unknown id."""
         with self._lock:
             row = self._db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
-        return _row(row) if row else None
+        if row is None:
+            return None
+        out = _row(row)
+        out["history"] = out.get("history") or []
+        return out
 
     def list_runs(self, limit: int = 20) -> list[dict]:
         with self._lock:

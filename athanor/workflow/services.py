@@ -93,7 +93,9 @@ class Services:
         if problems:
             raise WorkflowNodeError(problems[0])
         spec = self.resolve_model(model)
-        with self._lock:  # parallel branches asking for the same model load it once
+        if (loaded := self._models.get(spec)) is not None:
+            return loaded
+        with _LOAD_LOCK:  # parallel branches (and runs sharing a cache) asking for the same model load it once
             if spec not in self._models:
                 self._models[spec] = _load(spec)
             return self._models[spec]
@@ -128,12 +130,18 @@ class Services:
     # --- construction ------------------------------------------------------------------------------------
 
     @classmethod
-    def from_options(cls, model: str | None = None, model_map_file: str | None = None) -> Services:
-        """Services from CLI/HTTP options: a default model spec and/or a model-map file (YAML or JSON)."""
+    def from_options(cls, model: str | None = None, model_map_file: str | None = None,
+                     model_cache: dict | None = None) -> Services:
+        """Services from CLI/HTTP options: a default model spec and/or a model-map file (YAML or JSON).
+
+        model_cache: {spec: ChatModel} shared with other Services (a server's runs load each model once)."""
         default, mapping = None, {}
         if model_map_file:
             default, mapping = read_model_map(model_map_file)
-        return cls(default_model=(model or default or None), model_map=mapping)
+        services = cls(default_model=(model or default or None), model_map=mapping)
+        if model_cache is not None:
+            services._models = model_cache
+        return services
 
 
 def read_model_map(path: str | Path) -> tuple[str | None, dict[str, str]]:
@@ -162,6 +170,9 @@ def read_model_map(path: str | Path) -> tuple[str | None, dict[str, str]]:
         raise AthanorError(f"model map {str(p)!r}: every value must be a model spec string "
                            f"(bad: {', '.join(bad) or 'default'})")
     return default, {str(k).strip(): v.strip() for k, v in data.items()}
+
+
+_LOAD_LOCK = threading.Lock()  # one model load at a time, process-wide (model caches may be shared)
 
 
 def _load(spec: str) -> ChatModel:

@@ -5,8 +5,9 @@ node starts emitting once it is bound to run (GraphState.will_run: every branch 
 so this works after if-else and classifier branches) and every answer node upstream of it has finished
 emitting. Then it walks its segments in order: text goes out at once; a reference to a node that is
 streaming (ctx.stream) passes its chunks through as they arrive; a reference to a finished node goes out
-whole; a reference to a node not yet started waits. Answer nodes inside iterations/loops speak whole, per
-round, so an answer downstream of a container waits for it to finish. End nodes (workflow apps) stream
+whole; a reference to a node not yet started waits. A loop round or sequential iteration round gets its
+own router over its own GraphState (engine.py), so answer nodes inside stream per round; an answer
+downstream of a container waits for it to finish. End nodes (workflow apps) stream
 their outputs the same way, one after the other with "\n" between them, as Dify's End node does.
 Not for: rendering final outputs (the answer/end nodes do that) or event shapes (events.py).
 """

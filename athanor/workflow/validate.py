@@ -2,8 +2,9 @@
 
 Finds unknown node types, dangling edges, edges across container boundaries, missing or extra start nodes,
 unreachable nodes, cycles outside loop/iteration bodies, variable references to nothing upstream (nor to
-sys / env / conversation variables that exist), each node's own `check()`, and model problems of nodes with
-a `data.model` mapping (Services.model_problems). Not for: anything that needs running the graph.
+sys / env / conversation variables that exist), each node's own `check()`, and, given the run's Services,
+every node's model (llm-type nodes and agents: Services.model_problems) and every tool a tool or agent node
+names (built-ins, Services.tools: user and MCP tools). Not for: anything that needs running the graph.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ class Problem:
         return f"{self.node_id}: {self.message}" if self.node_id else self.message
 
 
-def validate_app(app: App, services=None) -> list[Problem]:
-    """All problems found; an empty list means the app is ready to run."""
+def validate_app(app: App, services=None, *, check_models: bool | None = None) -> list[Problem]:
+    """All problems found; an empty list means the app is ready to run.
+
+    services: the Services a run would get; models are checked against it unless check_models is False
+    (default: when services is given), tools always (without it, only the built-ins are known)."""
     problems: list[Problem] = []
     problems += _check_types_and_parents(app)
     problems += _check_edges(app)
     for container in [None, *[n.id for n in app.nodes.values() if n.type in CONTAINER_TYPES]]:
         problems += _check_level(app, container)
     problems += _check_references(app)
-    problems += _check_nodes(app, services)
+    problems += _check_nodes(app, services, services is not None if check_models is None else check_models)
     return problems
 
 
@@ -206,18 +210,24 @@ def _declares(app: App, node_id: str, name: str) -> bool:
     return True
 
 
-def _check_nodes(app: App, services) -> list[Problem]:
+def _check_nodes(app: App, services, check_models: bool) -> list[Problem]:
+    from athanor.workflow.prompting import node_model
+
     out = []
     for node in app.nodes.values():
         cls = NODE_TYPES.get(node.type)
         if cls is None:
             continue
         try:
-            messages = cls(node.id, node.data).check(app)
+            instance = cls(node.id, node.data)
+            messages = instance.check(app)
+            if hasattr(instance, "tool_problems"):  # tool and agent nodes: which tools this run would have
+                messages = [*messages, *instance.tool_problems(services)]
         except Exception as e:  # noqa: BLE001 - a node that cannot even read its own config: report, keep checking others
             messages = [f"invalid configuration ({type(e).__name__}: {e})"]
-        if services is not None and isinstance(node.data.get("model"), dict):
-            messages = [*messages, *services.model_problems(node.data["model"])]
+        model = node_model(node.data) if check_models and services is not None else None
+        if model is not None:
+            messages = [*messages, *services.model_problems(model)]
         out += [Problem(node.id, m) for m in dict.fromkeys(messages)]  # a node may report its model too
         strategy = node.data.get("error_strategy")
         if strategy not in (None, "", "none", "fail-branch", "default-value"):

@@ -191,3 +191,36 @@ def test_end_node_streams_its_outputs_like_dify(blocking):
     keys = [(e["event"], (e.get("data") or {}).get("node_id")) for e in rec.events]
     llm = f"llm{blocking}"
     assert [k[0] for k in keys].index("text_chunk") < keys.index(("node_finished", llm))  # query before the llm ends
+
+
+def test_llm_inside_a_loop_streams_through_its_answer_every_round():
+    lp = node("lp", "loop", loop_count=2, break_conditions=[], loop_variables=[], start_node_id="s")
+    nodes = [start(), lp, node("s", "loop-start", parent="lp"),
+             node("llm", "test-stream", parent="lp", chunks=["Hel", "lo"], recorder="loop-live"),
+             node("say", "answer", parent="lp", answer="[{{#llm.text#}}] "), node("done", "answer", answer="done")]
+    edges = [*chain("start", "lp", "done"), *chain("s", "llm", "say")]
+    result, rec = _run(dify_app(nodes, edges, mode="advanced-chat"), "loop-live", query="q")
+    # the second round's chunks had reached the client before its llm node finished
+    assert _StreamingNode.seen["loop-live"] == "[Hello] [Hello"
+    assert [e["answer"] for e in rec.of("message")] == ["[", "Hel", "lo", "] ", "[", "Hel", "lo", "] ", "done"]
+    assert result.answer == "[Hello] [Hello] done"
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_answer_inside_an_iteration_streams_when_rounds_run_one_at_a_time(parallel):
+    it = node("it", "iteration", iterator_selector=["start", "items"], output_selector=["llm", "text"],
+              start_node_id="is", is_parallel=parallel, parallel_nums=2)
+    nodes = [start("items", types={"items": "json_object"}), it,
+             node("is", "iteration-start", parent="it"),
+             node("llm", "test-stream", parent="it", chunks=["a", "b"], recorder=f"iter-{parallel}"),
+             node("say", "answer", parent="it", answer="{{#it.item#}}={{#llm.text#}};")]
+    edges = [*chain("start", "it"), *chain("is", "llm", "say")]
+    result, rec = _run(dify_app(nodes, edges, mode="advanced-chat"), f"iter-{parallel}",
+                       inputs={"items": '["x", "y"]'}, query="q")
+    assert result.status == "succeeded", result.error
+    messages = [e["answer"] for e in rec.of("message")]
+    if parallel:  # rounds side by side: each answer whole, in the order the rounds finish
+        assert sorted(messages) == ["x=ab;", "y=ab;"]
+    else:
+        assert messages == ["x", "=", "a", "b", ";", "y", "=", "a", "b", ";"]
+    assert sorted(result.answer.split(";")) == ["", "x=ab", "y=ab"]

@@ -66,6 +66,20 @@ def test_if_else_old_single_condition_form():
     assert run_doc(doc, {"a": "haystack", "b": "zz"})[0].outputs == {"branch": "false"}
 
 
+def test_file_list_sub_conditions_are_refused_not_ignored():
+    from athanor.workflow.validate import validate_app
+    from tests.workflow.conftest import load
+
+    sub = {"case_id": "s", "logical_operator": "and", "conditions": [
+        {"key": "extension", "comparison_operator": "is", "value": ".pdf"}]}
+    doc = _ifelse_doc([{"case_id": "c1", "logical_operator": "and", "conditions": [
+        {"variable_selector": ["start", "a"], "comparison_operator": "contains", "sub_variable_condition": sub}]}])
+    assert [str(p) for p in validate_app(load(doc))] == [
+        "gate: case c1 condition #1: conditions on file-list attributes (sub_variable_condition) are not supported"]
+    result, _ = run_doc(doc, {"a": "x"})
+    assert result.status == "failed" and "sub_variable_condition" in result.error
+
+
 def test_template_transform_jinja_and_sandbox():
     tmpl = node("t", "template-transform", template="{% for x in items %}[{{ x | upper }}]{% endfor %} {{ n * 2 }}",
                 variables=[{"variable": "items", "value_selector": ["start", "items"]},

@@ -54,11 +54,11 @@ def test_tool_from_services_returns_json():
 
 def test_tool_unknown_is_a_validation_problem_and_a_node_error():
     data = tool_data("ddgo_search", {"query": {"type": "constant", "value": "x"}})
-    problems = ToolNode("t", data).check(None)
+    problems = ToolNode("t", data).tool_problems(None)
     assert len(problems) == 1 and "ddgo_search" in problems[0] and "calculator" in problems[0]
     with pytest.raises(WorkflowNodeError, match="ddgo_search"):
         Run().execute(ToolNode, data)
-    assert ToolNode("t", tool_data("mcp_tool", {}, provider_type="mcp")).check(None) == []  # known at run time
+    assert ToolNode("t", tool_data("mcp_tool", {}, provider_type="mcp")).tool_problems(None) == []  # run time
 
 
 def test_tool_failure_fails_the_node():
@@ -129,8 +129,9 @@ def test_agent_without_answer_fails_the_node():
 
 
 def test_agent_checks():
-    assert AgentNode("a", agent_data()).check(None) == []
-    problems = AgentNode("a", agent_data("tree_of_thought", tools=("calculator", "ddgo_search"))).check(None)
+    assert AgentNode("a", agent_data()).check(None) == [] and AgentNode("a", agent_data()).tool_problems() == []
+    node = AgentNode("a", agent_data("tree_of_thought", tools=("calculator", "ddgo_search")))
+    problems = node.check(None) + node.tool_problems(None)
     assert any("tree_of_thought" in p for p in problems) and any("ddgo_search" in p for p in problems)
     assert not any("weather" in p for p in problems)  # disabled tools are not needed
 
@@ -149,22 +150,3 @@ def test_node_model_reads_llm_and_agent_shapes():
     assert node_model(agent_data()) == {"provider": "langgenius/openai/openai", "name": "gpt-4o-mini", "mode": "chat",
                                         "completion_params": {}}
     assert node_model({"type": "tool"}) is None
-
-
-def test_tool_node_calls_an_mcp_tool_over_stdio():
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("mcp")
-    from athanor.agent.mcp import MCPServerTools
-
-    server = str(Path(__file__).parent.parent / "agent" / "mcp_server.py")
-    with MCPServerTools([sys.executable, server]) as conn:
-        services = Services(tools={t.name: t for t in conn.tools})
-        run = Run({"start": {"x": 40}}, services=services)
-        data = tool_data("add", {"a": {"type": "variable", "value": ["start", "x"]}, "b": {"type": "constant", "value": 2}},
-                         provider_type="mcp", provider_name="local-mcp")
-        assert run.execute(ToolNode, data).outputs["text"] == "42"
-        with pytest.raises(WorkflowNodeError, match="tool fail"):
-            run.execute(ToolNode, tool_data("fail", {"reason": {"type": "constant", "value": "on purpose"}},
-                                            provider_type="mcp"))

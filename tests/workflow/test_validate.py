@@ -106,3 +106,44 @@ def test_app_needs_its_end_or_answer_node():
     assert "workflow apps need an end node" in _problems(dify_app([start()], []))
     assert "advanced-chat apps need an answer node" in _problems(dify_app([start()], [], mode="advanced-chat"))
     assert "no start node" in _problems(dify_app([end()], []))
+
+
+def _tool_and_agent_doc() -> dict:
+    agent_model = {"provider": "langgenius/openai/openai", "model": "gpt-4o-mini", "mode": "chat",
+                   "completion_params": {}, "type": "model-selector"}
+    tools = [{"enabled": True, "provider_name": "crm", "tool_name": "lookup", "type": "builtin"},
+             {"enabled": True, "provider_name": "srv", "tool_name": "add", "type": "mcp"}]
+    agent = node("agent", "agent", agent_strategy_name="function_calling", agent_parameters={
+        "model": {"type": "constant", "value": agent_model}, "tools": {"type": "constant", "value": tools},
+        "query": {"type": "constant", "value": "{{#start.q#}}"}})
+    tool = node("t", "tool", provider_type="builtin", provider_name="crm", tool_name="lookup",
+                tool_parameters={"uid": {"type": "constant", "value": 1}})
+    llm = node("llm", "llm", model={"provider": "openai", "name": "gpt-4o", "mode": "chat"},
+               prompt_template=[{"role": "user", "text": "hi"}])
+    return dify_app([start("q"), agent, tool, llm, end(out=["agent", "text"])],
+                    chain("start", "agent", "t", "llm", "end"))
+
+
+def test_agent_models_and_user_tools_are_checked_against_the_services():
+    from athanor.agent.tools import FunctionTool
+
+    doc = _tool_and_agent_doc()
+    bare = _problems(doc)  # no services: built-in tools only, models unchecked
+    unknown = ("tool 'lookup' (provider crm) is not available here; built-in tools: calculator, python, read_file, "
+               "list_dir, http_get, current_time (MCP tools come from the run's tool options)")
+    assert [p for p in bare if "lookup" in p] == [f"agent: {unknown}", f"t: {unknown}"]
+    assert not any("model" in p or "'add'" in p for p in bare)  # an MCP tool is trusted until servers are given
+
+    lookup = FunctionTool("lookup", "Find a user.", {"type": "object", "properties": {"uid": {"type": "integer"}}},
+                          lambda uid: "Ada")
+    services = Services(model_map={"gpt-4o": "smollm2"}, tools={"lookup": lookup})
+    problems = _problems(doc, services)
+    assert problems == [
+        "agent: MCP tool 'add' (provider srv) is not offered by the connected MCP servers (they offer: lookup)",
+        ("agent: model 'langgenius/openai/openai/gpt-4o-mini' is not in the model map and no default model is set "
+         "(pass --model NAME or --model-map FILE)")]
+    services.model_map["gpt-4o-mini"] = "smollm2"
+    services.tools["add"] = lookup
+    assert _problems(doc, services) == []
+    assert validate_app(load(_tool_and_agent_doc()), Services(), check_models=False)[0].message.startswith(
+        "tool 'lookup'")

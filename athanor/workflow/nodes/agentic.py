@@ -44,13 +44,22 @@ def _json_or_none(text: str):
     return value if isinstance(value, (dict, list)) else None
 
 
-def _tool_problem(name, provider, provider_type) -> list[str]:
+def _tool_problem(name, provider, provider_type, services=None) -> list[str]:
+    """Why a named tool would not resolve in a run with `services` ([] when it would).
+
+    Services.tools (user and MCP tools) and the built-ins are known. A tool the DSL marks as MCP is taken on
+    trust while the run has no extra tools (the servers are connected at run time, `--mcp`); once it has
+    some, the name must be among them."""
     from athanor.workflow.tools import BUILTIN_TOOLS
 
     if not name:
         return ["no tool_name"]
-    if provider_type == "mcp" or name in BUILTIN_TOOLS:
-        return []  # MCP tools are known only when the run's tools are connected
+    extra = getattr(services, "tools", None) or {}
+    if name in extra or name in BUILTIN_TOOLS or (provider_type == "mcp" and not extra):
+        return []
+    if provider_type == "mcp":
+        return [(f"MCP tool {name!r} (provider {provider}) is not offered by the connected MCP servers "
+                 f"(they offer: {', '.join(sorted(extra))})")]
     return [unknown_tool_message(name, provider)]
 
 
@@ -58,9 +67,11 @@ def _tool_problem(name, provider, provider_type) -> list[str]:
 class ToolNode(Node):
     type = "tool"
 
-    def check(self, app) -> list[str]:
+    def tool_problems(self, services=None) -> list[str]:
+        """Whether the tool resolves in a run with these Services (workflow/validate.py calls this)."""
         d = self.data
-        return _tool_problem(d.get("tool_name"), d.get("provider_name") or d.get("provider_id"), d.get("provider_type"))
+        return _tool_problem(d.get("tool_name"), d.get("provider_name") or d.get("provider_id"),
+                             d.get("provider_type"), services)
 
     def run(self, ctx: RunContext) -> NodeResult:
         d = self.data
@@ -101,11 +112,14 @@ class AgentNode(Node):
             problems.append(f"agent strategy {self.data.get('agent_strategy_name')!r} is not supported "
                             "(function_calling or ReAct)")
         problems += prompting.model_shape_problems(prompting.node_model(self.data))
-        for t in self._tool_entries():
-            problems += _tool_problem(t.get("tool_name"), t.get("provider_name"), t.get("type"))
         if not self._param("query"):
             problems.append("agent has no query")
         return problems
+
+    def tool_problems(self, services=None) -> list[str]:
+        """Whether every enabled tool resolves in a run with these Services (workflow/validate.py calls this)."""
+        return [p for t in self._tool_entries()
+                for p in _tool_problem(t.get("tool_name"), t.get("provider_name"), t.get("type"), services)]
 
     def run(self, ctx: RunContext) -> NodeResult:
         from athanor.agent.memory import BufferMemory

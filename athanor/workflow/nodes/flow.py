@@ -129,7 +129,7 @@ class IterationNode(Node):
         try:
             if workers > 1:
                 with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wf-iter") as tp:
-                    results = list(tp.map(lambda p: self._round(ctx, exec_id, *p), enumerate(items)))
+                    results = list(tp.map(lambda p: self._round(ctx, exec_id, *p, parallel=True), enumerate(items)))
             else:
                 results = [self._round(ctx, exec_id, i, item) for i, item in enumerate(items)]
         except WorkflowNodeError as e:
@@ -142,7 +142,7 @@ class IterationNode(Node):
         return NodeResult(outputs={"output": outputs}, inputs={"iterator_selector": items},
                           metadata={"iterator_length": len(items)})
 
-    def _round(self, ctx: RunContext, exec_id: str, index: int, item: Any) -> tuple[bool, Any]:
+    def _round(self, ctx: RunContext, exec_id: str, index: int, item: Any, parallel: bool = False) -> tuple[bool, Any]:
         ctx.check_deadline()
         pool = ctx.pool.child()
         pool.set(self.id, "item", item)
@@ -150,7 +150,7 @@ class IterationNode(Node):
         graph_run = ctx.engine
         graph_run.emit(ev.container(graph_run.ids, "iteration", "next", self, execution_id=exec_id, index=index))
         try:
-            graph_run.run_subgraph(self.id, pool, {"iteration_id": self.id, "index": index})
+            graph_run.run_subgraph(self.id, pool, {"iteration_id": self.id, "index": index}, parallel=parallel)
         except WorkflowNodeError:
             if self.data.get("error_handle_mode", "terminated") == "terminated":
                 raise
