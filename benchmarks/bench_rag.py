@@ -5,9 +5,10 @@
           reference shipped in `pydoc_data.topics`, one file per topic, with EVAL_QUERIES written by hand (each
           query's relevant topics can be checked at docs.python.org/3/reference); vector vs keyword vs hybrid,
           plus ingest throughput (chunks/s) with the default embedder
-  scale   query latency p50/p99 at --chunks (default 100k) chunks: synthetic text from the same corpus's
-          vocabulary and random unit vectors (embedding 100k real chunks takes too long on 2 shared cores), and
-          FAISS flat (exact) vs HNSW (approximate) recall@10
+  scale   at --chunks (default 100k) real chunks with real MiniLM vectors (benchmarks/rag_corpus.py: stdlib
+          docs, docstrings and /usr/share/doc, 32-token chunks; its embeddings cached in --cache): recall@10 of
+          the HNSW index (athanor/rag/ann.py) against exact search, p50/p99 of both, and kb.query latency per
+          mode with each index
 
 Run: OMP_NUM_THREADS=1 python benchmarks/bench_rag.py index|eval|scale
 """
@@ -184,72 +185,103 @@ def run_eval(args) -> None:
         print(f"{label:16s} recall@5 {r['recall@5']:.3f}  MRR {r['mrr']:.3f}  nDCG@10 {r['ndcg@10']:.3f}")
 
 
-# --- scale: latency at 100k chunks -------------------------------------------------------------------------
+# --- scale: exact vs approximate at 100k real chunks ---------------------------------------------------------
+
+
+CORPUS_SIZE = 101_000  # real chunks gathered by rag_corpus.py (100k in the base + held-out queries)
 
 
 def run_scale(args) -> None:
+    """Real text, real MiniLM vectors (benchmarks/rag_corpus.py: how they are made and why chunks are short)."""
     import os
-    import re
+    import sys
     import tempfile
     from pathlib import Path
-    from pydoc_data.topics import topics
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch
+    from rag_corpus import chunks_cached, embed_cached
+
+    from athanor.rag.ann import HNSWIndex
     from athanor.rag.kb import KnowledgeBase
+    from athanor.rag.search import VectorIndex
     from athanor.rag.store import NewChunk
 
+    torch.set_num_threads(1)
+    t = time.perf_counter()
+    chunks = chunks_cached(CORPUS_SIZE, Path(args.cache))  # always the same list: the embedding cache lines up
+    assert args.chunks + args.queries <= CORPUS_SIZE, f"--chunks + --queries must be at most {CORPUS_SIZE}"
+    vecs = embed_cached([c for _, c in chunks], Path(args.cache), limit=args.chunks + args.queries)
+    held = slice(args.chunks, args.chunks + args.queries)
+    print(f"{args.chunks} real chunks + {args.queries} held-out query chunks, vectors from {args.cache} "
+          f"({time.perf_counter() - t:.0f} s)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_rag_scale_"))
     os.environ["ATHANOR_HOME"] = str(tmp / "home")
-    rng = np.random.default_rng(0)
-    vocab = sorted({w for t in topics.values() for w in re.findall(r"[A-Za-z_]{3,}", t)})
-    kb = KnowledgeBase.create("scale")
-    dim, per_doc = kb.embedder.dim, 100
+    kb = KnowledgeBase.create("scale", index="exact")
     t = time.perf_counter()
-    for d in range(args.chunks // per_doc):  # written through the same per-file transaction as `kb add`
-        vecs = _unit(rng, per_doc, dim)
-        chunks = [NewChunk(" ".join(rng.choice(vocab, 60)), {"source": f"/synthetic/{d}.txt", "ext": "txt"}, 60, v)
-                  for v in vecs]
-        kb.store.replace_document(f"/synthetic/{d}.txt", str(d), 0.0, [], chunks)
-    print(f"wrote {args.chunks} synthetic chunks in {time.perf_counter() - t:.1f} s")
+    for d in range(0, args.chunks, 100):  # written through the same per-file transaction as `kb add`
+        rows = [NewChunk(text, {"source": src, "ext": "txt"}, 0, v)
+                for (src, text), v in zip(chunks[d: min(d + 100, args.chunks)], vecs[d: min(d + 100, args.chunks)])]
+        kb.store.replace_document(f"/corpus/{d // 100}.txt", str(d), 0.0, [], rows)
+    print(f"wrote them to SQLite in {time.perf_counter() - t:.1f} s")
+    ids, stored = kb.store.all_vectors(kb.embedder.dim)
+    queries = [c for _, c in chunks[held]][: args.queries - len(EVAL_QUERIES)] + [q for q, _ in EVAL_QUERIES]
+    qvecs = np.concatenate([vecs[held][: args.queries - len(EVAL_QUERIES)],
+                            kb.embedder.embed([q for q, _ in EVAL_QUERIES])])
+    exact = VectorIndex(kb.embedder.dim)
+    exact.add(ids, stored)
     t = time.perf_counter()
-    n = len(kb.index)
-    print(f"FAISS index rebuilt from SQLite ({n} vectors) in {time.perf_counter() - t:.2f} s")
+    hnsw = HNSWIndex(kb.embedder.dim, lambda xs: kb.store.vectors_for(xs, kb.embedder.dim), kb.path)
+    hnsw.add(ids, stored)
+    print(f"HNSW build (M=32, efConstruction=80, 1 thread): {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    hnsw.save()
+    again = HNSWIndex(kb.embedder.dim, hnsw.fetch, kb.path)
+    again.reconcile(ids, stored)
+    print(f"HNSW save + load + reconcile with SQLite: {time.perf_counter() - t:.1f} s "
+          f"({(kb.path / 'hnsw.npz').stat().st_size / 1e6:.0f} MB file)")
+    _index_recall(exact, hnsw, qvecs)
+    _end_to_end(kb, exact, hnsw, queries)
+
+
+def _index_recall(exact, hnsw, qvecs) -> None:
+    truth, lat = [], []
+    for q in qvecs:
+        t = time.perf_counter()
+        truth.append({i for i, _ in exact.search(q, 10)})
+        lat.append(time.perf_counter() - t)
+    print(f"{'index':18s} {'recall@10':>9s} {'p50 ms':>7s} {'p99 ms':>7s}   ({len(qvecs)} queries, 1 thread)")
+    print(f"{'exact (flat IP)':18s} {1.0:9.3f} {_pct(lat, 50) * 1000:7.2f} {_pct(lat, 99) * 1000:7.2f}")
+    for ef in (32, 64, 128, 256):
+        hnsw.ef_search, lat, found = ef, [], []
+        for q in qvecs:
+            t = time.perf_counter()
+            found.append({i for i, _ in hnsw.search(q, 10)})
+            lat.append(time.perf_counter() - t)
+        recall = statistics.mean(len(a & b) / 10 for a, b in zip(found, truth))
+        print(f"{'hnsw ef=' + str(ef):18s} {recall:9.3f} {_pct(lat, 50) * 1000:7.2f} {_pct(lat, 99) * 1000:7.2f}")
+    hnsw.ef_search = 128
+
+
+def _end_to_end(kb, exact, hnsw, queries) -> None:
+    """kb.query latency per mode with each index, incl. embedding the query; and hybrid top-10 agreement."""
     kb.embedder.embed(["warm up"])
-    qs = [" ".join(rng.choice(vocab, 6)) for _ in range(args.queries)]
-    for mode in ("vector", "keyword", "hybrid"):
-        lat = []
-        for q in qs:
-            t = time.perf_counter()
-            kb.query(q, k=10, mode=mode)
-            lat.append(time.perf_counter() - t)
-        print(f"{mode:8s} query at {n} chunks (vector, hybrid: incl. embedding the query): p50 {_pct(lat, 50) * 1000:.1f} ms  "
-              f"p99 {_pct(lat, 99) * 1000:.1f} ms")
-    _exact_vs_hnsw(rng, kb, args)
-
-
-def _exact_vs_hnsw(rng, kb, args) -> None:
-    import faiss
-
-    _, vecs = kb.store.all_vectors(kb.embedder.dim)
-    queries = _unit(rng, args.queries, vecs.shape[1])
-    flat = faiss.IndexFlatIP(vecs.shape[1])
-    flat.add(vecs)
-    t = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = 64
-    hnsw.add(vecs)
-    print(f"HNSW(M=32, efConstruction=64) build {time.perf_counter() - t:.1f} s")
-    for name, index in [("flat", flat), ("hnsw ef=64", hnsw)]:
-        if name.startswith("hnsw"):
-            index.hnsw.efSearch = 64
-        lat, found = [], []
-        for q in queries:
-            t = time.perf_counter()
-            found.append(index.search(q[None, :], 10)[1][0])
-            lat.append(time.perf_counter() - t)
-        truth = [flat.search(q[None, :], 10)[1][0] for q in queries]
-        recall = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(found, truth))
-        print(f"{name:12s} p50 {_pct(lat, 50) * 1000:.2f} ms  p99 {_pct(lat, 99) * 1000:.2f} ms  "
-              f"recall@10 vs exact {recall:.3f}")
+    tops = {}
+    for name, index in [("exact", exact), ("hnsw", hnsw)]:
+        kb._index = index
+        for mode in ("vector", "keyword", "hybrid"):
+            if mode == "keyword" and name == "hnsw":
+                continue  # no vectors involved
+            lat, top = [], []
+            for q in queries:
+                t = time.perf_counter()
+                top.append({h.chunk_id for h in kb.query(q, k=10, mode=mode)})
+                lat.append(time.perf_counter() - t)
+            tops[name, mode] = top
+            print(f"kb.query {mode:7s} index={name:5s} p50 {_pct(lat, 50) * 1000:6.1f} ms  p99 {_pct(lat, 99) * 1000:6.1f} ms")
+    for mode in ("vector", "hybrid"):
+        agree = statistics.mean(len(a & b) / 10 for a, b in zip(tops["hnsw", mode], tops["exact", mode]))
+        print(f"{mode} top-10 from hnsw vs exact: {agree:.3f} overlap")
 
 
 def main() -> None:
@@ -259,6 +291,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384, help="index: dimensions")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--chunks", type=int, default=100_000, help="scale: chunks in the base")
+    ap.add_argument("--cache", default="/tmp/athanor_rag_corpus", help="scale: embedding cache (rag_corpus.py)")
     ap.add_argument("-k", type=int, default=10)
     args = ap.parse_args()
     {"index": run_index, "eval": run_eval, "scale": run_scale}[args.part](args)

@@ -40,15 +40,15 @@ def create(
     parent_size: int | None = typer.Option(None, help="parent–child mode: parent section size in tokens"),
     vector_backend: str = typer.Option("faiss", help="faiss, qdrant (local, in the base's folder) or "
                                                      "qdrant:http://HOST:6333"),
+    index: str = typer.Option("auto", help="faiss index: exact, hnsw (approximate) or auto (hnsw from 50k chunks)"),
 ) -> None:
     """Create an empty knowledge base."""
     from athanor.rag.kb import KnowledgeBase
 
-    kb = KnowledgeBase.create(name, embedder, chunk_size, chunk_overlap, parent_size, vector_backend=vector_backend)
+    kb = KnowledgeBase.create(name, embedder, chunk_size, chunk_overlap, parent_size, vector_backend=vector_backend,
+                              index=index)
     c = kb.config
-    if c.chunk_size > kb.embedder.max_tokens:
-        typer.echo(f"warning: chunks of {c.chunk_size} tokens exceed {c.embedder}'s {kb.embedder.max_tokens}-token "
-                   "input; their ends are not embedded (keyword search still sees them)", err=True)
+    _notices(kb)
     typer.echo(f"created {name} (embedder {c.embedder}, chunks {c.chunk_size}/{c.chunk_overlap} tokens"
                + (f", parents {c.parent_size}" if c.parent_size else "") + f") at {kb.path}")
 
@@ -61,10 +61,26 @@ def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folder
 
     kb = KnowledgeBase.open(name)
     r = kb.add(paths, progress=True, prune=not no_prune)
+    _notices(kb)
     for path, reason in r.failed:
         typer.echo(f"skipped {path}: {reason}", err=True)
     typer.echo(f"{len(r.added)} added, {len(r.updated)} updated, {len(r.unchanged)} unchanged, "
                f"{len(r.removed)} removed, {len(r.failed)} failed; {r.num_chunks} chunks, {r.num_embedded} embedded")
+
+
+@kb_app.command("gc")
+def gc(name: str) -> None:
+    """Drop cached embeddings that no chunk uses (removals and updates already drop their own)."""
+    from athanor.rag.kb import KnowledgeBase
+
+    kb = KnowledgeBase.open(name)
+    typer.echo(f"dropped {kb.gc()} unused cached embeddings")
+    kb.close()
+
+
+def _notices(kb) -> None:
+    for note in kb.notices:
+        typer.echo(f"note: {note}", err=True)
 
 
 @kb_app.command("query")
@@ -120,19 +136,28 @@ def eval_(name: str, queries: Path, k: int = typer.Option(5, "-k", help="k of re
 
 @kb_app.command("ask")
 def ask(name: str, question: str, model: str = typer.Option(..., "--model", help="model spec, e.g. smollm2"),
-        k: int = typer.Option(4, "-k"), filter: list[str] | None = Filters, mode: str = Mode,
-        max_tokens: int = typer.Option(256, help="answer length limit")) -> None:
+        k: int = typer.Option(2, "-k", help="sources given to the model"), filter: list[str] | None = Filters,
+        mode: str = Mode, max_tokens: int = typer.Option(256, help="answer length limit"),
+        min_score: float = typer.Option(0.30, help="answer 'I don't know' unless a chunk's cosine reaches this")
+        ) -> None:
     """Answer from the knowledge base with numbered citations to source files and locations."""
     from athanor.llm.base import load_chat_model
     from athanor.rag import ask as ask_mod
     from athanor.rag.kb import KnowledgeBase
 
     kb = KnowledgeBase.open(name)
-    hits, pieces = ask_mod.ask_stream(kb, load_chat_model(model), question, k=k, mode=mode,
-                                      filters=parse_filters(filter), max_tokens=max_tokens, temperature=0)
+    hits, pieces, cites = ask_mod.ask_stream(kb, load_chat_model(model), question, k=k, mode=mode,
+                                             filters=parse_filters(filter), min_score=min_score,
+                                             max_tokens=max_tokens, temperature=0)
     for piece in pieces:
         typer.echo(piece, nl=False)
-    typer.echo("\n\nSources:\n" + ask_mod.format_sources(hits))
+    if cites.invalid:
+        typer.echo(f"\n(removed citations to sources that were not given: "
+                   f"{', '.join(f'[{n}]' for n in cites.invalid)})", nl=False)
+    if hits:
+        typer.echo("\n\nSources:\n" + ask_mod.format_sources(hits))
+    else:
+        typer.echo("")
 
 
 if __name__ == "__main__":

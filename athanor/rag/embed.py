@@ -6,6 +6,12 @@ sentence-transformers, offline (HF_HUB_OFFLINE=1). Its tokenizer is loaded on it
 
 `OpenAIEmbedder` calls any OpenAI-compatible `POST {base_url}/embeddings` (named "openai:BASE_URL#MODEL").
 
+No input is ever truncated silently. `max_tokens` is the number of text tokens (special tokens excluded) an
+embedder takes in one pass; chunking keeps chunks within it (kb.py caps the chunk size), and an input that is
+still longer (a long query, a base made before the cap) is embedded in consecutive windows of at most
+`max_tokens` tokens, cut at word starts, whose unit vectors are averaged weighted by their token counts and
+normalised again. See docs/rag.md for why chunks are capped rather than windowed by default.
+
 Not for: caching (store.py keeps the content-hash cache in the base's SQLite).
 """
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +32,7 @@ DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 class Embedder(Protocol):
     name: str
     dim: int
-    max_tokens: int  # inputs longer than this are truncated by the model
+    max_tokens: int  # text tokens (no special tokens) one pass embeds; longer inputs are windowed, never cut
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -40,11 +47,10 @@ def _minilm_dir() -> Path:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2: 384-d, mean pooled, normalised; 256 word pieces at most per input."""
+    """all-MiniLM-L6-v2: 384-d, mean pooled, normalised; 256 word pieces per pass, [CLS] and [SEP] included."""
 
     name = DEFAULT_EMBEDDER
     dim = 384
-    max_tokens = 256
 
     def __init__(self, model_dir: Path | None = None, batch_size: int = 32):
         self.model_dir = Path(model_dir or _minilm_dir())
@@ -55,12 +61,29 @@ class MiniLMEmbedder:
         self._tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self._tokenizer.no_truncation()  # tokenizer.json pads to 128 and truncates; counts need neither
         self._tokenizer.no_padding()
+        max_seq = json.loads((self.model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
+        self.max_tokens = max_seq - 2  # 254: the model's 256 positions hold [CLS] text [SEP]
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def count_tokens_batch(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def windows(self, text: str, max_tokens: int) -> list[tuple[str, int]]:
+        """`text` as consecutive (piece, tokens) windows of ≤ max_tokens tokens, cut where a word starts."""
+        enc = self._tokenizer.encode(text, add_special_tokens=False)
+        n = len(enc.ids)
+        if n <= max_tokens:
+            return [(text, n)]
+        out, start = [], 0
+        while start < n:
+            end = min(start + max_tokens, n)
+            while end < n and end > start + 1 and enc.tokens[end].startswith("##"):
+                end -= 1  # never split a word: the piece re-tokenizes to the same word pieces
+            out.append((text[enc.offsets[start][0]: enc.offsets[end - 1][1]], end - start))
+            start = end
+        return out
 
     def _load(self):
         if self._model is None:
@@ -72,19 +95,38 @@ class MiniLMEmbedder:
             hf_logging.disable_progress_bar()  # our own progress bar is the one the user watches
 
             self._model = SentenceTransformer(str(self.model_dir), device="cpu")
+            assert self._model.max_seq_length == self.max_tokens + 2, self._model.max_seq_length
         return self._model
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _encode(self, texts: list[str]) -> np.ndarray:
         out = self._load().encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                   show_progress_bar=False, convert_to_numpy=True)
         return np.ascontiguousarray(out, dtype=np.float32)  # (N, 384)
 
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return embed_windowed(self._encode, [self.windows(t, self.max_tokens) for t in texts])
+
+
+def embed_windowed(encode, windows: list[list[tuple[str, int]]]) -> np.ndarray:
+    """One unit vector per input from its windows: the token-weighted mean of the windows' unit vectors."""
+    flat = [piece for w in windows for piece, _ in w]
+    vecs = encode(flat)  # (num_windows, dim), unit rows
+    if len(flat) == len(windows):
+        return vecs  # nothing was windowed
+    out, i = [], 0
+    for w in windows:
+        weights = np.array([n for _, n in w], dtype=np.float32)[:, None]  # (len(w), 1)
+        v = (vecs[i: i + len(w)] * weights).sum(0)
+        out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        i += len(w)
+    return np.stack(out).astype(np.float32)
+
 
 class OpenAIEmbedder:
-    """A remote `/v1/embeddings` endpoint. Its tokenizer is unknown here, so chunk sizes are counted with
-    MiniLM's WordPiece tokenizer (an estimate) and `max_tokens` is what the caller says (default 512)."""
+    """A remote `/v1/embeddings` endpoint. Its tokenizer is unknown here, so chunk sizes and windows are counted
+    with MiniLM's WordPiece tokenizer (an estimate) and `max_tokens` is what the caller says (default 512)."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_tokens: int = 512,
                  timeout: float = 60.0):
@@ -103,6 +145,9 @@ class OpenAIEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return embed_windowed(self._post, [self._counter.windows(t, self.max_tokens) for t in texts])
+
+    def _post(self, texts: list[str]) -> np.ndarray:
         r = self._client.post(f"{self.base_url}/embeddings", json={"model": self.model, "input": texts})
         if r.status_code != 200:
             raise ValueError(f"{self.base_url}/embeddings answered {r.status_code}: {r.text[:200]}")

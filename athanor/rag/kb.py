@@ -26,6 +26,7 @@ from athanor.rag.store import NewChunk, Store, text_hash
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MODES = ("vector", "keyword", "hybrid")
+INDEX_KINDS = ("auto", "exact", "hnsw")
 
 
 def kb_root() -> Path:
@@ -42,6 +43,7 @@ class KBConfig:
     chunk_overlap: int = 50  # tokens the next chunk of a section repeats from the previous one
     parent_size: int | None = None  # set → parent–child mode: chunks of chunk_size retrieved, parents returned
     vector_backend: str = "faiss"  # faiss (in memory, rebuilt from SQLite) | qdrant (local) | qdrant:http://HOST:PORT
+    index: str = "auto"  # faiss only: exact | hnsw (approximate, ann.py) | auto = hnsw from ann.HNSW_MIN_CHUNKS up
 
 
 @dataclass
@@ -95,22 +97,33 @@ class KnowledgeBase:
         self.config = KBConfig(**self.store.get_config())
         self._embedder = embedder
         self._index: VectorIndex | None = None
+        self.notices: list[str] = []  # things the user should be told (the CLI prints them, HTTP returns them)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     @classmethod
     def create(cls, name: str, embedder: str = DEFAULT_EMBEDDER, chunk_size: int | None = None,
                chunk_overlap: int = 50, parent_size: int | None = None, embedder_obj: Embedder | None = None,
-               vector_backend: str = "faiss"):
-        """A new, empty base. chunk_size defaults to min(500, the embedder's max input) so no chunk is truncated."""
+               vector_backend: str = "faiss", index: str = "auto"):
+        """A new, empty base. chunk_size defaults to min(500, the embedder's input limit) and a larger request is
+        capped to that limit, with a notice in `kb.notices`: a chunk the embedder cannot take whole would have
+        its tail missing from vector search (see docs/rag.md)."""
         path = cls._path(name)
         if (path / "kb.sqlite").exists():
             raise ValueError(f"knowledge base {name!r} already exists")
         if vector_backend not in ("faiss", "qdrant") and not vector_backend.startswith("qdrant:http"):
             raise ValueError(f"unknown vector backend {vector_backend!r}; use faiss, qdrant or qdrant:http://HOST:PORT")
+        if index not in INDEX_KINDS:
+            raise ValueError(f"unknown index {index!r}; use one of {', '.join(INDEX_KINDS)}")
         emb = embedder_obj or get_embedder(embedder)
+        notices = []
+        if chunk_size is not None and chunk_size > emb.max_tokens:
+            notices.append(f"chunk size {chunk_size} capped to {emb.max_tokens} tokens, the most {emb.name} embeds "
+                           f"in one pass (longer chunks would lose their tail from vector search); for longer "
+                           f"passages in answers use parent–child mode (--parent-size {chunk_size})")
+            chunk_size = emb.max_tokens
         config = KBConfig(name, emb.name, chunk_size or min(500, emb.max_tokens), chunk_overlap, parent_size,
-                          vector_backend)
+                          vector_backend, index)
         probe = [loaders.Block("x")]  # validate sizes now, not at the first add
         if parent_size:
             chunking.chunk_parent_child(probe, len, config.chunk_size, chunk_overlap, parent_size)
@@ -120,7 +133,9 @@ class KnowledgeBase:
         store = Store(path / "kb.sqlite")
         store.set_config(asdict(config))
         store.close()
-        return cls(path, emb)
+        kb = cls(path, emb)
+        kb.notices += notices
+        return kb
 
     @classmethod
     def open(cls, name: str, embedder: Embedder | None = None) -> KnowledgeBase:
@@ -168,11 +183,18 @@ class KnowledgeBase:
 
     # --- add / remove ------------------------------------------------------------------------------------
 
-    def add(self, paths: list[str | Path], progress: bool = False, prune: bool = True) -> AddReport:
-        """Ingest files and folders; re-adding skips unchanged files and (prune) drops files gone from a folder."""
-        files = loaders.iter_files(paths)
+    def add(self, paths: list[str | Path], progress: bool = False, prune: bool = True,
+            allowed_roots: list[Path] | None = None) -> AddReport:
+        """Ingest files and folders; re-adding skips unchanged files and (prune) drops files gone from a folder.
+        `allowed_roots` (resolved folders): a file whose real path (symlinks followed) lies outside every one of
+        them is reported as failed and not read — the HTTP route's confinement."""
+        files = loaders.iter_files(paths)  # resolved: symlinks already followed
         known = {d.source: d for d in self.store.documents()}
         report = AddReport()
+        if allowed_roots is not None:
+            outside = {f for f in files if not any(f.is_relative_to(r) for r in allowed_roots)}
+            report.failed += [(str(f), "outside the allowed roots (a symlink out?); not read") for f in sorted(outside)]
+            files = [f for f in files if f not in outside]
         bar = _progress(progress)
         with bar:
             task = bar.add_task("files", total=len(files))
@@ -233,16 +255,26 @@ class KnowledgeBase:
         (report.updated if known is not None else report.added).append(doc.source)
         report.num_chunks += len(chunks)
 
+    def _chunk_size(self) -> int:
+        """The configured chunk size, capped to the embedder's input (bases made before the cap may exceed it)."""
+        size, limit = self.config.chunk_size, self.embedder.max_tokens
+        if size > limit:
+            note = f"this base's chunk size {size} exceeds {self.embedder.name}'s {limit}-token input; new chunks " \
+                   f"are cut at {limit} tokens"
+            if note not in self.notices:
+                self.notices.append(note)
+        return min(size, limit)
+
     def _chunk(self, doc: loaders.LoadedDoc) -> tuple[list[tuple[str, dict]], list[NewChunk]]:
-        cfg, count = self.config, self.embedder.count_tokens
-        empty = np.zeros(0, np.float32)
+        cfg, count, size = self.config, self.embedder.count_tokens, self._chunk_size()
+        overlap, empty = min(cfg.chunk_overlap, size // 2), np.zeros(0, np.float32)
         if cfg.parent_size:
-            pairs = chunking.chunk_parent_child(doc.blocks, count, cfg.chunk_size, cfg.chunk_overlap, cfg.parent_size)
+            pairs = chunking.chunk_parent_child(doc.blocks, count, size, overlap, cfg.parent_size)
             parents = [(p.text, {**doc.meta, **p.meta}) for p, _ in pairs]
             chunks = [NewChunk(c.text, {**doc.meta, **c.meta}, c.num_tokens, empty, i)
                       for i, (_, children) in enumerate(pairs) for c in children]
             return parents, chunks
-        chunks = chunking.chunk_blocks(doc.blocks, count, cfg.chunk_size, cfg.chunk_overlap)
+        chunks = chunking.chunk_blocks(doc.blocks, count, size, overlap)
         return [], [NewChunk(c.text, {**doc.meta, **c.meta}, c.num_tokens, empty) for c in chunks]
 
     def _embed(self, texts: list[str], report: AddReport, progress) -> list[np.ndarray]:
@@ -265,6 +297,10 @@ class KnowledgeBase:
         if self._index is not None:
             self._index.remove(removed)
         return len(removed)
+
+    def gc(self) -> int:
+        """Drop cached embeddings no chunk uses any more; returns how many were dropped."""
+        return self.store.gc()
 
     # --- query -------------------------------------------------------------------------------------------
 
@@ -319,14 +355,29 @@ class KnowledgeBase:
                 break
         return hits
 
+    def index_kind(self, num_vectors: int) -> str:
+        """exact or hnsw: what `index: auto` means for a base of this size (decided when the index is built)."""
+        from athanor.rag.ann import HNSW_MIN_CHUNKS
+
+        kind = self.config.index
+        return kind if kind != "auto" else ("hnsw" if num_vectors >= HNSW_MIN_CHUNKS else "exact")
+
     @property
     def index(self):
         """The vector index (VectorIndex or QdrantIndex), made to match SQLite's vectors when first needed."""
         if self._index is None:
             backend, dim = self.config.vector_backend, self.embedder.dim
             if backend == "faiss":
-                index = VectorIndex(dim)
-                index.add(*self.store.all_vectors(dim))
+                ids, vecs = self.store.all_vectors(dim)
+                if self.index_kind(len(ids)) == "hnsw":
+                    from athanor.rag.ann import HNSWIndex
+
+                    index = HNSWIndex(dim, lambda chunk_ids: self.store.vectors_for(chunk_ids, dim), self.path)
+                    index.reconcile(ids, vecs)
+                    index.save()  # now, not only at close: a CLI query process never closes the base
+                else:
+                    index = VectorIndex(dim)
+                    index.add(ids, vecs)
             else:
                 from athanor.rag.qdrant import QdrantIndex
 

@@ -4,21 +4,29 @@
     POST   /v1/kb                      create {name, embedder?, chunk_size?, chunk_overlap?, parent_size?}
     DELETE /v1/kb/{name}               delete
     POST   /v1/kb/{name}/documents     add {documents: [{source, text}]} (same source again: replaced if changed)
+    POST   /v1/kb/{name}/paths         add {paths: [absolute path on the server], prune?} (files or folders)
     POST   /v1/kb/{name}/query         {query, k?, mode?, filters?, threshold?, fusion?} → {hits: [...]}
+
+Adding by server path is off unless allowed roots are configured when serve starts: `app.state.kb_roots` (a list
+of folders) or else the environment variable ATHANOR_KB_ROOTS (folders separated by os.pathsep). A path must be
+absolute and, after `..` and symlinks are resolved, lie under a root, else 403; files found inside a folder
+whose real path leaves the roots (symlinks out) are reported as failed and never read.
 
 Input is validated by pydantic; bad input raises AthanorError, which the server answers in its own error shape.
 Each open base is kept (one per name) behind a lock: SQLite and the vector index are used by one request at a
 time, in FastAPI's worker threads (the handlers are plain `def`).
 
-Not for: reading files on the server's disk (the CLI does that) or answering questions (`kb ask`).
+Not for: answering questions (`kb ask`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from athanor.errors import AthanorError
@@ -34,6 +42,7 @@ class CreateRequest(BaseModel):
     chunk_size: int | None = Field(None, ge=8, description="tokens per chunk (default: min(500, embedder max))")
     chunk_overlap: int = Field(50, ge=0, description="tokens shared by consecutive chunks")
     parent_size: int | None = Field(None, description="parent–child mode: parent size in tokens")
+    index: Literal["auto", "exact", "hnsw"] = Field("auto", description="vector index (auto: hnsw from 50k chunks)")
 
 
 class Document(BaseModel):
@@ -43,6 +52,11 @@ class Document(BaseModel):
 
 class AddRequest(BaseModel):
     documents: list[Document] = Field(min_length=1)
+
+
+class AddPathsRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description="absolute paths of files or folders on the server")
+    prune: bool = Field(True, description="drop documents whose files are gone from an added folder")
 
 
 class QueryRequest(BaseModel):
@@ -84,10 +98,11 @@ def create(req: CreateRequest) -> dict:
 
     from athanor.rag.kb import KnowledgeBase
 
-    kb = _call(KnowledgeBase.create, req.name, req.embedder, req.chunk_size, req.chunk_overlap, req.parent_size)
+    kb = _call(KnowledgeBase.create, req.name, req.embedder, req.chunk_size, req.chunk_overlap, req.parent_size,
+               index=req.index)
     with _open_lock:
         _open[str(kb.path)] = (kb, threading.Lock())
-    return asdict(kb.config)
+    return {**asdict(kb.config), "notices": kb.notices}
 
 
 @router.delete("/{name}")
@@ -111,6 +126,42 @@ def add_documents(name: str, req: AddRequest) -> dict:
     with lock:
         report = _call(kb.add_texts, [(d.source, d.text) for d in req.documents])
     return asdict(report)
+
+
+def allowed_roots(request: Request) -> list[Path]:
+    """The folders server paths may come from, resolved; [] when adding by path is off."""
+    roots = getattr(request.app.state, "kb_roots", None)
+    if roots is None:
+        roots = [r for r in os.environ.get("ATHANOR_KB_ROOTS", "").split(os.pathsep) if r.strip()]
+    return [Path(r).expanduser().resolve() for r in roots]
+
+
+def _confined(path: str, roots: list[Path]) -> Path:
+    from athanor.serve.errors import ServeError
+
+    if not roots:
+        raise ServeError("adding documents by server path is off; start serve with ATHANOR_KB_ROOTS=/some/folder",
+                         403, "paths", "path_not_allowed")
+    if not os.path.isabs(path):
+        raise ServeError(f"{path!r} is not an absolute path", 400, "paths")
+    real = Path(path).resolve()  # `..` and symlinks resolved before the check, so neither can step outside
+    if not any(real.is_relative_to(r) for r in roots):
+        raise ServeError(f"{path!r} is outside the allowed roots", 403, "paths", "path_not_allowed")
+    if not real.exists():
+        raise ServeError(f"no such file or folder: {path!r}", 400, "paths")
+    return real
+
+
+@router.post("/{name}/paths")
+def add_paths(name: str, req: AddPathsRequest, request: Request) -> dict:
+    from dataclasses import asdict
+
+    roots = allowed_roots(request)
+    real = [_confined(p, roots) for p in req.paths]  # every path checked before anything is read
+    kb, lock = _kb(name)
+    with lock:
+        report = _call(kb.add, real, prune=req.prune, allowed_roots=roots)
+    return {**asdict(report), "notices": kb.notices}
 
 
 @router.post("/{name}/query")

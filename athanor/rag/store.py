@@ -2,7 +2,10 @@
 
 Tables: config (JSON values), documents (one row per source file, its content hash and mtime), parents (parent
 sections in parent–child mode), chunks (text + location metadata as JSON), chunks_fts (FTS5, BM25, porter
-stemming), vectors (float32 blobs), embed_cache (text hash → vector, survives re-adds and removals).
+stemming), vectors (float32 blobs), embed_cache (text hash → vector). A cached vector lives as long as some
+chunk has its text (chunks.text_hash): replacing or removing a document drops the entries only it used, in the
+same transaction, so a changed file re-embeds only its new chunks and the cache never outgrows the base;
+`gc` sweeps entries left by a crash between embedding and commit.
 
 Crash safety: WAL journal and one transaction per file (`replace_document`), so a kill -9 leaves every file either
 fully in (document, chunks, FTS rows, vectors) or not at all.
@@ -31,7 +34,7 @@ CREATE TABLE IF NOT EXISTS parents (
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     parent_id INTEGER REFERENCES parents(id) ON DELETE CASCADE, ord INTEGER NOT NULL,
-    text TEXT NOT NULL, meta TEXT NOT NULL, num_tokens INTEGER NOT NULL);
+    text TEXT NOT NULL, meta TEXT NOT NULL, num_tokens INTEGER NOT NULL, text_hash TEXT);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, tokenize='porter unicode61');
 CREATE TABLE IF NOT EXISTS vectors (
@@ -73,6 +76,16 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash never loses a commit
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bases made before chunks had text_hash: add and fill it (the embedding cache is cleaned by it)."""
+        if "text_hash" not in {r[1] for r in self.db.execute("PRAGMA table_info(chunks)")}:
+            with self._tx():
+                self.db.execute("ALTER TABLE chunks ADD COLUMN text_hash TEXT")
+                rows = self.db.execute("SELECT id, text FROM chunks").fetchall()
+                self.db.executemany("UPDATE chunks SET text_hash = ? WHERE id = ?", [(text_hash(t), i) for i, t in rows])
+        self.db.execute("CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(text_hash)")
 
     def close(self) -> None:
         self.db.close()
@@ -97,7 +110,7 @@ class Store:
                          chunks: list[NewChunk]) -> tuple[list[int], list[int]]:
         """Atomically swap a source's rows for new ones. Returns (removed chunk ids, new chunk ids)."""
         with self._tx():
-            removed = self._delete_source(source)
+            removed, old_hashes = self._delete_source(source)
             cur = self.db.execute("INSERT INTO documents(source, content_hash, mtime, num_chunks) VALUES (?, ?, ?, ?)",
                                   (source, content_hash, mtime, len(chunks)))
             doc_id = cur.lastrowid
@@ -107,23 +120,40 @@ class Store:
             for ord_, c in enumerate(chunks):
                 pid = parent_ids[c.parent] if c.parent is not None else None
                 cid = self.db.execute(
-                    "INSERT INTO chunks(doc_id, parent_id, ord, text, meta, num_tokens) VALUES (?, ?, ?, ?, ?, ?)",
-                    (doc_id, pid, ord_, c.text, json.dumps(c.meta), c.num_tokens)).lastrowid
+                    "INSERT INTO chunks(doc_id, parent_id, ord, text, meta, num_tokens, text_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (doc_id, pid, ord_, c.text, json.dumps(c.meta), c.num_tokens, text_hash(c.text))).lastrowid
                 self.db.execute("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)", (cid, c.text))
                 self.db.execute("INSERT INTO vectors VALUES (?, ?)", (cid, _blob(c.vec)))
                 new_ids.append(cid)
+            self._drop_unreferenced(old_hashes)
         return removed, new_ids
 
     def delete_source(self, source: str) -> list[int]:
         with self._tx():
-            return self._delete_source(source)
+            ids, old_hashes = self._delete_source(source)
+            self._drop_unreferenced(old_hashes)
+            return ids
 
-    def _delete_source(self, source: str) -> list[int]:
-        ids = [r[0] for r in self.db.execute(
-            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.source = ?", (source,))]
-        self.db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(i,) for i in ids])
+    def _delete_source(self, source: str) -> tuple[list[int], set[str]]:
+        """Delete a source's rows; returns (its chunk ids, their text hashes)."""
+        rows = self.db.execute("SELECT c.id, c.text_hash FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                               "WHERE d.source = ?", (source,)).fetchall()
+        self.db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(i,) for i, _ in rows])
         self.db.execute("DELETE FROM documents WHERE source = ?", (source,))  # cascades to chunks, parents, vectors
-        return ids
+        return [i for i, _ in rows], {h for _, h in rows if h}
+
+    def _drop_unreferenced(self, hashes: set[str]) -> None:
+        """Forget cached vectors of these texts unless some chunk still has the text (uses index chunks_hash)."""
+        self.db.executemany("DELETE FROM embed_cache WHERE text_hash = ? AND NOT EXISTS "
+                            "(SELECT 1 FROM chunks WHERE chunks.text_hash = embed_cache.text_hash)",
+                            [(h,) for h in hashes])
+
+    def gc(self) -> int:
+        """Drop every cached vector no chunk references (e.g. left by a crash between embedding and commit)."""
+        with self._tx():
+            return self.db.execute("DELETE FROM embed_cache WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM chunks WHERE chunks.text_hash = embed_cache.text_hash)").rowcount
 
     # --- vectors and the embedding cache -----------------------------------------------------------------
 
@@ -132,6 +162,12 @@ class Store:
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, vecs
+
+    def vectors_for(self, ids: list[int], dim: int) -> np.ndarray:
+        """(len(ids), dim) vectors of these chunks, in the order given."""
+        q = "SELECT chunk_id, vec FROM vectors WHERE chunk_id IN (SELECT value FROM json_each(?))"
+        by_id = dict(self.db.execute(q, (json.dumps([int(i) for i in ids]),)).fetchall())
+        return np.frombuffer(b"".join(by_id[int(i)] for i in ids), dtype=np.float32).reshape(len(ids), dim)
 
     def cached_vectors(self, hashes: list[str]) -> dict[str, np.ndarray]:
         out = {}
@@ -178,7 +214,7 @@ class Store:
     def counts(self) -> dict:
         one = lambda sql: self.db.execute(sql).fetchone()[0]
         return {"documents": one("SELECT count(*) FROM documents"), "chunks": one("SELECT count(*) FROM chunks"),
-                "vectors": one("SELECT count(*) FROM vectors")}
+                "vectors": one("SELECT count(*) FROM vectors"), "cached_vectors": one("SELECT count(*) FROM embed_cache")}
 
     def _tx(self):
         return _Transaction(self.db)

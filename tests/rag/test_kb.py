@@ -86,13 +86,6 @@ def test_incremental_readd_embeds_only_the_changed_file_and_drops_deleted(kb, co
     assert counts["chunks"] == counts["vectors"] == len(kb.index)
 
 
-def test_unchanged_text_comes_from_the_embedding_cache(kb, corpus, counting):
-    kb.remove(corpus["md"])
-    counting.texts.clear()
-    report = kb.add([corpus["md"]])
-    assert report.added == [str(corpus["md"].resolve())] and report.num_embedded == 0 and counting.texts == []
-
-
 def test_reopen_rebuilds_the_vector_index(kb, corpus):
     before = [(h.chunk_id, round(h.score, 5)) for h in kb.query("bicycles", k=4, mode="vector")]
     kb.close()

@@ -16,7 +16,11 @@ def test_kb_commands(tmp_path, embedder):
     run = CliRunner().invoke
     r = run(kb_app, ["create", "docs", "--chunk-overlap", "20"])
     assert r.exit_code == 0, r.output
-    assert "chunks 256/20 tokens" in r.output  # min(500, MiniLM's 256-token input)
+    assert "chunks 254/20 tokens" in r.output  # min(500, MiniLM's 256 positions minus [CLS] and [SEP])
+    r = run(kb_app, ["create", "big", "--chunk-size", "500", "--index", "exact"])
+    assert r.exit_code == 0 and "note: chunk size 500 capped to 254 tokens" in r.output, r.output
+    assert "chunks 254/50 tokens" in r.output
+    run(kb_app, ["rm", "big"])
 
     r = run(kb_app, ["add", "docs", str(tmp_path / "docs")])
     assert r.exit_code == 0, r.output
