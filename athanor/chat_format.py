@@ -48,7 +48,14 @@ def _template_source(tokenizer: Tokenizer, chat_template: str | None) -> str:
 
 
 def _calls_as_text(message: dict) -> dict:
-    blocks = [f"<tool_call>\n{json.dumps({'name': c['function']['name'], 'arguments': c['function']['arguments']})}"
-              "\n</tool_call>" for c in message["tool_calls"]]
+    blocks = []
+    for c in message["tool_calls"]:
+        args = c["function"]["arguments"]
+        if isinstance(args, str):  # OpenAI sends arguments as JSON text; render the object, as training data does
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                pass  # not JSON: kept as the model wrote it
+        blocks.append(f"<tool_call>\n{json.dumps({'name': c['function']['name'], 'arguments': args})}\n</tool_call>")
     text = "\n".join(([message["content"]] if message.get("content") else []) + blocks)
     return {k: v for k, v in message.items() if k != "tool_calls"} | {"content": text}

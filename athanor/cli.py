@@ -6,7 +6,6 @@ returns instantly. User errors (AthanorError, ValueError from option parsing) pr
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +22,9 @@ def _mount_subcommands() -> None:
 
     app.add_typer(workflow_app, name="workflow",
                   help="Workflows: validate and run Dify app DSL files, inspect runs (validate, run, runs, show, export).")
+    from athanor.train.cli_ext import register as register_train_commands  # imports only typer
+
+    register_train_commands(app)  # `athanor chat CONFIG`, `athanor export` (flags or CONFIG.yaml)
 
 
 _mount_subcommands()
@@ -231,27 +233,11 @@ def train(
     config: Path = typer.Argument(..., help="a YAML file (LLaMA-Factory key names), e.g. recipes/smollm2_lora_sft.yaml"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. max_steps=10"),
 ) -> None:
-    """Fine-tune (LoRA / full / freeze; SFT or DPO) from one YAML file; the whole config is checked before anything loads."""
+    """Fine-tune (LoRA / QLoRA / full / freeze; pt, SFT or DPO) from one YAML file; the whole config is checked before anything loads."""
     from athanor.train.run import train as run_training
 
     out = run_training(config, overrides or [], echo=typer.echo)
     typer.echo(f"saved to {out}")
-
-
-@app.command()
-def export(
-    base: str = typer.Argument(..., help="a store name, a .gguf file or a Hugging Face directory"),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="a peft LoRA adapter dir to merge in"),
-    out: Path = typer.Option(..., "--out", help="a new directory (hf) or a .gguf file path (gguf)"),
-    format: str = typer.Option("hf", "--format", help="hf or gguf"),
-    gguf_type: str = typer.Option("F16", "--gguf-type", help="GGUF tensor type: F32, F16 or Q8_0"),
-    name: Optional[str] = typer.Option(None, "--name", help="also register the export under this store name"),
-) -> None:
-    """Merge a LoRA adapter into its base and write a Hugging Face directory or a GGUF file."""
-    from athanor.train.export import export_model
-
-    path = export_model(base, str(adapter) if adapter else None, out, format, gguf_type, register_as=name)
-    typer.echo(f"wrote {path}" + (f"; run it with: athanor run {name}" if name else ""))
 
 
 @data_app.command("validate")

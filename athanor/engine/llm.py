@@ -104,7 +104,9 @@ class LLM:
         ckpt.config.max_position_embeddings = max(ckpt.config.max_position_embeddings, config.max_model_len)
         model = build_model(ckpt.config, ckpt.tensors, device=config.device, dtype=config.torch_dtype(),
                             weight_dtype=config.torch_weight_dtype(),
-                            quant=config.quant_plan(ckpt.info.get("quantization")))
+                            # merged adapters: the weights are no longer the file's blocks (re-quantizing them would
+                            # round the LoRA deltas away), so auto/gguf keep the float path
+                            quant=config.quant_plan(None if manifest.adapters else ckpt.info.get("quantization")))
         engine = LLMEngine(model, config, eos_token_ids=set(ckpt.tokenizer.stop_token_ids))
         defaults = _generation_defaults(ckpt.generation_defaults) | {
             k: v for k, v in params.items() if k not in ENGINE_OPTIONS

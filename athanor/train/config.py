@@ -40,7 +40,8 @@ class TrainConfig(BaseModel):
                                  "of the model's named templates, or a Jinja source string.")
 
     # -- method
-    stage: Literal["pt", "sft", "dpo"] = Field("sft", description="pt: plain-text causal LM; sft: supervised chat "
+    stage: Literal["pt", "sft", "dpo"] = Field("sft", description="pt: plain text (a .txt line or a `text` column "
+                                               "per sample), loss on every token; sft: supervised chat "
                                                "fine-tuning (loss on assistant tokens only); dpo: preference pairs.")
     finetuning_type: Literal["lora", "full", "freeze"] = Field("lora", description="lora: train low-rank adapters; "
                                                                "full: every weight; freeze: only the last layers.")
@@ -204,9 +205,13 @@ def check_combinations(cfg: TrainConfig, has_cuda: bool) -> list[str]:
 
 def _hardware_problems(cfg: TrainConfig, has_cuda: bool) -> list[str]:
     out = []
-    if cfg.quantization_bit is not None and not has_cuda:
-        out.append(f"quantization_bit: {cfg.quantization_bit}-bit QLoRA needs a CUDA GPU (bitsandbytes); "
-                   "remove it to train LoRA in full precision on this machine")
+    if cfg.quantization_bit is not None:
+        from athanor.train.qlora import NEEDS_BNB, NEEDS_CUDA, has_bitsandbytes
+
+        if not has_cuda:
+            out.append(NEEDS_CUDA.format(bits=cfg.quantization_bit))
+        elif not has_bitsandbytes():
+            out.append(NEEDS_BNB)
     if cfg.fp16 and not has_cuda:
         out.append("fp16: float16 mixed precision needs a CUDA GPU; use bf16: true or neither on CPU")
     if cfg.fp16 and cfg.bf16:
@@ -228,8 +233,6 @@ def _method_problems(cfg: TrainConfig) -> list[str]:
         out.append(f"{', '.join(pref_keys)} set but stage is {cfg.stage}; they only apply to stage: dpo")
     if cfg.packing and cfg.stage == "dpo":
         out.append("packing: true is not supported with stage: dpo (chosen and rejected must stay whole)")
-    if cfg.val_size and cfg.stage == "dpo":
-        out.append("val_size is not supported with stage: dpo yet; hold pairs out in a separate file")
     if not cfg.dataset:
         out.append("dataset: no dataset given; name one from dataset_info.json or a file path")
     return out
@@ -272,6 +275,8 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
     """Each dataset must be found, and its kind (conversations vs preference pairs) must suit the stage."""
     from athanor.data.registry import resolve_dataset
 
+    if cfg.stage == "pt":
+        return _text_dataset_problems(cfg)
     out = []
     for name in cfg.dataset:
         try:
@@ -284,4 +289,16 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
                        "(set ranking: true in dataset_info.json, or use a preference file)")
         if cfg.stage != "dpo" and spec.ranking:
             out.append(f"dataset: {name} holds preference pairs; use stage: dpo or an SFT dataset")
+    return out
+
+
+def _text_dataset_problems(cfg: TrainConfig) -> list[str]:
+    from athanor.train.pretrain import resolve_text_dataset
+
+    out = []
+    for name in cfg.dataset:
+        try:
+            resolve_text_dataset(name, cfg.dataset_dir)
+        except AthanorError as e:
+            out.append(f"dataset: {e}")
     return out

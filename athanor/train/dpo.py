@@ -28,6 +28,7 @@ from athanor.train.config import TrainConfig
 from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation
 from athanor.train.sft import (
     ListDataset,
+    _split,
     load_model,
     pad_token_id,
     resolve_base,
@@ -48,19 +49,27 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     gguf = None if base.is_dir() else load_checkpoint(base)
     tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
     # 2. Pairs: validate, render, keep only the final reply as the scored part.
-    pairs = build_pairs(cfg, tokenizer, echo)
+    pairs, held_out = _split(build_pairs(cfg, tokenizer, echo), cfg.val_size, cfg.seed)
+    if held_out:
+        echo(f"{len(pairs)} training pairs, {len(held_out)} held out for rewards/accuracies")
     # 3. Policy (+ a frozen reference when the adapter cannot simply be switched off).
     model = load_model(cfg, base, gguf)
     ref = None if cfg.finetuning_type == "lora" or cfg.pref_loss in ("orpo", "simpo") else _frozen_copy(model)
     # 4. Train.
     pad_id = pad_token_id(tokenizer)
     trainer = PreferenceTrainer(
-        model=model, args=training_arguments(cfg, False), train_dataset=ListDataset(pairs),
+        model=model, args=training_arguments(cfg, bool(held_out)), train_dataset=ListDataset(pairs),
+        eval_dataset=ListDataset(held_out) if held_out else None,
         data_collator=lambda batch: collate_pairs(batch, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
     )
     trainer.setup_preference(cfg.pref_loss, cfg.pref_beta, ref)
     with torch.enable_grad():  # see sft.run_sft: our inference engine turns autograd off process-wide
         trainer.train(resume_from_checkpoint=resume)
+    if held_out:  # the final numbers (transformers may have just evaluated the last step itself)
+        done = [h for h in trainer.state.log_history
+                if "eval_rewards/accuracies" in h and h.get("step") == trainer.state.global_step]
+        metrics = done[-1] if done else trainer.evaluate()
+        echo("held-out " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("eval_")))
     # 5. Save.
     out = Path(cfg.output_dir)
     save_model(trainer, out)
@@ -150,6 +159,12 @@ class PreferenceTrainer(transformers.Trainer):
         self.pref_kind, self.pref_beta, self.ref_model = kind, beta, ref_model
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, _, _, logits = self._pair_stats(model, inputs)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _pair_stats(self, model: Any, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, rewards of chosen (B,), rewards of rejected (B,), logits). A reward is beta x the policy's
+        log-probability ratio to the reference (sigmoid, ipo) or beta x its mean token log-prob (orpo, simpo)."""
         labels = inputs["labels"]
         num_pairs = labels.shape[0] // 2
         logits = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"]).logits  # (2B, T, V)
@@ -158,9 +173,41 @@ class PreferenceTrainer(transformers.Trainer):
         if self.pref_kind in ("sigmoid", "ipo"):
             ref_logps = self._reference_logps(model, inputs)
             ref_c, ref_r = ref_logps[:num_pairs], ref_logps[num_pairs:]
+            rewards = self.pref_beta * (logps - ref_logps).detach()
+        else:
+            rewards = self.pref_beta * (logps / counts).detach()
         loss = preference_loss(self.pref_kind, self.pref_beta, logps[:num_pairs], logps[num_pairs:],
                                counts[:num_pairs], counts[num_pairs:], ref_c, ref_r)
-        return (loss, {"logits": logits}) if return_outputs else loss
+        return loss, rewards[:num_pairs], rewards[num_pairs:], logits
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval") -> dict[str, float]:
+        """Held-out loss and rewards/chosen, rewards/rejected, rewards/accuracies (chosen above rejected),
+        rewards/margins; logged (so trainer_log.jsonl has them) and returned."""
+        metrics = self.preference_metrics(eval_dataset if eval_dataset is not None else self.eval_dataset,
+                                          metric_key_prefix)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    @torch.no_grad()
+    def preference_metrics(self, dataset: Any, prefix: str = "eval") -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        losses, chosen, rejected = [], [], []
+        try:
+            for inputs in self.get_eval_dataloader(dataset):
+                inputs = self._prepare_inputs(inputs)
+                loss, c, r, _ = self._pair_stats(self.model, inputs)
+                losses.append(loss.item() * c.numel())
+                chosen.append(c.float().cpu())
+                rejected.append(r.float().cpu())
+        finally:
+            self.model.train(was_training)
+        c, r = torch.cat(chosen), torch.cat(rejected)
+        return {f"{prefix}_loss": sum(losses) / c.numel(), f"{prefix}_rewards/chosen": c.mean().item(),
+                f"{prefix}_rewards/rejected": r.mean().item(),
+                f"{prefix}_rewards/accuracies": (c > r).float().mean().item(),
+                f"{prefix}_rewards/margins": (c - r).mean().item()}
 
     @torch.no_grad()
     def _reference_logps(self, model: Any, inputs: dict) -> torch.Tensor:

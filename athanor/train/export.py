@@ -6,8 +6,9 @@ store so `athanor run NAME` works. The base is a store name (its manifest's adap
 a .gguf file or a HF directory; merging is `models/lora.py`, GGUF writing is `models/gguf_export.py`.
 
 Not for: training (sft.py / dpo.py), serving an unmerged adapter (a Modelfile `ADAPTER` line does that), K-quants
-(use llama.cpp's llama-quantize on an F16 export), or reading models (models/loader.py). HF exports are float32
-safetensors, whatever the base's dtype was. Never imports transformers or peft.
+(use llama.cpp's llama-quantize on an F16 export), or reading models (models/loader.py). HF exports are
+safetensors in fp32 (default), fp16 or bf16, optionally sharded with a model.safetensors.index.json as
+transformers writes them. The YAML form of `athanor export` is export_config.py. Never imports transformers or peft.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 FORMATS = ("hf", "gguf")
 GGUF_TYPES = ("F32", "F16", "Q8_0")  # what `athanor export` offers; gguf_export writes a few more
+HF_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 # ModelConfig.arch -> (config.json "architectures"[0], "model_type")
 _HF_ARCH = {
     "llama": ("LlamaForCausalLM", "llama"),
@@ -58,17 +61,25 @@ def export_model(
     fmt: Literal["hf", "gguf"],
     gguf_type: Literal["F32", "F16", "Q8_0"] = "F16",
     register_as: str | None = None,
+    dtype: str = "fp32",
+    max_shard_size: int | str | None = None,
 ) -> Path:
     """Merge `adapter` (a peft save_pretrained dir, or None) into `base` and write it to `out` as `fmt`.
 
     fmt "hf": `out` is a new directory (model.safetensors, config.json, tokenizer files, generation_config.json).
     fmt "gguf": `out` is a .gguf file with tensors in `gguf_type` and the tokenizer + chat template as metadata.
-    `register_as`: also create that store name pointing at the export. Returns the absolute path of `out`.
+    `register_as`: also create that store name pointing at the export. `dtype` (fp32, fp16, bf16) and
+    `max_shard_size` (bytes, or "2GB" / "500MB") apply to hf. Returns the absolute path of `out`.
     """
     from athanor.models.loader import load_checkpoint
     from athanor.models.lora import check_adapter_dir, merge_adapters
 
     out = _check_request(fmt, gguf_type, out, register_as)  # cheap checks before anything loads
+    shard_bytes = parse_size(max_shard_size) if max_shard_size is not None else None
+    if dtype not in HF_DTYPES:
+        raise AthanorError(f"export dtype {dtype!r} is not supported; choose fp32, fp16 or bf16")
+    if fmt == "gguf" and dtype != "fp32":
+        raise AthanorError("--dtype applies to hf exports; for GGUF choose the tensor type with --gguf-type")
     resolved = resolve_base(base)
     if adapter is not None:
         resolved.adapters.append(str(check_adapter_dir(adapter)))
@@ -78,7 +89,7 @@ def export_model(
     if resolved.template is not None:
         ckpt.tokenizer.chat_template = resolved.template
     if fmt == "hf":
-        write_hf_dir(ckpt, out)
+        write_hf_dir(ckpt, out, dtype, shard_bytes)
     else:
         _write_gguf_atomically(ckpt, out, gguf_type)
     if register_as is not None:
@@ -145,15 +156,15 @@ def _write_gguf_atomically(ckpt: Checkpoint, out: Path, gguf_type: str) -> None:
 # ---------------------------------------------------------------- Hugging Face directory
 
 
-def write_hf_dir(ckpt: Checkpoint, out: Path) -> Path:
-    """model.safetensors + config.json + tokenizer.json + tokenizer_config.json + generation_config.json.
+def write_hf_dir(ckpt: Checkpoint, out: Path, dtype: str = "fp32", max_shard_size: int | None = None) -> Path:
+    """model.safetensors (or shards + index) + config.json + tokenizer files + generation_config.json.
 
     Written into a temporary sibling directory that is renamed at the end, so `out` is complete or absent."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _save_tensors(ckpt, tmp / "model.safetensors")
-        _write_json(tmp / "config.json", hf_config_dict(ckpt.config, ckpt.tokenizer))
+        _save_tensors(ckpt, tmp, HF_DTYPES[dtype], max_shard_size)
+        _write_json(tmp / "config.json", hf_config_dict(ckpt.config, ckpt.tokenizer) | {"torch_dtype": HF_DTYPES[dtype]})
         ckpt.tokenizer.backend.save(str(tmp / "tokenizer.json"))
         _write_json(tmp / "tokenizer_config.json", tokenizer_config_dict(ckpt.tokenizer, ckpt.config))
         _write_json(tmp / "generation_config.json", generation_config_dict(ckpt.tokenizer, ckpt.generation_defaults))
@@ -166,20 +177,59 @@ def write_hf_dir(ckpt: Checkpoint, out: Path) -> Path:
     return out
 
 
-def _save_tensors(ckpt: Checkpoint, path: Path) -> None:
+def parse_size(size: int | str) -> int:
+    """Bytes from an int or a string like "2GB", "500MB", "1.5GiB" (decimal units as transformers uses them)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        text = str(size).strip().upper().replace(" ", "")
+        number = text.rstrip("KMGIB")
+        unit = text[len(number):]
+        try:
+            value = int(float(number) * _SIZE_UNITS[unit])
+        except (ValueError, KeyError):
+            raise AthanorError(f"shard size {size!r} is not a size; write e.g. 2GB, 500MB or a byte count") from None
+    if value <= 0:
+        raise AthanorError(f"shard size {size!r} must be positive")
+    return value
+
+
+def _save_tensors(ckpt: Checkpoint, out_dir: Path, dtype: str, max_shard_size: int | None) -> None:
+    """One model.safetensors, or model-0000k-of-0000n.safetensors shards of at most max_shard_size bytes (a single
+    larger tensor gets a shard of its own) with the index transformers reads."""
+    import torch
     from safetensors.torch import save_file
 
+    target = getattr(torch, dtype)
     tied = ckpt.config.tie_word_embeddings
     tensors, storages = {}, set()
     for name, t in ckpt.tensors.items():
         if tied and name == "lm_head.weight":
             continue  # transformers re-ties it to the embeddings
-        t = t.contiguous()
+        t = t.to(target).contiguous()
         if t.untyped_storage().data_ptr() in storages:  # safetensors refuses tensors that share memory
             t = t.clone()
         storages.add(t.untyped_storage().data_ptr())
         tensors[name] = t
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    shards: list[dict] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if max_shard_size is not None and shards[-1] and size + nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for k, shard in enumerate(shards, start=1):
+        file = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out_dir / file), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(shard, file)
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    _write_json(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 def hf_config_dict(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:

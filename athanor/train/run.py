@@ -1,6 +1,6 @@
 """`athanor train CONFIG.yaml [key=value ...]`: load and check the config, then run the recipe of its stage.
 
-Not for: the recipes themselves (sft.py, dpo.py; pretrain.py is still to come) or argument parsing (cli.py).
+Not for: the recipes themselves (sft.py runs sft and pt, dpo.py) or argument parsing (cli.py).
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from athanor.errors import AthanorError
 from athanor.train.config import load_config
 
 
@@ -21,9 +20,7 @@ def train(config_path: str | Path, overrides: list[str] | None = None, echo: Cal
         out = run_dpo(cfg, echo)
         echo(f"done: adapter/model and logs in {out}")
         return out
-    if cfg.stage != "sft":
-        raise AthanorError(f"stage: {cfg.stage} is not implemented yet; stage: sft and dpo run today")
-    from athanor.train.sft import run_sft
+    from athanor.train.sft import run_sft  # stage: sft and stage: pt
 
     result = run_sft(cfg, echo)
     echo(f"done: train loss {result.train_loss:.4f}; adapter/model and logs in {result.output_dir}")

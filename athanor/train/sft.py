@@ -1,13 +1,16 @@
-"""Supervised fine-tuning (stage: sft) with LoRA, full or freeze tuning: config -> data -> model -> train -> save.
+"""Supervised fine-tuning (stage: sft) and plain-text pretraining (stage: pt) with LoRA, QLoRA, full or freeze
+tuning: config -> data -> model -> train -> save.
 
-For: the one SFT recipe, readable top to bottom (torchtune's shape): `run_sft(cfg)` validates and tokenizes every
-sample before the model loads, then runs `transformers.Trainer` (+ `peft` for LoRA) and writes `output_dir`: the
-adapter (or full model), tokenizer files, `train_config.yaml`, `trainer_log.jsonl` (one JSON object per log step)
-and `loss.png`; checkpoints every save_steps, resumable with resume_from_checkpoint.
+For: the one recipe, readable top to bottom (torchtune's shape): `run_sft(cfg)` validates and tokenizes every
+sample before the model loads, then trains with `SftTrainer` (transformers.Trainer whose LM head runs only on
+labelled positions, fast_loss.py; + `peft` for LoRA) and writes `output_dir`: the adapter (or full model),
+tokenizer files, `train_config.yaml`, `trainer_log.jsonl` (one JSON object per log step) and `loss.png`;
+checkpoints every save_steps, resumable with resume_from_checkpoint. sft: loss on assistant tokens only (encode.py);
+pt: loss on every token of plain texts (pretrain.py). QLoRA (`quantization_bit` 4/8) loads the base through
+bitsandbytes on CUDA; the config refuses it without a GPU.
 
-Not for: DPO or pretraining (their own recipe files), merging and export (models/lora.py, a later export.py), or
-QLoRA (needs bitsandbytes on CUDA; the config refuses it without a GPU). A base is a Hugging Face directory or a
-GGUF file (our loader dequantizes it to float32; its tokenizer is rebuilt from the metadata and saved as HF files).
+Not for: DPO (dpo.py), merging and export (export.py). A base is a Hugging Face directory or a GGUF file (our
+loader dequantizes it to float32; its tokenizer is rebuilt from the metadata and saved as HF files).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class SftResult:
 def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     """Train and save; every user error (model, data, template) surfaces before the model is loaded. `echo` gets
     the human-readable progress lines (dataset validation counts, sizes)."""
-    assert cfg.stage == "sft", "run_sft only runs stage: sft"
+    assert cfg.stage in ("sft", "pt"), "run_sft runs stage: sft and stage: pt (plain text, loss on every token)"
     # 1. Resolve the base model and its tokenizer (the template and stop token come from here).
     resume = resume_arg(cfg)
     base = resolve_base(cfg.model_name_or_path)
@@ -94,9 +97,6 @@ def out_of_memory_message(cfg: TrainConfig) -> str:
 
 def resume_arg(cfg: TrainConfig) -> str | bool | None:
     """Also the first check every recipe runs, before anything loads."""
-    if cfg.quantization_bit is not None:  # refuse rather than silently train unquantized
-        raise AthanorError("quantization_bit (QLoRA) is not implemented in athanor train yet; remove it to train "
-                           "LoRA on the full-precision base")
     resume = cfg.resume_from_checkpoint
     if resume is True and not list(Path(cfg.output_dir).glob("checkpoint-*")):
         raise AthanorError(f"resume_from_checkpoint: true, but {cfg.output_dir} holds no checkpoint-* folder yet")
@@ -116,15 +116,7 @@ def resolve_base(name_or_path: str) -> Path:
 def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
                    ) -> tuple[list[Example], list[Example], int]:
     """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked."""
-    from athanor.data.formats import Conversation
-    from athanor.data.registry import load_datasets
-
-    samples, reports = load_datasets(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
-    for report in reports:
-        echo(f"dataset {report.summary()}")
-    assert all(isinstance(s, Conversation) for s in samples), "config checks keep preference data out of sft"
-    examples = [encode_conversation(tokenizer, s.messages, s.tools, chat_template=cfg.template,
-                                    cutoff_len=cfg.cutoff_len) for s in samples]
+    examples = _pt_examples(cfg, tokenizer, echo) if cfg.stage == "pt" else _sft_examples(cfg, tokenizer, echo)
     examples = [e for e in examples if e.num_label_tokens]  # the reply was cut off entirely by cutoff_len
     if not examples:
         raise AthanorError(f"no sample keeps any assistant token within cutoff_len={cfg.cutoff_len}; raise it")
@@ -134,6 +126,27 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str],
         train = pack_examples(train, cfg.cutoff_len)
     echo(f"{len(examples)} samples, {num_tokens} training tokens, {len(train)} rows, {len(held_out)} held out")
     return train, held_out, len(examples) - len(held_out)
+
+
+def _sft_examples(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None]) -> list[Example]:
+    from athanor.data.formats import Conversation
+    from athanor.data.registry import load_datasets
+
+    samples, reports = load_datasets(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
+    for report in reports:
+        echo(f"dataset {report.summary()}")
+    assert all(isinstance(s, Conversation) for s in samples), "config checks keep preference data out of sft"
+    return [encode_conversation(tokenizer, s.messages, s.tools, chat_template=cfg.template,
+                                cutoff_len=cfg.cutoff_len) for s in samples]
+
+
+def _pt_examples(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None]) -> list[Example]:
+    from athanor.train.pretrain import encode_texts, load_all_texts
+
+    texts, reports = load_all_texts(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
+    for report in reports:
+        echo(f"dataset {report.summary()}")
+    return encode_texts(tokenizer, texts, cfg.cutoff_len)
 
 
 def _split(examples: list[Example], val_size: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -170,7 +183,11 @@ def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None) -> Any:
     import transformers
 
     transformers.set_seed(cfg.seed)  # new LoRA weights are drawn here
-    if gguf is None:
+    if cfg.quantization_bit is not None:
+        from athanor.train.qlora import load_quantized
+
+        model = load_quantized(cfg, base, gguf)
+    elif gguf is None:
         model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     else:
         model = _model_from_gguf(base, gguf)
@@ -227,10 +244,10 @@ def _freeze_all_but_last_layers(model: Any, num_layers: int) -> None:
 
 def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: list[Example],
              eval_rows: list[Example]) -> Any:
-    import transformers
+    from athanor.train.fast_loss import SftTrainer
 
     pad_id = pad_token_id(tokenizer)
-    return transformers.Trainer(
+    return SftTrainer(
         model=model, args=training_arguments(cfg, bool(eval_rows)), train_dataset=ListDataset(train_rows),
         eval_dataset=ListDataset(eval_rows) if eval_rows else None,
         data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
@@ -257,6 +274,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool) -> Any:
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.save_steps if has_eval else None,
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(), include_num_input_tokens_seen="all",
+        prediction_loss_only=True,  # eval reports eval_loss; SftTrainer's logits are label rows only
     )
 
 

@@ -117,3 +117,37 @@ def test_every_loss_and_a_reference_copy_train(tmp_path, tiny_hf_dir, keys):
     first = {"ipo": (1 / (2 * 0.1)) ** 2, "sigmoid": math.log(2)}.get(keys.get("pref_loss", "sigmoid"))
     if first is not None:
         assert losses[0] == pytest.approx(first, rel=1e-4)
+
+
+def test_held_out_rewards_are_logged_and_match_a_recomputation(tmp_path, tiny_hf_dir, tok):
+    """val_size holds pairs out; the final eval_rewards/* in trainer_log.jsonl equal beta x (policy - reference)
+    log-probs recomputed from the saved adapter and the base."""
+    import transformers
+    from peft import PeftModel
+
+    from athanor.train.dpo import collate_pairs
+    from athanor.train.sft import _split
+
+    beta = 0.5
+    out = run_dpo(_config(tmp_path, tiny_hf_dir, max_steps=4, pref_beta=beta, val_size=2, save_steps=2),
+                  echo=lambda _: None)
+    rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_rewards/accuracies" in r]
+    assert len(evals) >= 2  # at save_steps and at the end
+    final = evals[-1]
+    _, held = _split(PAIRS, 2, 0)
+    batch = collate_pairs([encode_pair(tok, PreferencePair([{"role": "user", "content": p["instruction"]}],
+                                                           {"role": "assistant", "content": p["chosen"]},
+                                                           {"role": "assistant", "content": p["rejected"]}))
+                           for p in held], 0)
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32).eval()
+    kwargs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    with torch.no_grad():
+        ref = sequence_logps(base(**kwargs).logits, batch["labels"])[0]
+        policy = sequence_logps(PeftModel.from_pretrained(base, out).eval()(**kwargs).logits, batch["labels"])[0]
+    rewards = beta * (policy - ref)
+    chosen, rejected = rewards[:2], rewards[2:]
+    assert final["eval_rewards/chosen"] == pytest.approx(chosen.mean().item(), abs=1e-4)
+    assert final["eval_rewards/rejected"] == pytest.approx(rejected.mean().item(), abs=1e-4)
+    assert final["eval_rewards/margins"] == pytest.approx((chosen - rejected).mean().item(), abs=1e-4)
+    assert final["eval_rewards/accuracies"] == pytest.approx((chosen > rejected).float().mean().item())

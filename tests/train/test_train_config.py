@@ -66,17 +66,41 @@ def test_all_problems_are_listed_together(workdir, tiny_hf_dir):
     assert all("\n" not in p for p in problems)
 
 
-def test_dpo_needs_preference_data_and_gpu_combinations_pass_with_cuda(workdir, tiny_hf_dir):
+def test_dpo_needs_preference_data_and_gpu_combinations_pass_with_cuda(workdir, tiny_hf_dir, monkeypatch):
     path = _write(workdir, model_name_or_path=str(tiny_hf_dir), dataset="math", stage="dpo", packing=True,
                   val_size=0.1)
     with pytest.raises(ConfigError) as info:
         load_config(path, has_cuda=True)
-    assert len(info.value.problems) == 3
+    assert len(info.value.problems) == 2
     assert "math has no chosen/rejected pairs" in str(info.value) and "packing: true is not supported" in str(info.value)
-    assert "val_size is not supported with stage: dpo" in str(info.value)
     path = _write(workdir, model_name_or_path=str(tiny_hf_dir), dataset="pref.jsonl", stage="dpo",
-                  quantization_bit=4, fp16=True, pref_loss="ipo")
+                  quantization_bit=4, fp16=True, pref_loss="ipo", val_size=0.2)
+    monkeypatch.setattr("athanor.train.qlora.has_bitsandbytes", lambda: True)
     assert load_config(path, has_cuda=True).pref_loss == "ipo"
+    monkeypatch.setattr("athanor.train.qlora.has_bitsandbytes", lambda: False)
+    with pytest.raises(ConfigError, match="QLoRA needs the bitsandbytes package: pip install bitsandbytes"):
+        load_config(path, has_cuda=True)
+
+
+def test_qlora_on_cpu_is_one_clear_line(workdir, tiny_hf_dir):
+    path = _write(workdir, model_name_or_path=str(tiny_hf_dir), dataset="math", quantization_bit=8)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, has_cuda=False)
+    want = ("quantization_bit: 8-bit QLoRA needs a CUDA GPU (bitsandbytes); remove it to train LoRA in full "
+            "precision on this machine")
+    assert info.value.problems == [want]
+
+
+def test_pt_stage_takes_text_files_and_text_columns(workdir, tiny_hf_dir):
+    (workdir / "corpus.txt").write_text("one line\nanother\n")
+    (workdir / "notes.jsonl").write_text('{"text": "a note"}\n')
+    path = _write(workdir, model_name_or_path=str(tiny_hf_dir), stage="pt", dataset="corpus.txt,notes.jsonl")
+    assert load_config(path, has_cuda=False).dataset == ["corpus.txt", "notes.jsonl"]
+    (workdir / "dataset_info.json").write_text(json.dumps({"prefs": {"file_name": "pref.jsonl", "ranking": True}}))
+    path = _write(workdir, model_name_or_path=str(tiny_hf_dir), stage="pt", dataset="missing.txt,prefs")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, has_cuda=False)
+    assert len(info.value.problems) == 2 and "preference pairs" in info.value.problems[1]
 
 
 def test_missing_model_dataset_and_bad_override(workdir):
@@ -105,7 +129,10 @@ def test_every_field_is_documented():
     assert all(f.description for f in TrainConfig.model_fields.values())
 
 
-@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: p.name)
+TRAIN_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if p.parent.name != "accelerate")
+
+
+@pytest.mark.parametrize("path", TRAIN_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_every_shipped_recipe_parses_and_its_data_is_valid(path):
     from athanor.data.registry import load_datasets
 
@@ -116,3 +143,11 @@ def test_every_shipped_recipe_parses_and_its_data_is_valid(path):
 
 def test_recipes_exist():
     assert list(RECIPES.rglob("*.yaml")), "recipes/ should ship at least one YAML"
+
+
+@pytest.mark.parametrize("path", sorted((RECIPES / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_accelerate_configs_load_in_accelerate(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cfg = ClusterConfig.from_yaml_file(str(path))
+    assert cfg.distributed_type in ("DEEPSPEED", "FSDP") and cfg.num_processes >= 1
