@@ -116,11 +116,8 @@ FIELD_NAMES = tuple(TrainConfig.model_fields)
 # ------------------------------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cuda: bool | None = None) -> TrainConfig:
-    """Read a YAML config, apply `key=value` overrides, and check everything; raise ConfigError listing all problems.
-
-    `has_cuda` is detected when None (tests pass it to check GPU-only combinations on any machine)."""
-    path = Path(path)
+def read_config_mapping(path: Path) -> dict:
+    """A YAML config file's top-level mapping; a missing file, bad YAML or a non-mapping is a one-line error."""
     if not path.is_file():
         raise AthanorError(f"config {path}: file not found")
     try:
@@ -129,6 +126,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
         raise AthanorError(" ".join(f"config {path} is not valid YAML: {e}".split())) from None
     if not isinstance(raw, dict):
         raise AthanorError(f"config {path}: expected a mapping of key: value, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cuda: bool | None = None) -> TrainConfig:
+    """Read a YAML config, apply `key=value` overrides, and check everything; raise ConfigError listing all problems.
+
+    `has_cuda` is detected when None (tests pass it to check GPU-only combinations on any machine)."""
+    path = Path(path)
+    raw = read_config_mapping(path)
     problems: list[str] = []
     raw.update(_parse_overrides(overrides or [], problems))
     # The registry and relative dataset paths live next to the YAML unless it says otherwise (relative to it).

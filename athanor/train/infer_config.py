@@ -18,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from athanor.errors import AthanorError
 from athanor.train.config import FIELD_NAMES as TRAIN_KEYS
-from athanor.train.config import ConfigError, _parse_overrides
+from athanor.train.config import ConfigError, _parse_overrides, read_config_mapping
 
 
 class ChatConfig(BaseModel):
@@ -53,14 +52,7 @@ _IGNORED = set(TRAIN_KEYS) | {"infer_backend", "export_device", "export_quantiza
 
 def _load(cls: type[ChatConfig], path: str | Path, overrides: list[str] | None) -> ChatConfig:
     path = Path(path)
-    if not path.is_file():
-        raise AthanorError(f"config {path}: file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise AthanorError(" ".join(f"config {path} is not valid YAML: {e}".split())) from None
-    if not isinstance(raw, dict):
-        raise AthanorError(f"config {path}: expected a mapping of key: value, got {type(raw).__name__}")
+    raw = read_config_mapping(path)
     problems: list[str] = []
     raw.update(_parse_overrides(overrides or [], problems))
     known = {k: v for k, v in raw.items() if k in cls.model_fields}
