@@ -74,16 +74,14 @@ class EngineConfig:
 
         if self.weight_dtype not in ("auto", "gguf", *QUANT_KINDS):
             return None
+        from athanor.nn import quant
+
         on_cpu_fp32 = self.device == "cpu" and self.torch_dtype() == torch.float32
         if self.weight_dtype == "auto":  # the file's blocks where they can run, else the float path, quietly
-            from athanor.nn import quant
-
             exact = (file_quantization or "").upper() in ("Q4_0", "Q4_1", "Q8_0")  # blocks that re-pack bit for bit
             return self._file_plan(file_quantization) if exact and on_cpu_fp32 and quant.available() else None
         if not on_cpu_fp32:
             raise ValueError(f"weight_dtype {self.weight_dtype} is for CPU with dtype float32")
-        from athanor.nn import quant
-
         if not quant.available():
             raise ValueError(f"weight_dtype {self.weight_dtype}: the quantized kernels are unavailable here "
                              f"({quant.unavailable_reason()})")

@@ -142,6 +142,14 @@ def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return tensors.pop(hf)
 
 
+def _quant_kind(module: nn.Module, quant: dict[str, str] | None) -> str | None:
+    """The block format `quant` asks for this matmul, when its input width splits into blocks of 32."""
+    is_head = isinstance(module, LMHead)
+    kind = (quant or {}).get("lm_head" if is_head else "linear")
+    in_features = module.weight.shape[1 if is_head else 0]  # LMHead keeps (V, C); Linear stores (in, out)
+    return kind if kind and in_features % 32 == 0 else None
+
+
 def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu", dtype=torch.float32,
                 weight_dtype: torch.dtype | None = None, quant: dict[str, str] | None = None) -> LlamaModel:
     """A ready-to-run model on `device` in `dtype` from HF-named tensors (the dict is consumed).
@@ -156,23 +164,18 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
     model.load_hf_tensors(tensors)
     model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
     model = model.to(device=device, dtype=dtype).eval()
-    if quant:
-        assert dtype == torch.float32 and str(device) == "cpu", "quantized kernels are CPU, float32 math"
-        for module in model.modules():
-            kind = quant.get("lm_head" if isinstance(module, LMHead) else "linear") if isinstance(
-                module, (Linear, LMHead)) else None
-            in_features = module.weight.shape[1 if isinstance(module, LMHead) else 0] if kind else 0
-            if kind and in_features % 32 == 0:  # blocks of 32 along the input; other widths keep float weights
-                module.quantize(kind)
-            elif isinstance(module, (Linear, LMHead)) and weight_dtype == torch.float16:
-                module.pack_fp16()
-            elif isinstance(module, LMHead):
-                module.refresh()
-    elif weight_dtype == torch.float16 and dtype == torch.float32 and str(device) == "cpu":
-        for module in model.modules():
-            if isinstance(module, (Linear, LMHead)):
-                module.pack_fp16()  # FBGEMM fp16 weights, fp32 math: half the bytes per decode step
-    else:
-        assert weight_dtype in (None, dtype), "weights in another dtype than the math only via FBGEMM on CPU"
-        model.lm_head.refresh()
+    on_cpu_fp32 = dtype == torch.float32 and str(device) == "cpu"
+    assert not quant or on_cpu_fp32, "quantized kernels are CPU, float32 math"
+    pack = weight_dtype == torch.float16 and on_cpu_fp32  # FBGEMM fp16 weights, fp32 math: half the bytes
+    assert pack or weight_dtype in (None, dtype), "weights in another dtype than the math only via FBGEMM on CPU"
+    for module in model.modules():
+        if not isinstance(module, (Linear, LMHead)):
+            continue
+        kind = _quant_kind(module, quant)
+        if kind:
+            module.quantize(kind)
+        elif pack:
+            module.pack_fp16()
+        elif isinstance(module, LMHead):
+            module.refresh()
     return model
