@@ -20,8 +20,13 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.cpu_ops = False  # set by build_model: fp32 CPU rows through nn/cpu_ops.c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cpu_ops:
+            from athanor.nn.cpu_ops import add_rmsnorm
+
+            return add_rmsnorm(x.reshape(-1, x.shape[-1]).contiguous(), None, self.weight, self.eps).view(x.shape)
         # Computed in fp32 like Hugging Face's LlamaRMSNorm, then cast back: keeps bf16/fp16 runs stable.
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
@@ -200,7 +205,12 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.gate_up_proj = Linear(hidden, 2 * intermediate)
         self.down_proj = Linear(intermediate, hidden)
+        self.cpu_ops = False  # set by build_model: silu(gate) * up through nn/cpu_ops.c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cpu_ops:
+            from athanor.nn.cpu_ops import silu_mul
+
+            return self.down_proj(silu_mul(self.gate_up_proj(x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)

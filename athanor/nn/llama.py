@@ -71,6 +71,7 @@ class LlamaModel(nn.Module):
         self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.cpu_ops = False  # see enable_cpu_ops
 
     @torch.inference_mode()
     def forward(
@@ -80,6 +81,8 @@ class LlamaModel(nn.Module):
         meta: AttentionMetadata,
         logits_indices: torch.Tensor | None = None,  # (M,) rows that need logits; None -> all N
     ) -> torch.Tensor:
+        if self.cpu_ops and meta.write_cache and not meta.is_plain_prefill and max(meta.query_lens) == 1:
+            return self._decode_cpu(input_ids, positions, meta, logits_indices)
         x = self.embed_tokens(input_ids)  # (N, C)
         cos, sin = self.rotary(positions, x.dtype)
         for layer in self.layers:
@@ -87,6 +90,43 @@ class LlamaModel(nn.Module):
         if logits_indices is not None:
             x = x.index_select(0, logits_indices)  # (M, C): the head is the biggest matmul, skip unused rows
         return self.lm_head(self.norm(x)).float()  # (M, V) fp32 for the sampler
+
+    def _decode_cpu(self, input_ids, positions, meta: AttentionMetadata, logits_indices) -> torch.Tensor:
+        """The decode step (one new token per sequence) through nn/cpu_ops.c: the same layers as `forward`, with
+        the residual adds fused into the norms and RoPE + cache write + attention in one call per layer."""
+        from athanor.nn.cpu_ops import add_rmsnorm, check_decode_args, decode_attention
+
+        x = self.embed_tokens(input_ids)  # (B, C), a fresh tensor: updated in place below
+        h = add_rmsnorm(x, None, self.layers[0].input_layernorm.weight, self.layers[0].input_layernorm.eps)
+        norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
+        rope, first = (self.rotary.cos, self.rotary.sin), self.layers[0].self_attn
+        qkv_width = (first.num_heads + 2 * first.num_kv_heads) * first.head_dim
+        check_decode_args(h.new_empty(h.shape[0], qkv_width), positions, *rope, first.kv_cache, meta.slot_mapping,
+                          meta.block_tables, first.num_heads)  # once per step: every layer's tensors match
+        for layer, next_norm in zip(self.layers, norms):
+            attn = layer.self_attn
+            a = decode_attention(attn.qkv_proj(h), positions, *rope, attn.kv_cache, meta.slot_mapping,
+                                 meta.block_tables, attn.num_heads, attn.scale, check=False)
+            post = layer.post_attention_layernorm
+            add_rmsnorm(x, attn.o_proj(a), post.weight, post.eps, out=h, check=False)  # x += attention; h = norm(x)
+            add_rmsnorm(x, layer.mlp(h), next_norm.weight, next_norm.eps, out=h, check=False)  # x += mlp; next norm
+        if logits_indices is not None:
+            h = h.index_select(0, logits_indices)
+        return self.lm_head(h)  # (M, V) fp32
+
+    def enable_cpu_ops(self) -> bool:
+        """Route fp32 CPU work through nn/cpu_ops.c when it can (see its docstring); True when enabled."""
+        from athanor.nn import cpu_ops
+
+        cfg = self.config
+        p = self.embed_tokens.weight
+        ok = (p.device.type == "cpu" and p.dtype == torch.float32 and not cfg.qk_norm
+              and cpu_ops.supports(cfg.hidden_size, cfg.intermediate_size, cfg.head_dim) and cpu_ops.available())
+        self.cpu_ops = ok
+        for m in self.modules():
+            if isinstance(m, (RMSNorm, SwiGLU)):
+                m.cpu_ops = ok
+        return ok
 
     @torch.inference_mode()
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -178,4 +218,6 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
             module.pack_fp16()
         elif isinstance(module, LMHead):
             module.refresh()
+    if on_cpu_fp32:
+        model.enable_cpu_ops()
     return model

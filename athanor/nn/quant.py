@@ -26,10 +26,8 @@ In both modes output row i depends only on x[i] and W, bit for bit, whatever M a
 kernel is compiled with -ffp-contract=off, writes its FMAs explicitly and runs the same operations per row).
 A NaN or inf in x[i] spoils output row i only: all NaN in "int8" mode, inf or NaN in "f32" mode.
 
-Why a C file compiled at first use: no build step and no wheel per platform. `available()` compiles
-qkernels.c with the system C compiler (`cc`, or $CC) into a cache keyed by the source hash, once per
-machine, and loads it with ctypes (which releases the GIL during the call). Without a compiler or without
-AVX2/FMA/F16C, `available()` is False and callers keep their fp16/fp32 path.
+A C file compiled at first use (nn/cbuild.py: once per machine, cached, loaded with ctypes). Without a
+compiler or without AVX2/FMA/F16C, `available()` is False and callers keep their fp16/fp32 path.
 
 Not for: GPUs, training (no gradients), K-quants (Q4_K/Q6_K), or large-batch prefill speed: for M in
 the hundreds fp32 BLAS is faster (benchmarks/bench_qmatmul.py).
@@ -39,73 +37,23 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
+from athanor.nn import cbuild
+
 _SOURCE = Path(__file__).with_name("qkernels.c")
-_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
 _KINDS = {"q4_1": (1, 20, 3), "q8_0": (0, 34, 8)}  # kind -> (kernel id, bytes per block, ggml type id)
 _BLOCK = 32
 _ACTIVATIONS = ("f32", "int8")
 
 
-def cache_dir() -> Path:
-    home = os.environ.get("ATHANOR_HOME")
-    return Path(home) / "cache" / "kernels" if home else Path("~/.cache/athanor/kernels").expanduser()
-
-
-def _cpu_reason() -> str | None:
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"quantized kernels need x86-64 with AVX2, this is {platform.machine()}"
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "cannot read CPU flags from /proc/cpuinfo"
-    missing = [f for f in ("avx2", "fma", "f16c") if f not in flags.split()]
-    return f"CPU lacks {', '.join(missing)}" if missing else None
-
-
-def _compile(cc: str) -> Path:
-    """qkernels.c -> cached .so (built in a temp file, renamed into place: racing processes are fine)."""
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, *_FLAGS]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"qkernels-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp], check=False, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"{cc} failed on {_SOURCE.name}: {last}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
 @functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    reason = _cpu_reason()
-    if reason:
-        return None, reason
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        return None, "no C compiler found (install gcc, or set CC)"
-    try:
-        lib = ctypes.CDLL(str(_compile(cc)))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        return None, f"cannot build quantized kernels: {e}"
+    lib, reason = cbuild.load(_SOURCE)
+    if lib is None:
+        return None, reason.replace("athanor's CPU kernels", "quantized kernels")
     c_long, c_ptr = ctypes.c_long, ctypes.c_void_p
     lib.athq_qmatmul.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr, ctypes.c_int]
     lib.athq_qmatmul.restype = ctypes.c_int

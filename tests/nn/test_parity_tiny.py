@@ -11,6 +11,7 @@ from athanor.engine.sampling_params import SamplingParams
 from athanor.engine.sequence import Sequence
 from athanor.engine.block_manager import BlockManager
 from athanor.models.hf import load_safetensors, read_json
+from athanor.nn import cpu_ops
 from athanor.nn.config import ModelConfig
 from athanor.nn.llama import build_model
 from tests.nn.tiny import ARCHS, tiny_hf_model
@@ -49,6 +50,9 @@ def test_logits_match_transformers(arch, tmp_path):
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
     # chunked prefill through the cache gives the same logits
     torch.testing.assert_close(full_logits(ours, ids, chunk=5), ref, atol=1e-4, rtol=1e-4)
+    # one token at a time: the decode step (nn/cpu_ops.c's fused path on x86 CPUs, except Qwen3's q/k norms)
+    assert ours.cpu_ops == (cpu_ops.available() and arch != "qwen3")
+    torch.testing.assert_close(full_logits(ours, ids, chunk=1), ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -1,0 +1,75 @@
+"""Build and load athanor's small C kernel files (nn/qkernels.c, nn/cpu_ops.c) at first use.
+
+Why: no build step and no wheel per platform. `load(source)` compiles the file with the system C compiler
+(`cc`, or $CC) into a cache keyed by the source and flags (`$ATHANOR_HOME/cache/kernels`, else
+~/.cache/athanor/kernels), once per machine, and loads it with ctypes (which releases the GIL during calls).
+Racing processes are fine: each builds into a temp file and renames it into place.
+
+Not for: deciding whether a kernel is used (its module does), or anything but x86-64 with AVX2/FMA/F16C.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
+
+
+def cache_dir() -> Path:
+    home = os.environ.get("ATHANOR_HOME")
+    return Path(home) / "cache" / "kernels" if home else Path("~/.cache/athanor/kernels").expanduser()
+
+
+def cpu_reason() -> str | None:
+    """Why this CPU cannot run the kernels (one line), or None."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"athanor's CPU kernels need x86-64 with AVX2, this is {platform.machine()}"
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "cannot read CPU flags from /proc/cpuinfo"
+    missing = [f for f in ("avx2", "fma", "f16c") if f not in flags.split()]
+    return f"CPU lacks {', '.join(missing)}" if missing else None
+
+
+def _compile(cc: str, source_path: Path) -> Path:
+    source = source_path.read_bytes()
+    key = hashlib.sha256(source + " ".join([cc, *FLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"{source_path.stem}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *FLAGS, str(source_path), "-o", tmp], check=False, capture_output=True,
+                              text=True, timeout=300)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"{cc} failed on {source_path.name}: {last}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load(source_path: Path) -> tuple[ctypes.CDLL | None, str | None]:
+    """(library, None), or (None, one line saying why not). Callers cache the result."""
+    reason = cpu_reason()
+    if reason:
+        return None, reason
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None, "no C compiler found (install gcc, or set CC)"
+    try:
+        return ctypes.CDLL(str(_compile(cc, source_path))), None
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        return None, f"cannot build {source_path.name}: {e}"

@@ -1,0 +1,201 @@
+/* Fused small operations of a Llama decode step on the CPU, fp32: residual add + RMSNorm, SiLU-and-multiply,
+ * and decode attention over the paged KV cache (RoPE, cache write and attention in one call per layer).
+ *
+ * Python side and rationale: athanor/nn/cpu_ops.py. Compiled at first use with the flags there
+ * (-O3 -mavx2 -mfma -fopenmp -ffp-contract=off); FMAs are written explicitly.
+ *
+ * Row independence: every output row (a token, or a sequence's attention for one KV head) is computed by one
+ * thread with the same operations in the same order whatever the batch and the thread count, so a request's
+ * numbers never depend on what it is batched with.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* e^x for 8 lanes: 2^n * e^r with n = round(x log2 e), r = x - n ln 2 (ln 2 split in two for accuracy), e^r by
+ * the Cephes single-precision polynomial (relative error ~2 ulp). NaN propagates (operand order of max/min). */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* For each of M rows of width C (C % 8 == 0): x += res (when res is not NULL; the residual add, in place), then
+ * y = w * (x * 1/sqrt(mean(x^2) + eps)), Hugging Face's LlamaRMSNorm in fp32. The mean of squares is summed in
+ * double, 4 lanes, so its rounding does not depend on C's split. */
+void atho_add_rmsnorm(float *x, const float *res, const float *w, float eps, float *y, long M, long C, int nthreads) {
+    #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M >= 64)
+    for (long i = 0; i < M; i++) {
+        float *xi = x + i * C;
+        float *yi = y + i * C;
+        if (res) {
+            const float *ri = res + i * C;
+            for (long j = 0; j < C; j += 8)
+                _mm256_storeu_ps(xi + j, _mm256_add_ps(_mm256_loadu_ps(xi + j), _mm256_loadu_ps(ri + j)));
+        }
+        __m256d acc = _mm256_setzero_pd();
+        for (long j = 0; j < C; j += 4) {
+            __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(xi + j));
+            acc = _mm256_fmadd_pd(v, v, acc);
+        }
+        double lanes[4];
+        _mm256_storeu_pd(lanes, acc);
+        float var = (float)(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) / (double)C);
+        __m256 inv = _mm256_set1_ps(1.0f / sqrtf(var + eps));
+        for (long j = 0; j < C; j += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(xi + j), inv);
+            _mm256_storeu_ps(yi + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), v));
+        }
+    }
+}
+
+/* out (M, I) = silu(gate) * up with gate_up (M, 2I) = [gate | up] per row, I % 8 == 0; silu(g) = g / (1 + e^-g). */
+void atho_silu_mul(const float *gu, float *out, long M, long I, int nthreads) {
+    #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M >= 16)
+    for (long i = 0; i < M; i++) {
+        const float *g = gu + i * 2 * I, *u = g + I;
+        float *o = out + i * I;
+        for (long j = 0; j < I; j += 8) {
+            __m256 gv = _mm256_loadu_ps(g + j);
+            __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv)));
+            _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u + j)));
+        }
+    }
+}
+
+/* y = x * cos + swap_halves(x) * sin for one head of width D (sin sign-folded [-sin | +sin]); in place. Same
+ * float operations as the PyTorch path (mul, mul, add), so the same bits. */
+static void rope_head(float *x, const float *c, const float *s, long D, float *tmp) {
+    long h = D / 2;
+    for (long j = 0; j < h; j++) tmp[j] = x[j] * c[j] + x[j + h] * s[j];
+    for (long j = h; j < D; j++) tmp[j] = x[j] * c[j] + x[j - h] * s[j];
+    memcpy(x, tmp, (size_t)D * sizeof(float));
+}
+
+static inline float dot(const float *a, const float *b, long D) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    long j = 0;
+    for (; j + 16 <= D; j += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+    }
+    if (j < D) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    return hsum8(_mm256_add_ps(s0, s1));
+}
+
+/* Decode attention: each of B sequences adds one token.
+ *   qkv   (B, ld): per row q heads [0, H), k heads [H, H+KVH), v heads [H+KVH, H+2KVH), D floats each; q and k
+ *         are rotated in place by RoPE at pos[b] (cos/sin tables (P, D)).
+ *   cache (2, NB, BS, KVH, D): the new k and v go to slot[b]; then each query head attends over positions
+ *         [0, pos[b]] of its sequence, found through bt (B, MB) block ids.
+ *   out   (B, H * D).
+ * D % 8 == 0, H % KVH == 0. Returns 0, or 1 when scratch memory cannot be allocated. */
+int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *cos_t, const float *sin_t,
+                          float *cache, long NB, long BS, const int64_t *slot, const int64_t *bt, long MB,
+                          long B, long H, long KVH, long D, float scale, float *out, int nthreads) {
+    float tmp[1024];
+    if (D > 1024) return 2;
+    const long G = H / KVH, plane = NB * BS * KVH * D;
+    long max_n = 0, work = 0;
+    for (long b = 0; b < B; b++) {
+        float *row = qkv + b * ld;
+        const float *c = cos_t + pos[b] * D, *s = sin_t + pos[b] * D;
+        for (long h = 0; h < H + KVH; h++) rope_head(row + h * D, c, s, D, tmp);
+        for (long g = 0; g < KVH; g++) {
+            memcpy(cache + (slot[b] * KVH + g) * D, row + (H + g) * D, (size_t)D * sizeof(float));
+            memcpy(cache + plane + (slot[b] * KVH + g) * D, row + (H + KVH + g) * D, (size_t)D * sizeof(float));
+        }
+        long n = pos[b] + 1;
+        if (n > max_n) max_n = n;
+        work += n;
+    }
+    const long npad = (max_n + 7) & ~7L;
+    int failed = 0;
+    #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && work * H * D >= 65536)
+    {
+        float *scores = malloc(sizeof(float) * (size_t)(G * npad + G * D + G));
+        if (!scores) {
+            #pragma omp atomic write
+            failed = 1;
+        } else {
+            float *acc = scores + G * npad, *scores_inv = acc + G * D;  /* (G, D) and (G,) */
+            #pragma omp for schedule(dynamic, 1)
+            for (long item = 0; item < B * KVH; item++) {
+                const long b = item / KVH, g = item % KVH, n = pos[b] + 1;
+                const float *q = qkv + b * ld + g * G * D;  /* the G query heads that share KV head g */
+                const int64_t *blocks = bt + b * MB;
+                for (long t = 0; t < n; t++) {
+                    const float *k = cache + ((blocks[t / BS] * BS + t % BS) * KVH + g) * D;
+                    for (long r = 0; r < G; r++) scores[r * npad + t] = dot(q + r * D, k, D) * scale;
+                }
+                for (long r = 0; r < G; r++) {  /* softmax numerators in place; 1/sum kept in sums */
+                    float *sr = scores + r * npad;
+                    float m = sr[0];
+                    for (long t = 1; t < n; t++) m = sr[t] > m ? sr[t] : m;
+                    for (long t = n; t < npad; t++) sr[t] = m;  /* padding lanes: e^0, never summed */
+                    __m256 mv = _mm256_set1_ps(m), sum8 = _mm256_setzero_ps();
+                    long t = 0;
+                    for (; t + 8 <= n; t += 8) {
+                        __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + t), mv));
+                        _mm256_storeu_ps(sr + t, p);
+                        sum8 = _mm256_add_ps(sum8, p);
+                    }
+                    float sum = hsum8(sum8);
+                    if (t < n) {
+                        _mm256_storeu_ps(sr + t, exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + t), mv)));
+                        for (; t < n; t++) sum += sr[t];
+                    }
+                    scores_inv[r] = 1.0f / sum;
+                }
+                for (long r = 0; r < G; r++)
+                    for (long j = 0; j < D; j += 8) _mm256_storeu_ps(acc + r * D + j, _mm256_setzero_ps());
+                for (long t0 = 0; t0 < n; t0 += 32) {  /* 32 V rows (8 KiB at D=64) stay in L1 across the passes */
+                    const long t1 = t0 + 32 < n ? t0 + 32 : n;
+                    for (long r = 0; r < G; r++) {
+                        const float *pr = scores + r * npad;
+                        for (long j = 0; j < D; j += 16) {  /* two accumulators in registers, one per 8 lanes */
+                            __m256 a0 = _mm256_loadu_ps(acc + r * D + j);
+                            __m256 a1 = j + 8 < D ? _mm256_loadu_ps(acc + r * D + j + 8) : _mm256_setzero_ps();
+                            for (long t = t0; t < t1; t++) {
+                                const float *v = cache + plane + ((blocks[t / BS] * BS + t % BS) * KVH + g) * D + j;
+                                __m256 p = _mm256_set1_ps(pr[t]);
+                                a0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), a0);
+                                if (j + 8 < D) a1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), a1);
+                            }
+                            _mm256_storeu_ps(acc + r * D + j, a0);
+                            if (j + 8 < D) _mm256_storeu_ps(acc + r * D + j + 8, a1);
+                        }
+                    }
+                }
+                for (long r = 0; r < G; r++) {
+                    __m256 inv = _mm256_set1_ps(scores_inv[r]);
+                    float *o = out + b * H * D + (g * G + r) * D;
+                    for (long j = 0; j < D; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(acc + r * D + j), inv));
+                }
+            }
+            free(scores);
+        }
+    }
+    return failed;
+}

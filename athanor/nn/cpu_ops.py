@@ -1,0 +1,120 @@
+"""Fused small operations of a Llama step on the CPU in fp32, in C (nn/cpu_ops.c): residual add + RMSNorm,
+SiLU-and-multiply, and decode attention over the paged KV cache (RoPE, cache write and attention in one call).
+
+Why: with the matmuls in athanor's quantized kernels (nn/quant.py), half of a SmolLM2 decode step on a 2-core
+CPU was PyTorch running small ops one at a time: per layer ~15 ops of 2-60 µs each (RMSNorm alone is five ATen
+ops, ~45 µs), plus SDPA's OpenMP region, which stalls whenever the other core is busy. Here each fused op is one
+ctypes call (the GIL is released) and decode attention reads the cache in place through the block table
+instead of gathering it first.
+
+Numerics: RMSNorm and SiLU follow Hugging Face's formulas in fp32 (sum of squares in double; e^x by a
+polynomial within ~2 ulp), RoPE and the residual add are the same float operations as the PyTorch path (same
+bits), attention is an exact softmax in fp32. Every row is computed by one thread with the same operations
+whatever the batch, so a request's logits do not depend on what it is batched with.
+
+Used by LlamaModel when `build_model` enables it: CPU, fp32 math, kernels available, `ATHANOR_CPU_OPS` not "0".
+Not for: GPUs, other dtypes, autograd, or prefill attention (PyTorch's blocked SDPA is faster on long prompts).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+from athanor.nn import cbuild
+
+_SOURCE = Path(__file__).with_name("cpu_ops.c")
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    if os.environ.get("ATHANOR_CPU_OPS", "1") == "0":
+        return None, "disabled by ATHANOR_CPU_OPS=0"
+    lib, reason = cbuild.load(_SOURCE)
+    if lib is None:
+        return None, reason
+    L, P, F, I = ctypes.c_long, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+    lib.atho_add_rmsnorm.argtypes = [P, P, P, F, P, L, L, I]
+    lib.atho_add_rmsnorm.restype = None
+    lib.atho_silu_mul.argtypes = [P, P, L, L, I]
+    lib.atho_silu_mul.restype = None
+    lib.atho_decode_attention.argtypes = [P, L, P, P, P, P, L, L, P, P, L, L, L, L, L, F, P, I]
+    lib.atho_decode_attention.restype = I
+    return lib, None
+
+
+def available() -> bool:
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str | None:
+    return _load()[1]
+
+
+def supports(hidden_size: int, intermediate_size: int, head_dim: int) -> bool:
+    """The kernels work on whole 8-float lanes."""
+    return hidden_size % 8 == 0 and intermediate_size % 8 == 0 and head_dim % 8 == 0 and head_dim <= 1024
+
+
+def _f32(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+
+
+def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                out: torch.Tensor | None = None, check: bool = True) -> torch.Tensor:
+    """x (M, C): x += residual in place (when given), then return weight * x / sqrt(mean(x^2) + eps).
+    check=False skips the argument checks (the decode loop checks once per step what varies)."""
+    if check:
+        assert _f32(x) and _f32(weight) and weight.shape == x.shape[1:]
+        assert residual is None or (_f32(residual) and residual.shape == x.shape)
+        assert out is None or (_f32(out) and out.shape == x.shape)
+    out = torch.empty_like(x) if out is None else out
+    M, C = x.shape
+    _load()[0].atho_add_rmsnorm(x.data_ptr(), residual.data_ptr() if residual is not None else None,
+                                weight.data_ptr(), eps, out.data_ptr(), M, C, torch.get_num_threads())
+    return out
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """gate_up (M, 2I) = [gate | up] -> (M, I) silu(gate) * up."""
+    assert _f32(gate_up)
+    M, I2 = gate_up.shape
+    out = torch.empty((M, I2 // 2), dtype=torch.float32)
+    _load()[0].atho_silu_mul(gate_up.data_ptr(), out.data_ptr(), M, I2 // 2, torch.get_num_threads())
+    return out
+
+
+def check_decode_args(qkv, positions, cos, sin, kv_cache, slot_mapping, block_tables, num_heads) -> None:
+    """What the C kernel trusts: dtypes, contiguity, shapes, and every position inside the tables."""
+    _, _, BS, KVH, D = kv_cache.shape
+    B = qkv.shape[0]
+    assert _f32(qkv) and _f32(kv_cache) and _f32(cos) and _f32(sin) and qkv.shape[1] == (num_heads + 2 * KVH) * D
+    assert cos.shape == sin.shape and cos.shape[1] == D and num_heads % KVH == 0
+    for t in (positions, slot_mapping, block_tables):
+        assert t.dtype == torch.long and t.device.type == "cpu" and t.is_contiguous() and t.shape[0] == B
+    if B:
+        assert int(positions.max()) < min(cos.shape[0], block_tables.shape[1] * BS)
+
+
+def decode_attention(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     kv_cache: torch.Tensor, slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                     num_heads: int, scale: float, check: bool = True) -> torch.Tensor:
+    """One new token per sequence. qkv (B, (H + 2 KVH) D) is rotated in place; its k/v are written to the cache
+    (2, NB, BS, KVH, D) at slot_mapping; returns (B, H D): each query head's attention over positions
+    0..positions[b] of its sequence (block_tables (B, MB))."""
+    _, NB, BS, KVH, D = kv_cache.shape
+    B = qkv.shape[0]
+    if check:
+        check_decode_args(qkv, positions, cos, sin, kv_cache, slot_mapping, block_tables, num_heads)
+    out = torch.empty((B, num_heads * D), dtype=torch.float32)
+    status = _load()[0].atho_decode_attention(
+        qkv.data_ptr(), qkv.shape[1], positions.data_ptr(), cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(),
+        NB, BS, slot_mapping.data_ptr(), block_tables.data_ptr(), block_tables.shape[1], B, num_heads, KVH, D,
+        scale, out.data_ptr(), torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("decode attention: cannot allocate scratch memory")
+    return out

@@ -1,0 +1,131 @@
+"""The fused CPU ops (nn/cpu_ops.c) against their PyTorch definitions, and their row independence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from athanor.nn import cpu_ops
+from athanor.nn.layers import RotaryEmbedding, apply_rope
+
+pytestmark = pytest.mark.skipif(not cpu_ops.available(), reason=f"cpu ops: {cpu_ops.unavailable_reason()}")
+
+
+def hf_rmsnorm(x, w, eps):
+    var = x.double().pow(2).mean(-1, keepdim=True).float()
+    return w * (x * torch.rsqrt(var + eps))
+
+
+def test_add_rmsnorm_matches_hf_formula_and_adds_residual_in_place():
+    torch.manual_seed(0)
+    x, r, w = torch.randn(5, 576) * 3, torch.randn(5, 576), torch.randn(576)
+    want_x = x + r
+    want = hf_rmsnorm(want_x, w, 1e-5)
+    got = cpu_ops.add_rmsnorm(x, r, w, 1e-5)
+    assert torch.equal(x, want_x)  # the residual add is the same float op as torch's
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(cpu_ops.add_rmsnorm(x.clone(), None, w, 1e-5), want, rtol=2e-6, atol=1e-6)
+
+
+def test_add_rmsnorm_rows_do_not_depend_on_the_batch():
+    torch.manual_seed(1)
+    x, w = torch.randn(100, 64), torch.randn(64)  # 100 rows: the multithreaded branch
+    whole = cpu_ops.add_rmsnorm(x.clone(), None, w, 1e-6)
+    for i in (0, 57, 99):
+        assert torch.equal(cpu_ops.add_rmsnorm(x[i : i + 1].clone(), None, w, 1e-6), whole[i : i + 1])
+
+
+def test_silu_mul_matches_torch_including_extremes():
+    torch.manual_seed(2)
+    gu = torch.randn(3, 2 * 1536) * 4
+    gu[0, :6] = torch.tensor([-200.0, -90.0, 0.0, 90.0, 200.0, float("nan")])
+    want = F.silu(gu[:, :1536]) * gu[:, 1536:]
+    got = cpu_ops.silu_mul(gu)
+    assert torch.isnan(got[0, 5]) and torch.isnan(want[0, 5])
+    torch.testing.assert_close(got, want, rtol=3e-6, atol=1e-6, equal_nan=True)
+
+
+def _reference_attention(q, cache, tables, positions, H, KVH, D, BS, scale):
+    """Per sequence: gather its positions 0..p from the blocks, then plain softmax attention in float64."""
+    outs = []
+    for b, p in enumerate(positions.tolist()):
+        n = p + 1
+        idx = [tables[b, t // BS].item() * BS + t % BS for t in range(n)]
+        k = cache[0].reshape(-1, KVH, D)[idx].double()  # (n, KVH, D)
+        v = cache[1].reshape(-1, KVH, D)[idx].double()
+        qb = q[b].view(H, D).double()
+        kk = k.repeat_interleave(H // KVH, dim=1)  # (n, H, D)
+        vv = v.repeat_interleave(H // KVH, dim=1)
+        att = torch.softmax(torch.einsum("hd,nhd->hn", qb, kk) * scale, dim=-1)
+        outs.append(torch.einsum("hn,nhd->hd", att, vv).reshape(H * D))
+    return torch.stack(outs).float()
+
+
+@pytest.mark.parametrize("H,KVH,D", [(9, 3, 64), (4, 4, 16), (8, 2, 128)])
+def test_decode_attention_rotates_writes_and_attends_like_the_torch_path(H, KVH, D):
+    torch.manual_seed(3)
+    NB, BS, B = 12, 4, 3
+    cache = torch.randn(2, NB, BS, KVH, D)
+    positions = torch.tensor([0, 6, 13])
+    tables = torch.tensor([[5, 0, 0, 0], [2, 7, 0, 0], [1, 3, 9, 11]])
+    slots = torch.tensor([tables[b, p // BS].item() * BS + p % BS for b, p in enumerate(positions.tolist())])
+    rot = RotaryEmbedding(D, 64, 10000.0, None)
+    qkv = torch.randn(B, (H + 2 * KVH) * D)
+    # the PyTorch path: rotate q and k, write k/v, attend over the sequence's blocks
+    cos, sin = rot(positions, torch.float32)
+    qk = apply_rope(qkv[:, : (H + KVH) * D].reshape(B, H + KVH, D), cos, sin)
+    want_cache = cache.clone()
+    want_cache.view(2, -1, KVH, D)[0, slots] = qk[:, H:]
+    want_cache.view(2, -1, KVH, D)[1, slots] = qkv[:, (H + KVH) * D :].reshape(B, KVH, D)
+    scale = 1 / math.sqrt(D)
+    want = _reference_attention(qk[:, :H].reshape(B, H * D), want_cache, tables, positions, H, KVH, D, BS, scale)
+
+    got_qkv = qkv.clone()
+    got = cpu_ops.decode_attention(got_qkv, positions, rot.cos, rot.sin, cache, slots, tables, H, scale)
+    assert torch.equal(got_qkv[:, : (H + KVH) * D].reshape(B, H + KVH, D), qk)  # RoPE: the same bits
+    assert torch.equal(cache, want_cache)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+    # one sequence alone gives the same bits as inside the batch
+    alone_cache = cache.clone()
+    alone = cpu_ops.decode_attention(qkv[1:2].clone(), positions[1:2], rot.cos, rot.sin, alone_cache,
+                                     slots[1:2], tables[1:2], H, scale)
+    assert torch.equal(alone, got[1:2])
+
+
+def _set_cpu_ops(model, on: bool) -> None:
+    from athanor.nn.layers import RMSNorm, SwiGLU
+
+    if on:
+        assert model.enable_cpu_ops()
+        return
+    model.cpu_ops = False
+    for m in model.modules():
+        if isinstance(m, (RMSNorm, SwiGLU)):
+            m.cpu_ops = False
+
+
+def test_smollm2_decode_with_fused_ops_matches_the_torch_path(smollm2_path):
+    """The built-in model through the engine: q4_1 weights, one prompt alone and four batched, fused ops on
+    and off: the same greedy tokens; the batched requests equal each alone."""
+    from athanor.engine.config import EngineConfig
+    from athanor.engine.llm import LLM
+    from athanor.engine.sampling_params import SamplingParams
+
+    llm = LLM.load(str(smollm2_path), EngineConfig(num_kvcache_blocks=64, block_size=16, weight_dtype="auto"))
+    model = llm.engine.runner.model
+    prompts = [llm.chat_prompt([{"role": "user", "content": q}]) for q in
+               ("What is the capital of France?", "Name a color.", "Count to five.", "Say hi.")]
+    params = SamplingParams(temperature=0, max_tokens=20)
+    runs = {}
+    for on in (True, False):
+        _set_cpu_ops(model, on)
+        alone = [llm.generate_ids([p], params)[0].token_ids for p in prompts]
+        batched = [o.token_ids for o in llm.generate_ids(prompts, params)]
+        assert batched == alone
+        runs[on] = alone
+    assert runs[True] == runs[False]
+    assert "Paris" in llm.tokenizer.decode(runs[True][0])
