@@ -199,3 +199,51 @@ int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *
     }
     return failed;
 }
+
+/* ---- the whole decoder stack of a decode step in one call (every matmul quantized) ---------------------- */
+
+typedef int (*atho_qmm)(int kind, const void *w, long N, long K, const float *x, long M, long ldx,
+                        const float *bias, float *y, int nthreads);  /* nn/qkernels.c's athq_qmatmul_f32 */
+
+typedef struct {  /* one block-quantized weight (out, in) as nn/quant.py's QuantizedWeight holds it */
+    int kind;
+    const void *blocks;
+    long out, in;
+    const float *bias;  /* or NULL */
+} atho_qweight;
+
+typedef struct {  /* one decoder layer; the KV cache pointer comes per call */
+    atho_qweight qkv, o, gate_up, down;
+    const float *post_norm_w, *next_norm_w;  /* post-attention norm; the next layer's input norm (or the final) */
+    float post_eps, next_eps;
+} atho_layer;
+
+/* For l in layers: qkv = h Wqkv; a = attention (RoPE, cache write); x += a Wo; h = post_norm(x);
+ * x += down(silu(h Wgate) * (h Wup)); h = next_norm(x). On entry h = layer 0's input norm of x; on return h
+ * is the final norm of x. Exactly the operations of LlamaModel._decode_cpu's per-op loop, in the same order.
+ * Returns 0, or non-zero when scratch memory cannot be allocated. */
+int atho_decode_layers(atho_qmm qmm, const atho_layer *layers, long L, float *const *caches, float *x, float *h,
+                       long B, long C, long H, long KVH, long D, long NB, long BS, float scale,
+                       const int64_t *pos, const float *cos_t, const float *sin_t, const int64_t *slot,
+                       const int64_t *bt, long MB, int nthreads) {
+    const long W = (H + 2 * KVH) * D, I = layers[0].gate_up.out / 2;
+    float *buf = malloc(sizeof(float) * (size_t)(B * (W + H * D + C + 2 * I + I + C)));
+    if (!buf) return -1;
+    float *qkv = buf, *att = qkv + B * W, *o = att + B * H * D, *gu = o + B * C, *act = gu + B * 2 * I,
+          *down = act + B * I;
+    int status = 0;
+    for (long l = 0; l < L && status == 0; l++) {
+        const atho_layer *ly = layers + l;
+        status |= qmm(ly->qkv.kind, ly->qkv.blocks, W, C, h, B, C, ly->qkv.bias, qkv, nthreads);
+        status |= atho_decode_attention(qkv, W, pos, cos_t, sin_t, caches[l], NB, BS, slot, bt, MB, B, H, KVH, D,
+                                        scale, att, nthreads);
+        status |= qmm(ly->o.kind, ly->o.blocks, C, H * D, att, B, H * D, ly->o.bias, o, nthreads);
+        atho_add_rmsnorm(x, o, ly->post_norm_w, ly->post_eps, h, B, C, nthreads);
+        status |= qmm(ly->gate_up.kind, ly->gate_up.blocks, 2 * I, C, h, B, C, ly->gate_up.bias, gu, nthreads);
+        atho_silu_mul(gu, act, B, I, nthreads);
+        status |= qmm(ly->down.kind, ly->down.blocks, C, I, act, B, I, ly->down.bias, down, nthreads);
+        atho_add_rmsnorm(x, down, ly->next_norm_w, ly->next_eps, h, B, C, nthreads);
+    }
+    free(buf);
+    return status;
+}

@@ -118,3 +118,84 @@ def decode_attention(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tens
     if status != 0:
         raise MemoryError("decode attention: cannot allocate scratch memory")
     return out
+
+
+class _QWeight(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("blocks", ctypes.c_void_p), ("out", ctypes.c_long), ("in_", ctypes.c_long),
+                ("bias", ctypes.c_void_p)]
+
+
+class _Layer(ctypes.Structure):
+    _fields_ = [("qkv", _QWeight), ("o", _QWeight), ("gate_up", _QWeight), ("down", _QWeight),
+                ("post_norm_w", ctypes.c_void_p), ("next_norm_w", ctypes.c_void_p),
+                ("post_eps", ctypes.c_float), ("next_eps", ctypes.c_float)]
+
+
+class DecodeStack:
+    """A model's decoder layers described for `atho_decode_layers`: the whole stack of a decode step in one C
+    call (no Python between layers). Only when every layer matmul is block-quantized (nn/quant.py); built once
+    per model, it holds references to every tensor it points at."""
+
+    def __init__(self, model) -> None:
+        from athanor.nn import quant
+
+        qlib = quant._load()[0]
+        self._qmm = ctypes.cast(qlib.athq_qmatmul_f32, ctypes.c_void_p)
+        lib = _load()[0]
+        fn = lib.atho_decode_layers
+        P, L, F, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+        fn.argtypes = [P, P, L, P, P, P, L, L, L, L, L, L, L, F, P, P, P, P, P, L, I]
+        fn.restype = I
+        self._fn = fn
+        self._keep = []
+        layers = list(model.layers)
+        norms = [layer.input_layernorm for layer in layers[1:]] + [model.norm]
+        self._layers = (_Layer * len(layers))(*(self._layer(ly, nxt) for ly, nxt in zip(layers, norms)))
+        attn = layers[0].self_attn
+        self.num_heads, self.scale, self.hidden = attn.num_heads, attn.scale, model.config.hidden_size
+        self._model = model
+
+    @staticmethod
+    def supports(model) -> bool:
+        return all(getattr(m, "qweight", None) is not None for ly in model.layers
+                   for m in (ly.self_attn.qkv_proj, ly.self_attn.o_proj, ly.mlp.gate_up_proj, ly.mlp.down_proj))
+
+    def _qweight(self, linear) -> _QWeight:
+        from athanor.nn.quant import _KINDS
+
+        w, bias = linear.qweight, linear.bias
+        if bias is not None:
+            bias = bias.detach().float().contiguous()
+            self._keep.append(bias)
+        self._keep.append(w.blocks)
+        return _QWeight(_KINDS[w.kind][0], w.blocks.data_ptr(), w.out_features, w.in_features,
+                        bias.data_ptr() if bias is not None else None)
+
+    def _layer(self, layer, next_norm) -> _Layer:
+        post = layer.post_attention_layernorm
+        for t in (post.weight, next_norm.weight):
+            assert _f32(t)
+            self._keep.append(t)
+        a, m = layer.self_attn, layer.mlp
+        return _Layer(self._qweight(a.qkv_proj), self._qweight(a.o_proj), self._qweight(m.gate_up_proj),
+                      self._qweight(m.down_proj), post.weight.data_ptr(), next_norm.weight.data_ptr(),
+                      post.eps, next_norm.eps)
+
+    def run(self, x: torch.Tensor, h: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+            slot_mapping: torch.Tensor, block_tables: torch.Tensor) -> None:
+        """x (B, C) residual stream, h (B, C) = layer 0's input norm of x; on return x is the stack's output
+        and h its final norm. Arguments as `decode_attention` takes them (checked here, once)."""
+        caches = [ly.self_attn.kv_cache for ly in self._model.layers]
+        B = x.shape[0]
+        _, NB, BS, KVH, D = caches[0].shape
+        width = (self.num_heads + 2 * KVH) * D
+        check_decode_args(x.new_empty(B, width), positions, cos, sin, caches[0], slot_mapping, block_tables,
+                          self.num_heads)
+        assert all(_f32(c) and c.shape == caches[0].shape for c in caches) and _f32(x) and _f32(h)
+        ptrs = (ctypes.c_void_p * len(caches))(*(c.data_ptr() for c in caches))
+        status = self._fn(self._qmm, self._layers, len(caches), ptrs, x.data_ptr(), h.data_ptr(), B, self.hidden,
+                          self.num_heads, KVH, D, NB, BS, self.scale, positions.data_ptr(), cos.data_ptr(),
+                          sin.data_ptr(), slot_mapping.data_ptr(), block_tables.data_ptr(), block_tables.shape[1],
+                          torch.get_num_threads())
+        if status != 0:
+            raise MemoryError("decode step: cannot allocate scratch memory")

@@ -72,6 +72,7 @@ class LlamaModel(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.cpu_ops = False  # see enable_cpu_ops
+        self.decode_stack = None  # nn/cpu_ops.DecodeStack when enabled and every layer matmul is quantized
 
     @torch.inference_mode()
     def forward(
@@ -98,6 +99,10 @@ class LlamaModel(nn.Module):
 
         x = self.embed_tokens(input_ids)  # (B, C), a fresh tensor: updated in place below
         h = add_rmsnorm(x, None, self.layers[0].input_layernorm.weight, self.layers[0].input_layernorm.eps)
+        if self.decode_stack is not None:  # every layer in one C call: the same operations, no Python between
+            self.decode_stack.run(x, h, positions, self.rotary.cos, self.rotary.sin, meta.slot_mapping,
+                                  meta.block_tables)
+            return self.lm_head(h if logits_indices is None else h.index_select(0, logits_indices))
         norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
         rope, first = (self.rotary.cos, self.rotary.sin), self.layers[0].self_attn
         qkv_width = (first.num_heads + 2 * first.num_kv_heads) * first.head_dim
@@ -123,6 +128,7 @@ class LlamaModel(nn.Module):
         ok = (p.device.type == "cpu" and p.dtype == torch.float32 and not cfg.qk_norm
               and cpu_ops.supports(cfg.hidden_size, cfg.intermediate_size, cfg.head_dim) and cpu_ops.available())
         self.cpu_ops = ok
+        self.decode_stack = cpu_ops.DecodeStack(self) if ok and cpu_ops.DecodeStack.supports(self) else None
         for m in self.modules():
             if isinstance(m, (RMSNorm, SwiGLU)):
                 m.cpu_ops = ok

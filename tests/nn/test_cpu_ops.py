@@ -96,11 +96,15 @@ def test_decode_attention_rotates_writes_and_attends_like_the_torch_path(H, KVH,
     assert torch.equal(alone, got[1:2])
 
 
-def _set_cpu_ops(model, on: bool) -> None:
+def _set_cpu_ops(model, mode: str) -> None:
+    """"stack": every layer in one C call; "ops": one C call per fused op; "torch": PyTorch only."""
     from athanor.nn.layers import RMSNorm, SwiGLU
 
-    if on:
+    if mode != "torch":
         assert model.enable_cpu_ops()
+        assert model.decode_stack is not None  # the built-in model's matmuls are all quantized
+        if mode == "ops":
+            model.decode_stack = None
         return
     model.cpu_ops = False
     for m in model.modules():
@@ -109,8 +113,9 @@ def _set_cpu_ops(model, on: bool) -> None:
 
 
 def test_smollm2_decode_with_fused_ops_matches_the_torch_path(smollm2_path):
-    """The built-in model through the engine: q4_1 weights, one prompt alone and four batched, fused ops on
-    and off: the same greedy tokens; the batched requests equal each alone."""
+    """The built-in model through the engine: q4_1 weights, one prompt alone and four batched, the whole stack
+    in C, one call per op, PyTorch only: the same greedy tokens; the batched requests equal each alone; the two
+    C paths give the same logits bit for bit."""
     from athanor.engine.config import EngineConfig
     from athanor.engine.llm import LLM
     from athanor.engine.sampling_params import SamplingParams
@@ -120,12 +125,36 @@ def test_smollm2_decode_with_fused_ops_matches_the_torch_path(smollm2_path):
     prompts = [llm.chat_prompt([{"role": "user", "content": q}]) for q in
                ("What is the capital of France?", "Name a color.", "Count to five.", "Say hi.")]
     params = SamplingParams(temperature=0, max_tokens=20)
-    runs = {}
-    for on in (True, False):
-        _set_cpu_ops(model, on)
+    runs, logits = {}, {}
+    for mode in ("stack", "ops", "torch"):
+        _set_cpu_ops(model, mode)
         alone = [llm.generate_ids([p], params)[0].token_ids for p in prompts]
         batched = [o.token_ids for o in llm.generate_ids(prompts, params)]
-        assert batched == alone
-        runs[on] = alone
-    assert runs[True] == runs[False]
-    assert "Paris" in llm.tokenizer.decode(runs[True][0])
+        assert batched == alone, mode
+        runs[mode] = alone
+        logits[mode] = _decode_logits(llm, prompts[0] + alone[0][:5])
+    assert runs["stack"] == runs["ops"] == runs["torch"]
+    assert "Paris" in llm.tokenizer.decode(runs["stack"][0])
+    assert torch.equal(logits["stack"], logits["ops"])
+    torch.testing.assert_close(logits["stack"], logits["torch"], rtol=1e-4, atol=1e-4)
+
+
+def _decode_logits(llm, ids: list[int]) -> torch.Tensor:
+    """Logits of the last token computed as a decode step (the rest prefilled first)."""
+    from athanor.engine.block_manager import BlockManager
+    from athanor.engine.model_runner import ModelRunner
+    from athanor.engine.sampling_params import SamplingParams
+    from athanor.engine.sequence import Sequence
+    from athanor.engine.config import EngineConfig
+
+    model = llm.engine.runner.model
+    runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=16, block_size=16))
+    bm = BlockManager(runner.num_blocks, 16, enable_prefix_caching=False)
+    seq = Sequence(ids, SamplingParams())
+    bm.allocate(seq)
+    for n in (len(ids) - 1, 1):
+        input_ids, positions, meta, _ = runner.prepare([(seq, n)])
+        out = model(input_ids, positions, meta, None)
+        seq.num_computed_tokens += n
+    llm.engine.runner._bind_kv_cache()  # give the layers back to the engine's cache
+    return out
