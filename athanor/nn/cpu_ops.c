@@ -135,20 +135,25 @@ int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *
     #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && work * H * D >= 65536)
     {
         float *scores = malloc(sizeof(float) * (size_t)(G * npad + G * D + G));
-        if (!scores) {
+        const float **rows = malloc(sizeof(float *) * (size_t)npad);  /* K row of each position (V: + plane) */
+        if (!scores || !rows) {
             #pragma omp atomic write
             failed = 1;
-        } else {
+        }
+        {  /* every thread reaches the worksharing loop; one without scratch takes no items */
             float *acc = scores + G * npad, *scores_inv = acc + G * D;  /* (G, D) and (G,) */
             #pragma omp for schedule(dynamic, 1)
             for (long item = 0; item < B * KVH; item++) {
+                if (!scores || !rows) continue;
                 const long b = item / KVH, g = item % KVH, n = pos[b] + 1;
                 const float *q = qkv + b * ld + g * G * D;  /* the G query heads that share KV head g */
                 const int64_t *blocks = bt + b * MB;
-                for (long t = 0; t < n; t++) {
-                    const float *k = cache + ((blocks[t / BS] * BS + t % BS) * KVH + g) * D;
-                    for (long r = 0; r < G; r++) scores[r * npad + t] = dot(q + r * D, k, D) * scale;
+                for (long t0 = 0, blk = 0; t0 < n; t0 += BS, blk++) {
+                    const float *base = cache + (blocks[blk] * BS * KVH + g) * D;
+                    for (long t = t0; t < n && t < t0 + BS; t++) rows[t] = base + (t - t0) * KVH * D;
                 }
+                for (long t = 0; t < n; t++)
+                    for (long r = 0; r < G; r++) scores[r * npad + t] = dot(q + r * D, rows[t], D) * scale;
                 for (long r = 0; r < G; r++) {  /* softmax numerators in place; 1/sum kept in sums */
                     float *sr = scores + r * npad;
                     float m = sr[0];
@@ -178,7 +183,7 @@ int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *
                             __m256 a0 = _mm256_loadu_ps(acc + r * D + j);
                             __m256 a1 = j + 8 < D ? _mm256_loadu_ps(acc + r * D + j + 8) : _mm256_setzero_ps();
                             for (long t = t0; t < t1; t++) {
-                                const float *v = cache + plane + ((blocks[t / BS] * BS + t % BS) * KVH + g) * D + j;
+                                const float *v = rows[t] + plane + j;
                                 __m256 p = _mm256_set1_ps(pr[t]);
                                 a0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), a0);
                                 if (j + 8 < D) a1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), a1);
@@ -194,8 +199,9 @@ int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *
                     for (long j = 0; j < D; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(acc + r * D + j), inv));
                 }
             }
-            free(scores);
         }
+        free(scores);
+        free(rows);
     }
     return failed;
 }
