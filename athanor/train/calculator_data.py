@@ -1,18 +1,25 @@
 """Synthetic tool-use conversations for the calculator showcase: arithmetic questions answered through a tool call.
 
-For: `generate(n, seed, split)` -> questions with their reference expression and value, and `to_record` -> one
-OpenAI-messages SFT record in exactly the shape the native agent (agent/native.py) sends to a local model: its
-DEFAULT_SYSTEM prompt, the real `calculator` tool spec, the user question, an assistant turn holding one
-`calculator` call with {"expression": ...}, the tool's own output as the `tool` turn, and a final
-"The answer is N." Rendering (tool listing in the system prompt, Hermes `<tool_call>` blocks) is left to
-chat_format.py at training time, so training and inference share one format.
+For: `generate(n, seed, split)` -> questions with their reference expression and value, and two record shapes:
+- `to_record` -> one OpenAI-messages SFT record in exactly the shape the native agent (agent/native.py) sends to a
+  local model: its DEFAULT_SYSTEM prompt, the real `calculator` tool spec, the user question, an assistant turn
+  holding one `calculator` call with {"expression": ...}, the tool's own output as the `tool` turn, and a final
+  "The answer is N." Rendering (tool listing in the system prompt, Hermes `<tool_call>` blocks) is left to
+  chat_format.py at training time, so training and inference share one format.
+- `to_react_record` -> the same exchange in the ReAct agent's text format (agent/react.py). The messages are not
+  written here: the real `ReActAgent` with the real calculator is run on a replay model that answers with the
+  target replies ("Thought: Do I need to use a tool? Yes / Action: calculator / Action Input: {...}", then
+  "Thought: Do I need to use a tool? No / AI: The answer is N."), and the record is the agent's own last request
+  (its system prompt with the tool list, the question, its Observation turn) plus the final reply. So the prompt
+  text can never drift from the agent's.
+`write_dataset` mixes both shapes (`react_share`, default one half).
 `split="eval"` draws from extra phrasings never used for training and skips any question text that the
 training split of the same size range could produce with the training seed (new numbers and new wordings).
 
 Not for: evaluating a model (calculator_eval.py) or arithmetic itself (agent/calculator.py evaluates).
 `write_preferences` writes the DPO example's pairs (after the tool's result: the right answer vs a near miss).
 Run: `python -m athanor.train.calculator_data --out recipes/smollm2-calculator/data/calculator_train.jsonl`
-(add `--preferences -n 240` for calculator_prefs.jsonl).
+(`--react-share 0` for native only; `--preferences -n 240` for calculator_prefs.jsonl).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 
 from athanor.agent.calculator import _format, calculate
 from athanor.agent.native import DEFAULT_SYSTEM
+from athanor.llm.base import ChatDelta
 
 TRAIN_SEED, EVAL_SEED = 1234, 98765
 OP_WORDS = {"+": ("plus", "added to"), "-": ("minus",), "*": ("times", "multiplied by"), "/": ("divided by",)}
@@ -169,6 +177,53 @@ def to_record(q: Question) -> dict:
     return {"messages": messages, "tools": [calculator_tool_spec()]}
 
 
+REACT_CALL = 'Thought: Do I need to use a tool? Yes\nAction: calculator\nAction Input: {arguments}'
+REACT_ANSWER = "Thought: Do I need to use a tool? No\nAI: {answer}"
+
+
+class _Replay:
+    """A ChatModel that answers with fixed replies and keeps the last request: drives the real ReActAgent."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies, self.last_messages = list(replies), []
+
+    def stream(self, messages: list[dict], *, tools: list[dict] | None = None, **options):
+        assert not tools, "the ReAct agent sends tools in the prompt text, never in the `tools` field"
+        self.last_messages = [dict(m) for m in messages]
+        yield ChatDelta(text=self.replies.pop(0), finish_reason="stop")
+
+
+def react_conversation(question: str, replies: list[str]) -> tuple[list[dict], list]:
+    """(messages the ReAct agent sends for its last step + that step's reply, the agent's events): the agent
+    with the real calculator, run on `replies`."""
+    from athanor.agent.calculator import calculator
+    from athanor.agent.react import ReActAgent
+
+    model = _Replay(replies)
+    events = list(ReActAgent(model, [calculator], max_iterations=len(replies)).stream(question))
+    assert not model.replies, "the agent stopped before using every reply"
+    return [*model.last_messages, {"role": "assistant", "content": replies[-1].strip()}], events
+
+
+def to_react_record(q: Question) -> dict:
+    """One record in the ReAct agent's format: call the calculator, read the Observation, answer."""
+    call = REACT_CALL.format(arguments=json.dumps({"expression": q.expression}))
+    answer = f"The answer is {q.answer}."
+    messages, events = react_conversation(q.text, [call, REACT_ANSWER.format(answer=answer)])
+    # The agent must have run the call and ended with our answer; anything else means the format drifted.
+    steps = [e for e in events if e.kind != "thought"]
+    assert [e.kind for e in steps] == ["tool_call", "tool_result", "answer"], events
+    assert steps[1].text == q.answer and steps[2].text == answer, events
+    return {"messages": messages}
+
+
+def react_small_talk_record(rng: random.Random) -> dict:
+    question, reply = rng.choice(SMALL_TALK)
+    messages, events = react_conversation(question, [REACT_ANSWER.format(answer=reply)])
+    assert events[-1].kind == "answer" and events[-1].text == reply, events
+    return {"messages": messages}
+
+
 def small_talk_record(rng: random.Random) -> dict:
     question, reply = rng.choice(SMALL_TALK)
     return {"messages": [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": question},
@@ -201,13 +256,18 @@ def write_preferences(path: str | Path, n: int, seed: int = 7) -> Path:
     return path
 
 
-def write_dataset(path: str | Path, n: int, seed: int | None = None, small_talk: float = 0.05) -> Path:
+def write_dataset(path: str | Path, n: int, seed: int | None = None, small_talk: float = 0.05,
+                  react_share: float = 0.5) -> Path:
     """Write `n` arithmetic records (+ a `small_talk` share of no-tool chats, so the model does not call the
-    calculator for everything) as JSON lines."""
+    calculator for everything) as JSON lines; each record is in the ReAct format with chance `react_share`,
+    else native. Every question appears once, in one format."""
+    if not 0.0 <= react_share <= 1.0:
+        raise ValueError(f"react_share must be in [0, 1], got {react_share}")
     rng = random.Random(seed if seed is not None else TRAIN_SEED)
-    records = [to_record(q) for q in generate(n, seed)]
+    records = [to_react_record(q) if rng.random() < react_share else to_record(q) for q in generate(n, seed)]
     for _ in range(round(small_talk * n)):
-        records.insert(rng.randrange(len(records) + 1), small_talk_record(rng))
+        chat = react_small_talk_record(rng) if rng.random() < react_share else small_talk_record(rng)
+        records.insert(rng.randrange(len(records) + 1), chat)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
@@ -219,12 +279,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output .jsonl path")
     parser.add_argument("-n", type=int, default=1000, help="arithmetic samples (default 1000)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--react-share", type=float, default=0.5,
+                        help="share of records in the ReAct agent's text format (default 0.5; the rest native)")
     parser.add_argument("--preferences", action="store_true", help="write DPO pairs (right vs near-miss answer)")
     args = parser.parse_args(argv)
     if args.preferences:
         print(f"wrote {write_preferences(args.out, args.n, args.seed if args.seed is not None else 7)}")
     else:
-        print(f"wrote {write_dataset(args.out, args.n, args.seed)}")
+        print(f"wrote {write_dataset(args.out, args.n, args.seed, react_share=args.react_share)}")
 
 
 if __name__ == "__main__":

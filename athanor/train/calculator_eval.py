@@ -1,18 +1,23 @@
 """Evaluate a model as a calculator-using agent on held-out arithmetic questions: tool-call validity and accuracy.
 
-For: the calculator showcase's before/after numbers. Each question runs through the real native agent
-(agent/native.py, `ToolCallingAgent`) with the real `calculator` tool over our engine in-process
-(llm/local.py), greedy, exactly as `athanor agent MODEL --native --tools calculator` would. Per question:
-  - called: the first reply made at least one tool call that our parser recognised;
-  - valid_call: that first call is `calculator` with JSON {"expression": ...} the calculator accepts;
+For: the calculator showcase's before/after numbers. Each question runs through a real agent with the real
+`calculator` tool over our engine in-process (llm/local.py), greedy: `--agent native` (default) is
+agent/native.py's `ToolCallingAgent`, as `athanor agent MODEL --native --tools calculator` runs it; `--agent react`
+is agent/react.py's `ReActAgent` (Thought / Action / Action Input / Observation ... AI:), as
+`athanor agent MODEL --tools calculator` runs it. Both get at most 3 steps. Per question:
+  - called: the first reply made a tool call (native: a call our parser recognised; react: an `Action:` naming
+    any tool, even one with bad input);
+  - valid_call: that first call is `calculator` with {"expression": ...} the calculator accepts;
   - correct_call: its expression evaluates to the reference value;
-  - correct: the last number in the final answer equals the reference value (to 1e-6 relative, or to the
-    answer's own rounding when it gives at least 2 decimals).
+  - correct: the agent ended with an answer (a run stopped by max_iterations or the wall-time limit never counts)
+    whose last number equals the reference value (to 1e-6 relative, or to the answer's own rounding when it
+    gives at least 2 decimals).
 Questions come from calculator_data.generate(split="eval"): new numbers and, for half of them, phrasings never
 used in training.
 
 Not for: training (the recipe does that) or general benchmarks.
-Run: `python -m athanor.train.calculator_eval --model smollm2 --model smollm2-calculator -n 200 [--out f.json]`.
+Run: `python -m athanor.train.calculator_eval --model smollm2 --model smollm2-calculator -n 200 [--agent react]
+[--out f.json]`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Outcome:
     correct: bool = False
     answer: str | None = None
     call: str | None = None
+    stopped: str | None = None  # "stopped after N steps" / wall-time: the run ended without an answer
 
 
 def last_number(text: str) -> str | None:
@@ -69,9 +75,13 @@ def score_events(q: Question, events: list) -> Outcome:
     out = Outcome(q.text, q.answer)
     expected = q.value
     first_step = min((e.step for e in events), default=1)
-    calls = [e for e in events if e.kind == "tool_call" and e.step == first_step]
+    first = [e for e in events if e.step == first_step]
+    # An error naming a tool is a call the agent refused (ReAct: unknown tool, unparsable Action Input).
+    attempts = [e for e in first if e.kind == "tool_call" or (e.kind == "error" and e.tool is not None)]
+    if attempts:
+        out.called, out.call = True, f"{attempts[0].tool} {attempts[0].text}"
+    calls = [e for e in first if e.kind == "tool_call"]
     if calls:
-        out.called, out.call = True, f"{calls[0].tool} {calls[0].text}"
         args = calls[0].arguments
         if calls[0].tool == "calculator" and isinstance(args, dict) and isinstance(args.get("expression"), str):
             try:
@@ -80,27 +90,51 @@ def score_events(q: Question, events: list) -> Outcome:
                 out.correct_call = abs(value - expected) <= 1e-6 * max(1.0, abs(expected))
             except ToolError:
                 pass
+    if events and events[-1].kind == "stopped":
+        out.stopped = events[-1].text
     answers = [e for e in events if e.kind == "answer"]
     out.answer = answers[-1].text if answers else None
     out.correct = answers != [] and matches(out.answer, expected)
     return out
 
 
-def evaluate(model_name: str, questions: list[Question], max_tokens: int = 96, progress=None) -> list[Outcome]:
-    """Run every question through the native agent with the calculator tool on `model_name` (greedy)."""
+AGENTS = ("native", "react")
+
+
+def make_agent(kind: str, model, max_tokens: int = 96):
+    """A fresh agent (no memory) of `kind` with the real calculator: greedy, 3 steps, 120 s."""
     from athanor.agent.calculator import calculator
     from athanor.agent.native import ToolCallingAgent
-    from athanor.llm.local import LocalChatModel
+    from athanor.agent.react import ReActAgent
 
-    model = LocalChatModel.load(model_name)
+    if kind == "native":
+        return ToolCallingAgent(model, [calculator], max_iterations=3, max_seconds=120.0,
+                                options={"temperature": 0.0, "max_tokens": max_tokens})
+    if kind == "react":  # keeps the agent's own stop sequences
+        return ReActAgent(model, [calculator], max_iterations=3, max_seconds=120.0,
+                          options={"temperature": 0.0, "max_tokens": max_tokens})
+    raise ValueError(f"unknown agent {kind!r}; choose one of {', '.join(AGENTS)}")
+
+
+def run_questions(model, questions: list[Question], agent: str = "native", max_tokens: int = 96,
+                  progress=None) -> list[Outcome]:
+    """Every question through a fresh `agent` on a loaded ChatModel `model`; `progress(k, outcome)` after each."""
     outcomes = []
     for i, q in enumerate(questions):
-        agent = ToolCallingAgent(model, [calculator], max_iterations=3, max_seconds=120.0,
-                                 options={"temperature": 0.0, "max_tokens": max_tokens})
-        outcomes.append(score_events(q, list(agent.stream(q.text))))
+        outcomes.append(score_events(q, list(make_agent(agent, model, max_tokens).stream(q.text))))
         if progress is not None:
             progress(i + 1, outcomes[-1])
     return outcomes
+
+
+def evaluate(model_name: str, questions: list[Question], max_tokens: int = 96, progress=None,
+             agent: str = "native") -> list[Outcome]:
+    """Run every question through `agent` with the calculator tool on `model_name` (greedy, in-process)."""
+    from athanor.llm.local import LocalChatModel
+
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
+    return run_questions(LocalChatModel.load(model_name), questions, agent, max_tokens, progress)
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, float]:
@@ -113,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Calculator-agent accuracy on held-out arithmetic questions.")
     parser.add_argument("--model", action="append", required=True, help="store name or path (repeatable)")
     parser.add_argument("-n", type=int, default=200, help="held-out questions (default 200)")
+    parser.add_argument("--agent", choices=AGENTS, default="native",
+                        help="native: the tool-calling agent (default); react: the ReAct text agent")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--out", help="write per-question outcomes and summaries as JSON here (and each outcome "
                         "as it comes to OUT.partial.jsonl)")
@@ -125,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def progress(k: int, o: Outcome, name: str = name, start: float = start) -> None:
             if partial is not None:
-                partial.write(json.dumps({"model": name, **asdict(o)}) + "\n")
+                partial.write(json.dumps({"model": name, "agent": args.agent, **asdict(o)}) + "\n")
                 partial.flush()
             if k % 20 == 0 or k == len(questions):
                 print(f"  {name}: {k}/{len(questions)} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
-        outcomes = evaluate(name, questions, args.max_tokens, progress)
-        summary = summarize(outcomes) | {"seconds": round(time.perf_counter() - start, 1)}
+        outcomes = evaluate(name, questions, args.max_tokens, progress, args.agent)
+        summary = {"agent": args.agent} | summarize(outcomes) | {"seconds": round(time.perf_counter() - start, 1)}
         report[name] = {"summary": summary, "outcomes": [asdict(o) for o in outcomes]}
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
     if args.out:
