@@ -13,7 +13,6 @@ import statistics
 import time
 
 import torch
-
 from bench_engine import PROMPTS
 
 
@@ -55,13 +54,13 @@ def main() -> None:
         tokens = {}
         llm.generate_ids(prompts, SamplingParams(temperature=0, max_tokens=2))  # warm-up
         for _ in range(args.rounds):
-            for mode in times:
+            for mode, samples in times.items():
                 set_mode(model, mode)
                 t0 = time.perf_counter()
                 outs = llm.generate_ids(prompts, params)
                 total = time.perf_counter() - t0
                 first = max(o.prompt_seconds for o in outs)
-                times[mode].append(1000 * (total - first) / (args.new_tokens - 1))
+                samples.append(1000 * (total - first) / (args.new_tokens - 1))
                 tokens[mode] = [o.token_ids for o in outs]
         for mode, ts in times.items():
             print(f"| {batch} | {mode} | {statistics.median(ts):.1f} | {', '.join(f'{t:.1f}' for t in ts)} | "

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from bench_serve import run_level
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

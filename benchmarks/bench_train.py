@@ -3,14 +3,19 @@
 Both sides train the same LoRA (rank 16, all linear layers) on the same base (SmolLM2-135M-Instruct, dequantized
 from the built-in GGUF by our loader), over the same tokenized samples (our template rendering and label mask),
 the same number of samples per optimizer step, fp32, for the same number of steps:
-  - ours: packed rows (positions restart per sample), the LM head only on labelled positions (fast_loss.py);
+  - ours: packed rows of at most --pack-width tokens (positions restart per sample; default 1024, the default
+    cutoff_len), the LM head only on labelled positions (fast_loss.py);
   - baseline: one padded row per sample (DataCollatorForSeq2Seq, pad to the batch's longest), transformers'
     own causal-LM loss over the full vocabulary at every position.
 tokens/s counts real (non-padding) tokens over the timed steps (the first step is warm-up and not timed).
 Each side runs in its own subprocess, so peak RSS (ru_maxrss) is its own; "train peak" is peak RSS minus RSS
 just before training (weights and data loading are the same on both sides).
 
-Usage: python benchmarks/bench_train.py [--samples-per-step 8] [--steps 6] [--data FILE.jsonl] [--threads N]
+`--data mixed` writes and uses a set with a realistic length spread: multi-turn calculator chats of 1 to 8
+exchanges (~190 to ~750 tokens), where padding to the longest sample of a batch costs the baseline most.
+`--gradient-checkpointing` turns it on for ours only (the baseline is transformers' default, off).
+
+Usage: python benchmarks/bench_train.py [--samples-per-step 8] [--steps 6] [--data FILE.jsonl|mixed] [--threads N]
        python benchmarks/bench_train.py --interleaved 4 [--samples-per-step 4]   # one process, steps alternating
 Record the printed table in benchmarks/RESULTS.md with date, machine, command and `uptime` (the CPU is shared).
 """
@@ -39,6 +44,29 @@ def rss_mib() -> float:
     return 0.0
 
 
+MIXED_DATA = Path("/tmp/bench_train_mixed.jsonl")
+MIXED_TURNS = [1, 1, 1, 2, 2, 3, 4, 6, 8]  # exchanges per chat: mostly short, a long tail
+
+
+def write_mixed(path: Path, n: int, seed: int = 0) -> Path:
+    """`n` multi-turn calculator chats (system + tools, then 1-8 question / call / result / answer exchanges)."""
+    import random
+
+    from athanor.train.calculator_data import generate, to_record
+
+    rng = random.Random(seed)
+    questions = iter(generate(n * max(MIXED_TURNS), seed))
+    records = []
+    for _ in range(n):
+        record = to_record(next(questions))
+        for i in range(1, rng.choice(MIXED_TURNS)):
+            turns = json.loads(json.dumps(to_record(next(questions))["messages"][1:]).replace("call_0", f"call_{i}"))
+            record["messages"] += turns
+        records.append(record)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
 def examples(data: Path, n: int, tokenizer) -> list:
     from athanor.data.registry import load_datasets
     from athanor.train.encode import encode_conversation
@@ -47,7 +75,8 @@ def examples(data: Path, n: int, tokenizer) -> list:
     return [encode_conversation(tokenizer, s.messages, s.tools, cutoff_len=1024) for s in samples]
 
 
-def run_side(side: str, data: Path, samples_per_step: int, steps: int) -> dict:
+def run_side(side: str, data: Path, samples_per_step: int, steps: int, checkpointing: bool = False,
+             pack_width: int = 1024) -> dict:
     import torch
     import transformers
 
@@ -65,7 +94,7 @@ def run_side(side: str, data: Path, samples_per_step: int, steps: int) -> dict:
     cfg = TrainConfig(model_name_or_path=str(base), dataset=[str(data)], lora_rank=16, lora_target="all",
                       output_dir=f"/tmp/bench_train_{side}", per_device_train_batch_size=samples_per_step,
                       learning_rate=1e-4, max_steps=steps, logging_steps=1000, save_steps=10_000,
-                      lr_scheduler_type="constant", seed=0)
+                      lr_scheduler_type="constant", seed=0, gradient_checkpointing=checkpointing and side == "ours")
     model = load_model(cfg, base, gguf)
     times: list[float] = []
 
@@ -79,15 +108,12 @@ def run_side(side: str, data: Path, samples_per_step: int, steps: int) -> dict:
     if side == "ours":
         from athanor.train.fast_loss import SftTrainer
 
-        # Pack each step's samples together (in order), one packed row per micro-batch of the step.
-        rows = []
-        for i in range(steps):
-            packed = pack_examples(exs[i * samples_per_step:(i + 1) * samples_per_step], 4096)
-            assert len(packed) == 1, "raise the packing width"
-            rows += packed
+        # Pack each step's samples (in order) into rows of at most pack_width tokens: one item = one step's rows.
+        steps_rows = [pack_examples(exs[i * samples_per_step:(i + 1) * samples_per_step], pack_width)
+                      for i in range(steps)]
         args = training_arguments(cfg.model_copy(update={"per_device_train_batch_size": 1}), False)
-        trainer = SftTrainer(model=model, args=args, train_dataset=ListDataset(rows),
-                             data_collator=lambda r: collate(r, 0), callbacks=[Timer()])
+        trainer = SftTrainer(model=model, args=args, train_dataset=ListDataset(steps_rows),
+                             data_collator=lambda items: collate(items[0], 0), callbacks=[Timer()])
     else:
         records = [{"input_ids": e.input_ids, "labels": e.labels, "attention_mask": [1] * len(e.input_ids)}
                    for e in exs]
@@ -118,7 +144,7 @@ def pad_batch(features: list[dict]) -> dict:
     return {k: torch.tensor([list(f[k]) + [v] * (width - len(f[k])) for f in features]) for k, v in pad.items()}
 
 
-def interleaved(data: Path, samples_per_step: int, reps: int) -> None:
+def interleaved(data: Path, samples_per_step: int, reps: int, pack_width: int = 1024) -> None:
     """One process, the two sides' forward+backward steps alternating on the same LoRA model and batches, so a
     shared, busy CPU slows both alike: the ratio of summed step times is the comparison (no memory numbers)."""
     import torch
@@ -144,7 +170,7 @@ def interleaved(data: Path, samples_per_step: int, reps: int) -> None:
             with torch.enable_grad():
                 t0 = time.perf_counter()
                 if side == "ours":
-                    inputs = collate(pack_examples(batch, 4096), 0)
+                    inputs = collate(pack_examples(batch, pack_width), 0)
                     keep, targets = label_positions(inputs.pop("labels"))
                     logits = model(**inputs, logits_to_keep=keep).logits
                     loss = summed_cross_entropy(logits, targets) / targets.numel()
@@ -165,37 +191,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples-per-step", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a .jsonl SFT file, or 'mixed'")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="ours: recompute activations")
+    parser.add_argument("--pack-width", type=int, default=1024, help="ours: tokens per packed row (cutoff_len)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per side (default: all cores)")
     parser.add_argument("--interleaved", type=int, metavar="REPS", help="alternate the two sides' steps in one "
                         "process REPS times (robust to a busy CPU; no memory numbers)")
     parser.add_argument("--side", choices=["ours", "baseline"], help=argparse.SUPPRESS)  # the subprocess
     args = parser.parse_args()
+    if str(args.data) == "mixed":
+        args.data = write_mixed(MIXED_DATA, args.samples_per_step * max(args.steps, args.interleaved or 0))
     if args.interleaved:
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
-        interleaved(args.data, args.samples_per_step, args.interleaved)
+        interleaved(args.data, args.samples_per_step, args.interleaved, args.pack_width)
         return
     if args.side:
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_side(args.side, args.data, args.samples_per_step, args.steps)))
+        print(json.dumps(run_side(args.side, args.data, args.samples_per_step, args.steps,
+                                  args.gradient_checkpointing, args.pack_width)))
         return
     results = {}
     for side in ("baseline", "ours"):
         cmd = [sys.executable, __file__, "--side", side, "--samples-per-step", str(args.samples_per_step),
-               "--steps", str(args.steps), "--data", str(args.data)] + (
-            ["--threads", str(args.threads)] if args.threads else [])
+               "--steps", str(args.steps), "--data", str(args.data), "--pack-width", str(args.pack_width)] + (
+            ["--threads", str(args.threads)] if args.threads else []) + (
+            ["--gradient-checkpointing"] if args.gradient_checkpointing else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
         if proc.returncode:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+            why = " (killed: out of memory?)" if proc.returncode == -9 else ""
+            sys.exit(f"{side} failed{why}:\n{proc.stderr[-3000:]}")
         results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"# bench_train: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.samples_per_step} samples/step, {args.steps} steps, data {args.data.name}")
+          f"{args.samples_per_step} samples/step, {args.steps} steps, data {args.data.name}"
+          + (", gradient checkpointing (ours)" if args.gradient_checkpointing else ""))
     print(f"{'side':9} {'tokens/s':>9} {'s/step':>7} {'tok/step':>8} {'peak RSS MiB':>12} {'train peak MiB':>14} "
           f"{'loss':>7}")
     for r in results.values():

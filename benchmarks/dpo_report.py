@@ -1,6 +1,7 @@
 """DPO before/after: held-out preference accuracy and reward margins of a DPO recipe, base vs trained adapter.
 
-Runs the recipe itself (`athanor train`'s run_dpo) and scores the pairs it held out (val_size), before and after:
+Runs the recipe itself (`athanor train`'s run_dpo) and scores the pairs it holds out (eval_dataset or val_size),
+before and after:
   - preference accuracy: share of held-out pairs where the model gives the chosen reply a higher summed
     log-probability than the rejected one (defined for the base too, unlike DPO rewards, which are 0 there);
   - mean log-prob margin log p(chosen) - log p(rejected);
@@ -22,12 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def held_out_pairs(cfg, tokenizer):
-    from athanor.train.dpo import build_pairs
-    from athanor.train.sft import _split
+    from athanor.train.dpo import split_pairs
 
-    _, held = _split(build_pairs(cfg, tokenizer, echo=lambda _: None), cfg.val_size, cfg.seed)
+    _, held = split_pairs(cfg, tokenizer, echo=lambda _: None)
     if not held:
-        sys.exit("the recipe holds no pairs out: set val_size")
+        sys.exit("the recipe holds no pairs out: set eval_dataset or val_size")
     return held
 
 
@@ -44,6 +44,27 @@ def pair_logps(model, pairs, pad_id: int, batch: int = 8) -> tuple[torch.Tensor,
         chosen.append(logps[:n])
         rejected.append(logps[n:])
     return torch.cat(chosen), torch.cat(rejected)
+
+
+def pair_kinds(cfg, num_pairs: int) -> list[str] | None:
+    """The `kind` column of the held-out records (calculator_prefs.py writes one), when eval_dataset has it."""
+    from athanor.data.formats import read_records
+    from athanor.data.registry import resolve_dataset
+
+    if not cfg.eval_dataset:
+        return None
+    records = [r for name in cfg.eval_dataset for r in read_records(resolve_dataset(name, cfg.dataset_dir).path)]
+    kinds = [r.get("kind") for r in records]
+    return kinds if len(kinds) == num_pairs and all(isinstance(k, str) for k in kinds) else None
+
+
+def print_by_kind(kinds: list[str], c0, r0, c1, r1) -> None:
+    print(f"{'kind':8} {'pairs':>5} {'acc. before':>11} {'acc. after':>10} {'margin before':>13} {'margin after':>12}")
+    for kind in sorted(set(kinds)):
+        i = torch.tensor([k == kind for k in kinds])
+        print(f"{kind:8} {int(i.sum()):5d} {(c0[i] > r0[i]).float().mean().item():11.3f} "
+              f"{(c1[i] > r1[i]).float().mean().item():10.3f} {(c0[i] - r0[i]).mean().item():13.2f} "
+              f"{(c1[i] - r1[i]).mean().item():12.2f}")
 
 
 def main(argv: list[str]) -> None:
@@ -76,6 +97,9 @@ def main(argv: list[str]) -> None:
     print(f"{'after':8} {(c1 > r1).float().mean().item():14.3f} {(c1 - r1).mean().item():12.3f}")
     print(f"after: rewards/chosen {rc.mean().item():.3f}, rewards/rejected {rr.mean().item():.3f}, "
           f"rewards/accuracies {(rc > rr).float().mean().item():.3f}, rewards/margins {(rc - rr).mean().item():.3f}")
+    kinds = pair_kinds(cfg, len(pairs))
+    if kinds:
+        print_by_kind(kinds, c0, r0, c1, r1)
 
 
 if __name__ == "__main__":

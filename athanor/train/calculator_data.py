@@ -17,9 +17,9 @@ For: `generate(n, seed, split)` -> questions with their reference expression and
 training split of the same size range could produce with the training seed (new numbers and new wordings).
 
 Not for: evaluating a model (calculator_eval.py) or arithmetic itself (agent/calculator.py evaluates).
-`write_preferences` writes the DPO example's pairs (after the tool's result: the right answer vs a near miss).
+The DPO example's pairs come from calculator_prefs.py.
 Run: `python -m athanor.train.calculator_data --out recipes/smollm2-calculator/data/calculator_train.jsonl`
-(`--react-share 0` for native only; `--preferences -n 240` for calculator_prefs.jsonl).
+(`--react-share 0` for native only).
 """
 
 from __future__ import annotations
@@ -230,32 +230,6 @@ def small_talk_record(rng: random.Random) -> dict:
                          {"role": "assistant", "content": reply}], "tools": [calculator_tool_spec()]}
 
 
-def preference_record(q: Question, rng: random.Random) -> dict:
-    """A DPO pair after the tool has answered: chosen states the tool's result, rejected a near miss of it."""
-    value = q.value
-    if isinstance(value, float) and not value.is_integer():
-        wrong = _format(round(value + rng.choice([-1, 1]) * rng.choice([0.1, 1, 10]), 6))
-    else:
-        wrong = _format(int(value) + rng.choice([-1, 1]) * rng.choice([1, 2, 10, 100]))
-    call = {"id": "call_0", "type": "function",
-            "function": {"name": "calculator", "arguments": json.dumps({"expression": q.expression})}}
-    return {"messages": [{"role": "user", "content": q.text},
-                         {"role": "assistant", "content": "", "tool_calls": [call]},
-                         {"role": "tool", "tool_call_id": "call_0", "content": q.answer}],
-            "chosen": {"role": "assistant", "content": f"The answer is {q.answer}."},
-            "rejected": {"role": "assistant", "content": f"The answer is {wrong}."}}
-
-
-def write_preferences(path: str | Path, n: int, seed: int = 7) -> Path:
-    """`n` preference pairs (distinct questions) as JSON lines, for the DPO example."""
-    rng = random.Random(seed)
-    records = [preference_record(q, rng) for q in generate(n, seed)]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def write_dataset(path: str | Path, n: int, seed: int | None = None, small_talk: float = 0.05,
                   react_share: float = 0.5) -> Path:
     """Write `n` arithmetic records (+ a `small_talk` share of no-tool chats, so the model does not call the
@@ -281,12 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--react-share", type=float, default=0.5,
                         help="share of records in the ReAct agent's text format (default 0.5; the rest native)")
-    parser.add_argument("--preferences", action="store_true", help="write DPO pairs (right vs near-miss answer)")
     args = parser.parse_args(argv)
-    if args.preferences:
-        print(f"wrote {write_preferences(args.out, args.n, args.seed if args.seed is not None else 7)}")
-    else:
-        print(f"wrote {write_dataset(args.out, args.n, args.seed, react_share=args.react_share)}")
+    print(f"wrote {write_dataset(args.out, args.n, args.seed, react_share=args.react_share)}")
 
 
 if __name__ == "__main__":

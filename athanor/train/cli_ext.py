@@ -40,6 +40,8 @@ def export(
     max_shard_size: Optional[str] = typer.Option(None, "--max-shard-size", help="hf: split weights into files of "
                                                  "at most this size, e.g. 2GB (default: one file)"),
     name: Optional[str] = typer.Option(None, "--name", help="also register the export under this store name"),
+    template: Optional[str] = typer.Option(None, "--template", help="the export's chat template: chatml, a Jinja "
+                                           "source or one of the model's named templates (default: the model's)"),
 ) -> None:
     """Merge a LoRA adapter into its base and write a Hugging Face directory or a GGUF file."""
     if source.endswith((".yaml", ".yml")) and Path(source).is_file():
@@ -54,7 +56,7 @@ def export(
     from athanor.train.export import export_model
 
     path = export_model(source, str(adapter) if adapter else None, out, format, gguf_type, register_as=name,
-                        dtype=dtype, max_shard_size=max_shard_size)
+                        dtype=dtype, max_shard_size=max_shard_size, template=template)
     typer.echo(f"wrote {path}" + (f"; run it with: athanor run {name}" if name else ""))
 
 

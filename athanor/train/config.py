@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
     cutoff_len: int = Field(1024, ge=8, description="Max tokens per sample (and per packed row); longer ones are cut.")
     max_samples: int | None = Field(None, ge=1, description="Use at most this many samples per dataset (for quick runs).")
     val_size: float = Field(0.0, ge=0.0, description="Held-out share (0 <= x < 1) or count (an integer >= 1) for eval.")
+    eval_dataset: list[str] = Field(default_factory=list, description="Datasets held out for eval instead of a "
+                                    "val_size split (registry names or paths, like dataset); all of them are eval.")
     packing: bool = Field(False, description="Pack several samples per row; positions restart per sample so samples "
                           "never attend to each other.")
 
@@ -93,7 +95,7 @@ class TrainConfig(BaseModel):
     pref_beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
     pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo"] = Field("sigmoid", description="Preference loss.")
 
-    @field_validator("dataset", mode="before")
+    @field_validator("dataset", "eval_dataset", mode="before")
     @classmethod
     def _split_datasets(cls, v: Any) -> Any:
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
@@ -250,6 +252,8 @@ def _schedule_problems(cfg: TrainConfig) -> list[str]:
         out.append(f"max_steps: must be -1 (use num_train_epochs) or a positive number (got {cfg.max_steps})")
     if cfg.val_size >= 1 and cfg.val_size != int(cfg.val_size):
         out.append(f"val_size: a share must be below 1, a count must be whole (got {cfg.val_size})")
+    if cfg.val_size and cfg.eval_dataset:
+        out.append("val_size and eval_dataset are both set; hold out either a split of dataset or eval_dataset")
     return out
 
 
@@ -284,7 +288,7 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
     if cfg.stage == "pt":
         return _text_dataset_problems(cfg)
     out = []
-    for name in cfg.dataset:
+    for name in cfg.dataset + cfg.eval_dataset:
         try:
             spec = resolve_dataset(name, cfg.dataset_dir)
         except AthanorError as e:
@@ -302,7 +306,7 @@ def _text_dataset_problems(cfg: TrainConfig) -> list[str]:
     from athanor.train.pretrain import resolve_text_dataset
 
     out = []
-    for name in cfg.dataset:
+    for name in cfg.dataset + cfg.eval_dataset:
         try:
             resolve_text_dataset(name, cfg.dataset_dir)
         except AthanorError as e:

@@ -29,6 +29,7 @@ from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversa
 from athanor.train.sft import (
     ListDataset,
     _split,
+    describe_launch,
     load_model,
     pad_token_id,
     resolve_base,
@@ -49,7 +50,7 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     gguf = None if base.is_dir() else load_checkpoint(base)
     tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
     # 2. Pairs: validate, render, keep only the final reply as the scored part.
-    pairs, held_out = _split(build_pairs(cfg, tokenizer, echo), cfg.val_size, cfg.seed)
+    pairs, held_out = split_pairs(cfg, tokenizer, echo)
     if held_out:
         echo(f"{len(pairs)} training pairs, {len(held_out)} held out for rewards/accuracies")
     # 3. Policy (+ a frozen reference when the adapter cannot simply be switched off).
@@ -63,6 +64,8 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
         data_collator=lambda batch: collate_pairs(batch, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
     )
     trainer.setup_preference(cfg.pref_loss, cfg.pref_beta, ref)
+    if launch := describe_launch(trainer.args):
+        echo(launch)
     with torch.enable_grad():  # see sft.run_sft: our inference engine turns autograd off process-wide
         trainer.train(resume_from_checkpoint=resume)
     if held_out:  # the final numbers (transformers may have just evaluated the last step itself)
@@ -78,12 +81,22 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     return out
 
 
-def build_pairs(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
-                ) -> list[tuple[Example, Example]]:
+def split_pairs(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
+                ) -> tuple[list[tuple[Example, Example]], list[tuple[Example, Example]]]:
+    """(training pairs, held-out pairs): eval_dataset when the config names one, else a val_size split."""
+    pairs = build_pairs(cfg, tokenizer, echo)
+    if cfg.eval_dataset:
+        return pairs, build_pairs(cfg, tokenizer, echo, cfg.eval_dataset)
+    return _split(pairs, cfg.val_size, cfg.seed)
+
+
+def build_pairs(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print,
+                names: list[str] | None = None) -> list[tuple[Example, Example]]:
+    """The preference datasets `names` (default: cfg.dataset), validated and encoded."""
     from athanor.data.formats import PreferencePair
     from athanor.data.registry import load_datasets
 
-    samples, reports = load_datasets(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
+    samples, reports = load_datasets(names or cfg.dataset, cfg.dataset_dir, cfg.max_samples)
     for report in reports:
         echo(f"dataset {report.summary()}")
     assert all(isinstance(s, PreferencePair) for s in samples), "config checks keep sft data out of dpo"

@@ -63,13 +63,16 @@ def export_model(
     register_as: str | None = None,
     dtype: str = "fp32",
     max_shard_size: int | str | None = None,
+    template: str | None = None,
 ) -> Path:
     """Merge `adapter` (a peft save_pretrained dir, or None) into `base` and write it to `out` as `fmt`.
 
     fmt "hf": `out` is a new directory (model.safetensors, config.json, tokenizer files, generation_config.json).
     fmt "gguf": `out` is a .gguf file with tensors in `gguf_type` and the tokenizer + chat template as metadata.
     `register_as`: also create that store name pointing at the export. `dtype` (fp32, fp16, bf16) and
-    `max_shard_size` (bytes, or "2GB" / "500MB") apply to hf. Returns the absolute path of `out`.
+    `max_shard_size` (bytes, or "2GB" / "500MB") apply to hf. `template` (a config's `template`: "chatml", a
+    Jinja source or one of the model's named templates) becomes the export's chat template, over the base's own
+    and a store manifest's. Returns the absolute path of `out`.
     """
     from athanor.models.loader import load_checkpoint
     from athanor.models.lora import check_adapter_dir, merge_adapters
@@ -88,6 +91,8 @@ def export_model(
         ckpt.tensors = merge_adapters(ckpt.tensors, resolved.adapters)
     if resolved.template is not None:
         ckpt.tokenizer.chat_template = resolved.template
+    if template is not None:
+        ckpt.tokenizer.chat_template = template_source(template, ckpt.tokenizer)
     if fmt == "hf":
         write_hf_dir(ckpt, out, dtype, shard_bytes)
     else:
@@ -95,6 +100,22 @@ def export_model(
     if register_as is not None:
         register_model(register_as, out, resolved.modelfile_extras)
     return out
+
+
+def template_source(template: str, tokenizer: Tokenizer) -> str:
+    """The Jinja source a config's `template` names: "chatml", a Jinja string, or one of the model's named
+    templates (e.g. "tool_use"); anything else is a one-line error listing the names this model has."""
+    if template == "chatml":
+        from athanor.tokenizer import CHATML_TEMPLATE
+
+        return CHATML_TEMPLATE
+    if "{{" in template or "{%" in template:
+        return template
+    named = tokenizer.named_chat_templates
+    if template not in named:
+        raise AthanorError(f"template {template!r}: not chatml, a Jinja source or one of the model's named "
+                           f"templates ({', '.join(sorted(named)) or 'none'})")
+    return named[template]
 
 
 def _check_request(fmt: str, gguf_type: str, out: str | Path, register_as: str | None) -> Path:

@@ -108,27 +108,17 @@ def load_llm(cfg: ChatConfig, engine_config: Any = None, options: dict | None = 
     from athanor.engine.llm import LLM
     from athanor.models.lora import check_adapter_dir
     from athanor.models.store import Store
+    from athanor.train.export import template_source
 
     base, adapter = model_and_adapter(cfg)
     manifest = Store().resolve(base)
     if adapter is not None:
         manifest.adapters = [*manifest.adapters, str(check_adapter_dir(adapter))]
-    jinja = cfg.template is not None and ("{{" in cfg.template or "{%" in cfg.template)
-    if cfg.template == "chatml":
-        from athanor.tokenizer import CHATML_TEMPLATE
-
-        manifest.template = CHATML_TEMPLATE
-    elif jinja:
-        manifest.template = cfg.template
     if cfg.system is not None:
         manifest.system = cfg.system
     llm = LLM.from_manifest(manifest, engine_config, options or {})
-    if cfg.template is not None and cfg.template != "chatml" and not jinja:  # one of the model's named templates
-        named = llm.tokenizer.named_chat_templates
-        if cfg.template not in named:
-            raise AthanorError(f"template {cfg.template!r}: not chatml, a Jinja source or one of the model's named "
-                               f"templates ({', '.join(sorted(named)) or 'none'})")
-        llm.tokenizer.chat_template = named[cfg.template]
+    if cfg.template is not None:  # chatml, a Jinja source or one of the model's named templates
+        llm.tokenizer.chat_template = template_source(cfg.template, llm.tokenizer)
     return llm
 
 
@@ -156,6 +146,6 @@ def export_from_config(path: str | Path, overrides: list[str] | None = None,
         out = out / f"{cfg.name or Path(base).stem}-{cfg.gguf_type}.gguf"
     shard = int(cfg.export_size * 10**9) if cfg.export_size else None
     written = export_model(base, adapter, out, cfg.export_format, cfg.gguf_type, register_as=cfg.name,
-                           dtype=cfg.export_dtype, max_shard_size=shard)
+                           dtype=cfg.export_dtype, max_shard_size=shard, template=cfg.template)
     echo(f"wrote {written}" + (f"; run it with: athanor run {cfg.name}" if cfg.name else ""))
     return written

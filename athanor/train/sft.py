@@ -65,6 +65,8 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     echo(estimate_memory(model, cfg.per_device_train_batch_size, width, cfg.gradient_checkpointing).summary())
     # 4. Train.
     trainer = _trainer(cfg, model, tokenizer, train_rows, eval_rows)
+    if launch := describe_launch(trainer.args):
+        echo(launch)
     try:
         # enable_grad: loading our inference engine in the same process turns autograd off globally.
         with torch.enable_grad():
@@ -116,11 +118,14 @@ def resolve_base(name_or_path: str) -> Path:
 def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
                    ) -> tuple[list[Example], list[Example], int]:
     """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked."""
-    examples = _pt_examples(cfg, tokenizer, echo) if cfg.stage == "pt" else _sft_examples(cfg, tokenizer, echo)
-    examples = [e for e in examples if e.num_label_tokens]  # the reply was cut off entirely by cutoff_len
+    examples = _examples(cfg, cfg.dataset, tokenizer, echo)
     if not examples:
         raise AthanorError(f"no sample keeps any assistant token within cutoff_len={cfg.cutoff_len}; raise it")
-    train, held_out = _split(examples, cfg.val_size, cfg.seed)
+    if cfg.eval_dataset:  # a separate held-out set (e.g. new phrasings) instead of a random split
+        train, held_out = examples, _examples(cfg, cfg.eval_dataset, tokenizer, echo)
+        examples = examples + held_out
+    else:
+        train, held_out = _split(examples, cfg.val_size, cfg.seed)
     num_tokens = sum(len(e.input_ids) for e in train)
     if cfg.packing:
         train = pack_examples(train, cfg.cutoff_len)
@@ -128,11 +133,22 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str],
     return train, held_out, len(examples) - len(held_out)
 
 
-def _sft_examples(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None]) -> list[Example]:
+def _examples(cfg: TrainConfig, names: list[str], tokenizer: Tokenizer, echo: Callable[[str], None]
+              ) -> list[Example]:
+    """The datasets `names`, tokenized; samples whose labels cutoff_len removed entirely are dropped."""
+    if cfg.stage == "pt":
+        examples = _pt_examples(cfg, names, tokenizer, echo)
+    else:
+        examples = _sft_examples(cfg, names, tokenizer, echo)
+    return [e for e in examples if e.num_label_tokens]
+
+
+def _sft_examples(cfg: TrainConfig, names: list[str], tokenizer: Tokenizer, echo: Callable[[str], None]
+                  ) -> list[Example]:
     from athanor.data.formats import Conversation
     from athanor.data.registry import load_datasets
 
-    samples, reports = load_datasets(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
+    samples, reports = load_datasets(names, cfg.dataset_dir, cfg.max_samples)
     for report in reports:
         echo(f"dataset {report.summary()}")
     assert all(isinstance(s, Conversation) for s in samples), "config checks keep preference data out of sft"
@@ -140,10 +156,11 @@ def _sft_examples(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], 
                                 cutoff_len=cfg.cutoff_len) for s in samples]
 
 
-def _pt_examples(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None]) -> list[Example]:
+def _pt_examples(cfg: TrainConfig, names: list[str], tokenizer: Tokenizer, echo: Callable[[str], None]
+                 ) -> list[Example]:
     from athanor.train.pretrain import encode_texts, load_all_texts
 
-    texts, reports = load_all_texts(cfg.dataset, cfg.dataset_dir, cfg.max_samples)
+    texts, reports = load_all_texts(names, cfg.dataset_dir, cfg.max_samples)
     for report in reports:
         echo(f"dataset {report.summary()}")
     return encode_texts(tokenizer, texts, cfg.cutoff_len)
@@ -252,6 +269,14 @@ def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: lis
         eval_dataset=ListDataset(eval_rows) if eval_rows else None,
         data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
     )
+
+
+def describe_launch(args: Any) -> str | None:
+    """One line naming the distributed setup when a launcher (accelerate launch, torchrun) started this process."""
+    state = args.distributed_state
+    if state is None or state.distributed_type.value == "NO":
+        return None
+    return f"distributed: {state.distributed_type.value}, {args.world_size} process(es), this is rank {args.process_index}"
 
 
 def pad_token_id(tokenizer: Tokenizer) -> int:

@@ -142,10 +142,10 @@ def test_smollm2_decode_with_fused_ops_matches_the_torch_path(smollm2_path):
 def _decode_logits(llm, ids: list[int]) -> torch.Tensor:
     """Logits of the last token computed as a decode step (the rest prefilled first)."""
     from athanor.engine.block_manager import BlockManager
+    from athanor.engine.config import EngineConfig
     from athanor.engine.model_runner import ModelRunner
     from athanor.engine.sampling_params import SamplingParams
     from athanor.engine.sequence import Sequence
-    from athanor.engine.config import EngineConfig
 
     model = llm.engine.runner.model
     runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=16, block_size=16))

@@ -151,3 +151,16 @@ def test_held_out_rewards_are_logged_and_match_a_recomputation(tmp_path, tiny_hf
     assert final["eval_rewards/rejected"] == pytest.approx(rejected.mean().item(), abs=1e-4)
     assert final["eval_rewards/margins"] == pytest.approx((chosen - rejected).mean().item(), abs=1e-4)
     assert final["eval_rewards/accuracies"] == pytest.approx((chosen > rejected).float().mean().item())
+
+
+def test_eval_dataset_is_the_held_out_set(tmp_path, tiny_hf_dir, tok):
+    from athanor.train.dpo import split_pairs
+
+    held = [{"instruction": "hello world", "chosen": "Paris.", "rejected": "France"}]
+    (tmp_path / "held.jsonl").write_text(json.dumps(held[0]))
+    train, held_out = split_pairs(_config(tmp_path, tiny_hf_dir, eval_dataset="held.jsonl"), tok, echo=lambda _: None)
+    assert len(train) == len(PAIRS) and len(held_out) == 1
+    want = encode_pair(tok, PreferencePair([{"role": "user", "content": "hello world"}],
+                                           {"role": "assistant", "content": "Paris."},
+                                           {"role": "assistant", "content": "France"}))
+    assert [ex.input_ids for ex in held_out[0]] == [ex.input_ids for ex in want]

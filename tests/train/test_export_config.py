@@ -160,3 +160,39 @@ def test_cli_routes_yaml_and_flag_forms(tiny_hf_dir, adapter, tmp_path):
     assert (tmp_path / "flag-out" / "model.safetensors.index.json").is_file()
     result = runner.invoke(app, ["export", str(tiny_hf_dir)])
     assert isinstance(result.exception, AthanorError) and "--out is required" in str(result.exception)
+
+
+MARKED = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] "
+
+
+def test_yaml_template_is_carried_by_hf_and_gguf_exports(tiny_hf_dir, adapter, tmp_path):
+    from athanor.models.loader import load_checkpoint
+    from athanor.tokenizer import CHATML_TEMPLATE
+
+    cfg = _yaml(tmp_path / "t.yaml", model_name_or_path=str(tiny_hf_dir), adapter_name_or_path=str(adapter),
+                template=MARKED, export_dir=str(tmp_path / "hf"))
+    out = export_from_config(cfg, echo=lambda _: None)
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == MARKED
+    llm = LLM.load(str(out), EngineConfig(weight_dtype="float32", num_kvcache_blocks=64))
+    assert llm.tokenizer.apply_chat_template(MESSAGES) == "[user] The capital of France is\n[assistant] "
+    gguf = export_from_config(cfg, ["template=chatml", "export_format=gguf", "gguf_type=F32",
+                                    f"export_dir={tmp_path / 'g.gguf'}"], echo=lambda _: None)
+    assert load_checkpoint(gguf).tokenizer.chat_template == CHATML_TEMPLATE
+    assert json.loads((tiny_hf_dir / "tokenizer_config.json").read_text())["chat_template"] not in (MARKED,
+                                                                                                  CHATML_TEMPLATE)
+    with pytest.raises(AthanorError, match="template 'llama9': not chatml, a Jinja source or one of the model's"):
+        export_from_config(cfg, ["template=llama9", f"export_dir={tmp_path / 'bad'}"])
+
+
+def test_cli_flag_template(tiny_hf_dir, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from athanor.tokenizer import CHATML_TEMPLATE
+    from athanor.train.cli_ext import register
+
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["export", str(tiny_hf_dir), "--out", str(tmp_path / "o"), "--template", "chatml"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "tokenizer_config.json").read_text())["chat_template"] == CHATML_TEMPLATE

@@ -296,3 +296,15 @@ def test_qlora_without_cuda_is_refused_rather_than_silently_ignored(tmp_path, ti
 def test_bf16_mixed_precision_runs_on_cpu(tmp_path, tiny_hf_dir):
     result = run_sft(_quick_cfg(tmp_path, tiny_hf_dir, bf16=True), echo=lambda _: None)
     assert all(np.isfinite(r["loss"]) for r in result.log_history if "loss" in r)
+
+
+def test_eval_dataset_is_held_out_whole_and_train_keeps_every_sample(tmp_path, tiny_hf_dir):
+    from athanor.train.sft import build_datasets
+
+    (tmp_path / "held.jsonl").write_text(json.dumps(MULTI_TURN))
+    cfg = _quick_cfg(tmp_path, tiny_hf_dir, eval_dataset="held.jsonl")
+    lines = []
+    train, held, num_train = build_datasets(cfg, Tokenizer.from_hf_dir(tiny_hf_dir), lines.append)
+    assert num_train == len(train) == 2 * len(DATA) and len(held) == 1
+    assert held[0].num_label_tokens > 0
+    assert any(line.startswith("5 samples, ") and line.endswith(", 1 held out") for line in lines), lines

@@ -137,8 +137,10 @@ def test_every_shipped_recipe_parses_and_its_data_is_valid(path):
     from athanor.data.registry import load_datasets
 
     cfg = load_config(path, has_cuda=False)
-    samples, reports = load_datasets(cfg.dataset, cfg.dataset_dir)  # raises on any invalid record
-    assert samples and all(r.num_invalid == 0 for r in reports)
+    for names in (cfg.dataset, cfg.eval_dataset):
+        if names:
+            samples, reports = load_datasets(names, cfg.dataset_dir)  # raises on any invalid record
+            assert samples and all(r.num_invalid == 0 for r in reports)
 
 
 def test_recipes_exist():
@@ -151,3 +153,17 @@ def test_shipped_accelerate_configs_load_in_accelerate(path):
 
     cfg = ClusterConfig.from_yaml_file(str(path))
     assert cfg.distributed_type in ("DEEPSPEED", "FSDP") and cfg.num_processes >= 1
+
+
+def test_eval_dataset_is_checked_like_dataset(workdir, tiny_hf_dir):
+    cfg = load_config(_write(workdir, model_name_or_path=str(tiny_hf_dir), dataset="math", eval_dataset="sft.jsonl"))
+    assert cfg.eval_dataset == ["sft.jsonl"]
+    path = _write(workdir, model_name_or_path=str(tiny_hf_dir), dataset="math", eval_dataset="nope.jsonl, pref.jsonl",
+                  val_size=0.1)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    assert any(p.startswith("val_size and eval_dataset are both set") for p in problems)
+    assert any(p.startswith("dataset: ") and "nope.jsonl" in p for p in problems)
+    assert any("pref.jsonl holds preference pairs" in p for p in problems)
+    assert len(problems) == 3, problems
