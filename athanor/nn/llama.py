@@ -95,14 +95,23 @@ class LlamaModel(nn.Module):
     def _decode_cpu(self, input_ids, positions, meta: AttentionMetadata, logits_indices) -> torch.Tensor:
         """The decode step (one new token per sequence) through nn/cpu_ops.c: the same layers as `forward`, with
         the residual adds fused into the norms and RoPE + cache write + attention in one call per layer."""
-        from athanor.nn.cpu_ops import add_rmsnorm, check_decode_args, decode_attention
+        from athanor.nn.cpu_ops import add_rmsnorm
 
         x = self.embed_tokens(input_ids)  # (B, C), a fresh tensor: updated in place below
         h = add_rmsnorm(x, None, self.layers[0].input_layernorm.weight, self.layers[0].input_layernorm.eps)
         if self.decode_stack is not None:  # every layer in one C call: the same operations, no Python between
             self.decode_stack.run(x, h, positions, self.rotary.cos, self.rotary.sin, meta.slot_mapping,
                                   meta.block_tables)
-            return self.lm_head(h if logits_indices is None else h.index_select(0, logits_indices))
+        else:
+            self._decode_layers(x, h, positions, meta)
+        if logits_indices is not None:
+            h = h.index_select(0, logits_indices)
+        return self.lm_head(h)  # (M, V) fp32
+
+    def _decode_layers(self, x, h, positions, meta: AttentionMetadata) -> None:
+        """The per-op form of DecodeStack.run: one C call per fused op; x and h updated in place."""
+        from athanor.nn.cpu_ops import add_rmsnorm, check_decode_args, decode_attention
+
         norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
         rope, first = (self.rotary.cos, self.rotary.sin), self.layers[0].self_attn
         qkv_width = (first.num_heads + 2 * first.num_kv_heads) * first.head_dim
@@ -115,9 +124,6 @@ class LlamaModel(nn.Module):
             post = layer.post_attention_layernorm
             add_rmsnorm(x, attn.o_proj(a), post.weight, post.eps, out=h, check=False)  # x += attention; h = norm(x)
             add_rmsnorm(x, layer.mlp(h), next_norm.weight, next_norm.eps, out=h, check=False)  # x += mlp; next norm
-        if logits_indices is not None:
-            h = h.index_select(0, logits_indices)
-        return self.lm_head(h)  # (M, V) fp32
 
     def enable_cpu_ops(self) -> bool:
         """Route fp32 CPU work through nn/cpu_ops.c when it can (see its docstring); True when enabled."""
