@@ -3,8 +3,9 @@
 Both sides train the same LoRA (rank 16, all linear layers) on the same base (SmolLM2-135M-Instruct, dequantized
 from the built-in GGUF by our loader), over the same tokenized samples (our template rendering and label mask),
 the same number of samples per optimizer step, fp32, for the same number of steps:
-  - ours: packed rows of at most --pack-width tokens (positions restart per sample; default 1024, the default
-    cutoff_len), the LM head only on labelled positions (fast_loss.py);
+  - ours: what `athanor train` runs: each step's samples packed (best-fit decreasing) into rows of at most
+    --pack-width tokens (default 4096: a step's samples share one row), positions restarting per sample, attention
+    computed per sample of a row (packed_attention.py), the LM head only on labelled positions (fast_loss.py);
   - baseline: one padded row per sample (DataCollatorForSeq2Seq, pad to the batch's longest), transformers'
     own causal-LM loss over the full vocabulary at every position.
 tokens/s counts real (non-padding) tokens over the timed steps (the first step is warm-up and not timed).
@@ -76,7 +77,7 @@ def examples(data: Path, n: int, tokenizer) -> list:
 
 
 def run_side(side: str, data: Path, samples_per_step: int, steps: int, checkpointing: bool = False,
-             pack_width: int = 1024) -> dict:
+             pack_width: int = 4096) -> dict:
     import torch
     import transformers
 
@@ -95,7 +96,7 @@ def run_side(side: str, data: Path, samples_per_step: int, steps: int, checkpoin
                       output_dir=f"/tmp/bench_train_{side}", per_device_train_batch_size=samples_per_step,
                       learning_rate=1e-4, max_steps=steps, logging_steps=1000, save_steps=10_000,
                       lr_scheduler_type="constant", seed=0, gradient_checkpointing=checkpointing and side == "ours")
-    model = load_model(cfg, base, gguf)
+    model = load_model(cfg, base, gguf, packed_attention=side == "ours")
     times: list[float] = []
 
     class Timer(transformers.TrainerCallback):
@@ -108,7 +109,7 @@ def run_side(side: str, data: Path, samples_per_step: int, steps: int, checkpoin
     if side == "ours":
         from athanor.train.fast_loss import SftTrainer
 
-        # Pack each step's samples (in order) into rows of at most pack_width tokens: one item = one step's rows.
+        # Pack each step's samples into rows of at most pack_width tokens: one item = one step's rows.
         steps_rows = [pack_examples(exs[i * samples_per_step:(i + 1) * samples_per_step], pack_width)
                       for i in range(steps)]
         args = training_arguments(cfg.model_copy(update={"per_device_train_batch_size": 1}), False)
@@ -144,7 +145,7 @@ def pad_batch(features: list[dict]) -> dict:
     return {k: torch.tensor([list(f[k]) + [v] * (width - len(f[k])) for f in features]) for k, v in pad.items()}
 
 
-def interleaved(data: Path, samples_per_step: int, reps: int, pack_width: int = 1024) -> None:
+def interleaved(data: Path, samples_per_step: int, reps: int, pack_width: int = 4096) -> None:
     """One process, the two sides' forward+backward steps alternating on the same LoRA model and batches, so a
     shared, busy CPU slows both alike: the ratio of summed step times is the comparison (no memory numbers)."""
     import torch
@@ -154,19 +155,22 @@ def interleaved(data: Path, samples_per_step: int, reps: int, pack_width: int = 
     from athanor.train.config import TrainConfig
     from athanor.train.encode import collate, pack_examples
     from athanor.train.fast_loss import label_positions, summed_cross_entropy
+    from athanor.train.packed_attention import NAME
     from athanor.train.sft import load_model
 
     base = Path(Store().resolve("smollm2").weights)
     gguf = load_checkpoint(base)
     exs = examples(data, samples_per_step * reps, gguf.tokenizer)
     cfg = TrainConfig(model_name_or_path=str(base), dataset=[str(data)], lora_rank=16, lora_target="all")
-    model = load_model(cfg, base, gguf).train()
+    model = load_model(cfg, base, gguf, packed_attention=True).train()
     times = {"baseline": 0.0, "ours": 0.0}
     tokens = 0
     for i in range(reps):
         batch = exs[i * samples_per_step:(i + 1) * samples_per_step]
         tokens += sum(len(e.input_ids) for e in batch)
         for side in ("ours", "baseline") if i % 2 else ("baseline", "ours"):
+            # the baseline's attention is transformers' sdpa with the padding mask; ours is packed attention
+            model.get_base_model().set_attn_implementation(NAME if side == "ours" else "sdpa")
             with torch.enable_grad():
                 t0 = time.perf_counter()
                 if side == "ours":
@@ -193,7 +197,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a .jsonl SFT file, or 'mixed'")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="ours: recompute activations")
-    parser.add_argument("--pack-width", type=int, default=1024, help="ours: tokens per packed row (cutoff_len)")
+    parser.add_argument("--pack-width", type=int, default=4096, help="ours: tokens per packed row (cutoff_len)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per side (default: all cores)")
     parser.add_argument("--interleaved", type=int, metavar="REPS", help="alternate the two sides' steps in one "
                         "process REPS times (robust to a busy CPU; no memory numbers)")

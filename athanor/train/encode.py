@@ -1,8 +1,9 @@
 """Conversations -> token ids and labels for SFT, rendered with the model's own chat template; packing; collation.
 
 For: `encode_conversation` (loss only on assistant turns, every turn, each ending with the template's stop token so
-the trained model learns to stop), `pack_examples` (several samples per row, position ids restarting per sample so
-transformers builds a block-diagonal mask: no sample attends to another) and `collate` (rows -> tensors).
+the trained model learns to stop), `pack_examples` (several samples per row, best-fit decreasing, position ids
+restarting per sample so no sample attends to another: packed_attention.py, or transformers' block-diagonal mask)
+and `collate` (rows -> tensors).
 
 Not for: reading datasets (data/) or running the trainer (sft.py). The label mask is found by rendering prefixes of
 the conversation with the same template and mapping their character offsets onto the tokens of the full render, so
@@ -117,20 +118,34 @@ def _close_turn(input_ids: list[int], labels: list[int], stop_ids: set[int], eos
 
 
 def pack_examples(examples: list[Example], max_len: int) -> list[Example]:
-    """Greedy in-order packing into rows of at most max_len tokens; positions restart at 0 for every sample."""
-    rows: list[Example] = []
-    cur = Example([], [], [])
-    for ex in examples:
-        assert len(ex.input_ids) <= max_len, "truncate to cutoff_len before packing"
-        if cur.input_ids and len(cur.input_ids) + len(ex.input_ids) > max_len:
-            rows.append(cur)
-            cur = Example([], [], [])
-        cur.input_ids += ex.input_ids
-        # The first token of a sample is never a target: in a packed row it would be "predicted" by the previous
-        # sample's last token.
-        cur.labels += [IGNORE_INDEX] + ex.labels[1:]
-        cur.position_ids += list(range(len(ex.input_ids)))
-    if cur.input_ids:
+    """Pack samples into rows of at most max_len tokens, best-fit decreasing: longest sample first, each into the
+    fullest row it still fits, so rows come out nearly full (little padding) whatever order the data has. Inside a
+    row samples keep their dataset order; positions restart at 0 for every sample."""
+    import bisect
+
+    free: list[tuple[int, int]] = []  # (room left, row index), sorted
+    members: list[list[int]] = []  # sample indices per row
+    for i in sorted(range(len(examples)), key=lambda k: -len(examples[k].input_ids)):
+        n = len(examples[i].input_ids)
+        assert n <= max_len, "truncate to cutoff_len before packing"
+        at = bisect.bisect_left(free, (n, -1))
+        if at == len(free):  # fits nowhere: a new row
+            members.append([i])
+            bisect.insort(free, (max_len - n, len(members) - 1))
+        else:
+            room, row = free.pop(at)
+            members[row].append(i)
+            bisect.insort(free, (room - n, row))
+    rows = []
+    for row in members:
+        cur = Example([], [], [])
+        for i in sorted(row):
+            ex = examples[i]
+            cur.input_ids += ex.input_ids
+            # The first token of a sample is never a target: in a packed row it would be "predicted" by the
+            # previous sample's last token.
+            cur.labels += [IGNORE_INDEX] + ex.labels[1:]
+            cur.position_ids += list(range(len(ex.input_ids)))
         rows.append(cur)
     return rows
 

@@ -60,7 +60,7 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     # 2. Data: validate every record, tokenize with the model's template, split, pack.
     train_rows, eval_rows, num_examples = build_datasets(cfg, tokenizer, echo)
     # 3. Model: transformers + peft.
-    model = load_model(cfg, base, gguf)
+    model = load_model(cfg, base, gguf, packed_attention=True)
     width = max(len(r.input_ids) for r in train_rows)
     echo(estimate_memory(model, cfg.per_device_train_batch_size, width, cfg.gradient_checkpointing).summary())
     # 4. Train.
@@ -196,7 +196,9 @@ class ListDataset:
 # ------------------------------------------------------------------------------------------------ model
 
 
-def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None) -> Any:
+def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None, packed_attention: bool = False) -> Any:
+    """transformers model (+ peft LoRA, or frozen layers) from the config. `packed_attention`: attention runs per
+    sample of a packed row (packed_attention.py; for rows from encode.collate, which sft and pt train on)."""
     import transformers
 
     transformers.set_seed(cfg.seed)  # new LoRA weights are drawn here
@@ -208,8 +210,13 @@ def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None) -> Any:
         model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     else:
         model = _model_from_gguf(base, gguf)
-    # Without a KV cache transformers turns restarting position_ids into a per-sample mask (see encode.collate).
+    # Without a KV cache transformers turns restarting position_ids into a per-sample mask (see encode.collate);
+    # packed attention does without the mask where the architecture allows it.
     model.config.use_cache = False
+    if packed_attention:
+        from athanor.train.packed_attention import use_packed_attention
+
+        use_packed_attention(model)
     if cfg.finetuning_type == "lora":
         return _with_lora(cfg, model)
     if cfg.finetuning_type == "freeze":

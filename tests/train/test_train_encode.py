@@ -111,31 +111,47 @@ def test_packing_resets_positions_and_never_labels_a_sample_start():
     b = Example([4, 5], [4, 5])  # labelled from its first token (e.g. pretraining text)
     c = Example([6, 7, 8, 9], [IGNORE_INDEX, IGNORE_INDEX, 8, 9])
     rows = pack_examples([a, b, c], max_len=6)
-    assert [r.input_ids for r in rows] == [[1, 2, 3, 4, 5], [6, 7, 8, 9]]
-    assert rows[0].position_ids == [0, 1, 2, 0, 1]
-    assert rows[0].labels == [IGNORE_INDEX, 2, 3, IGNORE_INDEX, 5]
+    # best-fit decreasing: c (4) opens row 1, a (3) does not fit beside it and opens row 2, b (2) fills row 1;
+    # inside a row samples keep their dataset order
+    assert [r.input_ids for r in rows] == [[4, 5, 6, 7, 8, 9], [1, 2, 3]]
+    assert rows[0].position_ids == [0, 1, 0, 1, 2, 3]
+    assert rows[0].labels == [IGNORE_INDEX, 5, IGNORE_INDEX, IGNORE_INDEX, 8, 9]
+
+
+def test_packing_fills_rows_that_in_order_packing_leaves_half_empty():
+    lengths = [6, 5, 6, 5, 4, 4, 3, 3]  # 36 tokens: in order into width 10 this takes 5 rows, best fit takes 4
+    examples = [Example(list(range(1, n + 1)), list(range(1, n + 1))) for n in lengths]
+    rows = pack_examples(examples, max_len=10)
+    assert len(rows) == 4 and all(len(r.input_ids) <= 10 for r in rows)
+    assert sorted(len(r.input_ids) for r in rows) == [6, 10, 10, 10]
+    assert sum(r.position_ids.count(0) for r in rows) == len(examples)  # every sample once
 
 
 def test_packed_rows_give_the_same_logits_as_samples_alone(tok, tiny_hf_dir):
     """No cross-sample attention: each sample's logits inside a packed, padded batch equal its logits alone."""
     import transformers
 
+    from athanor.train.packed_attention import sample_bounds
+
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32).eval()
     samples = [encode_conversation(tok, CONVERSATION[:3]), encode_conversation(tok, CONVERSATION[3:]),
                encode_conversation(tok, [CONVERSATION[1], CONVERSATION[2]])]
-    width = len(samples[0].input_ids) + len(samples[1].input_ids)
+    width = max(len(samples[0].input_ids), len(samples[1].input_ids)) + len(samples[2].input_ids)
     rows = pack_examples(samples, max_len=width)
-    assert len(rows) == 2 and len(rows[1].input_ids) < width  # the second row gets padding
+    assert len(rows) == 2 and min(len(r.input_ids) for r in rows) < width  # one row gets padding
     batch = collate(rows, pad_token_id=0)
     assert "attention_mask" not in batch
     with torch.no_grad():
         # use_cache=False: transformers only builds the per-sample mask when no KV cache is in play (training).
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits  # (B, T, V)
-        alone = [model(input_ids=torch.tensor([s.input_ids])).logits[0] for s in samples]
-    n0 = len(samples[0].input_ids)
-    torch.testing.assert_close(packed[0, :n0], alone[0], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(packed[0, n0:width], alone[1], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(packed[1, : len(samples[2].input_ids)], alone[2], atol=1e-5, rtol=1e-4)
+        seen = 0
+        for b, row in enumerate(rows):
+            bounds = sample_bounds(torch.tensor(row.position_ids))
+            for s, e in zip(bounds, bounds[1:]):
+                alone = model(input_ids=batch["input_ids"][b:b + 1, s:e]).logits[0]
+                torch.testing.assert_close(packed[b, s:e], alone, atol=1e-5, rtol=1e-4)
+                seen += 1
+    assert seen == len(samples)
 
 
 def test_template_without_tool_support_learns_the_format_inference_parses(tok):
