@@ -90,14 +90,13 @@ def run_side(side: str, data: Path, samples_per_step: int, steps: int, checkpoin
     base = Path(Store().resolve("smollm2").weights)
     gguf = load_checkpoint(base)
     exs = examples(data, samples_per_step * steps, gguf.tokenizer)
-    real_tokens = [sum(len(e.input_ids) for e in exs[i * samples_per_step:(i + 1) * samples_per_step])
-                   for i in range(steps)]
     cfg = TrainConfig(model_name_or_path=str(base), dataset=[str(data)], lora_rank=16, lora_target="all",
                       output_dir=f"/tmp/bench_train_{side}", per_device_train_batch_size=samples_per_step,
                       learning_rate=1e-4, max_steps=steps, logging_steps=1000, save_steps=10_000,
                       lr_scheduler_type="constant", seed=0, gradient_checkpointing=checkpointing and side == "ours")
     model = load_model(cfg, base, gguf, packed_attention=side == "ours")
     times: list[float] = []
+    real_tokens: list[int] = []  # per step, counted as each batch is collated (steps run in dataset order)
 
     class Timer(transformers.TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -113,8 +112,13 @@ def run_side(side: str, data: Path, samples_per_step: int, steps: int, checkpoin
         steps_rows = [pack_examples(exs[i * samples_per_step:(i + 1) * samples_per_step], pack_width)
                       for i in range(steps)]
         args = training_arguments(cfg.model_copy(update={"per_device_train_batch_size": 1}), False)
-        trainer = SftTrainer(model=model, args=args, train_dataset=ListDataset(steps_rows),
-                             data_collator=lambda items: collate(items[0], 0), callbacks=[Timer()])
+        def collator(items):
+            real_tokens.append(sum(len(r.input_ids) for r in items[0]))
+            return collate(items[0], 0)
+
+        dataset = ListDataset(steps_rows)
+        trainer = SftTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                             callbacks=[Timer()])
     else:
         records = [{"input_ids": e.input_ids, "labels": e.labels, "attention_mask": [1] * len(e.input_ids)}
                    for e in exs]
@@ -123,14 +127,22 @@ def run_side(side: str, data: Path, samples_per_step: int, steps: int, checkpoin
             learning_rate=1e-4, lr_scheduler_type="constant", logging_steps=1000, save_strategy="no",
             report_to="none", use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0,
             remove_unused_columns=False)
-        trainer = transformers.Trainer(model=model, args=args, train_dataset=ListDataset(records),
-                                       data_collator=pad_batch, callbacks=[Timer()])
+        def collator(features):
+            real_tokens.append(sum(len(f["input_ids"]) for f in features))
+            return pad_batch(features)
+
+        dataset = ListDataset(records)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                       callbacks=[Timer()])
+    # Both sides see the same samples in the same steps: no shuffling (so their losses are comparable too).
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(dataset)
     before = rss_mib()
     with torch.enable_grad():
         out = trainer.train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     timed = times[1:]  # step 1 is warm-up
-    tps = sum(real_tokens[1:len(times)]) / sum(timed)
+    assert len(real_tokens) == len(times) == steps, (len(real_tokens), len(times))
+    tps = sum(real_tokens[1:]) / sum(timed)
     return {"side": side, "tokens_per_s": round(tps, 1), "s_per_step": round(sum(timed) / len(timed), 2),
             "peak_rss_mib": round(peak), "train_peak_mib": round(peak - before), "loss": round(out.training_loss, 4),
             "tokens_per_step": round(sum(real_tokens) / steps)}
