@@ -42,12 +42,25 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
         out = attend(query, key, value)
     else:
         rows = []
-        for b in range(batch):
-            bounds = sample_bounds(position_ids[b if position_ids.shape[0] > 1 else 0])
+        for b, bounds in enumerate(_row_bounds(position_ids, batch)):
             rows.append(torch.cat([attend(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e])
                                    for s, e in zip(bounds, bounds[1:])], dim=2))
         out = torch.cat(rows, dim=0)
     return out.transpose(1, 2).contiguous(), None
+
+
+_last_bounds: tuple[torch.Tensor | None, list[list[int]]] = (None, [])
+
+
+def _row_bounds(position_ids: torch.Tensor, batch: int) -> list[list[int]]:
+    """Each row's sample bounds, found once per forward: every layer gets the same position_ids tensor, and
+    reading it back to the host (a device sync on a GPU) once per layer would be wasted. Holding the last tensor
+    keeps its identity from being reused by another one."""
+    global _last_bounds
+    if _last_bounds[0] is not position_ids:
+        _last_bounds = (position_ids, [sample_bounds(position_ids[b if position_ids.shape[0] > 1 else 0])
+                                       for b in range(batch)])
+    return _last_bounds[1]
 
 
 def no_padding_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
