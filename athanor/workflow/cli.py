@@ -5,6 +5,9 @@
                                       --mcp CMD_OR_URL adds an MCP server's tools for tool/agent nodes
     runs                              recent runs;  show RUN_ID: one run with every node execution
     export FILE --out OUT             write the app back in Dify's format (optionally {"data": ...} wrapped)
+    import FILE --name NAME           install an app for `athanor serve`'s Dify service API; prints its app key
+    keys                              installed apps and their keys
+--bindings FILE / --bind-tool / --bind-kb bind Dify marketplace tools and dataset ids to local ones (bindings.py).
 Not for: logic (engine.py, validate.py, runs.py).
 """
 
@@ -29,6 +32,12 @@ ConversationOpt = typer.Option(None, "--conversation-id", help="advanced-chat: c
 McpOpt = typer.Option(None, "--mcp", help="MCP server (command line or http(s) URL) whose tools the app may call "
                                           "(repeatable)")
 OutOpt = typer.Option(..., "--out", "-o", help="where to write the YAML")
+BindingsOpt = typer.Option(None, "--bindings", help="YAML/JSON file binding Dify tools (tools:) and dataset ids "
+                                                    "(knowledge:) to local tools and knowledge bases")
+BindToolOpt = typer.Option(None, "--bind-tool", help="DIFY_TOOL=OUR_TOOL, e.g. tavily/tavily_search=web_search "
+                                                     "(a built-in or an --mcp tool; repeatable)")
+BindKbOpt = typer.Option(None, "--bind-kb", help="DATASET_ID=KB_NAME: a Dify dataset id read from a local "
+                                                 "knowledge base (repeatable)")
 
 
 def parse_inputs(pairs: list[str] | None) -> dict:
@@ -44,10 +53,13 @@ def parse_inputs(pairs: list[str] | None) -> dict:
     return out
 
 
-def _services(model: str | None, model_map: Path | None):
+def _services(model: str | None, model_map: Path | None, bindings: Path | None = None,
+              bind_tool: list[str] | None = None, bind_kb: list[str] | None = None):
     from athanor.workflow.services import Services
 
-    return Services.from_options(model, str(model_map) if model_map else None)
+    return Services.from_options(model, str(model_map) if model_map else None,
+                                 bindings_file=str(bindings) if bindings else None, bind_tools=bind_tool,
+                                 bind_kbs=bind_kb)
 
 
 def add_mcp_tools(services, servers: list[str] | None, stack: contextlib.ExitStack) -> None:
@@ -63,22 +75,28 @@ def add_mcp_tools(services, servers: list[str] | None, stack: contextlib.ExitSta
 
 @workflow_app.command("validate")
 def validate(file: Path, model: str | None = ModelOpt, model_map: Path | None = ModelMapOpt,
-             mcp: list[str] | None = McpOpt) -> None:
-    """Check a Dify app file; print every problem with its node id (models too, given --model/--model-map)."""
+             mcp: list[str] | None = McpOpt, bindings: Path | None = BindingsOpt,
+             bind_tool: list[str] | None = BindToolOpt, bind_kb: list[str] | None = BindKbOpt) -> None:
+    """Check a Dify app file; print every problem with its node id (models too, given --model/--model-map).
+    Warnings (tools or knowledge bases that are not here: only their node fails) do not fail the check."""
     from athanor.workflow.dsl import load_app
     from athanor.workflow.validate import validate_app
 
     app = load_app(file)
-    services = _services(model, model_map) if (model or model_map or mcp) else None
+    bound = bool(bindings or bind_tool or bind_kb)
+    services = _services(model, model_map, bindings, bind_tool, bind_kb) if (model or model_map or mcp or bound) \
+        else None
+    warnings: list = []
     with contextlib.ExitStack() as stack:
         add_mcp_tools(services, mcp, stack)
-        problems = validate_app(app, services, check_models=bool(model or model_map))
-    for p in problems:
+        problems = validate_app(app, services, check_models=bool(model or model_map), warnings=warnings)
+    for p in [*problems, *warnings]:
         typer.echo(str(p))
     if problems:
         typer.echo(f"{len(problems)} problem(s) in {file}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"ok: {app.name or file.name} ({app.mode}, {len(app.nodes)} nodes, {len(app.edges)} edges)")
+    note = f", {len(warnings)} warning(s)" if warnings else ""
+    typer.echo(f"ok: {app.name or file.name} ({app.mode}, {len(app.nodes)} nodes, {len(app.edges)} edges{note})")
 
 
 @workflow_app.command("run")
@@ -93,6 +111,9 @@ def run(
     allow_host: list[str] | None = AllowHostOpt,
     conversation_id: str | None = ConversationOpt,
     mcp: list[str] | None = McpOpt,
+    bindings: Path | None = BindingsOpt,
+    bind_tool: list[str] | None = BindToolOpt,
+    bind_kb: list[str] | None = BindKbOpt,
 ) -> None:
     """Run a workflow (or one advanced-chat turn); the run is saved for `workflow runs` / `workflow show`."""
     from athanor.workflow.dsl import load_app
@@ -100,7 +121,7 @@ def run(
     from athanor.workflow.runs import RunStore
 
     app = load_app(file)
-    services = _services(model, model_map)
+    services = _services(model, model_map, bindings, bind_tool, bind_kb)
     services.http_allow_hosts |= set(allow_host or [])
     store = RunStore()
     observers = [store.observer(app)]
@@ -121,7 +142,7 @@ def run(
         result = WorkflowEngine(app, services, observers).run(
             parse_inputs(input), query=query, conversation_id=conversation_id, dialogue_count=count,
             conversation=saved.get("variables"), history=history)
-    if app.mode == "advanced-chat" and result.status != "failed":
+    if app.runs_as == "advanced-chat" and result.status != "failed":
         store.save_turn(app.name, result, query, count, history)
         typer.echo(f"conversation {result.conversation_id} (continue with --conversation-id)", err=True)
     if stream and not events:
@@ -129,8 +150,8 @@ def run(
     if result.status == "failed":
         typer.echo(f"error: {result.error} (run {result.run_id})", err=True)
         raise typer.Exit(1)
-    if not events and not (stream and app.mode == "advanced-chat"):
-        shown = result.answer if app.mode == "advanced-chat" else json.dumps(result.outputs, ensure_ascii=False,
+    if not events and not (stream and app.runs_as == "advanced-chat"):
+        shown = result.answer if app.runs_as == "advanced-chat" else json.dumps(result.outputs, ensure_ascii=False,
                                                                               indent=2, default=str)
         typer.echo(shown)
     typer.echo(f"run {result.run_id}: {result.status} in {result.elapsed_time:.2f} s, {result.total_steps} steps",
@@ -196,6 +217,29 @@ def export(file: Path, out: Path = OutOpt,
     app = load_app(file)
     save_app(app, out, wrapped)
     typer.echo(f"wrote {out} ({app.mode}, {len(app.nodes)} nodes)")
+
+
+@workflow_app.command("import")
+def import_app(file: Path, name: str = typer.Option(None, "--name", help="app name (default: the file's stem)"),
+               force: bool = typer.Option(False, "--force", help="replace an installed app of that name")) -> None:
+    """Install a Dify app for `athanor serve` and print its API key (Authorization: Bearer app-...)."""
+    from athanor.workflow.service_store import install_app
+
+    key, path = install_app(file, name, force)
+    typer.echo(f"installed {path}", err=True)
+    typer.echo(key)
+
+
+@workflow_app.command("keys")
+def keys() -> None:
+    """The installed apps and their API keys."""
+    from athanor.workflow.service_store import ServiceStore
+
+    rows = ServiceStore().list_keys()
+    if not rows:
+        typer.echo("no app keys yet (athanor workflow import FILE --name NAME)")
+    for row in rows:
+        typer.echo(f"{row['app_name']:24} {row['key']}")
 
 
 if __name__ == "__main__":  # `python -m athanor.workflow.cli …` runs the sub-app on its own

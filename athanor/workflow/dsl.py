@@ -2,7 +2,10 @@
 
 Accepted: the YAML Dify exports (`version`, `kind: app`, `app: {name, mode, ...}`, `workflow: {graph: {nodes,
 edges}, environment_variables, conversation_variables, features}`), and the same wrapped as `{"data": "<yaml>"}`
-(what Dify's export API returns), in JSON or YAML. Only `workflow` and `advanced-chat` apps have a graph.
+(what Dify's export API returns), in JSON or YAML. `workflow` and `advanced-chat` apps have a graph; `chat`,
+`agent-chat` and `completion` apps have a `model_config` instead, turned into the equivalent graph by
+easy_apps.py (they run as advanced-chat / workflow: `App.runs_as`). Canvas sticky notes (`custom-note` nodes,
+data.type '') carry no logic and are left out of the graph (kept in `raw`).
 The App keeps the whole parsed document (`raw`); nodes and edges point into it, so `dump_app` writes back
 everything we did not touch (positions, viewport, dependencies) in the same format.
 Not for: checking the graph (validate.py) or running it (engine.py).
@@ -19,7 +22,10 @@ import yaml
 
 from athanor.workflow.errors import WorkflowError
 
-MODES = ("workflow", "advanced-chat")
+MODES = ("workflow", "advanced-chat", "chat", "agent-chat", "completion")
+GRAPH_MODES = ("workflow", "advanced-chat")
+RUNS_AS = {"workflow": "workflow", "advanced-chat": "advanced-chat", "chat": "advanced-chat",
+           "agent-chat": "advanced-chat", "completion": "workflow"}
 CONTAINER_TYPES = ("iteration", "loop")
 
 
@@ -64,6 +70,11 @@ class App:
     @property
     def mode(self) -> str:
         return str(self.raw.get("app", {}).get("mode") or "")
+
+    @property
+    def runs_as(self) -> str:
+        """The graph semantics this app runs with: chat and agent-chat apps as advanced-chat, completion as workflow."""
+        return RUNS_AS.get(self.mode, self.mode)
 
     @property
     def version(self) -> str:
@@ -170,19 +181,31 @@ def parse_app(doc: dict, source: str = "<memory>") -> App:
         raise WorkflowError(f"{source}: no 'app' section; is this a Dify app export?")
     mode = meta.get("mode")
     if mode not in MODES:
-        raise WorkflowError(f"{source}: app mode {mode!r} has no workflow graph; only {' and '.join(MODES)} "
-                            "apps run here")
-    graph = (doc.get("workflow") or {}).get("graph")
+        raise WorkflowError(f"{source}: app mode {mode!r} is not a Dify app mode ({', '.join(MODES)})")
+    if mode not in GRAPH_MODES:
+        from athanor.workflow.easy_apps import model_config_graph
+
+        graph = model_config_graph(doc, source)
+    else:
+        graph = (doc.get("workflow") or {}).get("graph")
     if not isinstance(graph, dict):
         raise WorkflowError(f"{source}: no workflow.graph section")
     app = App(raw=doc, source=source)
     for i, raw in enumerate(graph.get("nodes") or []):
+        if _is_note(raw):
+            continue  # a sticky note on Dify's canvas: no logic, no edges
         node = _node_spec(raw, i, source)
         if node.id in app.nodes:
             raise WorkflowError(f"{source}: node id {node.id!r} appears twice")
         app.nodes[node.id] = node
     app.edges = [_edge_spec(raw, i, source) for i, raw in enumerate(graph.get("edges") or [])]
     return app
+
+
+def _is_note(raw: Any) -> bool:
+    return isinstance(raw, dict) and (raw.get("type") == "custom-note" or
+                                      (isinstance(raw.get("data"), dict) and raw["data"].get("type") == ""
+                                       and "text" in raw["data"]))
 
 
 def _node_spec(raw: Any, i: int, source: str) -> NodeSpec:

@@ -83,10 +83,11 @@ class WorkflowEngine:
         graph = self.graph(None)
         start = graph.nodes[graph.roots[0]]
         inputs = coerce_start_inputs(start.data, dict(inputs or {}))  # bad input: WorkflowError before the run
-        chat = self.app.mode == "advanced-chat"
+        chat = self.app.runs_as == "advanced-chat"
         if chat and not str(query).strip():
             raise WorkflowError("an advanced-chat app needs a query")
-        ids = ev.RunIds(run_id or str(uuid.uuid4()), str(uuid.uuid4()), self.app.name or "workflow", self.app.mode,
+        ids = ev.RunIds(run_id or str(uuid.uuid4()), str(uuid.uuid4()), self.app.name or "workflow",
+                        self.app.runs_as,
                         conversation_id=(conversation_id or str(uuid.uuid4())) if chat else None,
                         message_id=str(uuid.uuid4()) if chat else None)
         system = {"query": query, "files": list(files or []), "conversation_id": ids.conversation_id or "",
@@ -244,6 +245,8 @@ class GraphRun:
             info["index"] = self.run.next_step()
             if time.monotonic() > self.run.deadline:
                 raise WorkflowNodeError(f"the run exceeded its time limit of {self.run.services.max_seconds:g} s")
+            if self.run.services.stop.is_set():
+                raise WorkflowNodeError("the run was stopped")
         except WorkflowNodeError as e:
             return "failed", "", str(e)
         self.emit(ev.node_started(self.ids, {**info, "inputs": None}))

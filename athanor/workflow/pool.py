@@ -63,6 +63,7 @@ class VariablePool:
         """The value at `selector`, or `default` when any step of it is missing."""
         if not isinstance(selector, (list, tuple)) or len(selector) < 2:
             return default
+        selector = legacy_sys(selector)
         with self._lock:
             scope = self._values.get(str(selector[0]))
             if scope is None or str(selector[1]) not in scope:
@@ -75,6 +76,7 @@ class VariablePool:
         return value
 
     def has(self, selector: list) -> bool:
+        """Whether `selector` names a value (legacy [start_id, "sys.query"] selectors read sys.query)."""
         return self.lookup(selector, _MISSING) is not _MISSING
 
     def render(self, template: str) -> str:
@@ -124,3 +126,10 @@ def to_text(value: Any) -> str:
 def template_selectors(template: str) -> list[list[str]]:
     """Every selector a `{{#...#}}` template refers to, in order."""
     return [m.group(1).split(".") for m in TEMPLATE_REF.finditer(str(template or ""))]
+
+
+def legacy_sys(selector):
+    """Older Dify exports select system variables through the start node: [start_id, "sys.query"]."""
+    if len(selector) >= 2 and isinstance(selector[1], str) and selector[1].startswith("sys."):
+        return ["sys", selector[1][4:], *selector[2:]]
+    return selector

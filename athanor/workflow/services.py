@@ -62,6 +62,10 @@ class Services:
     max_steps: int = 500  # node executions per run
     max_seconds: float = 1200.0  # wall time per run
     files_root: str | None = None  # root for the read_file / list_dir tools (None: the current directory)
+    tool_bindings: dict[str, str] = field(default_factory=dict)  # Dify "provider/tool" or "tool" -> our tool name
+    kb_bindings: dict[str, str] = field(default_factory=dict)  # Dify dataset id -> local knowledge-base name
+    upload_root: str | None = None  # set (HTTP runs): document-extractor reads only files under this folder
+    stop: threading.Event = field(default_factory=threading.Event)  # set: the run stops at its next check
     _models: dict = field(default_factory=dict, init=False, repr=False)
     _bases: dict = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -108,10 +112,11 @@ class Services:
     # --- knowledge bases ---------------------------------------------------------------------------------
 
     def knowledge_base(self, dataset_id: str) -> KnowledgeBase:
-        """A knowledge base by name (Dify's dataset ids are our kb names); opened once per run."""
+        """A knowledge base by name (Dify's dataset ids are our kb names, or bound to one); opened once per run."""
         from athanor.rag.kb import KnowledgeBase
         from athanor.workflow.nodes.base import WorkflowNodeError
 
+        dataset_id = self.kb_bindings.get(dataset_id, dataset_id)
         with self._lock:
             if dataset_id not in self._bases:
                 try:
@@ -131,14 +136,22 @@ class Services:
 
     @classmethod
     def from_options(cls, model: str | None = None, model_map_file: str | None = None,
-                     model_cache: dict | None = None) -> Services:
-        """Services from CLI/HTTP options: a default model spec and/or a model-map file (YAML or JSON).
+                     model_cache: dict | None = None, bindings_file: str | None = None,
+                     bind_tools: list[str] | None = None, bind_kbs: list[str] | None = None) -> Services:
+        """Services from CLI/HTTP options: a default model spec and/or a model-map file (YAML or JSON), and
+        tool / knowledge-base bindings (a bindings file, then KEY=VALUE pairs that override it).
 
         model_cache: {spec: ChatModel} shared with other Services (a server's runs load each model once)."""
+        from athanor.workflow.bindings import parse_pairs, read_bindings
+
         default, mapping = None, {}
         if model_map_file:
             default, mapping = read_model_map(model_map_file)
-        services = cls(default_model=(model or default or None), model_map=mapping)
+        tools, kbs = read_bindings(bindings_file) if bindings_file else ({}, {})
+        tools |= parse_pairs(bind_tools, "--bind-tool")
+        kbs |= parse_pairs(bind_kbs, "--bind-kb")
+        services = cls(default_model=(model or default or None), model_map=mapping, tool_bindings=tools,
+                       kb_bindings=kbs)
         if model_cache is not None:
             services._models = model_cache
         return services

@@ -1,9 +1,13 @@
 """Tools a workflow's tool and agent nodes can call: athanor's agent tools under their own names, plus
-`current_time` (Dify's builtin time tool, same parameters), plus whatever Services.tools adds (MCP tools).
+Dify's keyless built-ins under Dify's names (`current_time` here; eval_expression, json_*, webscraper in
+dify_tools.py), plus whatever Services.tools adds (MCP tools).
 
-Dify names a tool by provider and tool name (`provider_name: time, tool_name: current_time`); the tool name
-is what we match, first in Services.tools (so a user can override), then the built-ins. A tool we do not
-have is a validation problem, never a silent no-op.
+Dify names a tool by provider and tool name (`provider_id: langgenius/tavily/tavily, tool_name:
+tavily_search`). A binding (Services.tool_bindings, from a bindings file or `--bind-tool`) maps
+"provider/name" or "name" to one of our tools (a built-in or an MCP tool) and wins; otherwise the tool name
+is matched in Services.tools (so a user can override), then in the built-ins. A tool we do not have is a
+validation warning (marketplace plugins are common in exports) and fails its node at run time with
+"tool PROVIDER/NAME is not installed", so the node's error strategy decides; never a silent no-op.
 Not for: the tools themselves (agent/) or running agents (nodes/agentic.py).
 """
 
@@ -13,8 +17,9 @@ import datetime
 from dataclasses import dataclass
 
 from athanor.agent.tools import FunctionTool, Tool, ToolError
+from athanor.workflow import dify_tools
 
-BUILTIN_TOOLS = ("calculator", "python", "read_file", "list_dir", "http_get", "current_time")
+BUILTIN_TOOLS = ("calculator", "python", "read_file", "list_dir", "http_get", "current_time", *dify_tools.NAMES)
 
 
 def _current_time(format: str = "%Y-%m-%d %H:%M:%S", timezone: str = "UTC") -> str:
@@ -55,19 +60,83 @@ def builtin_tool(name: str, services) -> Tool | None:
             return files.http_get_tool(sorted(services.http_allow_hosts))
         root = services.files_root or "."
         return files.read_file_tool(root) if name == "read_file" else files.list_dir_tool(root)
+    if name == "webscraper":
+        return dify_tools.webscraper_tool(sorted(getattr(services, "http_allow_hosts", None) or []))
+    if name in dify_tools.STATIC:
+        return dify_tools.STATIC[name]
     return current_time if name == "current_time" else None
 
 
-def resolve_tool(name: str, services) -> Tool | None:
-    """Services.tools first (MCP and user tools), then the built-ins; None when neither has it."""
+def tool_keys(name: str, provider: str | None = None) -> list[str]:
+    """Binding keys for a Dify tool, most specific first: full provider/name, short provider/name, name."""
+    provider = str(provider or "").strip("/")
+    keys = []
+    if provider:
+        keys.append(f"{provider}/{name}")
+        short = provider.rsplit("/", 1)[-1]
+        if short != provider:
+            keys.append(f"{short}/{name}")
+    return [*keys, name]
+
+
+def binding(name: str, provider: str | None, services) -> str | None:
+    """The tool name a binding maps this Dify tool to (None: no binding)."""
+    bindings = getattr(services, "tool_bindings", None) or {}
+    return next((bindings[k] for k in tool_keys(name, provider) if k in bindings), None)
+
+
+def _lookup(name: str, services) -> Tool | None:
     extra = getattr(services, "tools", None) or {}
     return extra.get(name) or builtin_tool(name, services)
+
+
+def resolve_tool(name: str, services, provider: str | None = None) -> Tool | None:
+    """A binding first, then Services.tools (MCP and user tools), then the built-ins; None when none has it.
+    A bound tool keeps the DSL's name (the model and the node's outputs see the name the app uses)."""
+    target = binding(name, provider, services)
+    if target is not None:
+        tool = _lookup(target, services)
+        return _Renamed(tool, name) if tool is not None and tool.name != name else tool
+    return _lookup(name, services)
+
+
+def tool_label(name: str, provider: str | None = None) -> str:
+    provider = str(provider or "").strip("/")
+    return f"{provider}/{name}" if provider else name
+
+
+def not_installed_message(name: str, provider: str | None = None, provider_type: str | None = None) -> str:
+    """The run-time failure of a tool that is neither bound nor here."""
+    if provider_type == "mcp":
+        return (f"MCP tool {name!r} (provider {provider}) is not available: connect its server with --mcp "
+                "(the HTTP routes offer no MCP servers)")
+    return (f"tool {tool_label(name, provider)} is not installed (bind it to a built-in or MCP tool: "
+            "--bind-tool DIFY_TOOL=OUR_TOOL or a bindings file)")
 
 
 def unknown_tool_message(name: str, provider: str | None = None) -> str:
     where = f" (provider {provider})" if provider else ""
     return (f"tool {name!r}{where} is not available here; built-in tools: {', '.join(BUILTIN_TOOLS)} "
             "(MCP tools come from the run's tool options)")
+
+
+@dataclass
+class _Renamed:
+    """A tool under the name the DSL gives it (a binding's target keeps its schema and behaviour)."""
+
+    tool: Tool
+    name: str
+
+    @property
+    def description(self) -> str:
+        return self.tool.description
+
+    @property
+    def parameters(self) -> dict:
+        return self.tool.parameters
+
+    def call(self, arguments: dict) -> str:
+        return self.tool.call(arguments)
 
 
 @dataclass

@@ -4,7 +4,10 @@ Finds unknown node types, dangling edges, edges across container boundaries, mis
 unreachable nodes, cycles outside loop/iteration bodies, variable references to nothing upstream (nor to
 sys / env / conversation variables that exist), each node's own `check()`, and, given the run's Services,
 every node's model (llm-type nodes and agents: Services.model_problems) and every tool a tool or agent node
-names (built-ins, Services.tools: user and MCP tools). Not for: anything that needs running the graph.
+names (built-ins, bindings, Services.tools: user and MCP tools). Some findings are warnings, not errors:
+a marketplace tool that is not installed or a knowledge base that is not here fails only its own node at run
+time (under its error strategy), so the app still runs; `validate_app(..., warnings=[])` collects them.
+Not for: anything that needs running the graph.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from dataclasses import dataclass
 
 from athanor.workflow.dsl import CONTAINER_TYPES, App
 from athanor.workflow.nodes import NODE_TYPES
+from athanor.workflow.nodes.base import NodeWarning
 from athanor.workflow.nodes.basic import referenced_selectors
+from athanor.workflow.pool import legacy_sys
 
 SYSTEM_VARIABLES = {"query", "files", "conversation_id", "user_id", "workflow_run_id", "dialogue_count", "app_id",
                     "workflow_id", "timestamp"}
@@ -25,23 +30,33 @@ _ROOT_TYPES = {None: "start", "iteration": "iteration-start", "loop": "loop-star
 class Problem:
     node_id: str | None
     message: str
+    severity: str = "error"  # or "warning": the app runs; the node may fail under its error strategy
 
     def __str__(self) -> str:
-        return f"{self.node_id}: {self.message}" if self.node_id else self.message
+        text = f"{self.node_id}: {self.message}" if self.node_id else self.message
+        return f"warning: {text}" if self.severity == "warning" else text
 
 
-def validate_app(app: App, services=None, *, check_models: bool | None = None) -> list[Problem]:
-    """All problems found; an empty list means the app is ready to run.
+def validate_app(app: App, services=None, *, check_models: bool | None = None,
+                 warnings: list | None = None) -> list[Problem]:
+    """All errors found; an empty list means the app is ready to run. Warnings go to `warnings` when given.
 
     services: the Services a run would get; models are checked against it unless check_models is False
     (default: when services is given), tools always (without it, only the built-ins are known)."""
+    found = _all_problems(app, services, services is not None if check_models is None else check_models)
+    if warnings is not None:
+        warnings += [p for p in found if p.severity == "warning"]
+    return [p for p in found if p.severity != "warning"]
+
+
+def _all_problems(app: App, services, check_models: bool) -> list[Problem]:
     problems: list[Problem] = []
     problems += _check_types_and_parents(app)
     problems += _check_edges(app)
     for container in [None, *[n.id for n in app.nodes.values() if n.type in CONTAINER_TYPES]]:
         problems += _check_level(app, container)
     problems += _check_references(app)
-    problems += _check_nodes(app, services, services is not None if check_models is None else check_models)
+    problems += _check_nodes(app, services, check_models)
     return problems
 
 
@@ -63,9 +78,9 @@ def _check_types_and_parents(app: App) -> list[Problem]:
             parent = app.nodes.get(node.parent_id)
             if parent is None or parent.type not in CONTAINER_TYPES:
                 out.append(Problem(node.id, f"parent {node.parent_id!r} is not an iteration or loop node"))
-    ends = {"workflow": "end", "advanced-chat": "answer"}[app.mode]
+    ends = {"workflow": "end", "advanced-chat": "answer"}[app.runs_as]
     if not any(n.type == ends for n in app.children(None)):
-        out.append(Problem(None, f"{app.mode} apps need an {ends} node"))
+        out.append(Problem(None, f"{app.runs_as} apps need an {ends} node"))
     return out
 
 
@@ -177,6 +192,7 @@ def _check_references(app: App) -> list[Problem]:
         for sel in referenced_selectors(node.data):
             if len(sel) < 2:
                 continue
+            sel = legacy_sys(sel)
             ref = ".".join(sel)
             scope, name = sel[0], sel[1]
             if scope == "sys":
@@ -223,12 +239,15 @@ def _check_nodes(app: App, services, check_models: bool) -> list[Problem]:
             messages = instance.check(app)
             if hasattr(instance, "tool_problems"):  # tool and agent nodes: which tools this run would have
                 messages = [*messages, *instance.tool_problems(services)]
+            if hasattr(instance, "service_problems"):  # knowledge retrieval: bindings to local bases
+                messages = [*messages, *instance.service_problems(services)]
         except Exception as e:  # noqa: BLE001 - a node that cannot even read its own config: report, keep checking others
             messages = [f"invalid configuration ({type(e).__name__}: {e})"]
         model = node_model(node.data) if check_models and services is not None else None
         if model is not None:
             messages = [*messages, *services.model_problems(model)]
-        out += [Problem(node.id, m) for m in dict.fromkeys(messages)]  # a node may report its model too
+        out += [Problem(node.id, str(m), "warning" if isinstance(m, NodeWarning) else "error")
+                for m in dict.fromkeys(messages)]  # a node may report its model too
         strategy = node.data.get("error_strategy")
         if strategy not in (None, "", "none", "fail-branch", "default-value"):
             out.append(Problem(node.id, f"unknown error_strategy {strategy!r}"))

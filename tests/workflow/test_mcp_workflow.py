@@ -66,7 +66,7 @@ def test_run_with_mcp_tools_over_stdio_and_close_them(tmp_path):
     assert _mcp_children() == before  # the server process ended with the run
 
     without = CliRunner().invoke(workflow_app, ["run", str(app), "--input", "x=40"])
-    assert without.exit_code == 1 and "tool 'add'" in without.stderr and "not available" in without.stderr
+    assert without.exit_code == 1 and "MCP tool 'add'" in without.stderr and "--mcp" in without.stderr
 
 
 def test_an_mcp_server_that_cannot_start_is_one_error(tmp_path):

@@ -71,10 +71,16 @@ def test_results_feed_an_llm_context(bases):
     assert "nine in the morning" in result.inputs["#context#"]
 
 
-def test_missing_dataset_is_a_validation_problem_and_a_node_error(bases):
+def test_missing_dataset_is_a_validation_warning_and_a_node_error(bases):
+    from athanor.workflow.nodes.base import NodeWarning
+    from athanor.workflow.services import Services
+
     node = KnowledgeRetrievalNode("kr", kr_data(["shop-faq", "no-such-kb"]))
-    problems = node.check(None)
+    assert node.check(None) == []
+    problems = node.service_problems(None)
     assert len(problems) == 1 and "no-such-kb" in problems[0] and "athanor kb create" in problems[0]
-    assert KnowledgeRetrievalNode("kr", kr_data(bases)).check(None) == []
+    assert isinstance(problems[0], NodeWarning)
+    assert node.service_problems(Services(kb_bindings={"no-such-kb": "pets"})) == []  # bound to a local base
+    assert KnowledgeRetrievalNode("kr", kr_data(bases)).service_problems(None) == []
     with pytest.raises(WorkflowNodeError, match="no-such-kb"):
         Run({"start": {"q": "refund"}}).execute(KnowledgeRetrievalNode, kr_data(["no-such-kb"]))

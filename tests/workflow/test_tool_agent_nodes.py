@@ -52,11 +52,15 @@ def test_tool_from_services_returns_json():
     assert json.loads(result.outputs["text"])["name"] == "Ada"
 
 
-def test_tool_unknown_is_a_validation_problem_and_a_node_error():
+def test_tool_unknown_is_a_validation_warning_and_a_node_error():
+    from athanor.workflow.nodes.base import NodeWarning
+
     data = tool_data("ddgo_search", {"query": {"type": "constant", "value": "x"}})
     problems = ToolNode("t", data).tool_problems(None)
-    assert len(problems) == 1 and "ddgo_search" in problems[0] and "calculator" in problems[0]
-    with pytest.raises(WorkflowNodeError, match="ddgo_search"):
+    assert problems == ["tool x/ddgo_search is not installed (bind it to a built-in or MCP tool: "
+                        "--bind-tool DIFY_TOOL=OUR_TOOL or a bindings file)"]
+    assert isinstance(problems[0], NodeWarning)  # a warning: the app validates, this node fails at run time
+    with pytest.raises(WorkflowNodeError, match="tool x/ddgo_search is not installed"):
         Run().execute(ToolNode, data)
     assert ToolNode("t", tool_data("mcp_tool", {}, provider_type="mcp")).tool_problems(None) == []  # run time
 

@@ -69,7 +69,7 @@ def test_bad_requests(client):
     r = client.post("/v1/workflows/run", json={"inputs": {}, "response_mode": "blocking", "app": "hello_branch_chat_w1"})
     assert r.status_code == 400 and "/v1/chat-messages" in r.json()["message"]
     r = client.post("/v1/workflows/run", json={"inputs": {}, "response_mode": "sometimes"})
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["code"] == "invalid_param" and "response_mode" in r.json()["message"]
 
 
 def test_chat_messages_keep_conversation_variables(client):

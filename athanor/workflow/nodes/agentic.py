@@ -17,8 +17,8 @@ import json
 from athanor.agent.tools import ToolError
 from athanor.errors import AthanorError
 from athanor.workflow import prompting
-from athanor.workflow.nodes.base import Node, NodeResult, RunContext, WorkflowNodeError, register
-from athanor.workflow.tools import PresetTool, known_arguments, resolve_tool, unknown_tool_message
+from athanor.workflow.nodes.base import Node, NodeResult, NodeWarning, RunContext, WorkflowNodeError, register
+from athanor.workflow.tools import PresetTool, binding, known_arguments, not_installed_message, resolve_tool, tool_label
 
 STRATEGIES = {"function_calling": "function_calling", "functioncalling": "function_calling", "react": "react"}
 DEFAULT_MAX_ITERATIONS = 3  # Dify's default for the agent node
@@ -47,20 +47,27 @@ def _json_or_none(text: str):
 def _tool_problem(name, provider, provider_type, services=None) -> list[str]:
     """Why a named tool would not resolve in a run with `services` ([] when it would).
 
-    Services.tools (user and MCP tools) and the built-ins are known. A tool the DSL marks as MCP is taken on
-    trust while the run has no extra tools (the servers are connected at run time, `--mcp`); once it has
-    some, the name must be among them."""
+    Bindings, Services.tools (user and MCP tools) and the built-ins are known. A tool the DSL marks as MCP
+    (or a binding to a name we do not have) is taken on trust while the run has no extra tools (the servers
+    are connected at run time, `--mcp`); once it has some, the name must be among them. A tool that is not
+    here at all (a marketplace plugin, most often) is a warning: it fails only its node, at run time."""
     from athanor.workflow.tools import BUILTIN_TOOLS
 
     if not name:
         return ["no tool_name"]
     extra = getattr(services, "tools", None) or {}
+    target = binding(name, provider, services)
+    if target is not None:
+        if target in extra or target in BUILTIN_TOOLS or not extra:
+            return []
+        return [(f"tool {tool_label(name, provider)} is bound to {target!r}, which is neither a built-in tool "
+                 f"nor offered by the connected MCP servers (they offer: {', '.join(sorted(extra))})")]
     if name in extra or name in BUILTIN_TOOLS or (provider_type == "mcp" and not extra):
         return []
     if provider_type == "mcp":
         return [(f"MCP tool {name!r} (provider {provider}) is not offered by the connected MCP servers "
                  f"(they offer: {', '.join(sorted(extra))})")]
-    return [unknown_tool_message(name, provider)]
+    return [NodeWarning(not_installed_message(name, provider))]
 
 
 @register
@@ -70,15 +77,15 @@ class ToolNode(Node):
     def tool_problems(self, services=None) -> list[str]:
         """Whether the tool resolves in a run with these Services (workflow/validate.py calls this)."""
         d = self.data
-        return _tool_problem(d.get("tool_name"), d.get("provider_name") or d.get("provider_id"),
+        return _tool_problem(d.get("tool_name"), d.get("provider_id") or d.get("provider_name"),
                              d.get("provider_type"), services)
 
     def run(self, ctx: RunContext) -> NodeResult:
         d = self.data
-        name = d.get("tool_name") or ""
-        tool = resolve_tool(name, ctx.services)
+        name, provider = d.get("tool_name") or "", d.get("provider_id") or d.get("provider_name")
+        tool = resolve_tool(name, ctx.services, provider)
         if tool is None:
-            raise WorkflowNodeError(unknown_tool_message(name, d.get("provider_name")))
+            raise WorkflowNodeError(not_installed_message(name, provider, d.get("provider_type")))
         arguments = {k: _value(ctx, v) for k, v in (d.get("tool_configurations") or {}).items()}
         arguments |= {k: _value(ctx, v) for k, v in (d.get("tool_parameters") or {}).items()}
         arguments = {k: v for k, v in arguments.items() if v is not None}
@@ -107,14 +114,25 @@ class AgentNode(Node):
 
     def check(self, app) -> list[str]:
         problems = []
-        strategy = str(self.data.get("agent_strategy_name") or "").lower()
-        if strategy not in STRATEGIES:
-            problems.append(f"agent strategy {self.data.get('agent_strategy_name')!r} is not supported "
-                            "(function_calling or ReAct)")
+        refusal = self._strategy_refusal()
+        if refusal:
+            problems.append(refusal)
         problems += prompting.model_shape_problems(prompting.node_model(self.data))
         if not self._param("query"):
             problems.append("agent has no query")
         return problems
+
+    def _strategy_refusal(self) -> str | None:
+        """Why this agent's strategy cannot run here (None when it can): strategies other than Dify's own
+        function_calling / ReAct come from marketplace plugins, named in the message."""
+        name = str(self.data.get("agent_strategy_name") or "")
+        if name.lower() in STRATEGIES:
+            return None
+        plugin = str(self.data.get("agent_strategy_provider_name") or "").strip()
+        if plugin:
+            return (f"agent strategy {name!r} comes from the Dify plugin {plugin!r}, which does not run here "
+                    "(built-in strategies: function_calling, ReAct)")
+        return f"agent strategy {name!r} is not supported (function_calling or ReAct)"
 
     def tool_problems(self, services=None) -> list[str]:
         """Whether every enabled tool resolves in a run with these Services (workflow/validate.py calls this)."""
@@ -126,7 +144,7 @@ class AgentNode(Node):
 
         strategy = STRATEGIES.get(str(self.data.get("agent_strategy_name") or "").lower())
         if strategy is None:
-            raise WorkflowNodeError(f"agent strategy {self.data.get('agent_strategy_name')!r} is not supported")
+            raise WorkflowNodeError(self._strategy_refusal())
         model_cfg = prompting.node_model(self.data) or {}
         query = str(_value(ctx, self._param("query")) or "")
         instruction = str(_value(ctx, self._param("instruction")) or "").strip()
@@ -158,10 +176,10 @@ class AgentNode(Node):
                                         "agent_log": log})
 
     def _tool(self, ctx: RunContext, entry: dict):
-        name = entry.get("tool_name") or ""
-        tool = resolve_tool(name, ctx.services)
+        name, provider = entry.get("tool_name") or "", entry.get("provider_name")
+        tool = resolve_tool(name, ctx.services, provider)
         if tool is None:
-            raise WorkflowNodeError(unknown_tool_message(name, entry.get("provider_name")))
+            raise WorkflowNodeError(not_installed_message(name, provider, entry.get("type")))
         fixed = {k: v.get("value") if isinstance(v, dict) else v for k, v in (entry.get("settings") or {}).items()}
         fixed |= {k: v.get("value") for k, v in (entry.get("parameters") or {}).items()
                   if isinstance(v, dict) and not v.get("auto") and v.get("value") is not None}

@@ -30,6 +30,11 @@ class NodeResult:
     metadata: dict = field(default_factory=dict)  # e.g. {"total_tokens": n}
 
 
+class NodeWarning(str):
+    """A check() message that does not stop a run (validate reports it as a warning): e.g. a marketplace
+    tool that is not installed fails only its own node, under that node's error strategy."""
+
+
 class Node:
     """One node of the graph. Subclasses set `type` (Dify's data.type) and implement `run`."""
 
@@ -73,12 +78,15 @@ class RunContext:
             self._on_event(event, data)
 
     def check_deadline(self) -> None:
-        """Raises WorkflowNodeError when the run's time limit passed."""
+        """Raises WorkflowNodeError when the run's time limit passed or the run was asked to stop."""
+        stop = getattr(self.services, "stop", None)
+        if stop is not None and stop.is_set():
+            raise WorkflowNodeError("the run was stopped")
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise WorkflowNodeError("workflow time limit exceeded")
 
 
-__all__ = ["NODE_TYPES", "Node", "NodeResult", "RunContext", "WorkflowError", "WorkflowNodeError", "register"]
+__all__ = ["NODE_TYPES", "Node", "NodeResult", "NodeWarning", "RunContext", "WorkflowError", "WorkflowNodeError", "register"]
 
 NODE_TYPES: dict[str, type[Node]] = {}
 

@@ -204,7 +204,9 @@ class HttpRequestNode(Node):
 # ------------------------------------------------------------------------------------------------- files
 
 
-def _local_path(value: Any) -> Path:
+def _local_path(value: Any, root: str | None = None) -> Path:
+    """The local file a file value names; with `root` (runs over HTTP: the uploads folder) only files under
+    it, so a request can never make the server read a path of its choosing."""
     if isinstance(value, dict):
         value = value.get("path") or value.get("local_path") or value.get("url") or value.get("remote_url")
     text = str(value or "")
@@ -212,6 +214,8 @@ def _local_path(value: Any) -> Path:
     if not text or urlparse(text).scheme in ("http", "https"):
         raise WorkflowNodeError(f"document extractor reads local files only, got {str(value)[:80]!r}")
     path = Path(text).expanduser()
+    if root is not None and not path.resolve().is_relative_to(Path(root).resolve()):
+        raise WorkflowNodeError("document extractor: only uploaded files can be read here (POST /v1/files/upload)")
     if not path.is_file():
         raise WorkflowNodeError(f"document extractor: file {text!r} not found")
     return path
@@ -231,7 +235,7 @@ class DocumentExtractorNode(Node):
         many = isinstance(value, list)
         texts = []
         for item in value if many else [value]:
-            path = _local_path(item)
+            path = _local_path(item, getattr(ctx.services, "upload_root", None))
             if path.suffix.lower() in _PLAIN:  # as written: headings and markup are part of the text
                 texts.append(path.read_text(encoding="utf-8", errors="replace"))
                 continue

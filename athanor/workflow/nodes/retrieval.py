@@ -1,4 +1,7 @@
-"""knowledge-retrieval: Dify's node over athanor's knowledge bases (rag/kb.py); dataset ids are kb names.
+"""knowledge-retrieval: Dify's node over athanor's knowledge bases (rag/kb.py); dataset ids are kb names,
+or are bound to kb names (Services.kb_bindings: a bindings file's `knowledge:` or `--bind-kb ID=NAME`).
+A dataset that is neither is a validation warning (exports carry Dify's dataset UUIDs) and fails the node at
+run time, under its error strategy.
 
 Outputs `result`, Dify's list of {content, title, metadata{_source: "knowledge", dataset_id, dataset_name,
 document_id, document_name, score, position, ...}}, best first, which an llm node's context reads.
@@ -14,27 +17,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from athanor.workflow.nodes.base import Node, NodeResult, RunContext, WorkflowNodeError, register
+from athanor.workflow.nodes.base import Node, NodeResult, NodeWarning, RunContext, WorkflowNodeError, register
 
 DEFAULT_TOP_K = 4
 
 
-def kb_problems(dataset_ids) -> list[str]:
-    """Datasets that are not knowledge bases under $ATHANOR_HOME (a static check: no base is opened)."""
+def kb_problems(dataset_ids, services=None) -> list[str]:
+    """Datasets that are not knowledge bases under $ATHANOR_HOME, after bindings (a static check: no base
+    is opened). Each is a NodeWarning: the app runs, this node fails."""
     from athanor.rag.kb import KnowledgeBase
 
     if not isinstance(dataset_ids, list) or not dataset_ids:
         return ["knowledge-retrieval has no dataset_ids"]
     problems = []
-    for name in dataset_ids:
+    for dataset in dataset_ids:
+        name = kb_name(str(dataset), services)
+        bound = f" (bound to {name!r})" if name != str(dataset) else ""
         try:
-            missing = not (KnowledgeBase._path(str(name)) / "kb.sqlite").exists()
+            missing = not (KnowledgeBase._path(name) / "kb.sqlite").exists()
         except ValueError as e:
-            problems.append(f"dataset {name!r}: {e}")
+            problems.append(NodeWarning(f"dataset {dataset!r}{bound}: {e}"))
             continue
         if missing:
-            problems.append(f"dataset {name!r} is not a knowledge base here (create it with `athanor kb create {name}`)")
+            problems.append(NodeWarning(
+                f"dataset {dataset!r}{bound} is not a knowledge base here (create it with `athanor kb create NAME`"
+                " and bind it: --bind-kb DATASET_ID=NAME or a bindings file)"))
     return problems
+
+
+def kb_name(dataset_id: str, services=None) -> str:
+    """The local knowledge base a Dify dataset id reads (its binding, else the id itself)."""
+    return (getattr(services, "kb_bindings", None) or {}).get(dataset_id, dataset_id)
 
 
 @register
@@ -42,12 +55,16 @@ class KnowledgeRetrievalNode(Node):
     type = "knowledge-retrieval"
 
     def check(self, app) -> list[str]:
-        problems = kb_problems(self.data.get("dataset_ids"))
+        problems = [] if self.data.get("dataset_ids") else ["knowledge-retrieval has no dataset_ids"]
         if not self.data.get("query_variable_selector"):
             problems.append("no query variable selected (query_variable_selector)")
         if self.data.get("retrieval_mode", "multiple") not in ("single", "multiple"):
             problems.append(f"retrieval_mode {self.data.get('retrieval_mode')!r} is not single or multiple")
         return problems
+
+    def service_problems(self, services=None) -> list[str]:
+        """Datasets that resolve to no local knowledge base (workflow/validate.py calls this)."""
+        return kb_problems(self.data.get("dataset_ids"), services) if self.data.get("dataset_ids") else []
 
     def run(self, ctx: RunContext) -> NodeResult:
         data = self.data
