@@ -62,7 +62,8 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     app.add_api_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
-    app.add_middleware(RequestMiddleware, api_key=api_key, metrics=app.state.metrics)
+    app.add_middleware(RequestMiddleware, api_key=api_key, metrics=app.state.metrics,
+                       key_check=workflow_routes.service_api.accepts_app_key)  # Dify app keys open their app only
     return app
 
 

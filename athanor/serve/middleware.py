@@ -19,15 +19,18 @@ PUBLIC_PATHS = ("/health",)  # answered without a key: load balancers and probes
 
 
 class RequestMiddleware:
-    def __init__(self, app, api_key: str | None, metrics) -> None:
+    def __init__(self, app, api_key: str | None, metrics, key_check=None) -> None:
         self.app, self.api_key, self.metrics = app, api_key, metrics
+        self.key_check = key_check  # (path, method, token) -> True for other keys a route accepts (Dify app keys)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["method"] in ("POST", "PUT", "DELETE") and "json" not in headers.get("content-type", ""):
+        content_type = headers.get("content-type", "")
+        if scope["method"] in ("POST", "PUT", "DELETE") and "json" not in content_type \
+                and "multipart/form-data" not in content_type:  # uploads (Dify's /v1/files/upload) stay multipart
             scope = _as_json(scope)
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -40,7 +43,7 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            if not self._authorized(scope["path"], headers):
+            if not self._authorized(scope["path"], headers, scope["method"]):
                 response = error_response(scope["path"], "missing or invalid API key (Authorization: Bearer KEY)",
                                           401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send_with_id)
@@ -49,11 +52,15 @@ class RequestMiddleware:
         finally:
             self._record(scope, status["code"], request_id, time.perf_counter() - t0)
 
-    def _authorized(self, path: str, headers: dict) -> bool:
+    def _authorized(self, path: str, headers: dict, method: str = "GET") -> bool:
         if not self.api_key or path in PUBLIC_PATHS:
             return True
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        if scheme.lower() != "bearer":
+            return False
+        if hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            return True
+        return bool(self.key_check and self.key_check(path, method, token.strip()))
 
     def _record(self, scope, status: int, request_id: str, seconds: float) -> None:
         route = scope.get("route")

@@ -31,9 +31,10 @@ import time
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
 
 from athanor.errors import AthanorError
 from athanor.workflow import routes
@@ -255,14 +256,19 @@ class _Turn:
             return [{"event": "message", **head, "answer": e["data"]["text"]}]
         if kind == "message":
             return [{"event": "agent_message" if mode == "agent-chat" else "message", **head, "answer": e["answer"]}]
-        if kind == "agent_log":
-            self.position += 1
+        if kind == "agent_log":  # one agent step (agent/react.py AgentEvent kinds) -> Dify's agent_thought
             data = e.get("data") or {}
-            inner = data.get("data") or {}
+            label, inner = data.get("label"), data.get("data") or {}
+            if label in ("answer", "stopped"):
+                return []  # the answer goes out as agent_message
+            self.position += 1
+            text = inner.get("text") or ""
             return [{"event": "agent_thought", "id": str(uuid.uuid4()), "task_id": self.task_id,
-                     "message_id": self.message_id, "position": self.position, "thought": inner.get("text") or "",
-                     "observation": inner.get("text") if data.get("label") == "observation" else "",
-                     "tool": inner.get("tool") or "", "tool_input": json.dumps(inner.get("arguments") or {}),
+                     "message_id": self.message_id, "position": self.position,
+                     "thought": text if label == "thought" else "",
+                     "observation": text if label in ("tool_result", "error") else "",
+                     "tool": inner.get("tool") or "",
+                     "tool_input": json.dumps(inner.get("arguments") or {}) if label == "tool_call" else "",
                      "created_at": int(time.time()), "message_files": [], "conversation_id": self.conversation_id}]
         if kind == "message_end" or (kind == "workflow_finished" and mode == "completion"):
             data = e.get("data") or {}

@@ -57,8 +57,8 @@ def test_tool_unknown_is_a_validation_warning_and_a_node_error():
 
     data = tool_data("ddgo_search", {"query": {"type": "constant", "value": "x"}})
     problems = ToolNode("t", data).tool_problems(None)
-    assert problems == ["tool x/ddgo_search is not installed (bind it to a built-in or MCP tool: "
-                        "--bind-tool DIFY_TOOL=OUR_TOOL or a bindings file)"]
+    assert problems == [("tool x/ddgo_search is not installed (bind it to a built-in or MCP tool: "
+                         "--bind-tool DIFY_TOOL=OUR_TOOL or a bindings file)")]
     assert isinstance(problems[0], NodeWarning)  # a warning: the app validates, this node fails at run time
     with pytest.raises(WorkflowNodeError, match="tool x/ddgo_search is not installed"):
         Run().execute(ToolNode, data)
