@@ -35,7 +35,7 @@ def model_config_graph(doc: dict, source: str) -> dict:
     mode = doc["app"]["mode"]
     cfg = doc.get("model_config")
     if not isinstance(cfg, dict):
-        raise WorkflowError(f"{source}: a {mode} app needs a model_config section")
+        raise WorkflowError(f"{source}: {mode} apps need a model_config section")
     model = cfg.get("model")
     if not isinstance(model, dict) or not model.get("name"):
         raise WorkflowError(f"{source}: model_config.model needs a provider and a name")

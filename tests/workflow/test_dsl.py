@@ -59,7 +59,7 @@ def test_edits_to_nodes_are_written_back():
 @pytest.mark.parametrize("text, message", [
     ("kind: dataset\napp: {mode: workflow}\n", "only Dify app DSL files"),
     ("kind: app\napp: {mode: chat, name: x}\nmodel_config: {}\n", "model_config.model needs a provider and a name"),
-    ("kind: app\napp: {mode: agent-chat, name: x}\n", "a agent-chat app needs a model_config section"),
+    ("kind: app\napp: {mode: agent-chat, name: x}\n", "agent-chat apps need a model_config section"),
     ("kind: app\napp: {mode: rag-pipeline, name: x}\n", "app mode 'rag-pipeline' is not a Dify app mode"),
     ("kind: app\nworkflow: {graph: {nodes: [], edges: []}}\n", "no 'app' section"),
     ("kind: app\napp: {mode: workflow}\n", "no workflow.graph"),
