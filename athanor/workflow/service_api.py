@@ -380,9 +380,12 @@ async def chat_messages(request: Request):
     saved = RunStore().conversation(conversation_id) if conversation_id else None
     if conversation_id and (saved is None or saved.get("app_name") != app.name):
         raise DifyError("Conversation Not Exists.", 404, "not_found")
+    meta = ServiceStore().conversation_meta(conversation_id) if conversation_id else None
+    if meta is not None and meta["user_id"] != body.user:  # as in Dify, a conversation is its end user's
+        raise DifyError("Conversation Not Exists.", 404, "not_found")
     inputs = _file_inputs(app, body.inputs, name)
-    if saved is not None:  # Dify keeps a conversation's first inputs
-        inputs = {**((ServiceStore().conversation_meta(conversation_id) or {}).get("inputs") or {}), **inputs}
+    if meta is not None:  # Dify keeps a conversation's first inputs
+        inputs = {**(meta.get("inputs") or {}), **inputs}
     _check_inputs(app, inputs)
     count, history = (saved or {}).get("dialogue_count", 0) + 1, (saved or {}).get("history") or []
     turn = _Turn(name, app, body.user, body.query, conversation_id)

@@ -122,7 +122,8 @@ def test_http_chat_messages_remember_and_the_cli_continues(stub_model, monkeypat
     assert first["answer"] == "answer 1"
     conversation = first["conversation_id"]
     with client.stream("POST", "/v1/chat-messages", json={"query": "Where do I live?", "response_mode": "streaming",
-                                                          "app": "memory", "conversation_id": conversation}) as r:
+                                                          "app": "memory", "conversation_id": conversation,
+                                                          "user": "u1"}) as r:
         assert r.status_code == 200
         saved_at_finish = [len(RunStore().conversation(conversation)["history"])
                            for line in r.iter_lines() if '"workflow_finished"' in line]

@@ -102,6 +102,9 @@ def test_chat_app_blocking_and_streaming_with_conversations(server):
     assert [m["content"] for m in model.calls[-1]["messages"][1:]] == [
         "Who are you?", "Ahoy! I keep the light burning.", "And where?"]
 
+    stranger = chat.create_chat_message({}, "Whose talk is this?", "eve", conversation_id=conversation)
+    assert stranger.status_code == 404 and stranger.json()["code"] == "not_found"  # a conversation is its user's
+    assert chat.get_conversation_messages("eve", conversation).status_code == 404
     listed = chat.get_conversation_messages("ada", conversation).json()
     assert [(m["query"], m["answer"]) for m in listed["data"]] == [
         ("Who are you?", "Ahoy! I keep the light burning."), ("And where?", "Ahoy! I keep the light burning.")]

@@ -80,7 +80,7 @@ def test_chat_messages_keep_conversation_variables(client):
     assert body["event"] == "message" and body["answer"] == "Hi there! turn 1" and body["mode"] == "advanced-chat"
     conversation = body["conversation_id"]
     with client.stream("POST", "/v1/chat-messages", json={"query": "hello again", "inputs": {},
-                                                          "response_mode": "streaming",
+                                                          "response_mode": "streaming", "user": "u",
                                                           "conversation_id": conversation}) as r:
         events = _sse(r)
     answer = "".join(e["answer"] for e in events if e["event"] == "message")
