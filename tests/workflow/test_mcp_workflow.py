@@ -77,3 +77,32 @@ def test_an_mcp_server_that_cannot_start_is_one_error(tmp_path):
                                                "--mcp", str(tmp_path / "no-such-server")])
     assert isinstance(result.exception, MCPConnectionError)
     assert "cannot connect to MCP server" in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_a_marketplace_tool_bound_to_an_mcp_tool_runs_it(tmp_path):
+    """`--bind-tool PROVIDER/TOOL=MCP_TOOL`: a plugin tool node (as Dify exports it) runs a real MCP server's tool."""
+    pytest.importorskip("mcp")
+    from athanor.workflow.cli import workflow_app
+
+    plugin = node("up", "tool", provider_id="acme/text_tools/text_tools", provider_name="acme/text_tools/text_tools",
+                  provider_type="builtin", plugin_unique_identifier="acme/text_tools:0.0.1@0f0e", tool_name="uppercase",
+                  tool_configurations={}, tool_parameters={"text": {"type": "mixed", "value": "{{#start.x#}}"}})
+    doc = dify_app([start("x"), plugin, end(out=["up", "text"])], chain("start", "up", "end"))
+    path = tmp_path / "plugin_app.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    server = f"{sys.executable} {SERVER}"
+    warned = CliRunner().invoke(workflow_app, ["validate", str(path)])
+    assert warned.exit_code == 0 and "warning: up: tool acme/text_tools/text_tools/uppercase is not installed" \
+        in warned.stdout
+    checked = CliRunner().invoke(workflow_app, ["validate", str(path), "--mcp", server,
+                                                "--bind-tool", "text_tools/uppercase=shout"])
+    assert checked.exit_code == 0 and "warning" not in checked.stdout, checked.output
+    wrong = CliRunner().invoke(workflow_app, ["validate", str(path), "--mcp", server,
+                                              "--bind-tool", "text_tools/uppercase=whisper"])
+    assert wrong.exit_code == 1 and "bound to 'whisper'" in wrong.stdout
+    result = CliRunner().invoke(workflow_app, ["run", str(path), "-i", "x=quiet please", "--mcp", server,
+                                               "--bind-tool", "text_tools/uppercase=shout"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"out": "QUIET PLEASE"}
+    missing = CliRunner().invoke(workflow_app, ["run", str(path), "-i", "x=hi"])
+    assert missing.exit_code == 1 and "tool acme/text_tools/text_tools/uppercase is not installed" in missing.stderr
