@@ -17,18 +17,16 @@ addition). Streams use Dify's event shapes: full workflow events for workflow / 
 `message` + `message_end` for chat and completion apps; `agent_thought` + `agent_message` + `message_end`
 for agent-chat apps. Files are uploads only: a request names an upload id (or a remote URL, which nothing
 here fetches), never a server path, and document extraction reads only the uploads folder.
-Errors use Dify's shape `{"code", "message", "status"}`. Not for: graph semantics (engine.py), storage
-(service_store.py, runs.py).
+Errors use Dify's shape `{"code", "message", "status"}`. Not for: graph semantics (engine.py), a run and its
+event translation (service_turn.py), file references (service_files.py), the read-only routes
+(service_info.py), storage (service_store.py, runs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import queue
-import threading
 import time
-import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -39,12 +37,12 @@ from starlette.datastructures import UploadFile
 from athanor.errors import AthanorError
 from athanor.workflow import routes
 from athanor.workflow.routes import DifyError, _error
+from athanor.workflow.service_files import file_inputs, resolve_files
+from athanor.workflow.service_turn import TASKS, Turn
 
 router = APIRouter(tags=["dify"])
 CHAT_MODES = ("chat", "agent-chat", "advanced-chat")
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024
-_TASKS: dict[str, tuple[str, threading.Event]] = {}  # task id -> (app name, the run's stop flag)
-_END = object()
 
 
 class _Base(BaseModel):
@@ -151,50 +149,7 @@ async def _json(request: Request) -> Any:
         raise DifyError("the request body is not JSON", 400, "invalid_param") from None
 
 
-# --------------------------------------------------------------------------------------------- files
-
-
-def resolve_files(files: list | None, app_name: str) -> list[dict]:
-    """Request `files` entries -> file values for the run: uploads by id (this app's), remote URLs as URLs.
-    Anything else (a path, an unknown id) is a 400, so no request can point the server at its own files."""
-    from athanor.workflow.service_store import ServiceStore
-
-    out = []
-    for item in files or []:
-        if not isinstance(item, dict):
-            raise DifyError("each file must be an object with transfer_method", 400, "invalid_param")
-        method = item.get("transfer_method")
-        kind = item.get("type") or "document"
-        if method == "local_file":
-            row = ServiceStore().upload(str(item.get("upload_file_id") or ""))
-            if row is None or row["app_name"] != app_name:
-                raise DifyError(f"upload {item.get('upload_file_id')!r} not found", 404, "file_not_found")
-            out.append({"dify_model_identity": "__dify__file__", "id": row["id"], "type": kind,
-                        "transfer_method": "local_file", "related_id": row["id"], "filename": row["name"],
-                        "extension": f".{row['extension']}" if row["extension"] else "", "mime_type": row["mime_type"],
-                        "size": row["size"], "path": row["path"]})
-        elif method == "remote_url" and str(item.get("url") or "").startswith(("http://", "https://")):
-            out.append({"dify_model_identity": "__dify__file__", "type": kind, "transfer_method": "remote_url",
-                        "remote_url": item["url"], "url": item["url"], "filename": str(item["url"]).rsplit("/", 1)[-1]})
-        else:
-            raise DifyError("files take transfer_method local_file (with upload_file_id) or remote_url (with url)",
-                            400, "invalid_param")
-    return out
-
-
-def _file_inputs(app, inputs: dict, app_name: str) -> dict:
-    """Start variables of type file / file-list take upload references, resolved like `files`."""
-    from athanor.workflow.engine import WorkflowEngine
-
-    graph = WorkflowEngine(app, routes._services()).graph(None)
-    out = dict(inputs)
-    for var in graph.nodes[graph.roots[0]].data.get("variables") or []:
-        name, kind = var.get("variable"), var.get("type")
-        if kind in ("file", "file-list") and out.get(name) not in (None, "", []):
-            value = out[name]
-            resolved = resolve_files(value if isinstance(value, list) else [value], app_name)
-            out[name] = resolved if kind == "file-list" else resolved[0]
-    return out
+# --------------------------------------------------------------------------------------------- files and runs
 
 
 @router.post("/v1/files/upload", status_code=201)
@@ -220,128 +175,6 @@ async def upload_file(request: Request):
     return JSONResponse({"id": row["id"], "name": row["name"], "size": row["size"], "extension": row["extension"],
                          "mime_type": row["mime_type"], "created_by": row["user_id"],
                          "created_at": int(row["created_at"])}, status_code=201)
-
-
-# --------------------------------------------------------------------------------------------- running
-
-
-class _Turn:
-    """One request's run: ids, services, the engine thread, events translated for the app's mode."""
-
-    def __init__(self, name: str, app, user: str, query: str = "", conversation_id: str | None = None):
-        self.name, self.app, self.user, self.query = name, app, user, query
-        self.task_id, self.message_id = str(uuid.uuid4()), str(uuid.uuid4())
-        self.services = routes._services()
-        from athanor.workflow.service_store import uploads_dir
-
-        self.services.upload_root = str(uploads_dir())
-        self.conversation_id = conversation_id
-        self.created_at = int(time.time())
-        self.position = 0
-
-    def translate(self, event: dict) -> list[dict]:
-        """An engine event -> what this app mode's clients get (Dify's shapes)."""
-        e, kind, mode = dict(event), event.get("event"), self.app.mode
-        e["task_id"] = self.task_id
-        if mode in ("workflow", "advanced-chat"):
-            if "message_id" in e:
-                self.message_id = e["message_id"] or self.message_id
-            return [e]
-        head = {"task_id": self.task_id, "id": self.message_id, "message_id": self.message_id,
-                "created_at": self.created_at}
-        if mode != "completion":
-            self.conversation_id = e.get("conversation_id") or self.conversation_id
-            head["conversation_id"] = self.conversation_id
-        if kind == "text_chunk":  # completion apps run as workflows: the end node's text is the answer
-            return [{"event": "message", **head, "answer": e["data"]["text"]}]
-        if kind == "message":
-            return [{"event": "agent_message" if mode == "agent-chat" else "message", **head, "answer": e["answer"]}]
-        if kind == "agent_log":  # one agent step (agent/react.py AgentEvent kinds) -> Dify's agent_thought
-            data = e.get("data") or {}
-            label, inner = data.get("label"), data.get("data") or {}
-            if label in ("answer", "stopped"):
-                return []  # the answer goes out as agent_message
-            self.position += 1
-            text = inner.get("text") or ""
-            return [{"event": "agent_thought", "id": str(uuid.uuid4()), "task_id": self.task_id,
-                     "message_id": self.message_id, "position": self.position,
-                     "thought": text if label == "thought" else "",
-                     "observation": text if label in ("tool_result", "error") else "",
-                     "tool": inner.get("tool") or "",
-                     "tool_input": json.dumps(inner.get("arguments") or {}) if label == "tool_call" else "",
-                     "created_at": int(time.time()), "message_files": [], "conversation_id": self.conversation_id}]
-        if kind == "message_end" or (kind == "workflow_finished" and mode == "completion"):
-            data = e.get("data") or {}
-            if kind == "workflow_finished" and data.get("status") == "failed":
-                return [self.error_event(data.get("error") or "the run failed")]
-            usage = (e.get("metadata") or {}).get("usage") or {"prompt_tokens": 0, "completion_tokens": 0,
-                                                               "total_tokens": data.get("total_tokens") or 0}
-            return [{"event": "message_end", **head, "metadata": {"usage": usage, "retriever_resources": []}}]
-        if kind == "workflow_finished" and (e.get("data") or {}).get("status") == "failed":
-            return [self.error_event(e["data"].get("error") or "the run failed")]
-        return []
-
-    def error_event(self, message: str) -> dict:
-        out = {"event": "error", "task_id": self.task_id, "message_id": self.message_id, "status": 400,
-               "code": "completion_request_error", "message": message}
-        if self.app.mode != "completion":
-            out["conversation_id"] = self.conversation_id
-        return out
-
-    def start(self, run_kwargs: dict, stream: bool, on_done=None):
-        """Blocking: the RunResult. Streaming: an iterator of SSE lines (the run goes on in a thread)."""
-        from athanor.workflow.engine import WorkflowEngine
-        from athanor.workflow.runs import RunStore
-
-        store, events, held = RunStore(), queue.Queue(), []
-        _TASKS[self.task_id] = (self.name, self.services.stop)
-
-        def to_client(event: dict) -> None:
-            last = event.get("event") in ("workflow_finished", "message_end")
-            for out in self.translate(event):
-                # the last events wait until the turn is saved: a client that sees them may send the next turn
-                if last:
-                    held.append(out)
-                else:
-                    events.put(out)
-
-        observers = [store.observer(self.app, self.user)] + ([to_client] if stream else [])
-        engine = WorkflowEngine(self.app, self.services, observers)
-
-        def finish():
-            try:
-                result = engine.run(**run_kwargs, user=self.user)
-            finally:
-                self.services.close()
-                _TASKS.pop(self.task_id, None)
-            if on_done:
-                on_done(store, result)
-            return result
-
-        if not stream:
-            return finish()
-
-        def work():
-            try:
-                finish()
-            except AthanorError as e:
-                events.put({"event": "error", "task_id": self.task_id, "status": 400, "code": "invalid_param",
-                            "message": str(e)})
-            finally:
-                for event in held:
-                    events.put(event)
-                events.put(_END)
-
-        threading.Thread(target=work, daemon=True, name="dify-run").start()
-
-        def lines():
-            try:
-                while (event := events.get()) is not _END:
-                    yield f"data: {json.dumps(event, ensure_ascii=False, default=str)}\n\n"
-            finally:
-                self.services.stop.set()  # the client went away (or the run is over): stop what is left
-
-        return lines()
 
 
 def _check_inputs(app, inputs: dict) -> None:
@@ -383,12 +216,12 @@ async def chat_messages(request: Request):
     meta = ServiceStore().conversation_meta(conversation_id) if conversation_id else None
     if meta is not None and meta["user_id"] != body.user:  # as in Dify, a conversation is its end user's
         raise DifyError("Conversation Not Exists.", 404, "not_found")
-    inputs = _file_inputs(app, body.inputs, name)
+    inputs = file_inputs(app, body.inputs, name)
     if meta is not None:  # Dify keeps a conversation's first inputs
         inputs = {**(meta.get("inputs") or {}), **inputs}
     _check_inputs(app, inputs)
     count, history = (saved or {}).get("dialogue_count", 0) + 1, (saved or {}).get("history") or []
-    turn = _Turn(name, app, body.user, body.query, conversation_id)
+    turn = Turn(name, app, body.user, body.query, conversation_id)
     kwargs = {"inputs": inputs, "query": body.query, "files": resolve_files(body.files, name),
               "conversation_id": conversation_id, "dialogue_count": count,
               "conversation": (saved or {}).get("variables"), "history": history}
@@ -425,9 +258,9 @@ async def completion_messages(request: Request):
 
     body = _body(_Base, await _json(request))
     name, app = _resolve(request, body.app, ("completion",), ("app_unavailable", "/v1/completion-messages"))
-    inputs = _file_inputs(app, body.inputs, name)
+    inputs = file_inputs(app, body.inputs, name)
     _check_inputs(app, inputs)
-    turn = _Turn(name, app, body.user)
+    turn = Turn(name, app, body.user)
     kwargs = {"inputs": inputs, "files": resolve_files(body.files, name)}
 
     def remember(store, result):
@@ -451,9 +284,9 @@ async def completion_messages(request: Request):
 async def run_workflow(request: Request):
     body = _body(_Base, await _json(request))
     name, app = _resolve(request, body.app, ("workflow",), ("not_workflow_app", "/v1/workflows/run"))
-    inputs = _file_inputs(app, body.inputs, name)
+    inputs = file_inputs(app, body.inputs, name)
     _check_inputs(app, inputs)
-    turn = _Turn(name, app, body.user)
+    turn = Turn(name, app, body.user)
     kwargs = {"inputs": inputs, "files": resolve_files(body.files, name)}
     if body.response_mode == "streaming":
         return StreamingResponse(turn.start(kwargs, True), media_type="text/event-stream")
@@ -469,7 +302,7 @@ async def _stop(request: Request, task_id: str, modes: tuple[str, ...], route: s
     data = await _json(request)
     body_app = data.get("app") if isinstance(data, dict) else None
     name, _ = _resolve(request, body_app, modes, ("app_unavailable", route))
-    owner, flag = _TASKS.get(task_id, (None, None))
+    owner, flag = TASKS.get(task_id, (None, None))
     if flag is not None and owner == name:
         flag.set()
     return {"result": "success"}  # as Dify: success whether or not the task was still running
