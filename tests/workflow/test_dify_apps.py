@@ -3,9 +3,9 @@ version header, marketplace `dependencies`, `custom-note` nodes, plugin tool nod
 provider_type, agent nodes with agent_strategy_provider_name, chat / agent-chat / completion `model_config`s).
 
 Each file is validated and run; the counts are asserted exactly so a regression (or a fix) shows:
-validate: 9 of 10 pass (the marketplace TOD agent strategy is refused, naming its plugin); run without
-bindings: 6 of 10 (knowledge bases and web-search tools that are not here fail their node); with a bindings
-file (dataset ids -> local knowledge bases, search tools -> the built-in webscraper): 9 of 10.
+validate: 10 of 11 pass (the marketplace TOD agent strategy is refused, naming its plugin); run without
+bindings: 7 of 11 (knowledge bases and web-search tools that are not here fail their node); with a bindings
+file (dataset ids -> local knowledge bases, search tools -> the built-in webscraper): 10 of 11.
 The model is scripted (tests/agent/scripted.py): what is checked is the graph, the prompts and the tools.
 """
 
@@ -92,7 +92,7 @@ def _bound() -> dict:
 
 def test_every_file_is_a_dify_export_and_the_counts_hold():
     files = sorted(FIXTURES.glob("*.yml"))
-    assert len(files) == 10
+    assert len(files) == 11
     modes, valid, warned = {}, [], {}
     for f in files:
         app = load_app(f)
@@ -103,9 +103,9 @@ def test_every_file_is_a_dify_export_and_the_counts_hold():
             valid.append(f.stem)
         warned[f.stem] = len(warnings)
         assert dump_app(app) == dump_app(load_app(dump_app(app)))  # round-trips; the graph of easy apps is not written
-    assert modes == {"chat": 2, "agent-chat": 2, "completion": 1, "workflow": 2, "advanced-chat": 3}
-    assert len(valid) == 9 and "chatflow_tod_agent" not in valid
-    assert warned == {"agent_chat_time_math": 0, "agent_chat_web_research": 2, "chat_handbook_kb": 1,
+    assert modes == {"chat": 3, "agent-chat": 2, "completion": 1, "workflow": 2, "advanced-chat": 3}
+    assert len(valid) == 10 and "chatflow_tod_agent" not in valid
+    assert warned == {"agent_chat_time_math": 0, "chat_advanced_prompt": 0, "agent_chat_web_research": 2, "chat_handbook_kb": 1,
                       "chat_persona": 0, "chatflow_policy_kb": 1, "chatflow_tod_agent": 0,
                       "chatflow_translate_failbranch": 1, "completion_translate": 0, "workflow_page_facts": 0,
                       "workflow_search_digest": 3}
@@ -164,6 +164,23 @@ def test_chat_and_completion_apps_run_their_prompts():
     assert model.calls[0]["options"]["temperature"] == 0.7
     done = _run("completion_translate", model, {"query": "Good morning", "target_language": "Spanish"})
     assert done.status == "succeeded" and done.outputs == {"answer": "Buenos días"}
+
+
+def test_advanced_chat_prompt_keeps_its_messages_and_memory():
+    model = ScriptedChatModel(["Try restarting it.", "Glad it works."])
+    app = load_app(FIXTURES / "chat_advanced_prompt.yml")
+    services = _services(model)
+    first = run_workflow(app, {"product": "Lumen lamps", "tier": "pro"}, services, query="It flickers.")
+    assert first.status == "succeeded" and first.answer == "Try restarting it."
+    assert model.calls[0]["messages"] == [
+        {"role": "system", "content": "You support customers of Lumen lamps. Be brief and polite."},
+        {"role": "user", "content": "Customer tier: pro"}, {"role": "user", "content": "It flickers."}]
+    assert model.calls[0]["options"] == {"max_tokens": 256, "temperature": 0.2}
+    history = [{"role": "user", "content": "It flickers."}, {"role": "assistant", "content": "Try restarting it."}]
+    run_workflow(app, {"product": "Lumen lamps"}, services, query="That worked!", history=history)
+    assert [m["content"] for m in model.calls[1]["messages"][2:]] == ["It flickers.", "Try restarting it.",
+                                                                       "That worked!"]
+    assert model.calls[1]["messages"][1]["content"] == "Customer tier: free"  # the select's default
 
 
 def test_agent_chat_calls_difys_math_tool_under_its_name():
@@ -230,12 +247,12 @@ def test_run_counts_with_and_without_bindings(bases, site):
         for f in sorted(FIXTURES.glob("*.yml")):
             app = load_app(f)
             inputs = {"topic": "x", "url": f"{site}/status.json", "query": "hi", "target_language": "French",
-                      "language": "English"}
+                      "language": "English", "product": "lamps"}
             model = ScriptedChatModel(["AI: fine"], repeat_last=True)
             result = run_workflow(app, inputs, _services(model, **bound), query="hello")
             if result.status in ("succeeded", "partial-succeeded"):
                 ok.append(f.stem)
         return ok
 
-    assert len(runs()) == 6
-    assert len(runs(**_bound())) == 9
+    assert len(runs()) == 7
+    assert len(runs(**_bound())) == 10
