@@ -229,6 +229,13 @@ def test_workflow_run_upload_and_stop(server, tmp_path):
     assert rest[-1]["event"] == "error" and "stopped" in rest[-1]["message"]
     said = "".join(e.get("answer", "") for e in [first, *rest])
     assert 0 < len(said) < len("word " * 400)
+    for route, key in (("workflows/tasks", "workflow_page_facts"), ("completion-messages", "completion_translate")):
+        suffix = "/stop"
+        done = requests.post(f"{url}/v1/{route}/no-such-task{suffix}", json={"user": "ada"}, timeout=10,
+                             headers={"Authorization": f"Bearer {keys[key]}"})
+        assert done.json() == {"result": "success"}  # as Dify: stopping a finished or unknown task is a no-op
+    wrong = requests.post(f"{url}/v1/workflows/tasks/x/stop", json={"user": "ada"}, headers=chat_headers, timeout=10)
+    assert wrong.status_code == 400 and wrong.json()["code"] == "app_unavailable"
 
 
 def test_app_keys_pass_the_server_key_only_on_their_own_routes(tmp_path, monkeypatch):
