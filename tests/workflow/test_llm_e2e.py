@@ -96,10 +96,13 @@ def test_retrieval_workflow_answers_from_the_knowledge_base():
     assert "sent back within 30 days" in model.calls[0]["messages"][0]["content"]
 
 
-def test_retrieval_workflow_without_its_kb_fails_validation():
+def test_retrieval_workflow_without_its_kb_is_warned_and_fails_at_run_time():
     app = load_app(FIXTURES / "rag_w2.yml")
-    problems = validate_app(app, Services(default_model="smollm2"))
-    assert [(p.node_id, "w2-faq" in p.message) for p in problems] == [("kr", True)]
+    warnings: list = []
+    assert validate_app(app, Services(default_model="smollm2"), warnings=warnings) == []  # only its node fails
+    assert [(p.node_id, p.severity, "w2-faq" in p.message) for p in warnings] == [("kr", "warning", True)]
+    result, _ = run("rag_w2.yml", ScriptedChatModel(["unused"]), {"q": "returns?"})
+    assert result.status == "failed" and "w2-faq" in result.error
 
 
 def test_agent_chat_app():
