@@ -157,7 +157,10 @@ async def upload_file(request: Request):
     try:
         name, _ = _resolve(request, request.headers.get("x-athanor-app"), ("workflow", "completion", *CHAT_MODES),
                            ("app_unavailable", "/v1/files/upload"))
-        form = await request.form()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 65536:  # refuse before spooling it to disk
+            raise DifyError(f"file is larger than {MAX_UPLOAD_BYTES // 2**20} MB", 413, "file_too_large")
+        form = await request.form(max_files=2, max_fields=8)
         file = form.get("file")
         if not isinstance(file, UploadFile) or not file.filename:
             raise DifyError("no file uploaded (multipart field 'file')", 400, "no_file_uploaded")

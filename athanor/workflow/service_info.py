@@ -7,11 +7,14 @@
     GET    /v1/conversations?user&last_id&limit  a user's conversations with this app, newest first
     POST   /v1/conversations/{id}/name          {name | auto_generate, user}
     DELETE /v1/conversations/{id}               {user}
+    GET    /v1/conversations/{id}/variables?user   the conversation variables (advanced-chat apps)
 
 Registered on service_api.router (imported at its end). Not for: running apps (service_api.py).
 """
 
 from __future__ import annotations
+
+import json
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -188,3 +191,21 @@ async def delete_conversation(request: Request, conversation_id: str):
     _own_conversation(store, conversation_id, name, body.get("user"))
     store.delete_conversation(conversation_id)
     return Response(status_code=204)
+
+
+@router.get("/v1/conversations/{conversation_id}/variables")
+@_guard
+async def conversation_variables(request: Request, conversation_id: str):
+    from athanor.workflow.runs import RunStore
+    from athanor.workflow.service_store import ServiceStore
+
+    q = request.query_params
+    name, app = _resolve(request, q.get("app"), CHAT_MODES, ("not_chat_app", "/v1/conversations"))
+    meta = _own_conversation(ServiceStore(), conversation_id, name, q.get("user"))
+    values = (RunStore().conversation(conversation_id) or {}).get("variables") or {}
+    declared = {v.get("name"): v for v in app.conversation_variables if isinstance(v, dict)}
+    data = [{"id": declared.get(k, {}).get("id") or k, "name": k, "value_type": declared.get(k, {}).get("value_type")
+             or type(v).__name__, "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False),
+             "description": declared.get(k, {}).get("description") or "", "created_at": int(meta["created_at"]),
+             "updated_at": int(meta["updated_at"])} for k, v in values.items()]
+    return {"limit": 100, "has_more": False, "data": data}

@@ -48,7 +48,7 @@ def _extract_app(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    """(base URL, {app name: key}, the scripted model) for a server with five apps installed."""
+    """(base URL, {app name: key}, the scripted model) for a server with six apps installed."""
     from athanor.serve.app import create_app
     from athanor.serve.background import serve_in_thread
     from athanor.workflow.routes import MODEL_CACHE
@@ -59,6 +59,7 @@ def server(tmp_path, monkeypatch):
     keys = {name: _import(FIXTURES / f"{name}.yml", name)
             for name in ("chat_persona", "completion_translate", "agent_chat_time_math", "workflow_page_facts")}
     keys["extract"] = _import(_extract_app(tmp_path), "extract")
+    keys["hello"] = _import(Path(__file__).parent / "fixtures" / "w1" / "hello_branch_chat_w1.yml", "hello")
     try:
         with serve_in_thread(create_app()) as (url, _):
             yield url, keys, model
@@ -258,3 +259,27 @@ def test_app_keys_pass_the_server_key_only_on_their_own_routes(tmp_path, monkeyp
                                 timeout=10).status_code == 200
     finally:
         MODEL_CACHE.pop(SPEC, None)
+
+
+def test_advanced_chat_by_key_with_conversation_variables_and_a_too_large_upload(server):
+    from dify_client import ChatClient
+
+    url, keys, _ = server
+    chat = _client(ChatClient, url, keys["hello"])
+    first = chat.create_chat_message({}, "hello there", "ada").json()
+    assert first["mode"] == "advanced-chat" and first["answer"] == "Hi there! turn 1"
+    events = _events(chat.create_chat_message({}, "hello again", "ada", response_mode="streaming",
+                                              conversation_id=first["conversation_id"]))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "workflow_started" and kinds[-2:] == ["message_end", "workflow_finished"]  # full events
+    assert len({e["task_id"] for e in events}) == 1
+    headers = {"Authorization": f"Bearer {keys['hello']}"}
+    got = requests.get(f"{url}/v1/conversations/{first['conversation_id']}/variables", params={"user": "ada"},
+                       headers=headers, timeout=10).json()
+    assert [(v["name"], json.loads(v["value"])) for v in got["data"]] == [("turns", ["hello there", "hello again"])]
+    big = requests.post(f"{url}/v1/files/upload", headers=headers, timeout=30, data={"user": "ada"},
+                        files={"file": ("big.bin", b"0" * (15 * 2**20 + 70000), "application/octet-stream")})
+    assert big.status_code == 413 and big.json()["code"] == "file_too_large"
+    none = requests.post(f"{url}/v1/files/upload", headers=headers, timeout=30, data={"user": "ada"},
+                         files={"other": ("a.txt", b"x", "text/plain")})
+    assert none.status_code == 400 and none.json()["code"] == "no_file_uploaded"
