@@ -85,7 +85,7 @@ class WorkflowEngine:
         inputs = coerce_start_inputs(start.data, dict(inputs or {}))  # bad input: WorkflowError before the run
         chat = self.app.runs_as == "advanced-chat"
         if chat and not str(query).strip():
-            raise WorkflowError("an advanced-chat app needs a query")
+            raise WorkflowError(f"{self.app.mode} apps need a query (sys.query: -q on the command line)")
         ids = ev.RunIds(run_id or str(uuid.uuid4()), str(uuid.uuid4()), self.app.name or "workflow",
                         self.app.runs_as,
                         conversation_id=(conversation_id or str(uuid.uuid4())) if chat else None,
