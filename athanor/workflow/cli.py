@@ -28,6 +28,8 @@ AllowHostOpt = typer.Option(None, "--allow-host", help="extra host the http-requ
 ConversationOpt = typer.Option(None, "--conversation-id", help="advanced-chat: continue (or start) this conversation")
 McpOpt = typer.Option(None, "--mcp", help="MCP server (command line or http(s) URL) whose tools the app may call "
                                           "(repeatable)")
+UnsafeCodeOpt = typer.Option(False, "--unsafe-code", help="run code nodes WITHOUT the OS sandbox when it is "
+                             "unavailable (the code can then read and change all you can); warns each run")
 OutOpt = typer.Option(..., "--out", "-o", help="where to write the YAML")
 
 
@@ -93,6 +95,7 @@ def run(
     allow_host: list[str] | None = AllowHostOpt,
     conversation_id: str | None = ConversationOpt,
     mcp: list[str] | None = McpOpt,
+    unsafe_code: bool = UnsafeCodeOpt,
 ) -> None:
     """Run a workflow (or one advanced-chat turn); the run is saved for `workflow runs` / `workflow show`."""
     from athanor.workflow.dsl import load_app
@@ -102,6 +105,7 @@ def run(
     app = load_app(file)
     services = _services(model, model_map)
     services.http_allow_hosts |= set(allow_host or [])
+    services.unsafe_code = unsafe_code
     store = RunStore()
     observers = [store.observer(app)]
     if events:

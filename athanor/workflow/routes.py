@@ -4,6 +4,7 @@
     GET  /v1/workflows/run/{id}   a persisted run
     POST /v1/chat-messages        advanced-chat apps: {query, inputs, response_mode, user, conversation_id, app?}
     GET  /v1/workflows/apps       the installed apps (our addition)
+    POST /v1/files/upload         multipart `file` (+ `user`): Dify's upload record; runs name it by upload_file_id
 
 Apps are Dify DSL files in `$ATHANOR_HOME/workflows/apps/NAME.yml`. Dify picks the app by API key; here the
 request names it (`app` field or `X-Athanor-App` header), or the only installed app of the right mode is used.
@@ -89,8 +90,11 @@ def _services():
     from athanor.workflow.services import Services
 
     model_map = _home() / "model_map.yml"
-    return Services.from_options(os.environ.get("ATHANOR_WORKFLOW_MODEL") or None,
-                                 str(model_map) if model_map.is_file() else None, MODEL_CACHE)
+    services = Services.from_options(os.environ.get("ATHANOR_WORKFLOW_MODEL") or None,
+                                     str(model_map) if model_map.is_file() else None, MODEL_CACHE)
+    services.allow_local_files = False  # a request never names a file on this machine: uploads and URLs only
+    services.unsafe_code = os.environ.get("ATHANOR_UNSAFE_CODE", "") == "1"  # `athanor serve --unsafe-code`
+    return services
 
 
 def _start(app, run_kwargs: dict, user: str, stream: bool, on_done=None):
@@ -216,6 +220,22 @@ def chat_messages(body: ChatMessageRequest, x_athanor_app: str | None = Header(N
     return {"event": "message", "task_id": r.run_id, "id": r.message_id, "message_id": r.message_id,
             "conversation_id": r.conversation_id, "mode": "advanced-chat", "answer": r.answer,
             "metadata": {"usage": {"total_tokens": r.total_tokens}}, "created_at": int(time.time())}
+
+
+@router.post("/v1/files/upload", status_code=201)
+async def upload_file(request: Request):
+    """Dify's file upload: the only way a run over HTTP gets a file (workflow/files.py)."""
+    from athanor.workflow.files import MAX_FILE_BYTES, save_upload
+
+    form = await request.form(max_files=1, max_fields=8)
+    file = form.get("file")
+    if file is None or isinstance(file, str):
+        return _error(DifyError("send the file as multipart/form-data field 'file'", 400, "no_file_uploaded"))
+    data = await file.read(MAX_FILE_BYTES + 1)
+    try:
+        return save_upload(file.filename or "upload", data, str(form.get("user") or "user"))
+    except ValueError as e:
+        return _error(DifyError(str(e), 413, "file_too_large"))
 
 
 @router.get("/v1/workflows/apps")
