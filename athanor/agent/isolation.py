@@ -162,11 +162,15 @@ def jail_env() -> dict[str, str]:
             "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1"}
 
 
-@functools.lru_cache(maxsize=1)
+_JAIL_WORKS: list[bool] = []  # set once a trial run succeeded; failures are checked again next time
+
+
 def jail_problem() -> str | None:
-    """None when a trial run inside the jail works; else one line saying what is missing (checked once)."""
+    """None when a trial run inside the jail works; else one line saying what is missing."""
     from athanor.agent.sandbox import run_jailed
 
+    if _JAIL_WORKS:
+        return None
     try:
         result = run_jailed("import os; print(os.getuid())", timeout_s=30)
     except JailUnavailable as e:
@@ -174,4 +178,5 @@ def jail_problem() -> str | None:
     if result.stdout.strip() != str(SANDBOX_UID):
         detail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         return f"bubblewrap could not start the sandbox here ({detail[:200]})"
+    _JAIL_WORKS.append(True)
     return None
