@@ -48,7 +48,7 @@ _AF_UNIX = 1
 class Limits:
     """What one run may use. Every field is enforced by the kernel, not by Python."""
 
-    cpu_seconds: int = 11  # RLIMIT_CPU: a busy loop is killed after this much CPU time (SIGXCPU, then SIGKILL)
+    cpu_seconds: int = 11  # RLIMIT_CPU: SIGXCPU after this much CPU time, SIGKILL one second later
     memory_mb: int = 512  # RLIMIT_AS: address space; allocations past it fail with MemoryError
     max_file_bytes: int = 16 * 2**20  # RLIMIT_FSIZE: largest file (stdout/stderr included); past it: SIGXFSZ
     max_processes: int = 16  # RLIMIT_NPROC inside the jail's user namespace: fork bombs get EAGAIN
@@ -136,7 +136,7 @@ def bwrap_command(limits: Limits, seccomp_fd: int, files: dict[str, int]) -> lis
     if not prlimit:
         raise JailUnavailable("prlimit (util-linux) is not installed, so resource limits cannot be set")
     exe, paths = _interpreter()
-    cmd = [prlimit, f"--cpu={limits.cpu_seconds}", f"--as={limits.memory_mb * 2**20}",
+    cmd = [prlimit, f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}", f"--as={limits.memory_mb * 2**20}",
            f"--fsize={limits.max_file_bytes}", "--core=0", bwrap,
            "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
            "--gid", str(SANDBOX_UID), "--hostname", "sandbox", "--die-with-parent", "--new-session",

@@ -138,7 +138,7 @@ def _start(root: Path, main, out, err, limits: Limits, jailed: bool) -> subproce
 
 def _prlimit(limits: Limits) -> list[str]:
     exe = shutil.which("prlimit")
-    return [exe, f"--cpu={limits.cpu_seconds}", f"--as={limits.memory_mb * 2**20}",
+    return [exe, f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}", f"--as={limits.memory_mb * 2**20}",
             f"--fsize={limits.max_file_bytes}", "--core=0"] if exe else []
 
 
@@ -163,8 +163,10 @@ def _why_stopped(returncode: int | None, limits: Limits, timed_out: bool, jailed
     sig = -returncode if returncode < 0 else returncode - 128 if jailed and returncode > 128 else 0
     if sig == signal.SIGXFSZ:
         return f"output or a file passed the {limits.max_file_bytes:,}-byte file-size limit"
-    if sig in (signal.SIGXCPU, signal.SIGKILL):
-        return f"CPU-time limit of {limits.cpu_seconds} s exceeded" if sig == signal.SIGXCPU else "killed (SIGKILL)"
+    if sig == signal.SIGXCPU:
+        return f"CPU-time limit of {limits.cpu_seconds} s exceeded"
+    if sig == signal.SIGKILL:
+        return f"killed (SIGKILL: the CPU-time hard limit of {limits.cpu_seconds + 1} s, or out of memory)"
     return f"signal {signal.Signals(sig).name}" if sig in signal.valid_signals() and sig else ""
 
 
