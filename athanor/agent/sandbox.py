@@ -52,6 +52,7 @@ class SandboxResult:
     returncode: int | None
     timed_out: bool = False
     stopped: str = ""  # why the kernel or the parent stopped the code, in words ("" when it ended by itself)
+    stdout_bytes: int = 0  # how much the code wrote to stdout (stdout holds at most max_output_bytes of it)
 
     def as_observation(self) -> str:
         parts = [self.stdout.rstrip()]
@@ -108,7 +109,8 @@ def _run(code: str, timeout_s: float, limits: Limits, max_output_bytes: int, *, 
         stopped = _why_stopped(proc.returncode, limits, timed_out, jailed)
         if not stopped and (root / "stdout").stat().st_size >= limits.max_file_bytes:
             stopped = f"output reached the {limits.max_file_bytes:,}-byte file-size limit"
-        return SandboxResult(stdout + out_note, stderr, proc.returncode, timed_out, stopped)
+        return SandboxResult(stdout + out_note, stderr, proc.returncode, timed_out, stopped,
+                             (root / "stdout").stat().st_size)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

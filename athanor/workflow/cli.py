@@ -24,7 +24,7 @@ ModelOpt = typer.Option(None, "--model", envvar="ATHANOR_WORKFLOW_MODEL",
                         help="default model spec for llm-type nodes, e.g. smollm2")
 ModelMapOpt = typer.Option(None, "--model-map", help="YAML/JSON file mapping Dify model names to model specs")
 InputOpt = typer.Option(None, "--input", "-i", help="start input KEY=VALUE (repeatable; KEY=@FILE reads a file)")
-AllowHostOpt = typer.Option(None, "--allow-host", help="extra host the http-request node may reach (repeatable)")
+AllowHostOpt = typer.Option(None, "--allow-host", help="extra host the http-request node may reach and file URLs may come from (repeatable)")
 ConversationOpt = typer.Option(None, "--conversation-id", help="advanced-chat: continue (or start) this conversation")
 McpOpt = typer.Option(None, "--mcp", help="MCP server (command line or http(s) URL) whose tools the app may call "
                                           "(repeatable)")
@@ -105,6 +105,7 @@ def run(
     app = load_app(file)
     services = _services(model, model_map)
     services.http_allow_hosts |= set(allow_host or [])
+    services.file_url_hosts |= set(allow_host or [])
     services.unsafe_code = unsafe_code
     store = RunStore()
     observers = [store.observer(app)]

@@ -4,7 +4,8 @@ A file value is Dify's file mapping — `{"transfer_method": "local_file", "uplo
 to `POST /v1/files/upload` first, or `{"transfer_method": "remote_url", "url": URL}` — or, when the run's
 `Services.allow_local_files` is on (the CLI: the operator's own machine), a path or `{"path": ...}`. Over HTTP
 that switch is off: a request never names a file on the server's disk, and the answer to one that tries does
-not say whether the path exists. Uploads live in `$ATHANOR_HOME/workflows/uploads/ID/` (data + meta.json).
+not say whether the path exists. URLs are fetched only from `Services.file_url_hosts` (empty by default;
+`--allow-host` on the CLI, `ATHANOR_WORKFLOW_FILE_HOSTS=a,b` for the server), without redirects. Uploads live in `$ATHANOR_HOME/workflows/uploads/ID/` (data + meta.json).
 
 Not for: turning files into text (rag/loaders.py) or the node that does it (nodes/external.py).
 """
@@ -94,9 +95,9 @@ def _fetched(url: str, services) -> Iterator[tuple[Path, str]]:
     import httpx
 
     host = urlparse(url).hostname
-    if host not in services.http_allow_hosts:
-        raise WorkflowNodeError(f"document extractor: host {host!r} is not allowed (allowed: "
-                                f"{', '.join(sorted(services.http_allow_hosts))})")
+    if host not in services.file_url_hosts:
+        allowed = ", ".join(sorted(services.file_url_hosts)) or "none; the operator lists them"
+        raise WorkflowNodeError(f"document extractor: files from host {host!r} are not allowed (allowed: {allowed})")
     name = os.path.basename(urlparse(url).path) or "download"
     with tempfile.TemporaryDirectory(prefix="athanor-file-") as tmp:
         path = Path(tmp) / "data"

@@ -93,6 +93,8 @@ def _services():
     services = Services.from_options(os.environ.get("ATHANOR_WORKFLOW_MODEL") or None,
                                      str(model_map) if model_map.is_file() else None, MODEL_CACHE)
     services.allow_local_files = False  # a request never names a file on this machine: uploads and URLs only
+    services.file_url_hosts = {h.strip() for h in os.environ.get("ATHANOR_WORKFLOW_FILE_HOSTS", "").split(",")
+                               if h.strip()}
     services.unsafe_code = os.environ.get("ATHANOR_UNSAFE_CODE", "") == "1"  # `athanor serve --unsafe-code`
     return services
 

@@ -61,6 +61,7 @@ class Services:
     code_memory_mb: int = 512
     unsafe_code: bool = False  # run code nodes / the python tool UNCONFINED (no OS sandbox), warning on each run
     allow_local_files: bool = True  # files may name server paths (CLI); False over HTTP: uploads and URLs only
+    file_url_hosts: set[str] = field(default_factory=set)  # hosts a file's remote_url may be fetched from
     max_steps: int = 500  # node executions per run
     max_seconds: float = 1200.0  # wall time per run
     files_root: str | None = None  # root for the read_file / list_dir tools (None: the current directory)

@@ -19,6 +19,7 @@ from athanor.workflow.errors import WorkflowNodeError
 from athanor.workflow.nodes.base import Node, NodeResult, RunContext, register
 
 _MARKER = "__athanor_code_result_"
+_MAX_OUTPUT = 1_000_000  # bytes a code node may print, its result included
 
 # ------------------------------------------------------------------------------------------------- code
 
@@ -80,11 +81,14 @@ class CodeNode(Node):
         try:
             res = run_python(_script(str(self.data.get("code", "")), inputs, marker),
                              timeout_s=services.code_timeout_s, memory_mb=services.code_memory_mb,
-                             max_output_bytes=1_000_000, unsafe=services.unsafe_code)
+                             max_output_bytes=_MAX_OUTPUT, unsafe=services.unsafe_code)
         except CodeExecutionRefused as e:
             raise WorkflowNodeError(str(e)) from None
         if res.timed_out:
             raise WorkflowNodeError(f"code ran longer than {services.code_timeout_s:g} s and was stopped")
+        if res.stdout_bytes > _MAX_OUTPUT:
+            raise WorkflowNodeError(f"code printed {res.stdout_bytes:,} bytes; a code node may print at most "
+                                    f"{_MAX_OUTPUT:,}" + (f" ({res.stopped})" if res.stopped else ""))
         if res.returncode != 0 or marker not in res.stdout:
             lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
             why = res.stopped or (lines[-1] if lines else f"exit status {res.returncode}")
