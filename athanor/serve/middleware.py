@@ -16,6 +16,7 @@ from athanor.serve.errors import error_response
 
 access_log = logging.getLogger("athanor.serve.access")
 PUBLIC_PATHS = ("/health",)  # answered without a key: load balancers and probes have none
+MULTIPART_PATHS = ("/v1/files/upload",)  # Dify's file upload: its body is multipart/form-data, never JSON
 
 
 class RequestMiddleware:
@@ -27,7 +28,8 @@ class RequestMiddleware:
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["method"] in ("POST", "PUT", "DELETE") and "json" not in headers.get("content-type", ""):
+        if (scope["method"] in ("POST", "PUT", "DELETE") and "json" not in headers.get("content-type", "")
+                and scope["path"] not in MULTIPART_PATHS):
             scope = _as_json(scope)
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
