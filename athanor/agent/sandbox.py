@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from athanor.agent.isolation import WORKDIR, JailUnavailable, Limits, bwrap_command, jail_problem, outside_uid
+from athanor.agent.isolation import WORKDIR, Limits, bwrap_command, jail_problem, outside_uid
 from athanor.agent.tools import FunctionTool, ToolError
 from athanor.errors import AthanorError
 

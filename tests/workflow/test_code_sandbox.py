@@ -94,7 +94,7 @@ def test_agent_python_tool_chosen_by_a_model(tmp_path, closed_port):
 
     program = as_program(_script(tmp_path, closed_port))
     replies = [f"Action: python\nAction Input: {json.dumps({'code': program})}", "AI: done"]
-    with serve_stub(lambda messages, body: replies.pop(0), model_id="scripted") as (url, requests):
+    with serve_stub(lambda messages, body: replies.pop(0), model_id="scripted") as (url, _):
         out = io.StringIO()
         assert agent_command(f"openai:{url}#scripted", "python", "try to escape", out=out, verbose=True) == 0
     observation = next(ln for ln in out.getvalue().splitlines() if ln.startswith("[1] Observation: "))

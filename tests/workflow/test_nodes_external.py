@@ -66,8 +66,8 @@ def test_code_node_timeout():
     ("import os\n    os.open('usr/lib/python3.11/os.py', os.O_WRONLY, dir_fd=os.open('/', os.O_RDONLY))",
      "Permission denied"),
     ("open('/etc/shadow')", "No such file or directory"),
-    ("import ctypes, os\n    libc = ctypes.CDLL(None, use_errno=True)\n"
-     "    assert libc.unshare(0x10000000) == 0, os.strerror(ctypes.get_errno())", "Operation not permitted"),
+    (("import ctypes, os\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+      "    assert libc.unshare(0x10000000) == 0, os.strerror(ctypes.get_errno())"), "Operation not permitted"),
     ("import resource\n    resource.setrlimit(resource.RLIMIT_AS, (-1, -1))", "not allowed to raise maximum limit"),
 ])
 def test_code_node_sandbox_refuses_escapes(body, refused):
