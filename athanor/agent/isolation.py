@@ -101,6 +101,7 @@ def _shared_libraries(binaries: list[str]) -> set[str]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def seccomp_filter() -> bytes:
     """The compiled BPF program bwrap loads (`--seccomp FD`); allow by default, refuse `_DENIED` with EPERM."""
     try:

@@ -195,8 +195,8 @@ def python_tool(timeout_s: float = 10.0, memory_mb: int = 512, unsafe: bool = Fa
             raise ToolError(str(e)) from None
         return result.as_observation()
 
-    desc = (f"Run a Python 3 script in a sandbox (no network, {timeout_s:g} s, {memory_mb} MB) and return what "
-            "it prints. Use print() to show results.")
+    desc = (f"Run a Python 3 script in a sandbox (standard library only, no network, no files kept, "
+            f"{timeout_s:g} s, {memory_mb} MB) and return what it prints. Use print() to show results.")
     params = {"type": "object", "properties": {"code": {"type": "string", "description": "Python source"}},
               "required": ["code"]}
     return FunctionTool("python", desc, params, run)

@@ -224,7 +224,12 @@ def chat_messages(body: ChatMessageRequest, x_athanor_app: str | None = Header(N
             "metadata": {"usage": {"total_tokens": r.total_tokens}}, "created_at": int(time.time())}
 
 
-@router.post("/v1/files/upload", status_code=201)
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"}, "user": {"type": "string"}}}}}}}
+
+
+@router.post("/v1/files/upload", status_code=201, openapi_extra=_UPLOAD_BODY)
 async def upload_file(request: Request):
     """Dify's file upload: the only way a run over HTTP gets a file (workflow/files.py)."""
     from athanor.workflow.files import MAX_FILE_BYTES, save_upload
