@@ -126,3 +126,18 @@ def test_remote_urls_only_from_hosts_the_operator_lists(server, monkeypatch):
     assert data["status"] == "succeeded", data["error"]
     assert data["outputs"]["text"] == httpx.get(url, timeout=10).text
     assert r.status_code == 201
+
+
+def test_server_refuses_code_without_the_sandbox_unless_started_with_unsafe_code(server, tmp_path, monkeypatch):
+    from athanor.agent import isolation
+
+    _install("uid", _code_app("def main() -> dict:\n    import os\n    return {'results': {'uid': os.getuid()}}\n"))
+    assert _run(server, "uid")["outputs"]["results"] == {"uid": 65534}  # jailed: nobody
+    monkeypatch.setattr(isolation, "_JAIL_WORKS", [])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, no prlimit
+    data = _run(server, "uid")
+    assert data["status"] == "failed"
+    assert "code execution refused: the OS sandbox is unavailable: bubblewrap (bwrap) is not installed" in data["error"]
+    monkeypatch.setenv("ATHANOR_UNSAFE_CODE", "1")  # what `athanor serve --unsafe-code` sets
+    data = _run(server, "uid")
+    assert data["status"] == "succeeded" and data["outputs"]["results"] == {"uid": os.getuid()}

@@ -100,3 +100,18 @@ def test_agent_python_tool_chosen_by_a_model(tmp_path, closed_port):
     observation = next(ln for ln in out.getvalue().splitlines() if ln.startswith("[1] Observation: "))
     assert_refused(observation.removeprefix("[1] Observation: "))
     assert not (tmp_path / "pwned").exists() and _no_connection(closed_port)
+
+
+def test_serve_unsafe_code_reaches_the_workflow_routes(monkeypatch):
+    from typer.testing import CliRunner
+
+    import athanor.serve.app
+    from athanor.cli import app
+    from athanor.workflow.routes import _services
+
+    monkeypatch.setenv("ATHANOR_UNSAFE_CODE", "0")  # restored afterwards
+    monkeypatch.setattr(athanor.serve.app, "serve", lambda **kwargs: None)  # everything but binding a port
+    assert _services().unsafe_code is False
+    assert CliRunner().invoke(app, ["serve", "--unsafe-code"]).exit_code == 0
+    services = _services()
+    assert services.unsafe_code is True and services.allow_local_files is False
