@@ -40,7 +40,8 @@ _DENIED = (
     "ioperm", "personality", "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "fanotify_init",
     "memfd_secret", "uselib", "vhangup", "mknod", "mknodat",
 )
-_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 _AF_UNIX = 1
 
 
@@ -116,7 +117,8 @@ def seccomp_filter() -> bytes:
             pass
     f.add_rule(sc.ERRNO(97), "socket", sc.Arg(0, sc.NE, _AF_UNIX))  # EAFNOSUPPORT: no network at all
     f.add_rule(sc.ERRNO(97), "socketpair", sc.Arg(0, sc.NE, _AF_UNIX))
-    f.add_rule(sc.ERRNO(1), "clone", sc.Arg(0, sc.MASKED_EQ, _NAMESPACE_FLAGS, _NAMESPACE_FLAGS))
+    for flag in _NAMESPACE_FLAGS:  # one rule per flag: MASKED_EQ tests all bits of its mask at once
+        f.add_rule(sc.ERRNO(1), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     f.add_rule(sc.ERRNO(38), "clone3")  # ENOSYS: its flags sit behind a pointer, so libc falls back to clone
     with tempfile.TemporaryFile() as out:
         f.export_bpf(out)

@@ -111,6 +111,34 @@ def test_ctypes_reaches_only_a_powerless_kernel_interface(tmp_path):
     assert not marker.exists()
 
 
+_SYSCALLS = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr, args in {calls}:
+    rc = libc.syscall(nr, *args)
+    if rc == 0 and name == 'clone_newuser':
+        os._exit(0)
+    print(name, os.strerror(ctypes.get_errno()) if rc == -1 else 'ok')
+"""
+_HARMLESS = [("io_uring_setup", 425, (1, 0)), ("keyctl", 250, (0, 0)),  # EFAULT / EINVAL-like outside
+             ("clone_newuser", 56, (0x10000000 | 17, 0, 0, 0, 0)), ("socket_inet", 41, (2, 1, 0))]
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="raw x86-64 system call numbers")
+def test_the_seccomp_filter_is_what_refuses():
+    """The same harmless calls outside (a plain child process) and inside: only the filter makes them fail so."""
+    out = subprocess.run([sys.executable, "-c", _SYSCALLS.format(calls=_HARMLESS)], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    outside = dict(line.split(" ", 1) for line in out.splitlines())
+    assert outside["socket_inet"] == "ok" and outside["clone_newuser"] == "ok"
+    assert "Operation not permitted" not in (outside["io_uring_setup"], outside["keyctl"])
+    ptrace = [("ptrace", 101, (0, 0, 0, 0))]  # PTRACE_TRACEME: only ever tried inside
+    inside = dict(line.split(" ", 1) for line in run(_SYSCALLS.format(calls=_HARMLESS + ptrace)).stdout.splitlines())
+    assert inside == {"ptrace": "Operation not permitted", "io_uring_setup": "Operation not permitted",
+                      "keyctl": "Operation not permitted", "clone_newuser": "Operation not permitted",
+                      "socket_inet": "Address family not supported by protocol"}
+
+
 # --- the file system ---------------------------------------------------------------------------------------
 
 
