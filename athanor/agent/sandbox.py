@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from athanor.agent.isolation import WORKDIR, Limits, bwrap_command, jail_problem, outside_uid
+from athanor.agent.isolation import WORKDIR, Limits, bwrap_command, jail_problem, outside_uid, seccomp_filter
 from athanor.agent.tools import FunctionTool, ToolError
 from athanor.errors import AthanorError
 
@@ -125,10 +125,8 @@ def _start(root: Path, main, out, err, limits: Limits, jailed: bool) -> subproce
         return subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
                                 start_new_session=True)
-    import athanor.agent.isolation as iso
-
     bpf = root / "seccomp.bpf"
-    bpf.write_bytes(iso.seccomp_filter())
+    bpf.write_bytes(seccomp_filter())
     with open(bpf, "rb") as seccomp:
         cmd = bwrap_command(limits, seccomp.fileno(), {MAIN: main.fileno()})
         cmd += ["-c", _BOOT.format(nproc=limits.max_processes, main=MAIN)]
@@ -169,7 +167,10 @@ def _why_stopped(returncode: int | None, limits: Limits, timed_out: bool, jailed
         return f"CPU-time limit of {limits.cpu_seconds} s exceeded"
     if sig == signal.SIGKILL:
         return f"killed (SIGKILL: the CPU-time hard limit of {limits.cpu_seconds + 1} s, or out of memory)"
-    return f"signal {signal.Signals(sig).name}" if sig in signal.valid_signals() and sig else ""
+    try:
+        return f"signal {signal.Signals(sig).name}" if sig else ""
+    except ValueError:  # a real-time signal has no name
+        return f"signal {sig}"
 
 
 def _read_capped(path: Path, limit: int) -> tuple[str, str]:
