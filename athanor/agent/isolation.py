@@ -3,8 +3,8 @@
 Every run gets a new process as an unprivileged user (a fresh uid when we are root), inside new user, PID,
 network, mount, IPC, UTS and cgroup namespaces (`bwrap --unshare-all`). Its root file system is a read-only
 view of the interpreter, its standard library and the shared libraries those need, plus a private tmpfs
-working directory (`/work`, size-capped), a private `/tmp`, a fresh `/proc` that shows only the jail's own
-processes and a minimal `/dev`. Nothing else of the host exists inside: no model store, no ATHANOR_HOME, no
+working directory (`/work`), a private `/tmp` and `/dev/shm` (each a size-capped tmpfs), a fresh `/proc`
+that shows only the jail's own processes and a minimal, read-only `/dev`. Nothing else of the host exists inside: no model store, no ATHANOR_HOME, no
 `/etc`, no shell. A seccomp filter (built with libseccomp through `pyseccomp`) refuses the system calls that
 widen a jail (mount, namespaces, ptrace, bpf, keyrings, io_uring, kernel modules, ...) and every socket family
 but AF_UNIX. rlimits (CPU seconds, address space, file size, no core files) are set by `prlimit` before bwrap
@@ -53,7 +53,7 @@ class Limits:
     memory_mb: int = 512  # RLIMIT_AS: address space; allocations past it fail with MemoryError
     max_file_bytes: int = 16 * 2**20  # RLIMIT_FSIZE: largest file (stdout/stderr included); past it: SIGXFSZ
     max_processes: int = 16  # RLIMIT_NPROC inside the jail's user namespace: fork bombs get EAGAIN
-    workdir_bytes: int = 64 * 2**20  # size of the tmpfs working directory (and of /tmp)
+    workdir_bytes: int = 64 * 2**20  # size of each writable tmpfs: /work, /tmp, /dev/shm
 
 
 class JailUnavailable(RuntimeError):
@@ -149,12 +149,12 @@ def bwrap_command(limits: Limits, seccomp_fd: int, files: dict[str, int]) -> lis
     for inner in ("site-packages", "dist-packages"):  # stdlib only: hide any packages installed beside it
         cmd += [arg for p in paths if os.path.isdir(os.path.join(p, inner))
                 for arg in ("--tmpfs", os.path.join(p, inner))]
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(limits.workdir_bytes), "--tmpfs", "/tmp",
-            "--size", str(limits.workdir_bytes), "--tmpfs", WORKDIR]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for scratch in ("/dev/shm", "/tmp", WORKDIR):  # every writable place is a tmpfs of bounded size
+        cmd += ["--size", str(limits.workdir_bytes), "--tmpfs", scratch]
     for inner, fd in files.items():
         cmd += ["--ro-bind-data", str(fd), inner]
-    cmd += ["--remount-ro", "/", "--chdir", WORKDIR, "--seccomp", str(seccomp_fd)]
+    cmd += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", WORKDIR, "--seccomp", str(seccomp_fd)]
     for key, value in jail_env().items():
         cmd += ["--setenv", key, value]
     return [*cmd, "--", exe, "-I"]

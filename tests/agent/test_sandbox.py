@@ -192,7 +192,7 @@ def test_proc_shows_no_host_process_and_host_secrets_are_absent(tmp_path):
     assert all(line.endswith(" False") for line in lines[1:]), r.stdout
 
 
-def test_the_root_is_read_only_and_the_working_directory_is_size_capped():
+def test_the_root_is_read_only_and_every_writable_place_is_size_capped():
     r = run("""
         import os, sys
         for path in (os.__file__, sys.executable, '/work/main.py'):  # opened for writing, never written
@@ -201,12 +201,24 @@ def test_the_root_is_read_only_and_the_working_directory_is_size_capped():
                 print('opened', path)
             except OSError as e:
                 print(e.strerror)
-        open('/tmp/big', 'wb').write(b'x' * (70 * 2**20))
-    """, max_file_bytes=128 * 2**20)
+        for path in ('/dev/new-device-file', '/new-top-level'):
+            try:
+                open(path, 'x').close()
+                print('created', path)
+            except OSError as e:
+                print(e.strerror)
+        for scratch in ('/work', '/dev/shm', '/tmp'):  # 2 MB files: size caps, not the per-file limit
+            try:
+                for i in range(40):
+                    open(f'{scratch}/fill{i}', 'wb').write(b'x' * (2 * 2**20))
+                print(scratch, 'took 80 MB')
+            except OSError as e:
+                print(scratch, e.strerror)
+    """)
     lines = r.stdout.splitlines()
     assert set(lines[:2]) <= {"Permission denied", "Read-only file system"}, r.stdout  # root's files, read-only mount
-    assert lines[2] == "Read-only file system"  # the jail's own file, which DAC would let it write
-    assert "No space left on device" in r.stderr
+    assert lines[2:5] == ["Read-only file system"] * 3, r.stdout  # its own main.py, /dev, the root
+    assert lines[5:] == [f"{d} No space left on device" for d in ("/work", "/dev/shm", "/tmp")], r.stdout
 
 
 # --- network ------------------------------------------------------------------------------------------------
