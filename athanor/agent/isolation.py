@@ -52,7 +52,7 @@ class Limits:
     cpu_seconds: int = 11  # RLIMIT_CPU: SIGXCPU after this much CPU time, SIGKILL one second later
     memory_mb: int = 512  # RLIMIT_AS: address space; allocations past it fail with MemoryError
     max_file_bytes: int = 16 * 2**20  # RLIMIT_FSIZE: largest file (stdout/stderr included); past it: SIGXFSZ
-    max_processes: int = 16  # RLIMIT_NPROC inside the jail's user namespace: fork bombs get EAGAIN
+    max_processes: int = 8  # RLIMIT_NPROC (threads count too) inside the jail's user namespace: EAGAIN past it
     workdir_bytes: int = 64 * 2**20  # size of each writable tmpfs: /work, /tmp, /dev/shm
 
 

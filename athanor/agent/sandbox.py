@@ -68,7 +68,7 @@ class SandboxResult:
 
 
 def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512, max_output_bytes: int = 20_000,
-               max_file_bytes: int = 16 * 2**20, max_processes: int = 16, unsafe: bool = False) -> SandboxResult:
+               max_file_bytes: int = 16 * 2**20, max_processes: int = 8, unsafe: bool = False) -> SandboxResult:
     """Run `code` as __main__ in a fresh jailed interpreter; see the module docstring.
 
     unsafe: where the jail is unavailable, run the code unconfined (own process and rlimits only) with a
