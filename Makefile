@@ -11,7 +11,7 @@ QUESTION ?= What is the capital of France?
 $(STAMP):
 	# the code sandbox (docs/security.md): bubblewrap, libseccomp and a system python3 with its stdlib
 	command -v bwrap >/dev/null && test -x /usr/bin/python3 && ldconfig -p | grep -q libseccomp.so.2 || \
-		(apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2 python3-minimal)
+		(apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2 python3)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: here a CPU wheel on local disk; unpinned torch pulls a multi-GB CUDA build
