@@ -146,15 +146,18 @@ def bwrap_command(limits: Limits, seccomp_fd: int, files: dict[str, int]) -> lis
            "--clearenv", "--cap-drop", "ALL"]
     for path in paths:
         cmd += ["--ro-bind", path, path]
-    for inner in ("site-packages", "dist-packages"):  # stdlib only: hide any packages installed beside it
-        cmd += [arg for p in paths if os.path.isdir(os.path.join(p, inner))
-                for arg in ("--tmpfs", os.path.join(p, inner))]
+    hidden = [os.path.join(p, inner) for p in paths for inner in ("site-packages", "dist-packages")
+              if os.path.isdir(os.path.join(p, inner))]  # stdlib only: packages installed beside it disappear
+    for path in hidden:
+        cmd += ["--size", "4096", "--tmpfs", path]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     for scratch in ("/dev/shm", "/tmp", WORKDIR):  # every writable place is a tmpfs of bounded size
         cmd += ["--size", str(limits.workdir_bytes), "--tmpfs", scratch]
     for inner, fd in files.items():
         cmd += ["--ro-bind-data", str(fd), inner]
-    cmd += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", WORKDIR, "--seccomp", str(seccomp_fd)]
+    for path in ["/", "/dev", *hidden]:
+        cmd += ["--remount-ro", path]
+    cmd += ["--chdir", WORKDIR, "--seccomp", str(seccomp_fd)]
     for key, value in jail_env().items():
         cmd += ["--setenv", key, value]
     return [*cmd, "--", exe, "-I"]
