@@ -9,6 +9,9 @@ QUESTION ?= What is the capital of France?
 .PHONY: install demo test bench clean
 
 $(STAMP):
+	# the code sandbox (docs/security.md): bubblewrap, libseccomp and a system python3 with its stdlib
+	command -v bwrap >/dev/null && test -x /usr/bin/python3 && ldconfig -p | grep -q libseccomp.so.2 || \
+		(apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2 python3)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: here a CPU wheel on local disk; unpinned torch pulls a multi-GB CUDA build
@@ -25,7 +28,7 @@ demo: install
 	$(BIN)/athanor run smollm2 --verbose -o temperature=0 "$(QUESTION)"
 
 test: install
-	$(BIN)/python -m pytest -q -x --timeout=900
+	$(BIN)/python -m pytest -q --timeout=900
 
 bench: install
 	$(BIN)/python benchmarks/bench_engine.py

@@ -281,6 +281,9 @@ def data_dedup(name: str, out: Path, dataset_dir: Optional[Path] = DatasetDir,
 
 # --- agents ------------------------------------------------------------------------------------------------
 
+UnsafeCodeOption = typer.Option(False, "--unsafe-code", help="run python tools / code nodes WITHOUT the OS sandbox "
+                                "when it is unavailable (they can then read and change all you can); warns each run")
+
 
 @app.command()
 def agent(
@@ -293,12 +296,13 @@ def agent(
     native: bool = typer.Option(False, help="use the model's native tool calls instead of ReAct text"),
     root: str = typer.Option(".", help="the only folder read_file/list_dir may see"),
     verbose: bool = typer.Option(False, "--verbose"),
+    unsafe_code: bool = UnsafeCodeOption,
 ) -> None:
     """Answer with tools, printing every step (thought, tool call, result) as it happens."""
     from athanor.agent.cli import agent_command
 
     raise typer.Exit(agent_command(model, tools, question, session, max_iterations, verbose, mcp=mcp, native=native,
-                                   root=root))
+                                   root=root, unsafe_code=unsafe_code))
 
 
 # --- serving -----------------------------------------------------------------------------------------------
@@ -318,9 +322,15 @@ def serve(
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     weights: str = WeightsOption,
     log_level: str = typer.Option("info"),
+    unsafe_code: bool = UnsafeCodeOption,
 ) -> None:
     """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
+    import os
+
     from athanor.serve.app import serve as run
+
+    if unsafe_code:  # read by the workflow routes (workflow/routes.py) for every run
+        os.environ["ATHANOR_UNSAFE_CODE"] = "1"
     from athanor.serve.manager import parse_bytes, parse_keep_alive
 
     run(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),

@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    timed(_doc(True))  # warm-up: imports, unshare probe
+    timed(_doc(True))  # warm-up: imports, sandbox trial run
     par = [timed(_doc(True)) for _ in range(args.repeat)]
     seq = [timed(_doc(False)) for _ in range(args.repeat)]
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")

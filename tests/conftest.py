@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# the C kernels compile into a temp dir of this session, never into the user's home (nn/cbuild.py)
+_KERNEL_CACHE = tempfile.mkdtemp(prefix="athanor-test-kernels-")
+os.environ["ATHANOR_KERNEL_CACHE"] = _KERNEL_CACHE
+atexit.register(shutil.rmtree, _KERNEL_CACHE, ignore_errors=True)
 
 # 2 threads on CI's 2 cores; OMP_NUM_THREADS wins (developers sharing cores run with 1)
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))

@@ -19,14 +19,16 @@ from athanor.llm.base import ChatModel
 TOOL_NAMES = ("calculator", "python", "read_file", "list_dir", "http_get")
 
 
-def build_tools(names: str | list[str], *, root: str | Path = ".", allowed_hosts: list[str] | None = None) -> list[Tool]:
-    """'calculator,python' -> tools. read_file/list_dir are confined to `root`; http_get to `allowed_hosts`."""
+def build_tools(names: str | list[str], *, root: str | Path = ".", allowed_hosts: list[str] | None = None,
+                unsafe_code: bool = False) -> list[Tool]:
+    """'calculator,python' -> tools. read_file/list_dir are confined to `root`; http_get to `allowed_hosts`;
+    python runs in the OS sandbox (or is refused), unconfined only with `unsafe_code`."""
     from athanor.agent.calculator import calculator
     from athanor.agent.files import http_get_tool, list_dir_tool, read_file_tool
     from athanor.agent.sandbox import python_tool
 
     factories: dict[str, Callable[[], Tool]] = {
-        "calculator": lambda: calculator, "python": python_tool,
+        "calculator": lambda: calculator, "python": lambda: python_tool(unsafe=unsafe_code),
         "read_file": lambda: read_file_tool(root), "list_dir": lambda: list_dir_tool(root),
         "http_get": lambda: http_get_tool(allowed_hosts or []),
     }
@@ -56,7 +58,7 @@ def format_event(e: AgentEvent, verbose: bool = False) -> str | None:
 def agent_command(model: str | ChatModel, tools: str = "calculator", question: str | None = None,
                   session: str | None = None, max_iterations: int = 10, verbose: bool = False, *,
                   mcp: list[str] | None = None, native: bool = False, root: str = ".",
-                  allowed_hosts: list[str] | None = None, out: TextIO | None = None) -> int:
+                  allowed_hosts: list[str] | None = None, out: TextIO | None = None, unsafe_code: bool = False) -> int:
     """Run one question (or an interactive loop when `question` is None). Returns the exit status:
     0 answered, 2 stopped without an answer.
 
@@ -69,7 +71,8 @@ def agent_command(model: str | ChatModel, tools: str = "calculator", question: s
     out = out or sys.stdout
     chat_model = load_chat_model(model) if isinstance(model, str) else model
     with contextlib.ExitStack() as stack:
-        all_tools = build_tools(tools, root=root, allowed_hosts=allowed_hosts) + _mcp_tools(mcp or [], stack)
+        all_tools = (build_tools(tools, root=root, allowed_hosts=allowed_hosts, unsafe_code=unsafe_code)
+                     + _mcp_tools(mcp or [], stack))
         agent = _make_agent(chat_model, all_tools, session, max_iterations, native)
         return _run(agent, question, verbose, out)
 

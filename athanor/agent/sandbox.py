@@ -1,32 +1,19 @@
-"""python: run model-written Python in a subprocess sandbox, and the tool that wraps it.
+"""python: run model-written or workflow Python in the OS sandbox, and the `python` tool that wraps it.
 
-What it protects against (tested in tests/agent/test_sandbox.py):
-- runaway time: a wall-time limit; the child runs in its own session/process group (and, where `unshare`
-  works, its own PID namespace), all of which is killed on timeout; RLIMIT_CPU as a second stop;
-- memory hogs: RLIMIT_AS (address space) -> MemoryError in the child;
-- fork bombs: os.fork / subprocess / os.system / exec / posix_spawn / ctypes are refused by an audit hook, and
-  RLIMIT_NPROC caps processes (the kernel ignores it for root: the hook and the PID namespace are the stop there);
-- network: with `unshare` (Linux user + network namespaces) the child has no interface but a loopback of its
-  own; in every case the audit hook refuses creating sockets, so unix sockets on the filesystem too;
-- huge output: stdout/stderr go to files capped by RLIMIT_FSIZE and are truncated when read back;
-- stray writes: opening a file for writing, and remove/rename/mkdir/chmod/symlink/..., outside the temporary
-  working directory are refused by the hook;
-- undoing the limits: they are set by the child's boot code before user code runs, and setrlimit/prlimit
-  are refused afterwards (as root, the kernel alone would allow raising them).
-The parent's environment is not passed on (API keys stay out); the interpreter runs with -I (no user site,
-no PYTHON* variables). Cost of the hook: ctypes is refused, so numpy (which imports it) does not load.
+Each run is a fresh interpreter in a bubblewrap jail (isolation.py): an unprivileged uid, new namespaces, a
+read-only root holding only the interpreter and its stdlib, a private tmpfs working directory, no network, a
+seccomp filter and kernel rlimits. The parent adds what only it can: a wall-clock limit (the whole jail is
+killed when it passes) and reading the output back with a cap and a truthful note about what was cut.
 
-What it does NOT protect against: Python audit hooks are not a security boundary (PEP 578): code that
-reaches native code some other way (a C extension in site-packages, a CPython bug) can get past them.
-Without `unshare`, network blocking is only that hook. The child runs as the same user, so it can READ any
-file that user can read (no filesystem namespace or seccomp). For hostile code use a container or VM sandbox (gVisor, Firecracker) behind the
-same Tool interface.
+Where the jail cannot be set up, `run_python` raises `CodeExecutionRefused` with one line naming what is
+missing. It never falls back to running unconfined on its own: only `unsafe=True` (the `--unsafe-code`
+options) does that, and then every such run logs a warning. Threat model and limits: docs/security.md.
+Not for: building the jail itself (isolation.py).
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import logging
 import os
 import shutil
 import signal
@@ -36,48 +23,26 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from athanor.agent.isolation import WORKDIR, Limits, bwrap_command, jail_problem, outside_uid, seccomp_filter
 from athanor.agent.tools import FunctionTool, ToolError
+from athanor.errors import AthanorError
 
-# The child's first code: set resource limits, install the audit hook, then run the user's file as __main__.
-# (Limits are set here rather than in a preexec_fn, which is unsafe when the parent process has threads.)
-_BOOT = r'''
-import json, os, resource, sys
-for _name, _value in json.loads(sys.argv[3]).items():
-    resource.setrlimit(getattr(resource, _name), (_value, _value))
-_WORKDIR = os.path.realpath(sys.argv[2])
-_BLOCKED = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
-            "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "ctypes.dlopen",
-            "ctypes.dlsym", "ctypes.cdata", "pty.spawn", "webbrowser.open", "resource.setrlimit",
-            "resource.prlimit"}
-_BLOCKED_IMPORTS = {"_posixsubprocess", "_ctypes", "ctypes", "_multiprocessing"}
-_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_PATH_EVENTS = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
-                "os.symlink", "os.link", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
-def _outside(path):
-    if not isinstance(path, (str, bytes, os.PathLike)):
-        return False
-    path = os.path.realpath(os.fsdecode(path))
-    return path != _WORKDIR and not path.startswith(_WORKDIR + os.sep)
-def _hook(event, args):
-    if event in _PATH_EVENTS:
-        paths = args[:2] if event in ("os.rename", "os.symlink", "os.link", "shutil.copyfile", "shutil.move") else args[:1]
-        if any(_outside(p) for p in paths):
-            raise PermissionError(f"sandbox: {event} outside the working directory is not allowed")
-    if event in _BLOCKED:
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    if event == "import" and args[0] in _BLOCKED_IMPORTS:
-        raise PermissionError(f"sandbox: import {args[0]} is not allowed")
-    if event == "open" and isinstance(args[0], (str, bytes)):
-        mode, flags = args[1] or "", args[2] or 0
-        if any(c in mode for c in "wax+") or flags & _WRITE:
-            if _outside(args[0]):
-                raise PermissionError(f"sandbox: writing outside the working directory is not allowed: {args[0]}")
+log = logging.getLogger("athanor.sandbox")
+MAIN = WORKDIR + "/main.py"
+
+# The jail's first code: cap processes (the kernel counts RLIMIT_NPROC per user namespace, so this is set
+# inside; it cannot be raised again without CAP_SYS_RESOURCE), then run the user's file as __main__.
+_BOOT = """
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_NPROC, ({nproc}, {nproc}))
+sys.argv = [{main!r}]
 sys.dont_write_bytecode = True
-sys.addaudithook(_hook)
-del sys.argv[:1], sys.argv[1:]
-_code = compile(open(sys.argv[0]).read(), "main.py", "exec")
-exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
-'''
+runpy.run_path({main!r}, run_name="__main__")
+"""
+
+
+class CodeExecutionRefused(AthanorError):
+    """The OS sandbox is not available here, so code is not run (the message says what is missing)."""
 
 
 @dataclass
@@ -86,6 +51,8 @@ class SandboxResult:
     stderr: str
     returncode: int | None
     timed_out: bool = False
+    stopped: str = ""  # why the kernel or the parent stopped the code, in words ("" when it ended by itself)
+    stdout_bytes: int = 0  # how much the code wrote to stdout (stdout holds at most max_output_bytes of it)
 
     def as_observation(self) -> str:
         parts = [self.stdout.rstrip()]
@@ -93,31 +60,86 @@ class SandboxResult:
             parts.append("stderr:\n" + self.stderr.rstrip())
         if self.timed_out:
             parts.append("killed: wall-time limit exceeded")
+        elif self.stopped:
+            parts.append(f"stopped: {self.stopped}")
         elif self.returncode:
             parts.append(f"exit status {self.returncode}")
         return "\n".join(p for p in parts if p) or "(no output; use print() to show results)"
 
 
 def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512, max_output_bytes: int = 20_000,
-               max_file_bytes: int = 16 * 2**20, max_processes: int = 64) -> SandboxResult:
-    """Run `code` in a fresh interpreter inside a temporary working directory; see the module docstring."""
+               max_file_bytes: int = 16 * 2**20, max_processes: int = 8, unsafe: bool = False) -> SandboxResult:
+    """Run `code` as __main__ in a fresh jailed interpreter; see the module docstring.
+
+    unsafe: where the jail is unavailable, run the code unconfined (own process and rlimits only) with a
+    warning instead of refusing; where the jail works it is used all the same."""
+    limits = _limits(timeout_s, memory_mb, max_file_bytes, max_processes)
+    problem = jail_problem()
+    if problem and unsafe:
+        log.warning("running code UNCONFINED (--unsafe-code; the OS sandbox is unavailable: %s): it can read and "
+                    "change everything this process can", problem)
+        return _run(code, timeout_s, limits, max_output_bytes, jailed=False)
+    if problem:
+        raise CodeExecutionRefused(f"code execution refused: the OS sandbox is unavailable: {problem} "
+                                   "(--unsafe-code runs code unconfined)")
+    return run_jailed(code, timeout_s=timeout_s, limits=limits, max_output_bytes=max_output_bytes)
+
+
+def run_jailed(code: str, *, timeout_s: float, limits: Limits | None = None,
+               max_output_bytes: int = 20_000) -> SandboxResult:
+    """Run `code` in the jail without checking first that the jail works (raises JailUnavailable)."""
+    return _run(code, timeout_s, limits or Limits(cpu_seconds=int(timeout_s) + 1), max_output_bytes, jailed=True)
+
+
+def _limits(timeout_s: float, memory_mb: int, max_file_bytes: int, max_processes: int) -> Limits:
+    return Limits(cpu_seconds=int(timeout_s) + 1, memory_mb=memory_mb, max_file_bytes=max_file_bytes,
+                  max_processes=max_processes)
+
+
+def _run(code: str, timeout_s: float, limits: Limits, max_output_bytes: int, *, jailed: bool) -> SandboxResult:
     root = Path(tempfile.mkdtemp(prefix="athanor-py-"))
     try:
-        workdir = root / "work"
-        workdir.mkdir()
-        (root / "boot.py").write_text(_BOOT)
-        (workdir / "main.py").write_text(code)
-        limits = json.dumps(_limits(memory_mb, timeout_s, max_file_bytes, max_processes))
-        cmd = [*_isolation_prefix(), sys.executable, "-I", str(root / "boot.py"), str(workdir / "main.py"),
-               str(workdir), limits]
-        with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
-            proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    env=_child_env(workdir), start_new_session=True)
+        (root / "main.py").write_text(code)
+        with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err, \
+                open(root / "main.py", "rb") as main:
+            proc = _start(root, main, out, err, limits, jailed)
             timed_out = _wait(proc, timeout_s)
-        read = functools.partial(_read_capped, limit=max_output_bytes)
-        return SandboxResult(read(root / "stdout"), read(root / "stderr"), proc.returncode, timed_out)
+        stdout, out_note = _read_capped(root / "stdout", max_output_bytes)
+        stderr, _ = _read_capped(root / "stderr", max_output_bytes)
+        stopped = _why_stopped(proc.returncode, limits, timed_out, jailed)
+        if not stopped and (root / "stdout").stat().st_size >= limits.max_file_bytes:
+            stopped = f"output reached the {limits.max_file_bytes:,}-byte file-size limit"
+        return SandboxResult(stdout + out_note, stderr, proc.returncode, timed_out, stopped,
+                             (root / "stdout").stat().st_size)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _start(root: Path, main, out, err, limits: Limits, jailed: bool) -> subprocess.Popen:
+    if not jailed:
+        workdir = root / "work"
+        workdir.mkdir()
+        shutil.copy(root / "main.py", workdir / "main.py")
+        boot = _BOOT.format(nproc=limits.max_processes, main=str(workdir / "main.py"))
+        cmd = [*_prlimit(limits), sys.executable, "-I", "-c", boot]
+        return subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
+                                start_new_session=True)
+    bpf = root / "seccomp.bpf"
+    bpf.write_bytes(seccomp_filter())
+    with open(bpf, "rb") as seccomp:
+        cmd = bwrap_command(limits, seccomp.fileno(), {MAIN: main.fileno()})
+        cmd += ["-c", _BOOT.format(nproc=limits.max_processes, main=MAIN)]
+        uid = outside_uid()
+        user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+        return subprocess.Popen(cmd, cwd="/", stdin=subprocess.DEVNULL, stdout=out, stderr=err, env={},
+                                pass_fds=(seccomp.fileno(), main.fileno()), start_new_session=True, **user)
+
+
+def _prlimit(limits: Limits) -> list[str]:
+    exe = shutil.which("prlimit")
+    return [exe, f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}", f"--as={limits.memory_mb * 2**20}",
+            f"--fsize={limits.max_file_bytes}", "--core=0"] if exe else []
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
@@ -126,61 +148,56 @@ def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
         return False
     except subprocess.TimeoutExpired:
         return True
-    finally:
-        try:  # the whole group: anything the child started dies with it
+    finally:  # the whole group; inside the jail, bwrap's --die-with-parent and the PID namespace do the rest
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         proc.wait()
 
 
-def _limits(memory_mb: int, timeout_s: float, max_file_bytes: int, max_processes: int) -> dict[str, int]:
-    """setrlimit values (soft = hard) the child applies to itself before any user code runs."""
-    return {"RLIMIT_AS": memory_mb * 2**20, "RLIMIT_CPU": int(timeout_s) + 1, "RLIMIT_FSIZE": max_file_bytes,
-            "RLIMIT_CORE": 0, "RLIMIT_NPROC": max_processes}
-
-
-def _child_env(workdir: Path) -> dict:
-    return {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1"}
-
-
-@functools.lru_cache(maxsize=1)
-def _isolation_prefix() -> tuple[str, ...]:
-    """`unshare` into new user, network and PID namespaces when this kernel allows it (checked once)."""
-    exe = shutil.which("unshare")
-    cmd = (exe, "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child") if exe else ()
-    if not cmd:
-        return ()
+def _why_stopped(returncode: int | None, limits: Limits, timed_out: bool, jailed: bool) -> str:
+    """The kernel's stop in words, from the exit status (bwrap reports a signal as 128 + number)."""
+    if timed_out or returncode is None:
+        return ""
+    sig = -returncode if returncode < 0 else returncode - 128 if jailed and returncode > 128 else 0
+    if sig == signal.SIGXFSZ:
+        return f"output or a file passed the {limits.max_file_bytes:,}-byte file-size limit"
+    if sig == signal.SIGXCPU:
+        return f"CPU-time limit of {limits.cpu_seconds} s exceeded"
+    if sig == signal.SIGKILL:
+        return f"killed (SIGKILL: the CPU-time hard limit of {limits.cpu_seconds + 1} s, or out of memory)"
     try:
-        ok = subprocess.run([*cmd, "true"], capture_output=True, timeout=10, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return cmd if ok else ()
+        return f"signal {signal.Signals(sig).name}" if sig else ""
+    except ValueError:  # a real-time signal has no name
+        return f"signal {sig}"
 
 
-def network_isolated() -> bool:
-    """True when the child gets its own network namespace (not just the audit hook)."""
-    return bool(_isolation_prefix())
-
-
-def _read_capped(path: Path, limit: int) -> str:
+def _read_capped(path: Path, limit: int) -> tuple[str, str]:
+    """(the first `limit` bytes as text, a note saying how much was cut or "")."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    text = data[:limit].decode("utf-8", errors="replace")
-    return text + ("\n... (output truncated)" if len(data) > limit else "")
+        data = f.read(limit)
+    text = data.decode("utf-8", errors="replace")
+    if size <= limit:
+        return text, ""
+    return text, f"\n... (output truncated: {size:,} bytes written, the first {limit:,} shown)"
 
 
-def python_tool(timeout_s: float = 10.0, memory_mb: int = 512) -> FunctionTool:
+def python_tool(timeout_s: float = 10.0, memory_mb: int = 512, unsafe: bool = False) -> FunctionTool:
     """The `python` tool: runs a script, returns what it printed (and errors)."""
 
     def run(code: str) -> str:
         if not code.strip():
             raise ToolError("empty code; give a Python script that print()s its result")
-        return run_python(_strip_fences(code), timeout_s=timeout_s, memory_mb=memory_mb).as_observation()
+        try:
+            result = run_python(_strip_fences(code), timeout_s=timeout_s, memory_mb=memory_mb, unsafe=unsafe)
+        except CodeExecutionRefused as e:
+            raise ToolError(str(e)) from None
+        return result.as_observation()
 
-    desc = (f"Run a Python 3 script in a sandbox (no network, {timeout_s:g} s, {memory_mb} MB) and return what "
-            "it prints. Use print() to show results.")
+    desc = (f"Run a Python 3 script in a sandbox (standard library only, no network, no files kept, "
+            f"{timeout_s:g} s, {memory_mb} MB) and return what it prints. Use print() to show results.")
     params = {"type": "object", "properties": {"code": {"type": "string", "description": "Python source"}},
               "required": ["code"]}
     return FunctionTool("python", desc, params, run)

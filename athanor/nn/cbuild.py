@@ -1,8 +1,9 @@
 """Build and load athanor's small C kernel files (nn/qkernels.c, nn/cpu_ops.c) at first use.
 
 Why: no build step and no wheel per platform. `load(source)` compiles the file with the system C compiler
-(`cc`, or $CC) into a cache keyed by the source and flags (`$ATHANOR_HOME/cache/kernels`, else
-~/.cache/athanor/kernels), once per machine, and loads it with ctypes (which releases the GIL during calls).
+(`cc`, or $CC) into a cache keyed by the source and flags (`$ATHANOR_KERNEL_CACHE`, else
+`$ATHANOR_HOME/cache/kernels`, ATHANOR_HOME defaulting to ~/.athanor), once per machine, and loads it with
+ctypes (which releases the GIL during calls). The test suite points ATHANOR_KERNEL_CACHE at a temp dir.
 Racing processes are fine: each builds into a temp file and renames it into place.
 
 Not for: deciding whether a kernel is used (its module does), or anything but x86-64 with AVX2/FMA/F16C.
@@ -23,8 +24,14 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-
 
 
 def cache_dir() -> Path:
-    home = os.environ.get("ATHANOR_HOME")
-    return Path(home) / "cache" / "kernels" if home else Path("~/.cache/athanor/kernels").expanduser()
+    if os.environ.get("ATHANOR_KERNEL_CACHE"):
+        return Path(os.environ["ATHANOR_KERNEL_CACHE"])
+    return Path(os.environ.get("ATHANOR_HOME") or "~/.athanor").expanduser() / "cache" / "kernels"
+
+
+def compiler() -> str | None:
+    """The C compiler the kernels are built with ($CC, cc or gcc), or None."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
 def cpu_reason() -> str | None:
@@ -66,7 +73,7 @@ def load(source_path: Path) -> tuple[ctypes.CDLL | None, str | None]:
     reason = cpu_reason()
     if reason:
         return None, reason
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cc = compiler()
     if not cc:
         return None, "no C compiler found (install gcc, or set CC)"
     try:

@@ -27,10 +27,12 @@ ModelOpt = typer.Option(None, "--model", envvar="ATHANOR_WORKFLOW_MODEL",
                         help="default model spec for llm-type nodes, e.g. smollm2")
 ModelMapOpt = typer.Option(None, "--model-map", help="YAML/JSON file mapping Dify model names to model specs")
 InputOpt = typer.Option(None, "--input", "-i", help="start input KEY=VALUE (repeatable; KEY=@FILE reads a file)")
-AllowHostOpt = typer.Option(None, "--allow-host", help="extra host the http-request node may reach (repeatable)")
+AllowHostOpt = typer.Option(None, "--allow-host", help="extra host the http-request node may reach and file URLs may come from (repeatable)")
 ConversationOpt = typer.Option(None, "--conversation-id", help="advanced-chat: continue (or start) this conversation")
 McpOpt = typer.Option(None, "--mcp", help="MCP server (command line or http(s) URL) whose tools the app may call "
                                           "(repeatable)")
+UnsafeCodeOpt = typer.Option(False, "--unsafe-code", help="run code nodes WITHOUT the OS sandbox when it is "
+                             "unavailable (the code can then read and change all you can); warns each run")
 OutOpt = typer.Option(..., "--out", "-o", help="where to write the YAML")
 BindingsOpt = typer.Option(None, "--bindings", help="YAML/JSON file binding Dify tools (tools:) and dataset ids "
                                                     "(knowledge:) to local tools and knowledge bases")
@@ -114,6 +116,7 @@ def run(
     bindings: Path | None = BindingsOpt,
     bind_tool: list[str] | None = BindToolOpt,
     bind_kb: list[str] | None = BindKbOpt,
+    unsafe_code: bool = UnsafeCodeOpt,
 ) -> None:
     """Run a workflow (or one advanced-chat turn); the run is saved for `workflow runs` / `workflow show`."""
     from athanor.workflow.dsl import load_app
@@ -123,6 +126,8 @@ def run(
     app = load_app(file)
     services = _services(model, model_map, bindings, bind_tool, bind_kb)
     services.http_allow_hosts |= set(allow_host or [])
+    services.file_url_hosts |= set(allow_host or [])
+    services.unsafe_code = unsafe_code
     store = RunStore()
     observers = [store.observer(app)]
     if events:

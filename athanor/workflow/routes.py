@@ -4,6 +4,7 @@ conversations, all by app key) plus these two of our own, and the helpers they s
 
     GET  /v1/workflows/run/{id}   a persisted run (with every node execution)
     GET  /v1/workflows/apps       the installed apps (our addition)
+    POST /v1/files/upload         multipart `file` (+ `user`): Dify's upload record; runs name it by upload_file_id
 
 Apps are Dify DSL files in `$ATHANOR_HOME/workflows/apps/NAME.yml` (`athanor workflow import` puts them there
 and makes their keys). Models: `$ATHANOR_HOME/workflows/model_map.yml` when present, and
@@ -47,9 +48,15 @@ def _services():
     from athanor.workflow.services import Services
 
     model_map, bindings = _home() / "model_map.yml", _home() / "bindings.yml"
-    return Services.from_options(os.environ.get("ATHANOR_WORKFLOW_MODEL") or None,
-                                 str(model_map) if model_map.is_file() else None, MODEL_CACHE,
-                                 bindings_file=str(bindings) if bindings.is_file() else None)
+    services = Services.from_options(os.environ.get("ATHANOR_WORKFLOW_MODEL") or None,
+                                     str(model_map) if model_map.is_file() else None, MODEL_CACHE,
+                                     bindings_file=str(bindings) if bindings.is_file() else None)
+    services.allow_local_files = False  # a request never names a file on this machine: uploads and URLs only
+    services.file_url_hosts = {h.strip() for h in os.environ.get("ATHANOR_WORKFLOW_FILE_HOSTS", "").split(",")
+                               if h.strip()}
+    services.unsafe_code = os.environ.get("ATHANOR_UNSAFE_CODE", "") == "1"  # `athanor serve --unsafe-code`
+    return services
+
 
 
 @router.get("/v1/workflows/run/{run_id}")

@@ -59,6 +59,9 @@ class Services:
     http_allow_hosts: set[str] = field(default_factory=lambda: {"127.0.0.1", "localhost"})
     code_timeout_s: float = 10.0  # per code-node / python-tool run
     code_memory_mb: int = 512
+    unsafe_code: bool = False  # run code nodes / the python tool UNCONFINED (no OS sandbox), warning on each run
+    allow_local_files: bool = True  # files may name server paths (CLI); False over HTTP: uploads and URLs only
+    file_url_hosts: set[str] = field(default_factory=set)  # hosts a file's remote_url may be fetched from
     max_steps: int = 500  # node executions per run
     max_seconds: float = 1200.0  # wall time per run
     files_root: str | None = None  # root for the read_file / list_dir tools (None: the current directory)

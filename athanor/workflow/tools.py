@@ -52,7 +52,7 @@ def builtin_tool(name: str, services) -> Tool | None:
     if name == "python":
         from athanor.agent.sandbox import python_tool
 
-        return python_tool(services.code_timeout_s, services.code_memory_mb)
+        return python_tool(services.code_timeout_s, services.code_memory_mb, services.unsafe_code)
     if name in ("read_file", "list_dir", "http_get"):
         from athanor.agent import files
 

@@ -3,7 +3,7 @@ through the real openai SDK against the stub server that streams tool calls in f
 
 from __future__ import annotations
 
-import time
+import threading
 
 from athanor.agent.calculator import calculator
 from athanor.agent.memory import BufferMemory
@@ -34,17 +34,18 @@ def test_parallel_calls_then_answer():
 
 
 def test_parallel_calls_really_run_at_the_same_time():
+    barrier = threading.Barrier(3, timeout=30)  # passes only when all three calls are in flight together
+
     @tool
-    def slow(x: str) -> str:
-        """Sleeps."""
-        time.sleep(0.5)
+    def meet(x: str) -> str:
+        """Waits for the other calls."""
+        barrier.wait()
         return x
 
-    model = ScriptedChatModel([calls(("slow", '{"x": "a"}'), ("slow", '{"x": "b"}'), ("slow", '{"x": "c"}')), "done"])
-    t0 = time.monotonic()
-    result = ToolCallingAgent(model, [slow]).run("q")
-    assert time.monotonic() - t0 < 1.2
+    model = ScriptedChatModel([calls(("meet", '{"x": "a"}'), ("meet", '{"x": "b"}'), ("meet", '{"x": "c"}')), "done"])
+    result = ToolCallingAgent(model, [meet]).run("q")
     assert [e.text for e in result.events if e.kind == "tool_result"] == ["a", "b", "c"]
+    assert not barrier.broken
 
 
 def test_unknown_tools_and_bad_arguments_go_back_as_tool_results():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from athanor.agent.calculator import calculator
@@ -124,10 +122,9 @@ def test_max_iterations_stops_honestly_without_an_answer():
 
 def test_wall_time_limit_stops_a_slow_model():
     model = ScriptedChatModel([USE_CALC], repeat_last=True, delay_s=0.05)  # 10 deltas -> 0.5 s per reply
-    t0 = time.monotonic()
     result = ReActAgent(model, [calculator], max_iterations=100, max_seconds=0.3).run("q")
-    assert time.monotonic() - t0 < 2.0
     assert result.answer is None and result.stopped_reason.startswith("stopped: wall-time limit")
+    assert len(model.calls) == 1  # the first reply alone outlasted the limit: no second one was asked for
 
 
 def test_a_raising_tool_does_not_crash_the_agent():

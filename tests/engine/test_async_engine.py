@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -20,6 +21,14 @@ def llm(tiny_hf_dir):
 def all_free(llm) -> bool:
     bm = llm.engine.block_manager
     return bm.num_free_blocks == len(bm.blocks) and not llm.engine.requests
+
+
+async def until(condition, message: str, timeout_s: float = 30.0) -> None:
+    """Poll `condition` (the engine runs in its own thread) until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.01)
 
 
 async def collect(engine, ids, params, rid):
@@ -67,11 +76,11 @@ def test_abort_and_cancel_free_blocks(llm):
                 break
             # 3. a cancelled task
             task = asyncio.create_task(collect(engine, ids, params, "c"))
-            await asyncio.sleep(0.05)
+            await until(lambda: "c" in llm.engine.requests, "request c never reached the engine")
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await asyncio.sleep(0.3)  # let the engine thread process the aborts
+            await until(lambda: all_free(llm), "the engine thread never processed the aborts")
         asyncio.run(main())
     finally:
         engine.shutdown()

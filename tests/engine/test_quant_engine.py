@@ -11,9 +11,10 @@ from athanor.engine.config import EngineConfig
 from athanor.engine.llm import LLM
 from athanor.engine.model_runner import memory_bytes
 from athanor.engine.sampling_params import SamplingParams
-from athanor.nn import quant
+from athanor.nn import cbuild, quant
 
-pytestmark = pytest.mark.skipif(not quant.available(), reason=f"quantized kernels: {quant.unavailable_reason()}")
+_CANNOT_BUILD = cbuild.cpu_reason() or (None if cbuild.compiler() else "no C compiler (cc, gcc or $CC)")
+pytestmark = pytest.mark.skipif(_CANNOT_BUILD is not None, reason=f"quantized kernels: {_CANNOT_BUILD}")
 
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19], [20], [21, 22, 23, 24, 25], list(range(30, 70))]
 

@@ -84,12 +84,12 @@ def test_half_precision_exports(tiny_hf_dir, adapter, fp32_export, tmp_path, dty
     assert 0 < diff < tol, diff  # rounded weights: close, not equal
 
 
-def test_sizes_and_bad_dtype():
+def test_sizes_and_bad_dtype(tmp_path):
     assert parse_size("2GB") == 2 * 10**9 and parse_size("1.5MiB") == 1572864 and parse_size(4096) == 4096
     with pytest.raises(AthanorError, match="shard size 'lots' is not a size"):
         parse_size("lots")
     with pytest.raises(AthanorError, match="export dtype 'int4' is not supported"):
-        export_model("smollm2", None, "/tmp/athanor-no-such-dir/x", "hf", dtype="int4")
+        export_model("smollm2", None, str(tmp_path / "x"), "hf", dtype="int4")
 
 
 def _yaml(path: Path, **keys) -> Path:

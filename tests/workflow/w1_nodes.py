@@ -43,6 +43,20 @@ class FlakyNode(Node):
         return NodeResult(outputs={"value": "recovered", "attempts": self.calls[key]})
 
 
+BLOCK_RELEASE = threading.Event()  # test-block nodes wait for it (30 s at most)
+BLOCK_FINISHED: list[str] = []  # ids of test-block nodes that returned
+
+
+@register
+class BlockNode(Node):
+    type = "test-block"
+
+    def run(self, ctx):
+        BLOCK_RELEASE.wait(30)
+        BLOCK_FINISHED.append(self.id)
+        return NodeResult(outputs={"released": BLOCK_RELEASE.is_set()})
+
+
 @register
 class SleepNode(Node):
     type = "test-sleep"

@@ -1,8 +1,8 @@
 """Nodes that reach outside the pool: code (python3 in the agent's sandbox), http-request (allow-listed hosts
-only) and document-extractor (local files through athanor.rag.loaders).
+only) and document-extractor (uploads, allow-listed URLs, CLI-only local paths: workflow/files.py; athanor.rag.loaders).
 
-code: the node's `main(**inputs)` runs in `athanor.agent.sandbox.run_python` (own process, time/memory limits,
-no network, no subprocesses, no writes outside its temp dir; see that module for what it does NOT stop).
+code: the node's `main(**inputs)` runs in `athanor.agent.sandbox.run_python`: the OS sandbox (own unprivileged
+process, namespaces, read-only stdlib-only root, no network, seccomp, rlimits; docs/security.md), or refused.
 Its dict result is checked against the declared `outputs` types; a wrong or missing output is a node error.
 Not for: model calls (model.py).
 """
@@ -19,6 +19,7 @@ from athanor.workflow.errors import WorkflowNodeError
 from athanor.workflow.nodes.base import Node, NodeResult, RunContext, register
 
 _MARKER = "__athanor_code_result_"
+_MAX_OUTPUT = 1_000_000  # bytes a code node may print, its result included
 
 # ------------------------------------------------------------------------------------------------- code
 
@@ -71,20 +72,27 @@ class CodeNode(Node):
         lang = self.data.get("code_language", "python3")
         if lang != "python3":
             raise WorkflowNodeError(f"code_language {lang!r} is not supported: only python3 code nodes run here")
-        from athanor.agent.sandbox import run_python
+        from athanor.agent.sandbox import CodeExecutionRefused, run_python
 
         inputs = {v.get("variable"): ctx.pool.lookup(v.get("value_selector") or [])
                   for v in self.data.get("variables") or [] if v.get("variable")}
         marker = f"{_MARKER}{uuid.uuid4().hex}:"
         services = ctx.services
-        res = run_python(_script(str(self.data.get("code", "")), inputs, marker),
-                         timeout_s=services.code_timeout_s, memory_mb=services.code_memory_mb,
-                         max_output_bytes=1_000_000)
+        try:
+            res = run_python(_script(str(self.data.get("code", "")), inputs, marker),
+                             timeout_s=services.code_timeout_s, memory_mb=services.code_memory_mb,
+                             max_output_bytes=_MAX_OUTPUT, unsafe=services.unsafe_code)
+        except CodeExecutionRefused as e:
+            raise WorkflowNodeError(str(e)) from None
         if res.timed_out:
             raise WorkflowNodeError(f"code ran longer than {services.code_timeout_s:g} s and was stopped")
+        if res.stdout_bytes > _MAX_OUTPUT:
+            raise WorkflowNodeError(f"code printed {res.stdout_bytes:,} bytes; a code node may print at most "
+                                    f"{_MAX_OUTPUT:,}" + (f" ({res.stopped})" if res.stopped else ""))
         if res.returncode != 0 or marker not in res.stdout:
             lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-            raise WorkflowNodeError(f"code failed: {lines[-1] if lines else f'exit status {res.returncode}'}")
+            why = res.stopped or (lines[-1] if lines else f"exit status {res.returncode}")
+            raise WorkflowNodeError(f"code failed: {why}")
         result = json.loads(res.stdout.rsplit(marker, 1)[1])
         return NodeResult(outputs=self._typed(result), inputs=inputs)
 
@@ -204,23 +212,6 @@ class HttpRequestNode(Node):
 # ------------------------------------------------------------------------------------------------- files
 
 
-def _local_path(value: Any, root: str | None = None) -> Path:
-    """The local file a file value names; with `root` (runs over HTTP: the uploads folder) only files under
-    it, so a request can never make the server read a path of its choosing."""
-    if isinstance(value, dict):
-        value = value.get("path") or value.get("local_path") or value.get("url") or value.get("remote_url")
-    text = str(value or "")
-    text = text.removeprefix("file://")
-    if not text or urlparse(text).scheme in ("http", "https"):
-        raise WorkflowNodeError(f"document extractor reads local files only, got {str(value)[:80]!r}")
-    path = Path(text).expanduser()
-    if root is not None and not path.resolve().is_relative_to(Path(root).resolve()):
-        raise WorkflowNodeError("document extractor: only uploaded files can be read here (POST /v1/files/upload)")
-    if not path.is_file():
-        raise WorkflowNodeError(f"document extractor: file {text!r} not found")
-    return path
-
-
 _PLAIN = {".txt", ".md", ".markdown", ".text", ".log"}
 
 
@@ -229,19 +220,22 @@ class DocumentExtractorNode(Node):
     type = "document-extractor"
 
     def run(self, ctx: RunContext) -> NodeResult:
-        from athanor.rag.loaders import LoadError, load_file
-
         value = ctx.pool.get(self.data.get("variable_selector") or [])
         many = isinstance(value, list)
-        texts = []
-        for item in value if many else [value]:
-            path = _local_path(item, getattr(ctx.services, "upload_root", None))
-            if path.suffix.lower() in _PLAIN:  # as written: headings and markup are part of the text
-                texts.append(path.read_text(encoding="utf-8", errors="replace"))
-                continue
-            try:
-                doc = load_file(path)
-            except LoadError as e:
-                raise WorkflowNodeError(f"document extractor: {e}") from None
-            texts.append("\n\n".join(b.text for b in doc.blocks))
+        texts = [self._text(item, ctx) for item in (value if many else [value])]
         return NodeResult(outputs={"text": texts if many else texts[0]})
+
+    @staticmethod
+    def _text(item: Any, ctx: RunContext) -> str:
+        from athanor.rag.loaders import LoadError, load_bytes
+        from athanor.workflow.files import local_copy
+
+        with local_copy(item, ctx.services) as (path, name):
+            data = path.read_bytes()
+        if Path(name).suffix.lower() in _PLAIN:  # as written: headings and markup are part of the text
+            return data.decode("utf-8", errors="replace")
+        try:
+            doc = load_bytes(name, data, 0.0)
+        except LoadError as e:
+            raise WorkflowNodeError(f"document extractor: {e}") from None
+        return "\n\n".join(b.text for b in doc.blocks)
