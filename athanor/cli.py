@@ -318,14 +318,26 @@ def serve(
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     weights: str = WeightsOption,
     log_level: str = typer.Option("info"),
+    ready_model: Optional[list[str]] = typer.Option(None, help="a model /health/ready requires to be loadable "
+                                                    "(repeatable; default $ATHANOR_READY_MODELS, else any)"),
+    replicas: int = typer.Option(1, min=1, help="engine replicas; above 1 they run under Ray Serve behind this port "
+                                 "(pip install 'athanor[scale]'; docs/scale.md)"),
 ) -> None:
     """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
-    from athanor.serve.app import serve as run
     from athanor.serve.manager import parse_bytes, parse_keep_alive
 
-    run(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),
-        engine_config=_engine_config(device, "auto", weights), max_pending=max_pending,
-        max_loaded_models=max_loaded_models, max_memory_bytes=parse_bytes(max_memory), log_level=log_level)
+    options = dict(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),
+                   engine_config=_engine_config(device, "auto", weights), max_pending=max_pending,
+                   max_loaded_models=max_loaded_models, max_memory_bytes=parse_bytes(max_memory), log_level=log_level,
+                   ready_models=ready_model or None)
+    if replicas > 1:
+        from athanor.serve.ray_app import run_replicas
+
+        run_replicas(replicas, **options)
+    else:
+        from athanor.serve.app import serve as run
+
+        run(**options)
 
 
 @app.command()
