@@ -30,6 +30,7 @@ from fastapi import Request  # a real class, not a string annotation: FastAPI mu
 log = logging.getLogger("athanor.serve.ray")
 ROUTER_CLASS = "athanor.serve.ray_router.AffinityRouter"
 REPLICA_HEADER = "x-athanor-replica"  # names the replica that answered (for clients, logs and tests)
+ATTEMPTS_HEADER = "x-athanor-attempts"  # how many replicas the gateway tried (above 1: one died before answering)
 DEFAULT_MAX_TOKENS = 256  # the cost guess for a request that sets no max_tokens / num_predict
 
 
@@ -200,6 +201,13 @@ def _ingress(cls):
 
     @serve.ingress(api)
     class Ingress(cls):
+        @api.get("/-/routing")
+        async def routing(self):
+            """What this gateway's router knows: in-flight requests and tokens per replica."""
+            from athanor.serve.ray_router import ROUTERS
+
+            return merge_status([r.status() for r in ROUTERS])
+
         @api.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
         async def forward(self, request: Request):
             return await self.forward_request(request)
@@ -255,16 +263,17 @@ class Gateway:
         req = {"method": request.method, "path": request.url.path, "query": request.url.query,
                "headers": list(request.headers.items()), "body": body, "affinity_key": key, "cost": cost,
                "client": list(request.client) if request.client else None}
-        head, first, rest = await self._send(req)
+        head, first, rest, attempts = await self._send(req)
         if head is None:
             return error_response(request.url.path, "no engine replica could take the request; retry soon", 503,
                                   code="overloaded", headers={"Retry-After": "1"})
         headers = {k: v for k, v in head["headers"] if k.lower() not in ("content-length", "transfer-encoding")}
+        headers[ATTEMPTS_HEADER] = str(attempts)
         return StreamingResponse(_chain(first, rest), status_code=head["status"], headers=headers,
                                  media_type=headers.get("content-type"))
 
     async def _send(self, req: dict):
-        """(head, first chunk, the rest) from the first replica that answers; (None, None, None) if none did."""
+        """(head, first chunk, the rest, attempts) from the first replica that answers; head None if none did."""
         from ray.exceptions import RayError
 
         for attempt in range(1, self.max_attempts + 1):
@@ -272,11 +281,22 @@ class Gateway:
             try:
                 head = await gen.__anext__()
                 first = await _next_or_none(gen)  # the stream counts as started once a body chunk is here
-                return head, first, gen
+                return head, first, gen, attempt
             except RayError as e:  # the replica died or became unreachable before answering: send it again
                 log.warning("replica failed before answering (attempt %d/%d): %s", attempt, self.max_attempts,
                             type(e).__name__)
-        return None, None, None
+        return None, None, None, self.max_attempts
+
+
+def merge_status(statuses: list[dict]) -> dict:
+    """One view over the routers of this process (usually one per handle)."""
+    replicas: dict[str, dict] = {}
+    for status in statuses:
+        for rid, row in status["replicas"].items():
+            into = replicas.setdefault(rid, {"outstanding_tokens": 0, "requests": 0})
+            into["outstanding_tokens"] += row["outstanding_tokens"]
+            into["requests"] += row["requests"]
+    return {"replicas": replicas, "conversations": sum(s["conversations"] for s in statuses)}
 
 
 async def _next_or_none(gen):

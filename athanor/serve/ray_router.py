@@ -16,11 +16,13 @@ replica a request went to (Ray does not call `on_request_routed` on every path).
 
 from __future__ import annotations
 
+import importlib
 import random
 from collections import OrderedDict
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
+ROUTERS: list = []  # the routers living in this process (the gateway's), for its /-/routing status route
 MAX_AFFINITY_KEYS = 100_000  # remembered conversations (least recently used forgotten first)
 DEFAULT_IMBALANCE_TOKENS = 16_384  # affinity yields when its replica is this far above the least loaded one
 
@@ -39,6 +41,18 @@ class AffinityRouter(RequestRouter):
         self.outstanding: dict[ReplicaID, int] = {}  # replica -> tokens of requests routed and not completed
         self.in_flight: dict[str, tuple[ReplicaID, int]] = {}  # internal request id -> (replica, cost)
         self.affinity: OrderedDict[str, ReplicaID] = OrderedDict()
+        # Ray may ship this class by value (cloudpickle), giving it a copy of this module's globals: register in
+        # the imported module, where the gateway's status route looks
+        importlib.import_module(__name__).ROUTERS.append(self)
+
+    def status(self) -> dict:
+        """Per replica: outstanding tokens and requests routed here and not completed (JSON-ready)."""
+        rows: dict[str, dict] = {}
+        for rid, _ in self.in_flight.values():
+            rows.setdefault(rid.unique_id, {"outstanding_tokens": 0, "requests": 0})["requests"] += 1
+        for rid, tokens in self.outstanding.items():
+            rows.setdefault(rid.unique_id, {"outstanding_tokens": 0, "requests": 0})["outstanding_tokens"] = tokens
+        return {"replicas": rows, "conversations": len(self.affinity)}
 
     def _load(self, replica: RunningReplica) -> int:
         return self.outstanding.get(replica.replica_id, 0)

@@ -51,6 +51,12 @@ def chat(c, messages, max_tokens=4, **extra):
     return raw.parse().choices[0].message.content, raw.headers["x-athanor-replica"]
 
 
+def routed(url: str) -> dict[str, int]:
+    """Requests in flight per replica, from the gateway's router."""
+    status = httpx.get(f"{url}/-/routing", timeout=10).json()
+    return {rid: row["requests"] for rid, row in status["replicas"].items()}
+
+
 def conversation(i: int, turns: int) -> list[dict]:
     msgs = [{"role": "system", "content": f"you are helper number {i}"}, {"role": "user", "content": f"hello {i}"}]
     for t in range(turns - 1):
@@ -94,26 +100,35 @@ def test_killing_a_replica_under_load_loses_no_unstarted_request(cluster):
     replicas = [o.headers["x-athanor-replica"] for o in opened]
     lines = [o.iter_lines() for o in opened]
     for it in lines:
-        next(l for l in it if l.startswith("data: {"))  # streaming has started on both
+        next(line for line in it if line.startswith("data: {"))  # streaming has started on both
     assert len(set(replicas)) == 2
     victim, survivor = replicas
-    with cf.ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(chat, c, conversation(200 + i, 1), 64, ignore_eos=True) for i in range(8)]
-        time.sleep(0)  # submitted; the kill races them on purpose
-        actor = next(a for a in ray.util.list_named_actors(all_namespaces=True)
-                     if a["name"].endswith(f"#{victim}"))
+
+    def later_turn(i):  # continuations of the victim's conversation: affinity sends them to the victim
+        raw = c.chat.completions.with_raw_response.create(
+            model="tiny", messages=conversation(100, 2) + [{"role": "user", "content": f"again {i}"}],
+            max_tokens=64, temperature=0, extra_body={"ignore_eos": True})
+        return raw.parse().choices[0].message.content, raw.headers["x-athanor-replica"], raw.headers["x-athanor-attempts"]
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(later_turn, i) for i in range(6)]
+        deadline = time.monotonic() + 60
+        while routed(cluster).get(victim, 0) < 3:  # the stream and at least two of the later turns are on the victim
+            assert time.monotonic() < deadline, "the later turns never reached the victim"
+            time.sleep(0.01)
+        actor = next(a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(f"#{victim}"))
         ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-        results = [f.result(timeout=120) for f in futures]  # every one answers (retried if its replica died)
-    assert all(text is not None for text, _ in results)
-    assert victim not in {replica for _, replica in results[-1:]} or True
-    # the survivor's stream finishes; the victim's stream ends early (it had started: not replayable)
-    tail = [line for line in lines[1] if line.startswith("data: ")]
-    assert tail[-1] == "data: [DONE]"
-    survivor_lines = [line for line in lines[0]]  # drains without hanging
-    assert "data: [DONE]" not in survivor_lines or True
+        results = [f.result(timeout=120) for f in futures]  # every one answers, re-sent if the victim died first
+    assert all(text for text, _, _ in results)
+    retried = [r for r in results if int(r[2]) > 1]
+    assert retried and all(replica == survivor for _, replica, _ in retried)
+
+    victim_lines = list(lines[0])  # ends early without hanging: it had started, so it is not replayed
+    assert "data: [DONE]" not in victim_lines
+    survivor_lines = [line for line in lines[1] if line.startswith("data: ")]
+    assert survivor_lines[-1] == "data: [DONE]"  # the other replica finished its stream
     for s in streams:
         s.__exit__(None, None, None)
-    # and the endpoint keeps serving
-    for i in range(3):
+    for i in range(3):  # and the endpoint keeps serving
         text, replica = chat(c, conversation(300 + i, 1))
-        assert text is not None and replica != victim
+        assert text and replica != victim
