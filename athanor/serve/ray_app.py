@@ -118,10 +118,10 @@ class ReplicaCore:
 
     def __init__(self, options: ReplicaOptions, replica_name: str) -> None:
         from athanor.models.store import Store
-        from athanor.serve.app import create_app
+        from athanor.serve.app import create_app, resolve_api_key
 
         store = Store(options.store_home) if options.store_home else Store()
-        self.app = create_app(store=store, api_key=options.api_key, **options.app_kwargs)
+        self.app = create_app(store=store, api_key=resolve_api_key(options.api_key), **options.app_kwargs)
         self.replica_name = replica_name
         self._lifespan = None
 
