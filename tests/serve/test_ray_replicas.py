@@ -6,6 +6,7 @@ About a minute on 2 cores (Ray start ~20 s); skipped where ray[serve] is not ins
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import time
 
 import httpx
@@ -132,3 +133,23 @@ def test_killing_a_replica_under_load_loses_no_unstarted_request(cluster):
     for i in range(3):  # and the endpoint keeps serving
         text, replica = chat(c, conversation(300 + i, 1))
         assert text and replica != victim
+
+
+def test_zz_deleting_the_app_drains_an_open_stream(cluster):
+    """Ray's graceful shutdown (what SIGTERM to `athanor serve --replicas` and `serve shutdown` do): a stream that
+    is running when the app is deleted finishes before the replicas go. Runs last: it removes the app."""
+    import threading
+
+    c = client(cluster)
+    with c.chat.completions.with_streaming_response.create(
+            model="tiny", messages=conversation(900, 1), max_tokens=300, stream=True, temperature=0,
+            extra_body={"ignore_eos": True}) as opened:
+        it = opened.iter_lines()
+        next(line for line in it if line.startswith("data: {"))
+        deleting = threading.Thread(target=serve.delete, args=("default",))
+        deleting.start()
+        rest = [line for line in it if line.startswith("data: ")]
+    deleting.join(timeout=120)
+    assert rest[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in rest if line.startswith("data: {")]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
