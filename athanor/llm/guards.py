@@ -191,7 +191,7 @@ class Guard:
             self.breaker.before_call(self.key)
             try:
                 result = fn()
-            except Exception as e:  # noqa: BLE001 - classified, then re-raised or retried
+            except Exception as e:
                 wait = self._after_failure(e, attempt, start)
                 if wait is None:
                     raise

@@ -59,10 +59,10 @@ class ScaleOptions:
     def deployment_options(self) -> dict:
         from ray.serve.config import RequestRouterConfig
 
-        opts = dict(max_ongoing_requests=self.max_ongoing_requests,
-                    graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
-                    ray_actor_options={"num_cpus": self.num_cpus_per_replica},
-                    request_router_config=RequestRouterConfig(request_router_class=ROUTER_CLASS))
+        opts = {"max_ongoing_requests": self.max_ongoing_requests,
+                "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+                "ray_actor_options": {"num_cpus": self.num_cpus_per_replica},
+                "request_router_config": RequestRouterConfig(request_router_class=ROUTER_CLASS)}
         if self.min_replicas is not None or self.max_replicas is not None:
             lo = self.min_replicas if self.min_replicas is not None else 1
             hi = self.max_replicas if self.max_replicas is not None else max(lo, self.num_replicas)

