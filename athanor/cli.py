@@ -7,7 +7,6 @@ returns instantly. User errors (AthanorError, ValueError from option parsing) pr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -76,9 +75,9 @@ def _engine_config(device: str, dtype: str, weights: str = "auto"):
 @app.command()
 def run(
     model: str = typer.Argument(..., help="store name (e.g. smollm2) or a path to a .gguf file / HF directory"),
-    prompt: Optional[list[str]] = typer.Argument(None, help="one-shot prompt; omit for an interactive chat"),
+    prompt: list[str] | None = typer.Argument(None, help="one-shot prompt; omit for an interactive chat"),
     verbose: bool = typer.Option(False, "--verbose", help="print load/prompt/eval statistics after each answer"),
-    option: Optional[list[str]] = OptionList,
+    option: list[str] | None = OptionList,
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
     weights: str = WeightsOption,
@@ -99,7 +98,7 @@ def generate(
     model: str = typer.Argument(..., help="store name or path"),
     prompt: list[str] = typer.Argument(..., help="raw text to continue (no chat template)"),
     verbose: bool = typer.Option(False, "--verbose"),
-    option: Optional[list[str]] = OptionList,
+    option: list[str] | None = OptionList,
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
     weights: str = WeightsOption,
@@ -231,7 +230,7 @@ DatasetDir = typer.Option(None, "--dataset-dir", help="folder with dataset_info.
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="a YAML file (LLaMA-Factory key names), e.g. recipes/smollm2_lora_sft.yaml"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. max_steps=10"),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. max_steps=10"),
 ) -> None:
     """Fine-tune (LoRA / QLoRA / full / freeze; pt, SFT or DPO) from one YAML file; the whole config is checked before anything loads."""
     from athanor.train.run import train as run_training
@@ -241,7 +240,7 @@ def train(
 
 
 @data_app.command("validate")
-def data_validate(names: list[str], dataset_dir: Optional[Path] = DatasetDir) -> None:
+def data_validate(names: list[str], dataset_dir: Path | None = DatasetDir) -> None:
     """Count valid and invalid samples; show the first bad record and why."""
     from athanor.data.registry import validate_datasets
 
@@ -253,7 +252,7 @@ def data_validate(names: list[str], dataset_dir: Optional[Path] = DatasetDir) ->
 
 
 @data_app.command("convert")
-def data_convert(name: str, out: Path, dataset_dir: Optional[Path] = DatasetDir) -> None:
+def data_convert(name: str, out: Path, dataset_dir: Path | None = DatasetDir) -> None:
     """Write a dataset's valid samples as OpenAI-messages JSONL."""
     from athanor.data.convert import convert_dataset
 
@@ -261,7 +260,7 @@ def data_convert(name: str, out: Path, dataset_dir: Optional[Path] = DatasetDir)
 
 
 @data_app.command("stats")
-def data_stats(name: str, dataset_dir: Optional[Path] = DatasetDir) -> None:
+def data_stats(name: str, dataset_dir: Path | None = DatasetDir) -> None:
     """Sample counts, turns, lengths."""
     import json
 
@@ -271,7 +270,7 @@ def data_stats(name: str, dataset_dir: Optional[Path] = DatasetDir) -> None:
 
 
 @data_app.command("dedup")
-def data_dedup(name: str, out: Path, dataset_dir: Optional[Path] = DatasetDir,
+def data_dedup(name: str, out: Path, dataset_dir: Path | None = DatasetDir,
                threshold: float = typer.Option(0.9, help="MinHash Jaccard threshold for near duplicates")) -> None:
     """Drop exact and near-duplicate samples (MinHash); write the rest as OpenAI-messages JSONL."""
     from athanor.data.dedup import dedup_dataset
@@ -287,11 +286,11 @@ UnsafeCodeOption = typer.Option(False, "--unsafe-code", help="run python tools /
 
 @app.command()
 def agent(
-    question: Optional[str] = typer.Argument(None, help="one question; omit for an interactive session"),
+    question: str | None = typer.Argument(None, help="one question; omit for an interactive session"),
     model: str = typer.Option("smollm2", "--model", "-m", help="a store name, a path, or openai:URL#MODEL"),
     tools: str = typer.Option("calculator", help="comma-separated: calculator, python, read_file, list_dir, http_get"),
-    mcp: Optional[list[str]] = typer.Option(None, "--mcp", help="an MCP server: a command (stdio) or an http(s) URL"),
-    session: Optional[str] = typer.Option(None, help="continue (and save) this conversation in SQLite"),
+    mcp: list[str] | None = typer.Option(None, "--mcp", help="an MCP server: a command (stdio) or an http(s) URL"),
+    session: str | None = typer.Option(None, help="continue (and save) this conversation in SQLite"),
     max_iterations: int = typer.Option(10, help="steps before it stops and says so"),
     native: bool = typer.Option(False, help="use the model's native tool calls instead of ReAct text"),
     root: str = typer.Option(".", help="the only folder read_file/list_dir may see"),
@@ -312,10 +311,10 @@ def agent(
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
     port: int = typer.Option(11435, help="port (11435: one above Ollama's 11434, so both can run)"),
-    api_key: Optional[str] = typer.Option(None, envvar="ATHANOR_API_KEY", help="require 'Authorization: Bearer KEY'"),
+    api_key: str | None = typer.Option(None, envvar="ATHANOR_API_KEY", help="require 'Authorization: Bearer KEY'"),
     keep_alive: str = typer.Option("5m", help="how long an idle model stays loaded (Ollama syntax: 30s, 5m, -1)"),
     max_loaded_models: int = typer.Option(3, help="models kept loaded at once (least recently used unloads)"),
-    max_memory: Optional[str] = typer.Option(None, envvar="ATHANOR_MAX_MEMORY",
+    max_memory: str | None = typer.Option(None, envvar="ATHANOR_MAX_MEMORY",
                                              help="memory budget for loaded models' weights + KV caches, e.g. 8GiB "
                                                   "(least recently used idle models unload to fit)"),
     max_pending: int = typer.Option(256, help="queued requests before answering 503 with Retry-After"),
@@ -323,25 +322,36 @@ def serve(
     weights: str = WeightsOption,
     log_level: str = typer.Option("info"),
     unsafe_code: bool = UnsafeCodeOption,
+    ready_model: list[str] | None = typer.Option(None, help="a model /health/ready requires to be loadable "
+                                                    "(repeatable; default $ATHANOR_READY_MODELS, else any)"),
+    replicas: int = typer.Option(1, min=1, help="engine replicas; above 1 they run under Ray Serve behind this port "
+                                 "(pip install 'athanor[scale]'; docs/scale.md)"),
 ) -> None:
     """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
     import os
-
-    from athanor.serve.app import serve as run
 
     if unsafe_code:  # read by the workflow routes (workflow/routes.py) for every run
         os.environ["ATHANOR_UNSAFE_CODE"] = "1"
     from athanor.serve.manager import parse_bytes, parse_keep_alive
 
-    run(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),
-        engine_config=_engine_config(device, "auto", weights), max_pending=max_pending,
-        max_loaded_models=max_loaded_models, max_memory_bytes=parse_bytes(max_memory), log_level=log_level)
+    options = {"host": host, "port": port, "api_key": api_key, "keep_alive": parse_keep_alive(keep_alive, 300.0),
+               "engine_config": _engine_config(device, "auto", weights), "max_pending": max_pending,
+               "max_loaded_models": max_loaded_models, "max_memory_bytes": parse_bytes(max_memory),
+               "log_level": log_level, "ready_models": ready_model or None}
+    if replicas > 1:
+        from athanor.serve.ray_app import run_replicas
+
+        run_replicas(replicas, **options)
+    else:
+        from athanor.serve.app import serve as run
+
+        run(**options)
 
 
 @app.command()
 def ps(
     url: str = typer.Option("http://127.0.0.1:11435", help="the server to ask"),
-    api_key: Optional[str] = typer.Option(None, envvar="ATHANOR_API_KEY"),
+    api_key: str | None = typer.Option(None, envvar="ATHANOR_API_KEY"),
 ) -> None:
     """Models loaded by a running `athanor serve` (name, size, context, expiry), like `ollama ps`."""
     from athanor.serve.client import loaded_models

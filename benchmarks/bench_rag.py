@@ -10,7 +10,7 @@
           the HNSW index (athanor/rag/ann.py) against exact search, p50/p99 of both, and kb.query latency per
           mode with each index
 
-Run: OMP_NUM_THREADS=1 python benchmarks/bench_rag.py index|eval|scale
+Run: OMP_NUM_THREADS=1 python benchmarks/bench_rag.py index|eval|scale   (eval --vector-backend qdrant: same on Qdrant)
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def run_eval(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_rag_"))
     os.environ["ATHANOR_HOME"] = str(tmp / "home")
     num_files = _write_topics(tmp / "topics")
-    kb = KnowledgeBase.create("pydoc")
+    kb = KnowledgeBase.create("pydoc", vector_backend=args.vector_backend)
     kb.embedder.embed(["warm up"])  # model load is not ingest throughput
     t = time.perf_counter()
     report = kb.add([tmp / "topics"])
@@ -293,6 +293,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=100_000, help="scale: chunks in the base")
     ap.add_argument("--cache", default="/tmp/athanor_rag_corpus", help="scale: embedding cache (rag_corpus.py)")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--vector-backend", default="faiss", help="eval: faiss (default) or qdrant (local mode)")
     args = ap.parse_args()
     {"index": run_index, "eval": run_eval, "scale": run_scale}[args.part](args)
 

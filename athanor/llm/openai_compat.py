@@ -6,7 +6,9 @@ fragments are assembled here and emitted as complete `ToolCall`s on the final de
 Key: the `api_key` argument, else $OPENAI_API_KEY, else "none" (local servers ignore it).
 Options: OpenAI names go as request fields; Ollama spellings are mapped (num_predict -> max_tokens);
 anything else travels in `extra_body` so servers with extensions (vLLM's top_k, ...) receive it.
-Not for: retries policy beyond the SDK's defaults, or the Responses / Assistants APIs.
+Guards (llm/guards.py): per-attempt timeouts, retry with backoff honouring Retry-After, and a circuit breaker
+per upstream model; the SDK's own retries are off so every attempt passes the breaker.
+Not for: the Responses / Assistants APIs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from collections.abc import Iterator
 
 from athanor.llm.base import ChatDelta, ChatResponse, ToolCall, Usage
+from athanor.llm.guards import Guard, GuardConfig
 
 OPENAI_FIELDS = {"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "presence_penalty",
                  "frequency_penalty", "logit_bias", "n", "response_format", "tool_choice", "parallel_tool_calls",
@@ -24,27 +27,35 @@ ALIASES = {"num_predict": "max_tokens"}
 
 class OpenAIChatModel:
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout: float = 600.0, max_retries: int = 2, include_usage: bool = True) -> None:
-        from openai import OpenAI
+                 timeout: float = 600.0, max_retries: int = 3, include_usage: bool = True,
+                 guards: GuardConfig | None = None, connect_timeout: float = 10.0) -> None:
+        from openai import OpenAI, Timeout
 
         self.base_url = base_url
         key = api_key or os.environ.get("OPENAI_API_KEY") or "none"
-        self.client = OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self.client = OpenAI(base_url=base_url, api_key=key, timeout=Timeout(timeout, connect=connect_timeout),
+                             max_retries=0)  # retries are the guard's, so each attempt passes the breaker
+        self.guards = guards or GuardConfig(max_retries=max_retries)
         self._model = model
         self.include_usage = include_usage
+
+    def guard(self) -> Guard:
+        """The guard of this upstream model (its breaker is shared by every client of the same URL + model)."""
+        return Guard(f"{self.base_url.rstrip('/')}#{self.name}", self.guards)
 
     @property
     def name(self) -> str:
         """The served model's id; without '#MODEL' in the spec, the first one the server lists."""
         if self._model is None:
-            models = self.client.models.list().data
+            models = Guard(self.base_url.rstrip("/"), self.guards).call(lambda: self.client.models.list().data)
             if not models:
                 raise ValueError(f"{self.base_url} lists no models; name one with '#MODEL'")
             self._model = models[0].id
         return self._model
 
     def chat(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> ChatResponse:
-        r = self.client.chat.completions.create(model=self.name, messages=messages, **_request(tools, options))
+        req = _request(tools, options)
+        r = self.guard().call(lambda: self.client.chat.completions.create(model=self.name, messages=messages, **req))
         choice = r.choices[0]
         calls = [ToolCall(c.id, c.function.name, c.function.arguments or "") for c in choice.message.tool_calls or []]
         usage = Usage(r.usage.prompt_tokens, r.usage.completion_tokens) if r.usage else Usage()
@@ -64,7 +75,9 @@ class OpenAIChatModel:
             sent.update(done)
             return [ToolCall(parts[i]["id"] or f"call_{i}", parts[i]["name"], parts[i]["arguments"]) for i in done]
 
-        for chunk in self.client.chat.completions.create(model=self.name, messages=messages, stream=True, **req):
+        chunks = self.guard().stream(
+            lambda: self.client.chat.completions.create(model=self.name, messages=messages, stream=True, **req))
+        for chunk in chunks:
             if chunk.usage:
                 usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
             for choice in chunk.choices[:1]:
@@ -78,7 +91,7 @@ class OpenAIChatModel:
         yield ChatDelta(tool_calls=complete(float("inf")), finish_reason=reason or "stop", usage=usage)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        r = self.client.embeddings.create(model=self.name, input=texts)
+        r = self.guard().call(lambda: self.client.embeddings.create(model=self.name, input=texts))
         return [d.embedding for d in sorted(r.data, key=lambda d: d.index)]
 
 

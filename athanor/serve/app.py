@@ -32,11 +32,13 @@ MAX_PENDING = 256  # requests in flight per model (running + queued) before new 
 def create_app(store=None, engine_config: EngineConfig | None = None, api_key: str | None = None,
                keep_alive: float = DEFAULT_KEEP_ALIVE, health_stall_seconds: float = HEALTH_STALL_SECONDS,
                max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS,
-               max_memory_bytes: int | None = None) -> FastAPI:
+               max_memory_bytes: int | None = None, ready_models: list[str] | None = None) -> FastAPI:
     """The app. `store`: a models.store.Store (default: $ATHANOR_HOME's); `api_key`: None -> no auth;
     `keep_alive`: default seconds a model stays loaded after its last request; `max_pending`: per model;
-    `max_memory_bytes`: weights + KV caches of all loaded models (None: only `max_loaded_models` limits)."""
+    `max_memory_bytes`: weights + KV caches of all loaded models (None: only `max_loaded_models` limits);
+    `ready_models`: the models /health/ready requires to be loadable (see health.py)."""
     from athanor.models.store import Store
+    from athanor.serve import health as probes
     from athanor.serve import ollama_api, ollama_models, openai_api
 
     manager = ModelManager(store or Store(), engine_config, keep_alive, max_loaded_models, max_memory_bytes)
@@ -47,6 +49,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
         try:
             yield
         finally:
+            app.state.draining = True  # /health/ready says no from here on
             reaper.cancel()
             await asyncio.to_thread(manager.shutdown)
 
@@ -60,6 +63,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     for module in (openai_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)
     app.add_api_route("/health", health, methods=["GET"])
+    probes.install(app, ready_models)  # /health/live, /health/ready
     app.add_api_route("/metrics", metrics, methods=["GET"])
     app.add_api_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_middleware(RequestMiddleware, api_key=api_key, metrics=app.state.metrics,
@@ -93,12 +97,12 @@ def resolve_api_key(api_key: str | None) -> str | None:
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
           keep_alive: float = DEFAULT_KEEP_ALIVE, engine_config: EngineConfig | None = None,
           max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS,
-          max_memory_bytes: int | None = None, log_level: str = "info") -> None:
+          max_memory_bytes: int | None = None, log_level: str = "info", ready_models: list[str] | None = None) -> None:
     """Run the server until interrupted. `api_key` None -> $ATHANOR_API_KEY if set, else no auth."""
     import uvicorn
 
     api_key = resolve_api_key(api_key)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     app = create_app(engine_config=engine_config, api_key=api_key, keep_alive=keep_alive, max_pending=max_pending,
-                     max_loaded_models=max_loaded_models, max_memory_bytes=max_memory_bytes)
+                     max_loaded_models=max_loaded_models, max_memory_bytes=max_memory_bytes, ready_models=ready_models)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # our middleware logs access

@@ -131,6 +131,7 @@ class Generation:
             else:
                 self.metrics.observe_itl(now - self.t_last)
             self.t_last = now
+            self.metrics.note_tokens(len(d.token_ids))
         r.text += d.text
         r.token_ids += d.token_ids
         r.logprobs += d.logprobs

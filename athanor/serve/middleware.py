@@ -15,7 +15,7 @@ import uuid
 from athanor.serve.errors import error_response
 
 access_log = logging.getLogger("athanor.serve.access")
-PUBLIC_PATHS = ("/health",)  # answered without a key: load balancers and probes have none
+PUBLIC_PATHS = ("/health", "/health/live", "/health/ready")  # answered without a key: probes have none
 
 
 class RequestMiddleware:

@@ -31,12 +31,14 @@ class JsonlLogCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not state.global_step:  # a resumed run keeps appending to the same log
+        if not state.global_step and state.is_world_process_zero:  # a resumed run keeps appending to the same log
             self.path.write_text("")
         self.start = time.perf_counter()
         self.start_tokens = getattr(state, "num_input_tokens_seen", 0) or 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # every process logs the same (gathered) numbers: write them once
+            return
         elapsed = time.perf_counter() - self.start
         record = {"step": state.global_step, "max_steps": state.max_steps, "elapsed_s": round(elapsed, 3),
                   **(logs or {})}

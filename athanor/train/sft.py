@@ -78,8 +78,9 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     # 5. Save the adapter (or model) next to the tokenizer files and the config that made it.
     out = Path(cfg.output_dir)
     save_model(trainer, out)
-    save_side_files(cfg, base, tokenizer, out)
-    plot_loss(out / LOG_FILE)
+    if trainer.is_world_process_zero():  # under a launcher, one process writes the files (not N racing copies)
+        save_side_files(cfg, base, tokenizer, out)
+        plot_loss(out / LOG_FILE)
     return SftResult(out, num_examples, len(train_rows), float(output.training_loss), trainer.state.log_history)
 
 
@@ -314,9 +315,10 @@ def save_model(trainer: Any, out: Path) -> None:
     if _is_peft(trainer.model):
         # peft would also save the (frozen, unchanged) lm_head / embedding base weights when LoRA targets them
         # ("save_embedding_layers"); those are only needed after resizing the vocabulary, which we never do.
-        trainer.model.save_pretrained(str(out), save_embedding_layers=False)
+        if trainer.is_world_process_zero():  # DDP replicas hold the same adapter: the main process writes it
+            trainer.model.save_pretrained(str(out), save_embedding_layers=False)
     else:
-        trainer.save_model(str(out))
+        trainer.save_model(str(out))  # every process calls it (FSDP/DeepSpeed gather shards); the main one writes
 
 
 def _is_peft(model: Any) -> bool:

@@ -152,7 +152,7 @@ def test_shipped_accelerate_configs_load_in_accelerate(path):
     from accelerate.commands.config.config_args import ClusterConfig
 
     cfg = ClusterConfig.from_yaml_file(str(path))
-    assert cfg.distributed_type in ("DEEPSPEED", "FSDP") and cfg.num_processes >= 1
+    assert cfg.distributed_type in ("DEEPSPEED", "FSDP", "MULTI_GPU") and cfg.num_processes >= 1
 
 
 def test_eval_dataset_is_checked_like_dataset(workdir, tiny_hf_dir):
