@@ -194,9 +194,16 @@ def _format_show(info: dict) -> str:
 @app.command()
 def create(name: str, file: Path = typer.Option(..., "-f", "--file", help="path to the Modelfile")) -> None:
     """Create a named model from a Modelfile (FROM a store name, a .gguf file or a HF directory)."""
+    import warnings
+
+    from athanor.models.modelfile import ModelfileWarning
     from athanor.models.store import Store
 
-    m = Store().create(name, file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ModelfileWarning)
+        m = Store().create(name, file)
+    for w in caught:  # Ollama prints its parameter warnings the same way
+        typer.echo(f"warning: {w.message}", err=True)
     typer.echo(f"created {m.name} from {m.parent or m.weights}")
 
 

@@ -38,7 +38,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ATHANOR_HOME", str(tmp_path_factory.mktemp("athanor_home")))
 
 
-def write_tiny_hf_dir(path: Path, arch: str = "qwen2", seed: int = 0) -> Path:
+def write_tiny_hf_dir(path: Path, arch: str = "qwen2", seed: int = 0, extra_specials: tuple[str, ...] = ()) -> Path:
     """A complete, tiny Hugging Face model directory: trained byte-level BPE, ChatML template, random weights."""
     import json
 
@@ -49,7 +49,7 @@ def write_tiny_hf_dir(path: Path, arch: str = "qwen2", seed: int = 0) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *extra_specials]
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = ["The capital of France is Paris.", "hello world, how are you?", "数字 12345 and emoji 🙂 too"] * 50

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from athanor.agent.context import is_context_stop
 from athanor.agent.react import AgentEvent, AgentResult, ReActAgent, result_from_events
 from athanor.agent.tools import Tool
 from athanor.llm.base import ChatModel
@@ -60,7 +61,8 @@ def agent_command(model: str | ChatModel, tools: str = "calculator", question: s
                   mcp: list[str] | None = None, native: bool = False, root: str = ".",
                   allowed_hosts: list[str] | None = None, out: TextIO | None = None, unsafe_code: bool = False) -> int:
     """Run one question (or an interactive loop when `question` is None). Returns the exit status:
-    0 answered, 2 stopped without an answer.
+    0 answered (or stopped because the conversation outgrew the context: the trace is the result), 2 stopped
+    without an answer (max iterations, wall time).
 
     model: a spec (llm/base.py) or an already loaded ChatModel. tools: comma-separated built-in names ("" for
     none). mcp: MCP servers (command lines or http(s) URLs) whose tools are added. native: the tool-calling
@@ -96,7 +98,8 @@ def _make_agent(model: ChatModel, tools: list[Tool], session: str | None, max_it
 
 def _run(agent, question: str | None, verbose: bool, out: TextIO) -> int:
     if question is not None:
-        return 0 if _ask(agent, question, verbose, out).answer is not None else 2
+        result = _ask(agent, question, verbose, out)
+        return 0 if result.answer is not None or is_context_stop(result.stopped_reason) else 2
     while True:
         try:
             line = input(">>> ").strip()

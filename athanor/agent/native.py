@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from athanor.agent.context import context_limit, context_stop_message
 from athanor.agent.react import MAX_OBSERVATION_CHARS, AgentEvent, AgentResult, remember, result_from_events
 from athanor.agent.tools import Tool, ToolError, openai_tool_spec
 from athanor.llm.base import ChatModel, ChatResponse, ToolCall, collect, tool_call_message
@@ -48,7 +49,13 @@ class ToolCallingAgent:
         deadline = time.monotonic() + self.max_seconds
         final = AgentEvent("stopped", f"stopped after {self.max_iterations} steps", self.max_iterations)
         for step in range(1, self.max_iterations + 1):
-            response = self._ask(messages, specs, deadline)  # 1.
+            try:
+                response = self._ask(messages, specs, deadline)  # 1.
+            except Exception as e:  # only "no longer fits the context" is a stop; anything else is re-raised
+                if (limit := context_limit(e)) is None:
+                    raise
+                final = AgentEvent("stopped", context_stop_message(limit), step)
+                break
             if response is None:
                 final = AgentEvent("stopped", f"stopped: wall-time limit of {self.max_seconds:g} s reached", step)
                 break

@@ -3,8 +3,8 @@
 The prompt is a system message with the tool list and the format, then the conversation history from memory,
 then the new input; each step appends the model's reply (an assistant message) and its Observation (a user
 message), so chat-tuned models see an ordinary dialogue. Every step streams `AgentEvent`s. The loop ends
-with an answer, or honestly: "stopped after N steps" (max_iterations) or "stopped: wall-time limit" - a
-stopped run never has an `answer`. The wall time is checked before each model call, between streamed pieces
+with an answer, or honestly: "stopped after N steps" (max_iterations), "stopped: wall-time limit" or "stopped:
+the conversation no longer fits the N-token context" (context.py) - a stopped run never has an `answer`. The wall time is checked before each model call, between streamed pieces
 (an abandoned stream is closed, which frees the engine's request) and after each tool; a running tool is
 bounded by its own limit (the python sandbox's timeout), not interrupted.
 Not for: the model's native tool-call format (native.py), running tools safely (the tools do that).
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from athanor.agent.context import context_limit, context_stop_message
 from athanor.agent.react_parser import Action, Final, format_help, parse_react
 from athanor.agent.tools import Tool, ToolError, arguments_from_text, example_arguments
 from athanor.llm.base import ChatModel
@@ -105,7 +106,13 @@ class ReActAgent:
         final: AgentEvent | None = None
         for step in range(1, self.max_iterations + 1):
             # 1. ask the model
-            reply = self._ask(messages, deadline)
+            try:
+                reply = self._ask(messages, deadline)
+            except Exception as e:  # only "no longer fits the context" is a stop; anything else is re-raised
+                if (limit := context_limit(e)) is None:
+                    raise
+                final = AgentEvent("stopped", context_stop_message(limit), step)
+                break
             if reply is None:
                 final = AgentEvent("stopped", f"stopped: wall-time limit of {self.max_seconds:g} s reached", step)
                 break

@@ -1,8 +1,13 @@
 """Ollama-style Modelfile: parse one into a typed `Modelfile`, and render one back to text.
 
-Instructions: FROM, PARAMETER, TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE (keywords in any case, `#` comment
-lines). A value is bare (the rest of the line), `"quoted"` (one line; `\\"` and `\\\\` escapes) or
-`\"\"\"multi-line\"\"\"` (one newline right after the opening and right before the closing quotes is dropped).
+Instructions: FROM, PARAMETER, TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE, REQUIRES (keywords in any case, `#`
+comment lines); DRAFT, RENDERER and PARSER are Ollama's too and are refused with a one-line reason. A value is bare
+(the rest of the line, trailing blanks trimmed), `"quoted"` (one line; `\\"` and `\\\\` escapes) or
+`\"\"\"multi-line\"\"\"` (kept exactly, newlines after the opening and before the closing quotes included, as
+Ollama keeps them). The file may be UTF-8 or UTF-16 with a byte-order mark, as Ollama reads it.
+
+PARAMETERs: the sampling ones go to the engine; Ollama's runtime ones (num_batch, num_gpu, ...) are accepted with a
+`ModelfileWarning` saying they change nothing here; deprecated ones (mirostat, ...) warn as Ollama does.
 
 TEMPLATE holds a Jinja chat template (the Hugging Face convention) or an Ollama Go template (`{{ .Prompt }}`,
 `{{ range .Messages }}`); both are checked here and rendered by tokenizer.py (Go ones via athanor.gotemplate).
@@ -12,6 +17,8 @@ Not for resolving FROM or ADAPTER paths or writing manifests (store.py does that
 from __future__ import annotations
 
 import difflib
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +40,31 @@ PARAMETER_TYPES: dict[str, type] = {
     "seed": int,
     "stop": str,
 }
+# Ollama's runtime options: accepted (its Modelfiles use them) but with no effect on this engine, each with why
+RUNTIME_PARAMETERS: dict[str, tuple[type, str]] = {
+    "num_batch": (int, "the engine sizes its own prefill chunks (max_num_batched_tokens)"),
+    "num_gpu": (int, "layers are not split between devices here"),
+    "main_gpu": (int, "the device is chosen by athanor serve --device"),
+    "use_mmap": (bool, "weights are read into memory once"),
+    "num_thread": (int, "torch's thread count is set per process"),
+    "num_keep": (int, "a prompt longer than the context is refused, never shifted"),
+    "typical_p": (float, "the sampler has no typical sampling"),
+    "draft_num_predict": (int, "there is no speculative decoding"),
+    "numa": (bool, "no NUMA placement"),
+}
+# Ollama warns on these and drops them (parser.go deprecatedParameters)
+DEPRECATED_PARAMETERS = ("penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock",
+                         "mirostat", "mirostat_tau", "mirostat_eta")
 MESSAGE_ROLES = ("system", "user", "assistant")
-INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE")
+INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE", "REQUIRES")
+REFUSED = {"DRAFT": "speculative decoding with a draft model is not supported by athanor",
+           "RENDERER": "Ollama's built-in prompt renderers are not available here; give a TEMPLATE instead",
+           "PARSER": "Ollama's built-in output parsers are not available here"}
+_SEMVER = re.compile(r"v?(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+
+
+class ModelfileWarning(UserWarning):
+    """Something Ollama accepts that means nothing (or is deprecated) here; `athanor create` prints it."""
 
 
 class ModelfileError(AthanorError):
@@ -60,17 +90,26 @@ class Modelfile:
     adapter_lines: list[int] = field(default_factory=list)  # line of each ADAPTER, for error messages
     license: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)  # {"role": ..., "content": ...}
+    requires: str | None = None  # REQUIRES: the Ollama version the author needed (semver, no "v")
+    runtime_parameters: dict[str, Any] = field(default_factory=dict)  # accepted, no effect (RUNTIME_PARAMETERS)
 
 
 def parse_modelfile(path: str | Path) -> Modelfile:
     """Read and parse the Modelfile at `path`; errors are `ModelfileError` with `path:line`."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = decode_modelfile(Path(path).read_bytes())
     except FileNotFoundError:
         raise AthanorError(f"Modelfile not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise AthanorError(f"cannot read Modelfile {path}: {e}") from None
     return parse_modelfile_text(text, str(path))
+
+
+def decode_modelfile(data: bytes) -> str:
+    """Bytes -> text as Ollama reads them: a UTF-16 (LE/BE) or UTF-8 byte-order mark picks the encoding."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
 
 
 def parse_modelfile_text(text: str, path: str = "Modelfile") -> Modelfile:
@@ -85,6 +124,8 @@ def parse_modelfile_text(text: str, path: str = "Modelfile") -> Modelfile:
             continue
         keyword, rest = (stripped.split(None, 1) + [""])[:2]
         keyword = keyword.upper()
+        if keyword in REFUSED:
+            raise ModelfileError(path, lineno, keyword, REFUSED[keyword])
         if keyword not in INSTRUCTIONS:
             raise ModelfileError(
                 path, lineno, keyword, f"unknown instruction; expected one of {', '.join(INSTRUCTIONS)}"
@@ -117,9 +158,9 @@ def _read_value(rest: str, lines: list[str], i: int, path: str, keyword: str) ->
         return _read_triple(rest[3:], lines, i, path, keyword)
     if rest.startswith('"'):
         return _read_quoted(rest, path, lineno, keyword), i + 1
-    if not rest:
+    if not rest.strip():
         raise ModelfileError(path, lineno, keyword, "missing value")
-    return rest, i + 1
+    return rest.rstrip(), i + 1
 
 
 def _read_triple(first: str, lines: list[str], i: int, path: str, keyword: str) -> tuple[str, int]:
@@ -137,10 +178,7 @@ def _read_triple(first: str, lines: list[str], i: int, path: str, keyword: str) 
         if i >= len(lines):
             raise ModelfileError(path, start, keyword, 'unterminated """ (no closing """ before end of file)')
         text = lines[i]
-    value = "\n".join(chunks)
-    value = value.removeprefix("\n")
-    value = value.removesuffix("\n")
-    return value, i + 1
+    return "\n".join(chunks), i + 1  # kept exactly, as Ollama does (no newline dropped at either end)
 
 
 def _read_quoted(rest: str, path: str, lineno: int, keyword: str) -> str:
@@ -177,6 +215,10 @@ def _apply(mf: Modelfile, keyword: str, value: Any, lineno: int) -> None:
         mf.adapter_lines.append(lineno)
     elif keyword == "LICENSE":
         mf.license = value if mf.license is None else f"{mf.license}\n\n{value}"
+    elif keyword == "REQUIRES":
+        if not _SEMVER.fullmatch(value.strip()):
+            raise ModelfileError(mf.path, lineno, "REQUIRES", f"must be a version such as 0.14.0, got {value!r}")
+        mf.requires = value.strip().removeprefix("v")
     elif keyword == "MESSAGE":
         role, content = value
         if role.lower() not in MESSAGE_ROLES:
@@ -189,16 +231,34 @@ def _apply(mf: Modelfile, keyword: str, value: Any, lineno: int) -> None:
 
 
 def _set_parameter(mf: Modelfile, name: str, raw: str, lineno: int) -> None:
+    where = f"{mf.path}:{lineno}: PARAMETER {name}"
+    if name in DEPRECATED_PARAMETERS:
+        warnings.warn(f"{where} is deprecated (Ollama ignores it too); dropped", ModelfileWarning, stacklevel=2)
+        return
+    if name in RUNTIME_PARAMETERS:
+        kind, why = RUNTIME_PARAMETERS[name]
+        mf.runtime_parameters[name] = _typed(mf, name, kind, raw, lineno)
+        warnings.warn(f"{where} is accepted but has no effect here: {why}", ModelfileWarning, stacklevel=2)
+        return
     kind = PARAMETER_TYPES.get(name)
     if kind is None:
-        close = difflib.get_close_matches(name, PARAMETER_TYPES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(PARAMETER_TYPES)}"
+        known = [*PARAMETER_TYPES, *RUNTIME_PARAMETERS]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)  # a typo, not any name sharing "num_"
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"
         raise ModelfileError(mf.path, lineno, "PARAMETER", f"unknown parameter {name!r}{hint}")
     if name == "stop":
         mf.parameters.setdefault("stop", []).append(raw)
         return
+    mf.parameters[name] = _typed(mf, name, kind, raw, lineno)
+
+
+def _typed(mf: Modelfile, name: str, kind: type, raw: str, lineno: int) -> Any:
+    if kind is bool:
+        if raw.lower() in ("true", "false", "1", "0"):
+            return raw.lower() in ("true", "1")
+        raise ModelfileError(mf.path, lineno, "PARAMETER", f"{name} expects true or false, got {raw!r}")
     try:
-        mf.parameters[name] = kind(raw)
+        return kind(raw)
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise ModelfileError(mf.path, lineno, "PARAMETER", f"{name} expects {what}, got {raw!r}") from None
@@ -234,7 +294,11 @@ def render_modelfile_text(mf: Modelfile) -> str:
     for name, value in mf.parameters.items():
         for v in value if isinstance(value, list) else [value]:
             out.append(f"PARAMETER {name} {_quote(str(v))}")
+    for name, value in mf.runtime_parameters.items():
+        out.append(f"PARAMETER {name} {str(value).lower() if isinstance(value, bool) else value}")
     out += [f"ADAPTER {_quote(a)}" for a in mf.adapters]
+    if mf.requires is not None:
+        out.append(f"REQUIRES {mf.requires}")
     out += [f"MESSAGE {m['role']} {_quote(m['content'])}" for m in mf.messages]
     if mf.license is not None:
         out.append(f"LICENSE {_quote(mf.license)}")
@@ -246,7 +310,7 @@ def _quote(value: str) -> str:
     if "\n" in value or "\r" in value:
         if '"""' in value:
             raise AthanorError('cannot write a multi-line Modelfile value that contains """')
-        return f'"""\n{value}\n"""'
+        return f'"""{value}"""'
     if value and value == value.strip() and not value.startswith('"'):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -39,7 +39,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     `ready_models`: the models /health/ready requires to be loadable (see health.py)."""
     from athanor.models.store import Store
     from athanor.serve import health as probes
-    from athanor.serve import ollama_api, ollama_models, openai_api
+    from athanor.serve import anthropic_api, ollama_api, ollama_models, openai_api, tokenizer_info
 
     manager = ModelManager(store or Store(), engine_config, keep_alive, max_loaded_models, max_memory_bytes)
 
@@ -60,7 +60,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     from athanor.rag import routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
     from athanor.workflow import routes as workflow_routes  # Dify-shaped workflow routes (issue 6); engine loads on use
 
-    for module in (openai_api, ollama_api, ollama_models, kb_routes, workflow_routes):
+    for module in (openai_api, tokenizer_info, anthropic_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)
     app.add_api_route("/health", health, methods=["GET"])
     probes.install(app, ready_models)  # /health/live, /health/ready

@@ -61,6 +61,23 @@ async def run_embed(model, inputs: list, truncate: bool) -> tuple[list[list[floa
         raise err from None
 
 
+def cut_dimensions(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
+    """`dimensions` on /v1/embeddings and /api/embed alike, as Ollama and OpenAI's v3 embedders do: keep the first
+    `dimensions` values and L2-normalise again; outside 1..size is the client's 400."""
+    if dimensions is None:
+        return vectors
+    size = len(vectors[0]) if vectors else 0
+    if not 1 <= dimensions <= size:
+        raise ServeError(f"dimensions must be between 1 and {size} (this model's embedding size), got {dimensions}",
+                         400, "dimensions")
+    out = []
+    for v in vectors:
+        head = v[:dimensions]
+        norm = sum(x * x for x in head) ** 0.5 or 1.0
+        out.append([x / norm for x in head])
+    return out
+
+
 def choice_params(params, index: int):
     """Choice `index` of n: the same options, but a seeded request gets seed + index so choices differ."""
     if params.seed is None or index == 0:

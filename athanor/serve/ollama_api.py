@@ -4,7 +4,7 @@ The last object of a stream (or the only one) carries done_reason and Ollama's t
 `format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/grammar.py). `tools` go through
 the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
 Ollama's shape) in one chunk before the final one. /api/generate's `template` is an Ollama Go template
-(athanor.gotemplate). Not supported: `images`, `think`: a clear 400 for each. Model management routes live in
+(athanor.gotemplate). Not supported: `images`, `think`: a clear 400 for each. `suffix`: fill-in-the-middle (fim.py). Model management routes live in
 ollama_models.py.
 """
 
@@ -25,6 +25,7 @@ from athanor.serve.generation import (
     StreamResponse,
     check_request,
     compile_guide,
+    cut_dimensions,
     run_embed,
     stream_body,
 )
@@ -122,10 +123,15 @@ async def chat(body: ChatRequest, request: Request):
 async def generate(body: GenerateRequest, request: Request):
     body.check_supported()
     template = _request_template(body.template) if body.template and not body.raw else None
-    if body.suffix or body.images:
-        raise ServeError("suffix and images are not supported by athanor serve")
+    if body.images:
+        raise ServeError("images are not supported by athanor serve")
     if not body.prompt:
         return await _load_only(request, body)
+    if body.suffix:  # fill-in-the-middle: the model's FIM tokens around prompt and suffix (fim.py), no template
+        from athanor.serve.fim import fim_prompt
+
+        return await _run(request, body, lambda llm: fim_prompt(llm.tokenizer, body.prompt, body.suffix, body.model),
+                          chat=False)
     return await _run(request, body, lambda llm: _generate_prompt(llm, body, template), chat=False)
 
 
@@ -142,6 +148,7 @@ def _request_template(source: str):
 class EmbedRequest(OllamaBase):
     input: str | list[str] = ""
     truncate: bool = True  # Ollama's default: cut inputs to the context (false: a too-long input is a 400)
+    dimensions: int | None = None  # the first N values, re-normalised (generation.cut_dimensions, as /v1/embeddings)
 
 
 class LegacyEmbeddingsRequest(OllamaBase):
@@ -155,6 +162,7 @@ async def embed(body: EmbedRequest, request: Request):
     if not inputs or any(not i for i in inputs):
         raise ServeError("input must be a non-empty string or a list of non-empty strings")
     vectors, tokens, durations = await _embed(request, body, inputs, body.truncate)
+    vectors = cut_dimensions(vectors, body.dimensions)
     return {"model": body.model, "embeddings": vectors, "prompt_eval_count": tokens} | durations
 
 
@@ -234,9 +242,9 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
             gen.abort()  # no-op when finished; frees the blocks when the handler fails or is cancelled
         if names:
             reply = ToolCallStream(names)
-            reply.feed(result.text)
-            parsed = reply.finish()
-            head = _head(body.model, chat, parsed.content, _ollama_calls(parsed.tool_calls))
+            sent = reply.feed(result.text)
+            parsed = reply.finish(truncated=result.finish_reason == "length")
+            head = _head(body.model, chat, sent + parsed.content, _ollama_calls(parsed.tool_calls))
         else:
             head = _head(body.model, chat, result.text)
         return JSONResponse(head | _final(gen, chat, load_seconds))
@@ -255,7 +263,7 @@ async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, n
             yield json.dumps(_head(name, chat, text) | {"done": False}) + "\n"
         if d.finish_reason is not None:
             if reply:
-                parsed = reply.finish()
+                parsed = reply.finish(truncated=d.finish_reason == "length")
                 if parsed.content or parsed.tool_calls:
                     head = _head(name, chat, parsed.content, _ollama_calls(parsed.tool_calls))
                     yield json.dumps(head | {"done": False}) + "\n"

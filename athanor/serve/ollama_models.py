@@ -85,23 +85,24 @@ async def version():
 
 @router.get("/api/tags")
 async def tags(request: Request):
-    return {"models": [_entry(m) for m in request.app.state.manager.store.list() if m.weights]}
+    store = request.app.state.manager.store
+    return {"models": [_entry(m, store) for m in store.list() if m.weights]}
 
 
 @router.post("/api/show")
 async def show(body: NameRequest, request: Request):
-    store = request.app.state.manager.store
+    from athanor.serve.model_details import capabilities, details, model_facts, model_info
+
+    manager = request.app.state.manager
+    store = manager.store
     m = store.get(body.model)
-    info = store.show(body.model)
+    info = model_facts(store, body.model)
     params = "\n".join(f"{k} {json.dumps(x) if k == 'stop' else x}" for k, v in m.parameters.items()
                        for x in (v if isinstance(v, list) else [v]))
-    arch = info.get("architecture") or "unknown"
     return {"modelfile": store.render_modelfile(m), "parameters": params, "template": info.get("template") or "",
-            "system": m.system or "", "license": info.get("license") or "", "details": _details(m, info),
-            "model_info": {"general.architecture": arch, "general.parameter_count": info.get("num_parameters"),
-                           f"{arch}.context_length": info.get("context_length"),
-                           f"{arch}.embedding_length": info.get("embedding_length")},
-            "capabilities": ["completion"], "modified_at": m.created_at or None}
+            "system": m.system or "", "license": info.get("license") or "", "details": details(m, info),
+            "model_info": model_info(info), "messages": m.messages or [],
+            "capabilities": capabilities(info), "modified_at": m.created_at or None}
 
 
 @router.get("/api/ps")
@@ -111,7 +112,7 @@ async def ps(request: Request):
     for name, lm in list(manager.models.items()):
         m = manager.store.get(name)
         expires = lm.expires_at
-        out.append(_entry(m) | {"expires_at": expires.isoformat() if expires else "9999-12-31T23:59:59Z",
+        out.append(_entry(m, manager.store) | {"expires_at": expires.isoformat() if expires else "9999-12-31T23:59:59Z",
                                 "size": lm.memory_bytes, "size_vram": 0, "context_length": lm.max_model_len})
     return {"models": out}
 
@@ -152,23 +153,17 @@ async def pull():
                      "(POST /api/create with `from` = a .gguf file or HF directory, or `athanor create`)")
 
 
-def _entry(m) -> dict:
+def _entry(m, store) -> dict:
     from athanor.models.store import short_name
+    from athanor.serve.model_details import details, model_facts
 
+    try:
+        info = model_facts(store, m.name)
+    except Exception:  # noqa: BLE001 - an unreadable file still lists, with empty details
+        info = {}
     return {"name": short_name(m.name), "model": m.name, "modified_at": m.created_at or None,
             "size": _size(m.weights), "digest": hashlib.sha256(m.model_dump_json().encode()).hexdigest(),
-            "details": _details(m, None)}
-
-
-def _details(m, info: dict | None) -> dict:
-    details = {"parent_model": m.parent or "", "format": m.format, "family": "", "families": None,
-               "parameter_size": "", "quantization_level": ""}
-    if info:
-        n = info.get("num_parameters") or 0
-        details |= {"family": info.get("architecture") or "", "families": [info.get("architecture") or ""],
-                    "parameter_size": f"{n / 1e6:.0f}M" if n < 1e9 else f"{n / 1e9:.1f}B",
-                    "quantization_level": str(info.get("quantization") or "")}
-    return details
+            "details": details(m, info)}
 
 
 def _size(weights: str) -> int:

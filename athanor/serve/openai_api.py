@@ -1,5 +1,7 @@
 """The OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /tokenize, /detokenize.
 
+`echo` on /v1/completions returns the prompt (and its logprobs) first, for lm-eval's log-likelihoods (echo.py).
+
 Streams are Server-Sent Events (`chat.completion.chunk` / `text_completion` objects, then `data: [DONE]`).
 Tools go through the model's own template; calls found in the reply (tools.py) become `tool_calls`, streamed as
 deltas at the end of the choice. `response_format` json_object / json_schema and `tool_choice` required / named
@@ -15,6 +17,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from athanor.serve.echo import add_echo
 from athanor.serve.errors import ServeError, openai_error_body
 from athanor.serve.generation import (
     Generation,
@@ -22,6 +25,7 @@ from athanor.serve.generation import (
     check_request,
     choice_params,
     compile_guide,
+    cut_dimensions,
     merge,
     run_embed,
     start_all,
@@ -34,6 +38,7 @@ from athanor.serve.openai_schemas import (
     EmbeddingRequest,
     TokenizeRequest,
 )
+from athanor.serve.tokenizer_info import default_model_name
 from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
 
 router = APIRouter()
@@ -91,9 +96,7 @@ async def embeddings(body: EmbeddingRequest, request: Request):
         vectors, tokens = await run_embed(model, inputs, truncate=False)
     finally:
         manager.release(model)
-    if body.dimensions is not None and body.dimensions != len(vectors[0]):
-        raise ServeError(f"dimensions: this model's embeddings have {len(vectors[0])} dimensions, got "
-                         f"{body.dimensions}", 400, "dimensions")
+    vectors = cut_dimensions(vectors, body.dimensions)
     data = [{"object": "embedding", "index": i,
              "embedding": _b64(v) if body.encoding_format == "base64" else v} for i, v in enumerate(vectors)]
     return {"object": "list", "data": data, "model": body.model,
@@ -110,7 +113,7 @@ def _b64(vector: list[float]) -> str:
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request):
     manager = request.app.state.manager
-    model = await manager.acquire(body.model)
+    model = await manager.acquire(default_model_name(manager, body.model))
     try:
         llm = model.llm
         if body.messages is not None:
@@ -127,13 +130,13 @@ async def tokenize(body: TokenizeRequest, request: Request):
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request):
     manager = request.app.state.manager
-    model = await manager.acquire(body.model)
+    model = await manager.acquire(default_model_name(manager, body.model))
     try:
         vocab = model.llm.tokenizer.vocab_size
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
             raise ServeError(f"token ids outside the vocabulary (size {vocab}): {bad[:5]}", 400, "tokens")
-        return {"prompt": model.llm.tokenizer.decode(body.tokens)}
+        return {"prompt": model.llm.tokenizer.decode(body.tokens, skip_special_tokens=False)}  # as HF and vLLM
     finally:
         manager.release(model)
 
@@ -170,7 +173,10 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
         finally:  # an error or a cancelled handler must not leave choices running
             for g in gens:
                 g.abort()
-        return JSONResponse(_full_response(gens, meta, llm.tokenizer, chat, body.n, names))
+        response = _full_response(gens, meta, llm.tokenizer, chat, body.n, names)
+        if getattr(body, "echo", False):
+            await add_echo(response, gens, llm, body.logprobs)
+        return JSONResponse(response)
     finally:
         if not handed_to_stream:
             manager.release(model)
@@ -183,8 +189,8 @@ def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n:
         r = g.result
         choice = {"index": g.index, "finish_reason": _finish(r.finish_reason)}
         if chat:
-            choice["message"] = _message(r.text, names)
-            if "tool_calls" in choice["message"]:
+            choice["message"] = _message(r.text, names, truncated=r.finish_reason == "length")
+            if "tool_calls" in choice["message"] and r.finish_reason != "length":
                 choice["finish_reason"] = "tool_calls"
             choice["logprobs"] = _chat_logprobs(r.logprobs, tokenizer) if g.params.logprobs is not None else None
         else:
@@ -195,13 +201,14 @@ def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n:
     return meta | {"object": obj, "choices": choices, "usage": _usage(gens, n)}
 
 
-def _message(text: str, names: set[str] | None) -> dict:
-    """The assistant message of a non-streamed choice; with tools offered (`names`), calls become `tool_calls`."""
+def _message(text: str, names: set[str] | None, truncated: bool = False) -> dict:
+    """The assistant message of a non-streamed choice; with tools offered (`names`), calls become `tool_calls`
+    (`truncated`: cut by max_tokens, so a call left open is dropped rather than leaked as content)."""
     if not names:
         return {"role": "assistant", "content": text}
     parser = ToolCallStream(names)
     sent = parser.feed(text)
-    reply = parser.finish()
+    reply = parser.finish(truncated)
     content = sent + reply.content
     if not reply.tool_calls:
         return {"role": "assistant", "content": content}
@@ -225,14 +232,14 @@ async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, 
         if g.index in parsers:  # text that may be a tool call is held back until the choice ends
             text = parsers[g.index].feed(d.text)
             if finish is not None:
-                reply = parsers[g.index].finish()
+                reply = parsers[g.index].finish(truncated=finish == "length")
                 text, calls = text + reply.content, reply.tool_calls
         if not text and finish is None and not d.logprobs:
             continue  # a token whose text is held back (partial UTF-8, a possible stop string or tool call)
         want_lp = g.params.logprobs is not None
         if calls:
             lp = _chat_logprobs(d.logprobs, tokenizer) if want_lp else None
-            for piece in _tool_call_chunks(g.index, text, calls, lp):
+            for piece in _tool_call_chunks(g.index, text, calls, lp, _finish(finish) if finish == "length" else None):
                 yield chunk(piece)
             continue
         choice: dict = {"index": g.index, "finish_reason": _finish(finish) if finish else None}
@@ -248,9 +255,10 @@ async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, 
     yield "data: [DONE]\n\n"
 
 
-def _tool_call_chunks(index: int, content: str, calls: list[dict], logprobs: dict | None):
+def _tool_call_chunks(index: int, content: str, calls: list[dict], logprobs: dict | None, finish: str | None = None):
     """The end of a choice that called tools, in OpenAI's chunk shape: any last content, then per call one delta
-    with id, type and name (arguments "") and one with the arguments, then finish_reason "tool_calls"."""
+    with id, type and name (arguments "") and one with the arguments, then finish_reason "tool_calls" (or
+    `finish`: "length" when max_tokens cut a later call)."""
     if content or logprobs:
         yield {"index": index, "delta": {"content": content} if content else {}, "logprobs": logprobs,
                "finish_reason": None}
@@ -260,7 +268,7 @@ def _tool_call_chunks(index: int, content: str, calls: list[dict], logprobs: dic
         yield {"index": index, "delta": {"tool_calls": [head]}, "logprobs": None, "finish_reason": None}
         args = {"index": k, "function": {"arguments": call["function"]["arguments"]}}
         yield {"index": index, "delta": {"tool_calls": [args]}, "logprobs": None, "finish_reason": None}
-    yield {"index": index, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}
+    yield {"index": index, "delta": {}, "logprobs": None, "finish_reason": finish or "tool_calls"}
 
 
 def _sse_error(message: str) -> str:

@@ -148,16 +148,20 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = None
 
     def check_supported(self) -> None:
-        if self.echo:
-            raise ServeError("echo is not supported yet by athanor serve", 400, "echo", "unsupported")
-        if self.suffix:
-            raise ServeError("suffix (fill-in-the-middle) is not supported", 400, "suffix", "unsupported")
+        if self.echo and self.stream:
+            raise ServeError("echo with stream is not supported; send stream: false", 400, "echo", "unsupported")
+        if self.suffix and not isinstance(self.prompt, str):
+            raise ServeError("suffix (fill-in-the-middle) needs one prompt string", 400, "suffix")
         if self.best_of not in (None, self.n):
             raise ServeError("best_of other than n is not supported", 400, "best_of", "unsupported")
 
     def prompts(self, tokenizer) -> list[list[int]]:
-        """Every prompt form OpenAI accepts -> token id lists."""
+        """Every prompt form OpenAI accepts -> token id lists (with `suffix`: the fill-in-the-middle layout)."""
         p = self.prompt
+        if self.suffix:
+            from athanor.serve.fim import fim_prompt
+
+            return [fim_prompt(tokenizer, p, self.suffix, self.model)]
         if isinstance(p, str):
             return [tokenizer.encode(p)]
         if not p:
@@ -188,7 +192,7 @@ class EmbeddingRequest(BaseModel):
 
 
 class TokenizeRequest(BaseModel):
-    model: str
+    model: str | None = None  # None: the server's one model (tokenizer_info.default_model_name), as lm-eval sends
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     tools: list[Any] | None = None  # rendered as chat completions would (tool_choice auto)
@@ -196,7 +200,7 @@ class TokenizeRequest(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model: str
+    model: str | None = None
     tokens: list[int]
 
 

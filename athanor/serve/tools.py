@@ -105,8 +105,13 @@ class ToolCallStream:
         self.num_sent += len(out)
         return out
 
-    def finish(self) -> ParsedReply:
-        """The rest of the content and the calls (none found: the held text is content after all)."""
+    def finish(self, truncated: bool = False) -> ParsedReply:
+        """The rest of the content and the calls (none found: the held text is content after all).
+        `truncated` (the choice hit max_tokens): a call still open when the model was cut is dropped, markup and
+        all, so only complete calls come back and no `<tool_call>` text reaches the content."""
+        held = self.text[self.num_sent:]
+        if truncated and (CALL_MARKER in held or _ends_in_marker(held)):
+            return self._finish_truncated()
         _, calls = parse_tool_calls(self.text, self.names)
         rest = self.text[self.num_sent:]
         if not calls:
@@ -118,6 +123,21 @@ class ToolCallStream:
         tool_calls = [{"id": new_call_id(), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                       for c in calls]
         return ParsedReply(content.rstrip(), tool_calls)
+
+
+    def _finish_truncated(self) -> ParsedReply:
+        rest = self.text[self.num_sent:]
+        complete = re.findall(r"<tool_call>.*?</tool_call>", rest, flags=re.DOTALL)
+        _, calls = parse_tool_calls("".join(complete), self.names) if complete else ("", [])
+        content = re.sub(r"<tool_call>.*?(?:</tool_call>|$)", "", rest, flags=re.DOTALL)
+        content = content[:len(content) - partial_prefix_len(content, (CALL_MARKER,))]
+        tool_calls = [{"id": new_call_id(), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                      for c in calls]
+        return ParsedReply(content.strip() if tool_calls else content.rstrip(), tool_calls)
+
+
+def _ends_in_marker(text: str) -> bool:
+    return partial_prefix_len(text, (CALL_MARKER,)) > 0
 
 
 def _outside_blocks(text: str) -> str:

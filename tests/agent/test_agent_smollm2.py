@@ -99,3 +99,21 @@ def test_wall_time_stop_frees_the_in_process_engine():
     assert result.answer is None and result.stopped_reason.startswith("stopped: wall-time limit")
     assert not local.llm.engine.has_unfinished()  # the abandoned request was aborted, its blocks freed
     assert local.chat([{"role": "user", "content": "Hi"}], max_tokens=2).usage.completion_tokens == 2
+
+
+def test_conversation_outgrowing_the_context_stops_honestly_with_exit_0():
+    """The built-in model with a 700-token context (num_ctx): the ReAct prompt (~450 tokens) fits, but each step adds the
+    reply and an Observation, so the conversation stops fitting before max_iterations. The run must end with the
+    honest stop, the trace printed so far, and exit 0."""
+    from athanor.engine.config import EngineConfig
+    from athanor.llm.local import LocalChatModel
+
+    model = LocalChatModel.load("smollm2", EngineConfig(kv_cache_bytes=64 * 2**20), num_ctx=700)
+    assert model.llm.engine.max_model_len == 700
+    out = io.StringIO()
+    status = agent_command(model, "calculator", QUESTION, max_iterations=50, out=out)
+    lines = out.getvalue().splitlines()
+    assert status == 0, lines
+    assert lines[-1] == "Agent stopped: the conversation no longer fits the 700-token context without an answer."
+    assert any(line.startswith("[1] ") for line in lines)  # the partial trace came out first
+    assert not any(line.startswith("AI:") for line in lines)

@@ -69,7 +69,8 @@ def test_openai_sdk_embeddings_base64_and_float(client, server):
 
 
 def test_openai_embedding_errors(client):
-    for bad, param in (({"input": "hello " * 3000}, "input"), ({"input": "x", "dimensions": 3}, "dimensions"),
+    for bad, param in (({"input": "hello " * 3000}, "input"), ({"input": "x", "dimensions": 0}, "dimensions"),
+                       ({"input": "x", "dimensions": 10**6}, "dimensions"),
                        ({"input": [[10**9]]}, "input")):
         with pytest.raises(openai.BadRequestError) as e:
             client.embeddings.create(model="tiny", encoding_format="float", **bad)
@@ -101,3 +102,14 @@ def test_smollm2_embeddings_put_paraphrases_together(server):
         "The capital of France is Paris.", "Paris is the capital city of France.",
         "I like to eat green apples."]).embeddings)
     assert a @ b > a @ far + 0.1  # measured 0.96 vs 0.77
+
+
+def test_dimensions_mean_the_same_on_both_apis(client, server):
+    """`dimensions` keeps the first N values, re-normalised, on /v1/embeddings and /api/embed alike."""
+    full = np.array(client.embeddings.create(model="tiny", input=TEXTS[0], encoding_format="float").data[0].embedding)
+    cut = client.embeddings.create(model="tiny", input=TEXTS[0], dimensions=4, encoding_format="float").data[0].embedding
+    assert np.allclose(cut, full[:4] / np.linalg.norm(full[:4]), atol=1e-6)
+    ours = ollama.Client(host=server.url, timeout=60).embed(model="tiny", input=TEXTS[0], dimensions=4).embeddings[0]
+    assert np.allclose(ours, cut, atol=1e-6)
+    bad = httpx.post(f"{server.url}/api/embed", json={"model": "tiny", "input": "x", "dimensions": 0})
+    assert bad.status_code == 400 and "dimensions must be between 1 and" in bad.json()["error"]

@@ -118,3 +118,33 @@ def test_errors_in_ollama_shape(client, server):
     fmt = httpx.post(f"{server.url}/api/chat", json={"model": "tiny", "messages": QUESTION,
                                                     "format": {"type": "object", "required": 5}})
     assert fmt.status_code == 400 and fmt.json()["error"].startswith("format: invalid JSON schema")
+
+
+def test_show_tags_ps_fill_details_and_capabilities(client, server, tmp_path):
+    """details as Ollama fills them (family, parameter size, quantization) in show, list and ps; capabilities from
+    the template; MESSAGEs of the Modelfile come back as `messages`."""
+    import httpx  # the load may take a while on a busy machine: a longer timeout than the client's
+
+    httpx.post(f"{server.url}/api/generate", json={"model": "smollm2"}, timeout=300).raise_for_status()  # ps lists it
+    show = client.show("smollm2")
+    want = ("gguf", "llama", ["llama"], "135M", "Q4_1")
+    d = show.details
+    assert (d.format, d.family, d.families, d.parameter_size, d.quantization_level) == want
+    assert show.capabilities == ["completion"]  # SmolLM2's template renders no tools and no thinking
+    assert show.modelinfo["llama.context_length"] == 8192 and show.modelinfo["general.parameter_count"] > 1e8
+    listed = {m.model: m.details for m in client.list().models}
+    d = listed["smollm2:latest"]
+    assert (d.format, d.family, d.families, d.parameter_size, d.quantization_level) == want
+    running = {m.model: m.details for m in client.ps().models}
+    assert running["smollm2:latest"].quantization_level == "Q4_1"
+
+    qwen3_style = ("{%- if tools %}{{ tools | tojson }}{%- endif %}{%- for m in messages %}<|im_start|>{{ m.role }}\n"
+                   "{%- if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{%- endif %}{{ m.content }}"
+                   "<|im_end|>\n{%- endfor %}<|im_start|>assistant\n")
+    mf = tmp_path / "Modelfile"
+    mf.write_text(f'FROM smollm2\nTEMPLATE """{qwen3_style}"""\nMESSAGE user Hi\nMESSAGE assistant Hello!\n')
+    server.manager.store.create("thinker", mf)
+    show = client.show("thinker")
+    assert show.capabilities == ["completion", "tools", "thinking"]
+    raw = httpx.post(f"{server.url}/api/show", json={"model": "thinker"}).json()  # ShowResponse has no messages
+    assert raw["messages"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]

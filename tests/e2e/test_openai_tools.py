@@ -208,3 +208,63 @@ def test_ollama_follow_up_turn_reaches_the_template(tool_server):
     bad = httpx.post(f"{tool_server.url}/api/chat", json={"model": MODEL, "stream": False, "messages": [
         {"role": "assistant", "content": "", "tool_calls": [{"function": "get_weather"}]}]})
     assert bad.status_code == 400 and "tool_calls" in bad.json()["error"]
+
+
+# --- max_tokens cutting a call: finish_reason "length", no markup in content -------------------------------------
+
+
+CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("text, content, num_calls", [
+    ("Sure. " + CALL_TEXT[:30], "Sure.", 0),  # cut inside the first call
+    (CALL_TEXT + "\n" + CALL_TEXT[:25], "", 1),  # cut inside the second of two parallel calls
+    ("Sure. <tool_", "Sure.", 0),  # cut inside the marker itself
+    ("just text", "just text", 0),
+])
+def test_truncated_reply_drops_the_open_call(text, content, num_calls):
+    parser = ToolCallStream({"get_weather"})
+    sent = parser.feed(text)
+    reply = parser.finish(truncated=True)
+    assert "<tool" not in sent + reply.content and (sent + reply.content).strip() == content
+    assert len(reply.tool_calls) == num_calls
+
+
+def test_max_tokens_inside_a_call_is_length_without_markup(client, tool_server):
+    full = client.chat.completions.create(model=MODEL, messages=QUESTION, tools=TOOLS, max_tokens=80)
+    assert full.choices[0].finish_reason == "tool_calls"
+    cut = full.usage.completion_tokens - 4  # inside the JSON of the call
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, tools=TOOLS, max_tokens=cut)
+    assert r.choices[0].finish_reason == "length" and not r.choices[0].message.tool_calls
+    assert "<tool" not in (r.choices[0].message.content or "")
+    chunks = list(client.chat.completions.create(model=MODEL, messages=QUESTION, tools=TOOLS, max_tokens=cut,
+                                                 stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "<tool" not in streamed and chunks[-1].choices[0].finish_reason == "length"
+    assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    body = {"model": MODEL, "messages": QUESTION, "tools": TOOLS, "stream": False, "options": {"num_predict": cut}}
+    o = httpx.post(f"{tool_server.url}/api/chat", json=body, timeout=60).json()
+    assert o["done_reason"] == "length" and "<tool" not in o["message"]["content"]
+
+
+def test_anthropic_messages_tool_use_round_trip(tool_server):
+    """The same trained model through Anthropic's SDK: the call comes back as a tool_use block (streamed too), and
+    a tool_result turn reaches the template like an OpenAI tool turn."""
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=tool_server.url, api_key="unused", max_retries=0, timeout=60)
+    tools = [{"name": "get_weather", "description": "Current weather of a city",
+              "input_schema": TOOLS[0]["function"]["parameters"]}]
+    msg = client.messages.create(model=MODEL, max_tokens=80, messages=QUESTION, tools=tools)
+    assert msg.stop_reason == "tool_use"
+    (use,) = [b for b in msg.content if b.type == "tool_use"]
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}
+    assert not any(b.type == "text" and "<tool" in b.text for b in msg.content)
+    with client.messages.stream(model=MODEL, max_tokens=80, messages=QUESTION, tools=tools) as stream:
+        final = stream.get_final_message()
+    assert [(b.type, getattr(b, "input", None)) for b in final.content] == [("tool_use", {"city": "Paris"})]
+    follow = client.messages.create(model=MODEL, max_tokens=4, tools=tools, messages=QUESTION + [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": "get_weather",
+                                           "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": '{"temperature_c": 21}'}]}])
+    assert follow.usage.input_tokens > msg.usage.input_tokens

@@ -74,7 +74,7 @@ def test_full_modelfile(tmp_path):
     }
     assert type(mf.parameters["num_ctx"]) is int and type(mf.parameters["temperature"]) is float
     assert mf.template == "{% for m in messages %}\n<|{{ m['role'] }}|>\n{{ m['content'] }}{% endfor %}"
-    assert mf.system == "You are Mario.\n# not a comment inside a block\n  Indented."
+    assert mf.system == "\nYou are Mario.\n# not a comment inside a block\n  Indented.\n"  # newlines kept, as Ollama
     assert mf.adapters == ["./my-lora", "/abs/other lora"] and mf.adapter_lines == [26, 27]
     assert mf.messages == [
         {"role": "user", "content": "Who are you?"},
@@ -110,7 +110,7 @@ def test_later_values_win_and_order_is_free():
     [
         (
             "FROM x\nFOO bar\n",
-            "M:2: FOO: unknown instruction; expected one of FROM, PARAMETER, TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE",
+            "M:2: FOO: unknown instruction; expected one of FROM, PARAMETER, TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE, REQUIRES",
         ),
         ("# only a comment\nSYSTEM hi\n", "M:1: FROM: missing FROM (e.g. `FROM smollm2` or `FROM ./model.gguf`)"),
         ("FROM a\n\nFROM b\n", "M:3: FROM: second FROM (the first is on line 1)"),

@@ -15,8 +15,8 @@ CHATML_GO = ('{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_
 
 def _client(tmp_path, tiny_hf_dir):
     store = Store(tmp_path)
-    # the Modelfile parser drops one newline after the opening and before the closing """, as Ollama's does
-    (tmp_path / "Modelfile").write_text(f'FROM {tiny_hf_dir}\nTEMPLATE """\n{CHATML_GO}\n"""\n')
+    # the Modelfile parser keeps a """ value exactly, newlines included, as Ollama's does (parser_test.go)
+    (tmp_path / "Modelfile").write_text(f'FROM {tiny_hf_dir}\nTEMPLATE """{CHATML_GO}"""\n')
     store.create("tiny-go", tmp_path / "Modelfile")
     (tmp_path / "Plain").write_text(f"FROM {tiny_hf_dir}\n")
     store.create("tiny", tmp_path / "Plain")

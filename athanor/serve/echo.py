@@ -1,0 +1,79 @@
+"""`echo` on /v1/completions: the prompt comes back in front of the completion, with its own log-probabilities.
+
+This is what lm-evaluation-harness's `local-completions` sends for log-likelihood tasks (multiple choice,
+perplexity): `echo: true, logprobs: k, max_tokens: 1`, then it sums `token_logprobs[ctxlen:-1]`. The prompt's
+log-probabilities come from one cache-free forward over the prompt (`LlamaModel.hidden_states`, as embeddings do:
+no KV slot written, so it runs beside the engine thread): token t's logprob is log softmax of the logits at t-1.
+The first prompt token has none (None, as OpenAI and vLLM answer). Not for generation (the engine does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def prompt_logprobs(llm, ids: list[int], top: int) -> list[tuple[float | None, list[tuple[int, float]]]]:
+    """(logprob of ids[t] given ids[:t], top-`top` (id, logprob) at t) per prompt token; (None, []) for t = 0."""
+    import torch
+
+    model = llm.engine.runner.model
+    if len(ids) < 2:
+        return [(None, [])] * len(ids)
+    hidden = model.hidden_states(torch.tensor(ids[:-1], dtype=torch.long, device=llm.engine.runner.device))
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)  # (N-1, V)
+    targets = torch.tensor(ids[1:], dtype=torch.long, device=logprobs.device)
+    chosen = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+    out: list[tuple[float | None, list[tuple[int, float]]]] = [(None, [])]
+    if top > 0:
+        values, indices = logprobs.topk(top, dim=-1)
+        tops = [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
+    else:
+        tops = [[] for _ in chosen]
+    out += list(zip(chosen, tops))
+    return out
+
+
+async def add_echo(response: dict, gens, llm, num_logprobs: int | None) -> None:
+    """Prefix every choice of a finished text_completion response with its prompt (text, and logprobs when asked);
+    usage is unchanged (the prompt was already counted)."""
+    tokenizer = llm.tokenizer
+    by_index = {g.index: g for g in gens}
+    scored: dict[tuple, list] = {}
+    for choice in response["choices"]:
+        ids = by_index[choice["index"]].prompt_ids
+        prompt_text = tokenizer.decode(ids, skip_special_tokens=False)
+        choice["text"] = prompt_text + choice["text"]
+        if num_logprobs is None:
+            continue
+        key = tuple(ids)
+        if key not in scored:  # n choices of one prompt share its scores
+            scored[key] = await asyncio.to_thread(prompt_logprobs, llm, ids, num_logprobs)
+        choice["logprobs"] = _merge(_prompt_block(scored[key], ids, tokenizer), choice["logprobs"])
+
+
+def _prompt_block(scores: list, ids: list[int], tokenizer) -> dict:
+    def text(t: int) -> str:
+        return tokenizer.decode([t], skip_special_tokens=False)
+
+    tokens = [text(t) for t in ids]
+    tops = [None if lp is None else {text(i): v for i, v in top} for lp, top in scores]
+    return {"tokens": tokens, "token_logprobs": [lp for lp, _ in scores], "top_logprobs": tops,
+            "text_offset": _offsets(tokens, 0)}
+
+
+def _merge(prompt: dict, completion: dict | None) -> dict:
+    completion = completion or {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    shift = sum(len(t) for t in prompt["tokens"])
+    return {"tokens": prompt["tokens"] + completion["tokens"],
+            "token_logprobs": prompt["token_logprobs"] + completion["token_logprobs"],
+            "top_logprobs": prompt["top_logprobs"] + completion["top_logprobs"],
+            "text_offset": prompt["text_offset"] + [o + shift for o in completion["text_offset"]]}
+
+
+def _offsets(tokens: list[str], start: int) -> list[int]:
+    out, pos = [], start
+    for t in tokens:
+        out.append(pos)
+        pos += len(t)
+    return out
