@@ -22,7 +22,7 @@ def _mount_subcommands() -> None:
 
     app.add_typer(workflow_app, name="workflow",
                   help="Workflows: validate and run Dify app DSL files, inspect runs (validate, run, runs, show, export).")
-    from athanor.train.cli_ext import register as register_train_commands  # imports only typer
+    from athanor.cli_ext import register as register_train_commands  # imports only typer
 
     register_train_commands(app)  # `athanor chat CONFIG`, `athanor export` (flags or CONFIG.yaml)
 
@@ -112,7 +112,7 @@ def generate(
 
 
 def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
-    from athanor.engine.llm import ENGINE_OPTIONS, LLM
+    from athanor.runtime.llm import ENGINE_OPTIONS, LLM
     from athanor.engine.sampling_params import SamplingParams
 
     options = _parse_options(option)
@@ -321,7 +321,7 @@ def serve(
 ) -> None:
     """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
     from athanor.serve.app import serve as run
-    from athanor.serve.manager import parse_bytes, parse_keep_alive
+    from athanor.runtime.registry import parse_bytes, parse_keep_alive
 
     run(host=host, port=port, api_key=api_key, keep_alive=parse_keep_alive(keep_alive, 300.0),
         engine_config=_engine_config(device, "auto", weights), max_pending=max_pending,

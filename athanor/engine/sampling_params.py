@@ -52,7 +52,7 @@ class SamplingParams:
     min_tokens: int = 0  # eos and stop ids are masked until this many tokens are out
     logprobs: int | None = None  # None off; 0 -> logprob of the chosen token; k -> also top-k (k <= 20)
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit (-100..100)
-    # a compiled grammar (athanor.grammar.Guide): each sequence walks its own matcher and samples only the
+    # a compiled grammar (athanor.text.grammar.Guide): each sequence walks its own matcher and samples only the
     # tokens it allows. Set by code (response_format, tool_choice), never from a user's options dict.
     guide: Any = None
 
@@ -210,7 +210,7 @@ def _check_logit_bias(name: str, value: Any) -> None:
 
 def _check_guide(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "matcher", None)):
-        _fail(name, "a compiled grammar (athanor.grammar.Guide) or None", value)
+        _fail(name, "a compiled grammar (athanor.text.grammar.Guide) or None", value)
 
 
 def _check_top_k(name: str, value: Any) -> None:

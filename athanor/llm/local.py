@@ -19,9 +19,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from athanor.chat_format import adapt_to_template
+from athanor.text.chat_format import adapt_to_template
 from athanor.llm.base import ChatDelta, ChatResponse, Usage, collect
-from athanor.llm.tool_parsing import parse_tool_calls
+from athanor.text.tool_parsing import parse_tool_calls
 
 
 class LocalChatModel:
@@ -34,7 +34,7 @@ class LocalChatModel:
     def load(cls, name_or_path: str, config=None, **defaults) -> LocalChatModel:
         """A store name or a .gguf / HF-dir path -> model. `config` is an EngineConfig; defaults are options."""
         from athanor.engine.config import EngineConfig
-        from athanor.engine.llm import LLM
+        from athanor.runtime.llm import LLM
 
         config = config or EngineConfig(kv_cache_bytes=64 * 2**20)
         return cls(LLM.load(name_or_path, config, **defaults), name=name_or_path)

@@ -5,7 +5,7 @@ lines). A value is bare (the rest of the line), `"quoted"` (one line; `\\"` and 
 `\"\"\"multi-line\"\"\"` (one newline right after the opening and right before the closing quotes is dropped).
 
 TEMPLATE holds a Jinja chat template (the Hugging Face convention) or an Ollama Go template (`{{ .Prompt }}`,
-`{{ range .Messages }}`); both are checked here and rendered by tokenizer.py (Go ones via athanor.gotemplate).
+`{{ range .Messages }}`); both are checked here and rendered by tokenizer.py (Go ones via athanor.text.gotemplate).
 Not for resolving FROM or ADAPTER paths or writing manifests (store.py does that).
 """
 
@@ -205,9 +205,9 @@ def _set_parameter(mf: Modelfile, name: str, raw: str, lineno: int) -> None:
 
 
 def _check_template(template: str, path: str, lineno: int) -> str:
-    from athanor.gotemplate import GoTemplateError, is_go_template, parse
+    from athanor.text.gotemplate import GoTemplateError, is_go_template, parse
 
-    if is_go_template(template):  # Ollama's TEMPLATE syntax: rendered by athanor.gotemplate the way Ollama does
+    if is_go_template(template):  # Ollama's TEMPLATE syntax: rendered by athanor.text.gotemplate the way Ollama does
         try:
             parse(template)
         except GoTemplateError as e:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from athanor.engine.config import EngineConfig
 from athanor.serve.errors import install_error_handlers
-from athanor.serve.manager import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelManager
+from athanor.runtime.registry import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelManager
 from athanor.serve.metrics import Metrics
 from athanor.serve.middleware import RequestMiddleware
 
@@ -54,8 +54,8 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.state.manager, app.state.metrics = manager, Metrics()
     app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
     install_error_handlers(app)
-    from athanor.rag import routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
-    from athanor.workflow import routes as workflow_routes  # Dify-shaped workflow routes (issue 6); engine loads on use
+    from athanor.serve import kb_routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
+    from athanor.serve import workflow_routes as workflow_routes  # Dify-shaped workflow routes (issue 6); engine loads on use
 
     for module in (openai_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from fastapi.responses import StreamingResponse
 
-from athanor.engine.async_engine import RequestDelta
+from athanor.runtime.async_engine import RequestDelta
 from athanor.serve.errors import ServeError, to_serve_error
 
 log = logging.getLogger("athanor.serve")
@@ -43,7 +43,7 @@ def check_request(model, prompts: list[list[int]], params, max_pending: int) -> 
 async def compile_guide(make_guide, llm, param: str):
     """Build a request's grammar off the event loop (the first one per model builds a token trie, ~0.2 s);
     a schema the compiler rejects is the client's 400."""
-    from athanor.grammar import GrammarError
+    from athanor.text.grammar import GrammarError
 
     try:
         return await asyncio.to_thread(make_guide, llm)

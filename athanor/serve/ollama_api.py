@@ -4,7 +4,7 @@ The last object of a stream (or the only one) carries done_reason and Ollama's t
 `format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/grammar.py). `tools` go through
 the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
 Ollama's shape) in one chunk before the final one. /api/generate's `template` is an Ollama Go template
-(athanor.gotemplate). Not supported: `images`, `think`: a clear 400 for each. Model management routes live in
+(athanor.text.gotemplate). Not supported: `images`, `think`: a clear 400 for each. Model management routes live in
 ollama_models.py.
 """
 
@@ -131,7 +131,7 @@ async def generate(body: GenerateRequest, request: Request):
 
 def _request_template(source: str):
     """/api/generate's `template`: an Ollama Go template for this request only (Ollama parses it the same way)."""
-    from athanor.gotemplate import GoTemplateError, parse
+    from athanor.text.gotemplate import GoTemplateError, parse
 
     try:
         return parse(source)
@@ -188,7 +188,7 @@ def _generate_prompt(llm, body: GenerateRequest, template=None) -> list[int]:
     messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
         {"role": "user", "content": body.prompt}]
     if template is not None:  # Ollama: system (request's, else the model's), MESSAGEs unless context, the prompt
-        from athanor.gotemplate import render_prompt
+        from athanor.text.gotemplate import render_prompt
 
         system = body.system or llm.system
         msgs = ([{"role": "system", "content": system}] if system else []) + ([] if context else llm.messages)

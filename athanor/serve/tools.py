@@ -3,7 +3,7 @@
 For: validating tool specs and `tool_choice` (400s in OpenAI's words), preparing the messages for the model's
 own template (`template_messages`), and `ToolCallStream`, which turns one choice's text into content plus
 `tool_calls`, holding back streamed text that may be the start of a call so raw `<tool_call>` markup never
-reaches a client as content. Calls are parsed by `athanor.llm.tool_parsing` (Hermes/Qwen blocks, Llama-3 JSON).
+reaches a client as content. Calls are parsed by `athanor.text.tool_parsing` (Hermes/Qwen blocks, Llama-3 JSON).
 
 `tool_choice` "required" or a named function is enforced by constrained decoding (`tool_guide`, athanor/grammar.py):
 the reply is then always one or more valid calls in the model's own format, arguments matching the parameters.
@@ -18,10 +18,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from athanor.chat_format import adapt_to_template
-from athanor.llm.tool_parsing import parse_tool_calls
+from athanor.text.chat_format import adapt_to_template
+from athanor.text.tool_parsing import parse_tool_calls
 from athanor.serve.errors import ServeError
-from athanor.tokenizer import partial_prefix_len
+from athanor.text.tokenizer import partial_prefix_len
 
 CALL_MARKER = "<tool_call>"
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
@@ -51,7 +51,7 @@ def check_tools(tools: list[dict] | None, tool_choice: Any) -> bool:
 def tool_guide(llm, tools: list[dict] | None, tool_choice: Any, parallel: bool = True):
     """The grammar that makes `tool_choice` hold: "required" -> one or more calls (one when `parallel` is False),
     a named function -> exactly one call to it; None for "auto" / "none" (the model chooses freely)."""
-    from athanor.grammar import tool_call_style
+    from athanor.text.grammar import tool_call_style
 
     if not tools or tool_choice in (None, "auto", "none"):
         return None

@@ -14,9 +14,9 @@ import ollama
 import openai
 import pytest
 
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
-from athanor.grammar import GrammarError, tool_call_style
+from athanor.text.grammar import GrammarError, tool_call_style
 
 PERSON = {"type": "object", "properties": {
     "name": {"type": "string", "maxLength": 12},

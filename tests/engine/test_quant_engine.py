@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.engine.model_runner import memory_bytes
 from athanor.engine.sampling_params import SamplingParams
 from athanor.nn import quant

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 from athanor.models.loader import inspect_weights, load_checkpoint
 from athanor.nn.llama import build_model

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
 from tests.nn.test_parity_tiny import full_logits
 

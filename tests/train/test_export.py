@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
 from athanor.errors import AthanorError, ModelNotFoundError
 from athanor.models.loader import load_checkpoint

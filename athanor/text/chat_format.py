@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from athanor.gotemplate import is_go_template
-from athanor.gotemplate import parse as parse_go
+from athanor.text.gotemplate import is_go_template
+from athanor.text.gotemplate import parse as parse_go
 
 if TYPE_CHECKING:
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 
 def adapt_to_template(tokenizer: Tokenizer, messages: list[dict], tools: list[dict] | None = None,
@@ -39,7 +39,7 @@ def adapt_to_template(tokenizer: Tokenizer, messages: list[dict], tools: list[di
 
 def _template_source(tokenizer: Tokenizer, chat_template: str | None) -> str:
     if chat_template == "chatml":
-        from athanor.tokenizer import CHATML_TEMPLATE
+        from athanor.text.tokenizer import CHATML_TEMPLATE
 
         return CHATML_TEMPLATE
     if chat_template is not None:

@@ -17,7 +17,7 @@ reply of every `expr` and `result` pair (it copies numbers from the question and
 starts near 0.4 preference accuracy.
 
 Not for: SFT data or the eval of a trained model (calculator_data.py, calculator_eval.py).
-Run: `python -m athanor.train.calculator_prefs --out-dir recipes/smollm2-calculator/data`
+Run: `python -m recipes.calculator.calculator_prefs --out-dir recipes/smollm2-calculator/data`
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from athanor.agent.calculator import _format, calculate
 from athanor.agent.native import DEFAULT_SYSTEM
-from athanor.train.calculator_data import Question, calculator_tool_spec, generate
+from recipes.calculator.calculator_data import Question, calculator_tool_spec, generate
 
 PREF_SEED, PREF_EVAL_SEED = 7, 4242
 KIND_WEIGHTS = {"call": 0.35, "work": 0.25, "expr": 0.2, "result": 0.2}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from athanor.errors import AthanorError
-from athanor.gotemplate import GoTemplateError, is_go_template, parse, render_prompt
-from athanor.tokenizer import Tokenizer
+from athanor.text.gotemplate import GoTemplateError, is_go_template, parse, render_prompt
+from athanor.text.tokenizer import Tokenizer
 
 DATA = Path(__file__).parent / "data_gotemplate"
 

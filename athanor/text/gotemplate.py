@@ -8,7 +8,7 @@ prompt text Ollama builds (template/template.go `Execute`): a template that ment
 with Messages/System/Tools; an older `.System/.Prompt/.Response` template is rendered once per user turn with its
 assistant reply as `.Response`, the last turn cut right after `{{ .Response }}`.
 
-Not for: Jinja chat templates (athanor.tokenizer), named sub-templates (`{{define}}`/`{{template}}`), Ollama's
+Not for: Jinja chat templates (athanor.text.tokenizer), named sub-templates (`{{define}}`/`{{template}}`), Ollama's
 context-window truncation of old messages (the caller's context check applies), images.
 """
 
@@ -19,8 +19,8 @@ import json
 import re
 from typing import Any
 
-from athanor.gotemplate_exec import Executor
-from athanor.gotemplate_parse import (
+from athanor.text.gotemplate_exec import Executor
+from athanor.text.gotemplate_parse import (
     Action,
     Branch,
     Command,
@@ -31,7 +31,7 @@ from athanor.gotemplate_parse import (
     Variable,
     parse_nodes,
 )
-from athanor.gotemplate_values import GoStruct, JsonList, JsonMap
+from athanor.text.gotemplate_values import GoStruct, JsonList, JsonMap
 
 __all__ = ["GoTemplate", "GoTemplateError", "is_go_template", "parse", "render_prompt"]
 

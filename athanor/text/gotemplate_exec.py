@@ -1,16 +1,16 @@
-"""Executes a parsed Go template (athanor.gotemplate_parse) over Python data, with Go's rules.
+"""Executes a parsed Go template (athanor.text.gotemplate_parse) over Python data, with Go's rules.
 
 Walks the node tree: text, actions (printed with fmt's %v unless they declare a variable), if/with/range with their
 else lists, break/continue, `$` and declared variables scoped to their control structure, pipelines where each
 command's result is the last argument of the next, `and`/`or` evaluating lazily. Values, formatting and the other
-builtins live in athanor.gotemplate_values. Not for: parsing (gotemplate_parse), Ollama's data (gotemplate).
+builtins live in athanor.text.gotemplate_values. Not for: parsing (gotemplate_parse), Ollama's data (gotemplate).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from athanor.gotemplate_parse import (
+from athanor.text.gotemplate_parse import (
     Action,
     Branch,
     Chain,
@@ -27,7 +27,7 @@ from athanor.gotemplate_parse import (
     Variable,
     fail,
 )
-from athanor.gotemplate_values import (
+from athanor.text.gotemplate_values import (
     Fail,
     GoStruct,
     JsonList,

@@ -23,7 +23,7 @@ def chat(
     verbose: bool = typer.Option(False, "--verbose", help="print load/prompt/eval statistics after each answer"),
 ) -> None:
     """Chat with a base model + its trained adapter through athanor's engine (LLaMA-Factory's `chat`)."""
-    from athanor.train.infer_config import chat_from_config
+    from athanor.infer_config import chat_from_config
 
     chat_from_config(config, overrides or [], verbose=verbose, prompt=prompt)
 
@@ -45,7 +45,7 @@ def export(
 ) -> None:
     """Merge a LoRA adapter into its base and write a Hugging Face directory or a GGUF file."""
     if source.endswith((".yaml", ".yml")) and Path(source).is_file():
-        from athanor.train.infer_config import export_from_config
+        from athanor.infer_config import export_from_config
 
         export_from_config(source, overrides or [], echo=typer.echo)
         return

@@ -16,7 +16,7 @@ Questions come from calculator_data.generate(split="eval"): new numbers and, for
 used in training.
 
 Not for: training (the recipe does that) or general benchmarks.
-Run: `python -m athanor.train.calculator_eval --model smollm2 --model smollm2-calculator -n 200 [--agent react]
+Run: `python -m recipes.calculator.calculator_eval --model smollm2 --model smollm2-calculator -n 200 [--agent react]
 [--out f.json]`.
 """
 
@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from athanor.train.calculator_data import Question, generate
+from recipes.calculator.calculator_data import Question, generate
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 

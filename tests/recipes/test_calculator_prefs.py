@@ -11,7 +11,7 @@ import pytest
 
 from athanor.agent.calculator import calculate
 from athanor.data.formats import PreferencePair, parse_record
-from athanor.train.calculator_prefs import EVAL_FILE, TRAIN_FILE, main, make_pairs, misread
+from recipes.calculator.calculator_prefs import EVAL_FILE, TRAIN_FILE, main, make_pairs, misread
 
 DATA = Path(__file__).resolve().parents[2] / "recipes" / "smollm2-calculator" / "data"
 

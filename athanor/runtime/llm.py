@@ -27,7 +27,7 @@ class TextStream:
     """Per-request text state: incremental detokenizer + stop-string matcher."""
 
     def __init__(self, tokenizer, params: SamplingParams, prompt_ids: list[int]) -> None:
-        from athanor.tokenizer import IncrementalDetokenizer, StopMatcher
+        from athanor.text.tokenizer import IncrementalDetokenizer, StopMatcher
 
         self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
         self.stops = StopMatcher(params.stop)
@@ -116,8 +116,8 @@ class LLM:
 
     @functools.cached_property
     def grammars(self):
-        """The constrained-decoding compiler for this model's tokenizer (athanor.grammar), built on first use."""
-        from athanor.grammar import Grammars
+        """The constrained-decoding compiler for this model's tokenizer (athanor.text.grammar), built on first use."""
+        from athanor.text.grammar import Grammars
 
         return Grammars(self.tokenizer, sorted(self.engine.eos_token_ids))
 

@@ -9,7 +9,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as reference_dequantize
 
 from athanor.errors import ModelFormatError
-from athanor.models.dequant import GGML_TYPES, dequantize
+from athanor.nn.dequant import GGML_TYPES, dequantize
 
 Q = GGMLQuantizationType
 # byte offsets of the f16 scale fields in each block type: random bytes there could be inf/NaN

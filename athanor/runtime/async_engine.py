@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from athanor.engine.llm import LLM, TextStream
+from athanor.runtime.llm import LLM, TextStream
 from athanor.engine.sampling_params import SamplingParams
 
 

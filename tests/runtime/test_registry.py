@@ -10,7 +10,7 @@ from athanor.engine.config import EngineConfig
 from athanor.errors import AthanorError, ModelNotFoundError
 from athanor.models.store import Store
 from athanor.serve.errors import ServeError
-from athanor.serve.manager import ModelManager, parse_bytes, parse_keep_alive
+from athanor.runtime.registry import ModelManager, parse_bytes, parse_keep_alive
 
 
 @pytest.mark.parametrize("value,seconds", [(None, 300.0), ("", 300.0), (10, 10.0), (0, 0.0), ("0", 0.0),

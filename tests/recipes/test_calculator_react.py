@@ -13,17 +13,17 @@ import pytest
 from athanor.agent.calculator import calculator
 from athanor.agent.react import ReActAgent
 from athanor.agent.react_parser import Action, Final, parse_react
-from athanor.chat_format import adapt_to_template
+from athanor.text.chat_format import adapt_to_template
 from athanor.data.formats import parse_record
 from athanor.llm.base import ChatResponse, ToolCall, Usage
-from athanor.train.calculator_data import (
+from recipes.calculator.calculator_data import (
     Question,
     generate,
     react_small_talk_record,
     to_react_record,
     write_dataset,
 )
-from athanor.train.calculator_eval import make_agent, run_questions, summarize
+from recipes.calculator.calculator_eval import make_agent, run_questions, summarize
 from athanor.train.encode import IGNORE_INDEX, encode_conversation
 from tests.agent.scripted import ScriptedChatModel
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from athanor.engine.async_engine import AsyncEngine
+from athanor.runtime.async_engine import AsyncEngine
 from athanor.engine.config import EngineConfig
 from athanor.engine.model_runner import memory_bytes
 from athanor.errors import AthanorError
@@ -68,7 +68,7 @@ def _gib(n: int | None) -> str:
 @dataclass
 class LoadedModel:
     name: str  # full store name, e.g. "smollm2:latest"
-    llm: object  # athanor.engine.llm.LLM
+    llm: object  # athanor.runtime.llm.LLM
     engine: AsyncEngine
     load_seconds: float
     keep_alive: float
@@ -194,7 +194,7 @@ class ModelManager:
         return params * weight_bytes + kv
 
     def _load(self, full: str, keep_alive: float, num_ctx: int | None) -> LoadedModel:
-        from athanor.engine.llm import LLM
+        from athanor.runtime.llm import LLM
 
         options = {"num_ctx": num_ctx} if num_ctx else {}
         t0 = time.perf_counter()

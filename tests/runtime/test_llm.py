@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
 from athanor.models.store import Store
 from tests.nn.test_parity_tiny import full_logits
@@ -47,8 +47,8 @@ def test_stop_strings_cut_the_text(tiny_hf_dir):
 
 
 def test_stop_string_completed_by_the_last_token_counts_as_stop(tiny_hf_dir):
-    from athanor.engine.llm import TextStream
-    from athanor.tokenizer import Tokenizer
+    from athanor.runtime.llm import TextStream
+    from athanor.text.tokenizer import Tokenizer
 
     tok = Tokenizer.from_hf_dir(tiny_hf_dir)
     ids = tok.encode("hello world")

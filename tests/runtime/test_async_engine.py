@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from athanor.engine.async_engine import AsyncEngine
+from athanor.runtime.async_engine import AsyncEngine
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
 
 

@@ -11,12 +11,12 @@ import torch
 import yaml
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
 from athanor.errors import AthanorError
 from athanor.train.config import ConfigError
 from athanor.train.export import export_model, parse_size
-from athanor.train.infer_config import chat_from_config, export_from_config, load_chat_config, load_llm
+from athanor.infer_config import chat_from_config, export_from_config, load_chat_config, load_llm
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -144,7 +144,7 @@ def test_cli_routes_yaml_and_flag_forms(tiny_hf_dir, adapter, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from athanor.train.cli_ext import register
+    from athanor.cli_ext import register
 
     app = typer.Typer()
     register(app)
@@ -167,7 +167,7 @@ MARKED = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor
 
 def test_yaml_template_is_carried_by_hf_and_gguf_exports(tiny_hf_dir, adapter, tmp_path):
     from athanor.models.loader import load_checkpoint
-    from athanor.tokenizer import CHATML_TEMPLATE
+    from athanor.text.tokenizer import CHATML_TEMPLATE
 
     cfg = _yaml(tmp_path / "t.yaml", model_name_or_path=str(tiny_hf_dir), adapter_name_or_path=str(adapter),
                 template=MARKED, export_dir=str(tmp_path / "hf"))
@@ -188,8 +188,8 @@ def test_cli_flag_template(tiny_hf_dir, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from athanor.tokenizer import CHATML_TEMPLATE
-    from athanor.train.cli_ext import register
+    from athanor.text.tokenizer import CHATML_TEMPLATE
+    from athanor.cli_ext import register
 
     app = typer.Typer()
     register(app)

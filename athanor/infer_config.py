@@ -105,7 +105,7 @@ def model_and_adapter(cfg: ChatConfig) -> tuple[str, str | None]:
 
 def load_llm(cfg: ChatConfig, engine_config: Any = None, options: dict | None = None) -> Any:
     """Our engine's LLM: the base's store manifest (or a path) + the adapter merged at load + the template."""
-    from athanor.engine.llm import LLM
+    from athanor.runtime.llm import LLM
     from athanor.models.lora import check_adapter_dir
     from athanor.models.store import Store
     from athanor.train.export import template_source

@@ -10,12 +10,12 @@ import pytest
 from athanor.agent.calculator import calculate
 from athanor.agent.native import DEFAULT_SYSTEM
 from athanor.agent.react import AgentEvent
-from athanor.chat_format import adapt_to_template
+from athanor.text.chat_format import adapt_to_template
 from athanor.data.formats import parse_record
 from athanor.data.registry import load_datasets
 from athanor.llm.base import tool_call_message
-from athanor.llm.tool_parsing import parse_tool_calls
-from athanor.train.calculator_data import (
+from athanor.text.tool_parsing import parse_tool_calls
+from recipes.calculator.calculator_data import (
     BINARY,
     Question,
     calculator_tool_spec,
@@ -23,7 +23,7 @@ from athanor.train.calculator_data import (
     to_record,
     write_dataset,
 )
-from athanor.train.calculator_eval import matches, score_events, summarize
+from recipes.calculator.calculator_eval import matches, score_events, summarize
 from athanor.train.encode import IGNORE_INDEX, encode_conversation
 
 

@@ -1,4 +1,4 @@
-"""athanor.tokenizer against transformers on real tokenizers trained here (byte-level BPE and SentencePiece-style
+"""athanor.text.tokenizer against transformers on real tokenizers trained here (byte-level BPE and SentencePiece-style
 byte-fallback BPE), real public chat templates, and the built-in SmolLM2 GGUF's template. No hub access."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from athanor.errors import AthanorError
-from athanor.tokenizer import CHATML_TEMPLATE, IncrementalDetokenizer, StopMatcher, Tokenizer, _compile_template
+from athanor.text.tokenizer import CHATML_TEMPLATE, IncrementalDetokenizer, StopMatcher, Tokenizer, _compile_template
 
 transformers = pytest.importorskip("transformers")  # test-only reference; inference never imports it
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from athanor.llm.tool_parsing import parse_tool_calls
+from athanor.text.tool_parsing import parse_tool_calls
 
 NAMES = {"calculator", "search"}
 

@@ -1,7 +1,7 @@
 """Lexer and parser for the subset of Go's text/template that Ollama prompt templates use.
 
 Produces a small node tree (the same shapes as Go's text/template/parse: list, text, action, if/range/with with
-an else list, pipelines of commands) that `athanor.gotemplate_exec` walks. Checks at parse time what Go checks
+an else list, pipelines of commands) that `athanor.text.gotemplate_exec` walks. Checks at parse time what Go checks
 at parse time: unknown functions, undefined variables, unmatched `{{end}}`/`{{else}}`, unclosed actions and
 strings. Not for: `{{define}}`/`{{template}}`/`{{block}}` (named sub-templates), custom delimiters, methods.
 Every error is one `GoTemplateError` line that starts with the template position `line:col`.

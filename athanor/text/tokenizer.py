@@ -23,9 +23,9 @@ import jinja2.ext
 import tokenizers
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from athanor import gotemplate
+from athanor.text import gotemplate
 from athanor.errors import AthanorError, ModelFormatError
-from athanor.gotemplate import is_go_template
+from athanor.text.gotemplate import is_go_template
 
 # Generic ChatML, used only when a caller asks for it by name (`chat_template="chatml"`): guessing a format for a
 # model that has none would silently produce prompts it was never trained on. Pair it with "<|im_end|>" as a stop.

@@ -18,7 +18,7 @@ training split of the same size range could produce with the training seed (new 
 
 Not for: evaluating a model (calculator_eval.py) or arithmetic itself (agent/calculator.py evaluates).
 The DPO example's pairs come from calculator_prefs.py.
-Run: `python -m athanor.train.calculator_data --out recipes/smollm2-calculator/data/calculator_train.jsonl`
+Run: `python -m recipes.calculator.calculator_data --out recipes/smollm2-calculator/data/calculator_train.jsonl`
 (`--react-share 0` for native only).
 """
 
