@@ -23,8 +23,10 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-
 
 
 def cache_dir() -> Path:
-    home = os.environ.get("ATHANOR_HOME")
-    return Path(home) / "cache" / "kernels" if home else Path("~/.cache/athanor/kernels").expanduser()
+    from athanor.home import explicit_home
+
+    home = explicit_home()
+    return home / "cache" / "kernels" if home else Path("~/.cache/athanor/kernels").expanduser()
 
 
 def cpu_reason() -> str | None:

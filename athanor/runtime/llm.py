@@ -7,6 +7,7 @@ Not for HTTP (serve/) or for talking to remote models (llm/).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import time
@@ -98,7 +99,7 @@ class LLM:
         if manifest.template:
             ckpt.tokenizer.chat_template = manifest.template
         params = dict(manifest.parameters) | options
-        config = config or EngineConfig()
+        config = dataclasses.replace(config) if config else EngineConfig()  # the caller's config stays as given
         if params.get("num_ctx"):
             config.max_model_len = int(params["num_ctx"])
         ckpt.config.max_position_embeddings = max(ckpt.config.max_position_embeddings, config.max_model_len)
@@ -107,6 +108,7 @@ class LLM:
                             # merged adapters: the weights are no longer the file's blocks (re-quantizing them would
                             # round the LoRA deltas away), so auto/gguf keep the float path
                             quant=config.quant_plan(None if manifest.adapters else ckpt.info.get("quantization")))
+        _fit_kv_to_context(config, model, ckpt.config.max_position_embeddings)
         engine = LLMEngine(model, config, eos_token_ids=set(ckpt.tokenizer.stop_token_ids))
         defaults = _generation_defaults(ckpt.generation_defaults) | {
             k: v for k, v in params.items() if k not in ENGINE_OPTIONS
@@ -207,6 +209,19 @@ class LLM:
                 if stopped:
                     self.engine.finish(out.request_id, "stop")
         return [_completion(s, streams[s.request_id], t0) for s in seqs]
+
+
+def _fit_kv_to_context(config: EngineConfig, model, max_position_embeddings: int) -> None:
+    """A KV budget in bytes grows to hold one whole context (num_ctx, else the model's), so a small budget never
+    silently shrinks the context; an explicit block count is kept as given."""
+    from athanor.engine.model_runner import kv_bytes_per_token
+
+    if config.num_kvcache_blocks:
+        return
+    context = config.max_model_len or max_position_embeddings
+    blocks = -(-context // config.block_size) + 1
+    need = blocks * config.block_size * kv_bytes_per_token(model, next(model.parameters()).dtype)
+    config.kv_cache_bytes = max(config.kv_cache_bytes, need)
 
 
 def _completion(seq, text: TextStream, t0: float) -> Completion:

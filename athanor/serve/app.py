@@ -2,7 +2,9 @@
 
 Default port 11435: one above Ollama's 11434, so athanor and Ollama can run side by side; point Ollama
 clients at http://127.0.0.1:11435 (OLLAMA_HOST) and OpenAI clients at http://127.0.0.1:11435/v1.
-Not for the routes themselves (openai_api.py, ollama_api.py, ollama_models.py) or model lifetimes (manager.py).
+While it runs, the app's registry is the process's (`get_registry()`): workflows, agents and RAG answering inside
+the server load and batch their models with HTTP traffic, under the same --max-memory.
+Not for the routes themselves (openai_api.py, ollama_api.py, ollama_models.py) or model lifetimes (runtime/registry.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from athanor.engine.config import EngineConfig
 from athanor.serve.errors import install_error_handlers
-from athanor.runtime.registry import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelManager
+from athanor.runtime.registry import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelRegistry, use_registry
 from athanor.serve.metrics import Metrics
 from athanor.serve.middleware import RequestMiddleware
 
@@ -39,14 +41,18 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     from athanor.models.store import Store
     from athanor.serve import ollama_api, ollama_models, openai_api
 
-    manager = ModelManager(store or Store(), engine_config, keep_alive, max_loaded_models, max_memory_bytes)
+    manager = ModelRegistry(store or Store(), engine_config, keep_alive, max_loaded_models, max_memory_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        manager.attach_loop()
+        installed = use_registry(manager)
+        installed.install()
         reaper = asyncio.create_task(manager.reaper())
         try:
             yield
         finally:
+            installed.remove()
             reaper.cancel()
             await asyncio.to_thread(manager.shutdown)
 

@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from athanor.errors import AthanorError, ContextLengthError, ModelNotFoundError
+from athanor.errors import AthanorError, CapacityError, ContextLengthError, ModelNotFoundError
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
           503: "service_unavailable", 500: "server_error"}
@@ -51,6 +51,9 @@ def to_serve_error(e: Exception) -> ServeError:
         return e
     if isinstance(e, ModelNotFoundError):
         return ServeError(str(e), 404, "model", "model_not_found")
+    if isinstance(e, CapacityError):
+        headers = {"Retry-After": f"{e.retry_after:g}"} if e.retry_after is not None else None
+        return ServeError(str(e), 503, code=e.code, headers=headers)
     if isinstance(e, ContextLengthError):
         return ServeError(str(e), 400, "messages", "context_length_exceeded")
     if isinstance(e, (AthanorError, ValueError)):

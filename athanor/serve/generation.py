@@ -12,12 +12,12 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from fastapi.responses import StreamingResponse
 
 from athanor.runtime.async_engine import RequestDelta
+from athanor.runtime.request_id import new_request_id
 from athanor.serve.errors import ServeError, to_serve_error
 
 log = logging.getLogger("athanor.serve")
@@ -85,7 +85,7 @@ class Generation:
     def __init__(self, model, prompt_ids: list[int], params, metrics, index: int = 0) -> None:
         self.model, self.prompt_ids, self.params, self.metrics = model, prompt_ids, params, metrics
         self.index = index
-        self.request_id = f"gen-{uuid.uuid4().hex}"
+        self.request_id = new_request_id()  # the HTTP request id + a counter (runtime/request_id.py)
         self.result = Result(num_prompt_tokens=len(prompt_ids))
         self.t_start = time.perf_counter()
         self.t_first: float | None = None

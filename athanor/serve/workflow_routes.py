@@ -57,7 +57,9 @@ def _error(e: DifyError) -> JSONResponse:
 
 
 def _home() -> Path:
-    return Path(os.environ.get("ATHANOR_HOME") or "~/.athanor").expanduser() / "workflows"
+    from athanor.home import athanor_home
+
+    return athanor_home() / "workflows"
 
 
 def apps_dir() -> Path:

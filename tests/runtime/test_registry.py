@@ -1,4 +1,4 @@
-"""ModelManager and keep_alive parsing: load on first use, one engine per model, expiry only when idle."""
+"""ModelRegistry and keep_alive parsing: load on first use, one engine per model, expiry only when idle."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from athanor.engine.config import EngineConfig
-from athanor.errors import AthanorError, ModelNotFoundError
+from athanor.errors import AthanorError, CapacityError, ModelNotFoundError
 from athanor.models.store import Store
-from athanor.serve.errors import ServeError
-from athanor.runtime.registry import ModelManager, parse_bytes, parse_keep_alive
+from athanor.serve.errors import to_serve_error
+from athanor.runtime.registry import ModelRegistry, parse_bytes, parse_keep_alive
 
 
 @pytest.mark.parametrize("value,seconds", [(None, 300.0), ("", 300.0), (10, 10.0), (0, 0.0), ("0", 0.0),
@@ -34,9 +34,9 @@ def tiny_store(tmp_path, tiny_hf_dir, names=("tiny",)) -> Store:
     return store
 
 
-def test_manager_loads_once_and_expires_only_when_idle(tmp_path, tiny_hf_dir):
+def test_registry_loads_once_and_expires_only_when_idle(tmp_path, tiny_hf_dir):
     store = tiny_store(tmp_path, tiny_hf_dir)
-    manager = ModelManager(store, EngineConfig(num_kvcache_blocks=32, block_size=8), default_keep_alive=0.0)
+    manager = ModelRegistry(store, EngineConfig(num_kvcache_blocks=32, block_size=8), default_keep_alive=0.0)
 
     async def main():
         a, b = await asyncio.gather(manager.acquire("tiny"), manager.acquire("tiny:latest"))
@@ -61,14 +61,15 @@ def test_manager_loads_once_and_expires_only_when_idle(tmp_path, tiny_hf_dir):
 
 def test_lru_unload_when_full_and_num_ctx_reload(tmp_path, tiny_hf_dir):
     store = tiny_store(tmp_path, tiny_hf_dir, names=("a", "b"))
-    manager = ModelManager(store, EngineConfig(num_kvcache_blocks=64, block_size=8), max_loaded_models=1)
+    manager = ModelRegistry(store, EngineConfig(num_kvcache_blocks=64, block_size=8), max_loaded_models=1)
 
     async def main():
         a = await manager.acquire("a", num_ctx=128)
         assert a.max_model_len == 128
-        with pytest.raises(ServeError) as e:  # the only slot is busy
+        with pytest.raises(CapacityError) as e:  # the only slot is busy
             await manager.acquire("b")
-        assert e.value.status == 503 and e.value.headers == {"Retry-After": "1"}
+        http = to_serve_error(e.value)  # serve/ answers a CapacityError with a 503
+        assert http.status == 503 and http.headers == {"Retry-After": "1"}
         manager.release(a)
         b = await manager.acquire("b")  # a is idle: unloaded to make room
         assert list(manager.models) == ["b:latest"]
@@ -97,7 +98,7 @@ def test_memory_budget_unloads_least_recently_used(tmp_path, tiny_hf_dir):
     than one model refuses it with the sizes in the message; busy models are never unloaded."""
     store = tiny_store(tmp_path, tiny_hf_dir, names=("a", "b", "c"))
     config = EngineConfig(num_kvcache_blocks=64, block_size=8)
-    probe = ModelManager(store, config)
+    probe = ModelRegistry(store, config)
 
     async def main():
         a = await probe.acquire("a")
@@ -105,28 +106,28 @@ def test_memory_budget_unloads_least_recently_used(tmp_path, tiny_hf_dir):
         probe.release(a)
         probe.shutdown()
         assert one > 0
-        manager = ModelManager(store, config, max_memory_bytes=int(2.5 * one))
+        manager = ModelRegistry(store, config, max_memory_bytes=int(2.5 * one))
         for name in ("a", "b"):
             manager.release(await manager.acquire(name))
         manager.release(await manager.acquire("a"))  # a is now the most recently used
         c = await manager.acquire("c")
         assert sorted(manager.models) == ["a:latest", "c:latest"] and manager.memory_in_use <= 2.5 * one
         a = await manager.acquire("a")
-        with pytest.raises(ServeError) as e:  # a and c busy, b does not fit
+        with pytest.raises(CapacityError) as e:  # a and c busy, b does not fit
             await manager.acquire("b")
-        assert e.value.status == 503 and "memory budget" in e.value.message
+        assert to_serve_error(e.value).status == 503 and "memory budget" in str(e.value)
         manager.release(a)
         manager.release(c)
         manager.shutdown()
-        tight = ModelManager(store, config, max_memory_bytes=one // 2)
-        with pytest.raises(ServeError) as e:
+        tight = ModelRegistry(store, config, max_memory_bytes=one // 2)
+        with pytest.raises(CapacityError) as e:
             await tight.acquire("a")
-        assert e.value.code == "insufficient_memory" and "takes" in e.value.message  # measured at load, unloaded
+        assert e.value.code == "insufficient_memory" and "takes" in str(e.value)  # measured at load, unloaded
         assert not tight.models
         tight._measured["a:latest"] = one  # the next time, the size is known before loading
-        with pytest.raises(ServeError) as e:
+        with pytest.raises(CapacityError) as e:
             await tight.acquire("a")
-        assert "needs about" in e.value.message and not tight.models
+        assert "needs about" in str(e.value) and not tight.models
         tight.shutdown()
 
     asyncio.run(main())
