@@ -112,12 +112,18 @@ def generate(
 
 
 def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
-    from athanor.runtime.llm import ENGINE_OPTIONS, LLM
+    """The model from this process's registry (made with the command's engine flags), held until exit."""
     from athanor.engine.sampling_params import SamplingParams
+    from athanor.runtime.handle import ModelHandle
+    from athanor.runtime.llm import ENGINE_OPTIONS
+    from athanor.runtime.registry import ModelRegistry, use_registry
 
     options = _parse_options(option)
     SamplingParams.from_options({}, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})  # fail early
-    return LLM.load(model, _engine_config(device, dtype, weights), **options)
+    registry = use_registry(ModelRegistry(engine_config=_engine_config(device, dtype, weights))).install()
+    handle = ModelHandle.open(model, registry, num_ctx=options.get("num_ctx"))
+    handle.llm.defaults.update({k: v for k, v in options.items() if k not in ENGINE_OPTIONS})
+    return handle
 
 
 # --- the store ---------------------------------------------------------------------------------------------

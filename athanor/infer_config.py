@@ -104,10 +104,14 @@ def model_and_adapter(cfg: ChatConfig) -> tuple[str, str | None]:
 
 
 def load_llm(cfg: ChatConfig, engine_config: Any = None, options: dict | None = None) -> Any:
-    """Our engine's LLM: the base's store manifest (or a path) + the adapter merged at load + the template."""
-    from athanor.runtime.llm import LLM
+    """The base's store manifest (or a path) + the adapter merged at load + the template, loaded by the registry
+    (the process's, or one made with `engine_config`): a runtime.handle.ModelHandle."""
+    import hashlib
+
     from athanor.models.lora import check_adapter_dir
     from athanor.models.store import Store
+    from athanor.runtime.handle import ModelHandle
+    from athanor.runtime.registry import ModelRegistry, get_registry
     from athanor.train.export import template_source
 
     base, adapter = model_and_adapter(cfg)
@@ -116,7 +120,12 @@ def load_llm(cfg: ChatConfig, engine_config: Any = None, options: dict | None = 
         manifest.adapters = [*manifest.adapters, str(check_adapter_dir(adapter))]
     if cfg.system is not None:
         manifest.system = cfg.system
-    llm = LLM.from_manifest(manifest, engine_config, options or {})
+    options = options or {}
+    digest = hashlib.sha256(f"{manifest.model_dump_json()}{cfg.template}{options}".encode()).hexdigest()[:8]
+    key = f"{manifest.name}+{Path(adapter).name if adapter else 'base'}@{digest}"  # one registry entry per setup
+    manifest = manifest.model_copy(update={"name": key, "parameters": manifest.parameters | options})
+    registry = ModelRegistry(engine_config=engine_config) if engine_config is not None else get_registry()
+    llm = ModelHandle.open(key, registry, num_ctx=options.get("num_ctx"), manifest=manifest)
     if cfg.template is not None:  # chatml, a Jinja source or one of the model's named templates
         llm.tokenizer.chat_template = template_source(cfg.template, llm.tokenizer)
     return llm

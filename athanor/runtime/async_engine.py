@@ -75,6 +75,12 @@ class AsyncEngine:
     def abort(self, request_id: str) -> None:
         self._send(("abort", request_id))
 
+    def abort_and_wait(self, request_id: str, timeout: float = 10.0) -> None:
+        """Abort from a thread that is not the engine's, returning once the engine has freed the request's blocks."""
+        done = threading.Event()
+        self._send(("abort", (request_id, done)))
+        done.wait(timeout)
+
     def shutdown(self) -> None:
         self._stopping = True
         self._wake.set()
@@ -112,6 +118,9 @@ class AsyncEngine:
                 return
             if kind == "add":
                 self._add(arg)
+            elif isinstance(arg, tuple):  # abort_and_wait: tell the waiting thread once it is done
+                self._abort(arg[0])
+                arg[1].set()
             else:
                 self._abort(arg)
 

@@ -21,6 +21,11 @@ from athanor.runtime.request_id import new_request_id
 _END = object()
 
 
+def _last(deltas) -> Completion:
+    *_, last = deltas
+    return last.completion
+
+
 class ModelHandle:
     def __init__(self, registry: ModelRegistry, model: LoadedModel) -> None:
         self.registry, self.model = registry, model
@@ -48,6 +53,7 @@ class ModelHandle:
         return self.model.name
 
     def __getattr__(self, attr: str):  # tokenizer, defaults, info, engine, load_seconds, chat_prompt, embed, ...
+        # (stream / generate / chat are the handle's own: only the engine thread steps a registry model's engine)
         if attr in ("model", "registry"):
             raise AttributeError(attr)
         return getattr(self.model.llm, attr)
@@ -58,11 +64,11 @@ class ModelHandle:
         """One request on the shared engine; text as it comes, then `Delta("", Completion)`. Stopping early aborts."""
         sp = self.llm.sampling_params(params)
         out: queue.Queue = queue.Queue()
-        engine = self.model.engine
+        engine, request_id = self.model.engine, request_id or new_request_id()
 
         async def pump() -> None:
             try:
-                async for delta in engine.generate(prompt_ids, sp, request_id or new_request_id()):
+                async for delta in engine.generate(prompt_ids, sp, request_id):
                     out.put(delta)
             except Exception as e:  # noqa: BLE001 - handed to the caller's thread
                 out.put(e)
@@ -85,12 +91,25 @@ class ModelHandle:
                 if item.text:
                     yield Delta(item.text)
         finally:
-            if not future.done():
-                future.cancel()  # the engine aborts the request and frees its blocks
+            if last is None or last.finish_reason is None:  # left early: free the blocks before returning
+                engine.abort_and_wait(request_id)
+                future.cancel()
         end = time.perf_counter()
         first = first or end
         yield Delta("", Completion("".join(pieces), token_ids, last.finish_reason or "abort", last.num_prompt_tokens,
                                    last.num_cached_tokens, logprobs, first - t0, end - first))
+
+    def generate_ids(self, prompt_ids: list[list[int]], params=None) -> list[Completion]:
+        """Completions of several prompts (raw ids, no template), in order."""
+        return [_last(self.stream(p, params)) for p in prompt_ids]
+
+    def generate(self, prompts: list[str] | str, params=None) -> list[Completion]:
+        """Raw completion (no chat template) of one or more prompts."""
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        return self.generate_ids([self.llm.tokenizer.encode(p) for p in prompts], params)
+
+    def chat(self, messages: list[dict], params=None) -> Completion:
+        return _last(self.stream(self.llm.chat_prompt(messages), params))
 
     def close(self) -> None:
         """Release the model (it stays loaded for its keep_alive, then unloads when idle)."""

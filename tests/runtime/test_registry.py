@@ -144,3 +144,39 @@ def test_ps_reports_measured_memory(tmp_path, tiny_hf_dir):
         (entry,) = client.get("/api/ps").json()["models"]
         loaded = client.app.state.manager.models["tiny:latest"]
         assert entry["size"] == loaded.memory_bytes > 0
+
+
+def test_in_process_models_share_the_servers_registry_and_memory_budget(tmp_path, tiny_hf_dir):
+    """While `athanor serve` runs, an agent's or workflow's LocalChatModel gets its model from the server's registry:
+    the same loaded engine as HTTP requests, listed by /api/ps, counted in --max-memory and evicted by LRU."""
+    from fastapi.testclient import TestClient
+
+    from athanor.llm.local import LocalChatModel
+    from athanor.runtime.handle import ModelHandle
+    from athanor.runtime.registry import get_registry
+    from athanor.serve.app import create_app
+
+    store = tiny_store(tmp_path, tiny_hf_dir, names=("a", "b"))
+    config = EngineConfig(num_kvcache_blocks=64, block_size=8)
+    probe = ModelRegistry(store, config)
+    one = asyncio.run(probe.acquire("a")).memory_bytes
+    probe.shutdown()
+    app = create_app(store=store, engine_config=config, max_memory_bytes=int(1.5 * one))  # room for one model
+    with TestClient(app) as client:
+        registry = app.state.manager
+        assert get_registry() is registry
+        reply = LocalChatModel("a").chat([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0)
+        assert reply.usage.completion_tokens == 2
+        (entry,) = client.get("/api/ps").json()["models"]
+        assert entry["name"] in ("a", "a:latest") and entry["size"] == registry.memory_in_use == one
+        engine = registry.models["a:latest"].engine
+        http = client.post("/api/generate", json={"model": "a", "prompt": "hi", "stream": False,
+                                                  "options": {"num_predict": 2, "temperature": 0}})
+        assert http.status_code == 200 and registry.models["a:latest"].engine is engine  # one engine for both
+        assert client.post("/api/generate", json={"model": "b"}).status_code == 200  # a (idle) makes room
+        assert list(registry.models) == ["b:latest"]
+        with ModelHandle.open("b") as held:  # an agent in the middle of a run holds b
+            assert held.registry is registry and registry.models["b:latest"].num_active == 1
+            busy = client.post("/api/generate", json={"model": "a"})
+            assert busy.status_code == 503 and "memory budget" in busy.json()["error"]
+    assert get_registry() is not registry  # the server's registry is the process's only while it runs
