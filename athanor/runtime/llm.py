@@ -28,7 +28,8 @@ class TextStream:
     """Per-request text state: incremental detokenizer + stop-string matcher."""
 
     def __init__(self, tokenizer, params: SamplingParams, prompt_ids: list[int]) -> None:
-        from athanor.text.tokenizer import IncrementalDetokenizer, StopMatcher
+        from athanor.text.stop import StopMatcher
+        from athanor.text.tokenizer import IncrementalDetokenizer
 
         self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
         self.stops = StopMatcher(params.stop)

@@ -21,7 +21,7 @@ from typing import Any
 from athanor.text.chat_format import adapt_to_template
 from athanor.text.tool_parsing import parse_tool_calls
 from athanor.serve.errors import ServeError
-from athanor.text.tokenizer import partial_prefix_len
+from athanor.text.stop import partial_prefix_len
 
 CALL_MARKER = "<tool_call>"
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
-from athanor.llm.base import ToolCall
+
+@dataclass
+class ToolCall:
+    """One call a model made (llm/ re-exports it as part of the ChatModel protocol)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it (may be invalid: the caller checks)
 
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 

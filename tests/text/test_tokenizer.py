@@ -13,7 +13,8 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from athanor.errors import AthanorError
-from athanor.text.tokenizer import CHATML_TEMPLATE, IncrementalDetokenizer, StopMatcher, Tokenizer, _compile_template
+from athanor.text.stop import StopMatcher
+from athanor.text.tokenizer import CHATML_TEMPLATE, IncrementalDetokenizer, Tokenizer, _compile_template
 
 transformers = pytest.importorskip("transformers")  # test-only reference; inference never imports it
 
