@@ -113,16 +113,15 @@ def generate(
 
 def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
     """The model from this process's registry (made with the command's engine flags), held until exit."""
-    from athanor.engine.sampling_params import SamplingParams
     from athanor.runtime.handle import ModelHandle
-    from athanor.runtime.llm import ENGINE_OPTIONS
+    from athanor.runtime.options import params_from_options, sampling_only
     from athanor.runtime.registry import ModelRegistry, use_registry
 
     options = _parse_options(option)
-    SamplingParams.from_options({}, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})  # fail early
+    params_from_options({}, sampling_only(options))  # fail early
     registry = use_registry(ModelRegistry(engine_config=_engine_config(device, dtype, weights))).install()
     handle = ModelHandle.open(model, registry, num_ctx=options.get("num_ctx"))
-    handle.llm.defaults.update({k: v for k, v in options.items() if k not in ENGINE_OPTIONS})
+    handle.llm.defaults.update(sampling_only(options))  # -o beats the Modelfile PARAMETERs
     return handle
 
 

@@ -18,9 +18,8 @@ from athanor.engine.config import EngineConfig
 from athanor.engine.engine import LLMEngine
 from athanor.engine.sampling_params import SamplingParams
 from athanor.errors import ContextLengthError
+from athanor.runtime.options import ENGINE_OPTIONS, params_from_options, sampling_only
 
-# Options that size the engine rather than sample (Ollama puts both in `options`)
-ENGINE_OPTIONS = ("num_ctx",)
 _GEN_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
 
@@ -130,7 +129,7 @@ class LLM:
         """Model defaults, then the request's options; stop strings that are single special tokens become ids."""
         if isinstance(params, SamplingParams):
             return params
-        sp = SamplingParams.from_options(self.defaults, {k: v for k, v in (params or {}).items() if k not in ENGINE_OPTIONS})
+        sp = params_from_options(self.defaults, sampling_only(params or {}))
         for s in list(sp.stop):
             tid = self.tokenizer.token_to_id(s)
             if tid is not None and tid not in sp.stop_token_ids:
