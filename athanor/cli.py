@@ -45,18 +45,9 @@ def main() -> None:
 
 
 def _parse_options(pairs: list[str] | None) -> dict:
-    import json
+    from athanor.keyvalue import parse_pairs
 
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"option {pair!r} is not KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value  # a bare string, e.g. stop=END
-    return out
+    return parse_pairs(pairs, "option")  # JSON values; a bare string stays a string, e.g. stop=END
 
 
 WeightsOption = typer.Option(

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from athanor.serve.errors import ServeError
+from athanor.serve.errors import ServeError, ollama_error_body
 from athanor.serve.generation import (
     Generation,
     StreamResponse,
@@ -226,7 +226,7 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
             handed_to_stream = True
             lines = _ndjson(gen, body.model, chat, load_seconds, names)
             return StreamResponse(stream_body([gen], lines, lambda: manager.release(model),
-                                              lambda message: json.dumps({"error": message}) + "\n"),
+                                              lambda message: json.dumps(ollama_error_body(message)) + "\n"),
                                   media_type="application/x-ndjson")
         try:
             result = await gen.run()

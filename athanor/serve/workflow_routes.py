@@ -53,7 +53,9 @@ class DifyError(Exception):
 
 
 def _error(e: DifyError) -> JSONResponse:
-    return JSONResponse({"code": e.code, "message": e.message, "status": e.status}, status_code=e.status)
+    from athanor.serve.errors import dify_error_body
+
+    return JSONResponse(dify_error_body(e.message, e.status, e.code), status_code=e.status)
 
 
 def _home() -> Path:
