@@ -1,7 +1,7 @@
 """The Ollama generation routes: /api/chat and /api/generate (NDJSON streams by default).
 
 The last object of a stream (or the only one) carries done_reason and Ollama's timings in nanoseconds.
-`format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/grammar.py). `tools` go through
+`format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/text/grammar.py). `tools` go through
 the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
 Ollama's shape) in one chunk before the final one. /api/generate's `template` is an Ollama Go template
 (athanor.text.gotemplate). Not supported: `images`, `think`: a clear 400 for each. Model management routes live in

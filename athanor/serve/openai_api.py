@@ -3,7 +3,7 @@
 Streams are Server-Sent Events (`chat.completion.chunk` / `text_completion` objects, then `data: [DONE]`).
 Tools go through the model's own template; calls found in the reply (tools.py) become `tool_calls`, streamed as
 deltas at the end of the choice. `response_format` json_object / json_schema and `tool_choice` required / named
-are enforced by constrained decoding (athanor/grammar.py): the engine samples only tokens the grammar allows.
+are enforced by constrained decoding (athanor/text/grammar.py): the engine samples only tokens the grammar allows.
 """
 
 from __future__ import annotations

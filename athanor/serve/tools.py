@@ -5,7 +5,7 @@ own template (`template_messages`), and `ToolCallStream`, which turns one choice
 `tool_calls`, holding back streamed text that may be the start of a call so raw `<tool_call>` markup never
 reaches a client as content. Calls are parsed by `athanor.text.tool_parsing` (Hermes/Qwen blocks, Llama-3 JSON).
 
-`tool_choice` "required" or a named function is enforced by constrained decoding (`tool_guide`, athanor/grammar.py):
+`tool_choice` "required" or a named function is enforced by constrained decoding (`tool_guide`, athanor/text/grammar.py):
 the reply is then always one or more valid calls in the model's own format, arguments matching the parameters.
 Not for the response shapes (openai_api.py builds them from what this module returns).
 """

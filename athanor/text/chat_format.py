@@ -2,8 +2,8 @@
 
 One format for training (train/encode.py), the server (serve/tools.py) and the in-process model (llm/local.py):
 tools listed as JSON in the system message, past calls written as Hermes `<tool_call>` blocks, which
-llm/tool_parsing.py reads back. Templates that know `tools` / `tool_calls` (Qwen2.5, Llama 3.x) are left alone.
-Not for rendering templates (tokenizer.py) or parsing model output (llm/tool_parsing.py).
+tool_parsing.py reads back. Templates that know `tools` / `tool_calls` (Qwen2.5, Llama 3.x) are left alone.
+Not for rendering templates (tokenizer.py) or parsing model output (text/tool_parsing.py).
 """
 
 from __future__ import annotations

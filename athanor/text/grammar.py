@@ -11,7 +11,7 @@ transformers (xgrammar imports transformers and pulls triton), compiles a schema
 6 ms, outlines-core 33 ms to 7 s), and computes a mask in 20-140 µs per token, well under 1% of a decode
 step. It also takes Lark grammars with embedded JSON schemas, which tool calls need.
 
-Not for: parsing tool calls out of text (llm/tool_parsing.py) or the API fields that ask for this (serve/).
+Not for: parsing tool calls out of text (text/tool_parsing.py) or the API fields that ask for this (serve/).
 """
 
 from __future__ import annotations
