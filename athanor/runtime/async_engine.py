@@ -12,23 +12,12 @@ import asyncio
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 from athanor.runtime.llm import LLM, TextStream
+from athanor.runtime.results import RequestDelta
 from athanor.engine.sampling_params import SamplingParams
-
-
-@dataclass
-class RequestDelta:
-    request_id: str
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list = field(default_factory=list)
-    finish_reason: str | None = None  # set on the last delta: stop | length | abort
-    num_prompt_tokens: int = 0
-    num_output_tokens: int = 0
-    num_cached_tokens: int = 0
 
 
 @dataclass

@@ -14,7 +14,7 @@ import queue
 import time
 from collections.abc import Iterator
 
-from athanor.runtime.llm import Completion, Delta
+from athanor.runtime.results import Completion, Delta
 from athanor.runtime.registry import LoadedModel, ModelRegistry, get_registry
 from athanor.runtime.request_id import new_request_id
 

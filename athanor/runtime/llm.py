@@ -11,7 +11,6 @@ import dataclasses
 import functools
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from athanor.engine.config import EngineConfig
@@ -19,6 +18,7 @@ from athanor.engine.engine import LLMEngine
 from athanor.engine.sampling_params import SamplingParams
 from athanor.errors import ContextLengthError
 from athanor.runtime.options import ENGINE_OPTIONS, params_from_options, sampling_only
+from athanor.runtime.results import Completion, Delta
 
 _GEN_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
@@ -44,26 +44,6 @@ class TextStream:
         self.text += out
         self.stopped = self.stopped or stopped
         return out, stopped
-
-
-@dataclass
-class Completion:
-    text: str
-    token_ids: list[int]
-    finish_reason: str
-    num_prompt_tokens: int
-    num_cached_tokens: int = 0
-    logprobs: list = field(default_factory=list)
-    prompt_seconds: float = 0.0  # request start -> first token (prefill)
-    decode_seconds: float = 0.0  # first token -> last token
-
-
-@dataclass
-class Delta:
-    """One streamed piece of a request: new text (maybe empty) and, on the last one, the finished Completion."""
-
-    text: str
-    completion: Completion | None = None
 
 
 class LLM:

@@ -12,11 +12,10 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 
 from fastapi.responses import StreamingResponse
 
-from athanor.runtime.async_engine import RequestDelta
+from athanor.runtime.results import Completion, RequestDelta
 from athanor.runtime.request_id import new_request_id
 from athanor.serve.errors import ServeError, to_serve_error
 
@@ -68,17 +67,7 @@ def choice_params(params, index: int):
     return dataclasses.replace(params, seed=(params.seed + index) % 2**63)
 
 
-@dataclass
-class Result:
-    """A finished (or aborted) choice: everything the APIs put in a non-streamed answer."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list = field(default_factory=list)
-    finish_reason: str | None = None
-    num_prompt_tokens: int = 0
-    num_output_tokens: int = 0
-    num_cached_tokens: int = 0
+Result = Completion  # a finished (or aborted) choice: one family of result types (runtime/results.py)
 
 
 class Generation:
