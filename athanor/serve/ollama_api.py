@@ -28,7 +28,7 @@ from athanor.serve.generation import (
     run_embed,
     stream_body,
 )
-from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_names
+from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
 
 router = APIRouter()
 

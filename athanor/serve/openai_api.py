@@ -34,7 +34,7 @@ from athanor.serve.openai_schemas import (
     EmbeddingRequest,
     TokenizeRequest,
 )
-from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
+from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
 
 router = APIRouter()
 

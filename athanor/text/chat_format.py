@@ -1,6 +1,6 @@
 """Conversations with tools, spelled out for chat templates that cannot render tools or tool calls themselves.
 
-One format for training (train/encode.py), the server (serve/tools.py) and the in-process model (llm/local.py):
+One format for training (train/encode.py), the server (serve/tool_calls.py) and the in-process model (llm/local.py):
 tools listed as JSON in the system message, past calls written as Hermes `<tool_call>` blocks, which
 tool_parsing.py reads back. Templates that know `tools` / `tool_calls` (Qwen2.5, Llama 3.x) are left alone.
 Not for rendering templates (tokenizer.py) or parsing model output (text/tool_parsing.py).

@@ -1,4 +1,4 @@
-"""tool and agent: Dify's nodes that call tools (workflow/tools.py resolves names to athanor tools).
+"""tool and agent: Dify's nodes that call tools (workflow/tool_registry.py resolves names to athanor tools).
 
 tool: `tool_parameters` {name: {type: variable | constant | mixed, value}} (plus constant
 `tool_configurations`) become the arguments of one call; outputs text, files ([]) and json (the result parsed,
@@ -18,7 +18,7 @@ from athanor.agent.tools import ToolError
 from athanor.errors import AthanorError
 from athanor.workflow import prompting
 from athanor.workflow.nodes.base import Node, NodeResult, RunContext, WorkflowNodeError, register
-from athanor.workflow.tools import PresetTool, known_arguments, resolve_tool, unknown_tool_message
+from athanor.workflow.tool_registry import PresetTool, known_arguments, resolve_tool, unknown_tool_message
 
 STRATEGIES = {"function_calling": "function_calling", "functioncalling": "function_calling", "react": "react"}
 DEFAULT_MAX_ITERATIONS = 3  # Dify's default for the agent node
@@ -50,7 +50,7 @@ def _tool_problem(name, provider, provider_type, services=None) -> list[str]:
     Services.tools (user and MCP tools) and the built-ins are known. A tool the DSL marks as MCP is taken on
     trust while the run has no extra tools (the servers are connected at run time, `--mcp`); once it has
     some, the name must be among them."""
-    from athanor.workflow.tools import BUILTIN_TOOLS
+    from athanor.workflow.tool_registry import BUILTIN_TOOLS
 
     if not name:
         return ["no tool_name"]
