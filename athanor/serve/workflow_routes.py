@@ -14,6 +14,7 @@ Streaming answers are Server-Sent Events, one `data: {json}` line per Dify event
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import queue
@@ -137,7 +138,8 @@ def _start(app, run_kwargs: dict, user: str, stream: bool, on_done=None):
 
     if not stream:
         return finish()
-    threading.Thread(target=work, daemon=True, name="wf-run").start()
+    # the run keeps the HTTP request's context: its model calls carry the request id (runtime/request_id.py)
+    threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="wf-run").start()
 
     def lines():
         while (event := events.get()) is not _END:
