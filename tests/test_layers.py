@@ -1,4 +1,5 @@
-"""The house plan, checked: no room imports a room above it, and only the registry loads a model into an engine.
+"""The house plan, checked: no room imports a room above it, only the registry loads a model into an engine, and
+ATHANOR_HOME and KEY=VALUE parsing each live in one place.
 
 Every `import` in the package counts, lazy ones inside functions included (they are still dependencies).
 Rooms and what each may NOT import are in docs/architecture.md ("Rooms and their imports").
@@ -119,3 +120,24 @@ def test_the_engine_check_catches_a_second_loader():
     tree = ast.parse("def load(m):\n    return AsyncEngine(LLM.from_manifest(m, None, {}))\n")
     assert stray_engine_makers([("workflow/services.py", tree)]) == [
         "athanor/workflow/services.py:2 calls AsyncEngine", "athanor/workflow/services.py:2 calls LLM.from_manifest"]
+
+
+def seam_strays(mods) -> list[str]:
+    """Seams kept in one place: the ATHANOR_HOME variable is read in home.py, KEY=VALUE pairs are split in
+    keyvalue.py."""
+    bad = []
+    for rel, tree in mods:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value == "ATHANOR_HOME" and rel != "home.py":
+                bad.append(f"athanor/{rel}:{node.lineno} reads ATHANOR_HOME")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "partition"
+                    and [getattr(a, "value", None) for a in node.args] == ["="] and rel != "keyvalue.py"):
+                bad.append(f"athanor/{rel}:{node.lineno} splits KEY=VALUE")
+    return sorted(bad)
+
+
+def test_each_seam_lives_in_one_place():
+    assert seam_strays(modules()) == []
+    tree = ast.parse('import os\nhome = os.environ.get("ATHANOR_HOME")\nk, _, v = "a=b".partition("=")\n')
+    assert seam_strays([("rag/kb.py", tree)]) == ["athanor/rag/kb.py:2 reads ATHANOR_HOME",
+                                                  "athanor/rag/kb.py:3 splits KEY=VALUE"]
