@@ -1,6 +1,6 @@
 """Terminal chat for `athanor run`: one-shot answers, the interactive loop and Ollama-style --verbose stats.
 
-Not for argument parsing (cli.py) or generation itself (engine/llm.py): this only prints what LLM.stream yields.
+Not for argument parsing (cli.py) or generation itself (runtime/): this only prints what a model handle's `stream` yields.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def _mount_subcommands() -> None:
 
     app.add_typer(workflow_app, name="workflow",
                   help="Workflows: validate and run Dify app DSL files, inspect runs (validate, run, runs, show, export).")
-    from athanor.train.cli_ext import register as register_train_commands  # imports only typer
+    from athanor.cli_ext import register as register_train_commands  # imports only typer
 
     register_train_commands(app)  # `athanor chat CONFIG`, `athanor export` (flags or CONFIG.yaml)
 
@@ -44,18 +44,9 @@ def main() -> None:
 
 
 def _parse_options(pairs: list[str] | None) -> dict:
-    import json
+    from athanor.keyvalue import parse_pairs
 
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"option {pair!r} is not KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value  # a bare string, e.g. stop=END
-    return out
+    return parse_pairs(pairs, "option")  # JSON values; a bare string stays a string, e.g. stop=END
 
 
 WeightsOption = typer.Option(
@@ -111,12 +102,17 @@ def generate(
 
 
 def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
-    from athanor.engine.llm import ENGINE_OPTIONS, LLM
-    from athanor.engine.sampling_params import SamplingParams
+    """The model from this process's registry (made with the command's engine flags), held until exit."""
+    from athanor.runtime.handle import ModelHandle
+    from athanor.runtime.options import params_from_options, sampling_only
+    from athanor.runtime.registry import ModelRegistry, use_registry
 
     options = _parse_options(option)
-    SamplingParams.from_options({}, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS})  # fail early
-    return LLM.load(model, _engine_config(device, dtype, weights), **options)
+    params_from_options({}, sampling_only(options))  # fail early
+    registry = use_registry(ModelRegistry(engine_config=_engine_config(device, dtype, weights))).install()
+    handle = ModelHandle.open(model, registry, num_ctx=options.get("num_ctx"))
+    handle.llm.defaults.update(sampling_only(options))  # -o beats the Modelfile PARAMETERs
+    return handle
 
 
 # --- the store ---------------------------------------------------------------------------------------------
@@ -339,7 +335,7 @@ def serve(
 
     if unsafe_code:  # read by the workflow routes (workflow/routes.py) for every run
         os.environ["ATHANOR_UNSAFE_CODE"] = "1"
-    from athanor.serve.manager import parse_bytes, parse_keep_alive
+    from athanor.runtime.registry import parse_bytes, parse_keep_alive
 
     options = {"host": host, "port": port, "api_key": api_key, "keep_alive": parse_keep_alive(keep_alive, 300.0),
                "engine_config": _engine_config(device, "auto", weights), "max_pending": max_pending,

@@ -23,3 +23,11 @@ class UnsupportedArchitectureError(AthanorError):
 
 class ContextLengthError(AthanorError):
     """A prompt (plus requested tokens) longer than the model's context window."""
+
+
+class CapacityError(AthanorError):
+    """No room for a model or a request now (memory budget, every loaded model busy): retry later or raise a limit."""
+
+    def __init__(self, message: str, code: str = "overloaded", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code, self.retry_after = code, retry_after

@@ -32,7 +32,7 @@ def set_mode(model, mode: str) -> None:
 
 def main() -> None:
     from athanor.engine.config import EngineConfig
-    from athanor.engine.llm import LLM
+    from athanor.runtime.llm import LLM
     from athanor.engine.sampling_params import SamplingParams
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

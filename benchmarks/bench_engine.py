@@ -35,7 +35,7 @@ PROMPTS = [
 
 def our_llm(device: str, weight_dtype: str):
     from athanor.engine.config import EngineConfig
-    from athanor.engine.llm import LLM
+    from athanor.runtime.llm import LLM
 
     return LLM.load("smollm2", EngineConfig(device=device, max_num_seqs=32, weight_dtype=weight_dtype))
 

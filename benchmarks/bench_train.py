@@ -53,7 +53,7 @@ def write_mixed(path: Path, n: int, seed: int = 0) -> Path:
     """`n` multi-turn calculator chats (system + tools, then 1-8 question / call / result / answer exchanges)."""
     import random
 
-    from athanor.train.calculator_data import generate, to_record
+    from recipes.calculator.calculator_data import generate, to_record
 
     rng = random.Random(seed)
     questions = iter(generate(n * max(MIXED_TURNS), seed))

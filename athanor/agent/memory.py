@@ -15,7 +15,6 @@ Not for: vector/semantic memory (rag/), or tool results of the current run (the 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +61,9 @@ CREATE TABLE IF NOT EXISTS summaries (session_id TEXT PRIMARY KEY, summary TEXT 
 
 def default_sessions_path() -> Path:
     """$ATHANOR_HOME/agent/sessions.sqlite (ATHANOR_HOME defaults to ~/.athanor)."""
-    return Path(os.environ.get("ATHANOR_HOME") or "~/.athanor").expanduser() / "agent" / "sessions.sqlite"
+    from athanor.home import athanor_home
+
+    return athanor_home() / "agent" / "sessions.sqlite"
 
 
 class SQLiteStore:

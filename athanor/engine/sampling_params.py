@@ -1,9 +1,8 @@
 """SamplingParams: how one request wants its next tokens chosen, checked when built.
 
-For: the per-request knobs the sampler (engine/sampler.py) and the engine's stop logic read, and the
-merge of a model's default options with a request's options (OpenAI or Ollama names).
-Not for: text-level stop strings (carried here, matched by the text layer), tokenizer or chat-template
-settings, or engine sizing (engine/config.py).
+For: the per-request knobs the sampler (engine/sampler.py) and the engine's stop logic read, in token terms.
+Not for: option names of APIs and Modelfiles (num_predict, repeat_penalty, ...: runtime/options.py maps them here),
+text-level stop strings (carried here, matched by the text layer), chat templates, or engine sizing (config.py).
 """
 
 from __future__ import annotations
@@ -19,13 +18,6 @@ MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit; also bounds the top-k gather i
 GREEDY_EPS = 1e-5  # temperatures below this are greedy: dividing logits by ~0 overflows to inf/NaN
 MAX_ABS_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias values
 MAX_ABS_PENALTY = 2.0  # OpenAI's range for presence/frequency penalties
-
-# option name (Ollama / OpenAI spelling) -> SamplingParams field
-OPTION_ALIASES = {
-    "num_predict": "max_tokens",  # Ollama; negative -> None (until the context is full)
-    "max_completion_tokens": "max_tokens",  # OpenAI chat's newer name
-    "repeat_penalty": "repetition_penalty",  # Ollama
-}
 
 
 class SamplingParamsError(AthanorError, ValueError):
@@ -52,7 +44,7 @@ class SamplingParams:
     min_tokens: int = 0  # eos and stop ids are masked until this many tokens are out
     logprobs: int | None = None  # None off; 0 -> logprob of the chosen token; k -> also top-k (k <= 20)
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit (-100..100)
-    # a compiled grammar (athanor.grammar.Guide): each sequence walks its own matcher and samples only the
+    # a compiled grammar (athanor.text.grammar.Guide): each sequence walks its own matcher and samples only the
     # tokens it allows. Set by code (response_format, tool_choice), never from a user's options dict.
     guide: Any = None
 
@@ -85,44 +77,8 @@ class SamplingParams:
             if bad:
                 raise SamplingParamsError(f"{name} has token ids >= vocab size {vocab_size}: {bad[:5]}")
 
-    @classmethod
-    def from_options(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> SamplingParams:
-        """Merge a model's default options, then the request's, into checked params.
 
-        Keys may be field names or Ollama/OpenAI spellings (OPTION_ALIASES). A None value means "not
-        given" and leaves the earlier value in place. Unknown keys -> SamplingParamsError listing valid ones.
-        Non-sampling Ollama options (num_ctx, num_gpu, ...) are unknown here: the caller takes them out first.
-        """
-        merged: dict[str, Any] = {}
-        for options in (defaults, overrides):
-            merged.update(_canonical_options(options))
-        return cls(**merged)
-
-
-_INTERNAL = {"guide"}  # fields set by code, not options a user can name
-
-
-def valid_option_names() -> list[str]:
-    """Every key from_options accepts: field names and their aliases."""
-    return sorted({f.name for f in fields(SamplingParams)} - _INTERNAL | set(OPTION_ALIASES))
-
-
-def _canonical_options(options: dict[str, Any]) -> dict[str, Any]:
-    """One options dict -> {field name: value}, aliases resolved, None values ("not given") dropped."""
-    names = {f.name for f in fields(SamplingParams)} - _INTERNAL
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        name = OPTION_ALIASES.get(key, key)
-        if name not in names:
-            raise SamplingParamsError(f"unknown sampling option {key!r}; valid: {', '.join(valid_option_names())}")
-        if value is None:
-            continue
-        if name in out:
-            raise SamplingParamsError(f"option {key!r} given twice (as {name!r} and an alias of it)")
-        if key == "num_predict" and _is_int(value) and value < 0:
-            value = None  # Ollama: -1 infinite, -2 fill the context; both mean "until the context is full"
-        out[name] = value
-    return out
+INTERNAL_FIELDS = {"guide"}  # fields set by code, never options a user can name
 
 
 def _token_key(key: Any) -> Any:
@@ -210,7 +166,7 @@ def _check_logit_bias(name: str, value: Any) -> None:
 
 def _check_guide(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "matcher", None)):
-        _fail(name, "a compiled grammar (athanor.grammar.Guide) or None", value)
+        _fail(name, "a compiled grammar (athanor.text.grammar.Guide) or None", value)
 
 
 def _check_top_k(name: str, value: Any) -> None:

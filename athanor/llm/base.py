@@ -25,12 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as the model wrote it (may be invalid: the caller checks)
+from athanor.text.tool_parsing import ToolCall
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """LocalChatModel: the ChatModel protocol over athanor's own engine, in-process (no HTTP).
 
-For: agents, workflows and RAG running a model in the same process (`load_chat_model("smollm2")`).
+For: agents, workflows and RAG running a model in the same process (`load_chat_model("smollm2")`). The model comes
+from the process's one registry (runtime/registry.py) and each request goes to its shared AsyncEngine: requests
+from agents, workflows and HTTP clients are batched together, the weights are loaded once, and the model counts in
+`athanor serve --max-memory`. It gets the model's full context (or `num_ctx` when given) with the KV cache for it.
 Options are OpenAI / Ollama names (temperature, top_p, max_tokens, stop, seed, num_predict, ...) handed to
 `LLM.sampling_params`, so unknown names raise the engine's one-line error.
 
@@ -16,38 +19,48 @@ format returns them as text; the ReAct agent (agent/react.py) works with any mod
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
-from athanor.chat_format import adapt_to_template
 from athanor.llm.base import ChatDelta, ChatResponse, Usage, collect
-from athanor.llm.tool_parsing import parse_tool_calls
+from athanor.text.chat_format import adapt_to_template
+from athanor.text.tool_parsing import parse_tool_calls
 
 
 class LocalChatModel:
-    def __init__(self, llm, name: str | None = None) -> None:
-        self.llm = llm
-        self.name = name or llm.name
-        self._lock = threading.Lock()  # one engine, stepped by one caller at a time
+    def __init__(self, name: str, registry=None, defaults: dict | None = None) -> None:
+        self.name = name
+        self.registry = registry  # None: the process's registry at each call (`athanor serve`'s while it runs)
+        self.defaults = dict(defaults or {})  # request options applied under each call's own
+        self.num_ctx = self.defaults.pop("num_ctx", None)  # sizes the engine: goes to the registry, not the sampler
 
     @classmethod
-    def load(cls, name_or_path: str, config=None, **defaults) -> LocalChatModel:
-        """A store name or a .gguf / HF-dir path -> model. `config` is an EngineConfig; defaults are options."""
-        from athanor.engine.config import EngineConfig
-        from athanor.engine.llm import LLM
+    def load(cls, name_or_path: str, registry=None, **defaults) -> LocalChatModel:
+        """A store name or a .gguf / HF-dir path -> model, loaded now (a bad name fails here); defaults are options."""
+        model = cls(name_or_path, registry, defaults)
+        with model._handle():
+            pass
+        return model
 
-        config = config or EngineConfig(kv_cache_bytes=64 * 2**20)
-        return cls(LLM.load(name_or_path, config, **defaults), name=name_or_path)
+    @property
+    def llm(self):
+        """The loaded LLM (tokenizer, chat template, defaults) to inspect; requests go through `stream`."""
+        with self._handle() as handle:
+            return handle.llm
+
+    def _handle(self):
+        from athanor.runtime.handle import ModelHandle
+
+        return ModelHandle.open(self.name, self.registry, num_ctx=self.num_ctx)
 
     def chat(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> ChatResponse:
         return collect(self.stream(messages, tools=tools, **options))
 
     def stream(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> Iterator[ChatDelta]:
-        params = self.llm.sampling_params({k: v for k, v in options.items() if v is not None})
-        messages, _ = adapt_to_template(self.llm.tokenizer, messages, tools)  # the format training uses
-        prompt_ids = self.llm.chat_prompt(messages, tools=tools or None)
-        with self._lock:
-            for delta in self.llm.stream(prompt_ids, params):
+        with self._handle() as llm:
+            params = llm.sampling_params(self.defaults | {k: v for k, v in options.items() if v is not None})
+            messages, _ = adapt_to_template(llm.tokenizer, messages, tools)  # the format training uses
+            prompt_ids = llm.chat_prompt(messages, tools=tools or None)
+            for delta in llm.stream(prompt_ids, params):
                 if delta.completion is None:
                     if not tools:
                         yield ChatDelta(text=delta.text)
@@ -63,4 +76,5 @@ class LocalChatModel:
                                 usage=usage)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        return self.llm.embed(texts)[0]
+        with self._handle() as llm:
+            return llm.embed(texts)[0]

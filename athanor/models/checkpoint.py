@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
     from athanor.nn.config import ModelConfig
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 
 @dataclass

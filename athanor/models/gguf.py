@@ -33,15 +33,16 @@ import torch
 
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 from athanor.models.checkpoint import Checkpoint
-from athanor.models.dequant import byte_size, dequantize, type_name
+
 # LLAMA3_SPLIT / QWEN2_SPLIT re-exported for gguf_export.py, which imports them from here
 from athanor.models.gguf_tokenizer import LLAMA3_SPLIT as LLAMA3_SPLIT
 from athanor.models.gguf_tokenizer import QWEN2_SPLIT as QWEN2_SPLIT
 from athanor.models.gguf_tokenizer import build_gguf_tokenizer
 from athanor.nn.config import ModelConfig
+from athanor.nn.dequant import byte_size, dequantize, type_name
 
 if TYPE_CHECKING:
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")  # general.architecture values we load
@@ -416,7 +417,7 @@ def _generation_defaults(meta: dict) -> dict:
 
 
 def _tokenizer(header: GGUFHeader) -> Tokenizer:
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
     try:
         backend, kwargs = build_gguf_tokenizer(header.metadata)

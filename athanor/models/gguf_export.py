@@ -27,7 +27,7 @@ from athanor.nn.config import ModelConfig
 if TYPE_CHECKING:
     import tokenizers
 
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 TokenizerLike = Union["Tokenizer", "tokenizers.Tokenizer", str, Path]
 
@@ -166,7 +166,7 @@ def _resolve_tokenizer(tokenizer: TokenizerLike) -> tuple[tokenizers.Tokenizer, 
     if isinstance(tokenizer, (str, Path)):
         path = Path(tokenizer)
         if path.is_dir():
-            from athanor.tokenizer import Tokenizer
+            from athanor.text.tokenizer import Tokenizer
 
             tokenizer = Tokenizer.from_hf_dir(path)
         else:

@@ -5,7 +5,7 @@ Qwen2/3, SmolLM) with the pre-tokenizer split chosen by `tokenizer.ggml.pre`, Se
 Llama 1/2, TinyLlama, Mistral v0.1) with byte fallback and merges recovered from token scores, and the
 control/user-defined tokens as added tokens. Also the split regexes gguf_export.py writes back as names.
 Not for: reading the file (gguf.py parses the header and wraps our errors with the file name), Unigram or
-WordPiece vocabularies (ModelFormatError), or HF tokenizer directories (athanor/tokenizer.py).
+WordPiece vocabularies (ModelFormatError), or HF tokenizer directories (athanor/text/tokenizer.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from athanor.nn.config import ModelConfig
 if TYPE_CHECKING:
     import torch
 
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 _GEN_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "eos_token_id", "max_new_tokens",
              "do_sample")
@@ -163,7 +163,7 @@ def load_safetensors(path: Path, config: ModelConfig | None = None) -> dict[str,
 
 
 def _tokenizer(path: Path) -> Tokenizer:
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
     if not (path / "tokenizer.json").is_file():
         raise ModelFormatError(f"{path}: no tokenizer.json (only fast tokenizers are supported)")

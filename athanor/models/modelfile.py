@@ -10,7 +10,7 @@ PARAMETERs: the sampling ones go to the engine; Ollama's runtime ones (num_batch
 `ModelfileWarning` saying they change nothing here; deprecated ones (mirostat, ...) warn as Ollama does.
 
 TEMPLATE holds a Jinja chat template (the Hugging Face convention) or an Ollama Go template (`{{ .Prompt }}`,
-`{{ range .Messages }}`); both are checked here and rendered by tokenizer.py (Go ones via athanor.gotemplate).
+`{{ range .Messages }}`); both are checked here and rendered by tokenizer.py (Go ones via athanor.text.gotemplate).
 Not for resolving FROM or ADAPTER paths or writing manifests (store.py does that).
 """
 
@@ -265,9 +265,9 @@ def _typed(mf: Modelfile, name: str, kind: type, raw: str, lineno: int) -> Any:
 
 
 def _check_template(template: str, path: str, lineno: int) -> str:
-    from athanor.gotemplate import GoTemplateError, is_go_template, parse
+    from athanor.text.gotemplate import GoTemplateError, is_go_template, parse
 
-    if is_go_template(template):  # Ollama's TEMPLATE syntax: rendered by athanor.gotemplate the way Ollama does
+    if is_go_template(template):  # Ollama's TEMPLATE syntax: rendered by athanor.text.gotemplate the way Ollama does
         try:
             parse(template)
         except GoTemplateError as e:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from athanor.errors import AthanorError, ModelNotFoundError
+from athanor.home import athanor_home
 from athanor.models.builtin import BUILTIN_ALIASES, MISSING_MESSAGE, builtin_manifests
 from athanor.models.lora import check_adapter_dir
 from athanor.models.modelfile import Modelfile, ModelfileError, parse_modelfile, render_modelfile_text
@@ -45,11 +46,6 @@ class Manifest(BaseModel):
     created_at: str = Field("", description="UTC ISO-8601 time the manifest was written")
     parent: str | None = Field(None, description="the FROM it was built from (informational)")
     is_builtin: bool = Field(False, description="shipped with athanor: listed always, cannot be removed")
-
-
-def athanor_home() -> Path:
-    """$ATHANOR_HOME, else ~/.athanor."""
-    return Path(os.environ.get("ATHANOR_HOME") or "~/.athanor").expanduser()
 
 
 def normalize_name(name: str) -> str:

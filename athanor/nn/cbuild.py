@@ -26,7 +26,9 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-
 def cache_dir() -> Path:
     if os.environ.get("ATHANOR_KERNEL_CACHE"):
         return Path(os.environ["ATHANOR_KERNEL_CACHE"])
-    return Path(os.environ.get("ATHANOR_HOME") or "~/.athanor").expanduser() / "cache" / "kernels"
+    from athanor.home import athanor_home
+
+    return athanor_home() / "cache" / "kernels"
 
 
 def compiler() -> str | None:

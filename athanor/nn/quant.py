@@ -21,7 +21,7 @@ Formats (GGUF's, blocks of 32 along in_features):
 In memory each row keeps the same bytes with its scales gathered in front (d[nb] | m[nb] | quants), so
 the kernel converts 8 scales with one instruction; `from_gguf` / `to_gguf` convert (a cheap reshuffle).
 
-Exactness: `dequantize()` gives the weights the kernel multiplies (athanor.models.dequant's float ops).
+Exactness: `dequantize()` gives the weights the kernel multiplies (athanor.nn.dequant's float ops).
 In both modes output row i depends only on x[i] and W, bit for bit, whatever M and the thread count (the
 kernel is compiled with -ffp-contract=off, writes its FMAs explicitly and runs the same operations per row).
 A NaN or inf in x[i] spoils output row i only: all NaN in "int8" mode, inf or NaN in "f32" mode.
@@ -163,7 +163,7 @@ class QuantizedWeight:
 
     def dequantize(self) -> torch.Tensor:
         """(out, in) float32: exactly the weights the kernel multiplies (same float ops as the GGUF loader)."""
-        from athanor.models.dequant import dequantize
+        from athanor.nn.dequant import dequantize
 
         shape = (self.out_features, self.in_features)
         return dequantize(self.to_gguf().view(-1), _KINDS[self.kind][2], shape)

@@ -19,16 +19,9 @@ Mode = typer.Option("hybrid", "--mode", "-m", help="vector, keyword or hybrid")
 
 
 def parse_filters(pairs: list[str] | None) -> dict | None:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"filter {pair!r} is not KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)  # page=3 → 3, so it equals the stored number
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out or None
+    from athanor.keyvalue import parse_pairs
+
+    return parse_pairs(pairs, "filter") or None  # JSON values: page=3 → 3, so it equals the stored number
 
 
 @kb_app.command("create")

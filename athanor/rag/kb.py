@@ -30,7 +30,7 @@ INDEX_KINDS = ("auto", "exact", "hnsw")
 
 
 def kb_root() -> Path:
-    from athanor.models.store import athanor_home
+    from athanor.home import athanor_home
 
     return athanor_home() / "kb"
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from athanor.serve.errors import ServeError, to_serve_error
 from athanor.serve.generation import Generation, StreamResponse, check_request, start_all, stream_body
-from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_names
+from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
 
 router = APIRouter()
 _STOP = {"stop": "end_turn", "length": "max_tokens"}

@@ -2,7 +2,9 @@
 
 Default port 11435: one above Ollama's 11434, so athanor and Ollama can run side by side; point Ollama
 clients at http://127.0.0.1:11435 (OLLAMA_HOST) and OpenAI clients at http://127.0.0.1:11435/v1.
-Not for the routes themselves (openai_api.py, ollama_api.py, ollama_models.py) or model lifetimes (manager.py).
+While it runs, the app's registry is the process's (`get_registry()`): workflows, agents and RAG answering inside
+the server load and batch their models with HTTP traffic, under the same --max-memory.
+Not for the routes themselves (openai_api.py, ollama_api.py, ollama_models.py) or model lifetimes (runtime/registry.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from athanor.engine.config import EngineConfig
+from athanor.runtime.registry import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelRegistry, use_registry
 from athanor.serve.errors import install_error_handlers
-from athanor.serve.manager import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelManager
 from athanor.serve.metrics import Metrics
 from athanor.serve.middleware import RequestMiddleware
 
@@ -38,18 +40,22 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     `max_memory_bytes`: weights + KV caches of all loaded models (None: only `max_loaded_models` limits);
     `ready_models`: the models /health/ready requires to be loadable (see health.py)."""
     from athanor.models.store import Store
-    from athanor.serve import health as probes
     from athanor.serve import anthropic_api, ollama_api, ollama_models, openai_api, tokenizer_info
+    from athanor.serve import health as probes
 
-    manager = ModelManager(store or Store(), engine_config, keep_alive, max_loaded_models, max_memory_bytes)
+    manager = ModelRegistry(store or Store(), engine_config, keep_alive, max_loaded_models, max_memory_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        manager.attach_loop()
+        installed = use_registry(manager)
+        installed.install()
         reaper = asyncio.create_task(manager.reaper())
         try:
             yield
         finally:
             app.state.draining = True  # /health/ready says no from here on
+            installed.remove()
             reaper.cancel()
             await asyncio.to_thread(manager.shutdown)
 
@@ -57,8 +63,10 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.state.manager, app.state.metrics = manager, Metrics()
     app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
     install_error_handlers(app)
-    from athanor.rag import routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
-    from athanor.workflow import routes as workflow_routes  # Dify-shaped workflow routes (issue 6); engine loads on use
+    from athanor.serve import kb_routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
+    from athanor.serve import (
+        workflow_routes as workflow_routes,  # Dify-shaped workflow routes (issue 6); engine loads on use
+    )
 
     for module in (openai_api, tokenizer_info, anthropic_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)

@@ -1,7 +1,8 @@
-"""HTTP errors for both APIs: one exception type, answered in the shape of the API the path belongs to.
+"""HTTP errors for every API: one exception type, answered in the shape of the API the path belongs to.
 
 OpenAI paths get `{"error": {"message", "type", "param", "code"}}`, Ollama paths (`/api/...`) get
-`{"error": "..."}`. Maps the project's own errors (AthanorError and kinds) and pydantic validation errors
+`{"error": "..."}`, Dify's workflow paths (`/v1/workflows`, `/v1/chat-messages`) get `{"code", "message", "status"}`;
+`error_body` is the one place that picks the shape (streamed errors use the same bodies). Maps the project's own errors (AthanorError and kinds) and pydantic validation errors
 to status codes. Not for deciding *what* is wrong (the routes and SamplingParams do that).
 """
 
@@ -11,7 +12,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from athanor.errors import AthanorError, ContextLengthError, ModelNotFoundError
+from athanor.errors import AthanorError, CapacityError, ContextLengthError, ModelNotFoundError
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
           503: "service_unavailable", 500: "server_error"}
@@ -32,17 +33,34 @@ class ServeError(Exception):
         self.headers = headers
 
 
+def ollama_error_body(message: str) -> dict:
+    return {"error": message}
+
+
+def dify_error_body(message: str, status: int, code: str | None = None) -> dict:
+    return {"code": code or "invalid_param", "message": message, "status": status}
+
+
 def is_ollama_path(path: str) -> bool:
     return path.startswith("/api/")
 
 
+def is_dify_path(path: str) -> bool:
+    return path.startswith(("/v1/workflows", "/v1/chat-messages"))
+
+
+def error_body(path: str, message: str, status: int, param: str | None = None, code: str | None = None) -> dict:
+    """The error body in the shape of the API that `path` belongs to."""
+    if is_ollama_path(path):
+        return ollama_error_body(message)
+    if is_dify_path(path):
+        return dify_error_body(message, status, code)
+    return openai_error_body(message, status, param, code)
+
+
 def error_response(path: str, message: str, status: int, param: str | None = None,
                    code: str | None = None, headers: dict | None = None) -> JSONResponse:
-    if is_ollama_path(path):
-        body = {"error": message}
-    else:
-        body = openai_error_body(message, status, param, code)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(path, message, status, param, code), status_code=status, headers=headers)
 
 
 def to_serve_error(e: Exception) -> ServeError:
@@ -51,6 +69,9 @@ def to_serve_error(e: Exception) -> ServeError:
         return e
     if isinstance(e, ModelNotFoundError):
         return ServeError(str(e), 404, "model", "model_not_found")
+    if isinstance(e, CapacityError):
+        headers = {"Retry-After": f"{e.retry_after:g}"} if e.retry_after is not None else None
+        return ServeError(str(e), 503, code=e.code, headers=headers)
     if isinstance(e, ContextLengthError):
         return ServeError(str(e), 400, "messages", "context_length_exceeded")
     if isinstance(e, (AthanorError, ValueError)):

@@ -12,12 +12,11 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
-from dataclasses import dataclass, field
 
 from fastapi.responses import StreamingResponse
 
-from athanor.engine.async_engine import RequestDelta
+from athanor.runtime.request_id import new_request_id
+from athanor.runtime.results import Completion, RequestDelta
 from athanor.serve.errors import ServeError, to_serve_error
 
 log = logging.getLogger("athanor.serve")
@@ -43,7 +42,7 @@ def check_request(model, prompts: list[list[int]], params, max_pending: int) -> 
 async def compile_guide(make_guide, llm, param: str):
     """Build a request's grammar off the event loop (the first one per model builds a token trie, ~0.2 s);
     a schema the compiler rejects is the client's 400."""
-    from athanor.grammar import GrammarError
+    from athanor.text.grammar import GrammarError
 
     try:
         return await asyncio.to_thread(make_guide, llm)
@@ -85,24 +84,14 @@ def choice_params(params, index: int):
     return dataclasses.replace(params, seed=(params.seed + index) % 2**63)
 
 
-@dataclass
-class Result:
-    """A finished (or aborted) choice: everything the APIs put in a non-streamed answer."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list = field(default_factory=list)
-    finish_reason: str | None = None
-    num_prompt_tokens: int = 0
-    num_output_tokens: int = 0
-    num_cached_tokens: int = 0
+Result = Completion  # a finished (or aborted) choice: one family of result types (runtime/results.py)
 
 
 class Generation:
     def __init__(self, model, prompt_ids: list[int], params, metrics, index: int = 0) -> None:
         self.model, self.prompt_ids, self.params, self.metrics = model, prompt_ids, params, metrics
         self.index = index
-        self.request_id = f"gen-{uuid.uuid4().hex}"
+        self.request_id = new_request_id()  # the HTTP request id + a counter (runtime/request_id.py)
         self.result = Result(num_prompt_tokens=len(prompt_ids))
         self.t_start = time.perf_counter()
         self.t_first: float | None = None

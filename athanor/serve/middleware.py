@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 
+from athanor.runtime.request_id import enter_request, leave_request
 from athanor.serve.errors import error_response
 
 access_log = logging.getLogger("athanor.serve.access")
@@ -42,6 +43,7 @@ class RequestMiddleware:
                 message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
             await send(message)
 
+        scope_token = enter_request(request_id)  # engine requests made for it carry this id (runtime/request_id.py)
         try:
             if not self._authorized(scope["path"], headers, scope["method"]):
                 response = error_response(scope["path"], "missing or invalid API key (Authorization: Bearer KEY)",
@@ -50,6 +52,7 @@ class RequestMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            leave_request(scope_token)
             self._record(scope, status["code"], request_id, time.perf_counter() - t0)
 
     def _authorized(self, path: str, headers: dict, method: str = "GET") -> bool:

@@ -1,10 +1,10 @@
 """The Ollama generation routes: /api/chat and /api/generate (NDJSON streams by default).
 
 The last object of a stream (or the only one) carries done_reason and Ollama's timings in nanoseconds.
-`format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/grammar.py). `tools` go through
+`format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/text/grammar.py). `tools` go through
 the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
 Ollama's shape) in one chunk before the final one. /api/generate's `template` is an Ollama Go template
-(athanor.gotemplate). Not supported: `images`, `think`: a clear 400 for each. `suffix`: fill-in-the-middle (fim.py). Model management routes live in
+(athanor.text.gotemplate). Not supported: `images`, `think`: a clear 400 for each. `suffix`: fill-in-the-middle (fim.py). Model management routes live in
 ollama_models.py.
 """
 
@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from athanor.serve.errors import ServeError
+from athanor.serve.errors import ServeError, ollama_error_body
 from athanor.serve.generation import (
     Generation,
     StreamResponse,
@@ -29,7 +29,7 @@ from athanor.serve.generation import (
     run_embed,
     stream_body,
 )
-from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_names
+from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
 
 router = APIRouter()
 
@@ -137,7 +137,7 @@ async def generate(body: GenerateRequest, request: Request):
 
 def _request_template(source: str):
     """/api/generate's `template`: an Ollama Go template for this request only (Ollama parses it the same way)."""
-    from athanor.gotemplate import GoTemplateError, parse
+    from athanor.text.gotemplate import GoTemplateError, parse
 
     try:
         return parse(source)
@@ -196,7 +196,7 @@ def _generate_prompt(llm, body: GenerateRequest, template=None) -> list[int]:
     messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
         {"role": "user", "content": body.prompt}]
     if template is not None:  # Ollama: system (request's, else the model's), MESSAGEs unless context, the prompt
-        from athanor.gotemplate import render_prompt
+        from athanor.text.gotemplate import render_prompt
 
         system = body.system or llm.system
         msgs = ([{"role": "system", "content": system}] if system else []) + ([] if context else llm.messages)
@@ -234,7 +234,7 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
             handed_to_stream = True
             lines = _ndjson(gen, body.model, chat, load_seconds, names)
             return StreamResponse(stream_body([gen], lines, lambda: manager.release(model),
-                                              lambda message: json.dumps({"error": message}) + "\n"),
+                                              lambda message: json.dumps(ollama_error_body(message)) + "\n"),
                                   media_type="application/x-ndjson")
         try:
             result = await gen.run()

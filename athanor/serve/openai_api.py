@@ -5,7 +5,7 @@
 Streams are Server-Sent Events (`chat.completion.chunk` / `text_completion` objects, then `data: [DONE]`).
 Tools go through the model's own template; calls found in the reply (tools.py) become `tool_calls`, streamed as
 deltas at the end of the choice. `response_format` json_object / json_schema and `tool_choice` required / named
-are enforced by constrained decoding (athanor/grammar.py): the engine samples only tokens the grammar allows.
+are enforced by constrained decoding (athanor/text/grammar.py): the engine samples only tokens the grammar allows.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from athanor.serve.openai_schemas import (
     TokenizeRequest,
 )
 from athanor.serve.tokenizer_info import default_model_name
-from athanor.serve.tools import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
+from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
 
 router = APIRouter()
 

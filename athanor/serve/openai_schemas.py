@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from athanor.serve.errors import ServeError
-from athanor.serve.tools import check_tools
+from athanor.serve.tool_calls import check_tools
 
 
 class StreamOptions(BaseModel):

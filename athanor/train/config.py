@@ -152,16 +152,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
 
 
 def _parse_overrides(overrides: list[str], problems: list[str]) -> dict[str, Any]:
+    from athanor.keyvalue import split_pair, yaml_value
+
     out: dict[str, Any] = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            problems.append(f"override {item!r}: expected key=value")
-            continue
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None  # "8" -> 8, "true" -> True
-        except yaml.YAMLError:
-            out[key.strip()] = value
+            key, value = split_pair(item, "override")
+        except ValueError:
+            problems.append(f"override {item!r}: expected key=value")  # listed with the config's other problems
+            continue
+        out[key] = yaml_value(value)  # "8" -> 8, "true" -> True, as in the YAML file
     return out
 
 

@@ -22,7 +22,7 @@ import transformers
 
 from athanor.errors import AthanorError
 from athanor.models.loader import load_checkpoint
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from athanor.chat_format import adapt_to_template
 from athanor.errors import AthanorError
+from athanor.text.chat_format import adapt_to_template
 
 if TYPE_CHECKING:
     import torch
 
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100  # label value that transformers' cross-entropy skips
 

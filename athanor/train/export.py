@@ -26,7 +26,7 @@ from athanor.errors import AthanorError
 if TYPE_CHECKING:
     from athanor.models.checkpoint import Checkpoint
     from athanor.nn.config import ModelConfig
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 FORMATS = ("hf", "gguf")
 GGUF_TYPES = ("F32", "F16", "Q8_0")  # what `athanor export` offers; gguf_export writes a few more
@@ -106,7 +106,7 @@ def template_source(template: str, tokenizer: Tokenizer) -> str:
     """The Jinja source a config's `template` names: "chatml", a Jinja string, or one of the model's named
     templates (e.g. "tool_use"); anything else is a one-line error listing the names this model has."""
     if template == "chatml":
-        from athanor.tokenizer import CHATML_TEMPLATE
+        from athanor.text.tokenizer import CHATML_TEMPLATE
 
         return CHATML_TEMPLATE
     if "{{" in template or "{%" in template:

@@ -19,7 +19,7 @@ from athanor.errors import AthanorError
 from athanor.train.encode import Example
 
 if TYPE_CHECKING:
-    from athanor.tokenizer import Tokenizer
+    from athanor.text.tokenizer import Tokenizer
 
 TEXT_COLUMN = "text"
 

@@ -27,7 +27,7 @@ import yaml
 
 from athanor.errors import AthanorError
 from athanor.models.loader import load_checkpoint
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, estimate_memory, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.encode import Example, collate, encode_conversation, pack_examples

@@ -11,7 +11,7 @@ pairs on the command line, say what to use instead::
     knowledge:                               # Dify dataset id -> local knowledge base (athanor kb create NAME)
       6f1b0c2e-5c1a-4f0e-9d0a-1b2c3d4e5f60: handbook
 
-Not for: resolving the names (workflow/tools.py, Services.knowledge_base) or models (the model map).
+Not for: resolving the names (workflow/tool_registry.py, Services.knowledge_base) or models (the model map).
 """
 
 from __future__ import annotations

@@ -44,15 +44,9 @@ BindKbOpt = typer.Option(None, "--bind-kb", help="DATASET_ID=KB_NAME: a Dify dat
 
 def parse_inputs(pairs: list[str] | None) -> dict:
     """k=v pairs -> dict of strings (the start node's declared types cast them); k=@PATH reads a file."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"input {pair!r} is not KEY=VALUE")
-        if value.startswith("@") and Path(value[1:]).is_file():
-            value = Path(value[1:]).read_text(encoding="utf-8")
-        out[key.strip()] = value
-    return out
+    from athanor.keyvalue import parse_pairs, text_or_file
+
+    return parse_pairs(pairs, "input", text_or_file)
 
 
 def _services(model: str | None, model_map: Path | None, bindings: Path | None = None,

@@ -6,7 +6,7 @@
     json_process/json_delete         content, query
     json_process/json_replace        content, query, replace_model (key|value), replace_value, replace_pattern
     webscraper/webscraper            url, user_agent                -> the page's text, for allowed hosts only
-    time/current_time                format, timezone               (workflow/tools.py)
+    time/current_time                format, timezone               (workflow/tool_registry.py)
 
 JSONPath here is the subset Dify's examples use: `$`, `.key`, `['key']`, `[0]`, `[*]`, `.*`; a filter
 expression (`[?(...)]`) or recursive descent (`..`) is refused with a one-line error, never guessed at.

@@ -16,6 +16,7 @@ Not for: what a node does (nodes/), the DSL format (dsl.py), persistence (runs.p
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import uuid
@@ -193,7 +194,8 @@ class GraphRun:
                     nid = ready.pop(0)
                     with self.run.lock:
                         self.state.node[nid] = "running"
-                    running[pool.submit(self._run_node, nid)] = nid
+                    # each node runs in the caller's context (its request id reaches the model calls it makes)
+                    running[pool.submit(contextvars.copy_context().run, self._run_node, nid)] = nid
                 remaining = self.run.deadline - time.monotonic()
                 done, _ = wait(list(running), timeout=max(remaining, 0), return_when=FIRST_COMPLETED)
                 if not done:

@@ -11,7 +11,6 @@ Not for: running anything (engine.py) or formatting for people (cli.py).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -39,7 +38,9 @@ _JSON = ("inputs", "outputs", "process_data", "execution_metadata", "variables",
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("ATHANOR_HOME") or "~/.athanor").expanduser() / "workflows" / "runs.sqlite"
+    from athanor.home import athanor_home
+
+    return athanor_home() / "workflows" / "runs.sqlite"
 
 
 def _dumps(value) -> str:

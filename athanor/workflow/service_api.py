@@ -35,8 +35,8 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from athanor.errors import AthanorError
-from athanor.workflow import routes
-from athanor.workflow.routes import DifyError, _error
+from athanor.serve import workflow_routes as routes
+from athanor.serve.workflow_routes import DifyError, _error
 from athanor.workflow.service_files import file_inputs, resolve_files
 from athanor.workflow.service_turn import TASKS, Turn
 

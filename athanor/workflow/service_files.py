@@ -8,8 +8,8 @@ Not for: storing uploads (service_store.py) or the upload route (service_api.py)
 
 from __future__ import annotations
 
-from athanor.workflow import routes
-from athanor.workflow.routes import DifyError
+from athanor.serve import workflow_routes as routes
+from athanor.serve.workflow_routes import DifyError
 
 
 def resolve_files(files: list | None, app_name: str) -> list[dict]:

@@ -19,7 +19,7 @@ import json
 from fastapi import Request
 from fastapi.responses import Response
 
-from athanor.workflow.routes import DifyError
+from athanor.serve.workflow_routes import DifyError
 from athanor.workflow.service_api import CHAT_MODES, _guard, _json, _resolve, router
 
 _ALL = ("workflow", "completion", *CHAT_MODES)

@@ -185,8 +185,8 @@ def _decode(row: dict) -> dict:
 
 def install_app(file: Path, name: str | None = None, force: bool = False) -> tuple[str, Path]:
     """Copy a DSL file into the apps folder (it must load) -> (its app key, the installed path)."""
+    from athanor.serve.workflow_routes import apps_dir
     from athanor.workflow.dsl import load_app
-    from athanor.workflow.routes import apps_dir
 
     app = load_app(Path(file))
     name = (name or Path(file).stem).strip()

@@ -6,6 +6,7 @@ Not for: routes (service_api.py) or graph semantics (engine.py).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import queue
 import threading
@@ -13,7 +14,7 @@ import time
 import uuid
 
 from athanor.errors import AthanorError
-from athanor.workflow import routes
+from athanor.serve import workflow_routes as routes
 
 TASKS: dict[str, tuple[str, threading.Event]] = {}  # task id -> (app name, the run's stop flag)
 _END = object()
@@ -126,7 +127,8 @@ class Turn:
                     events.put(event)
                 events.put(_END)
 
-        threading.Thread(target=work, daemon=True, name="dify-run").start()
+        # the run keeps the HTTP request's context: its model calls carry the request id (runtime/request_id.py)
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="dify-run").start()
 
         def lines():
             try:

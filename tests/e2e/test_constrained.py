@@ -14,9 +14,9 @@ import ollama
 import openai
 import pytest
 
-from athanor.engine.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
-from athanor.grammar import GrammarError, tool_call_style
+from athanor.runtime.llm import LLM
+from athanor.text.grammar import GrammarError, tool_call_style
 
 PERSON = {"type": "object", "properties": {
     "name": {"type": "string", "maxLength": 12},
@@ -167,9 +167,10 @@ def test_bad_schemas_are_one_line_errors(tiny_llm):
 
 def test_guide_is_not_a_user_option():
     from athanor.engine.sampling_params import SamplingParamsError
+    from athanor.runtime.options import params_from_options
 
     with pytest.raises(SamplingParamsError, match="unknown sampling option 'guide'"):
-        SamplingParams.from_options({}, {"guide": "x"})
+        params_from_options({}, {"guide": "x"})
     with pytest.raises(SamplingParamsError):
         SamplingParams(guide="not a grammar")
 

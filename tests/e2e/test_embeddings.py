@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
+from athanor.runtime.llm import LLM
 
 TEXTS = ["hello world, how are you?", "the cat sat on the mat", "hello"]
 

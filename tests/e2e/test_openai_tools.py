@@ -13,7 +13,7 @@ import yaml
 
 from athanor.models.store import Store
 from athanor.serve.app import create_app
-from athanor.serve.tools import ToolCallStream
+from athanor.serve.tool_calls import ToolCallStream
 from tests.e2e.conftest import small_engine_config, start_server
 
 TOOLS = [{"type": "function", "function": {

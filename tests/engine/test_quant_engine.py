@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
 from athanor.engine.model_runner import memory_bytes
 from athanor.engine.sampling_params import SamplingParams
-from athanor.nn import cbuild, quant
+from athanor.nn import cbuild
+from athanor.runtime.llm import LLM
 
 _CANNOT_BUILD = cbuild.cpu_reason() or (None if cbuild.compiler() else "no C compiler (cc, gcc or $CC)")
 pytestmark = pytest.mark.skipif(_CANNOT_BUILD is not None, reason=f"quantized kernels: {_CANNOT_BUILD}")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from athanor.engine.sampler import SampleInput, Sampler, is_plain_greedy, make_generator
-from athanor.engine.sampling_params import SamplingParams, SamplingParamsError, valid_option_names
+from athanor.engine.sampling_params import SamplingParams, SamplingParamsError
 
 INF = float("inf")
 
@@ -369,30 +369,6 @@ def test_defaults_and_normalisation():
     assert SamplingParams(temperature=0).is_greedy and SamplingParams(temperature=1e-7).is_greedy
     assert SamplingParams(top_k=-1).top_k == 0
     assert SamplingParams(stop="\n").stop == ["\n"]
-
-
-def test_from_options_merges_defaults_then_request_with_ollama_names():
-    defaults = {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "num_predict": 128, "repeat_penalty": 1.1}
-    request = {"temperature": 0.2, "repeat_penalty": 1.3, "repeat_last_n": 64, "stop": ["</s>"], "seed": 3}
-    p = SamplingParams.from_options(defaults, request)
-    assert (p.temperature, p.top_p, p.top_k, p.max_tokens) == (0.2, 0.9, 40, 128)
-    assert (p.repetition_penalty, p.repeat_last_n, p.stop, p.seed) == (1.3, 64, ["</s>"], 3)
-    assert SamplingParams.from_options({"num_predict": 128}, {"num_predict": -1}).max_tokens is None  # infinite
-    assert SamplingParams.from_options({"num_predict": 128}, {"max_tokens": 5}).max_tokens == 5
-    assert SamplingParams.from_options({"temperature": 0.3}, {"temperature": None}).temperature == 0.3  # null
-    assert SamplingParams.from_options({}, {"max_completion_tokens": 9, "top_k": -1}).max_tokens == 9
-
-
-def test_from_options_rejects_unknown_and_bad_options():
-    with pytest.raises(ValueError) as err:
-        SamplingParams.from_options({}, {"temprature": 0.5})
-    message = str(err.value)
-    assert "'temprature'" in message and "temperature" in message and "num_predict" in message and "\n" not in message
-    assert set(valid_option_names()) >= {"max_tokens", "num_predict", "repeat_penalty", "repeat_last_n", "stop"}
-    with pytest.raises(ValueError, match="given twice"):
-        SamplingParams.from_options({}, {"num_predict": 5, "max_tokens": 6})
-    with pytest.raises(ValueError, match="^top_p must be"):
-        SamplingParams.from_options({"top_p": 2.0}, {})
 
 
 # ---- CUDA ----

@@ -66,7 +66,7 @@ def test_options_use_openai_and_ollama_names(smol):
 def test_tools_reach_the_prompt_even_when_the_template_ignores_them(smol):
     tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-    from athanor.chat_format import adapt_to_template
+    from athanor.text.chat_format import adapt_to_template
 
     msgs, _ = adapt_to_template(smol.llm.tokenizer, Q, tools)
     prompt = smol.llm.tokenizer.decode(smol.llm.chat_prompt(msgs))

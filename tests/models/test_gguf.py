@@ -22,7 +22,7 @@ from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 from athanor.models.gguf import inspect_gguf, load_gguf, permute_qk, unpermute_qk
 from athanor.models.gguf_export import write_gguf
 from athanor.nn.config import ModelConfig
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 
 CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 from athanor.models.loader import inspect_weights, load_checkpoint
 from athanor.nn.llama import build_model
+from athanor.runtime.llm import LLM
 from tests.nn.test_parity_tiny import full_logits, ours_from_hf
 from tests.nn.tiny import ARCHS, tiny_hf_model
 

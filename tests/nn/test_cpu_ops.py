@@ -123,8 +123,8 @@ def test_smollm2_decode_with_fused_ops_matches_the_torch_path(smollm2_path):
     in C, one call per op, PyTorch only: the same greedy tokens; the batched requests equal each alone; the two
     C paths give the same logits bit for bit."""
     from athanor.engine.config import EngineConfig
-    from athanor.engine.llm import LLM
     from athanor.engine.sampling_params import SamplingParams
+    from athanor.runtime.llm import LLM
 
     llm = LLM.load(str(smollm2_path), EngineConfig(num_kvcache_blocks=64, block_size=16, weight_dtype="auto"))
     model = llm.engine.runner.model

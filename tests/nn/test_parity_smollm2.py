@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
+from athanor.runtime.llm import LLM
 from tests.nn.test_parity_tiny import full_logits
 
 pytestmark = pytest.mark.slow

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from athanor.engine.block_manager import BlockManager
 from athanor.engine.config import EngineConfig
 from athanor.engine.model_runner import ModelRunner
 from athanor.engine.sampling_params import SamplingParams
 from athanor.engine.sequence import Sequence
-from athanor.engine.block_manager import BlockManager
 from athanor.models.hf import load_safetensors, read_json
 from athanor.nn import cpu_ops
 from athanor.nn.config import ModelConfig

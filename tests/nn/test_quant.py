@@ -140,8 +140,8 @@ def test_f32_kernel_matches_float64_reference(kind, K, N):
 def test_f32_matches_smollm2_checkpoint_weights(smollm2_path):
     """Real SmolLM2 tensors (the file's Q4_1 / Q8_0 blocks, unchanged): f32-mode qmatmul vs float32 x @ W.T of
     the weights the GGUF loader dequantizes, within 1e-5 relative."""
-    from athanor.models.dequant import dequantize
     from athanor.models.gguf import read_gguf_header
+    from athanor.nn.dequant import dequantize
 
     header = read_gguf_header(smollm2_path)
     kinds = {3: "q4_1", 8: "q8_0"}

@@ -18,7 +18,7 @@ def _serve(app):
 
 @pytest.fixture
 def url(embedder):
-    from athanor.rag import routes
+    from athanor.serve import kb_routes as routes
     from athanor.serve.app import create_app
 
     app = create_app()

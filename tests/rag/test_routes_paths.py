@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture
 def server(embedder):
-    from athanor.rag import routes
+    from athanor.serve import kb_routes as routes
     from athanor.serve.app import create_app
     from athanor.serve.background import serve_in_thread
 

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from athanor.engine.config import EngineConfig
 from athanor.models.store import Store
 from athanor.serve.app import create_app
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 
 CHATML_GO = ('{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
              '<|im_start|>assistant\n')

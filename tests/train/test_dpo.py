@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from athanor.data.formats import PreferencePair
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 from athanor.train.config import load_config
 from athanor.train.dpo import encode_pair, preference_loss, run_dpo, sequence_logps
 from athanor.train.encode import IGNORE_INDEX

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from athanor.engine.config import EngineConfig
-from athanor.engine.llm import LLM
 from athanor.engine.sampling_params import SamplingParams
 from athanor.errors import AthanorError, ModelNotFoundError
 from athanor.models.loader import load_checkpoint
 from athanor.models.store import Store
+from athanor.runtime.llm import LLM
 from athanor.train.export import export_model
 
 peft = pytest.importorskip("peft")

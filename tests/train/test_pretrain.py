@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from athanor.data.registry import DatasetError
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 from athanor.train.encode import IGNORE_INDEX
 from athanor.train.pretrain import encode_texts, load_all_texts, load_texts
 from athanor.train.run import train

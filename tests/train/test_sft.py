@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 from athanor.train.config import load_config
 from athanor.train.sft import LOG_FILE, run_sft
 
@@ -106,8 +106,8 @@ def test_trained_model_answers_then_stops(trained, tiny_hf_dir):
 def test_our_engine_serves_the_adapter_from_a_modelfile_and_stops_at_eos(trained, tiny_hf_dir, tmp_path):
     """The serving path: `FROM base` + `ADAPTER output_dir` in a Modelfile, our engine (no transformers), greedy."""
     from athanor.engine.config import EngineConfig
-    from athanor.engine.llm import LLM
     from athanor.models.store import Store
+    from athanor.runtime.llm import LLM
 
     (tmp_path / "Modelfile").write_text(f"FROM {tiny_hf_dir}\nADAPTER {trained.output_dir}\n")
     Store().create("tiny-sft", tmp_path / "Modelfile")

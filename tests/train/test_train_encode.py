@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from athanor.errors import AthanorError
-from athanor.tokenizer import Tokenizer
+from athanor.text.tokenizer import Tokenizer
 from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation, pack_examples
 
 CONVERSATION = [
@@ -157,8 +157,8 @@ def test_packed_rows_give_the_same_logits_as_samples_alone(tok, tiny_hf_dir):
 def test_template_without_tool_support_learns_the_format_inference_parses(tok):
     """The tiny model's template (like SmolLM2's) renders neither tools nor tool_calls: the trained text must be
     what athanor's own inference side shows the model (tools in the system message) and parses back."""
-    from athanor.chat_format import adapt_to_template  # what llm/local.py and serve/tools.py show the model
-    from athanor.llm.tool_parsing import parse_tool_calls
+    from athanor.text.chat_format import adapt_to_template  # what llm/local.py and serve/tool_calls.py show the model
+    from athanor.text.tool_parsing import parse_tool_calls
 
     tools = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
     messages = [

@@ -107,7 +107,7 @@ def test_serve_unsafe_code_reaches_the_workflow_routes(monkeypatch):
 
     import athanor.serve.app
     from athanor.cli import app
-    from athanor.workflow.routes import _services
+    from athanor.serve.workflow_routes import _services
 
     monkeypatch.setenv("ATHANOR_UNSAFE_CODE", "0")  # restored afterwards
     monkeypatch.setattr(athanor.serve.app, "serve", lambda **kwargs: None)  # everything but binding a port

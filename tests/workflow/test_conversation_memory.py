@@ -105,8 +105,8 @@ def test_http_chat_messages_remember_and_the_cli_continues(stub_model, monkeypat
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
+    from athanor.serve.workflow_routes import router
     from athanor.workflow.cli import workflow_app
-    from athanor.workflow.routes import router
 
     spec, requests = stub_model
     monkeypatch.setenv("ATHANOR_WORKFLOW_MODEL", spec)
@@ -133,7 +133,7 @@ def test_http_chat_messages_remember_and_the_cli_continues(stub_model, monkeypat
     assert elsewhere.status_code == 404  # a conversation belongs to its app
     assert _contents(requests[1])[1:] == [("user", "I live in Oslo."), ("assistant", "answer 1"),
                                           ("user", "Where do I live?")]
-    from athanor.workflow.routes import MODEL_CACHE
+    from athanor.serve.workflow_routes import MODEL_CACHE
 
     assert spec in MODEL_CACHE  # loaded once, kept for the server's next requests
     # the CLI, with fresh objects over the same database, continues the conversation started over HTTP

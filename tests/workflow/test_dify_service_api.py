@@ -51,7 +51,7 @@ def server(tmp_path, monkeypatch):
     """(base URL, {app name: key}, the scripted model) for a server with six apps installed."""
     from athanor.serve.app import create_app
     from athanor.serve.background import serve_in_thread
-    from athanor.workflow.routes import MODEL_CACHE
+    from athanor.serve.workflow_routes import MODEL_CACHE
 
     model = ScriptedChatModel(["Ahoy! I keep the light burning."], repeat_last=True)
     MODEL_CACHE[SPEC] = model
@@ -244,7 +244,7 @@ def test_app_keys_pass_the_server_key_only_on_their_own_routes(tmp_path, monkeyp
 
     from athanor.serve.app import create_app
     from athanor.serve.background import serve_in_thread
-    from athanor.workflow.routes import MODEL_CACHE
+    from athanor.serve.workflow_routes import MODEL_CACHE
 
     MODEL_CACHE[SPEC] = ScriptedChatModel(["Hello."], repeat_last=True)
     monkeypatch.setenv("ATHANOR_WORKFLOW_MODEL", SPEC)

@@ -16,7 +16,7 @@ from tests.workflow.conftest import FIXTURES
 
 @pytest.fixture
 def client():
-    from athanor.workflow.routes import router
+    from athanor.serve.workflow_routes import router
 
     apps = Path(os.environ["ATHANOR_HOME"]) / "workflows" / "apps"
     apps.mkdir(parents=True)
@@ -100,7 +100,7 @@ def test_routes_on_a_real_serve_app_streaming_over_a_socket(client):
 
     from athanor.serve.app import create_app
     from athanor.serve.background import serve_in_thread
-    from athanor.workflow.routes import router
+    from athanor.serve.workflow_routes import router
 
     app = create_app()
     app.include_router(router)

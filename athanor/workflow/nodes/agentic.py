@@ -1,4 +1,4 @@
-"""tool and agent: Dify's nodes that call tools (workflow/tools.py resolves names to athanor tools).
+"""tool and agent: Dify's nodes that call tools (workflow/tool_registry.py resolves names to athanor tools).
 
 tool: `tool_parameters` {name: {type: variable | constant | mixed, value}} (plus constant
 `tool_configurations`) become the arguments of one call; outputs text, files ([]) and json (the result parsed,
@@ -18,7 +18,14 @@ from athanor.agent.tools import ToolError
 from athanor.errors import AthanorError
 from athanor.workflow import prompting
 from athanor.workflow.nodes.base import Node, NodeResult, NodeWarning, RunContext, WorkflowNodeError, register
-from athanor.workflow.tools import PresetTool, binding, known_arguments, not_installed_message, resolve_tool, tool_label
+from athanor.workflow.tool_registry import (
+    PresetTool,
+    binding,
+    known_arguments,
+    not_installed_message,
+    resolve_tool,
+    tool_label,
+)
 
 STRATEGIES = {"function_calling": "function_calling", "functioncalling": "function_calling", "react": "react"}
 DEFAULT_MAX_ITERATIONS = 3  # Dify's default for the agent node
@@ -51,7 +58,7 @@ def _tool_problem(name, provider, provider_type, services=None) -> list[str]:
     (or a binding to a name we do not have) is taken on trust while the run has no extra tools (the servers
     are connected at run time, `--mcp`); once it has some, the name must be among them. A tool that is not
     here at all (a marketplace plugin, most often) is a warning: it fails only its node, at run time."""
-    from athanor.workflow.tools import BUILTIN_TOOLS
+    from athanor.workflow.tool_registry import BUILTIN_TOOLS
 
     if not name:
         return ["no tool_name"]
