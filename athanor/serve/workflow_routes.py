@@ -1,5 +1,5 @@
 """HTTP routes for Dify apps, a FastAPI `router` for `athanor serve` to include: the service API
-(service_api.py, service_info.py: chat / completion / workflow runs, files, parameters, messages,
+(dify_api.py, dify_info.py: chat / completion / workflow runs, files, parameters, messages,
 conversations, all by app key) plus these two of our own, and the helpers they share:
 
     GET  /v1/workflows/run/{id}   a persisted run (with every node execution)
@@ -45,7 +45,9 @@ def _home() -> Path:
 
 
 def apps_dir() -> Path:
-    return _home() / "apps"
+    from athanor.workflow.service_store import apps_dir as installed_apps
+
+    return installed_apps()
 
 
 def _services():
@@ -92,6 +94,6 @@ def list_apps(request: Request):
     return {"data": out}
 
 
-from athanor.workflow import service_api
+from athanor.serve import dify_api as service_api
 
 router.include_router(service_api.router)

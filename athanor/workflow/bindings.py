@@ -53,10 +53,12 @@ def _section(data: dict, key: str, path: Path) -> dict[str, str]:
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
     """["dify=ours", ...] -> {dify: ours}."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise AthanorError(f"{option} {pair!r} is not DIFY_NAME=LOCAL_NAME")
-        out[key.strip()] = value.strip()
+    from athanor.keyvalue import parse_pairs as key_values
+
+    try:
+        out = key_values(pairs, option, value=str.strip)
+    except ValueError as e:
+        raise AthanorError(f"{e} (DIFY_NAME=LOCAL_NAME)") from None
+    if not all(out.values()):
+        raise AthanorError(f"{option}: each DIFY_NAME=LOCAL_NAME needs a local name")
     return out

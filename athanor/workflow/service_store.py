@@ -8,8 +8,8 @@ Tables in the runs database (`$ATHANOR_HOME/workflows/runs.sqlite`, beside runs.
                    variables and the history the model sees)
     uploads        files sent to /v1/files/upload, stored under $ATHANOR_HOME/workflows/uploads/
 
-`install_app` copies a DSL file into the apps folder (routes.apps_dir) after checking that it loads.
-Not for: HTTP (service_api.py) or runs and node executions (runs.py).
+`install_app` copies a DSL file into the apps folder (`apps_dir`) after checking that it loads.
+Not for: HTTP (dify_api.py) or runs and node executions (runs.py).
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ def _home() -> Path:
     from athanor.workflow.runs import default_path
 
     return default_path().parent
+
+
+def apps_dir() -> Path:
+    """Installed Dify apps: `$ATHANOR_HOME/workflows/apps/NAME.yml`."""
+    return _home() / "apps"
 
 
 def uploads_dir() -> Path:
@@ -185,7 +190,6 @@ def _decode(row: dict) -> dict:
 
 def install_app(file: Path, name: str | None = None, force: bool = False) -> tuple[str, Path]:
     """Copy a DSL file into the apps folder (it must load) -> (its app key, the installed path)."""
-    from athanor.serve.workflow_routes import apps_dir
     from athanor.workflow.dsl import load_app
 
     app = load_app(Path(file))

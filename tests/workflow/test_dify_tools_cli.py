@@ -69,7 +69,7 @@ def test_bindings_file_and_pairs(tmp_path):
     with pytest.raises(AthanorError, match="expected a mapping with 'tools' and/or 'knowledge'"):
         read_bindings(path)
     assert parse_pairs(["a/b=c"], "--bind-tool") == {"a/b": "c"}
-    with pytest.raises(AthanorError, match="--bind-kb 'x' is not DIFY_NAME=LOCAL_NAME"):
+    with pytest.raises(AthanorError, match="--bind-kb 'x' is not KEY=VALUE"):
         parse_pairs(["x"], "--bind-kb")
 
 

@@ -18,8 +18,8 @@ addition). Streams use Dify's event shapes: full workflow events for workflow / 
 for agent-chat apps. Files are uploads only: a request names an upload id (or a remote URL, which nothing
 here fetches), never a server path, and document extraction reads only the uploads folder.
 Errors use Dify's shape `{"code", "message", "status"}`. Not for: graph semantics (engine.py), a run and its
-event translation (service_turn.py), file references (service_files.py), the read-only routes
-(service_info.py), storage (service_store.py, runs.py).
+event translation (dify_turn.py), file references (dify_files.py), the read-only routes
+(dify_info.py), storage (service_store.py, runs.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from starlette.datastructures import UploadFile
 from athanor.errors import AthanorError
 from athanor.serve import workflow_routes as routes
 from athanor.serve.workflow_routes import DifyError, _error
-from athanor.workflow.service_files import file_inputs, resolve_files
-from athanor.workflow.service_turn import TASKS, Turn
+from athanor.serve.dify_files import file_inputs, resolve_files
+from athanor.serve.dify_turn import TASKS, Turn
 
 router = APIRouter(tags=["dify"])
 CHAT_MODES = ("chat", "agent-chat", "advanced-chat")
@@ -329,4 +329,4 @@ async def stop_workflow(request: Request, task_id: str):
     return await _stop(request, task_id, ("workflow",), "/v1/workflows/run")
 
 
-from athanor.workflow import service_info  # noqa: F401  (the read-only routes register on this router)
+from athanor.serve import dify_info as service_info  # noqa: F401  (the read-only routes register on this router)

@@ -1,7 +1,7 @@
 """One service-API request's run: ids, Services, the engine in a thread, and the engine's events translated
 into what each Dify app mode's clients get (workflow events; message / message_end; agent_thought /
 agent_message; error). `TASKS` maps running task ids to their stop flags for the stop routes.
-Not for: routes (service_api.py) or graph semantics (engine.py).
+Not for: routes (dify_api.py) or graph semantics (engine.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
     DELETE /v1/conversations/{id}               {user}
     GET    /v1/conversations/{id}/variables?user   the conversation variables (advanced-chat apps)
 
-Registered on service_api.router (imported at its end). Not for: running apps (service_api.py).
+Registered on service_api.router (imported at its end). Not for: running apps (dify_api.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from athanor.serve.workflow_routes import DifyError
-from athanor.workflow.service_api import CHAT_MODES, _guard, _json, _resolve, router
+from athanor.serve.dify_api import CHAT_MODES, _guard, _json, _resolve, router
 
 _ALL = ("workflow", "completion", *CHAT_MODES)
 _OFF = {"enabled": False}

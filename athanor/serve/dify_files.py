@@ -3,7 +3,7 @@
 `resolve_files` turns a request's `files` entries ({"transfer_method": "local_file", "upload_file_id": ID} of
 this app's uploads, or {"transfer_method": "remote_url", "url": ...}) into the file values a run sees;
 anything else is a 400. `file_inputs` does the same for start variables of type file / file-list.
-Not for: storing uploads (service_store.py) or the upload route (service_api.py).
+Not for: storing uploads (service_store.py) or the upload route (dify_api.py).
 """
 
 from __future__ import annotations
