@@ -14,6 +14,8 @@ from athanor.train.config import load_config
 def train(config_path: str | Path, overrides: list[str] | None = None, echo: Callable[[str], None] = print) -> Path:
     """Run the training a YAML file describes; returns output_dir. All config problems raise before any loading."""
     cfg = load_config(config_path, overrides)
+    for note in cfg.notes:  # the LLaMA-Factory keys accepted as no-ops, one line per reason
+        echo(note)
     if cfg.stage == "dpo":
         from athanor.train.dpo import run_dpo  # transformers/peft load only now
 
