@@ -25,8 +25,8 @@ from athanor.models.loader import load_checkpoint
 from athanor.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
-from athanor.train.export import use_template
 from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation
+from athanor.train.export import use_template
 from athanor.train.sft import (
     ListDataset,
     _split,

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from athanor.tokenizer import Tokenizer
 
 FORMATS = ("hf", "gguf")
-GGUF_TYPES = ("F32", "F16", "Q8_0")  # what `athanor export` offers; gguf_export writes a few more
+GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")  # what `athanor export` offers (gguf_export.TENSOR_TYPES)
 HF_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 # ModelConfig.arch -> (config.json "architectures"[0], "model_type")
@@ -59,7 +59,7 @@ def export_model(
     adapter: str | Path | None,
     out: str | Path,
     fmt: Literal["hf", "gguf"],
-    gguf_type: Literal["F32", "F16", "Q8_0"] = "F16",
+    gguf_type: Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_1"] = "F16",
     register_as: str | None = None,
     dtype: str = "fp32",
     max_shard_size: int | str | None = None,
