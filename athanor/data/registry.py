@@ -101,18 +101,8 @@ HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url")
 
 
 def _spec_from_entry(name: str, entry: dict, base: Path) -> DatasetSpec:
-    """A dataset_info.json entry, read as LLaMA-Factory reads it (a hub URL wins over file_name there too)."""
-    if not isinstance(entry, dict):
-        raise DatasetError(f"{name}: registry entry must be an object")
-    hub = next((entry[k] for k in HUB_KEYS if entry.get(k)), None)
-    if hub is not None:
-        raise DatasetError(f"{name}: this dataset is on the hub ({hub}); download it to a file and set file_name "
-                           "in dataset_info.json")
-    if entry.get("script_url") or entry.get("cloud_file_name"):
-        what = "a loading script" if entry.get("script_url") else "a cloud file"
-        raise DatasetError(f"{name}: {what} is not supported; download the data to a file and set file_name")
-    if "file_name" not in entry:
-        raise DatasetError(f"{name}: registry entry needs a file_name")
+    """A dataset_info.json entry, read as LLaMA-Factory reads it."""
+    check_local_entry(name, entry)
     formatting = entry.get("formatting", "alpaca")
     if formatting not in FORMATS:
         raise DatasetError(f"{name}: formatting {formatting!r} is not one of {', '.join(FORMATS)}")
@@ -125,6 +115,21 @@ def _spec_from_entry(name: str, entry: dict, base: Path) -> DatasetSpec:
     if num is not None and (not isinstance(num, int) or num < 1):
         raise DatasetError(f"{name}: num_samples must be a positive integer (got {num!r})")
     return DatasetSpec(name, files[0], formatting, bool(entry.get("ranking", False)), columns, tags, files, num)
+
+
+def check_local_entry(name: str, entry: object) -> None:
+    """An entry must name a local file_name; a hub URL wins over file_name in LLaMA-Factory, so it is refused."""
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{name}: registry entry must be an object")
+    hub = next((entry[k] for k in HUB_KEYS if entry.get(k)), None)
+    if hub is not None:
+        raise DatasetError(f"{name}: this dataset is on the hub ({hub}); download it to a file and name that file "
+                           "in file_name instead of the hub URL")
+    if entry.get("script_url") or entry.get("cloud_file_name"):
+        what = "a loading script" if entry.get("script_url") else "a cloud file"
+        raise DatasetError(f"{name}: {what} is not supported; download the data to a file and set file_name")
+    if "file_name" not in entry:
+        raise DatasetError(f"{name}: registry entry needs a file_name")
 
 
 def _entry_files(name: str, base: Path, file_name: str) -> list[Path]:
