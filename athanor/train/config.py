@@ -88,7 +88,8 @@ class TrainConfig(BaseModel):
     packing: bool = Field(False, description="Pack several samples per row; positions restart per sample so samples "
                           "never attend to each other.")
 
-    tokenized_path: str | None = Field(None, description="Refused: saving tokenized datasets is not implemented.")
+    tokenized_path: str | None = Field(None, description="sft/pt: load tokenized rows from this folder when an "
+                                       "earlier run saved them there, else tokenize and save them there.")
     train_on_prompt: bool = Field(False, description="Refused when true: the loss is on assistant tokens only.")
 
     # -- output and logging
@@ -131,7 +132,7 @@ class TrainConfig(BaseModel):
     pref_beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
     pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo", "hinge", "kto_pair"] = Field(
         "sigmoid", description="Preference loss (hinge and kto_pair are refused: not implemented).")
-    use_dft_loss: bool = Field(False, description="Refused: the DFT loss is not implemented.")
+    use_dft_loss: bool = Field(False, description="SFT: weight each token's loss by its probability (DFT).")
 
     _notes: list[str] = PrivateAttr(default_factory=list)  # start-up lines: the LF keys accepted as no-ops
 
@@ -328,12 +329,12 @@ def _lf_method_problems(cfg: TrainConfig) -> list[str]:
     if cfg.do_predict:
         out.append("do_predict: generating predictions (generated_predictions.jsonl, BLEU/ROUGE) is not "
                    "implemented in athanor; chat with the result via `athanor chat`")
-    if cfg.tokenized_path:
-        out.append("tokenized_path: saving/loading tokenized datasets is not implemented; athanor tokenizes each run")
+    if cfg.tokenized_path and cfg.stage == "dpo":
+        out.append("tokenized_path: not implemented for stage: dpo (pairs are tokenized each run)")
     if cfg.train_on_prompt:
         out.append("train_on_prompt: true is not implemented; the loss is on assistant tokens only")
-    if cfg.use_dft_loss:
-        out.append("use_dft_loss: the DFT loss is not implemented in athanor")
+    if cfg.use_dft_loss and cfg.stage != "sft":
+        out.append(f"use_dft_loss: the DFT loss applies to stage: sft (got {cfg.stage})")
     if cfg.pref_loss in ("hinge", "kto_pair"):
         out.append(f"pref_loss: {cfg.pref_loss} is not implemented; use sigmoid, ipo, orpo or simpo")
     lora_extras = sorted(k for k in ("use_dora", "use_rslora", "pissa_init", "loraplus_lr_ratio", "additional_target",

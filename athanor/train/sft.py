@@ -119,7 +119,30 @@ def resolve_base(name_or_path: str) -> Path:
 
 def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
                    ) -> tuple[list[Example], list[Example], int]:
-    """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked."""
+    """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked. With
+    tokenized_path (LLaMA-Factory's): rows saved there by an earlier run are loaded instead (the dataset keys are
+    then not read), else this run's rows are saved there."""
+    if cfg.tokenized_path is None:
+        return _build_datasets(cfg, tokenizer, echo)
+    file = Path(cfg.tokenized_path) / TOKENIZED_FILE
+    if file.is_file():
+        saved = json.loads(file.read_text(encoding="utf-8"))
+        train, held_out = ([Example(**r) for r in saved[k]] for k in ("train", "eval"))
+        echo(f"loaded {len(train)} rows, {len(held_out)} held out from {file} (dataset keys not read)")
+        return train, held_out, saved["num_samples"]
+    train, held_out, num = _build_datasets(cfg, tokenizer, echo)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    rows = {"train": [vars(r) for r in train], "eval": [vars(r) for r in held_out], "num_samples": num}
+    file.write_text(json.dumps(rows), encoding="utf-8")
+    echo(f"tokenized rows saved to {file}; later runs with this tokenized_path load them")
+    return train, held_out, num
+
+
+TOKENIZED_FILE = "athanor_tokenized.json"
+
+
+def _build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
+                    ) -> tuple[list[Example], list[Example], int]:
     examples = _examples(cfg, cfg.dataset, tokenizer, echo)
     if not examples:
         raise AthanorError(f"no sample keeps any assistant token within cutoff_len={cfg.cutoff_len}; raise it")
@@ -304,12 +327,14 @@ def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: lis
     from athanor.train.fast_loss import SftTrainer
 
     pad_id = pad_token_id(tokenizer)
-    return SftTrainer(
+    trainer = SftTrainer(
         model=model, args=training_arguments(cfg, bool(eval_rows)), train_dataset=ListDataset(train_rows),
         eval_dataset=ListDataset(eval_rows) if eval_rows else None,
         data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
         optimizers=(loraplus_optimizer(cfg, model), None),
     )
+    trainer.dft_loss = cfg.use_dft_loss
+    return trainer
 
 
 def describe_launch(args: Any) -> str | None:
