@@ -61,6 +61,8 @@ class TrainConfig(BaseModel):
     use_rslora: bool = Field(False, description="LoRA: rank-stabilised scaling alpha / sqrt(r) (peft).")
     pissa_init: bool = Field(False, description="LoRA: initialise from the principal singular vectors (PiSSA, peft).")
     pissa_iter: int = Field(16, description="PiSSA: fast-SVD iterations; -1 = full SVD.")
+    pissa_convert: bool = Field(False, description="PiSSA: save the adapter as a plain LoRA of the original base; "
+                                "athanor always does (chat/export load the original base).")
     loraplus_lr_ratio: float | None = Field(None, gt=0, description="LoRA+: B matrices learn this many times faster.")
     additional_target: str | list[str] | None = Field(None, description="Modules trained fully next to the LoRA "
                                                       "(e.g. embed_tokens,lm_head), comma-separated.")

@@ -37,6 +37,7 @@ from athanor.train.sft import (
     resolve_base,
     resume_arg,
     save_model,
+    save_pissa_init,
     save_side_files,
     training_arguments,
 )
@@ -58,6 +59,7 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
         echo(f"{len(pairs)} training pairs, {len(held_out)} held out for rewards/accuracies")
     # 3. Policy (+ a frozen reference when the adapter cannot simply be switched off).
     model = load_model(cfg, base, gguf)
+    save_pissa_init(cfg, model)
     ref = None if cfg.finetuning_type == "lora" or cfg.pref_loss in ("orpo", "simpo") else _frozen_copy(model)
     # 4. Train.
     pad_id = pad_token_id(tokenizer)

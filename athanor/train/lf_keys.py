@@ -25,6 +25,9 @@ def _noop(reason: str) -> KeyRule:
 
 
 def _refuse(reason: str, *off: Any) -> KeyRule:
+    """Refused unless at one of `off` (default None/False); `_refuse(reason, ())` refuses every value."""
+    if off == ((),):
+        return KeyRule("refuse", reason, ())
     return KeyRule("refuse", reason, off or (None, False))
 
 
@@ -39,6 +42,7 @@ INFERENCE = "an inference-backend setting: athanor chat/serve run on athanor's e
 EXPORT = "an export setting: use it in the `athanor export` YAML"
 CUDA_KERNELS = "needs CUDA kernels, which this build does not have"
 NOT_HERE = "not implemented in athanor"
+MEGATRON = "a Megatron-Core setting; athanor has no Megatron (multi-GPU CUDA training)"
 
 
 def _lib(name: str) -> str:
@@ -67,6 +71,8 @@ LF_KEYS: dict[str, KeyRule] = {
     "use_unsloth_gc": _refuse("unsloth " + CUDA_KERNELS),
     "enable_liger_kernel": _refuse("liger kernels " + CUDA_KERNELS),
     "moe_aux_loss_coef": _refuse("MoE router loss is " + NOT_HERE),
+    "disable_gradient_checkpointing": _noop("gradient checkpointing is off here unless gradient_checkpointing: "
+                                            "true (LLaMA-Factory turns it on by default)"),
     "use_reentrant_gc": _noop("gradient checkpointing here uses transformers' default"),
     "upcast_layernorm": _noop("weights train in float32 here, so layer norms already are"),
     "upcast_lmhead_output": _noop("logits are float32 here already"),
@@ -134,7 +140,6 @@ LF_KEYS: dict[str, KeyRule] = {
     "freeze_extra_modules": _refuse("freeze tuning trains whole decoder layers here"),
     "loraplus_lr_embedding": _noop("applies only with loraplus_lr_ratio"),
     "pissa_iter": _noop("applies only with pissa_init"),
-    "pissa_convert": _refuse("converting a PiSSA adapter back to LoRA is " + NOT_HERE),
     "module_dropout": _refuse("OFT is " + NOT_HERE, None, 0, 0.0),
     "oft_rank": _refuse("OFT is " + NOT_HERE, None, 0),
     "oft_block_size": _refuse("OFT is " + NOT_HERE),
@@ -286,8 +291,16 @@ LF_KEYS: dict[str, KeyRule] = {
     "deepspeed": _noop(ONE_PROCESS + "; DeepSpeed needs CUDA/torch.distributed, so this run trains without it"),
     "debug": _noop(LOGS), "skip_memory_metrics": _noop(LOGS),
     "sortish_sampler": _refuse("training data is shuffled"),
+    "predict_with_generate": _refuse("do_predict (generating predictions) is " + NOT_HERE),
     "generation_max_length": _noop(GENERATION), "generation_num_beams": _noop(GENERATION),
     "generation_config": _noop(GENERATION),
+    # ---- Megatron-Core / mcore_adapter keys (LF's use_mca and megatron_bridge examples)
+    **{key: _refuse(MEGATRON, ()) for key in (
+        "tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size",
+        "context_parallel_size", "sequence_parallel", "use_distributed_optimizer", "overlap_param_gather",
+        "overlap_grad_reduce", "bias_activation_fusion", "apply_rope_fusion", "moe_grouped_gemm",
+        "moe_token_dispatcher_type", "recompute_granularity", "mixed_precision", "use_packed_sequences",
+        "export_hf_on_finish", "virtual_pipeline_model_parallel_size")},
 }
 
 

@@ -63,6 +63,7 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     train_rows, eval_rows, num_examples = build_datasets(cfg, tokenizer, echo)
     # 3. Model: transformers + peft.
     model = load_model(cfg, base, gguf, packed_attention=True)
+    save_pissa_init(cfg, model)
     width = max(len(r.input_ids) for r in train_rows)
     echo(estimate_memory(model, cfg.per_device_train_batch_size, width, cfg.gradient_checkpointing).summary())
     # 4. Train.
@@ -373,7 +374,28 @@ def training_arguments(cfg: TrainConfig, has_eval: bool) -> Any:
     )
 
 
+PISSA_INIT = "pissa_init"
+
+
+def save_pissa_init(cfg: TrainConfig, model: Any) -> None:
+    """PiSSA moves the principal components out of the base weights; to give an adapter for the *unchanged* base,
+    the initial adapter is kept (as peft asks: saved with init_lora_weights=True) and used when saving."""
+    if not (cfg.pissa_init and _is_peft(model)):
+        return
+    lora = model.peft_config["default"]
+    init, lora.init_lora_weights = lora.init_lora_weights, True
+    model.save_pretrained(str(Path(cfg.output_dir) / PISSA_INIT), save_embedding_layers=False)
+    lora.init_lora_weights = init
+
+
 def save_model(trainer: Any, out: Path) -> None:
+    """The adapter (or whole model). A PiSSA adapter is saved converted to a plain LoRA of the original base (what
+    LLaMA-Factory's pissa_convert writes), so chat/export merge it into the base they load."""
+    init = out / PISSA_INIT
+    if _is_peft(trainer.model) and (init / "adapter_config.json").is_file():
+        trainer.model.save_pretrained(str(out), save_embedding_layers=False,
+                                      path_initial_model_for_weight_conversion=str(init))
+        return
     if _is_peft(trainer.model):
         # peft would also save the (frozen, unchanged) lm_head / embedding base weights when LoRA targets them
         # ("save_embedding_layers"); those are only needed after resizing the vocabulary, which we never do.

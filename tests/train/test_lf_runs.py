@@ -33,7 +33,7 @@ VARIANTS = {
     "lora_llama3_template": {**SFT, "template": "llama3"},
     "dora_rslora_dropout": {**SFT, "use_dora": True, "use_rslora": True, "lora_dropout": 0.1},
     "loraplus": {**SFT, "loraplus_lr_ratio": 16.0},
-    "pissa": {**SFT, "pissa_init": True, "pissa_iter": 4},
+    "pissa": {**SFT, "pissa_init": True, "pissa_iter": 4, "pissa_convert": True},
     "additional_target": {**SFT, "lora_target": "q_proj,v_proj", "additional_target": "lm_head"},
     "full_dft": {**FULL, "use_dft_loss": True},
     "freeze": {**DATA, "finetuning_type": "freeze", "freeze_trainable_layers": 1},
@@ -53,6 +53,9 @@ def test_method_variants_run_one_step(lf_dir, tiny_hf_dir, name):
     if "use_dora" in VARIANTS[name]:
         cfg = json.loads(saved.read_text())
         assert cfg["use_dora"] and cfg["use_rslora"] and cfg["lora_dropout"] == 0.1
+    if name == "pissa":  # converted to a plain LoRA of the original base: rank doubles, no PiSSA init left
+        cfg = json.loads(saved.read_text())
+        assert cfg["r"] == 16 and cfg["init_lora_weights"] is True and (out / "pissa_init").is_dir()
     if name == "additional_target":
         assert json.loads(saved.read_text())["modules_to_save"] == ["lm_head"]
 
