@@ -191,8 +191,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
     # The registry and relative dataset paths live next to the YAML unless it says otherwise (relative to it).
     dataset_dir = raw.get("dataset_dir") or "."
     if isinstance(dataset_dir, str) and (dataset_dir == "ONLINE" or dataset_dir.startswith("REMOTE:")):
-        raise ConfigError(str(path), [f"dataset_dir: {dataset_dir} is on the hub; download it to a folder and set "
-                                      "dataset_dir to that folder"])
+        hub = f"dataset_dir: {dataset_dir} is on the hub; download it to a folder and set dataset_dir to that folder"
+        raise ConfigError(str(path), [hub])
     raw["dataset_dir"] = str(path.parent / dataset_dir) if isinstance(dataset_dir, str) else dataset_dir
     from athanor.train.lf_keys import LF_KEYS, refusals, start_up_notes
 

@@ -87,6 +87,10 @@ REFUSED = {
 
 @pytest.fixture
 def lf_dir(tmp_path) -> Path:
+    return write_lf_data_dir(tmp_path)
+
+
+def write_lf_data_dir(tmp_path: Path) -> Path:
     """A data/ folder shaped like LLaMA-Factory's: dataset_info.json and demo files in its formats."""
     alpaca = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"It is {2 * i}."} for i in range(6)]
     (tmp_path / "identity.json").write_text(json.dumps(alpaca[:3]))
@@ -167,8 +171,9 @@ def test_command_line_overrides_and_known_keys_that_were_wrongly_unknown(lf_dir,
 def test_hub_datasets_say_so(lf_dir, tiny_hf_dir):
     with pytest.raises(ConfigError) as info:
         load_config(_write(lf_dir, tiny_hf_dir, {**SFT, "dataset": "alpaca_en"}), has_cuda=False)
-    assert info.value.problems == ["dataset: alpaca_en: this dataset is on the hub (llamafactory/alpaca_en); "
-                                   "download it to a file and name that file in file_name instead of the hub URL"]
+    want = ("dataset: alpaca_en: this dataset is on the hub (llamafactory/alpaca_en); download it to a file and "
+            "name that file in file_name instead of the hub URL")
+    assert info.value.problems == [want]
     with pytest.raises(ConfigError, match="dataset_dir: REMOTE:llamafactory/demo_data is on the hub"):
         load_config(_write(lf_dir, tiny_hf_dir, {**SFT, "dataset_dir": "REMOTE:llamafactory/demo_data"}))
 

@@ -11,9 +11,14 @@ import pytest
 import yaml
 
 from athanor.train.run import train
-from tests.train.test_lf_configs import COMMON, DATA, FULL, LORA, SFT, lf_dir  # noqa: F401 (fixture)
+from tests.train.test_lf_configs import COMMON, DATA, FULL, LORA, SFT, write_lf_data_dir
 
 ONE_STEP = {"cutoff_len": 128, "max_samples": 2, "max_steps": 1, "logging_steps": 1, "gradient_accumulation_steps": 1, "bf16": False}
+
+
+@pytest.fixture
+def lf_dir(tmp_path) -> Path:
+    return write_lf_data_dir(tmp_path)
 
 
 def _run(dir: Path, model: Path, keys: dict, overrides: list[str] | None = None) -> tuple[Path, list[str]]:
