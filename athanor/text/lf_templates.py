@@ -1095,9 +1095,9 @@ def lf_jinja(name: str, enable_thinking: bool | None = None) -> str:
     open_, close = _lit(t.thought_words[0].strip()), _lit(t.thought_words[1].strip())
     has_thought = f"({open_} in {{m}}['content'] or {close} in {{m}}['content'])"
     src = ["{{ " + _expr(t.prefix) + " }}" if t.prefix else "",
-           "{% if messages and messages[0]['role'] == 'system' %}{% set system_message = messages[0]['content'] %}"
-           "{% set loop_messages = messages[1:] %}{% else %}"
-           f"{{% set system_message = {_lit(t.default_system)} %}}{{% set loop_messages = messages %}}{{% endif %}}",
+           ("{% if messages and messages[0]['role'] == 'system' %}{% set system_message = messages[0]['content'] %}"
+            "{% set loop_messages = messages[1:] %}{% else %}"
+            f"{{% set system_message = {_lit(t.default_system)} %}}{{% set loop_messages = messages %}}{{% endif %}}"),
            "{% for message in loop_messages %}{% set content = message['content'] %}"]
     if t.kind == "fused":
         src.append("{% if loop.first and system_message %}{% set content = "
