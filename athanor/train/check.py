@@ -83,7 +83,7 @@ def describe_method(cfg: TrainConfig) -> str:
 
 def _data(cfg: TrainConfig, tokenizer: Any, echo: Callable[[str], None]) -> tuple[int, int, int]:
     """(training samples, training tokens per epoch, rows per epoch), tokenized exactly as the run will."""
-    if cfg.stage == "dpo":
+    if cfg.stage in ("dpo", "rm"):
         from athanor.train.dpo import split_pairs
 
         pairs, _ = split_pairs(cfg, tokenizer, echo)

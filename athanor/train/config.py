@@ -49,8 +49,8 @@ class TrainConfig(BaseModel):
     # -- method
     stage: Literal["pt", "sft", "dpo", "rm", "kto", "ppo"] = Field(
         "sft", description="pt: plain text (a .txt line or a `text` column per sample), loss on every token; sft: "
-        "supervised chat fine-tuning (loss on assistant tokens only); dpo: preference pairs. rm, kto and ppo are "
-        "refused (not implemented).")
+        "supervised chat fine-tuning (loss on assistant tokens only); dpo: preference pairs; rm: a reward model "
+        "(value head, pairwise loss) on preference pairs. kto and ppo are refused (not implemented).")
     finetuning_type: Literal["lora", "full", "freeze", "oft"] = Field(
         "lora", description="lora: train low-rank adapters; full: every weight; freeze: only the last layers; oft is "
         "refused (not implemented).")
@@ -210,7 +210,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
 
 LF_STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
 _STAGE_REFUSALS = {
-    "rm": "stage: rm (reward model with a value head) is not implemented in athanor; train preferences with stage: dpo",
     "kto": "stage: kto (unpaired preferences) is not implemented in athanor (trl is not installed); use stage: dpo "
            "with chosen/rejected pairs",
     "ppo": "stage: ppo needs a reward model and online generation, which athanor does not implement; use stage: dpo",
@@ -313,8 +312,8 @@ def _method_problems(cfg: TrainConfig) -> list[str]:
     pref_keys = sorted(k for k in ("pref_beta", "pref_loss") if k in explicit)
     if pref_keys and cfg.stage != "dpo":
         out.append(f"{', '.join(pref_keys)} set but stage is {cfg.stage}; they only apply to stage: dpo")
-    if cfg.packing and cfg.stage == "dpo":
-        out.append("packing: true is not supported with stage: dpo (chosen and rejected must stay whole)")
+    if cfg.packing and cfg.stage in ("dpo", "rm"):
+        out.append(f"packing: true is not supported with stage: {cfg.stage} (chosen and rejected must stay whole)")
     if not cfg.dataset:
         out.append("dataset: no dataset given; name one from dataset_info.json or a file path")
     return out + _lf_method_problems(cfg)
@@ -331,8 +330,8 @@ def _lf_method_problems(cfg: TrainConfig) -> list[str]:
     if cfg.do_predict:
         out.append("do_predict: generating predictions (generated_predictions.jsonl, BLEU/ROUGE) is not "
                    "implemented in athanor; chat with the result via `athanor chat`")
-    if cfg.tokenized_path and cfg.stage == "dpo":
-        out.append("tokenized_path: not implemented for stage: dpo (pairs are tokenized each run)")
+    if cfg.tokenized_path and cfg.stage in ("dpo", "rm"):
+        out.append(f"tokenized_path: not implemented for stage: {cfg.stage} (pairs are tokenized each run)")
     if cfg.train_on_prompt:
         out.append("train_on_prompt: true is not implemented; the loss is on assistant tokens only")
     if cfg.use_dft_loss and cfg.stage != "sft":
@@ -403,11 +402,12 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
         except AthanorError as e:
             out.append(f"dataset: {e}")
             continue
-        if cfg.stage == "dpo" and not spec.ranking:
-            out.append(f"dataset: {name} has no chosen/rejected pairs, which stage: dpo needs "
+        pairs = cfg.stage in ("dpo", "rm")
+        if pairs and not spec.ranking:
+            out.append(f"dataset: {name} has no chosen/rejected pairs, which stage: {cfg.stage} needs "
                        "(set ranking: true in dataset_info.json, or use a preference file)")
-        if cfg.stage != "dpo" and spec.ranking:
-            out.append(f"dataset: {name} holds preference pairs; use stage: dpo or an SFT dataset")
+        if not pairs and spec.ranking:
+            out.append(f"dataset: {name} holds preference pairs; use stage: dpo or rm, or an SFT dataset")
     return out
 
 

@@ -16,6 +16,12 @@ def train(config_path: str | Path, overrides: list[str] | None = None, echo: Cal
     cfg = load_config(config_path, overrides)
     for note in cfg.notes:  # the LLaMA-Factory keys accepted as no-ops, one line per reason
         echo(note)
+    if cfg.stage == "rm":
+        from athanor.train.rm import run_rm
+
+        out = run_rm(cfg, echo)
+        echo(f"done: reward model (adapter/model + value_head.safetensors) and logs in {out}")
+        return out
     if cfg.stage == "dpo":
         from athanor.train.dpo import run_dpo  # transformers/peft load only now
 

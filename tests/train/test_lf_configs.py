@@ -42,6 +42,7 @@ RUNS = {
     "extras/loraplus": {**SFT, "template": "llama3", "loraplus_lr_ratio": 16.0},
     "extras/pissa": {**SFT, "template": "llama3", "pissa_init": True, "pissa_iter": 16},
     "extras/dora_rslora": {**SFT, "use_dora": True, "use_rslora": True, "lora_dropout": 0.05},
+    "train_lora/lora_reward": {"stage": "rm", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink"},
     "extras/dft": {**FULL, "use_dft_loss": True},
     "train_lora/preprocess": {**SFT, "tokenized_path": "saves/tokenized"},
     "train_qlora/gptq_model": {**SFT, "template": "llama3"},  # a pre-quantized hub model, swapped for ours
@@ -53,7 +54,6 @@ RUNS = {
 REFUSED = {
     "train_lora/lora_kto": ({"stage": "kto", **LORA, "dataset": "kto_en_demo", "pref_beta": 0.1},
                             "stage: kto (unpaired preferences) is not implemented"),
-    "train_lora/lora_reward": ({"stage": "rm", **LORA, "dataset": "dpo_en_demo"}, "stage: rm (reward model"),
     "ppo": ({"stage": "ppo", **LORA, "dataset": "identity", "reward_model": "saves/rm"}, "stage: ppo needs a reward"),
     "train_qlora/otfq_bnb": ({**SFT, "quantization_bit": 4, "quantization_method": "bnb"},
                              "quantization_bit: 4-bit QLoRA needs a CUDA GPU"),

@@ -44,6 +44,7 @@ VARIANTS = {
     "freeze": {**DATA, "finetuning_type": "freeze", "freeze_trainable_layers": 1},
     "pretrain": {"stage": "pt", **LORA, "dataset": "c4_demo"},
     "dpo": {"stage": "dpo", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink", "pref_beta": 0.1},
+    "reward_model": {"stage": "rm", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink"},
     "qwen3_thinking_default_system": {**SFT, "template": "qwen3", "enable_thinking": False,
                                       "default_system": "Be brief.", "warmup_steps": 1},
 }
@@ -61,6 +62,8 @@ def test_method_variants_run_one_step(lf_dir, tiny_hf_dir, name):
     if name == "pissa":  # converted to a plain LoRA of the original base: rank doubles, no PiSSA init left
         cfg = json.loads(saved.read_text())
         assert cfg["r"] == 16 and cfg["init_lora_weights"] is True and (out / "pissa_init").is_dir()
+    if name == "reward_model":
+        assert (out / "value_head.safetensors").is_file() and any(line.startswith("done: reward model") for line in lines)
     if name == "additional_target":
         assert json.loads(saved.read_text())["modules_to_save"] == ["lm_head"]
 
@@ -94,3 +97,14 @@ def test_stages_run_one_step_on_smollm2(lf_dir, smollm2_path, stage):
     out, lines = _run(lf_dir, smollm2_path, keys, ["lora_target=q_proj,v_proj"])
     assert (out / "adapter_model.safetensors").is_file()
     assert any("overwrite_output_dir" in line for line in lines)
+
+
+def test_reward_model_learns_to_rank_and_reports_accuracy(lf_dir, tiny_hf_dir):
+    keys = {"stage": "rm", **LORA, "dataset": "dpo_en_demo", "eval_dataset": "dpo_en_demo", "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant", "warmup_ratio": 0.0}
+    out, lines = _run(lf_dir, tiny_hf_dir, keys, ["max_steps=25", "max_samples=4"])
+    [line] = [x for x in lines if x.startswith("held-out pairs:")]
+    assert float(line.rsplit("accuracy ", 1)[1]) == 1.0, line  # every chosen reply scored above its rejected one
+    log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < losses[0], losses
