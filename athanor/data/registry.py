@@ -98,6 +98,7 @@ def resolve_dataset(name: str, dataset_dir: str | Path | None = None) -> Dataset
 
 
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url")
+MEDIA_COLUMNS = ("images", "videos", "audios")
 
 
 def _spec_from_entry(name: str, entry: dict, base: Path) -> DatasetSpec:
@@ -111,6 +112,10 @@ def _spec_from_entry(name: str, entry: dict, base: Path) -> DatasetSpec:
     tags = entry.get("tags") or {}
     if not isinstance(columns, dict) or not isinstance(tags, dict):
         raise DatasetError(f"{name}: columns and tags must be objects of name -> name")
+    media = sorted(k for k in MEDIA_COLUMNS if k in columns)
+    if media:
+        raise DatasetError(f"{name}: has {'/'.join(media)} columns; athanor trains text models, so multimodal "
+                           "datasets are not supported")
     num = entry.get("num_samples")
     if num is not None and (not isinstance(num, int) or num < 1):
         raise DatasetError(f"{name}: num_samples must be a positive integer (got {num!r})")

@@ -202,6 +202,11 @@ def test_dataset_info_tags_folders_globs_and_num_samples(lf_dir):
     assert len(more) == 7 and len({m.messages[0]["content"] for m in more}) == 3  # all 3, then repeats
     fewer = load_samples(resolve_dataset("fewer", lf_dir))[0]
     assert len(fewer) == 2 and len({m.messages[0]["content"] for m in fewer}) == 2  # a permutation, no repeats
-    (lf_dir / "dataset_info.json").write_text(json.dumps({"x": {"file_name": "missing.json"}}))
+    (lf_dir / "dataset_info.json").write_text(json.dumps({
+        "x": {"file_name": "missing.json"},
+        "mllm": {"file_name": "identity.json", "formatting": "sharegpt", "columns": {"messages": "messages",
+                                                                                    "images": "images"}}}))
+    with pytest.raises(DatasetError, match="^mllm: has images columns; athanor trains text models"):
+        resolve_dataset("mllm", lf_dir)
     with pytest.raises(DatasetError, match="file .*missing.json not found"):
         resolve_dataset("x", lf_dir)
