@@ -116,6 +116,10 @@ def _param_counts(cfg: TrainConfig, base: Path) -> tuple[int, int]:
         model = transformers.AutoModelForCausalLM.from_config(config)
     if cfg.finetuning_type == "lora":
         model = _meta_lora(cfg, model)
+    elif cfg.finetuning_type == "oft":
+        from athanor.train.sft import _with_oft
+
+        model = _with_oft(cfg, model)
     elif cfg.finetuning_type == "freeze":
         _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -52,8 +52,12 @@ class TrainConfig(BaseModel):
         "supervised chat fine-tuning (loss on assistant tokens only); dpo: preference pairs; rm: a reward model "
         "(value head, pairwise loss) on preference pairs. kto and ppo are refused (not implemented).")
     finetuning_type: Literal["lora", "full", "freeze", "oft"] = Field(
-        "lora", description="lora: train low-rank adapters; full: every weight; freeze: only the last layers; oft is "
-        "refused (not implemented).")
+        "lora", description="lora: train low-rank adapters; full: every weight; freeze: only the last layers; oft: "
+        "orthogonal fine-tuning adapters (peft OFT).")
+    oft_rank: int = Field(0, ge=0, description="OFT: number of blocks per layer (0: set by oft_block_size).")
+    oft_block_size: int = Field(32, ge=0, description="OFT: block size (0: set by oft_rank); exactly one is non-zero.")
+    oft_target: str | list[str] = Field("all", description="OFT: 'all' linear layers or module names.")
+    module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="OFT: multiplicative dropout on blocks.")
     do_train: bool = Field(True, description="Must be true: athanor train trains.")
     do_eval: bool = Field(False, description="Evaluate on val_size / eval_dataset (also on when either is set).")
     do_predict: bool = Field(False, description="Refused: generating predictions is not implemented.")
@@ -147,7 +151,7 @@ class TrainConfig(BaseModel):
     def _split_datasets(cls, v: Any) -> Any:
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
-    @field_validator("lora_target", "additional_target", mode="before")
+    @field_validator("lora_target", "additional_target", "oft_target", mode="before")
     @classmethod
     def _split_targets(cls, v: Any) -> Any:
         if isinstance(v, str) and v.strip() != "all":
@@ -323,8 +327,11 @@ def _lf_method_problems(cfg: TrainConfig) -> list[str]:
     """LLaMA-Factory methods modelled as keys but not implemented here: refused, each with its reason."""
     out = []
     explicit = cfg.model_fields_set
-    if cfg.finetuning_type == "oft":
-        out.append("finetuning_type: oft (orthogonal fine-tuning) is not implemented in athanor; use lora")
+    if cfg.finetuning_type == "oft" and (cfg.oft_rank == 0) == (cfg.oft_block_size == 0):
+        out.append(f"oft_rank and oft_block_size: exactly one must be non-zero (got {cfg.oft_rank} and "
+                   f"{cfg.oft_block_size})")
+    if cfg.finetuning_type == "oft" and cfg.quantization_bit is not None:
+        out.append("quantization_bit with finetuning_type: oft is not supported here; use lora")
     if not cfg.do_train:
         out.append("do_train: false; athanor train always trains (do_predict-only runs are not implemented)")
     if cfg.do_predict:
@@ -341,7 +348,7 @@ def _lf_method_problems(cfg: TrainConfig) -> list[str]:
     lora_extras = sorted(k for k in ("use_dora", "use_rslora", "pissa_init", "loraplus_lr_ratio", "additional_target",
                                      "create_new_adapter", "adapter_name_or_path") if k in explicit
                          and getattr(cfg, k) not in (None, False))
-    if lora_extras and cfg.finetuning_type != "lora":
+    if lora_extras and cfg.finetuning_type not in ("lora", "oft"):
         out.append(f"{', '.join(lora_extras)} set but finetuning_type is {cfg.finetuning_type}; they only apply to lora")
     if cfg.pissa_init and cfg.use_dora:
         out.append("pissa_init and use_dora are both true; peft initialises DoRA its own way, pick one")

@@ -252,6 +252,8 @@ def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None, packed_att
         use_packed_attention(model)
     if cfg.finetuning_type == "lora":
         return _with_lora(cfg, model)
+    if cfg.finetuning_type == "oft":
+        return _with_oft(cfg, model)
     if cfg.finetuning_type == "freeze":
         _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
     return model
@@ -295,6 +297,21 @@ def _with_lora(cfg: TrainConfig, model: Any) -> Any:
         return get_peft_model(model, lora)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"
         raise AthanorError(" ".join(f"lora_target: {e}".split())) from None
+
+
+def _with_oft(cfg: TrainConfig, model: Any) -> Any:
+    """Orthogonal fine-tuning adapters (peft OFT), with LLaMA-Factory's keys: oft_rank or oft_block_size,
+    oft_target, module_dropout, additional_target."""
+    from peft import OFTConfig, get_peft_model
+
+    target = "all-linear" if cfg.oft_target == "all" else cfg.oft_target
+    oft = OFTConfig(r=cfg.oft_rank, oft_block_size=cfg.oft_block_size, target_modules=target,
+                    module_dropout=cfg.module_dropout, modules_to_save=cfg.additional_target or None,
+                    task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, oft)
+    except ValueError as e:  # e.g. a layer width that oft_block_size does not divide
+        raise AthanorError(" ".join(f"oft: {e}".split())) from None
 
 
 def loraplus_optimizer(cfg: TrainConfig, model: Any) -> Any:

@@ -44,6 +44,7 @@ VARIANTS = {
     "freeze": {**DATA, "finetuning_type": "freeze", "freeze_trainable_layers": 1},
     "pretrain": {"stage": "pt", **LORA, "dataset": "c4_demo"},
     "dpo": {"stage": "dpo", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink", "pref_beta": 0.1},
+    "oft": {**DATA, "finetuning_type": "oft", "oft_block_size": 8, "oft_target": "all", "module_dropout": 0.1},
     "reward_model": {"stage": "rm", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink"},
     "qwen3_thinking_default_system": {**SFT, "template": "qwen3", "enable_thinking": False,
                                       "default_system": "Be brief.", "warmup_steps": 1},
@@ -54,7 +55,10 @@ VARIANTS = {
 def test_method_variants_run_one_step(lf_dir, tiny_hf_dir, name):
     out, lines = _run(lf_dir, tiny_hf_dir, VARIANTS[name])
     assert any(line.startswith("ignored ") and "ddp_timeout" in line for line in lines)
-    saved = (out / "adapter_config.json") if "lora_rank" in VARIANTS[name] else (out / "config.json")
+    peft = "lora_rank" in VARIANTS[name] or VARIANTS[name].get("finetuning_type") == "oft"
+    saved = (out / "adapter_config.json") if peft else (out / "config.json")
+    if name == "oft":
+        assert json.loads(saved.read_text())["peft_type"] == "OFT"
     assert saved.is_file()
     if "use_dora" in VARIANTS[name]:
         cfg = json.loads(saved.read_text())
