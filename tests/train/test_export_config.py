@@ -219,5 +219,5 @@ def test_export_quantization_bit_other_values_are_refused(tiny_hf_dir, tmp_path)
                 export_quantization_bit=3)
     with pytest.raises(ConfigError) as info:
         export_from_config(cfg)
-    assert info.value.problems == ["export_quantization_bit: 3 is not supported; athanor writes 4-bit (GGUF Q4_1) "
-                                   "or 8-bit (GGUF Q8_0) exports"]
+    want = "export_quantization_bit: 3 is not supported; athanor writes 4-bit (GGUF Q4_1) or 8-bit (GGUF Q8_0) exports"
+    assert info.value.problems == [want]
