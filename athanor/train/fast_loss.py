@@ -61,13 +61,13 @@ class SftTrainer(transformers.Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
         if labels is None or not supports_label_only_head(self.accelerator.unwrap_model(model)):
-            if self.dft_loss:
+            if getattr(self, "dft_loss", False):
                 raise AthanorError("use_dft_loss needs the label-only LM head, which this model cannot use")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         keep, targets = label_positions(labels)
         kwargs = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**kwargs, logits_to_keep=keep)  # through the (maybe DDP-wrapped) forward: grads sync
-        total = summed_cross_entropy(outputs.logits, targets, dft=self.dft_loss)
+        total = summed_cross_entropy(outputs.logits, targets, dft=getattr(self, "dft_loss", False))
         if num_items_in_batch is not None:  # gradient accumulation: divide by every micro-batch's label count
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
