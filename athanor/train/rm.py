@@ -71,6 +71,9 @@ class PairwiseTrainer(transformers.Trainer):
         loss = -F.logsigmoid(chosen - rejected).mean()
         return (loss, {"chosen": chosen, "rejected": rejected}) if return_outputs else loss
 
+    def _save(self, output_dir=None, state_dict=None):  # checkpoints: adapter/model + value head, no tied copies
+        save_reward_model(self.model, Path(output_dir or self.args.output_dir))
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval") -> dict[str, float]:
         metrics = pair_metrics(self.model, eval_dataset or self.eval_dataset, self.data_collator, metric_key_prefix)
         self.log(metrics)

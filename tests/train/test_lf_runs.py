@@ -68,6 +68,7 @@ def test_method_variants_run_one_step(lf_dir, tiny_hf_dir, name):
         assert cfg["r"] == 16 and cfg["init_lora_weights"] is True and (out / "pissa_init").is_dir()
     if name == "reward_model":
         assert (out / "value_head.safetensors").is_file() and any(line.startswith("done: reward model") for line in lines)
+        assert (out / "checkpoint-1" / "value_head.safetensors").is_file()
     if name == "additional_target":
         assert json.loads(saved.read_text())["modules_to_save"] == ["lm_head"]
 
