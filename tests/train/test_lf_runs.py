@@ -95,10 +95,16 @@ def test_continue_training_an_adapter_and_create_new_adapter(lf_dir, tiny_hf_dir
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["sft", "pt", "dpo"])
+@pytest.mark.parametrize("stage", ["sft", "pt", "dpo", "rm", "sft_oft"])
 def test_stages_run_one_step_on_smollm2(lf_dir, smollm2_path, stage):
     keys = {"sft": {**SFT, "template": "llama3"}, "pt": {"stage": "pt", **LORA, "dataset": "c4_demo"},
-            "dpo": {"stage": "dpo", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink"}}[stage]
+            "dpo": {"stage": "dpo", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink"},
+            "rm": {"stage": "rm", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink"},
+            "sft_oft": {**DATA, "finetuning_type": "oft", "oft_block_size": 32, "oft_target": "q_proj,v_proj"}}[stage]
+    if stage == "sft_oft":
+        out, _ = _run(lf_dir, smollm2_path, keys)
+        assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "OFT"
+        return
     out, lines = _run(lf_dir, smollm2_path, keys, ["lora_target=q_proj,v_proj"])
     assert (out / "adapter_model.safetensors").is_file()
     assert any("overwrite_output_dir" in line for line in lines)
