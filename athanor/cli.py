@@ -234,8 +234,14 @@ DatasetDir = typer.Option(None, "--dataset-dir", help="folder with dataset_info.
 def train(
     config: Path = typer.Argument(..., help="a YAML file (LLaMA-Factory key names), e.g. recipes/smollm2_lora_sft.yaml"),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. max_steps=10"),
+    check: bool = typer.Option(False, "--check", help="check config, data, template and model; print what would run"),
 ) -> None:
     """Fine-tune (LoRA / QLoRA / full / freeze; pt, SFT or DPO) from one YAML file; the whole config is checked before anything loads."""
+    if check:
+        from athanor.train.check import check_run
+
+        check_run(config, overrides or [], echo=typer.echo)
+        return
     from athanor.train.run import train as run_training
 
     out = run_training(config, overrides or [], echo=typer.echo)

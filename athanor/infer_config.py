@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from athanor.errors import AthanorError
 from athanor.train.config import FIELD_NAMES as TRAIN_KEYS
 from athanor.train.config import ConfigError, _parse_overrides, read_config_mapping
+from athanor.train.lf_keys import LF_KEYS
 
 
 class ChatConfig(BaseModel):
@@ -41,12 +42,17 @@ class ExportConfig(ChatConfig):
     export_size: float | None = None  # GB per shard (LLaMA-Factory: 5); None = one file
     export_legacy_format: bool = False
     export_format: Literal["hf", "gguf"] = "hf"
-    gguf_type: Literal["F32", "F16", "Q8_0"] = "F16"
+    gguf_type: Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_1"] = "F16"
     export_dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     name: str | None = None
+    # LF writes a GPTQ-quantized HF model; the nearest thing here is a GGUF of that many bits per weight
+    export_quantization_bit: Literal[4, 8] | None = None
+    export_quantization_dataset: str | None = None  # LF's GPTQ calibration data; round-to-nearest GGUF needs none
 
 
-_IGNORED = set(TRAIN_KEYS) | {"infer_backend", "export_device", "export_quantization_bit", "trust_remote_code",
+QUANT_BITS_TO_GGUF = {8: "Q8_0", 4: "Q4_1"}  # Q4_1 keeps a per-block minimum, like GPTQ's zero point
+_IGNORED = set(TRAIN_KEYS) | (set(LF_KEYS) - set(ExportConfig.model_fields)) | {"infer_backend", "export_device", "trust_remote_code", "export_quantization_nsamples",
+                              "export_quantization_maxlen",
                               "infer_dtype", "max_new_tokens", "temperature", "top_p", "top_k", "do_sample"}
 
 
@@ -68,6 +74,14 @@ def _load(cls: type[ChatConfig], path: str | Path, overrides: list[str] | None) 
             key = ".".join(str(p) for p in err["loc"]) or "config"
             got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
             problems.append(f"{key}: {err['msg']}{got}")
+    if cls is ExportConfig and raw.get("export_quantization_bit") not in (None, 4, 8):
+        problems[:] = [p for p in problems if not p.startswith("export_quantization_bit")]
+        problems.append(f"export_quantization_bit: {raw['export_quantization_bit']!r} is not supported; athanor "
+                        "writes 4-bit (GGUF Q4_1) or 8-bit (GGUF Q8_0) exports")
+    if cls is ExportConfig and raw.get("export_quantization_bit") and "gguf_type" in raw \
+            and raw["gguf_type"] != QUANT_BITS_TO_GGUF.get(raw["export_quantization_bit"]):
+        problems.append(f"export_quantization_bit: {raw['export_quantization_bit']} and gguf_type: {raw['gguf_type']} "
+                        "disagree; set one of them")
     if cls is ExportConfig and raw.get("export_legacy_format") is True:
         problems.append("export_legacy_format: true (pytorch .bin) is not supported; athanor writes safetensors")
     if problems:
@@ -149,6 +163,10 @@ def export_from_config(path: str | Path, overrides: list[str] | None = None,
     from athanor.train.export import export_model
 
     cfg = load_export_config(path, overrides)
+    if cfg.export_quantization_bit is not None:
+        cfg.export_format, cfg.gguf_type = "gguf", QUANT_BITS_TO_GGUF[cfg.export_quantization_bit]
+        echo(f"export_quantization_bit: {cfg.export_quantization_bit} -> a GGUF file with {cfg.gguf_type} weights "
+             "(round-to-nearest, no calibration data; GPTQ is not available here)")
     base, adapter = model_and_adapter(cfg)
     out = Path(cfg.export_dir).expanduser()
     if cfg.export_format == "gguf" and out.suffix.lower() != ".gguf":

@@ -180,7 +180,7 @@ def test_yaml_template_is_carried_by_hf_and_gguf_exports(tiny_hf_dir, adapter, t
     assert load_checkpoint(gguf).tokenizer.chat_template == CHATML_TEMPLATE
     assert json.loads((tiny_hf_dir / "tokenizer_config.json").read_text())["chat_template"] not in (MARKED,
                                                                                                   CHATML_TEMPLATE)
-    with pytest.raises(AthanorError, match="template 'llama9': not chatml, a Jinja source or one of the model's"):
+    with pytest.raises(AthanorError, match="unknown template llama9; known: .*llama3"):
         export_from_config(cfg, ["template=llama9", f"export_dir={tmp_path / 'bad'}"])
 
 
@@ -196,3 +196,28 @@ def test_cli_flag_template(tiny_hf_dir, tmp_path):
     result = CliRunner().invoke(app, ["export", str(tiny_hf_dir), "--out", str(tmp_path / "o"), "--template", "chatml"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o" / "tokenizer_config.json").read_text())["chat_template"] == CHATML_TEMPLATE
+
+
+@pytest.mark.parametrize(("bits", "qtype"), [(8, "Q8_0"), (4, "Q4_1")])
+def test_export_quantization_bit_writes_a_quantized_gguf(tiny_hf_dir, adapter, tmp_path, bits, qtype):
+    import gguf
+
+    cfg = _yaml(tmp_path / "export.yaml", model_name_or_path=str(tiny_hf_dir), adapter_name_or_path=str(adapter),
+                export_dir=str(tmp_path / "out"), export_quantization_bit=bits,
+                export_quantization_dataset="data/c4_demo.jsonl", export_size=5, export_device="cpu")
+    lines = []
+    out = export_from_config(cfg, echo=lines.append)
+    assert out.suffix == ".gguf" and lines[0].startswith(f"export_quantization_bit: {bits} -> a GGUF file with {qtype}")
+    reader = gguf.GGUFReader(str(out))
+    assert int(reader.fields["general.file_type"].parts[-1][0]) == gguf.LlamaFileType[f"MOSTLY_{qtype}"].value
+    types = {t.tensor_type.name for t in reader.tensors}
+    assert qtype in types, types
+
+
+def test_export_quantization_bit_other_values_are_refused(tiny_hf_dir, tmp_path):
+    cfg = _yaml(tmp_path / "export.yaml", model_name_or_path=str(tiny_hf_dir), export_dir=str(tmp_path / "out"),
+                export_quantization_bit=3)
+    with pytest.raises(ConfigError) as info:
+        export_from_config(cfg)
+    want = "export_quantization_bit: 3 is not supported; athanor writes 4-bit (GGUF Q4_1) or 8-bit (GGUF Q8_0) exports"
+    assert info.value.problems == [want]

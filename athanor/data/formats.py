@@ -139,11 +139,14 @@ def sniff_format(record: Any) -> tuple[str, bool]:
 
 
 def parse_record(record: Any, fmt: str, columns: dict[str, str] | None = None,
-                 ranking: bool = False) -> Conversation | PreferencePair:
-    """One raw record -> a checked Conversation (or PreferencePair when `ranking`); RecordError if unusable."""
+                 ranking: bool = False, tags: dict[str, str] | None = None) -> Conversation | PreferencePair:
+    """One raw record -> a checked Conversation (or PreferencePair when `ranking`); RecordError if unusable.
+    `tags` (sharegpt): LLaMA-Factory's role_tag/content_tag and the role names, e.g. OpenAI-style role/content."""
     if not isinstance(record, dict):
         raise RecordError(f"a record must be a JSON object, got {type(record).__name__}")
     cols = {**DEFAULT_COLUMNS[fmt], **(columns or {})}
+    if tags and fmt == "sharegpt":
+        record = retag_sharegpt(record, cols, tags)
     if ranking:
         return _parse_pair(record, fmt, cols)
     if fmt == "alpaca":
@@ -152,6 +155,27 @@ def parse_record(record: Any, fmt: str, columns: dict[str, str] | None = None,
         conv = Conversation(_turns(record, fmt, cols), _tools(record, cols))
     check_conversation(conv.messages)
     return conv
+
+
+LF_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+           "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+
+
+def retag_sharegpt(record: dict, cols: dict[str, str], tags: dict[str, str]) -> dict:
+    """Turns written with a dataset's own tags (LF `tags`) rewritten to ShareGPT's from/value and role names."""
+    names = {**LF_TAGS, **tags}
+    roles = {names[k]: LF_TAGS[k] for k in LF_TAGS if k.endswith("_tag") and k not in ("role_tag", "content_tag")}
+
+    def turn(t: Any) -> Any:
+        if not isinstance(t, dict) or names["role_tag"] not in t:
+            return t
+        return {"from": roles.get(t[names["role_tag"]], t[names["role_tag"]]), "value": t.get(names["content_tag"])}
+
+    out = dict(record)
+    for key in (cols["messages"], cols["chosen"], cols["rejected"]):
+        value = out.get(key)
+        out[key] = [turn(t) for t in value] if isinstance(value, list) else turn(value)
+    return {k: v for k, v in out.items() if v is not None or k in record}
 
 
 def _get(record: dict, column: str, required: bool = True) -> Any:

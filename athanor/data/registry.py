@@ -41,6 +41,9 @@ class DatasetSpec:
     formatting: str = "alpaca"
     ranking: bool = False  # chosen/rejected preference pairs (DPO)
     columns: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # sharegpt: role_tag, content_tag, user_tag, ...
+    files: list[Path] = field(default_factory=list)  # every file when file_name is a folder or a glob
+    num_samples: int | None = None  # LF: draw this many records (a permutation, then repeats when larger)
 
 
 @dataclass
@@ -94,19 +97,61 @@ def resolve_dataset(name: str, dataset_dir: str | Path | None = None) -> Dataset
     raise DatasetError(f"{name!r} is neither a file nor a name in {base / REGISTRY_FILE}{hint}")
 
 
+HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url")
+MEDIA_COLUMNS = ("images", "videos", "audios")
+
+
 def _spec_from_entry(name: str, entry: dict, base: Path) -> DatasetSpec:
-    if not isinstance(entry, dict) or "file_name" not in entry:
-        raise DatasetError(f"{name}: registry entry needs a file_name")
+    """A dataset_info.json entry, read as LLaMA-Factory reads it."""
+    check_local_entry(name, entry)
     formatting = entry.get("formatting", "alpaca")
     if formatting not in FORMATS:
         raise DatasetError(f"{name}: formatting {formatting!r} is not one of {', '.join(FORMATS)}")
-    path = base / entry["file_name"]
-    if not path.is_file():
-        raise DatasetError(f"{name}: file {path} not found")
+    files = _entry_files(name, base, str(entry["file_name"]))
     columns = entry.get("columns") or {}
-    if not isinstance(columns, dict):
-        raise DatasetError(f"{name}: columns must map roles to column names")
-    return DatasetSpec(name, path, formatting, bool(entry.get("ranking", False)), columns)
+    tags = entry.get("tags") or {}
+    if not isinstance(columns, dict) or not isinstance(tags, dict):
+        raise DatasetError(f"{name}: columns and tags must be objects of name -> name")
+    media = sorted(k for k in MEDIA_COLUMNS if k in columns)
+    if media:
+        raise DatasetError(f"{name}: has {'/'.join(media)} columns; athanor trains text models, so multimodal "
+                           "datasets are not supported")
+    num = entry.get("num_samples")
+    if num is not None and (not isinstance(num, int) or num < 1):
+        raise DatasetError(f"{name}: num_samples must be a positive integer (got {num!r})")
+    return DatasetSpec(name, files[0], formatting, bool(entry.get("ranking", False)), columns, tags, files, num)
+
+
+def check_local_entry(name: str, entry: object) -> None:
+    """An entry must name a local file_name; a hub URL wins over file_name in LLaMA-Factory, so it is refused."""
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{name}: registry entry must be an object")
+    hub = next((entry[k] for k in HUB_KEYS if entry.get(k)), None)
+    if hub is not None:
+        raise DatasetError(f"{name}: this dataset is on the hub ({hub}); download it to a file and name that file "
+                           "in file_name instead of the hub URL")
+    if entry.get("script_url") or entry.get("cloud_file_name"):
+        what = "a loading script" if entry.get("script_url") else "a cloud file"
+        raise DatasetError(f"{name}: {what} is not supported; download the data to a file and set file_name")
+    if "file_name" not in entry:
+        raise DatasetError(f"{name}: registry entry needs a file_name")
+
+
+def _entry_files(name: str, base: Path, file_name: str) -> list[Path]:
+    """file_name: a file, a folder (every file in it, as LF loads them) or a glob pattern."""
+    path = base / file_name
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    else:
+        files = sorted(p for p in base.glob(file_name) if p.is_file()) if any(c in file_name for c in "*?[") else []
+    if not files:
+        raise DatasetError(f"{name}: file {path} not found")
+    suffixes = {p.suffix for p in files}
+    if len(suffixes) > 1:
+        raise DatasetError(f"{name}: files under {file_name} have different types ({', '.join(sorted(suffixes))})")
+    return files
 
 
 def _spec_from_file(name: str, path: Path) -> DatasetSpec:
@@ -130,21 +175,34 @@ def load_samples(spec: DatasetSpec, max_samples: int | None = None
                  ) -> tuple[list[Conversation | PreferencePair], ValidationReport]:
     """Parse every record (up to max_samples); bad ones are counted, not raised."""
     try:
-        records = read_records(spec.path)
+        records = [r for path in spec.files or [spec.path] for r in read_records(path)]
     except RecordError as e:
         raise DatasetError(str(e)) from None
+    if spec.num_samples is not None:
+        records = draw_samples(records, spec.num_samples)
     if max_samples is not None:
         records = records[:max_samples]
     report = ValidationReport(spec.name)
     samples = []
     for i, record in enumerate(records):
         try:
-            samples.append(parse_record(record, spec.formatting, spec.columns, spec.ranking))
+            samples.append(parse_record(record, spec.formatting, spec.columns, spec.ranking, spec.tags))
         except RecordError as e:
             report.num_invalid += 1
             report.first_error = report.first_error or (i, str(e), record)
     report.num_valid = len(samples)
     return samples, report
+
+
+def draw_samples(records: list, num: int, seed: int = 42) -> list:
+    """LLaMA-Factory's num_samples: a random permutation cut to `num`, topped up with random repeats if larger."""
+    import random
+
+    rng = random.Random(seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    order = order[:num] + [rng.randrange(len(records)) for _ in range(num - len(order))] if records else []
+    return [records[i] for i in order]
 
 
 def load_datasets(names: list[str], dataset_dir: str | Path | None = None, max_samples: int | None = None,

@@ -1,1 +1,2 @@
-"""The text room: tokenizer, chat templates (Jinja and Go), tool-call formats, stop strings, grammar."""
+"""The text room: tokenizer, chat templates (Jinja and Go; LLaMA-Factory's named templates), tool-call formats, stop
+strings, grammar."""

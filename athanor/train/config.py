@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from athanor.errors import AthanorError
 
@@ -36,15 +36,41 @@ class TrainConfig(BaseModel):
 
     # -- model
     model_name_or_path: str = Field(description="A store name (`smollm2`), a Hugging Face model directory, or a GGUF file.")
-    template: str | None = Field(None, description="Chat template: None = the model's own; 'chatml', a name of one "
-                                 "of the model's named templates, or a Jinja source string.")
+    adapter_name_or_path: str | None = Field(None, description="LoRA adapter dir(s), comma-separated: all but the "
+                                             "last are merged into the base, the last trains on (or is merged too "
+                                             "with create_new_adapter).")
+    template: str | None = Field(None, description="Chat template: None = the model's own; a LLaMA-Factory template "
+                                 "name (llama3, qwen3_nothink, ...), 'chatml', one of the model's named templates, "
+                                 "or a Jinja source string.")
+    enable_thinking: bool | None = Field(None, description="Reasoning templates (qwen3, ...): true trains an empty "
+                                         "thought block on replies without one; false puts it in the prompt.")
+    default_system: str | None = Field(None, description="System prompt for samples that have none.")
 
     # -- method
-    stage: Literal["pt", "sft", "dpo"] = Field("sft", description="pt: plain text (a .txt line or a `text` column "
-                                               "per sample), loss on every token; sft: supervised chat "
-                                               "fine-tuning (loss on assistant tokens only); dpo: preference pairs.")
-    finetuning_type: Literal["lora", "full", "freeze"] = Field("lora", description="lora: train low-rank adapters; "
-                                                               "full: every weight; freeze: only the last layers.")
+    stage: Literal["pt", "sft", "dpo", "rm", "kto", "ppo"] = Field(
+        "sft", description="pt: plain text (a .txt line or a `text` column per sample), loss on every token; sft: "
+        "supervised chat fine-tuning (loss on assistant tokens only); dpo: preference pairs; rm: a reward model "
+        "(value head, pairwise loss) on preference pairs. kto and ppo are refused (not implemented).")
+    finetuning_type: Literal["lora", "full", "freeze", "oft"] = Field(
+        "lora", description="lora: train low-rank adapters; full: every weight; freeze: only the last layers; oft: "
+        "orthogonal fine-tuning adapters (peft OFT).")
+    oft_rank: int = Field(0, ge=0, description="OFT: number of blocks per layer (0: set by oft_block_size).")
+    oft_block_size: int = Field(32, ge=0, description="OFT: block size (0: set by oft_rank); exactly one is non-zero.")
+    oft_target: str | list[str] = Field("all", description="OFT: 'all' linear layers or module names.")
+    module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="OFT: multiplicative dropout on blocks.")
+    do_train: bool = Field(True, description="Must be true: athanor train trains.")
+    do_eval: bool = Field(False, description="Evaluate on val_size / eval_dataset (also on when either is set).")
+    do_predict: bool = Field(False, description="Refused: generating predictions is not implemented.")
+    use_dora: bool = Field(False, description="LoRA: weight-decomposed LoRA (DoRA, peft).")
+    use_rslora: bool = Field(False, description="LoRA: rank-stabilised scaling alpha / sqrt(r) (peft).")
+    pissa_init: bool = Field(False, description="LoRA: initialise from the principal singular vectors (PiSSA, peft).")
+    pissa_iter: int = Field(16, description="PiSSA: fast-SVD iterations; -1 = full SVD.")
+    pissa_convert: bool = Field(False, description="PiSSA: save the adapter as a plain LoRA of the original base; "
+                                "athanor always does (chat/export load the original base).")
+    loraplus_lr_ratio: float | None = Field(None, gt=0, description="LoRA+: B matrices learn this many times faster.")
+    additional_target: str | list[str] | None = Field(None, description="Modules trained fully next to the LoRA "
+                                                      "(e.g. embed_tokens,lm_head), comma-separated.")
+    create_new_adapter: bool = Field(False, description="With adapter_name_or_path: merge it and train a new one.")
     freeze_trainable_layers: int = Field(2, ge=1, description="finetuning_type=freeze: how many last decoder layers train.")
     lora_rank: int = Field(8, ge=1, description="LoRA rank r.")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA scale numerator (scale = alpha / r); default 2 x lora_rank.")
@@ -68,10 +94,21 @@ class TrainConfig(BaseModel):
     packing: bool = Field(False, description="Pack several samples per row; positions restart per sample so samples "
                           "never attend to each other.")
 
+    tokenized_path: str | None = Field(None, description="sft/pt: load tokenized rows from this folder when an "
+                                       "earlier run saved them there, else tokenize and save them there.")
+    train_on_prompt: bool = Field(False, description="Refused when true: the loss is on assistant tokens only.")
+
     # -- output and logging
     output_dir: str = Field("output", description="Where the adapter/model, checkpoints and trainer_log.jsonl go.")
     logging_steps: int = Field(10, ge=1, description="Log loss, learning rate and tokens/s every this many steps.")
     save_steps: int = Field(500, ge=1, description="Write a checkpoint every this many optimizer steps.")
+    save_strategy: Literal["steps", "epoch", "no"] = Field("steps", description="When checkpoints are written.")
+    save_total_limit: int | None = Field(None, ge=1, description="Keep at most this many checkpoints.")
+    save_only_model: bool = Field(False, description="Checkpoints without optimizer state (cannot be resumed).")
+    eval_strategy: Literal["steps", "epoch", "no"] | None = Field(None, description="When to evaluate (default: "
+                                                                  "every eval_steps when there is eval data).")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every this many steps (default save_steps).")
+    per_device_eval_batch_size: int | None = Field(None, ge=1, description="Eval rows per forward (default: train's).")
 
     # -- optimisation
     per_device_train_batch_size: int = Field(1, ge=1, description="Rows per forward pass on each device.")
@@ -82,6 +119,12 @@ class TrainConfig(BaseModel):
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
                                "polynomial", "inverse_sqrt"] = Field("cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Share of steps spent warming the learning rate up.")
+    warmup_steps: int = Field(0, ge=0, description="Warm-up steps (wins over warmup_ratio when above 0).")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"] = Field(
+        "adamw_torch", description="Optimizer, as transformers names it (8-bit/paged ones need CUDA: refused).")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Clip the gradient norm to this.")
     bf16: bool = Field(False, description="Mixed precision in bfloat16 (CPU autocast or a GPU that supports it).")
@@ -93,14 +136,22 @@ class TrainConfig(BaseModel):
 
     # -- preference optimisation (stage=dpo)
     pref_beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
-    pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo"] = Field("sigmoid", description="Preference loss.")
+    pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo", "hinge", "kto_pair"] = Field(
+        "sigmoid", description="Preference loss (hinge and kto_pair are refused: not implemented).")
+    use_dft_loss: bool = Field(False, description="SFT: weight each token's loss by its probability (DFT).")
+
+    _notes: list[str] = PrivateAttr(default_factory=list)  # start-up lines: the LF keys accepted as no-ops
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
 
     @field_validator("dataset", "eval_dataset", mode="before")
     @classmethod
     def _split_datasets(cls, v: Any) -> Any:
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
-    @field_validator("lora_target", mode="before")
+    @field_validator("lora_target", "additional_target", "oft_target", mode="before")
     @classmethod
     def _split_targets(cls, v: Any) -> Any:
         if isinstance(v, str) and v.strip() != "all":
@@ -139,16 +190,40 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
     raw = read_config_mapping(path)
     problems: list[str] = []
     raw.update(_parse_overrides(overrides or [], problems))
+    if stage_problem := _stage_problem(raw.get("stage", "sft")):  # before anything else: it decides every check
+        raise ConfigError(str(path), [stage_problem])
     # The registry and relative dataset paths live next to the YAML unless it says otherwise (relative to it).
     dataset_dir = raw.get("dataset_dir") or "."
+    if isinstance(dataset_dir, str) and (dataset_dir == "ONLINE" or dataset_dir.startswith("REMOTE:")):
+        hub = f"dataset_dir: {dataset_dir} is on the hub; download it to a folder and set dataset_dir to that folder"
+        raise ConfigError(str(path), [hub])
     raw["dataset_dir"] = str(path.parent / dataset_dir) if isinstance(dataset_dir, str) else dataset_dir
+    from athanor.train.lf_keys import LF_KEYS, refusals, start_up_notes
+
+    lf_keys = {k: raw.pop(k) for k in list(raw) if k in LF_KEYS and k not in TrainConfig.model_fields}
+    problems += refusals(lf_keys)
     cfg = _validate(raw, problems)
     if cfg is not None:
         problems += check_combinations(cfg, _detect_cuda() if has_cuda is None else has_cuda)
     if problems:
         raise ConfigError(str(path), problems)
     assert cfg is not None
+    cfg._notes = start_up_notes(lf_keys)
     return cfg
+
+
+LF_STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
+_STAGE_REFUSALS = {
+    "kto": "stage: kto (unpaired preferences) is not implemented in athanor (trl is not installed); use stage: dpo "
+           "with chosen/rejected pairs",
+    "ppo": "stage: ppo needs a reward model and online generation, which athanor does not implement; use stage: dpo",
+}
+
+
+def _stage_problem(stage: Any) -> str | None:
+    if stage not in LF_STAGES:
+        return f"stage: unknown stage {stage!r}; LLaMA-Factory's stages are {', '.join(LF_STAGES)}"
+    return _STAGE_REFUSALS.get(stage)
 
 
 def _parse_overrides(overrides: list[str], problems: list[str]) -> dict[str, Any]:
@@ -188,7 +263,9 @@ def _validate(raw: dict[str, Any], problems: list[str]) -> TrainConfig | None:
 
 
 def _unknown_key(key: str) -> str:
-    close = difflib.get_close_matches(key, FIELD_NAMES, n=1, cutoff=0.6)
+    from athanor.train.lf_keys import LF_KEYS
+
+    close = difflib.get_close_matches(key, [*FIELD_NAMES, *LF_KEYS], n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown key {key!r}{hint}"
 
@@ -239,10 +316,48 @@ def _method_problems(cfg: TrainConfig) -> list[str]:
     pref_keys = sorted(k for k in ("pref_beta", "pref_loss") if k in explicit)
     if pref_keys and cfg.stage != "dpo":
         out.append(f"{', '.join(pref_keys)} set but stage is {cfg.stage}; they only apply to stage: dpo")
-    if cfg.packing and cfg.stage == "dpo":
-        out.append("packing: true is not supported with stage: dpo (chosen and rejected must stay whole)")
+    if cfg.packing and cfg.stage in ("dpo", "rm"):
+        out.append(f"packing: true is not supported with stage: {cfg.stage} (chosen and rejected must stay whole)")
     if not cfg.dataset:
         out.append("dataset: no dataset given; name one from dataset_info.json or a file path")
+    return out + _lf_method_problems(cfg)
+
+
+def _lf_method_problems(cfg: TrainConfig) -> list[str]:
+    """LLaMA-Factory methods modelled as keys but not implemented here: refused, each with its reason."""
+    out = []
+    explicit = cfg.model_fields_set
+    if cfg.finetuning_type == "oft" and (cfg.oft_rank == 0) == (cfg.oft_block_size == 0):
+        out.append(f"oft_rank and oft_block_size: exactly one must be non-zero (got {cfg.oft_rank} and "
+                   f"{cfg.oft_block_size})")
+    if cfg.finetuning_type == "oft" and cfg.quantization_bit is not None:
+        out.append("quantization_bit with finetuning_type: oft is not supported here; use lora")
+    if not cfg.do_train:
+        out.append("do_train: false; athanor train always trains (do_predict-only runs are not implemented)")
+    if cfg.do_predict:
+        out.append("do_predict: generating predictions (generated_predictions.jsonl, BLEU/ROUGE) is not "
+                   "implemented in athanor; chat with the result via `athanor chat`")
+    if cfg.tokenized_path and cfg.stage in ("dpo", "rm"):
+        out.append(f"tokenized_path: not implemented for stage: {cfg.stage} (pairs are tokenized each run)")
+    if cfg.train_on_prompt:
+        out.append("train_on_prompt: true is not implemented; the loss is on assistant tokens only")
+    if cfg.use_dft_loss and cfg.stage != "sft":
+        out.append(f"use_dft_loss: the DFT loss applies to stage: sft (got {cfg.stage})")
+    if cfg.pref_loss in ("hinge", "kto_pair"):
+        out.append(f"pref_loss: {cfg.pref_loss} is not implemented; use sigmoid, ipo, orpo or simpo")
+    lora_extras = sorted(k for k in ("use_dora", "use_rslora", "pissa_init", "loraplus_lr_ratio", "additional_target",
+                                     "create_new_adapter", "adapter_name_or_path") if k in explicit
+                         and getattr(cfg, k) not in (None, False))
+    if lora_extras and cfg.finetuning_type not in ("lora", "oft"):
+        out.append(f"{', '.join(lora_extras)} set but finetuning_type is {cfg.finetuning_type}; they only apply to lora")
+    if cfg.pissa_init and cfg.use_dora:
+        out.append("pissa_init and use_dora are both true; peft initialises DoRA its own way, pick one")
+    if cfg.create_new_adapter and not cfg.adapter_name_or_path:
+        out.append("create_new_adapter: true needs adapter_name_or_path (the adapter to merge first)")
+    if cfg.adapter_name_or_path:
+        for part in cfg.adapter_name_or_path.split(","):
+            if not (Path(part.strip()).expanduser() / "adapter_config.json").is_file():
+                out.append(f"adapter_name_or_path: {part.strip()} holds no adapter_config.json")
     return out
 
 
@@ -294,11 +409,12 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
         except AthanorError as e:
             out.append(f"dataset: {e}")
             continue
-        if cfg.stage == "dpo" and not spec.ranking:
-            out.append(f"dataset: {name} has no chosen/rejected pairs, which stage: dpo needs "
+        pairs = cfg.stage in ("dpo", "rm")
+        if pairs and not spec.ranking:
+            out.append(f"dataset: {name} has no chosen/rejected pairs, which stage: {cfg.stage} needs "
                        "(set ranking: true in dataset_info.json, or use a preference file)")
-        if cfg.stage != "dpo" and spec.ranking:
-            out.append(f"dataset: {name} holds preference pairs; use stage: dpo or an SFT dataset")
+        if not pairs and spec.ranking:
+            out.append(f"dataset: {name} holds preference pairs; use stage: dpo or rm, or an SFT dataset")
     return out
 
 

@@ -26,15 +26,18 @@ from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation
+from athanor.train.export import use_template
 from athanor.train.sft import (
     ListDataset,
     _split,
     describe_launch,
     load_model,
+    loraplus_optimizer,
     pad_token_id,
     resolve_base,
     resume_arg,
     save_model,
+    save_pissa_init,
     save_side_files,
     training_arguments,
 )
@@ -49,12 +52,14 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     base = resolve_base(cfg.model_name_or_path)
     gguf = None if base.is_dir() else load_checkpoint(base)
     tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
+    use_template(tokenizer, cfg.template, cfg.enable_thinking)
     # 2. Pairs: validate, render, keep only the final reply as the scored part.
     pairs, held_out = split_pairs(cfg, tokenizer, echo)
     if held_out:
         echo(f"{len(pairs)} training pairs, {len(held_out)} held out for rewards/accuracies")
     # 3. Policy (+ a frozen reference when the adapter cannot simply be switched off).
     model = load_model(cfg, base, gguf)
+    save_pissa_init(cfg, model)
     ref = None if cfg.finetuning_type == "lora" or cfg.pref_loss in ("orpo", "simpo") else _frozen_copy(model)
     # 4. Train.
     pad_id = pad_token_id(tokenizer)
@@ -62,6 +67,7 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
         model=model, args=training_arguments(cfg, bool(held_out)), train_dataset=ListDataset(pairs),
         eval_dataset=ListDataset(held_out) if held_out else None,
         data_collator=lambda batch: collate_pairs(batch, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
+        optimizers=(loraplus_optimizer(cfg, model), None),
     )
     trainer.setup_preference(cfg.pref_loss, cfg.pref_beta, ref)
     if launch := describe_launch(trainer.args):
@@ -100,7 +106,7 @@ def build_pairs(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], No
     for report in reports:
         echo(f"dataset {report.summary()}")
     assert all(isinstance(s, PreferencePair) for s in samples), "config checks keep sft data out of dpo"
-    pairs = [encode_pair(tokenizer, s, cfg.template, cfg.cutoff_len) for s in samples]
+    pairs = [encode_pair(tokenizer, s, None, cfg.cutoff_len) for s in samples]
     pairs = [p for p in pairs if p[0].num_label_tokens and p[1].num_label_tokens]
     if not pairs:
         raise AthanorError(f"no pair keeps reply tokens within cutoff_len={cfg.cutoff_len}; raise it")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from athanor.text.tokenizer import Tokenizer
 
 FORMATS = ("hf", "gguf")
-GGUF_TYPES = ("F32", "F16", "Q8_0")  # what `athanor export` offers; gguf_export writes a few more
+GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")  # what `athanor export` offers (gguf_export.TENSOR_TYPES)
 HF_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 # ModelConfig.arch -> (config.json "architectures"[0], "model_type")
@@ -59,7 +59,7 @@ def export_model(
     adapter: str | Path | None,
     out: str | Path,
     fmt: Literal["hf", "gguf"],
-    gguf_type: Literal["F32", "F16", "Q8_0"] = "F16",
+    gguf_type: Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_1"] = "F16",
     register_as: str | None = None,
     dtype: str = "fp32",
     max_shard_size: int | str | None = None,
@@ -102,20 +102,39 @@ def export_model(
     return out
 
 
-def template_source(template: str, tokenizer: Tokenizer) -> str:
-    """The Jinja source a config's `template` names: "chatml", a Jinja string, or one of the model's named
-    templates (e.g. "tool_use"); anything else is a one-line error listing the names this model has."""
+def template_source(template: str, tokenizer: Tokenizer, enable_thinking: bool | None = None) -> str:
+    """The Jinja source a config's `template` names: "chatml", a Jinja string, a LLaMA-Factory template name
+    (text/lf_templates.py; `enable_thinking` picks where reasoning templates put an empty thought) or one of the
+    model's named templates (e.g. "tool_use"); anything else is "unknown template X; known: ..."."""
+    from athanor.text.lf_templates import LF_TEMPLATES, lf_jinja
+
     if template == "chatml":
         from athanor.text.tokenizer import CHATML_TEMPLATE
 
         return CHATML_TEMPLATE
     if "{{" in template or "{%" in template:
         return template
+    if template in LF_TEMPLATES:
+        return lf_jinja(template, enable_thinking)
     named = tokenizer.named_chat_templates
     if template not in named:
-        raise AthanorError(f"template {template!r}: not chatml, a Jinja source or one of the model's named "
-                           f"templates ({', '.join(sorted(named)) or 'none'})")
+        known = sorted(set(LF_TEMPLATES) | set(named) | {"chatml"})
+        raise AthanorError(f"unknown template {template}; known: {', '.join(known)}")
     return named[template]
+
+
+def use_template(tokenizer: Tokenizer, template: str | None, enable_thinking: bool | None = None) -> None:
+    """Make a config's `template` the tokenizer's chat template; a LLaMA-Factory template's stop words that are
+    single tokens of this vocabulary become stop tokens too (the model's own template is kept when None)."""
+    from athanor.text.lf_templates import LF_TEMPLATES
+
+    if template is None:
+        return
+    tokenizer.chat_template = template_source(template, tokenizer, enable_thinking)
+    for word in LF_TEMPLATES[template].stop_words if template in LF_TEMPLATES else ():
+        ids = tokenizer.backend.encode(word, add_special_tokens=False).ids
+        if len(ids) == 1:
+            tokenizer.stop_token_ids.add(ids[0])
 
 
 def _check_request(fmt: str, gguf_type: str, out: str | Path, register_as: str | None) -> Path:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from athanor.errors import AthanorError
 from athanor.train.encode import IGNORE_INDEX
 
 CE_CHUNK = 4096  # labelled rows per cross-entropy chunk: bounds the float32 upcast of (rows x vocab) logits
@@ -32,14 +33,18 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keep, targets[targets != IGNORE_INDEX]
 
 
-def summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk: int = CE_CHUNK) -> torch.Tensor:
-    """Sum of token cross-entropies of (N, V) logits, upcast to float32 one chunk of rows at a time."""
+def summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk: int = CE_CHUNK,
+                         dft: bool = False) -> torch.Tensor:
+    """Sum of token cross-entropies of (N, V) logits, upcast to float32 one chunk of rows at a time. `dft`
+    (LLaMA-Factory's use_dft_loss, Dynamic Fine-Tuning): each token's loss is weighted by its own probability,
+    exp(-loss), held constant in backward."""
     if logits.shape[0] == 0:  # no label in this micro-batch: a zero that still belongs to the graph
         return logits.sum().float() * 0.0
     total = logits.new_zeros((), dtype=torch.float32)
     for start in range(0, logits.shape[0], chunk):
         part = logits[start:start + chunk].float()
-        total = total + F.cross_entropy(part, targets[start:start + chunk], reduction="sum")
+        losses = F.cross_entropy(part, targets[start:start + chunk], reduction="none")
+        total = total + (losses * torch.exp(-losses).detach() if dft else losses).sum()
     return total
 
 
@@ -51,14 +56,18 @@ def supports_label_only_head(model: Any) -> bool:
 class SftTrainer(transformers.Trainer):
     """transformers.Trainer with the label-only LM head; schedule, checkpoints, resume and eval loss unchanged."""
 
+    dft_loss = False  # LLaMA-Factory's use_dft_loss
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
         if labels is None or not supports_label_only_head(self.accelerator.unwrap_model(model)):
+            if getattr(self, "dft_loss", False):
+                raise AthanorError("use_dft_loss needs the label-only LM head, which this model cannot use")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         keep, targets = label_positions(labels)
         kwargs = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**kwargs, logits_to_keep=keep)  # through the (maybe DDP-wrapped) forward: grads sync
-        total = summed_cross_entropy(outputs.logits, targets)
+        total = summed_cross_entropy(outputs.logits, targets, dft=getattr(self, "dft_loss", False))
         if num_items_in_batch is not None:  # gradient accumulation: divide by every micro-batch's label count
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:

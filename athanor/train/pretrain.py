@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from athanor.data.registry import REGISTRY_FILE, DatasetError, ValidationReport, read_registry
+from athanor.data.registry import REGISTRY_FILE, DatasetError, ValidationReport, check_local_entry, read_registry
 from athanor.errors import AthanorError
 from athanor.train.encode import Example
 
@@ -30,8 +30,7 @@ def resolve_text_dataset(name: str, dataset_dir: str | Path | None) -> tuple[Pat
     registry = read_registry(base)
     if name in registry:
         entry = registry[name]
-        if not isinstance(entry, dict) or "file_name" not in entry:
-            raise DatasetError(f"{name}: registry entry needs a file_name")
+        check_local_entry(name, entry)
         if entry.get("ranking"):
             raise DatasetError(f"{name} holds preference pairs; stage: pt needs plain text")
         columns = entry.get("columns") or {}

@@ -14,6 +14,14 @@ from athanor.train.config import load_config
 def train(config_path: str | Path, overrides: list[str] | None = None, echo: Callable[[str], None] = print) -> Path:
     """Run the training a YAML file describes; returns output_dir. All config problems raise before any loading."""
     cfg = load_config(config_path, overrides)
+    for note in cfg.notes:  # the LLaMA-Factory keys accepted as no-ops, one line per reason
+        echo(note)
+    if cfg.stage == "rm":
+        from athanor.train.rm import run_rm
+
+        out = run_rm(cfg, echo)
+        echo(f"done: reward model (adapter/model + value_head.safetensors) and logs in {out}")
+        return out
     if cfg.stage == "dpo":
         from athanor.train.dpo import run_dpo  # transformers/peft load only now
 

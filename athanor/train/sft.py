@@ -31,6 +31,7 @@ from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, estimate_memory, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.encode import Example, collate, encode_conversation, pack_examples
+from athanor.train.export import use_template
 
 if TYPE_CHECKING:
     from athanor.models.checkpoint import Checkpoint
@@ -57,10 +58,12 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     base = resolve_base(cfg.model_name_or_path)
     gguf = None if base.is_dir() else load_checkpoint(base)  # our dequantizer; checks the file before data work
     tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
+    use_template(tokenizer, cfg.template, cfg.enable_thinking)  # a LLaMA-Factory name, chatml, Jinja, or the model's
     # 2. Data: validate every record, tokenize with the model's template, split, pack.
     train_rows, eval_rows, num_examples = build_datasets(cfg, tokenizer, echo)
     # 3. Model: transformers + peft.
     model = load_model(cfg, base, gguf, packed_attention=True)
+    save_pissa_init(cfg, model)
     width = max(len(r.input_ids) for r in train_rows)
     echo(estimate_memory(model, cfg.per_device_train_batch_size, width, cfg.gradient_checkpointing).summary())
     # 4. Train.
@@ -118,7 +121,30 @@ def resolve_base(name_or_path: str) -> Path:
 
 def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
                    ) -> tuple[list[Example], list[Example], int]:
-    """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked."""
+    """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked. With
+    tokenized_path (LLaMA-Factory's): rows saved there by an earlier run are loaded instead (the dataset keys are
+    then not read), else this run's rows are saved there."""
+    if cfg.tokenized_path is None:
+        return _build_datasets(cfg, tokenizer, echo)
+    file = Path(cfg.tokenized_path) / TOKENIZED_FILE
+    if file.is_file():
+        saved = json.loads(file.read_text(encoding="utf-8"))
+        train, held_out = ([Example(**r) for r in saved[k]] for k in ("train", "eval"))
+        echo(f"loaded {len(train)} rows, {len(held_out)} held out from {file} (dataset keys not read)")
+        return train, held_out, saved["num_samples"]
+    train, held_out, num = _build_datasets(cfg, tokenizer, echo)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    rows = {"train": [vars(r) for r in train], "eval": [vars(r) for r in held_out], "num_samples": num}
+    file.write_text(json.dumps(rows), encoding="utf-8")
+    echo(f"tokenized rows saved to {file}; later runs with this tokenized_path load them")
+    return train, held_out, num
+
+
+TOKENIZED_FILE = "athanor_tokenized.json"
+
+
+def _build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str], None] = print
+                    ) -> tuple[list[Example], list[Example], int]:
     examples = _examples(cfg, cfg.dataset, tokenizer, echo)
     if not examples:
         raise AthanorError(f"no sample keeps any assistant token within cutoff_len={cfg.cutoff_len}; raise it")
@@ -153,8 +179,15 @@ def _sft_examples(cfg: TrainConfig, names: list[str], tokenizer: Tokenizer, echo
     for report in reports:
         echo(f"dataset {report.summary()}")
     assert all(isinstance(s, Conversation) for s in samples), "config checks keep preference data out of sft"
-    return [encode_conversation(tokenizer, s.messages, s.tools, chat_template=cfg.template,
+    return [encode_conversation(tokenizer, with_system(s.messages, cfg.default_system), s.tools,
                                 cutoff_len=cfg.cutoff_len) for s in samples]
+
+
+def with_system(messages: list[dict], system: str | None) -> list[dict]:
+    """LLaMA-Factory's default_system: the system prompt of samples that bring none."""
+    if system is None or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
 
 
 def _pt_examples(cfg: TrainConfig, names: list[str], tokenizer: Tokenizer, echo: Callable[[str], None]
@@ -220,6 +253,8 @@ def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None, packed_att
         use_packed_attention(model)
     if cfg.finetuning_type == "lora":
         return _with_lora(cfg, model)
+    if cfg.finetuning_type == "oft":
+        return _with_oft(cfg, model)
     if cfg.finetuning_type == "freeze":
         _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
     return model
@@ -242,15 +277,54 @@ def _model_from_gguf(base: Path, gguf: Checkpoint) -> Any:
 
 
 def _with_lora(cfg: TrainConfig, model: Any) -> Any:
-    from peft import LoraConfig, get_peft_model
+    """A new LoRA (with LF's variants: DoRA, rsLoRA, PiSSA init, extra fully-trained modules), or training continued
+    on adapter_name_or_path: every adapter but the last is merged in first (the last too with create_new_adapter)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
 
+    adapters = [a.strip() for a in (cfg.adapter_name_or_path or "").split(",") if a.strip()]
+    keep = adapters[-1] if adapters and not cfg.create_new_adapter else None
+    for path in adapters if keep is None else adapters[:-1]:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    if keep is not None:
+        return PeftModel.from_pretrained(model, keep, is_trainable=True)
     target = "all-linear" if cfg.lora_target == "all" else cfg.lora_target
+    init: Any = True
+    if cfg.pissa_init:
+        init = "pissa" if cfg.pissa_iter == -1 else f"pissa_niter_{cfg.pissa_iter}"
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.effective_lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=target, task_type="CAUSAL_LM")
+                      target_modules=target, task_type="CAUSAL_LM", use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
+                      init_lora_weights=init, modules_to_save=cfg.additional_target or None)
     try:
         return get_peft_model(model, lora)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"
         raise AthanorError(" ".join(f"lora_target: {e}".split())) from None
+
+
+def _with_oft(cfg: TrainConfig, model: Any) -> Any:
+    """Orthogonal fine-tuning adapters (peft OFT), with LLaMA-Factory's keys: oft_rank or oft_block_size,
+    oft_target, module_dropout, additional_target."""
+    from peft import OFTConfig, get_peft_model
+
+    target = "all-linear" if cfg.oft_target == "all" else cfg.oft_target
+    oft = OFTConfig(r=cfg.oft_rank, oft_block_size=cfg.oft_block_size, target_modules=target,
+                    module_dropout=cfg.module_dropout, modules_to_save=cfg.additional_target or None,
+                    task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, oft)
+    except ValueError as e:  # e.g. a layer width that oft_block_size does not divide
+        raise AthanorError(" ".join(f"oft: {e}".split())) from None
+
+
+def loraplus_optimizer(cfg: TrainConfig, model: Any) -> Any:
+    """LoRA+ (loraplus_lr_ratio): peft's optimizer with the B matrices at ratio x the learning rate; None when off."""
+    if cfg.loraplus_lr_ratio is None or not _is_peft(model):
+        return None
+    import torch.optim
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
+                                     loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay,
+                                     betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
 
 
 def _freeze_all_but_last_layers(model: Any, num_layers: int) -> None:
@@ -272,11 +346,14 @@ def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: lis
     from athanor.train.fast_loss import SftTrainer
 
     pad_id = pad_token_id(tokenizer)
-    return SftTrainer(
+    trainer = SftTrainer(
         model=model, args=training_arguments(cfg, bool(eval_rows)), train_dataset=ListDataset(train_rows),
         eval_dataset=ListDataset(eval_rows) if eval_rows else None,
         data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
+        optimizers=(loraplus_optimizer(cfg, model), None),
     )
+    trainer.dft_loss = cfg.use_dft_loss
+    return trainer
 
 
 def describe_launch(args: Any) -> str | None:
@@ -295,23 +372,48 @@ def training_arguments(cfg: TrainConfig, has_eval: bool) -> Any:
     """The config's optimisation keys as `transformers.TrainingArguments` (shared by every recipe)."""
     import transformers
 
+    eval_strategy = (cfg.eval_strategy or "steps") if has_eval else "no"
     return transformers.TrainingArguments(
         output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size or cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
+        # transformers 5: a float below 1 is a share of the steps; LF's warmup_steps wins when set
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
+        optim=cfg.optim, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16, fp16=cfg.fp16,
         gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed, data_seed=cfg.seed,
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.save_steps if has_eval else None,
+        logging_steps=cfg.logging_steps, save_strategy=cfg.save_strategy, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, save_only_model=cfg.save_only_model,
+        eval_strategy=eval_strategy, eval_steps=(cfg.eval_steps or cfg.save_steps) if has_eval else None,
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(), include_num_input_tokens_seen="all",
         prediction_loss_only=True,  # eval reports eval_loss; SftTrainer's logits are label rows only
     )
 
 
+PISSA_INIT = "pissa_init"
+
+
+def save_pissa_init(cfg: TrainConfig, model: Any) -> None:
+    """PiSSA moves the principal components out of the base weights; to give an adapter for the *unchanged* base,
+    the initial adapter is kept (as peft asks: saved with init_lora_weights=True) and used when saving."""
+    if not (cfg.pissa_init and _is_peft(model)):
+        return
+    lora = model.peft_config["default"]
+    init, lora.init_lora_weights = lora.init_lora_weights, True
+    model.save_pretrained(str(Path(cfg.output_dir) / PISSA_INIT), save_embedding_layers=False)
+    lora.init_lora_weights = init
+
+
 def save_model(trainer: Any, out: Path) -> None:
+    """The adapter (or whole model). A PiSSA adapter is saved converted to a plain LoRA of the original base (what
+    LLaMA-Factory's pissa_convert writes), so chat/export merge it into the base they load."""
+    init = out / PISSA_INIT
+    if _is_peft(trainer.model) and (init / "adapter_config.json").is_file():
+        trainer.model.save_pretrained(str(out), save_embedding_layers=False,
+                                      path_initial_model_for_weight_conversion=str(init))
+        return
     if _is_peft(trainer.model):
         # peft would also save the (frozen, unchanged) lm_head / embedding base weights when LoRA targets them
         # ("save_embedding_layers"); those are only needed after resizing the vocabulary, which we never do.

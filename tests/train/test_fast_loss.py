@@ -61,3 +61,22 @@ def test_loss_and_gradients_match_transformers(tiny_hf_dir, num_items):
     assert torch.allclose(ours, reference, atol=1e-5), (ours, reference)
     for p, g in zip(model.parameters(), ref_grads):
         assert torch.allclose(p.grad, g, atol=1e-5)
+
+
+def test_dft_weights_each_token_loss_by_its_detached_probability():
+    """LLaMA-Factory's DFT loss: sum of CE_i * p_i with p_i = exp(-CE_i) held constant in backward."""
+    import torch.nn.functional as F
+
+    from athanor.train.fast_loss import summed_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(7, 11, requires_grad=True)
+    targets = torch.randint(0, 11, (7,))
+    got = summed_cross_entropy(logits, targets, chunk=3, dft=True)
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    want = (ce * torch.exp(-ce).detach()).sum()
+    torch.testing.assert_close(got, want)
+    (g_got,) = torch.autograd.grad(got, logits)
+    (g_want,) = torch.autograd.grad(want, logits)
+    torch.testing.assert_close(g_got, g_want)
+    assert not torch.allclose(got, ce.sum())
