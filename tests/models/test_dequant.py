@@ -62,9 +62,9 @@ def test_3d_shape_and_no_aliasing() -> None:
 
 
 def test_unsupported_type_names_tensor_and_type() -> None:
-    raw = torch.zeros(22, dtype=torch.uint8)  # one Q5_0 block
-    with pytest.raises(ModelFormatError, match=r"blk\.0\.attn_q\.weight.*Q5_0"):
-        dequantize(raw, int(Q.Q5_0), (32,), "blk.0.attn_q.weight")
+    raw = torch.zeros(24, dtype=torch.uint8)  # one Q5_1 block
+    with pytest.raises(ModelFormatError, match=r"blk\.0\.attn_q\.weight.*Q5_1"):
+        dequantize(raw, int(Q.Q5_1), (32,), "blk.0.attn_q.weight")
 
 
 def test_wrong_byte_count_is_a_format_error() -> None:
