@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 
 # architecture name -> features that differ inside the Llama family
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
 
 _HF_ARCH_NAMES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "Gemma3ForCausalLM": "gemma3",
 }
 
 
@@ -40,6 +41,12 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # bias on q/k/v projections (Qwen2)
     qk_norm: bool = False  # RMSNorm on q and k per head (Qwen3)
+    # Gemma 3 (nn/gemma3.py) only:
+    layer_types: list[str] | None = None  # per layer "sliding_attention" or "full_attention"
+    sliding_window: int = 0  # sliding layers attend to the last this many positions (0: no window)
+    rope_local_theta: float = 10000.0  # RoPE base of the sliding layers (rope_theta is the full layers')
+    query_pre_attn_scalar: float = 0.0  # attention scale is this ** -0.5; 0 -> head_dim
+    hidden_act: str = "silu"  # MLP gate activation: silu (Llama family) or gelu_pytorch_tanh (Gemma)
     extra: dict = field(default_factory=dict)  # informational fields (e.g. sliding_window) kept for `show`
 
     def __post_init__(self) -> None:
@@ -64,6 +71,8 @@ class ModelConfig:
                 f"unsupported architecture {name!r}; supported: {', '.join(_HF_ARCH_NAMES)}"
             )
         heads = cfg["num_attention_heads"]
+        if arch == "gemma3":
+            return _gemma3_from_hf(cfg)
         return cls(
             arch=arch,
             vocab_size=cfg["vocab_size"],
@@ -101,6 +110,9 @@ class ModelConfig:
             if self.qk_norm:
                 layer |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
             shapes |= {p + name: shape for name, shape in layer.items()}
+        if self.arch == "gemma3":
+            for n in range(self.num_hidden_layers):
+                shapes |= {f"model.layers.{n}.{k}_feedforward_layernorm.weight": (h,) for k in ("pre", "post")}
         return shapes
 
     def num_parameters(self) -> int:
@@ -118,3 +130,32 @@ def _rope_scaling(cfg: dict) -> dict | None:
     if not params or (params.get("rope_type") or params.get("type")) in (None, "default"):
         return None
     return {k: v for k, v in params.items() if k != "rope_theta"}
+
+
+def _gemma3_from_hf(cfg: dict) -> ModelConfig:
+    """Gemma 3 text config (Gemma3ForCausalLM): per-layer-type RoPE, sliding window, GELU, scaled queries."""
+    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if cfg.get(key) is not None:
+            raise UnsupportedArchitectureError(f"gemma3 with {key} is not supported")
+    rope = cfg.get("rope_parameters") or {}
+    full, local = rope.get("full_attention") or {}, rope.get("sliding_attention") or {}
+    heads, n_layers = cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    pattern = cfg.get("sliding_window_pattern", 6)
+    layer_types = cfg.get("layer_types") or [
+        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+    scaling = {k: v for k, v in full.items() if k != "rope_theta"} or cfg.get("rope_scaling")
+    if scaling and (scaling.get("rope_type") or scaling.get("type")) in (None, "default"):
+        scaling = None
+    return ModelConfig(
+        arch="gemma3", vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
+        intermediate_size=cfg["intermediate_size"], num_hidden_layers=n_layers, num_attention_heads=heads,
+        num_key_value_heads=cfg.get("num_key_value_heads") or heads, head_dim=cfg.get("head_dim") or 256,
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=full.get("rope_theta") or cfg.get("rope_theta", 1_000_000.0), rope_scaling=scaling,
+        max_position_embeddings=cfg.get("max_position_embeddings", 32768),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", True), attention_bias=cfg.get("attention_bias", False),
+        qk_norm=True, layer_types=layer_types, sliding_window=cfg.get("sliding_window") or 0,
+        rope_local_theta=local.get("rope_theta") or cfg.get("rope_local_base_freq", 10000.0),
+        query_pre_attn_scalar=cfg.get("query_pre_attn_scalar", 256),
+        hidden_act=cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh",
+    )

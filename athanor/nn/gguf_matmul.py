@@ -74,6 +74,7 @@ class GGUFWeight:
         self.raw = raw.view(out_features, row_bytes)  # a view: contiguous by construction of the file
         assert self.raw.is_contiguous()
         self.ggml_type, self.out_features, self.in_features = ggml_type, out_features, in_features
+        self.row_order: torch.Tensor | None = None  # see with_row_order
 
     @property
     def type_name(self) -> str:
@@ -83,15 +84,23 @@ class GGUFWeight:
     def nbytes(self) -> int:
         return self.raw.numel()
 
-    def rows(self, index: torch.Tensor) -> GGUFWeight:
-        """The weight made of rows `index` (a copy: e.g. llama.cpp's q/k row permutation undone)."""
-        return GGUFWeight(self.raw.index_select(0, index), self.ggml_type, index.numel(), self.in_features)
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+    def with_row_order(self, index: torch.Tensor) -> GGUFWeight:
+        """The weight whose row i is this one's row index[i], without moving bytes: the matmul picks its
+        output columns instead (how llama.cpp's q/k row permutation is undone)."""
+        w = GGUFWeight(self.raw, self.ggml_type, self.out_features, self.in_features)
+        w.row_order = index.to(torch.long) if self.row_order is None else self.row_order[index]
+        return w
 
     def dequantize(self) -> torch.Tensor:
         """(out, in) float32, through athanor.models.dequant (bit for bit llama.cpp's reference)."""
         from athanor.models.dequant import dequantize
 
-        return dequantize(self.raw.reshape(-1), self.ggml_type, (self.out_features, self.in_features))
+        w = dequantize(self.raw.reshape(-1), self.ggml_type, (self.out_features, self.in_features))
+        return w if self.row_order is None else w[self.row_order]
 
     def __repr__(self) -> str:
         return f"GGUFWeight({self.type_name}, out={self.out_features}, in={self.in_features}, {self.nbytes} B)"
@@ -119,12 +128,17 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     if bias is not None:
         bias = bias.float().contiguous()
         assert bias.shape == (w.out_features,), f"bias shape {tuple(bias.shape)} != ({w.out_features},)"
+    fused_bias = bias if w.row_order is None else None  # bias is in the reordered rows' order
     status = _lib(portable).athg_matmul(
         w.ggml_type, w.raw.data_ptr(), w.out_features, w.in_features, x.data_ptr(), M, x.stride(0),
-        bias.data_ptr() if bias is not None else None, y.data_ptr(), num_threads or torch.get_num_threads())
+        fused_bias.data_ptr() if fused_bias is not None else None, y.data_ptr(),
+        num_threads or torch.get_num_threads())
     if status != 0:
         raise MemoryError("gguf_matmul: cannot allocate scratch memory")
-    return y
+    if w.row_order is None:
+        return y
+    y = y[:, w.row_order]
+    return y if bias is None else y.add_(bias)
 
 
 def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> torch.Tensor:
@@ -132,6 +146,8 @@ def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> tor
     ids = ids.reshape(-1).to(torch.long).contiguous()
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= w.out_features):
         raise IndexError(f"row id out of range for a table of {w.out_features} rows")
+    if w.row_order is not None:
+        ids = w.row_order[ids]
     out = torch.empty((ids.numel(), w.in_features), dtype=torch.float32)
     if ids.numel():
         status = _lib(portable).athg_get_rows(w.ggml_type, w.raw.data_ptr(), w.in_features, ids.data_ptr(),
@@ -139,3 +155,30 @@ def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> tor
         if status != 0:
             raise MemoryError("get_rows: cannot allocate scratch memory")
     return out
+
+
+class BlockParts:
+    """One Linear's weight as GGUF blocks: the parts of a fused matrix (q | k | v, gate | up) stacked along the
+    output, each in its own type (a Q4_K_M file mixes them), each a view of the file: nothing concatenated."""
+
+    def __init__(self, parts: list[GGUFWeight]) -> None:
+        assert parts and len({p.in_features for p in parts}) == 1
+        self.parts = parts
+        self.in_features, self.out_features = parts[0].in_features, sum(p.out_features for p in parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x (M, in) -> (M, out) float32."""
+        if len(self.parts) == 1:
+            return gguf_matmul(x, self.parts[0], bias)
+        y = torch.cat([gguf_matmul(x, p) for p in self.parts], dim=1)
+        return y if bias is None else y.add_(bias)
+
+    def dequantize(self) -> torch.Tensor:
+        return torch.cat([p.dequantize() for p in self.parts])
+
+    def __repr__(self) -> str:
+        return f"BlockParts({', '.join(map(repr, self.parts))})"

@@ -121,9 +121,13 @@ class Linear(nn.Module):
 
 
 def _qmatmul(x: torch.Tensor, qweight, bias: torch.Tensor | None) -> torch.Tensor:
+    """Either block format: nn/quant.QuantizedWeight (re-packed Q4_1/Q8_0) or nn/gguf_matmul.BlockParts (the
+    file's own blocks). Threads: torch.get_num_threads() (results identical for any count)."""
+    if hasattr(qweight, "matmul"):
+        return qweight.matmul(x.reshape(-1, x.shape[-1]), bias).view(*x.shape[:-1], -1)
     from athanor.nn.quant import qmatmul
 
-    return qmatmul(x, qweight, bias)  # threads: torch.get_num_threads() (results identical for any count)
+    return qmatmul(x, qweight, bias)
 
 
 @functools.cache  # probed once per process: it runs a tiny GEMM
@@ -158,8 +162,13 @@ class Embedding(nn.Module):
     def __init__(self, vocab: int, hidden: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab, hidden))
+        self.qweight = None  # nn/gguf_matmul.GGUFWeight: the table stays in its GGUF blocks, rows decoded on lookup
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.qweight is not None:
+            from athanor.nn.gguf_matmul import get_rows
+
+            return get_rows(self.qweight, ids).view(*ids.shape, -1)
         return F.embedding(ids, self.weight)
 
 

@@ -152,9 +152,12 @@ class LlamaModel(nn.Module):
             x = layer(x, cos, sin, meta)
         return self.norm(x).float()
 
-    def load_hf_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict."""
-        expected = self.config.hf_tensor_shapes().keys()
+    def load_hf_tensors(self, tensors: dict[str, torch.Tensor], keep_blocks: bool = False) -> None:
+        """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict.
+        GGUF block weights in it (models/gguf.py keep_blocks) stay in their blocks when `keep_blocks`, else
+        they are dequantized."""
+        adopted = _adopt_blocks(self, tensors, keep_blocks)  # our parameter names now held as blocks
+        expected = self.config.hf_tensor_shapes().keys() - {n for p in adopted for n in _source_names(p)}
         if self.config.tie_word_embeddings:
             tensors.pop("lm_head.weight", None)
         missing = sorted(expected - tensors.keys())
@@ -162,6 +165,9 @@ class LlamaModel(nn.Module):
             raise ModelFormatError(f"checkpoint is missing {len(missing)} tensors, e.g. {missing[:3]}")
         ours = {}
         for name, param in self.named_parameters(remove_duplicate=False):
+            if name in adopted or (name == "lm_head.weight" and "embed_tokens.weight" in adopted
+                                   and self.config.tie_word_embeddings):
+                continue
             src = ours.get("embed_tokens.weight") if name == "lm_head.weight" and self.config.tie_word_embeddings else None
             src = src if src is not None else _fused_source(name, tensors)
             if _is_transposed(self, name):
@@ -180,6 +186,46 @@ class LlamaModel(nn.Module):
 def _is_transposed(model: nn.Module, param_name: str) -> bool:
     module_name, _, leaf = param_name.rpartition(".")
     return leaf == "weight" and isinstance(model.get_submodule(module_name), Linear)
+
+
+def _source_names(name: str) -> list[str]:
+    """The Hugging Face tensor names behind one of our parameter names (several where we fuse)."""
+    hf = "model." + name if not name.startswith("lm_head") else name
+    if ".qkv_proj." in hf:
+        return [hf.replace("qkv_proj", p) for p in ("q_proj", "k_proj", "v_proj")]
+    if ".gate_up_proj." in hf:
+        return [hf.replace("gate_up_proj", p) for p in ("gate_proj", "up_proj")]
+    return [hf]
+
+
+def _adopt_blocks(model: nn.Module, tensors: dict, keep: bool) -> set[str]:
+    """Matrices given as GGUF blocks (nn/gguf_matmul.GGUFWeight): with `keep`, each module whose sources are all
+    blocks takes them as its `qweight` (its float weight left empty); every other block tensor is dequantized.
+    Returns the parameter names now held as blocks."""
+    from athanor.nn.gguf_matmul import BlockParts, GGUFWeight
+
+    adopted: set[str] = set()
+    if not any(isinstance(t, GGUFWeight) for t in tensors.values()):
+        return adopted
+    tied = model.config.tie_word_embeddings
+    for mname, module in model.named_modules() if keep else []:
+        if not isinstance(module, (Linear, LMHead, Embedding)) or (isinstance(module, LMHead) and tied):
+            continue
+        names = _source_names(f"{mname}.weight")
+        srcs = [tensors.get(n) for n in names]
+        if all(isinstance(src, GGUFWeight) for src in srcs):
+            for n in names:
+                tensors.pop(n)
+            module.qweight = srcs[0] if isinstance(module, Embedding) else BlockParts(srcs)
+            module.weight = nn.Parameter(torch.empty(0), requires_grad=False)
+            adopted.add(f"{mname}.weight")
+    if tied and "embed_tokens.weight" in adopted:  # the head reads the embedding's blocks
+        model.lm_head.qweight = BlockParts([model.embed_tokens.qweight])
+        model.lm_head.weight = model.embed_tokens.weight
+    for name, t in tensors.items():
+        if isinstance(t, GGUFWeight):
+            tensors[name] = t.dequantize()
+    return adopted
 
 
 def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -208,20 +254,27 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
 
     `quant` (CPU, float32 math): {"linear": kind, "lm_head": kind} with kind "q4_1" / "q8_0": those matmuls read
     GGUF-style block weights through athanor's AVX2 kernels (nn/quant.py) instead of `weight_dtype`.
+    {"blocks": True}: GGUF block tensors in `tensors` (models/gguf.py keep_blocks) run in their own format
+    (nn/gguf_matmul.py); without it they are dequantized here.
 
     Built on the CPU without a meta-device context: every parameter starts as torch.empty (no init work) and is
     replaced by the checkpoint's tensor; the meta context would pull in torch's compiler stack (~1 s).
     """
-    model = LlamaModel(cfg)
-    model.load_hf_tensors(tensors)
-    model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
-    model = model.to(device=device, dtype=dtype).eval()
     on_cpu_fp32 = dtype == torch.float32 and str(device) == "cpu"
     assert not quant or on_cpu_fp32, "quantized kernels are CPU, float32 math"
+    if cfg.arch == "gemma3":
+        from athanor.nn.gemma3 import Gemma3Model
+
+        model = Gemma3Model(cfg)
+    else:
+        model = LlamaModel(cfg)
+    model.load_hf_tensors(tensors, keep_blocks=bool((quant or {}).get("blocks")))
+    model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
+    model = model.to(device=device, dtype=dtype).eval()
     pack = weight_dtype == torch.float16 and on_cpu_fp32  # FBGEMM fp16 weights, fp32 math: half the bytes
     assert pack or weight_dtype in (None, dtype), "weights in another dtype than the math only via FBGEMM on CPU"
     for module in model.modules():
-        if not isinstance(module, (Linear, LMHead)):
+        if not isinstance(module, (Linear, LMHead)) or module.qweight is not None:
             continue
         kind = _quant_kind(module, quant)
         if kind:

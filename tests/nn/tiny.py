@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-ARCHS = ["llama", "llama3", "mistral", "qwen2", "qwen3"]
+ARCHS = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3"]
 
 
 def tiny_hf_model(arch: str, seed: int = 0, vocab: int = 256):
@@ -32,6 +32,13 @@ def tiny_hf_model(arch: str, seed: int = 0, vocab: int = 256):
     elif arch == "qwen3":
         cfg = tf.Qwen3Config(**common, head_dim=32, use_sliding_window=False)  # head_dim != hidden/heads
         model = tf.Qwen3ForCausalLM(cfg)
+    elif arch == "gemma3":  # a sliding layer (window 8, local RoPE base) then a global one; tied; GELU
+        common["tie_word_embeddings"] = True
+        cfg = tf.Gemma3TextConfig(**common, head_dim=32, query_pre_attn_scalar=24, sliding_window=8,
+                                  layer_types=["sliding_attention", "full_attention"],
+                                  rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                                   "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+        model = tf.Gemma3ForCausalLM(cfg)
     else:
         raise ValueError(arch)
     with torch.no_grad():  # random biases/norms so those code paths matter in the comparison
