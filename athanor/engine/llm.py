@@ -92,7 +92,7 @@ class LLM:
         from athanor.models.lora import merge_adapters
         from athanor.nn.llama import build_model
 
-        ckpt = load_checkpoint(manifest.weights)
+        ckpt = load_checkpoint(manifest.weights, keep_blocks=not manifest.adapters)  # build_model decides their use
         if manifest.adapters:
             ckpt.tensors = merge_adapters(ckpt.tensors, manifest.adapters)
         if manifest.template:

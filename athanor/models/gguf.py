@@ -399,18 +399,27 @@ def _load_tensor(buf: mmap.mmap, header: GGUFHeader, info: GGUFTensorInfo) -> to
         raise ModelFormatError(f"{header.path.name}: {e}") from None
 
 
-def _block_tensor(buf: mmap.mmap, info: GGUFTensorInfo):
+def _block_tensor(block_buf: mmap.mmap, info: GGUFTensorInfo):
     """A matrix kept in its GGUF blocks (nn/gguf_matmul.GGUFWeight, a view of the mapped file), or None when
-    its type has no block kernel."""
+    its type has no block kernel. The weight holds `block_buf`, a mapping that is never closed: torch.frombuffer
+    does not pin it, and closing it under a live view would unmap the weights."""
     from athanor.nn.gguf_matmul import GGUFWeight, supports
 
     if len(info.shape) != 2 or info.nbytes is None or not supports(info.ggml_type, info.shape[1]):
         return None
-    raw = torch.frombuffer(buf, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
-    return GGUFWeight(raw, info.ggml_type, *info.shape)
+    raw = torch.frombuffer(block_buf, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
+    w = GGUFWeight(raw, info.ggml_type, *info.shape)
+    w.mapping = block_buf  # keeps the mapping alive as long as the weight
+    return w
+
+
+def _block_mapping(path: Path) -> mmap.mmap:
+    with open(path, "rb") as f:  # copy-on-write: torch.frombuffer wants a writable buffer; pages stay the file's
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
 
 
 def _hf_tensors(buf: mmap.mmap, header: GGUFHeader, config: ModelConfig, keep_blocks: bool) -> dict[str, Any]:
+    block_buf = _block_mapping(header.path) if keep_blocks else None
     tensors = {}
     for info in header.tensors.values():
         if info.name == "rope_freqs.weight":  # folded into config.rope_scaling
@@ -418,7 +427,7 @@ def _hf_tensors(buf: mmap.mmap, header: GGUFHeader, config: ModelConfig, keep_bl
         name = hf_name(info.name, config.arch)
         if name is None:
             raise ModelFormatError(f"{header.path.name}: unexpected tensor {info.name!r} for a {config.arch} model")
-        w = _block_tensor(buf, info) if keep_blocks else None
+        w = _block_tensor(block_buf, info) if keep_blocks else None
         w = w if w is not None else _load_tensor(buf, header, info)  # (out_features, in_features) for matrices
         if config.arch in _PERMUTED_ARCHS and (".attn_q." in info.name or ".attn_k." in info.name):
             n_head = config.num_attention_heads if ".attn_q." in info.name else config.num_key_value_heads

@@ -89,8 +89,9 @@ class Gemma3Model(LlamaModel):
         types = cfg.layer_types or ["full_attention"] * cfg.num_hidden_layers
         self.layers = nn.ModuleList(Gemma3Layer(cfg, t == "sliding_attention") for t in types)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
-        self.rotary_local = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_local_theta, None)
+        P = cfg.max_position_embeddings
+        self.rotary = RotaryEmbedding(cfg.head_dim, P, cfg.rope_theta, cfg.rope_scaling, lazy=True)
+        self.rotary_local = RotaryEmbedding(cfg.head_dim, P, cfg.rope_local_theta, None, lazy=True)
         self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight

@@ -92,6 +92,7 @@ class GGUFWeight:
         """The weight whose row i is this one's row index[i], without moving bytes: the matmul picks its
         output columns instead (how llama.cpp's q/k row permutation is undone)."""
         w = GGUFWeight(self.raw, self.ggml_type, self.out_features, self.in_features)
+        w.mapping = getattr(self, "mapping", None)
         w.row_order = index.to(torch.long) if self.row_order is None else self.row_order[index]
         return w
 
@@ -113,10 +114,18 @@ def _lib(portable: bool) -> ctypes.CDLL:
     return lib
 
 
+_PARALLEL_BYTES = 1 << 20  # below this much weight work a second thread costs more (join) than it saves
+
+
+def _threads(w: GGUFWeight, M: int) -> int:
+    return torch.get_num_threads() if w.nbytes * M >= _PARALLEL_BYTES else 1
+
+
 def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None, *,
                 num_threads: int | None = None, portable: bool = False) -> torch.Tensor:
     """x (M, in) float -> (M, out) float32 = x @ W^T (+ bias), x quantized to int8 per block on the way.
-    portable: the plain C build (no AVX2), for tests of the fallback."""
+    num_threads: OpenMP threads over output rows (default: torch's count for big products, 1 for small ones);
+    the result is the same bit for bit for any value. portable: the plain C build (no AVX2), for tests."""
     if x.dim() != 2 or x.shape[1] != w.in_features:
         raise ValueError(f"x must be (M, {w.in_features}), got shape {tuple(x.shape)}")
     if x.dtype != torch.float32 or x.stride(1) != 1:
@@ -131,8 +140,7 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     fused_bias = bias if w.row_order is None else None  # bias is in the reordered rows' order
     status = _lib(portable).athg_matmul(
         w.ggml_type, w.raw.data_ptr(), w.out_features, w.in_features, x.data_ptr(), M, x.stride(0),
-        fused_bias.data_ptr() if fused_bias is not None else None, y.data_ptr(),
-        num_threads or torch.get_num_threads())
+        fused_bias.data_ptr() if fused_bias is not None else None, y.data_ptr(), num_threads or _threads(w, M))
     if status != 0:
         raise MemoryError("gguf_matmul: cannot allocate scratch memory")
     if w.row_order is None:
