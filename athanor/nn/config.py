@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 
 # architecture name -> features that differ inside the Llama family
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3")
 
 _HF_ARCH_NAMES = {
     "LlamaForCausalLM": "llama",
@@ -19,6 +19,7 @@ _HF_ARCH_NAMES = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
 }
 
 
@@ -43,7 +44,8 @@ class ModelConfig:
     qk_norm: bool = False  # RMSNorm on q and k per head (Qwen3)
     # Gemma 3 (nn/gemma3.py) only:
     layer_types: list[str] | None = None  # per layer "sliding_attention" or "full_attention"
-    sliding_window: int = 0  # sliding layers attend to the last this many positions (0: no window)
+    # attend to the last this many positions (0: no window): Gemma 3's sliding layers, every Phi-3 layer
+    sliding_window: int = 0
     rope_local_theta: float = 10000.0  # RoPE base of the sliding layers (rope_theta is the full layers')
     query_pre_attn_scalar: float = 0.0  # attention scale is this ** -0.5; 0 -> head_dim
     hidden_act: str = "silu"  # MLP gate activation: silu (Llama family) or gelu_pytorch_tanh (Gemma)
@@ -73,6 +75,8 @@ class ModelConfig:
         heads = cfg["num_attention_heads"]
         if arch == "gemma3":
             return _gemma3_from_hf(cfg)
+        if arch == "phi3":
+            _check_phi3(cfg)
         return cls(
             arch=arch,
             vocab_size=cfg["vocab_size"],
@@ -90,6 +94,7 @@ class ModelConfig:
             attention_bias=cfg.get("attention_bias", arch == "qwen2"),
             qk_norm=arch == "qwen3",
             extra={k: cfg[k] for k in ("sliding_window", "torch_dtype") if k in cfg},
+            sliding_window=(cfg.get("sliding_window") or 0) if arch == "phi3" else 0,
         )
 
     def hf_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -105,6 +110,10 @@ class ModelConfig:
                      "self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h),
                      "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, q),
                      "mlp.gate_proj.weight": (i, h), "mlp.up_proj.weight": (i, h), "mlp.down_proj.weight": (h, i)}
+            if self.arch == "phi3":  # Phi-3 checkpoints hold q|k|v and gate|up already fused, as we run them
+                for a, b, c in (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj", None)):
+                    rows = sum(layer.pop(f"{n}.weight")[0] for n in (a, b, c) if n)
+                    layer[f"{a.rsplit('.', 1)[0]}.{'qkv_proj' if c else 'gate_up_proj'}.weight"] = (rows, h)
             if self.attention_bias:
                 layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
             if self.qk_norm:
@@ -159,3 +168,12 @@ def _gemma3_from_hf(cfg: dict) -> ModelConfig:
         query_pre_attn_scalar=cfg.get("query_pre_attn_scalar", 256),
         hidden_act=cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh",
     )
+
+
+def _check_phi3(cfg: dict) -> None:
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if (cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0) != 1.0:
+        raise UnsupportedArchitectureError("phi3 with partial_rotary_factor != 1 is not supported")
+    if (rope.get("rope_type") or rope.get("type") or "default") not in ("default",):
+        raise UnsupportedArchitectureError(f"phi3 rope type {rope.get('rope_type') or rope.get('type')!r} "
+                                           "(e.g. the 128k longrope models) is not supported")

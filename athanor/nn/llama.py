@@ -1,4 +1,4 @@
-"""The Llama-family decoder (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3) in plain PyTorch.
+"""The Llama-family decoder (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3, Phi-3) in plain PyTorch.
 
 Reads top to bottom: attention block, MLP block, decoder layer, model. Runs over a flat batch of new tokens
 with a paged KV cache (see attention.py); returns logits only for the rows the caller asks for, because
@@ -29,6 +29,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.scale = self.head_dim**-0.5
+        self.window = cfg.sliding_window  # Phi-3; 0 for the rest of the family
         self.kv_cache = torch.empty(0)  # (2, num_blocks, block_size, KVH, D), set by the model runner
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -41,7 +42,7 @@ class Attention(nn.Module):
             qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
         qk = apply_rope(qk, cos, sin)  # q and k heads rotated together: (N, H + KVH, D)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
-        out = paged_attention(q, k, v, self.kv_cache, meta, self.scale)  # (N, H, D)
+        out = paged_attention(q, k, v, self.kv_cache, meta, self.scale, window=self.window)  # (N, H, D)
         return self.o_proj(out.reshape(N, self.q_size))
 
 
@@ -131,7 +132,7 @@ class LlamaModel(nn.Module):
 
         cfg = self.config
         p = self.embed_tokens.weight
-        ok = (p.device.type == "cpu" and p.dtype == torch.float32 and not cfg.qk_norm
+        ok = (p.device.type == "cpu" and p.dtype == torch.float32 and not cfg.qk_norm and not cfg.sliding_window
               and cpu_ops.supports(cfg.hidden_size, cfg.intermediate_size, cfg.head_dim) and cpu_ops.available())
         self.cpu_ops = ok
         self.decode_stack = cpu_ops.DecodeStack(self) if ok and cpu_ops.DecodeStack.supports(self) else None
@@ -231,6 +232,8 @@ def _adopt_blocks(model: nn.Module, tensors: dict, keep: bool) -> set[str]:
 def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """The HF tensor(s) behind one of our parameter names, concatenated where we fuse."""
     hf = "model." + name if not name.startswith("lm_head") else name
+    if hf in tensors:  # already fused in the checkpoint (Phi-3)
+        return tensors.pop(hf)
     if ".qkv_proj." in hf:
         parts = [hf.replace("qkv_proj", p) for p in ("q_proj", "k_proj", "v_proj")]
         return torch.cat([tensors.pop(p) for p in parts], dim=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-ARCHS = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3"]
+ARCHS = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3", "phi3"]
 
 
 def tiny_hf_model(arch: str, seed: int = 0, vocab: int = 256):
@@ -39,6 +39,9 @@ def tiny_hf_model(arch: str, seed: int = 0, vocab: int = 256):
                                   rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
                                                    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
         model = tf.Gemma3ForCausalLM(cfg)
+    elif arch == "phi3":  # fused qkv_proj / gate_up_proj in the checkpoint; a sliding window of 8
+        cfg = tf.Phi3Config(**common, sliding_window=8, pad_token_id=0)
+        model = tf.Phi3ForCausalLM(cfg)
     else:
         raise ValueError(arch)
     with torch.no_grad():  # random biases/norms so those code paths matter in the comparison
