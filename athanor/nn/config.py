@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 
 # architecture name -> features that differ inside the Llama family
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3_moe")
 
 _HF_ARCH_NAMES = {
     "LlamaForCausalLM": "llama",
@@ -20,6 +20,7 @@ _HF_ARCH_NAMES = {
     "Qwen3ForCausalLM": "qwen3",
     "Gemma3ForCausalLM": "gemma3",
     "Phi3ForCausalLM": "phi3",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
 }
 
 
@@ -49,6 +50,12 @@ class ModelConfig:
     rope_local_theta: float = 10000.0  # RoPE base of the sliding layers (rope_theta is the full layers')
     query_pre_attn_scalar: float = 0.0  # attention scale is this ** -0.5; 0 -> head_dim
     hidden_act: str = "silu"  # MLP gate activation: silu (Llama family) or gelu_pytorch_tanh (Gemma)
+    # mixture of experts (qwen3_moe, nn/moe.py): 0 experts -> dense MLPs everywhere
+    num_experts: int = 0
+    num_experts_per_tok: int = 0  # top-k experts per token
+    moe_intermediate_size: int = 0  # each expert's MLP width
+    norm_topk_prob: bool = False  # renormalize the top-k router probabilities to sum to 1
+    moe_layers: list[int] = field(default_factory=list)  # layer indices whose MLP is the expert mixture
     extra: dict = field(default_factory=dict)  # informational fields (e.g. sliding_window) kept for `show`
 
     def __post_init__(self) -> None:
@@ -92,9 +99,10 @@ class ModelConfig:
             max_position_embeddings=cfg.get("max_position_embeddings", 2048),
             tie_word_embeddings=cfg.get("tie_word_embeddings", False),
             attention_bias=cfg.get("attention_bias", arch == "qwen2"),
-            qk_norm=arch == "qwen3",
+            qk_norm=arch in ("qwen3", "qwen3_moe"),
             extra={k: cfg[k] for k in ("sliding_window", "torch_dtype") if k in cfg},
             sliding_window=(cfg.get("sliding_window") or 0) if arch == "phi3" else 0,
+            **(_moe_from_hf(cfg) if arch == "qwen3_moe" else {}),
         )
 
     def hf_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -118,6 +126,14 @@ class ModelConfig:
                 layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
             if self.qk_norm:
                 layer |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
+            if n in self.moe_layers:  # router + experts instead of the dense MLP
+                for name in ("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"):
+                    layer.pop(name)
+                mi, e = self.moe_intermediate_size, self.num_experts
+                layer["mlp.gate.weight"] = (e, h)
+                for j in range(e):
+                    layer |= {f"mlp.experts.{j}.gate_proj.weight": (mi, h), f"mlp.experts.{j}.up_proj.weight": (mi, h),
+                              f"mlp.experts.{j}.down_proj.weight": (h, mi)}
             shapes |= {p + name: shape for name, shape in layer.items()}
         if self.arch == "gemma3":
             for n in range(self.num_hidden_layers):
@@ -177,3 +193,13 @@ def _check_phi3(cfg: dict) -> None:
     if (rope.get("rope_type") or rope.get("type") or "default") not in ("default",):
         raise UnsupportedArchitectureError(f"phi3 rope type {rope.get('rope_type') or rope.get('type')!r} "
                                            "(e.g. the 128k longrope models) is not supported")
+
+
+def _moe_from_hf(cfg: dict) -> dict:
+    """Qwen3-MoE: which layers route to experts (decoder_sparse_step, mlp_only_layers) and their sizes."""
+    experts = cfg.get("num_experts") or cfg.get("num_local_experts") or 0
+    step, dense = cfg.get("decoder_sparse_step", 1) or 1, set(cfg.get("mlp_only_layers") or [])
+    layers = [i for i in range(cfg["num_hidden_layers"]) if experts and i not in dense and (i + 1) % step == 0]
+    return {"num_experts": experts, "num_experts_per_tok": cfg["num_experts_per_tok"],
+            "moe_intermediate_size": cfg["moe_intermediate_size"], "norm_topk_prob": bool(cfg.get("norm_topk_prob")),
+            "moe_layers": layers}

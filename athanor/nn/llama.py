@@ -1,4 +1,4 @@
-"""The Llama-family decoder (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3, Phi-3) in plain PyTorch.
+"""The Llama-family decoder (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3, Qwen3-MoE, Phi-3) in PyTorch.
 
 Reads top to bottom: attention block, MLP block, decoder layer, model. Runs over a flat batch of new tokens
 with a paged KV cache (see attention.py); returns logits only for the rows the caller asks for, because
@@ -47,12 +47,18 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, index: int = 0) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = Attention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        if index in cfg.moe_layers:
+            from athanor.nn.moe import SparseMoE
+
+            self.mlp = SparseMoE(cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts,
+                                 cfg.num_experts_per_tok, cfg.norm_topk_prob)
+        else:
+            self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(self, x, cos, sin, meta: AttentionMetadata) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, meta)
@@ -66,7 +72,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
         self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size)
@@ -133,6 +139,7 @@ class LlamaModel(nn.Module):
         cfg = self.config
         p = self.embed_tokens.weight
         ok = (p.device.type == "cpu" and p.dtype == torch.float32 and not cfg.qk_norm and not cfg.sliding_window
+              and not cfg.moe_layers
               and cpu_ops.supports(cfg.hidden_size, cfg.intermediate_size, cfg.head_dim) and cpu_ops.available())
         self.cpu_ops = ok
         self.decode_stack = cpu_ops.DecodeStack(self) if ok and cpu_ops.DecodeStack.supports(self) else None
