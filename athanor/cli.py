@@ -24,6 +24,9 @@ def _mount_subcommands() -> None:
     from athanor.cli_ext import register as register_train_commands  # imports only typer
 
     register_train_commands(app)  # `athanor chat CONFIG`, `athanor export` (flags or CONFIG.yaml)
+    from athanor.quantize_cli import register as register_quantize_commands  # imports only typer
+
+    register_quantize_commands(app)  # `athanor quantize`, `athanor perplexity`
 
 
 _mount_subcommands()

@@ -67,8 +67,9 @@ class EngineConfig:
         """Which matmuls read block-quantized weights ({"linear": kind, "lm_head": kind}), or None.
 
         q4_1 / q8_0: the projections in that format, the LM head q8_0. gguf (and auto, where the kernels compile):
-        a file quantized to 4 bits or fewer runs its projections as q4_1 (Q4_0/Q4_1 re-pack exactly; K-quants
-        approximately), one with more bits as q8_0; a float file keeps the float path. CPU, float32 math only.
+        a Q4_0/Q4_1/Q8_0 file re-packs exactly into nn/quant.py's kernels (fp32 activations); any other quantized
+        file (K-quants, Q5_0) keeps its own blocks ({"blocks": True}: nn/gguf_matmul.py, int8 activations, weights
+        a view of the file); a float file keeps the float path. CPU, float32 math only.
         """
         import torch
 
@@ -77,9 +78,15 @@ class EngineConfig:
         from athanor.nn import quant
 
         on_cpu_fp32 = self.device == "cpu" and self.torch_dtype() == torch.float32
+        from athanor.nn import gguf_matmul
+
+        fq = (file_quantization or "").upper()
+        exact = fq in ("Q4_0", "Q4_1", "Q8_0")  # blocks that re-pack bit for bit into nn/quant.py's kernels
+        native = bool(fq) and fq not in ("F32", "F16", "BF16") and not exact  # K-quants, Q5_0 ...: own blocks
         if self.weight_dtype == "auto":  # the file's blocks where they can run, else the float path, quietly
-            exact = (file_quantization or "").upper() in ("Q4_0", "Q4_1", "Q8_0")  # blocks that re-pack bit for bit
-            return self._file_plan(file_quantization) if exact and on_cpu_fp32 and quant.available() else None
+            if exact:
+                return self._file_plan(file_quantization) if on_cpu_fp32 and quant.available() else None
+            return {"blocks": True} if native and on_cpu_fp32 and gguf_matmul.available() else None
         if not on_cpu_fp32:
             raise ValueError(f"weight_dtype {self.weight_dtype} is for CPU with dtype float32")
         if not quant.available():
@@ -87,7 +94,10 @@ class EngineConfig:
                              f"({quant.unavailable_reason()})")
         if self.weight_dtype in QUANT_KINDS:
             return {"linear": self.weight_dtype, "lm_head": "q8_0"}
-        return self._file_plan(file_quantization)
+        plan = self._file_plan(file_quantization)
+        # gguf: a K-quant (or Q5_0) file keeps its blocks (nn/gguf_matmul.py); matrices without a block kernel
+        # are re-packed as the plan says
+        return {"blocks": True, **plan} if native and gguf_matmul.available() else plan
 
     @staticmethod
     def _file_plan(file_quantization: str | None) -> dict[str, str] | None:

@@ -27,7 +27,9 @@ def memory_bytes(model: LlamaModel) -> int:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     total += sum(getattr(m, "packed_bytes", 0) for m in model.modules() if getattr(m, "packed", None) is not None)
-    total += sum(m.qweight.nbytes for m in model.modules() if getattr(m, "qweight", None) is not None)
+    qweights = {id(m.qweight): m.qweight for m in model.modules() if getattr(m, "qweight", None) is not None}
+    total += sum(w.nbytes for w in qweights.values() if not hasattr(w, "parts"))  # a tied head's parts: counted
+    total += sum(p.nbytes for w in qweights.values() for p in getattr(w, "parts", ()) if id(p) not in qweights)
     owner = getattr(model, "kv_cache_owner", None)
     return total + (owner.kv_cache.numel() * owner.kv_cache.element_size() if owner is not None else 0)
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from athanor.text.tokenizer import Tokenizer
 
 
-GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")  # general.architecture values we load
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")  # general.architecture values we load
 _PERMUTED_ARCHS = ("llama",)  # convert_hf_to_gguf permutes q/k rows for these (rope pairs adjacent)
 
 # GGUF tensor name <-> HF parameter name (without the .weight/.bias suffix)
@@ -62,6 +62,12 @@ LAYER_NAMES = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+}
+# Gemma 3's four norms per layer (llama.cpp names them after where they sit)
+GEMMA3_LAYER_NAMES = {
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
 }
 
 
@@ -344,14 +350,24 @@ def gguf_config(header: GGUFHeader, rope_freqs: torch.Tensor | None = None) -> M
         tie_word_embeddings="output.weight" not in tensors,
         attention_bias="blk.0.attn_q.bias" in tensors,
         qk_norm="blk.0.attn_q_norm.weight" in tensors,
-        extra={"sliding_window": window} if window else {},
+        extra={"sliding_window": window} if window and arch != "gemma3" else {},
+        **(_gemma3_fields(header, head_dim) if arch == "gemma3" else {}),
     )
+
+
+def _gemma3_fields(header: GGUFHeader, head_dim: int) -> dict:
+    """What llama.cpp fixes for Gemma 3 instead of storing it: every 6th layer global, the others a sliding
+    window with RoPE base 10000, queries scaled by head_dim ** -0.5, GELU (tanh) MLP."""
+    n_layers = _meta(header, "block_count")
+    return {"layer_types": ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n_layers)],
+            "sliding_window": _meta(header, "attention.sliding_window", 0) or 0, "rope_local_theta": 10000.0,
+            "query_pre_attn_scalar": float(head_dim), "hidden_act": "gelu_pytorch_tanh"}
 
 
 # ---------------------------------------------------------------- 4. tensors
 
 
-def hf_name(gguf_name: str) -> str | None:
+def hf_name(gguf_name: str, arch: str = "llama") -> str | None:
     """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`; None if not a decoder tensor."""
     m = re.fullmatch(r"(?:blk\.(\d+)\.)?(\w+)\.(weight|bias)", gguf_name)
     if m is None:
@@ -359,7 +375,8 @@ def hf_name(gguf_name: str) -> str | None:
     layer, base, kind = m.groups()
     if layer is None:
         return f"{GLOBAL_NAMES[base]}.{kind}" if base in GLOBAL_NAMES else None
-    return f"model.layers.{layer}.{LAYER_NAMES[base]}.{kind}" if base in LAYER_NAMES else None
+    names = LAYER_NAMES | GEMMA3_LAYER_NAMES if arch == "gemma3" else LAYER_NAMES
+    return f"model.layers.{layer}.{names[base]}.{kind}" if base in names else None
 
 
 def permute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -383,21 +400,45 @@ def _load_tensor(buf: mmap.mmap, header: GGUFHeader, info: GGUFTensorInfo) -> to
         raise ModelFormatError(f"{header.path.name}: {e}") from None
 
 
-def _hf_tensors(buf: mmap.mmap, header: GGUFHeader, config: ModelConfig) -> dict[str, torch.Tensor]:
+def _block_tensor(block_buf: mmap.mmap, info: GGUFTensorInfo):
+    """A matrix kept in its GGUF blocks (nn/gguf_matmul.GGUFWeight, a view of the mapped file), or None when
+    its type has no block kernel. The weight holds `block_buf`, a mapping that is never closed: torch.frombuffer
+    does not pin it, and closing it under a live view would unmap the weights."""
+    from athanor.nn.gguf_matmul import GGUFWeight, supports
+
+    if len(info.shape) != 2 or info.nbytes is None or not supports(info.ggml_type, info.shape[1]):
+        return None
+    raw = torch.frombuffer(block_buf, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
+    w = GGUFWeight(raw, info.ggml_type, *info.shape)
+    w.mapping = block_buf  # keeps the mapping alive as long as the weight
+    return w
+
+
+def _block_mapping(path: Path) -> mmap.mmap:
+    with open(path, "rb") as f:  # copy-on-write: torch.frombuffer wants a writable buffer; pages stay the file's
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+
+
+def _hf_tensors(buf: mmap.mmap, header: GGUFHeader, config: ModelConfig, keep_blocks: bool) -> dict[str, Any]:
+    block_buf = _block_mapping(header.path) if keep_blocks else None
     tensors = {}
     for info in header.tensors.values():
         if info.name == "rope_freqs.weight":  # folded into config.rope_scaling
             continue
-        name = hf_name(info.name)
+        name = hf_name(info.name, config.arch)
         if name is None:
             raise ModelFormatError(f"{header.path.name}: unexpected tensor {info.name!r} for a {config.arch} model")
-        w = _load_tensor(buf, header, info)  # (out_features, in_features) for matrices
+        w = _block_tensor(block_buf, info) if keep_blocks else None
+        w = w if w is not None else _load_tensor(buf, header, info)  # (out_features, in_features) for matrices
         if config.arch in _PERMUTED_ARCHS and (".attn_q." in info.name or ".attn_k." in info.name):
             n_head = config.num_attention_heads if ".attn_q." in info.name else config.num_key_value_heads
             if w.shape[0] != n_head * config.head_dim:
                 raise ModelFormatError(f"{header.path.name}: tensor {info.name!r} has shape {list(w.shape)}, "
                                        f"which does not fit {n_head} heads of {config.head_dim}")
-            w = unpermute_qk(w, n_head)
+            w = unpermute_qk(w, n_head) if isinstance(w, torch.Tensor) else w.with_row_order(
+                unpermute_qk(torch.arange(w.shape[0]), n_head))
+        if config.arch == "gemma3" and name.endswith("norm.weight"):
+            w = w - 1  # llama.cpp's converter stores Gemma's (1 + w); Hugging Face's tensors hold w
         tensors[name] = w
     return tensors
 
@@ -428,14 +469,18 @@ def _tokenizer(header: GGUFHeader) -> Tokenizer:
         raise ModelFormatError(f"{header.path.name}: cannot build the tokenizer ({' '.join(str(e).split())})") from None
 
 
-def load_gguf(path: str | Path) -> Checkpoint:
-    """Read a GGUF file into a Checkpoint (dequantized float32 tensors, HF names and layout)."""
+def load_gguf(path: str | Path, keep_blocks: bool = False) -> Checkpoint:
+    """Read a GGUF file into a Checkpoint (dequantized float32 tensors, HF names and layout).
+
+    keep_blocks: matrices whose type has a block kernel (nn/gguf_matmul.py: Q4_0, Q5_0, Q8_0, Q4_K, Q5_K,
+    Q6_K) stay as GGUFWeight views of the mapped file instead of float32 (build_model runs them natively or
+    dequantizes them); the rest is float32 as without it."""
     with _mapped(path) as buf:
         header = _read(buf, path)
         rope_info = header.tensors.get("rope_freqs.weight")
         rope_freqs = _load_tensor(buf, header, rope_info) if rope_info is not None else None
         config = gguf_config(header, rope_freqs)
         tokenizer = _tokenizer(header)  # before the slow part, so a bad vocabulary fails fast
-        tensors = _hf_tensors(buf, header, config)
+        tensors = _hf_tensors(buf, header, config, keep_blocks)
     info = {**_describe(header), "path": str(header.path)}
     return Checkpoint(config, tensors, tokenizer, _generation_defaults(header.metadata), info)

@@ -1,9 +1,10 @@
 """Write a model (ModelConfig + HF-named tensors + byte-level BPE tokenizer) as a GGUF file llama.cpp can run.
 
-For: `athanor export --gguf` and tests that need GGUF files, in F32/F16/BF16/Q8_0/Q4_0/Q4_1. Does what
+For: `athanor export --gguf`, `athanor quantize` and tests that need GGUF files, in F32/F16/BF16/Q8_0/Q4_0/Q4_1,
+and the llama.cpp mixes Q5_0/Q4_K_M/Q5_K_M/Q6_K (per-tensor types and K-quant blocks from gguf_quantize.py). Does what
 llama.cpp's convert_hf_to_gguf does for our architectures: llama.cpp tensor names, the Q/K row permutation
 for `llama`, Llama 3 rope scaling as a `rope_freqs.weight` tensor, the tokenizer as tokens/merges/types.
-Not for: K-quants or imatrix quantization (use llama.cpp's llama-quantize on an F16 export), SentencePiece
+Not for: imatrix quantization (use llama.cpp's llama-quantize on an F16 export), SentencePiece
 (`tokenizer.ggml.model == "llama"`) tokenizers, or reading GGUF (gguf.py).
 
 Matrices whose rows do not split into 32-weight blocks are written F16 when a block type is asked for;
@@ -31,9 +32,11 @@ if TYPE_CHECKING:
 
 TokenizerLike = Union["Tokenizer", "tokenizers.Tokenizer", str, Path]
 
-TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")
 _FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
-               "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1"}
+               "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q5_0": "MOSTLY_Q5_0", "Q4_K_M": "MOSTLY_Q4_K_M",
+               "Q5_K_M": "MOSTLY_Q5_K_M", "Q6_K": "MOSTLY_Q6_K"}
+_MIXES = ("Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")  # per-tensor types chosen by gguf_quantize.tensor_type
 # ModelConfig.arch -> general.architecture (llama.cpp writes Mistral as llama)
 _GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 # HF name (layer index as "{}", no .weight/.bias) -> GGUF name
@@ -67,6 +70,10 @@ def _encode(w: torch.Tensor, tensor_type: str) -> tuple[np.ndarray, gguf.GGMLQua
     if tensor_type == "F16" or (tensor_type.startswith("Q") and x.shape[-1] % 32):
         return x.astype(np.float16), gguf.GGMLQuantizationType.F16
     qtype = gguf.GGMLQuantizationType[tensor_type]
+    if tensor_type in ("Q4_K", "Q5_K", "Q6_K", "Q5_0"):
+        from athanor.models.gguf_quantize import quantize
+
+        return quantize(x.reshape(-1, x.shape[-1]), tensor_type).reshape(*x.shape[:-1], -1), qtype
     return gguf.quants.quantize(x, qtype), qtype
 
 
@@ -240,7 +247,12 @@ def write_gguf(
                  "add_bos_token": add_bos_token}
     _add_tokenizer(writer, tokenizer, config.vocab_size, overrides)
     for gname, w in {**_gguf_tensors(config, tensors), **_rope_tensors(writer, config)}.items():
-        array, qtype = _encode(w, tensor_type)
+        ttype = tensor_type
+        if tensor_type in _MIXES:
+            from athanor.models.gguf_quantize import tensor_type as mix_type
+
+            ttype = mix_type(gname, tuple(w.shape), tensor_type, config.num_hidden_layers, config.tie_word_embeddings)
+        array, qtype = _encode(w, ttype)
         writer.add_tensor(gname, array, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -40,11 +40,12 @@ def inspect_weights(path: str | Path) -> dict:
     return inspect_gguf(path)
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def load_checkpoint(path: str | Path, keep_blocks: bool = False) -> Checkpoint:
+    """keep_blocks: a GGUF file's block-quantized matrices stay in their blocks (see models/gguf.load_gguf)."""
     if _kind(path) == "hf":
         from athanor.models.hf import load_hf
 
         return load_hf(path)
     from athanor.models.gguf import load_gguf
 
-    return load_gguf(path)
+    return load_gguf(path, keep_blocks=keep_blocks)

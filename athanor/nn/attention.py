@@ -68,12 +68,16 @@ def paged_attention(
     kv_cache: torch.Tensor,  # (2, num_blocks, block_size, KVH, D)
     meta: AttentionMetadata,
     scale: float,
+    window: int = 0,
 ) -> torch.Tensor:
-    """Write the new k/v into their slots, then attend each sequence's queries to its cached context."""
+    """Write the new k/v into their slots, then attend each sequence's queries to its cached context.
+    window > 0 (Gemma 3's sliding layers): a query at position i sees positions j with i - window < j <= i."""
     N, H, D = q.shape
     kvh = k.shape[1]
     if meta.write_cache:
         kv_cache.view(2, -1, kvh, D).index_copy_(1, meta.slot_mapping, torch.stack((k, v)))  # one write for both
+    if window and meta.kv_len > window:
+        return _windowed(q, k, v, kv_cache, meta, scale, window)
     if meta.is_plain_prefill:  # fast path: no gather, no explicit mask
         out = _sdpa(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], None, scale, True)
         return out[0].transpose(0, 1)  # (N, H, D)
@@ -107,3 +111,35 @@ def _sdpa(q, k, v, mask, scale, is_causal) -> torch.Tensor:
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=H != kvh
     )
+
+
+def _window_mask(meta: AttentionMetadata, window: int, device) -> torch.Tensor:
+    """(B, 1, Q, K) causal mask that also drops positions `window` or more behind each query (cached per step)."""
+    cache = meta.__dict__.setdefault("_window_masks", {})
+    if window not in cache:
+        max_q = max(meta.query_lens)
+        q_idx = torch.arange(max_q, device=device)
+        ctx, qlen = torch.tensor(meta.context_lens, device=device), torch.tensor(meta.query_lens, device=device)
+        q_pos = ctx[:, None] - qlen[:, None] + q_idx[None, :]  # (B, Q)
+        q_pos = torch.where(q_idx[None, :] < qlen[:, None], q_pos, 0)
+        j = torch.arange(meta.kv_len, device=device)[None, None, :]
+        cache[window] = ((j <= q_pos[:, :, None]) & (j > q_pos[:, :, None] - window)).unsqueeze(1)
+    return cache[window]
+
+
+def _windowed(q, k, v, kv_cache, meta: AttentionMetadata, scale: float, window: int) -> torch.Tensor:
+    """paged_attention's general path with a sliding-window mask (also for a plain prefill longer than it)."""
+    N, H, D = q.shape
+    B, max_q = len(meta.query_lens), max(meta.query_lens)
+    mask = _window_mask(meta, window, q.device)
+    if meta.is_plain_prefill or not meta.write_cache:  # the new tokens are the whole context
+        keys, values = k.transpose(0, 1)[None], v.transpose(0, 1)[None]
+    else:
+        keys, values = _gather(kv_cache, meta)  # (B, KVH, K, D)
+    pad_index = meta.pad_index
+    if pad_index is None:
+        qp = q.view(B, max_q, H, D)
+    else:
+        qp = q.new_zeros(B * max_q, H, D).index_copy_(0, pad_index, q).view(B, max_q, H, D)
+    out = _sdpa(qp.transpose(1, 2), keys, values, mask, scale, False).transpose(1, 2).reshape(B * max_q, H, D)
+    return out if pad_index is None else out.index_select(0, pad_index)

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
+PORTABLE_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]  # plain C paths (tests, non-x86)
 
 
 def cache_dir() -> Path:
@@ -48,9 +49,9 @@ def cpu_reason() -> str | None:
     return f"CPU lacks {', '.join(missing)}" if missing else None
 
 
-def _compile(cc: str, source_path: Path) -> Path:
+def _compile(cc: str, source_path: Path, flags: list[str]) -> Path:
     source = source_path.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, *FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([cc, *flags]).encode()).hexdigest()[:16]
     target = cache_dir() / f"{source_path.stem}-{key}.so"
     if target.exists():
         return target
@@ -58,7 +59,7 @@ def _compile(cc: str, source_path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, str(source_path), "-o", tmp], check=False, capture_output=True,
+        proc = subprocess.run([cc, *flags, str(source_path), "-o", tmp], check=False, capture_output=True,
                               text=True, timeout=300)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -70,15 +71,16 @@ def _compile(cc: str, source_path: Path) -> Path:
     return target
 
 
-def load(source_path: Path) -> tuple[ctypes.CDLL | None, str | None]:
-    """(library, None), or (None, one line saying why not). Callers cache the result."""
-    reason = cpu_reason()
+def load(source_path: Path, portable: bool = False) -> tuple[ctypes.CDLL | None, str | None]:
+    """(library, None), or (None, one line saying why not). Callers cache the result.
+    portable: build without AVX2/FMA/F16C (for sources with plain C fallbacks); no CPU check."""
+    reason = None if portable else cpu_reason()
     if reason:
         return None, reason
     cc = compiler()
     if not cc:
         return None, "no C compiler found (install gcc, or set CC)"
     try:
-        return ctypes.CDLL(str(_compile(cc, source_path))), None
+        return ctypes.CDLL(str(_compile(cc, source_path, PORTABLE_FLAGS if portable else FLAGS))), None
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         return None, f"cannot build {source_path.name}: {e}"

@@ -157,7 +157,9 @@ class DecodeStack:
 
     @staticmethod
     def supports(model) -> bool:
-        return all(getattr(m, "qweight", None) is not None for ly in model.layers
+        from athanor.nn.quant import QuantizedWeight
+
+        return all(isinstance(getattr(m, "qweight", None), QuantizedWeight) for ly in model.layers
                    for m in (ly.self_attn.qkv_proj, ly.self_attn.o_proj, ly.mlp.gate_up_proj, ly.mlp.down_proj))
 
     def _qweight(self, linear) -> _QWeight:

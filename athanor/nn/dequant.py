@@ -1,6 +1,6 @@
 """Dequantize GGUF tensor data (raw bytes) to float32 torch tensors with vectorized torch ops.
 
-For: the types llama.cpp files of our architectures use — F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K,
+For: the types llama.cpp files of our architectures use — F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K,
 Q6_K. Results match `gguf.quants.dequantize` (llama.cpp's reference) bit for bit: the float ops run in
 the same order. Not for quantizing (gguf_export.py uses `gguf.quants.quantize`) nor for running
 quantized matmuls: everything becomes float32 here.
@@ -9,6 +9,7 @@ Block layouts (one block = `block_size` weights in `type_size` bytes; "f16" = IE
     Q8_0  34 B / 32:  d f16 | 32 x int8                           w = q * d
     Q4_0  18 B / 32:  d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)    w = (q - 8) * d
     Q4_1  20 B / 32:  d f16 | m f16 | 16 B nibbles                 w = d * q + m
+    Q5_0  22 B / 32:  d f16 | qh u32 (bit j = 5th bit of w_j) | 16 B nibbles    w = (q - 16) * d
     Q4_K 144 B / 256: d f16 | dmin f16 | 12 B 6-bit scales+mins | 128 B nibbles    w = d*sc * q - dmin*m
     Q5_K 176 B / 256: as Q4_K, plus 32 B high bits before the nibbles
     Q6_K 210 B / 256: 128 B low nibbles | 64 B 2-bit highs | 16 x int8 scales | d f16    w = d*sc * (q - 32)
@@ -28,6 +29,7 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     1: ("F16", 1, 2),
     2: ("Q4_0", 32, 18),
     3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
     8: ("Q8_0", 32, 34),
     12: ("Q4_K", 256, 144),
     13: ("Q5_K", 256, 176),
@@ -65,6 +67,13 @@ def _q8_0(blocks: torch.Tensor) -> torch.Tensor:
 
 def _q4_0(blocks: torch.Tensor) -> torch.Tensor:
     q = _nibbles(blocks[:, 2:]).view(-1, 32).view(torch.int8).sub_(8)  # (n, 32) in [-8, 7]
+    return _affine(q, _half(blocks, 0))
+
+
+def _q5_0(blocks: torch.Tensor) -> torch.Tensor:
+    qh = blocks[:, 2:6].contiguous().view(torch.int32)  # (n, 1): bit j is the 5th bit of weight j
+    bits = ((qh >> torch.arange(32, dtype=torch.int32)) & 1).to(torch.uint8)  # (n, 32)
+    q = (_nibbles(blocks[:, 6:]).view(-1, 32) | (bits << 4)).view(torch.int8).sub_(16)  # (n, 32) in [-16, 15]
     return _affine(q, _half(blocks, 0))
 
 
@@ -117,6 +126,7 @@ _BLOCK_DEQUANT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Q8_0": _q8_0,
     "Q4_0": _q4_0,
     "Q4_1": _q4_1,
+    "Q5_0": _q5_0,
     "Q4_K": _q4_k,
     "Q5_K": _q5_k,
     "Q6_K": _q6_k,

@@ -65,15 +65,25 @@ class RotaryEmbedding(nn.Module):
     the same float operations as Hugging Face's (bit-identical) in fewer torch ops.
     """
 
-    def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict | None) -> None:
+    def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict | None,
+                 lazy: bool = False) -> None:
+        """lazy: tables start at 1024 rows and double as positions need them (up to max_positions): a 32k
+        context of head_dim 256 would otherwise hold 64 MiB of tables per RoPE base before the first token.
+        Rows are the same values either way (one outer product per row)."""
         super().__init__()
-        inv_freq = rope_inv_freq(head_dim, theta, scaling)
-        t = torch.arange(max_positions, dtype=torch.float32)
-        freqs = torch.outer(t, inv_freq)  # (P, D/2)
+        self.inv_freq, self.max_positions = rope_inv_freq(head_dim, theta, scaling), max_positions
+        self.lazy = lazy
+        self._build(min(max_positions, 1024) if lazy else max_positions)
+
+    def _build(self, n: int) -> None:
+        t = torch.arange(n, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq).to(getattr(self, "cos", t).device)  # (P, D/2)
         self.register_buffer("cos", torch.cat((freqs, freqs), dim=-1).cos(), persistent=False)  # (P, D)
         self.register_buffer("sin", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.lazy and positions.numel() and int(positions.max()) >= self.cos.shape[0]:
+            self._build(min(self.max_positions, max(int(positions.max()) + 1, 2 * self.cos.shape[0])))
         # (N, 1, D) each, broadcast over heads
         return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
 
@@ -121,9 +131,13 @@ class Linear(nn.Module):
 
 
 def _qmatmul(x: torch.Tensor, qweight, bias: torch.Tensor | None) -> torch.Tensor:
+    """Either block format: nn/quant.QuantizedWeight (re-packed Q4_1/Q8_0) or nn/gguf_matmul.BlockParts (the
+    file's own blocks). Threads: torch.get_num_threads() (results identical for any count)."""
+    if hasattr(qweight, "matmul"):
+        return qweight.matmul(x.reshape(-1, x.shape[-1]), bias).view(*x.shape[:-1], -1)
     from athanor.nn.quant import qmatmul
 
-    return qmatmul(x, qweight, bias)  # threads: torch.get_num_threads() (results identical for any count)
+    return qmatmul(x, qweight, bias)
 
 
 @functools.cache  # probed once per process: it runs a tiny GEMM
@@ -158,8 +172,13 @@ class Embedding(nn.Module):
     def __init__(self, vocab: int, hidden: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab, hidden))
+        self.qweight = None  # nn/gguf_matmul.GGUFWeight: the table stays in its GGUF blocks, rows decoded on lookup
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.qweight is not None:
+            from athanor.nn.gguf_matmul import get_rows
+
+            return get_rows(self.qweight, ids).view(*ids.shape, -1)
         return F.embedding(ids, self.weight)
 
 

@@ -1,4 +1,4 @@
-"""The Llama-family decoder (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3) in plain PyTorch.
+"""The Llama-family decoder (Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3, Qwen3-MoE, Phi-3) in PyTorch.
 
 Reads top to bottom: attention block, MLP block, decoder layer, model. Runs over a flat batch of new tokens
 with a paged KV cache (see attention.py); returns logits only for the rows the caller asks for, because
@@ -29,6 +29,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.scale = self.head_dim**-0.5
+        self.window = cfg.sliding_window  # Phi-3; 0 for the rest of the family
         self.kv_cache = torch.empty(0)  # (2, num_blocks, block_size, KVH, D), set by the model runner
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -41,17 +42,23 @@ class Attention(nn.Module):
             qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
         qk = apply_rope(qk, cos, sin)  # q and k heads rotated together: (N, H + KVH, D)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
-        out = paged_attention(q, k, v, self.kv_cache, meta, self.scale)  # (N, H, D)
+        out = paged_attention(q, k, v, self.kv_cache, meta, self.scale, window=self.window)  # (N, H, D)
         return self.o_proj(out.reshape(N, self.q_size))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, index: int = 0) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = Attention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        if index in cfg.moe_layers:
+            from athanor.nn.moe import SparseMoE
+
+            self.mlp = SparseMoE(cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts,
+                                 cfg.num_experts_per_tok, cfg.norm_topk_prob)
+        else:
+            self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(self, x, cos, sin, meta: AttentionMetadata) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, meta)
@@ -65,7 +72,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
         self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size)
@@ -131,7 +138,8 @@ class LlamaModel(nn.Module):
 
         cfg = self.config
         p = self.embed_tokens.weight
-        ok = (p.device.type == "cpu" and p.dtype == torch.float32 and not cfg.qk_norm
+        ok = (p.device.type == "cpu" and p.dtype == torch.float32 and not cfg.qk_norm and not cfg.sliding_window
+              and not cfg.moe_layers
               and cpu_ops.supports(cfg.hidden_size, cfg.intermediate_size, cfg.head_dim) and cpu_ops.available())
         self.cpu_ops = ok
         self.decode_stack = cpu_ops.DecodeStack(self) if ok and cpu_ops.DecodeStack.supports(self) else None
@@ -152,9 +160,12 @@ class LlamaModel(nn.Module):
             x = layer(x, cos, sin, meta)
         return self.norm(x).float()
 
-    def load_hf_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict."""
-        expected = self.config.hf_tensor_shapes().keys()
+    def load_hf_tensors(self, tensors: dict[str, torch.Tensor], keep_blocks: bool = False) -> None:
+        """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict.
+        GGUF block weights in it (models/gguf.py keep_blocks) stay in their blocks when `keep_blocks`, else
+        they are dequantized."""
+        adopted = _adopt_blocks(self, tensors, keep_blocks)  # our parameter names now held as blocks
+        expected = self.config.hf_tensor_shapes().keys() - {n for p in adopted for n in _source_names(p)}
         if self.config.tie_word_embeddings:
             tensors.pop("lm_head.weight", None)
         missing = sorted(expected - tensors.keys())
@@ -162,6 +173,9 @@ class LlamaModel(nn.Module):
             raise ModelFormatError(f"checkpoint is missing {len(missing)} tensors, e.g. {missing[:3]}")
         ours = {}
         for name, param in self.named_parameters(remove_duplicate=False):
+            if name in adopted or (name == "lm_head.weight" and "embed_tokens.weight" in adopted
+                                   and self.config.tie_word_embeddings):
+                continue
             src = ours.get("embed_tokens.weight") if name == "lm_head.weight" and self.config.tie_word_embeddings else None
             src = src if src is not None else _fused_source(name, tensors)
             if _is_transposed(self, name):
@@ -182,9 +196,51 @@ def _is_transposed(model: nn.Module, param_name: str) -> bool:
     return leaf == "weight" and isinstance(model.get_submodule(module_name), Linear)
 
 
+def _source_names(name: str) -> list[str]:
+    """The Hugging Face tensor names behind one of our parameter names (several where we fuse)."""
+    hf = "model." + name if not name.startswith("lm_head") else name
+    if ".qkv_proj." in hf:
+        return [hf.replace("qkv_proj", p) for p in ("q_proj", "k_proj", "v_proj")]
+    if ".gate_up_proj." in hf:
+        return [hf.replace("gate_up_proj", p) for p in ("gate_proj", "up_proj")]
+    return [hf]
+
+
+def _adopt_blocks(model: nn.Module, tensors: dict, keep: bool) -> set[str]:
+    """Matrices given as GGUF blocks (nn/gguf_matmul.GGUFWeight): with `keep`, each module whose sources are all
+    blocks takes them as its `qweight` (its float weight left empty); every other block tensor is dequantized.
+    Returns the parameter names now held as blocks."""
+    from athanor.nn.gguf_matmul import BlockParts, GGUFWeight
+
+    adopted: set[str] = set()
+    if not any(isinstance(t, GGUFWeight) for t in tensors.values()):
+        return adopted
+    tied = model.config.tie_word_embeddings
+    for mname, module in model.named_modules() if keep else []:
+        if not isinstance(module, (Linear, LMHead, Embedding)) or (isinstance(module, LMHead) and tied):
+            continue
+        names = _source_names(f"{mname}.weight")
+        srcs = [tensors.get(n) for n in names]
+        if all(isinstance(src, GGUFWeight) for src in srcs):
+            for n in names:
+                tensors.pop(n)
+            module.qweight = srcs[0] if isinstance(module, Embedding) else BlockParts(srcs)
+            module.weight = nn.Parameter(torch.empty(0), requires_grad=False)
+            adopted.add(f"{mname}.weight")
+    if tied and "embed_tokens.weight" in adopted:  # the head reads the embedding's blocks
+        model.lm_head.qweight = BlockParts([model.embed_tokens.qweight])
+        model.lm_head.weight = model.embed_tokens.weight
+    for name, t in tensors.items():
+        if isinstance(t, GGUFWeight):
+            tensors[name] = t.dequantize()
+    return adopted
+
+
 def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """The HF tensor(s) behind one of our parameter names, concatenated where we fuse."""
     hf = "model." + name if not name.startswith("lm_head") else name
+    if hf in tensors:  # already fused in the checkpoint (Phi-3)
+        return tensors.pop(hf)
     if ".qkv_proj." in hf:
         parts = [hf.replace("qkv_proj", p) for p in ("q_proj", "k_proj", "v_proj")]
         return torch.cat([tensors.pop(p) for p in parts], dim=0)
@@ -208,20 +264,27 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
 
     `quant` (CPU, float32 math): {"linear": kind, "lm_head": kind} with kind "q4_1" / "q8_0": those matmuls read
     GGUF-style block weights through athanor's AVX2 kernels (nn/quant.py) instead of `weight_dtype`.
+    {"blocks": True}: GGUF block tensors in `tensors` (models/gguf.py keep_blocks) run in their own format
+    (nn/gguf_matmul.py); without it they are dequantized here.
 
     Built on the CPU without a meta-device context: every parameter starts as torch.empty (no init work) and is
     replaced by the checkpoint's tensor; the meta context would pull in torch's compiler stack (~1 s).
     """
-    model = LlamaModel(cfg)
-    model.load_hf_tensors(tensors)
-    model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
-    model = model.to(device=device, dtype=dtype).eval()
     on_cpu_fp32 = dtype == torch.float32 and str(device) == "cpu"
     assert not quant or on_cpu_fp32, "quantized kernels are CPU, float32 math"
+    if cfg.arch == "gemma3":
+        from athanor.nn.gemma3 import Gemma3Model
+
+        model = Gemma3Model(cfg)
+    else:
+        model = LlamaModel(cfg)
+    model.load_hf_tensors(tensors, keep_blocks=bool((quant or {}).get("blocks")))
+    model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
+    model = model.to(device=device, dtype=dtype).eval()
     pack = weight_dtype == torch.float16 and on_cpu_fp32  # FBGEMM fp16 weights, fp32 math: half the bytes
     assert pack or weight_dtype in (None, dtype), "weights in another dtype than the math only via FBGEMM on CPU"
     for module in model.modules():
-        if not isinstance(module, (Linear, LMHead)):
+        if not isinstance(module, (Linear, LMHead)) or module.qweight is not None:
             continue
         kind = _quant_kind(module, quant)
         if kind:

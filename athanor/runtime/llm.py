@@ -72,7 +72,7 @@ class LLM:
         from athanor.models.lora import merge_adapters
         from athanor.nn.llama import build_model
 
-        ckpt = load_checkpoint(manifest.weights)
+        ckpt = load_checkpoint(manifest.weights, keep_blocks=not manifest.adapters)  # build_model decides their use
         if manifest.adapters:
             ckpt.tensors = merge_adapters(ckpt.tensors, manifest.adapters)
         if manifest.template:
@@ -188,6 +188,20 @@ class LLM:
                 if stopped:
                     self.engine.finish(out.request_id, "stop")
         return [_completion(s, streams[s.request_id], t0) for s in seqs]
+
+
+def scoring_model(name: str):
+    """(model, tokenizer) built as `athanor run` builds it on the CPU, without an engine: for cache-free scoring
+    (`athanor perplexity`, `athanor quantize --eval-text`); a quantized GGUF keeps its blocks."""
+    from athanor.models.loader import load_checkpoint
+    from athanor.models.store import Store
+    from athanor.nn.llama import build_model
+
+    config = EngineConfig()
+    ckpt = load_checkpoint(Store().resolve(name).weights, keep_blocks=True)
+    model = build_model(ckpt.config, ckpt.tensors, dtype=config.torch_dtype(), weight_dtype=config.torch_weight_dtype(),
+                        quant=config.quant_plan(ckpt.info.get("quantization")))
+    return model, ckpt.tokenizer
 
 
 def _fit_kv_to_context(config: EngineConfig, model, max_position_embeddings: int) -> None:

@@ -50,10 +50,11 @@ def test_weight_dtype_checks():
     with pytest.raises(ValueError, match="for CPU with dtype float32"):
         EngineConfig(weight_dtype="q4_1", dtype="bfloat16").quant_plan("Q4_1")
     assert EngineConfig(weight_dtype="gguf").quant_plan("F16") is None  # a float file keeps the float path
-    assert EngineConfig(weight_dtype="gguf").quant_plan("Q4_K_M") == {"linear": "q4_1", "lm_head": "q8_0"}
-    assert EngineConfig(weight_dtype="gguf").quant_plan("Q6_K") == {"linear": "q8_0", "lm_head": "q8_0"}
+    # K-quant files keep their own blocks; matrices without a block kernel re-pack as before
+    assert EngineConfig(weight_dtype="gguf").quant_plan("Q4_K_M") == {"blocks": True, "linear": "q4_1", "lm_head": "q8_0"}
+    assert EngineConfig(weight_dtype="gguf").quant_plan("Q6_K") == {"blocks": True, "linear": "q8_0", "lm_head": "q8_0"}
     assert EngineConfig().quant_plan("Q4_1") == {"linear": "q4_1", "lm_head": "q8_0"}  # auto: exact re-packs only
-    assert EngineConfig().quant_plan("Q4_K_M") is None and EngineConfig().quant_plan("F16") is None
+    assert EngineConfig().quant_plan("Q4_K_M") == {"blocks": True} and EngineConfig().quant_plan("F16") is None
 
 
 @pytest.mark.slow

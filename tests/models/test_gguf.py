@@ -373,9 +373,9 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
 
 
 def test_unsupported_tensor_type(tmp_path: Path) -> None:
-    path = _write_minimal(tmp_path / "q50.gguf", "llama", gguf.GGMLQuantizationType.Q5_0)
+    path = _write_minimal(tmp_path / "q51.gguf", "llama", gguf.GGMLQuantizationType.Q5_1)
     assert load_gguf(_write_minimal(tmp_path / "ok.gguf", "llama", gguf.GGMLQuantizationType.F32)).tensors
-    with pytest.raises(ModelFormatError, match=r"token_embd\.weight.*Q5_0") as exc:
+    with pytest.raises(ModelFormatError, match=r"token_embd\.weight.*Q5_1") as exc:
         load_gguf(path)
     _assert_one_line_error(exc, path)
 

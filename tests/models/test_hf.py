@@ -192,7 +192,7 @@ def test_inspect_unsupported_arch_names_the_file(tiny_hf_dir, tmp_path):
 def test_inspect_weights_matches_transformers(arch, tiny_hf_dir, tmp_path):
     hf = tiny_hf_model(arch, vocab=300)
     d = model_dir(tiny_hf_dir, tmp_path / arch, hf)
-    assert hf.config.tie_word_embeddings == (arch == "llama3")  # both cases are counted below
+    assert hf.config.tie_word_embeddings == (arch in ("llama3", "gemma3"))  # both cases are counted below
     info = inspect_weights(d)
     assert info["format"] == "hf"
     assert info["arch"] == {"llama3": "llama"}.get(arch, arch)

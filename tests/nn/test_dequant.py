@@ -13,7 +13,7 @@ from athanor.nn.dequant import GGML_TYPES, dequantize
 
 Q = GGMLQuantizationType
 # byte offsets of the f16 scale fields in each block type: random bytes there could be inf/NaN
-_HALF_FIELDS = {Q.Q8_0: (0,), Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+_HALF_FIELDS = {Q.Q8_0: (0,), Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
 _BLOCK_TYPES = tuple(_HALF_FIELDS)
 
 
@@ -62,9 +62,9 @@ def test_3d_shape_and_no_aliasing() -> None:
 
 
 def test_unsupported_type_names_tensor_and_type() -> None:
-    raw = torch.zeros(22, dtype=torch.uint8)  # one Q5_0 block
-    with pytest.raises(ModelFormatError, match=r"blk\.0\.attn_q\.weight.*Q5_0"):
-        dequantize(raw, int(Q.Q5_0), (32,), "blk.0.attn_q.weight")
+    raw = torch.zeros(24, dtype=torch.uint8)  # one Q5_1 block
+    with pytest.raises(ModelFormatError, match=r"blk\.0\.attn_q\.weight.*Q5_1"):
+        dequantize(raw, int(Q.Q5_1), (32,), "blk.0.attn_q.weight")
 
 
 def test_wrong_byte_count_is_a_format_error() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-ARCHS = ["llama", "llama3", "mistral", "qwen2", "qwen3"]
+ARCHS = ["llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3_moe"]
 
 
 def tiny_hf_model(arch: str, seed: int = 0, vocab: int = 256):
@@ -32,6 +32,20 @@ def tiny_hf_model(arch: str, seed: int = 0, vocab: int = 256):
     elif arch == "qwen3":
         cfg = tf.Qwen3Config(**common, head_dim=32, use_sliding_window=False)  # head_dim != hidden/heads
         model = tf.Qwen3ForCausalLM(cfg)
+    elif arch == "gemma3":  # a sliding layer (window 8, local RoPE base) then a global one; tied; GELU
+        common["tie_word_embeddings"] = True
+        cfg = tf.Gemma3TextConfig(**common, head_dim=32, query_pre_attn_scalar=24, sliding_window=8,
+                                  layer_types=["sliding_attention", "full_attention"],
+                                  rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                                   "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+        model = tf.Gemma3ForCausalLM(cfg)
+    elif arch == "phi3":  # fused qkv_proj / gate_up_proj in the checkpoint; a sliding window of 8
+        cfg = tf.Phi3Config(**common, sliding_window=8, pad_token_id=0)
+        model = tf.Phi3ForCausalLM(cfg)
+    elif arch == "qwen3_moe":  # layer 0 routes to 2 of 4 experts, layer 1 stays dense (mlp_only_layers)
+        cfg = tf.Qwen3MoeConfig(**common, head_dim=32, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+                                decoder_sparse_step=1, mlp_only_layers=[1], norm_topk_prob=True)
+        model = tf.Qwen3MoeForCausalLM(cfg)
     else:
         raise ValueError(arch)
     with torch.no_grad():  # random biases/norms so those code paths matter in the comparison

@@ -1,0 +1,251 @@
+/* Matmuls straight from GGUF block formats: y (M, N) = x (M, K) @ W^T, W (N, K) kept in the file's bytes.
+ *
+ * Types: Q4_0, Q5_0, Q8_0 (blocks of 32) against x quantized to q8_0 (per 32: fp32 scale, int8 quants);
+ * Q4_K, Q5_K, Q6_K (super-blocks of 256) against x quantized to q8_K (per 256: fp32 scale, int8 quants,
+ * int16 sums of every 16 quants), as llama.cpp pairs them. The inner loop is int8 x int8 dot products
+ * (AVX2 `maddubs`/`madd` when compiled with -mavx2, plain C otherwise), scaled per block in fp32.
+ *
+ * Per output row the weight row is first unpacked once into int8 quants + integer sub-block scales (an L1
+ * sized buffer), then dotted with every row of x: the block decoding is paid once per row, not per x row.
+ * Layouts (from GGUF; byte offsets inside one block):
+ *   Q4_0  18 B: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)           w = d (q - 8)
+ *   Q5_0  22 B: d f16 | qh u32 (5th bits) | 16 B nibbles                   w = d (q - 16)
+ *   Q8_0  34 B: d f16 | 32 int8                                             w = d q
+ *   Q4_K 144 B: d f16 | dmin f16 | 12 B packed 6-bit scales/mins | 128 B nibbles    w = d sc q - dmin m
+ *   Q5_K 176 B: as Q4_K with 32 B of 5th bits before the nibbles
+ *   Q6_K 210 B: 128 B low nibbles | 64 B 2-bit highs | 16 int8 scales | d f16       w = d sc (q - 32)
+ * Integer bounds: |w| <= 128, |x| <= 127, so a maddubs pair sum stays below 2^15 and a super-block's scaled
+ * sum below 2^31.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
+
+static float f16(const uint8_t *p) {  /* IEEE half at p (little-endian) -> float, subnormals included */
+    const uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+#ifdef __F16C__
+    return _cvtsh_ss(h);
+#endif
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+    float v;
+    if (exp == 0) v = ldexpf((float)man, -24);
+    else if (exp == 31) v = man ? NAN : INFINITY;
+    else v = ldexpf((float)(man | 0x400), (int)exp - 25);
+    return sign ? -v : v;
+}
+
+/* Super-block geometry: weights per block, bytes per block, weights per sub-block scale. */
+static int block_weights(int t) { return t >= T_Q4_K ? 256 : 32; }
+static int block_bytes(int t) {
+    switch (t) {
+        case T_Q4_0: return 18; case T_Q5_0: return 22; case T_Q8_0: return 34;
+        case T_Q4_K: return 144; case T_Q5_K: return 176; case T_Q6_K: return 210;
+        default: return 0;
+    }
+}
+
+/* One unpacked weight row: K int8 quants, one int16 scale per 16 weights, per block d and dmin, and
+ * per 32-weight sub-block the K-quant min m (Q4_K/Q5_K only). */
+typedef struct { int8_t *q; int16_t *sc; float *d, *dmin; int16_t *m; } Row;
+
+static void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) { *sc = s[j] & 63; *m = s[j + 4] & 63; }
+    else { *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4); *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+}
+
+static void unpack_block(int t, const uint8_t *b, long blk, Row *r) {
+    int8_t *q = r->q + blk * block_weights(t);
+    int16_t *sc = r->sc + blk * block_weights(t) / 16;
+    if (t == T_Q4_0 || t == T_Q5_0 || t == T_Q8_0) {
+        r->d[blk] = f16(b);
+        sc[0] = sc[1] = 1;
+        if (t == T_Q8_0) { memcpy(q, b + 2, 32); return; }
+        const uint8_t *qs = b + (t == T_Q4_0 ? 2 : 6);
+        uint32_t qh = 0;
+        if (t == T_Q5_0) qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+        const int off = t == T_Q4_0 ? 8 : 16;
+        for (int j = 0; j < 16; j++) {
+            const int h0 = t == T_Q5_0 ? (int)((qh >> j) << 4 & 0x10) : 0;
+            const int h1 = t == T_Q5_0 ? (int)((qh >> (j + 12)) & 0x10) : 0;
+            q[j] = (int8_t)(((qs[j] & 0xF) | h0) - off);
+            q[j + 16] = (int8_t)(((qs[j] >> 4) | h1) - off);
+        }
+        return;
+    }
+    if (t == T_Q6_K) {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *s = (const int8_t *)(b + 192);
+        r->d[blk] = f16(b + 208);
+        for (int k = 0; k < 16; k++) sc[k] = s[k];
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, q += 128)
+            for (int l = 0; l < 32; l++) {
+                q[l] = (int8_t)(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+                q[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                q[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        return;
+    }
+    /* Q4_K / Q5_K */
+    r->d[blk] = f16(b);
+    r->dmin[blk] = f16(b + 2);
+    const uint8_t *s = b + 4, *qh = b + 16, *qs = b + (t == T_Q5_K ? 48 : 16);
+    for (int j = 0; j < 8; j++) {
+        int a, m;
+        k4_scale_min(s, j, &a, &m);
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)a;
+        r->m[blk * 8 + j] = (int16_t)m;
+    }
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t byte = qs[32 * c + l];
+            int lo = byte & 0xF, hi = byte >> 4;
+            if (t == T_Q5_K) {
+                lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            }
+            q[64 * c + l] = (int8_t)lo;
+            q[64 * c + 32 + l] = (int8_t)hi;
+        }
+}
+
+/* x row -> int8 quants per group of G (32 or 256): scale amax/127 (round half to even), and int16 sums
+ * of every 16 quants (used by the K-quant mins). A group holding NaN/inf gets scale NaN. */
+static void quantize_x(const float *x, long K, int G, int8_t *q, float *dx, int16_t *bs) {
+    for (long g = 0; g < K / G; g++) {
+        const float *xg = x + g * G;
+        float amax = 0.0f;
+        int bad = 0;
+        for (int j = 0; j < G; j++) {
+            const float a = fabsf(xg[j]);
+            bad |= !(a <= 3.4e38f);
+            amax = a > amax ? a : amax;
+        }
+        const float d = bad ? NAN : amax / 127.0f, id = (d != 0.0f && !bad) ? 1.0f / d : 0.0f;
+        for (int j = 0; j < G; j++) q[g * G + j] = (int8_t)nearbyintf(xg[j] * id);
+        dx[g] = d;
+        for (int k = 0; k < G / 16; k++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += q[g * G + 16 * k + j];
+            bs[g * G / 16 + k] = (int16_t)s;
+        }
+    }
+}
+
+/* sum over 32 weights of w*x, each half of 16 multiplied by its int16 scale. */
+#ifdef __AVX2__
+static inline __m256i dot32(const int8_t *w, const int8_t *x, const int16_t *sc) {
+    const __m256i wv = _mm256_loadu_si256((const __m256i *)w), xv = _mm256_loadu_si256((const __m256i *)x);
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));  /* |w| * x sign(w) */
+    const __m256i s = _mm256_setr_m128i(_mm_set1_epi16(sc[0]), _mm_set1_epi16(sc[1]));
+    return _mm256_madd_epi16(p, s);
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+/* One (weight row, x row) dot: blocks of BW weights, one fp32 scale each; the K-quant min term apart. */
+static float row_dot(int t, const Row *r, long K, const int8_t *qx, const float *dx, const int16_t *bs) {
+    const int BW = block_weights(t);
+    const long nblk = K / BW;
+    float mins = 0.0f;
+#ifdef __AVX2__
+    __m256 acc = _mm256_setzero_ps();
+    for (long b = 0; b < nblk; b++) {
+        __m256i isum = _mm256_setzero_si256();
+        for (int c = 0; c < BW; c += 32)
+            isum = _mm256_add_epi32(isum, dot32(r->q + b * BW + c, qx + b * BW + c, r->sc + (b * BW + c) / 16));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(r->d[b] * dx[b]), _mm256_cvtepi32_ps(isum), acc);
+    }
+    float y = hsum8(acc);
+#else
+    float y = 0.0f;
+    for (long b = 0; b < nblk; b++) {
+        int32_t isum = 0;
+        for (int k = 0; k < BW / 16; k++) {
+            int32_t s = 0;
+            for (int j = 0; j < 16; j++) s += (int32_t)r->q[b * BW + 16 * k + j] * qx[b * BW + 16 * k + j];
+            isum += s * r->sc[b * BW / 16 + k];
+        }
+        y += r->d[b] * dx[b] * (float)isum;
+    }
+#endif
+    if (t == T_Q4_K || t == T_Q5_K)
+        for (long b = 0; b < nblk; b++) {
+            int32_t s = 0;
+            for (int j = 0; j < 8; j++) s += r->m[b * 8 + j] * (bs[b * 16 + 2 * j] + bs[b * 16 + 2 * j + 1]);
+            mins += r->dmin[b] * dx[b] * (float)s;
+        }
+    return y - mins;
+}
+
+/* y (M, N) = x (M, K; rows ldx floats apart) @ W^T (+ bias); W: N rows of K/BW blocks of ggml type t.
+ * Returns 0; -1 for an unknown type or K not a multiple of the block; -2 when memory runs out. */
+int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
+                float *y, int nthreads) {
+    const int BW = block_weights(t), BB = block_bytes(t);
+    if (!BB || K % BW) return -1;
+    const long nblk = K / BW, row_bytes = nblk * BB;
+    int8_t *qx = malloc((size_t)(M * K));
+    float *dx = malloc(sizeof(float) * (size_t)(M * nblk));
+    int16_t *bs = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
+    int failed = !qx || !dx || !bs;
+    if (!failed)
+        for (long i = 0; i < M; i++) quantize_x(x + i * ldx, K, BW, qx + i * K, dx + i * nblk, bs + i * K / 16);
+    if (nthreads < 1) nthreads = 1;
+    #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && !failed)
+    {
+        Row r = {malloc((size_t)K + 32), malloc(sizeof(int16_t) * (size_t)(K / 16 + 2)), malloc(sizeof(float) * (size_t)nblk),
+                 malloc(sizeof(float) * (size_t)nblk), malloc(sizeof(int16_t) * (size_t)(nblk * 8))};
+        if (!r.q || !r.sc || !r.d || !r.dmin || !r.m) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(dynamic, 8)
+        for (long o = 0; o < N; o++) {
+            if (failed) continue;
+            for (long b = 0; b < nblk; b++) unpack_block(t, w + o * row_bytes + b * BB, b, &r);
+            for (long i = 0; i < M; i++) {
+                const float v = row_dot(t, &r, K, qx + i * K, dx + i * nblk, bs + i * K / 16);
+                y[i * N + o] = bias ? v + bias[o] : v;
+            }
+        }
+        free(r.q); free(r.sc); free(r.d); free(r.dmin); free(r.m);
+    }
+    free(qx); free(dx); free(bs);
+    return failed ? -2 : 0;
+}
+
+/* Rows `ids` of a block-quantized (V, K) table dequantized to fp32 (the embedding lookup). */
+int athg_get_rows(int t, const uint8_t *w, long K, const long *ids, long n, float *out) {
+    const int BW = block_weights(t), BB = block_bytes(t);
+    if (!BB || K % BW) return -1;
+    const long nblk = K / BW;
+    Row r = {malloc((size_t)K + 32), malloc(sizeof(int16_t) * (size_t)(K / 16 + 2)), malloc(sizeof(float) * (size_t)nblk),
+             malloc(sizeof(float) * (size_t)nblk), malloc(sizeof(int16_t) * (size_t)(nblk * 8))};
+    int rc = (!r.q || !r.sc || !r.d || !r.dmin || !r.m) ? -2 : 0;
+    for (long i = 0; i < n && !rc; i++) {
+        const uint8_t *row = w + ids[i] * nblk * BB;
+        for (long b = 0; b < nblk; b++) unpack_block(t, row + b * BB, b, &r);
+        for (long b = 0; b < nblk; b++)
+            for (int j = 0; j < BW; j++) {
+                /* the reference's order: (d * sc) * q, then + (-(dmin * m)) */
+                float v = r.d[b] * (float)r.sc[(b * BW + j) / 16] * (float)r.q[b * BW + j];
+                if (t == T_Q4_K || t == T_Q5_K) v -= r.dmin[b] * (float)r.m[b * 8 + j / 32];
+                out[i * K + b * BW + j] = v;
+            }
+    }
+    free(r.q); free(r.sc); free(r.d); free(r.dmin); free(r.m);
+    return rc;
+}

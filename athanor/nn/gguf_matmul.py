@@ -1,0 +1,192 @@
+"""Weights kept in a GGUF file's own block format (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K) and multiplied there.
+
+`GGUFWeight` holds one (out_features, in_features) matrix as the file's bytes (often a view of the mapped
+file: no copy, so a loaded model's weights take the file's size). `gguf_matmul(x, w)` computes
+`x @ W^T (+ bias)` with nn/gguf_kernels.c: x is quantized on the fly per row (q8_0 per 32 for the 32-blocks,
+q8_K per 256 for the K-quants, as llama.cpp does) and the inner loop is int8 dot products. Error against
+`x @ w.dequantize().T`: each x_j moves by at most dx_b / 2 (dx_b = amax of its block / 127), so
+|y_o - ref_o| <= sum_j |W_oj| dx_b(j) / 2 (plus fp32 rounding); tests check that bound.
+`get_rows` dequantizes chosen rows (the embedding lookup of a quantized token table).
+
+Output row i depends only on x[i] and W, bit for bit, whatever M or the thread count.
+
+Not for: Q4_1 (nn/quant.py re-packs it for its own kernels), quantizing float weights (models/gguf_quantize.py
+and the gguf package), GPUs or training.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import torch
+
+from athanor.nn import cbuild
+
+_SOURCE = Path(__file__).with_name("gguf_kernels.c")
+# ggml type id -> (name, weights per block, bytes per block)
+GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 34),
+                     12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210)}
+
+
+@functools.cache
+def _load(portable: bool = False) -> tuple[ctypes.CDLL | None, str | None]:
+    lib, reason = cbuild.load(_SOURCE, portable=portable)
+    if lib is None:
+        return None, reason.replace("athanor's CPU kernels", "GGUF block kernels")
+    c_long, c_ptr = ctypes.c_long, ctypes.c_void_p
+    lib.athg_matmul.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr, ctypes.c_int]
+    lib.athg_matmul.restype = ctypes.c_int
+    lib.athg_get_rows.argtypes = [ctypes.c_int, c_ptr, c_long, c_ptr, c_long, c_ptr]
+    lib.athg_get_rows.restype = ctypes.c_int
+    return lib, None
+
+
+def available() -> bool:
+    """The kernel library compiles and loads here (compiled on the first call of the process's life)."""
+    return _load()[0] is not None
+
+
+def unavailable_reason() -> str | None:
+    return _load()[1]
+
+
+def supports(ggml_type: int, in_features: int) -> bool:
+    """A (*, in_features) matrix of this type can stay in its blocks."""
+    return ggml_type in GGUF_KERNEL_TYPES and in_features % GGUF_KERNEL_TYPES[ggml_type][1] == 0
+
+
+class GGUFWeight:
+    """A (out_features, in_features) weight as GGUF blocks: `raw` is (out, row_bytes) uint8, rows in order."""
+
+    def __init__(self, raw: torch.Tensor, ggml_type: int, out_features: int, in_features: int) -> None:
+        if ggml_type not in GGUF_KERNEL_TYPES:
+            raise ValueError(f"ggml type {ggml_type} has no block kernel; supported: "
+                             f"{', '.join(n for n, _, _ in GGUF_KERNEL_TYPES.values())}")
+        name, bw, bb = GGUF_KERNEL_TYPES[ggml_type]
+        if in_features % bw:
+            raise ValueError(f"{name} weights need in_features divisible by {bw}, got {in_features}")
+        row_bytes = in_features // bw * bb
+        if raw.dtype != torch.uint8 or raw.numel() != out_features * row_bytes:
+            raise ValueError(f"{name} data for a ({out_features}, {in_features}) weight must be "
+                             f"{out_features * row_bytes} uint8 bytes, got {raw.numel()} {raw.dtype}")
+        self.raw = raw.view(out_features, row_bytes)  # a view: contiguous by construction of the file
+        assert self.raw.is_contiguous()
+        self.ggml_type, self.out_features, self.in_features = ggml_type, out_features, in_features
+        self.row_order: torch.Tensor | None = None  # see with_row_order
+
+    @property
+    def type_name(self) -> str:
+        return GGUF_KERNEL_TYPES[self.ggml_type][0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.raw.numel()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+    def with_row_order(self, index: torch.Tensor) -> GGUFWeight:
+        """The weight whose row i is this one's row index[i], without moving bytes: the matmul picks its
+        output columns instead (how llama.cpp's q/k row permutation is undone)."""
+        w = GGUFWeight(self.raw, self.ggml_type, self.out_features, self.in_features)
+        w.mapping = getattr(self, "mapping", None)
+        w.row_order = index.to(torch.long) if self.row_order is None else self.row_order[index]
+        return w
+
+    def dequantize(self) -> torch.Tensor:
+        """(out, in) float32, through athanor.nn.dequant (bit for bit llama.cpp's reference)."""
+        from athanor.nn.dequant import dequantize
+
+        w = dequantize(self.raw.reshape(-1), self.ggml_type, (self.out_features, self.in_features))
+        return w if self.row_order is None else w[self.row_order]
+
+    def __repr__(self) -> str:
+        return f"GGUFWeight({self.type_name}, out={self.out_features}, in={self.in_features}, {self.nbytes} B)"
+
+
+def _lib(portable: bool) -> ctypes.CDLL:
+    lib, reason = _load(portable)
+    if lib is None:
+        raise RuntimeError(f"GGUF block kernels unavailable: {reason}")
+    return lib
+
+
+_PARALLEL_BYTES = 1 << 20  # below this much weight work a second thread costs more (join) than it saves
+
+
+def _threads(w: GGUFWeight, M: int) -> int:
+    return torch.get_num_threads() if w.nbytes * M >= _PARALLEL_BYTES else 1
+
+
+def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None, *,
+                num_threads: int | None = None, portable: bool = False) -> torch.Tensor:
+    """x (M, in) float -> (M, out) float32 = x @ W^T (+ bias), x quantized to int8 per block on the way.
+    num_threads: OpenMP threads over output rows (default: torch's count for big products, 1 for small ones);
+    the result is the same bit for bit for any value. portable: the plain C build (no AVX2), for tests."""
+    if x.dim() != 2 or x.shape[1] != w.in_features:
+        raise ValueError(f"x must be (M, {w.in_features}), got shape {tuple(x.shape)}")
+    if x.dtype != torch.float32 or x.stride(1) != 1:
+        x = x.float().contiguous()
+    M = x.shape[0]
+    y = torch.empty((M, w.out_features), dtype=torch.float32)
+    if M == 0:
+        return y
+    if bias is not None:
+        bias = bias.float().contiguous()
+        assert bias.shape == (w.out_features,), f"bias shape {tuple(bias.shape)} != ({w.out_features},)"
+    fused_bias = bias if w.row_order is None else None  # bias is in the reordered rows' order
+    status = _lib(portable).athg_matmul(
+        w.ggml_type, w.raw.data_ptr(), w.out_features, w.in_features, x.data_ptr(), M, x.stride(0),
+        fused_bias.data_ptr() if fused_bias is not None else None, y.data_ptr(), num_threads or _threads(w, M))
+    if status != 0:
+        raise MemoryError("gguf_matmul: cannot allocate scratch memory")
+    if w.row_order is None:
+        return y
+    y = y[:, w.row_order]
+    return y if bias is None else y.add_(bias)
+
+
+def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> torch.Tensor:
+    """Rows `ids` (N,) of the table dequantized: (N, in) float32, equal to w.dequantize()[ids]."""
+    ids = ids.reshape(-1).to(torch.long).contiguous()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= w.out_features):
+        raise IndexError(f"row id out of range for a table of {w.out_features} rows")
+    if w.row_order is not None:
+        ids = w.row_order[ids]
+    out = torch.empty((ids.numel(), w.in_features), dtype=torch.float32)
+    if ids.numel():
+        status = _lib(portable).athg_get_rows(w.ggml_type, w.raw.data_ptr(), w.in_features, ids.data_ptr(),
+                                              ids.numel(), out.data_ptr())
+        if status != 0:
+            raise MemoryError("get_rows: cannot allocate scratch memory")
+    return out
+
+
+class BlockParts:
+    """One Linear's weight as GGUF blocks: the parts of a fused matrix (q | k | v, gate | up) stacked along the
+    output, each in its own type (a Q4_K_M file mixes them), each a view of the file: nothing concatenated."""
+
+    def __init__(self, parts: list[GGUFWeight]) -> None:
+        assert parts and len({p.in_features for p in parts}) == 1
+        self.parts = parts
+        self.in_features, self.out_features = parts[0].in_features, sum(p.out_features for p in parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x (M, in) -> (M, out) float32."""
+        if len(self.parts) == 1:
+            return gguf_matmul(x, self.parts[0], bias)
+        y = torch.cat([gguf_matmul(x, p) for p in self.parts], dim=1)
+        return y if bias is None else y.add_(bias)
+
+    def dequantize(self) -> torch.Tensor:
+        return torch.cat([p.dequantize() for p in self.parts])
+
+    def __repr__(self) -> str:
+        return f"BlockParts({', '.join(map(repr, self.parts))})"

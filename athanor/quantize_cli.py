@@ -1,0 +1,130 @@
+"""`athanor quantize MODEL --type T --out FILE.gguf` and `athanor perplexity MODEL FILE`: the commands and the
+quality numbers they print.
+
+quantize: the model's float weights (a store name, .gguf or Hugging Face dir) written as a GGUF file of a
+llama.cpp file type (models/gguf_quantize.py chooses each tensor's type), then, with --eval-text, the
+perplexity of source and result on that text and the mean KL divergence of the result's next-token
+distribution from the source's (llama.cpp's `perplexity --kl-divergence` measure).
+perplexity: exp(mean negative log-likelihood) over windows of --ctx tokens, each window scored from its
+second token on, as the model runs under `athanor run` (quantized files in their own blocks).
+Not for: importance matrices (not implemented), or the quantizers themselves (models/gguf_quantize.py).
+Imports only typer at module level: `athanor --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from athanor.errors import AthanorError
+
+
+def _model(name: str):
+    """(model, tokenizer) as `athanor run` builds it on the CPU (a quantized GGUF keeps its blocks)."""
+    from athanor.runtime.llm import scoring_model
+
+    return scoring_model(name)
+
+
+def _windows(tokenizer, text: str, ctx: int) -> list[list[int]]:
+    ids = tokenizer.encode(text)
+    if len(ids) < 2:
+        raise AthanorError("the evaluation text is shorter than two tokens")
+    return [ids[i : i + ctx] for i in range(0, len(ids) - 1, ctx) if len(ids[i : i + ctx]) >= 2]
+
+
+def _log_probs(model, window: list[int]):
+    import torch
+
+    h = model.hidden_states(torch.tensor(window))  # (T, C), cache-free
+    return torch.log_softmax(model.lm_head(h[:-1]).float(), dim=-1)  # (T-1, V): predictions of tokens 1..T-1
+
+
+def perplexity_of(model, tokenizer, text: str, ctx: int = 512) -> float:
+    nll, count = 0.0, 0
+    for w in _windows(tokenizer, text, ctx):
+        lp = _log_probs(model, w)
+        nll -= lp.gather(1, _targets(w)).sum().item()
+        count += len(w) - 1
+    return math.exp(nll / count)
+
+
+def _targets(window: list[int]):
+    import torch
+
+    return torch.tensor(window[1:]).unsqueeze(1)
+
+
+def compare(source, quantized, tokenizer, text: str, ctx: int = 512) -> dict:
+    """Perplexity of both models and mean KL(source || quantized) per predicted token, on the same windows."""
+    nll_s = nll_q = kld = 0.0
+    count = 0
+    for w in _windows(tokenizer, text, ctx):
+        ls, lq = _log_probs(source, w), _log_probs(quantized, w)
+        t = _targets(w)
+        nll_s -= ls.gather(1, t).sum().item()
+        nll_q -= lq.gather(1, t).sum().item()
+        kld += (ls.exp() * (ls - lq)).sum().item()
+        count += len(w) - 1
+    return {"ppl_source": math.exp(nll_s / count), "ppl_quantized": math.exp(nll_q / count),
+            "kld": kld / count, "tokens": count}
+
+
+def quantize_model(model: str, type_name: str, out: Path) -> Path:
+    from athanor.models.gguf_export import write_gguf
+    from athanor.models.gguf_quantize import FILE_TYPES
+    from athanor.models.loader import load_checkpoint
+    from athanor.models.store import Store
+
+    if type_name not in FILE_TYPES:
+        raise AthanorError(f"quantization type {type_name!r} is not supported; choose one of {', '.join(FILE_TYPES)}")
+    if out.suffix != ".gguf":
+        raise AthanorError(f"--out should be a file path ending in .gguf, got {out}")
+    ckpt = load_checkpoint(Store().resolve(model).weights)  # float32 tensors
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        write_gguf(ckpt.config, ckpt.tensors, ckpt.tokenizer, tmp, tensor_type=type_name, name=out.stem,
+                   license=ckpt.info.get("license"))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def quantize(
+    model: str = typer.Argument(..., help="store name, .gguf file or Hugging Face directory (its float weights)"),
+    type: str = typer.Option(..., "--type", help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0 or Q5_0"),
+    out: Path = typer.Option(..., "--out", "-o", help="the .gguf file to write"),
+    eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="a text file: print perplexity and KL "
+                                             "divergence against the source on it"),
+    ctx: int = typer.Option(512, "--ctx", help="evaluation window in tokens"),
+) -> None:
+    """Quantize a model to a GGUF file llama.cpp loads (llama.cpp's per-tensor type choices, no imatrix)."""
+    path = quantize_model(model, type.upper(), out)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {type.upper()})")
+    if eval_text is not None:
+        source, tokenizer = _model(model)
+        quantized, _ = _model(str(path))
+        r = compare(source, quantized, tokenizer, eval_text.read_text(encoding="utf-8"), ctx)
+        typer.echo(f"perplexity: source {r['ppl_source']:.4f}  quantized {r['ppl_quantized']:.4f}  "
+                   f"KL divergence {r['kld']:.6f} (mean over {r['tokens']} tokens)")
+
+
+def perplexity(
+    model: str = typer.Argument(..., help="store name, .gguf file or Hugging Face directory"),
+    file: Path = typer.Argument(..., help="a UTF-8 text file"),
+    ctx: int = typer.Option(512, "--ctx", help="window in tokens"),
+) -> None:
+    """Perplexity of MODEL on FILE, as the model runs under `athanor run`."""
+    m, tokenizer = _model(model)
+    typer.echo(f"perplexity {perplexity_of(m, tokenizer, file.read_text(encoding='utf-8'), ctx):.4f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(quantize)
+    app.command()(perplexity)

@@ -1,0 +1,116 @@
+"""GGUF block kernels (athanor.nn.gguf_matmul): Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K matmuls and row lookups
+against the `gguf` package's dequantize (llama.cpp's reference), AVX2 and portable builds, on random blocks
+that exercise every bit pattern of the quants and packed scales."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from athanor.nn import gguf_matmul as gm
+
+pytestmark = pytest.mark.skipif(not gm.available(), reason=f"no GGUF kernels: {gm.unavailable_reason()}")
+
+TYPES = sorted(gm.GGUF_KERNEL_TYPES)  # ggml ids
+HALF_OFFSETS = {2: [0], 6: [0], 8: [0], 12: [0, 2], 13: [0, 2], 14: [208]}  # f16 scales inside a block
+
+
+def _random_blocks(ggml_type: int, out_features: int, in_features: int, seed: int = 0) -> np.ndarray:
+    """Random bytes for every quant and packed-scale bit, with finite small f16 d / dmin."""
+    _, bw, bb = gm.GGUF_KERNEL_TYPES[ggml_type]
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, size=(out_features * in_features // bw, bb), dtype=np.uint8)
+    for off in HALF_OFFSETS[ggml_type]:
+        d = rng.uniform(0.001, 0.05, size=(raw.shape[0], 1)).astype(np.float16)
+        raw[:, off : off + 2] = d.view(np.uint8)
+    raw[0, HALF_OFFSETS[ggml_type][0] : HALF_OFFSETS[ggml_type][0] + 2] = 0  # a block with d = 0
+    return raw.reshape(out_features, -1)
+
+
+def _reference_weight(raw: np.ndarray, ggml_type: int, shape) -> torch.Tensor:
+    import gguf
+
+    return torch.from_numpy(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(ggml_type)).copy()).reshape(shape)
+
+
+def _xhat(x: torch.Tensor, block: int) -> torch.Tensor:
+    """The activations the kernel multiplies: per block scale amax/127, int8 round-half-even, as float64."""
+    M, K = x.shape
+    xb = x.view(M, K // block, block)
+    d = xb.abs().amax(-1, keepdim=True) / 127  # float32, like the C code
+    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    q = torch.round(xb * inv)
+    return (q.double() * d.double()).view(M, K)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["avx2", "portable"])
+@pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
+def test_matmul_matches_dequantize_then_matmul(ggml_type, portable):
+    name, bw, _ = gm.GGUF_KERNEL_TYPES[ggml_type]
+    N, K, M = 67, 512, 5
+    raw = _random_blocks(ggml_type, N, K)
+    w_ref = _reference_weight(raw, ggml_type, (N, K))  # (N, K) float32
+    w = gm.GGUFWeight(torch.from_numpy(raw).reshape(-1), ggml_type, N, K)
+    assert torch.equal(w.dequantize(), w_ref)  # athanor's dequant agrees bit for bit with gguf's
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(1)) * 2
+    x[1, :bw] = 0.0  # an all-zero activation block
+    bias = torch.randn(N)
+    y = gm.gguf_matmul(x, w, bias, portable=portable)
+    # 1. tight: the kernel computes xhat @ W^T exactly up to fp32 accumulation
+    exact = _xhat(x, bw) @ w_ref.double().T + bias.double()
+    scale = (_xhat(x, bw).abs() @ w_ref.double().abs().T).clamp_min(1e-6)
+    assert ((y.double() - exact).abs() / scale).max() < 1e-5, name
+    # 2. against the unquantized x: within the activation rounding bound sum_j |W_oj| dx_b(j) / 2
+    ref = x.double() @ w_ref.double().T + bias.double()
+    dx = (x.abs().view(M, -1, bw).amax(-1) / 127).double()  # (M, K/bw)
+    bound = (w_ref.abs().double().view(1, N, -1, bw).sum(-1) * dx.view(M, 1, -1)).sum(-1) / 2
+    assert ((y.double() - ref).abs() <= bound * 1.001 + 1e-5).all(), name
+
+
+@pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
+def test_rows_are_independent_of_batch_and_threads(ggml_type):
+    N, K = 40, 256
+    w = gm.GGUFWeight(torch.from_numpy(_random_blocks(ggml_type, N, K, seed=3)).reshape(-1), ggml_type, N, K)
+    x = torch.randn(9, K, generator=torch.Generator().manual_seed(2))
+    full = gm.gguf_matmul(x, w, num_threads=2)
+    for i in (0, 4, 8):
+        assert torch.equal(gm.gguf_matmul(x[i : i + 1], w, num_threads=1), full[i : i + 1])
+    assert torch.equal(gm.gguf_matmul(x, w, num_threads=1), full)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["avx2", "portable"])
+@pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
+def test_get_rows_is_the_reference_dequantize(ggml_type, portable):
+    N, K = 20, 512
+    raw = _random_blocks(ggml_type, N, K, seed=5)
+    w = gm.GGUFWeight(torch.from_numpy(raw).reshape(-1), ggml_type, N, K)
+    ids = torch.tensor([19, 0, 7, 7])
+    assert torch.equal(gm.get_rows(w, ids, portable=portable), _reference_weight(raw, ggml_type, (N, K))[ids])
+    with pytest.raises(IndexError):
+        gm.get_rows(w, torch.tensor([20]))
+
+
+def test_quantized_by_gguf_package_round_trip():
+    """Weights quantized by gguf-py (Q4_0, Q5_0, Q8_0): the kernel's product approximates the float one."""
+    import gguf
+
+    w = torch.randn(48, 256, generator=torch.Generator().manual_seed(7))
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(8))
+    for t in (gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q5_0, gguf.GGMLQuantizationType.Q8_0):
+        raw = gguf.quants.quantize(w.numpy(), t)
+        gw = gm.GGUFWeight(torch.from_numpy(raw.copy()).reshape(-1), int(t), 48, 256)
+        rel = (gm.gguf_matmul(x, gw) - x @ w.T).norm() / (x @ w.T).norm()
+        assert rel < {"Q4_0": 0.12, "Q5_0": 0.06, "Q8_0": 0.02}[t.name], (t.name, float(rel))
+
+
+def test_bad_shapes_are_value_errors():
+    with pytest.raises(ValueError, match="divisible by 256"):
+        gm.GGUFWeight(torch.zeros(144, dtype=torch.uint8), 12, 1, 128)
+    with pytest.raises(ValueError, match="must be"):
+        gm.GGUFWeight(torch.zeros(10, dtype=torch.uint8), 8, 1, 32)
+    with pytest.raises(ValueError, match="no block kernel"):
+        gm.GGUFWeight(torch.zeros(20, dtype=torch.uint8), 3, 1, 32)
+    w = gm.GGUFWeight(torch.zeros(34, dtype=torch.uint8), 8, 1, 32)
+    with pytest.raises(ValueError, match="x must be"):
+        gm.gguf_matmul(torch.zeros(2, 64), w)
