@@ -10,11 +10,13 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from athanor.errors import AthanorError, ContextLengthError, ModelNotFoundError
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          503: "service_unavailable", 500: "server_error"}
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+          415: "invalid_request_error", 503: "service_unavailable", 500: "server_error"}
 
 
 def openai_error_body(message: str, status: int, param: str | None = None, code: str | None = None) -> dict:
@@ -70,6 +72,14 @@ def install_error_handlers(app) -> None:
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         return error_response(request.url.path, message, 400, where or None)
 
+    async def on_http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own 404 (no such route) / 405 (wrong method), in the API's shape, not {"detail": ...}."""
+        messages = {404: f"no route {request.url.path[:200]!r}",
+                    405: f"method {request.method} is not allowed on {request.url.path[:200]!r}"}
+        message = messages.get(e.status_code) or str(e.detail)
+        return error_response(request.url.path, message, e.status_code, headers=getattr(e, "headers", None))
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ServeError, on_serve_error)
     app.add_exception_handler(AthanorError, on_serve_error)
     app.add_exception_handler(RequestValidationError, on_validation)
