@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import re
 import socket
 
 from athanor.serve.errors import error_response
@@ -95,10 +96,13 @@ class GuardMiddleware:
         if scope["method"] == "OPTIONS" and origin and "access-control-request-method" in headers:
             return await _preflight(origin)(scope, receive, send)
         if scope["method"] in _BODY_METHODS and _has_body(headers):
-            receive, too_big = await _buffer_body(receive, self.max_body_bytes)
-            if too_big:
+            receive, body = await _buffer_body(receive, self.max_body_bytes)
+            if body is None:
                 message = f"request body is larger than the server's limit of {self.max_body_bytes} bytes"
                 return await error_response(path, message, 413)(scope, receive, send)
+            if has_lone_surrogate(body):  # valid JSON, but no tokenizer, file name or encoder can take it
+                message = "request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff not in a pair)"
+                return await error_response(path, message, 400)(scope, receive, send)
         await self.app(scope, receive, _with_cors(send, origin) if origin else send)
 
     def _refusal(self, scope, headers: dict) -> tuple[int, str] | None:
@@ -134,7 +138,8 @@ def _is_json(content_type: str) -> bool:
 
 
 async def _buffer_body(receive, limit: int):
-    """Read the whole body (at most `limit` bytes); -> (a receive that replays it then goes on, too_big)."""
+    """Read the whole body (at most `limit` bytes); -> (a receive that replays it then goes on, the body or
+    None when it is over the limit)."""
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -143,7 +148,7 @@ async def _buffer_body(receive, limit: int):
             break
         size += len(message.get("body", b""))
         if size > limit:
-            return receive, True
+            return receive, None
         chunks.append(message)
         if not message.get("more_body"):
             break
@@ -151,7 +156,19 @@ async def _buffer_body(receive, limit: int):
     async def replay():
         return chunks.pop(0) if chunks else await receive()
 
-    return replay, False
+    return replay, b"".join(c.get("body", b"") for c in chunks if c["type"] == "http.request")
+
+
+# \uD800-\uDBFF must be followed by \uDC00-\uDFFF; an escape counts only after an even run of backslashes
+_SURROGATE = re.compile(rb"(?<!\\)(?:\\\\)*\\u(?:([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+                        rb"|[dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def has_lone_surrogate(body: bytes) -> bool:
+    """A JSON text with an unpaired surrogate escape (json.loads turns it into a str that cannot be encoded)."""
+    if b"\\u" not in body:
+        return False
+    return any(m.group(1) is None or m.group(2) is None for m in _SURROGATE.finditer(body))
 
 
 def _preflight(origin: str):

@@ -38,7 +38,7 @@ RUNNER_OPTIONS = {"num_batch", "num_gpu", "main_gpu", "num_thread", "numa", "use
 
 
 class OllamaMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     role: str
     content: str = ""
@@ -57,7 +57,7 @@ class OllamaMessage(BaseModel):
 
 
 class OllamaBase(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     model: str = Field(min_length=1)
     stream: bool = True
@@ -83,7 +83,11 @@ class OllamaBase(BaseModel):
 
     @property
     def num_ctx(self) -> int | None:
-        return (self.options or {}).get("num_ctx")
+        """options.num_ctx, an integer >= 1 (the manager checks it against the KV cache before loading)."""
+        value = (self.options or {}).get("num_ctx")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ServeError(f"options.num_ctx must be an integer >= 1, got {value!r}")
+        return value
 
 
 class ChatRequest(OllamaBase):

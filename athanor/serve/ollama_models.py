@@ -28,7 +28,7 @@ router = APIRouter()
 class NameRequest(BaseModel):
     """`model`, or the older `name` that some clients still send."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     model: str = ""
     name: str = ""
@@ -43,6 +43,8 @@ class NameRequest(BaseModel):
 
 
 class CopyRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     source: str = Field(min_length=1)
     destination: str = Field(min_length=1)
 
