@@ -99,8 +99,10 @@ class LLM:
             ckpt.tokenizer.chat_template = manifest.template
         params = dict(manifest.parameters) | options
         config = config or EngineConfig()
-        if params.get("num_ctx") is not None:
-            config.max_model_len = check_num_ctx(params["num_ctx"], ckpt.config, config)
+        if options.get("num_ctx") is not None:  # a caller's (a request's): refused when the cache cannot hold it
+            config.max_model_len = check_num_ctx(options["num_ctx"], ckpt.config, config)
+        elif params.get("num_ctx"):  # the Modelfile's: the engine caps it to the cache, as before
+            config.max_model_len = int(params["num_ctx"])
         ckpt.config.max_position_embeddings = max(ckpt.config.max_position_embeddings, config.max_model_len)
         model = build_model(ckpt.config, ckpt.tensors, device=config.device, dtype=config.torch_dtype(),
                             weight_dtype=config.torch_weight_dtype(),
