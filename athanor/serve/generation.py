@@ -155,6 +155,32 @@ class Generation:
                 "eval_duration": int((end - first) * 1e9)}
 
 
+async def run_all(request, gens: list[Generation]) -> bool:
+    """Run every choice to the end (a non-streamed answer) while watching the connection: a client that goes
+    away aborts them, as a streamed one does. -> False when the client left (nothing to answer)."""
+    async def work() -> None:
+        for g in gens:
+            await g.run()
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body was read already: the next message is the disconnect
+
+    tasks = [asyncio.create_task(work()), asyncio.create_task(gone())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] in done:
+            tasks[0].result()  # raise the engine's error, if any
+            return True
+        log.info("client went away: aborting %d choice(s)", len(gens))
+        return False
+    finally:
+        for t in tasks:
+            t.cancel()
+        for g in gens:
+            g.abort()
+
+
 async def start_all(gens: list[Generation]) -> list[Generation]:
     """Start every choice; if one fails, abort the others and raise its error."""
     try:

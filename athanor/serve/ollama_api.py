@@ -10,13 +10,14 @@ ollama_models.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from athanor.serve.errors import ServeError
@@ -25,6 +26,7 @@ from athanor.serve.generation import (
     StreamResponse,
     check_request,
     compile_guide,
+    run_all,
     run_embed,
     stream_body,
 )
@@ -223,7 +225,7 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
     try:
         params = model.llm.sampling_params(body.sampling_options())
         params.guide = await compile_guide(body.guide, model.llm, "format")
-        prompt_ids = make_prompt(model.llm)
+        prompt_ids = await asyncio.to_thread(make_prompt, model.llm)  # a huge prompt must not stall the loop
         check_request(model, [prompt_ids], params, request.app.state.max_pending)
         gen = await Generation(model, prompt_ids, params, metrics).start()
         if body.stream:
@@ -232,10 +234,9 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
             return StreamResponse(stream_body([gen], lines, lambda: manager.release(model),
                                               lambda message: json.dumps({"error": message}) + "\n"),
                                   media_type="application/x-ndjson")
-        try:
-            result = await gen.run()
-        finally:
-            gen.abort()  # no-op when finished; frees the blocks when the handler fails or is cancelled
+        if not await run_all(request, [gen]):  # the client left: aborted, nobody to answer
+            return Response(status_code=499)
+        result = gen.result
         if names:
             reply = ToolCallStream(names)
             reply.feed(result.text)
