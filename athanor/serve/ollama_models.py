@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from athanor import __version__
+from athanor.serve.create_guard import create_errors
 from athanor.serve.errors import ServeError
 
 router = APIRouter()
@@ -136,10 +137,12 @@ async def delete(body: NameRequest, request: Request):
 @router.post("/api/create")
 async def create(body: CreateRequest, request: Request):
     text = body.modelfile_text()
+    store = request.app.state.manager.store
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "Modelfile"
         path.write_text(text, encoding="utf-8")
-        request.app.state.manager.store.create(body.model, path)
+        with create_errors(text, tmp):
+            store.create(body.model, path)
     statuses = [{"status": "reading model metadata"}, {"status": "writing manifest"}, {"status": "success"}]
     if not body.stream:
         return JSONResponse(statuses[-1])
