@@ -158,7 +158,7 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
         if make_guide is not None:
             params.guide = await compile_guide(make_guide, llm, "response_format")
         prompts = await asyncio.to_thread(make_prompts, llm)  # a huge prompt must not stall the event loop
-        check_request(model, prompts, params, request.app.state.max_pending)
+        check_request(model, prompts, params, request.app.state.max_pending, body.n)
         gens = [Generation(model, ids, choice_params(params, j), metrics, index=i * body.n + j)
                 for i, ids in enumerate(prompts) for j in range(body.n)]
         await start_all(gens)
