@@ -23,6 +23,7 @@ from athanor.serve.guards import DEFAULT_MAX_BODY_BYTES, GuardMiddleware
 from athanor.serve.manager import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelManager
 from athanor.serve.metrics import Metrics
 from athanor.serve.middleware import RequestMiddleware
+from athanor.serve.openapi_doc import install_openapi
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435
@@ -59,6 +60,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.state.manager, app.state.metrics = manager, Metrics()
     app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
     install_error_handlers(app)
+    install_openapi(app)
     from athanor.rag import routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
     from athanor.workflow import routes as workflow_routes  # Dify-shaped workflow routes (issue 6); engine loads on use
 

@@ -1,7 +1,8 @@
 """HTTP errors for both APIs: one exception type, answered in the shape of the API the path belongs to.
 
 OpenAI paths get `{"error": {"message", "type", "param", "code"}}`, Ollama paths (`/api/...`) get
-`{"error": "..."}`. Maps the project's own errors (AthanorError and kinds) and pydantic validation errors
+`{"error": "..."}`, Dify's service API (`/v1/workflows...`, `/v1/chat-messages`) gets `{"code", "message",
+"status"}`. Maps the project's own errors (AthanorError and kinds) and pydantic validation errors
 to status codes. Not for deciding *what* is wrong (the routes and SamplingParams do that).
 """
 
@@ -38,10 +39,21 @@ def is_ollama_path(path: str) -> bool:
     return path.startswith("/api/")
 
 
+DIFY_PATHS = ("/v1/workflows", "/v1/chat-messages")  # Dify's service API: {"code", "message", "status"}
+_DIFY_CODES = {400: "invalid_param", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "file_too_large", 415: "unsupported_media_type"}
+
+
+def is_dify_path(path: str) -> bool:
+    return path.startswith(DIFY_PATHS)
+
+
 def error_response(path: str, message: str, status: int, param: str | None = None,
                    code: str | None = None, headers: dict | None = None) -> JSONResponse:
     if is_ollama_path(path):
         body = {"error": message}
+    elif is_dify_path(path):
+        body = {"code": code or _DIFY_CODES.get(status, "invalid_param"), "message": message, "status": status}
     else:
         body = openai_error_body(message, status, param, code)
     return JSONResponse(body, status_code=status, headers=headers)
