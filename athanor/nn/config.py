@@ -128,7 +128,7 @@ _SIZE_LIMITS = {"vocab_size": 2**22, "hidden_size": 2**17, "intermediate_size": 
                 "max_position_embeddings": 2**24}
 
 
-def _check_sizes(cfg: "ModelConfig") -> None:
+def _check_sizes(cfg: ModelConfig) -> None:
     for name, limit in _SIZE_LIMITS.items():
         value = getattr(cfg, name)
         if name == "head_dim" and value == 0:

@@ -32,7 +32,7 @@ def test_no_server_errors(tmp_path, tiny_hf_dir):
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) >= 20  # every route is in the schema
 
-        CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,  # noqa: N806
+        CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
                   response_schema_conformance]
         for operation in operations:
             @given(case=operation.as_strategy())
