@@ -201,6 +201,15 @@ def test_long_and_nul_names_are_400(srv):
     still_serves(srv)
 
 
+def test_nul_in_a_knowledge_base_path_is_400(srv, tmp_path):
+    srv.app.state.kb_roots = [str(tmp_path)]
+    try:
+        r = httpx.post(f"{srv.url}/v1/kb/notes/paths", json={"paths": [f"{tmp_path}/a\0b"]})
+        assert "NUL" in openai_error(r, 400)["message"]
+    finally:
+        del srv.app.state.kb_roots
+
+
 def test_huge_keep_alive_then_ps_still_works(srv):
     r = httpx.post(f"{srv.url}/api/generate", json={"model": "tiny", "keep_alive": 1e308}, timeout=60)
     assert r.status_code == 200 and r.json()["done_reason"] == "load"
