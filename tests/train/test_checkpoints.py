@@ -30,9 +30,10 @@ def test_half_written_newest_is_skipped_with_a_message(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     said: list[str] = []
     assert last_whole_checkpoint(tmp_path, said.append).name == "checkpoint-4"
-    assert said == ["skipping checkpoint-12: incomplete, adapter_model.safetensors is truncated (tensor data runs "
-                    "past the end)", "skipping checkpoint-8: incomplete, no trainer_state.json (the run stopped "
-                    "while saving it)"]
+    assert said == [
+        "skipping checkpoint-12: incomplete, adapter_model.safetensors is truncated (tensor data runs past the end)",
+        "skipping checkpoint-8: incomplete, no trainer_state.json (the run stopped while saving it)",
+    ]
 
 
 def test_numeric_order_not_text_order(tmp_path):
