@@ -324,6 +324,14 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
     port: int = typer.Option(11435, help="port (11435: one above Ollama's 11434, so both can run)"),
     api_key: str | None = typer.Option(None, envvar="ATHANOR_API_KEY", help="require 'Authorization: Bearer KEY'"),
+    api_key_file: str | None = typer.Option(None, help="read the API key from this file's first line (keeps it "
+                                                           "off the command line; or set ATHANOR_API_KEY)"),
+    allowed_hosts: str | None = typer.Option(None, envvar="ATHANOR_ALLOWED_HOSTS",
+                                                help="extra Host names to accept, comma-separated ('*': any; "
+                                                     "'.example.com': a domain); others get 403"),
+    origins: str | None = typer.Option(None, envvar="ATHANOR_ORIGINS",
+                                          help="extra browser origins allowed (CORS), comma-separated, '*' wildcards"),
+    max_body: str = typer.Option("32MiB", help="largest request body accepted (413 above)"),
     keep_alive: str = typer.Option("5m", help="how long an idle model stays loaded (Ollama syntax: 30s, 5m, -1)"),
     max_loaded_models: int = typer.Option(3, help="models kept loaded at once (least recently used unloads)"),
     max_memory: str | None = typer.Option(None, envvar="ATHANOR_MAX_MEMORY",
@@ -345,11 +353,14 @@ def serve(
     if unsafe_code:  # read by the workflow routes (workflow/routes.py) for every run
         os.environ["ATHANOR_UNSAFE_CODE"] = "1"
     from athanor.runtime.registry import parse_bytes, parse_keep_alive
+    from athanor.serve.guards import split_list
 
     options = {"host": host, "port": port, "api_key": api_key, "keep_alive": parse_keep_alive(keep_alive, 300.0),
                "engine_config": _engine_config(device, "auto", weights), "max_pending": max_pending,
                "max_loaded_models": max_loaded_models, "max_memory_bytes": parse_bytes(max_memory),
-               "log_level": log_level, "ready_models": ready_model or None}
+               "log_level": log_level, "ready_models": ready_model or None, "api_key_file": api_key_file,
+               "allowed_hosts": split_list(allowed_hosts), "origins": split_list(origins),
+               "max_body_bytes": parse_bytes(max_body)}
     if replicas > 1:
         from athanor.serve.ray_app import run_replicas
 

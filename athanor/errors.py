@@ -25,6 +25,10 @@ class ContextLengthError(AthanorError):
     """A prompt (plus requested tokens) longer than the model's context window."""
 
 
+class ContextConflictError(AthanorError):
+    """A loaded model is in use with another context size; its users' context must not change under them."""
+
+
 class CapacityError(AthanorError):
     """No room for a model or a request now (memory budget, every loaded model busy): retry later or raise a limit."""
 

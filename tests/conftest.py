@@ -36,6 +36,7 @@ def smollm2_path() -> Path:
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own ATHANOR_HOME so nothing touches the user's store."""
     monkeypatch.setenv("ATHANOR_HOME", str(tmp_path_factory.mktemp("athanor_home")))
+    monkeypatch.setenv("ATHANOR_ALLOWED_HOSTS", "testserver")  # Starlette TestClient's Host (the guard's 403 else)
 
 
 def write_tiny_hf_dir(path: Path, arch: str = "qwen2", seed: int = 0, extra_specials: tuple[str, ...] = ()) -> Path:

@@ -98,6 +98,7 @@ _SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f"
 _ARRAY_DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?",
                  10: "<u8", 11: "<i8", 12: "<f8"}
 _STRING, _ARRAY, _FLOAT32 = 8, 9, 6
+_MAX_ARRAY_DEPTH = 4
 
 
 class _Cursor:
@@ -119,26 +120,30 @@ class _Cursor:
         self.pos += n
         return raw.decode("utf-8")
 
-    def value(self, vtype: int) -> Any:
+    def value(self, vtype: int, depth: int = 0) -> Any:
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
-            return self.array()
+            return self.array(depth)
         if vtype not in _SCALAR_FORMATS:
             raise ValueError(f"unknown metadata value type {vtype}")
         value = self.scalar(_SCALAR_FORMATS[vtype])
         # float32 -> the shortest decimal that round-trips (1e-05, not 9.999999747378752e-06)
         return float(str(np.float32(value))) if vtype == _FLOAT32 else value
 
-    def array(self) -> list:
+    def array(self, depth: int = 0) -> list:
+        if depth >= _MAX_ARRAY_DEPTH:  # real files nest at most once; deeper is a crafted file (RecursionError)
+            raise ValueError(f"metadata arrays nested more than {_MAX_ARRAY_DEPTH} deep")
         vtype, n = self.scalar("<I"), self.scalar("<Q")
+        if n > len(self.buf) - self.pos:  # every element takes at least one byte
+            raise ValueError(f"an array of {n} values runs past the end of the file")
         if vtype in _ARRAY_DTYPES:
             values = np.frombuffer(self.buf, dtype=_ARRAY_DTYPES[vtype], count=n, offset=self.pos)
             self.pos += values.nbytes
             return values.tolist()
         if vtype == _STRING:
             return self.strings(n)
-        return [self.value(vtype) for _ in range(n)]
+        return [self.value(vtype, depth + 1) for _ in range(n)]
 
     def strings(self, n: int) -> list[str]:
         """n strings in a row: the vocabulary and merges, so the loop is kept tight."""
@@ -182,6 +187,8 @@ def _parse_header(buf: mmap.mmap, path: Path) -> GGUFHeader:
         metadata[key] = cur.value(cur.scalar("<I"))
     infos = [_tensor_info(cur) for _ in range(n_tensors)]
     alignment = metadata.get("general.alignment", 32)
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or not 1 <= alignment <= 2**16:
+        raise ModelFormatError(f"{path.name}: general.alignment must be an integer in [1, 65536], got {alignment!r}")
     data_start = -(-cur.pos // alignment) * alignment  # round up to the alignment
     for info in infos:
         info.offset += data_start

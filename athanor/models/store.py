@@ -27,6 +27,7 @@ from athanor.models.lora import check_adapter_dir
 from athanor.models.modelfile import Modelfile, ModelfileError, parse_modelfile, render_modelfile_text
 
 DEFAULT_TAG = "latest"
+MAX_NAME_BYTES = 255  # a name becomes a file name; longer ones are OSError ENAMETOOLONG on every file system
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NAME = re.compile(rf"^{_PART}(:{_PART})?$")
 
@@ -49,10 +50,13 @@ class Manifest(BaseModel):
 
 
 def normalize_name(name: str) -> str:
-    """'mario' -> 'mario:latest'; raises AthanorError for a malformed name."""
-    if not _NAME.match(name or ""):
+    """'mario' -> 'mario:latest'; raises AthanorError for a malformed name (at most 255 bytes: a file name)."""
+    if len((name or "").encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise AthanorError(f"invalid model name {name[:40]!r}...: longer than {MAX_NAME_BYTES} bytes")
+    if not _NAME.fullmatch(name or ""):
         raise AthanorError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-', and an optional ':tag' (e.g. mario:v1)"
+            f"invalid model name {name[:100]!r}: use letters, digits, '.', '_' or '-', and an optional ':tag' "
+            "(e.g. mario:v1)"
         )
     return name if ":" in name else f"{name}:{DEFAULT_TAG}"
 

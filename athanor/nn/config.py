@@ -59,6 +59,7 @@ class ModelConfig:
     extra: dict = field(default_factory=dict)  # informational fields (e.g. sliding_window) kept for `show`
 
     def __post_init__(self) -> None:
+        _check_sizes(self)
         if self.arch not in SUPPORTED_ARCHITECTURES:
             raise UnsupportedArchitectureError(
                 f"unsupported architecture {self.arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
@@ -203,3 +204,20 @@ def _moe_from_hf(cfg: dict) -> dict:
     return {"num_experts": experts, "num_experts_per_tok": cfg["num_experts_per_tok"],
             "moe_intermediate_size": cfg["moe_intermediate_size"], "norm_topk_prob": bool(cfg.get("norm_topk_prob")),
             "moe_layers": layers}
+
+
+# Upper bounds well above every released decoder (405B: 126 layers, 16384 hidden; 10M-token contexts): a file
+# asking for more is lying, and is refused before anything is sized from it (tensor tables, rotary tables).
+_SIZE_LIMITS = {"vocab_size": 2**22, "hidden_size": 2**17, "intermediate_size": 2**19, "num_hidden_layers": 1024,
+                "num_attention_heads": 1024, "num_key_value_heads": 1024, "head_dim": 2**12,
+                "max_position_embeddings": 2**24}
+
+
+def _check_sizes(cfg: ModelConfig) -> None:
+    for name, limit in _SIZE_LIMITS.items():
+        value = getattr(cfg, name)
+        if name == "head_dim" and value == 0:
+            continue  # derived below
+        low = 0 if name == "num_hidden_layers" else 1  # 0 layers: a tokenizer-only file
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= limit:
+            raise ModelFormatError(f"model config {name} must be an integer in [{low}, {limit}], got {value!r}")

@@ -79,7 +79,9 @@ class LLM:
             ckpt.tokenizer.chat_template = manifest.template
         params = dict(manifest.parameters) | options
         config = dataclasses.replace(config) if config else EngineConfig()  # the caller's config stays as given
-        if params.get("num_ctx"):
+        if options.get("num_ctx") is not None:  # a caller's (a request's): refused when the cache cannot hold it
+            config.max_model_len = check_num_ctx(options["num_ctx"], ckpt.config, config)
+        elif params.get("num_ctx"):  # the Modelfile's: the engine caps it to the cache, as before
             config.max_model_len = int(params["num_ctx"])
         ckpt.config.max_position_embeddings = max(ckpt.config.max_position_embeddings, config.max_model_len)
         model = build_model(ckpt.config, ckpt.tensors, device=config.device, dtype=config.torch_dtype(),
@@ -231,3 +233,24 @@ def _generation_defaults(gen: dict) -> dict:
     if gen.get("do_sample") is False:
         return {"temperature": 0.0} | ({"repetition_penalty": gen["repetition_penalty"]} if "repetition_penalty" in gen else {})
     return {k: gen[k] for k in _GEN_CONFIG_KEYS if k in gen}
+
+
+def check_num_ctx(num_ctx, model_config, config: EngineConfig) -> int:
+    """A context size the KV cache can hold, checked before anything is allocated (the rotary tables and the
+    cache grow with it): an integer >= 1 and at most the cache's tokens. Else a one-line AthanorError."""
+    import torch
+
+    from athanor.errors import AthanorError
+
+    if isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx < 1:
+        raise AthanorError(f"num_ctx must be an integer >= 1, got {num_ctx!r}")
+    if config.num_kvcache_blocks:
+        cache_tokens = config.num_kvcache_blocks * config.block_size
+    else:
+        itemsize = torch.empty((), dtype=config.torch_dtype()).element_size()
+        per_token = 2 * model_config.num_hidden_layers * model_config.num_key_value_heads * model_config.head_dim
+        cache_tokens = config.kv_cache_bytes // max(1, per_token * itemsize)
+    if num_ctx > cache_tokens:
+        raise AthanorError(f"num_ctx {num_ctx} is more than this server's KV cache holds ({cache_tokens} tokens); "
+                           "ask for less or give the server a larger KV cache")
+    return num_ctx

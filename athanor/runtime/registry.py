@@ -11,7 +11,9 @@ negative keeps it forever, 0 unloads it as soon as it is idle). At most `max_loa
 `max_memory_bytes`, at most that many bytes of weights + KV caches (measured after each load; before a load the
 size is the one measured last time, else estimated from the parameter count and the KV-cache budget): loading
 another unloads least recently used idle models until it fits (503 when the rest are busy; a model larger than
-the whole budget is refused). A request asking for another `num_ctx` reloads an idle model with it.
+the whole budget is refused). One context size per loaded model: a request whose `num_ctx` (absent: the
+model's default) differs from the loaded one reloads the model when it is idle and gets 409 while others use
+it, so one client's `num_ctx` never changes the context of requests already sharing the model.
 Not for HTTP shapes (serve/): capacity problems are `CapacityError`s, which serve/ answers with a 503.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import re
 import threading
 import time
@@ -27,17 +30,20 @@ from datetime import datetime, timezone
 
 from athanor.engine.config import EngineConfig
 from athanor.engine.model_runner import memory_bytes
-from athanor.errors import AthanorError, CapacityError
+from athanor.errors import AthanorError, CapacityError, ContextConflictError
+from athanor.models.store import short_name
 from athanor.runtime.async_engine import AsyncEngine
 
 DEFAULT_KEEP_ALIVE = 300.0  # seconds, as Ollama's default of 5 minutes
 DEFAULT_MAX_LOADED_MODELS = 3  # as Ollama's OLLAMA_MAX_LOADED_MODELS default on CPU (3 x number of GPUs)
+MAX_KEEP_ALIVE = 1e9  # seconds; longer means forever
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 def parse_keep_alive(value, default: float) -> float:
-    """Ollama's keep_alive: seconds as a number, or "10s" / "5m" / "1h" / "-1"; negative -> forever (inf)."""
+    """Ollama's keep_alive: seconds as a number, or "10s" / "5m" / "1h" / "-1"; negative -> forever (inf).
+    Beyond MAX_KEEP_ALIVE (~31 years, past what a datetime can add) is forever too; NaN / inf are refused."""
     if value is None or value == "":
         return default
     if isinstance(value, bool):
@@ -49,7 +55,9 @@ def parse_keep_alive(value, default: float) -> float:
         if not m:
             raise AthanorError(f"keep_alive must be a duration like '5m', '30s' or a number of seconds, got {value!r}")
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    return float("inf") if seconds < 0 else seconds
+    if not math.isfinite(seconds):
+        raise AthanorError(f"keep_alive must be a finite number of seconds or a duration like '5m', got {value!r}")
+    return float("inf") if seconds < 0 or seconds > MAX_KEEP_ALIVE else seconds
 
 
 def parse_bytes(value: str | int | None) -> int | None:
@@ -139,8 +147,13 @@ class ModelRegistry:
         lock = self._locks.setdefault(full, asyncio.Lock())
         async with lock:
             model = self.models.get(full)
-            if model is not None and num_ctx and num_ctx != model.num_ctx and not model.num_active:
-                await self.unload(full)  # another context size: reload (while busy, the loaded one serves)
+            if model is not None and num_ctx != model.num_ctx:
+                if model.num_active:  # others are using it: their context must not change under them
+                    raise ContextConflictError(
+                        f"model {short_name(full)} is loaded with num_ctx {model.num_ctx or 'default'} and in use; a "
+                        f"request for num_ctx {num_ctx or 'default'} must wait until it is idle (retry soon) or use "
+                        "the loaded context")
+                await self.unload(full)  # idle: reload with the context asked for
                 model = None
             if model is None:
                 await self._make_room(full, self._size_before_load(full))

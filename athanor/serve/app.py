@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 
 from fastapi import FastAPI, Request
@@ -21,8 +22,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from athanor.engine.config import EngineConfig
 from athanor.runtime.registry import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelRegistry, use_registry
 from athanor.serve.errors import install_error_handlers
+from athanor.serve.guards import DEFAULT_MAX_BODY_BYTES, GuardMiddleware
 from athanor.serve.metrics import Metrics
 from athanor.serve.middleware import RequestMiddleware
+from athanor.serve.openapi_doc import install_openapi
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435
@@ -34,11 +37,14 @@ MAX_PENDING = 256  # requests in flight per model (running + queued) before new 
 def create_app(store=None, engine_config: EngineConfig | None = None, api_key: str | None = None,
                keep_alive: float = DEFAULT_KEEP_ALIVE, health_stall_seconds: float = HEALTH_STALL_SECONDS,
                max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS,
-               max_memory_bytes: int | None = None, ready_models: list[str] | None = None) -> FastAPI:
+               max_memory_bytes: int | None = None, ready_models: list[str] | None = None,
+               bind_host: str = DEFAULT_HOST, allowed_hosts: list[str] | None = None, origins: list[str] | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The app. `store`: a models.store.Store (default: $ATHANOR_HOME's); `api_key`: None -> no auth;
     `keep_alive`: default seconds a model stays loaded after its last request; `max_pending`: per model;
     `max_memory_bytes`: weights + KV caches of all loaded models (None: only `max_loaded_models` limits);
-    `ready_models`: the models /health/ready requires to be loadable (see health.py)."""
+    `ready_models`: the models /health/ready requires to be loadable (see health.py);
+    `bind_host`, `allowed_hosts`, `origins`, `max_body_bytes`: the browser and size guards (guards.py)."""
     from athanor.models.store import Store
     from athanor.serve import anthropic_api, ollama_api, ollama_models, openai_api, tokenizer_info
     from athanor.serve import health as probes
@@ -63,6 +69,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.state.manager, app.state.metrics = manager, Metrics()
     app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
     install_error_handlers(app)
+    install_openapi(app)
     from athanor.serve import kb_routes as kb_routes  # knowledge-base routes (issue 7); heavy parts load on use
     from athanor.serve import (
         workflow_routes as workflow_routes,  # Dify-shaped workflow routes (issue 6); engine loads on use
@@ -76,6 +83,8 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.add_api_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_middleware(RequestMiddleware, api_key=api_key, metrics=app.state.metrics,
                        key_check=workflow_routes.service_api.accepts_app_key)  # Dify app keys open their app only
+    app.add_middleware(GuardMiddleware, bind_host=bind_host, allowed_hosts=allowed_hosts, origins=origins,
+                       max_body_bytes=max_body_bytes)  # added last: runs first
     return app
 
 
@@ -97,20 +106,41 @@ async def root():
     return PlainTextResponse("athanor is running")  # Ollama clients probe GET / for this
 
 
-def resolve_api_key(api_key: str | None) -> str | None:
-    """The key given, else $ATHANOR_API_KEY, else None (no auth)."""
-    return api_key or os.environ.get(API_KEY_ENV) or None
+def resolve_api_key(api_key: str | None, api_key_file: str | None = None) -> str | None:
+    """The key given, else the first line of `api_key_file`, else $ATHANOR_API_KEY, else None (no auth).
+    A file or the environment keeps the key off the command line (where `ps` and /proc show it)."""
+    if api_key:
+        return api_key
+    if api_key_file:
+        try:
+            with open(api_key_file, encoding="utf-8") as f:
+                key = f.readline().strip()
+        except OSError as e:
+            raise ValueError(f"cannot read the API key file {api_key_file}: {e.strerror}") from None
+        if not key:
+            raise ValueError(f"the API key file {api_key_file} is empty")
+        return key
+    return os.environ.get(API_KEY_ENV) or None
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
           keep_alive: float = DEFAULT_KEEP_ALIVE, engine_config: EngineConfig | None = None,
           max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS,
-          max_memory_bytes: int | None = None, log_level: str = "info", ready_models: list[str] | None = None) -> None:
-    """Run the server until interrupted. `api_key` None -> $ATHANOR_API_KEY if set, else no auth."""
+          max_memory_bytes: int | None = None, log_level: str = "info", ready_models: list[str] | None = None,
+          api_key_file: str | None = None, allowed_hosts: list[str] | None = None, origins: list[str] | None = None,
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    """Run the server until interrupted. `api_key` None -> `api_key_file`, else $ATHANOR_API_KEY, else no auth."""
     import uvicorn
 
-    api_key = resolve_api_key(api_key)
+    api_key = resolve_api_key(api_key, api_key_file)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     app = create_app(engine_config=engine_config, api_key=api_key, keep_alive=keep_alive, max_pending=max_pending,
-                     max_loaded_models=max_loaded_models, max_memory_bytes=max_memory_bytes, ready_models=ready_models)
+                     max_loaded_models=max_loaded_models, max_memory_bytes=max_memory_bytes, ready_models=ready_models,
+                     bind_host=host, allowed_hosts=allowed_hosts, origins=origins, max_body_bytes=max_body_bytes)
+    signal.signal(signal.SIGTERM, _exit_clean)  # uvicorn drains, then re-raises the SIGTERM it caught: exit 0
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # our middleware logs access
+
+
+def _exit_clean(signum, frame) -> None:
+    """SIGTERM after uvicorn's graceful drain (it restores this handler, then re-sends the signal)."""
+    raise SystemExit(0)

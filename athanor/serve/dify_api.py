@@ -36,9 +36,9 @@ from starlette.datastructures import UploadFile
 
 from athanor.errors import AthanorError
 from athanor.serve import workflow_routes as routes
-from athanor.serve.workflow_routes import DifyError, _error
 from athanor.serve.dify_files import file_inputs, resolve_files
 from athanor.serve.dify_turn import TASKS, Turn
+from athanor.serve.workflow_routes import DifyError, _error
 
 router = APIRouter(tags=["dify"])
 CHAT_MODES = ("chat", "agent-chat", "advanced-chat")

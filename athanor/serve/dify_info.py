@@ -19,8 +19,8 @@ import json
 from fastapi import Request
 from fastapi.responses import Response
 
-from athanor.serve.workflow_routes import DifyError
 from athanor.serve.dify_api import CHAT_MODES, _guard, _json, _resolve, router
+from athanor.serve.workflow_routes import DifyError
 
 _ALL = ("workflow", "completion", *CHAT_MODES)
 _OFF = {"enabled": False}

@@ -26,12 +26,18 @@ def vocab_size(model) -> int:
     return model.llm.engine.runner.model.config.vocab_size
 
 
-def check_request(model, prompts: list[list[int]], params, max_pending: int) -> None:
+def check_request(model, prompts: list[list[int]], params, max_pending: int, n: int = 1) -> None:
     """Input the engine would only notice mid-batch (where it fails every request): out-of-vocab ids.
-    And the bounded queue: more requests in flight on this model than `max_pending` -> 503."""
-    if model.num_active > max_pending:
-        raise ServeError(f"server busy: more than {max_pending} requests in flight for {model.name}; retry soon",
-                         503, code="overloaded", headers={"Retry-After": "1"})
+    And admission by sequences, not requests (each prompt x each of n choices is one): a request asking for
+    more than `max_pending` sequences alone -> 400; with those already in flight over it -> 503 + Retry-After."""
+    new = len(prompts) * n
+    if new > max_pending:
+        raise ServeError(f"this request asks for {new} sequences ({len(prompts)} prompts x n={n}); the server runs at "
+                         f"most {max_pending} per model at once: split it", 400, "n")
+    in_flight = max(model.num_active - 1, len(model.llm.engine.requests))  # num_active counts this request
+    if in_flight + new > max_pending:
+        raise ServeError(f"server busy: {in_flight} sequences in flight for {model.name} (limit {max_pending}); "
+                         "retry soon", 503, code="overloaded", headers={"Retry-After": "1"})
     vocab = vocab_size(model)
     bad = [t for ids in prompts for t in ids if not 0 <= t < vocab]
     if bad:
@@ -160,6 +166,32 @@ class Generation:
                 "prompt_eval_duration": int((first - self.t_start) * 1e9),
                 "eval_count": self.result.num_output_tokens,
                 "eval_duration": int((end - first) * 1e9)}
+
+
+async def run_all(request, gens: list[Generation]) -> bool:
+    """Run every choice to the end (a non-streamed answer) while watching the connection: a client that goes
+    away aborts them, as a streamed one does. -> False when the client left (nothing to answer)."""
+    async def work() -> None:
+        for g in gens:
+            await g.run()
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body was read already: the next message is the disconnect
+
+    tasks = [asyncio.create_task(work()), asyncio.create_task(gone())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] in done:
+            tasks[0].result()  # raise the engine's error, if any
+            return True
+        log.info("client went away: aborting %d choice(s)", len(gens))
+        return False
+    finally:
+        for t in tasks:
+            t.cancel()
+        for g in gens:
+            g.abort()
 
 
 async def start_all(gens: list[Generation]) -> list[Generation]:

@@ -142,8 +142,10 @@ def _confined(path: str, roots: list[Path]) -> Path:
     if not roots:
         raise ServeError("adding documents by server path is off; start serve with ATHANOR_KB_ROOTS=/some/folder",
                          403, "paths", "path_not_allowed")
+    if "\0" in path:  # os and pathlib raise ValueError on it (a 500 before)
+        raise ServeError("a path may not contain NUL bytes", 400, "paths")
     if not os.path.isabs(path):
-        raise ServeError(f"{path!r} is not an absolute path", 400, "paths")
+        raise ServeError(f"{path[:200]!r} is not an absolute path", 400, "paths")
     real = Path(path).resolve()  # `..` and symlinks resolved before the check, so neither can step outside
     if not any(real.is_relative_to(r) for r in roots):
         raise ServeError(f"{path!r} is outside the allowed roots", 403, "paths", "path_not_allowed")

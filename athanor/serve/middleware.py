@@ -29,10 +29,6 @@ class RequestMiddleware:
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        content_type = headers.get("content-type", "")
-        if scope["method"] in ("POST", "PUT", "DELETE") and "json" not in content_type \
-                and "multipart/form-data" not in content_type:  # uploads (Dify's /v1/files/upload) stay multipart
-            scope = _as_json(scope)
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = {"code": 500}
@@ -73,9 +69,3 @@ class RequestMiddleware:
                                     "status": status, "ms": round(seconds * 1000, 1),
                                     "client": (scope.get("client") or ("", 0))[0]}))
 
-
-def _as_json(scope) -> dict:
-    """Every body this server takes is JSON, and Ollama's docs (and its users) POST it with `curl -d`, which
-    labels it form-urlencoded: read such bodies as JSON, as Ollama does."""
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-    return dict(scope, headers=headers + [(b"content-type", b"application/json")])

@@ -10,13 +10,14 @@ ollama_models.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from athanor.serve.errors import ServeError, ollama_error_body
@@ -26,6 +27,7 @@ from athanor.serve.generation import (
     check_request,
     compile_guide,
     cut_dimensions,
+    run_all,
     run_embed,
     stream_body,
 )
@@ -39,7 +41,7 @@ RUNNER_OPTIONS = {"num_batch", "num_gpu", "main_gpu", "num_thread", "numa", "use
 
 
 class OllamaMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     role: str
     content: str = ""
@@ -58,7 +60,7 @@ class OllamaMessage(BaseModel):
 
 
 class OllamaBase(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     model: str = Field(min_length=1)
     stream: bool = True
@@ -84,7 +86,11 @@ class OllamaBase(BaseModel):
 
     @property
     def num_ctx(self) -> int | None:
-        return (self.options or {}).get("num_ctx")
+        """options.num_ctx, an integer >= 1 (the manager checks it against the KV cache before loading)."""
+        value = (self.options or {}).get("num_ctx")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ServeError(f"options.num_ctx must be an integer >= 1, got {value!r}")
+        return value
 
 
 class ChatRequest(OllamaBase):
@@ -227,7 +233,7 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
     try:
         params = model.llm.sampling_params(body.sampling_options())
         params.guide = await compile_guide(body.guide, model.llm, "format")
-        prompt_ids = make_prompt(model.llm)
+        prompt_ids = await asyncio.to_thread(make_prompt, model.llm)  # a huge prompt must not stall the loop
         check_request(model, [prompt_ids], params, request.app.state.max_pending)
         gen = await Generation(model, prompt_ids, params, metrics).start()
         if body.stream:
@@ -236,10 +242,9 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
             return StreamResponse(stream_body([gen], lines, lambda: manager.release(model),
                                               lambda message: json.dumps(ollama_error_body(message)) + "\n"),
                                   media_type="application/x-ndjson")
-        try:
-            result = await gen.run()
-        finally:
-            gen.abort()  # no-op when finished; frees the blocks when the handler fails or is cancelled
+        if not await run_all(request, [gen]):  # the client left: aborted, nobody to answer
+            return Response(status_code=499)
+        result = gen.result
         if names:
             reply = ToolCallStream(names)
             sent = reply.feed(result.text)

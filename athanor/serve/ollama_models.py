@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from athanor import __version__
+from athanor.serve.create_guard import create_errors
 from athanor.serve.errors import ServeError
 
 router = APIRouter()
@@ -28,7 +29,7 @@ router = APIRouter()
 class NameRequest(BaseModel):
     """`model`, or the older `name` that some clients still send."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     model: str = ""
     name: str = ""
@@ -43,6 +44,8 @@ class NameRequest(BaseModel):
 
 
 class CopyRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     source: str = Field(min_length=1)
     destination: str = Field(min_length=1)
 
@@ -135,10 +138,12 @@ async def delete(body: NameRequest, request: Request):
 @router.post("/api/create")
 async def create(body: CreateRequest, request: Request):
     text = body.modelfile_text()
+    store = request.app.state.manager.store
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "Modelfile"
         path.write_text(text, encoding="utf-8")
-        request.app.state.manager.store.create(body.model, path)
+        with create_errors(text, tmp):
+            store.create(body.model, path)
     statuses = [{"status": "reading model metadata"}, {"status": "writing manifest"}, {"status": "success"}]
     if not body.stream:
         return JSONResponse(statuses[-1])

@@ -10,12 +10,13 @@ are enforced by constrained decoding (athanor/text/grammar.py): the engine sampl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from athanor.serve.echo import add_echo
 from athanor.serve.errors import ServeError, openai_error_body
@@ -27,6 +28,7 @@ from athanor.serve.generation import (
     compile_guide,
     cut_dimensions,
     merge,
+    run_all,
     run_embed,
     start_all,
     stream_body,
@@ -116,12 +118,15 @@ async def tokenize(body: TokenizeRequest, request: Request):
     model = await manager.acquire(default_model_name(manager, body.model))
     try:
         llm = model.llm
-        if body.messages is not None:
-            tools = body.tools if check_tools(body.tools, None) else None
-            messages = template_messages(llm.tokenizer, [m.as_template_message() for m in body.messages], tools)
-            ids = llm.chat_prompt(messages, tools=tools)
-        else:
-            ids = llm.tokenizer.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+        tools = body.tools if body.messages is not None and check_tools(body.tools, None) else None
+
+        def encode() -> list[int]:
+            if body.messages is not None:
+                messages = template_messages(llm.tokenizer, [m.as_template_message() for m in body.messages], tools)
+                return llm.chat_prompt(messages, tools=tools)
+            return llm.tokenizer.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+
+        ids = await asyncio.to_thread(encode)  # off the event loop: /health answers while a huge prompt encodes
         return {"tokens": ids, "count": len(ids), "max_model_len": model.max_model_len}
     finally:
         manager.release(model)
@@ -155,8 +160,8 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
         params = llm.sampling_params(body.sampling_options())
         if make_guide is not None:
             params.guide = await compile_guide(make_guide, llm, "response_format")
-        prompts = make_prompts(llm)
-        check_request(model, prompts, params, request.app.state.max_pending)
+        prompts = await asyncio.to_thread(make_prompts, llm)  # a huge prompt must not stall the event loop
+        check_request(model, prompts, params, request.app.state.max_pending, body.n)
         gens = [Generation(model, ids, choice_params(params, j), metrics, index=i * body.n + j)
                 for i, ids in enumerate(prompts) for j in range(body.n)]
         await start_all(gens)
@@ -167,12 +172,8 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
             handed_to_stream = True
             return StreamResponse(stream_body(gens, lines, lambda: manager.release(model), _sse_error),
                                   media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        try:
-            for g in gens:
-                await g.run()
-        finally:  # an error or a cancelled handler must not leave choices running
-            for g in gens:
-                g.abort()
+        if not await run_all(request, gens):  # the client left: choices aborted, nobody to answer
+            return Response(status_code=499)
         response = _full_response(gens, meta, llm.tokenizer, chat, body.n, names)
         if getattr(body, "echo", False):
             await add_echo(response, gens, llm, body.logprobs)

@@ -16,13 +16,15 @@ from athanor.serve.tool_calls import check_tools
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     include_usage: bool = False
 
 
 class SamplingFields(BaseModel):
     """Options shared by chat and completions, OpenAI names plus the common vLLM extras."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     model: str
     stream: bool = False
@@ -59,6 +61,8 @@ class SamplingFields(BaseModel):
 
 
 class CalledFunction(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     name: str
     arguments: str | dict[str, Any] = "{}"  # OpenAI sends a JSON string
 
@@ -66,7 +70,7 @@ class CalledFunction(BaseModel):
 class MessageToolCall(BaseModel):
     """A call in an assistant message of the history (what an earlier answer's `tool_calls` held)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     id: str | None = None
     type: Literal["function"] = "function"
@@ -74,7 +78,7 @@ class MessageToolCall(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "2" or true for a number: 400
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -175,6 +179,8 @@ class CompletionRequest(SamplingFields):
 
 
 class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     model: str
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
@@ -192,6 +198,8 @@ class EmbeddingRequest(BaseModel):
 
 
 class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     model: str | None = None  # None: the server's one model (tokenizer_info.default_model_name), as lm-eval sends
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
@@ -200,6 +208,8 @@ class TokenizeRequest(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     model: str | None = None
     tokens: list[int]
 

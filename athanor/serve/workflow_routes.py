@@ -70,7 +70,7 @@ def get_run(run_id: str):
     from athanor.workflow.runs import RunStore
 
     try:
-        run = RunStore().get_run(run_id)
+        run = RunStore().get_run(run_id, prefix=False)
     except AthanorError as e:
         return _error(DifyError(str(e), 404, "not_found"))
     return {"id": run["id"], "workflow_id": run["app_name"], "status": run["status"], "inputs": run["inputs"],

@@ -157,7 +157,9 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         # The backend's post-processor is bypassed: `add_bos_token` (derived from it in from_hf_dir) is the one
         # switch, so a rendered chat prompt that already starts with BOS never gets a second one.
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        # encode_batch releases the GIL (encode holds it): a huge prompt encoded in a worker thread leaves the
+        # server's event loop free; one sequence gives the same ids either way
+        ids = self.backend.encode_batch([text], add_special_tokens=False)[0].ids
         wants_bos = add_special_tokens and self.add_bos_token and self.bos_token_id is not None
         if wants_bos and (not ids or ids[0] != self.bos_token_id):
             ids.insert(0, self.bos_token_id)

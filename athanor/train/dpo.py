@@ -48,7 +48,7 @@ SIMPO_GAMMA = 0.5  # target reward margin of SimPO (its paper's default ratio ga
 def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     assert cfg.stage == "dpo", "run_dpo only runs stage: dpo"
     # 1. Base model and tokenizer.
-    resume = resume_arg(cfg)
+    resume = resume_arg(cfg, echo)
     base = resolve_base(cfg.model_name_or_path)
     gguf = None if base.is_dir() else load_checkpoint(base)
     tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)

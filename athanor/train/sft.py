@@ -54,7 +54,7 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     the human-readable progress lines (dataset validation counts, sizes)."""
     assert cfg.stage in ("sft", "pt"), "run_sft runs stage: sft and stage: pt (plain text, loss on every token)"
     # 1. Resolve the base model and its tokenizer (the template and stop token come from here).
-    resume = resume_arg(cfg)
+    resume = resume_arg(cfg, echo)
     base = resolve_base(cfg.model_name_or_path)
     gguf = None if base.is_dir() else load_checkpoint(base)  # our dequantizer; checks the file before data work
     tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
@@ -101,12 +101,16 @@ def out_of_memory_message(cfg: TrainConfig) -> str:
     return "out of memory while training; lower " + ", ".join(knobs)
 
 
-def resume_arg(cfg: TrainConfig) -> str | bool | None:
+def resume_arg(cfg: TrainConfig, echo: Callable[[str], None] = print) -> str | bool | None:
     """Also the first check every recipe runs, before anything loads."""
+    from athanor.train.checkpoints import check_resume_folder, last_whole_checkpoint
+
     resume = cfg.resume_from_checkpoint
-    if resume is True and not list(Path(cfg.output_dir).glob("checkpoint-*")):
-        raise AthanorError(f"resume_from_checkpoint: true, but {cfg.output_dir} holds no checkpoint-* folder yet")
-    return resume or None
+    if resume is True:  # the last whole checkpoint: one half-written by a killed run is named and skipped
+        return str(last_whole_checkpoint(cfg.output_dir, echo))
+    if resume:
+        return str(check_resume_folder(resume))
+    return None
 
 
 def resolve_base(name_or_path: str) -> Path:

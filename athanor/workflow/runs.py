@@ -132,12 +132,18 @@ class RunStore:
             rows = self._db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [_row(r) for r in rows]
 
-    def get_run(self, run_id: str) -> dict:
-        """The run with its node executions in order; WorkflowError for an unknown id (a unique prefix works)."""
+    def get_run(self, run_id: str, prefix: bool = True) -> dict:
+        """The run with its node executions in order; WorkflowError for an unknown id. `prefix`: a unique prefix
+        works (the CLI's convenience; HTTP asks for the exact id, as Dify does)."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",)).fetchall()
+            # matched literally: `%` and `_` in the id are characters, never LIKE patterns
+            if prefix:
+                rows = self._db.execute("SELECT * FROM runs WHERE substr(id, 1, length(?)) = ? LIMIT 2",
+                                        (run_id, run_id)).fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall()
             if len(rows) != 1:
-                raise WorkflowError(f"workflow run {run_id!r} not found" if not rows else
+                raise WorkflowError(f"workflow run {run_id[:100]!r} not found" if not rows else
                                     f"workflow run id {run_id!r} is ambiguous; give more characters")
             run = _row(rows[0])
             nodes = self._db.execute("SELECT * FROM node_executions WHERE run_id=? ORDER BY idx",

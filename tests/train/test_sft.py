@@ -159,8 +159,6 @@ def test_a_gguf_base_loads_to_the_same_logits_as_its_hf_original(tmp_path, tiny_
 def test_resume_from_the_last_checkpoint_continues_exactly(tmp_path, tiny_hf_dir):
     """Steps 5-8 after resuming from checkpoint-4 give the losses and adapter of the run that never stopped
     (optimizer, scheduler, data order and RNG all restored)."""
-    import shutil
-
     from safetensors.torch import load_file
 
     from athanor.train.run import train
@@ -176,10 +174,13 @@ def test_resume_from_the_last_checkpoint_continues_exactly(tmp_path, tiny_hf_dir
     assert said[0] == "dataset d.jsonl: 3 valid, 0 invalid"  # validation is reported before training
     first = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
     adapter = load_file(out / "adapter_model.safetensors")
-    # "Crash" after step 4: only checkpoint-4 survives.
-    shutil.rmtree(out / "checkpoint-8")
+    # "Crash" while saving step 8: checkpoint-8 is half-written (its weights cut short), checkpoint-4 is whole.
+    weights = out / "checkpoint-8" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     (out / "adapter_model.safetensors").unlink()
-    out = train(tmp_path / "sft.yaml", ["resume_from_checkpoint=true"], echo=lambda _: None)
+    said.clear()
+    out = train(tmp_path / "sft.yaml", ["resume_from_checkpoint=true"], echo=said.append)
+    assert any("skipping checkpoint-8: incomplete" in line and "truncated" in line for line in said), said
     rows = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
     resumed = {r["step"]: r["loss"] for r in rows[len(first):] if "loss" in r}
     assert sorted(resumed) == [5, 6, 7, 8]
