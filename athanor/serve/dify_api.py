@@ -70,14 +70,14 @@ def _bearer(request: Request) -> str:
 def accepts_app_key(path: str, method: str, token: str) -> bool:
     """For the server's auth middleware: whether `token` is an app key and the route is one of Dify's
     (so an app key opens only its app's service API, never the model APIs)."""
-    if not token.startswith("app-") or not _is_dify_route(path, method):
+    if not token.startswith("app-") or not is_dify_route(path, method):
         return False
     from athanor.workflow.service_store import ServiceStore
 
     return ServiceStore().app_for_key(token) is not None
 
 
-def _is_dify_route(path: str, method: str) -> bool:
+def is_dify_route(path: str, method: str) -> bool:
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return method == "GET" or path.endswith("/feedbacks")  # POST /v1/messages is the Anthropic API
     return path.startswith(("/v1/chat-messages", "/v1/completion-messages", "/v1/workflows/", "/v1/files/upload",

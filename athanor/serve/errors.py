@@ -47,7 +47,8 @@ def is_ollama_path(path: str) -> bool:
     return path.startswith("/api/")
 
 
-DIFY_PATHS = ("/v1/workflows", "/v1/chat-messages")  # Dify's service API: {"code", "message", "status"}
+DIFY_PATHS = ("/v1/workflows", "/v1/chat-messages", "/v1/completion-messages", "/v1/conversations", "/v1/files/upload",
+              "/v1/parameters", "/v1/info", "/v1/meta")  # Dify's service API: {"code", "message", "status"}
 _DIFY_CODES = {400: "invalid_param", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "file_too_large", 415: "unsupported_media_type"}
 

@@ -76,6 +76,9 @@ class CreateRequest(NameRequest):
         if not self.from_:
             raise ServeError("`from` is required (a store name or an absolute weights path)")
         license = "\n".join(self.license) if isinstance(self.license, list) else self.license
+        for m in self.messages or []:
+            if not (isinstance(m.get("role"), str) and isinstance(m.get("content"), str)) or set(m) - {"role", "content"}:
+                raise ServeError("each of `messages` needs a string `role` and `content`, nothing else")
         mf = Modelfile(from_=self.from_, parameters=dict(self.parameters or {}), template=self.template,
                        system=self.system, license=license, messages=list(self.messages or []))
         return render_modelfile_text(mf)

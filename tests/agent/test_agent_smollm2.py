@@ -105,10 +105,9 @@ def test_conversation_outgrowing_the_context_stops_honestly_with_exit_0():
     """The built-in model with a 700-token context (num_ctx): the ReAct prompt (~450 tokens) fits, but each step adds the
     reply and an Observation, so the conversation stops fitting before max_iterations. The run must end with the
     honest stop, the trace printed so far, and exit 0."""
-    from athanor.engine.config import EngineConfig
     from athanor.llm.local import LocalChatModel
 
-    model = LocalChatModel.load("smollm2", EngineConfig(kv_cache_bytes=64 * 2**20), num_ctx=700)
+    model = LocalChatModel.load("smollm2", num_ctx=700)
     assert model.llm.engine.max_model_len == 700
     out = io.StringIO()
     status = agent_command(model, "calculator", QUESTION, max_iterations=50, out=out)

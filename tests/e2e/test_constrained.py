@@ -83,14 +83,20 @@ def test_n_choices_each_follow_the_grammar(client):
 
 
 def test_required_tool_choice_always_gives_valid_calls(client):
-    for seed in range(3):
+    """Every call that comes back matches its schema. A sampled reply may run into max_tokens while writing a
+    further (parallel) call: then finish_reason is `length`, the open call is dropped and no markup leaks."""
+    finished = 0
+    for seed in range(4):
         r = client.chat.completions.create(model="tiny", messages=QUESTION, tools=TOOLS, tool_choice="required",
                                            seed=seed, **SAMPLED)
         choice = r.choices[0]
-        assert choice.finish_reason == "tool_calls" and choice.message.tool_calls, choice.message.content
-        for call in choice.message.tool_calls:
+        assert choice.finish_reason in ("tool_calls", "length"), choice.message.content
+        assert "<tool_call" not in (choice.message.content or "")
+        for call in choice.message.tool_calls or []:
             spec = next(t["function"] for t in TOOLS if t["function"]["name"] == call.function.name)
             jsonschema.validate(json.loads(call.function.arguments), spec["parameters"])
+        finished += choice.finish_reason == "tool_calls" and bool(choice.message.tool_calls)
+    assert finished >= 1
 
 
 def test_named_tool_choice_calls_that_function_once_streamed(client):

@@ -270,6 +270,14 @@ def test_create_errors_reveal_no_paths(srv, tmp_path):
     assert "absolute" in ollama_error(relative, 400) and "/tmp" not in relative.text
 
 
+def test_create_messages_without_role_are_400(srv):
+    """Found by the schema fuzz: a `messages` entry without `role` was a KeyError (500)."""
+    for messages in ([{}], [{"content": "hi"}], [{"role": "user", "content": 3}], [{"role": "user", "content": "a",
+                                                                                    "extra": "b"}]):
+        body = {"model": "probe", "from": "tiny", "messages": messages, "stream": False}
+        assert "messages" in ollama_error(httpx.post(f"{srv.url}/api/create", json=body), 400)
+
+
 # --- section 2: load --------------------------------------------------------------------------------------------
 
 

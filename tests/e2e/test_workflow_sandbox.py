@@ -127,7 +127,10 @@ def test_uploaded_files_are_extracted(server, tmp_path):
     assert data["outputs"]["text"] == "# Notes\n\nUploaded text.\n"
     missing = httpx.post(f"{server.url}/v1/files/upload", data={"user": "u1"}, headers={"X-Athanor-App": "extract_input"},
                          timeout=30)
-    assert missing.status_code == 400 and missing.json()["code"] == "no_file_uploaded"
+    assert missing.status_code == 415  # a form-urlencoded body is never parsed (serve/guards.py)
+    empty = httpx.post(f"{server.url}/v1/files/upload", files={"user": (None, "u1")},
+                       headers={"X-Athanor-App": "extract_input"}, timeout=30)
+    assert empty.status_code == 400 and empty.json()["code"] == "no_file_uploaded"
 
 
 def test_remote_urls_only_from_hosts_the_operator_lists(server, monkeypatch):
