@@ -126,17 +126,12 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     """x (M, in) float -> (M, out) float32 = x @ W^T (+ bias), x quantized to int8 per block on the way.
     num_threads: OpenMP threads over output rows (default: torch's count for big products, 1 for small ones);
     the result is the same bit for bit for any value. portable: the plain C build (no AVX2), for tests."""
-    if x.dim() != 2 or x.shape[1] != w.in_features:
-        raise ValueError(f"x must be (M, {w.in_features}), got shape {tuple(x.shape)}")
-    if x.dtype != torch.float32 or x.stride(1) != 1:
-        x = x.float().contiguous()
+    from athanor.nn.quant import matmul_operands
+
+    x, bias, y = matmul_operands(x, bias, w.in_features, w.out_features)
     M = x.shape[0]
-    y = torch.empty((M, w.out_features), dtype=torch.float32)
     if M == 0:
         return y
-    if bias is not None:
-        bias = bias.float().contiguous()
-        assert bias.shape == (w.out_features,), f"bias shape {tuple(bias.shape)} != ({w.out_features},)"
     fused_bias = bias if w.row_order is None else None  # bias is in the reordered rows' order
     status = _lib(portable).athg_matmul(
         w.ggml_type, w.raw.data_ptr(), w.out_features, w.in_features, x.data_ptr(), M, x.stride(0),

@@ -177,6 +177,19 @@ def _check_in_features(in_features: int) -> None:
         raise ValueError(f"quantized weights need in_features divisible by {_BLOCK}, got {in_features}")
 
 
+def matmul_operands(x: torch.Tensor, bias: torch.Tensor | None, in_features: int, out_features: int):
+    """(x, bias, y) ready for a C matmul: x (M, in) fp32 with unit column stride, bias fp32 (out,) or None, y the
+    empty (M, out) fp32 result. Shared by qmatmul and nn/gguf_matmul.py."""
+    if x.dim() != 2 or x.shape[1] != in_features:
+        raise ValueError(f"x must be (M, {in_features}), got shape {tuple(x.shape)}")
+    if x.dtype != torch.float32 or x.stride(1) != 1:
+        x = x.float().contiguous()
+    if bias is not None:
+        bias = bias.float().contiguous()
+        assert bias.shape == (out_features,), f"bias shape {tuple(bias.shape)} != ({out_features},)"
+    return x, bias, torch.empty((x.shape[0], out_features), dtype=torch.float32)
+
+
 def qmatmul(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | None = None, *,
             num_threads: int | None = None, activations: str = "f32") -> torch.Tensor:
     """x (M, in) float32 -> (M, out) float32 = x @ w.dequantize().T (+ bias).
@@ -192,17 +205,10 @@ def qmatmul(x: torch.Tensor, w: QuantizedWeight, bias: torch.Tensor | None = Non
     lib, reason = _load()
     if lib is None:
         raise RuntimeError(f"quantized kernels unavailable: {reason}")
-    if x.dim() != 2 or x.shape[1] != w.in_features:
-        raise ValueError(f"x must be (M, {w.in_features}), got shape {tuple(x.shape)}")
-    if x.dtype != torch.float32 or x.stride(1) != 1:
-        x = x.float().contiguous()
+    x, bias, y = matmul_operands(x, bias, w.in_features, w.out_features)
     M = x.shape[0]
-    y = torch.empty((M, w.out_features), dtype=torch.float32)
     if M == 0:
         return y
-    if bias is not None:
-        bias = bias.float().contiguous()
-        assert bias.shape == (w.out_features,), f"bias shape {tuple(bias.shape)} != ({w.out_features},)"
     fn = lib.athq_qmatmul_f32 if activations == "f32" else lib.athq_qmatmul
     status = fn(_KINDS[w.kind][0], w.blocks.data_ptr(), w.out_features, w.in_features,
                 x.data_ptr(), M, x.stride(0), bias.data_ptr() if bias is not None else None,

@@ -47,18 +47,26 @@ def _dumps(value) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def open_db(path: str | Path | None, schema: str) -> tuple[Path, sqlite3.Connection, threading.Lock]:
+    """(path, connection, lock) for the runs database (or `path`): WAL, rows as sqlite3.Row, `schema` applied;
+    one connection shared by threads under the lock (RunStore, service_store.ServiceStore)."""
+    path = Path(path) if path else default_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    lock = threading.Lock()
+    with lock:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(schema)
+    return path, db, lock
+
+
 class RunStore:
     """SQLite access, safe to share between threads (one connection, one lock)."""
 
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
+        self.path, self._db, self._lock = open_db(path, _SCHEMA)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(conversations)")}
             if "history" not in columns:  # a database written before conversations kept their messages
                 try:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -58,16 +56,9 @@ class ServiceStore:
     """SQLite access shared by threads (one connection, one lock), like runs.RunStore."""
 
     def __init__(self, path: str | Path | None = None):
-        from athanor.workflow.runs import default_path
+        from athanor.workflow.runs import open_db
 
-        self.path = Path(path) if path else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+        self.path, self._db, self._lock = open_db(path, _SCHEMA)
 
     def _rows(self, sql: str, args: tuple = ()) -> list[dict]:
         with self._lock:
