@@ -14,7 +14,6 @@ Imports only typer at module level: `athanor --help` stays instant.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -75,7 +74,7 @@ def compare(source, quantized, tokenizer, text: str, ctx: int = 512) -> dict:
 
 
 def quantize_model(model: str, type_name: str, out: Path) -> Path:
-    from athanor.models.gguf_export import write_gguf
+    from athanor.models.gguf_export import write_gguf_file
     from athanor.models.gguf_quantize import FILE_TYPES
     from athanor.models.loader import load_checkpoint
     from athanor.models.store import Store
@@ -84,15 +83,7 @@ def quantize_model(model: str, type_name: str, out: Path) -> Path:
         raise AthanorError(f"quantization type {type_name!r} is not supported; choose one of {', '.join(FILE_TYPES)}")
     if out.suffix != ".gguf":
         raise AthanorError(f"--out should be a file path ending in .gguf, got {out}")
-    ckpt = load_checkpoint(Store().resolve(model).weights)  # float32 tensors
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        write_gguf(ckpt.config, ckpt.tensors, ckpt.tokenizer, tmp, tensor_type=type_name, name=out.stem,
-                   license=ckpt.info.get("license"))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_gguf_file(load_checkpoint(Store().resolve(model).weights), out, type_name)  # float32 tensors in
     return out
 
 

@@ -260,3 +260,18 @@ def write_gguf(
     writer.close()
     return path
 
+
+
+def write_gguf_file(ckpt, out: Path, tensor_type: str) -> None:
+    """Write a Checkpoint next to `out` and rename, so a failed write (e.g. a tokenizer GGUF cannot hold) leaves
+    no half file (athanor export, athanor quantize)."""
+    import os
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        write_gguf(ckpt.config, ckpt.tensors, ckpt.tokenizer, tmp, tensor_type=tensor_type, name=out.stem,
+                   license=ckpt.info.get("license"))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

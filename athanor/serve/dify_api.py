@@ -180,12 +180,17 @@ async def upload_file(request: Request):
                          "created_at": int(row["created_at"])}, status_code=201)
 
 
-def _check_inputs(app, inputs: dict) -> None:
+def _inputs(app, raw: dict, app_name: str, first: dict | None = None) -> dict:
+    """A request's inputs for `app`: file variables resolved from uploads, over `first` (a conversation's first
+    inputs, which Dify keeps), checked against the start node (a 400 before any stream starts, as in Dify)."""
     from athanor.workflow.engine import WorkflowEngine
     from athanor.workflow.nodes.basic import coerce_start_inputs
 
     graph = WorkflowEngine(app, routes._services()).graph(None)
-    coerce_start_inputs(graph.nodes[graph.roots[0]].data, dict(inputs))
+    start = graph.nodes[graph.roots[0]].data
+    inputs = {**(first or {}), **file_inputs(start, raw, app_name)}
+    coerce_start_inputs(start, dict(inputs))
+    return inputs
 
 
 def _guard(fn):
@@ -219,10 +224,7 @@ async def chat_messages(request: Request):
     meta = ServiceStore().conversation_meta(conversation_id) if conversation_id else None
     if meta is not None and meta["user_id"] != body.user:  # as in Dify, a conversation is its end user's
         raise DifyError("Conversation Not Exists.", 404, "not_found")
-    inputs = file_inputs(app, body.inputs, name)
-    if meta is not None:  # Dify keeps a conversation's first inputs
-        inputs = {**(meta.get("inputs") or {}), **inputs}
-    _check_inputs(app, inputs)
+    inputs = _inputs(app, body.inputs, name, (meta or {}).get("inputs"))
     count, history = (saved or {}).get("dialogue_count", 0) + 1, (saved or {}).get("history") or []
     turn = Turn(name, app, body.user, body.query, conversation_id)
     kwargs = {"inputs": inputs, "query": body.query, "files": resolve_files(body.files, name),
@@ -261,8 +263,7 @@ async def completion_messages(request: Request):
 
     body = _body(_Base, await _json(request))
     name, app = _resolve(request, body.app, ("completion",), ("app_unavailable", "/v1/completion-messages"))
-    inputs = file_inputs(app, body.inputs, name)
-    _check_inputs(app, inputs)
+    inputs = _inputs(app, body.inputs, name)
     turn = Turn(name, app, body.user)
     kwargs = {"inputs": inputs, "files": resolve_files(body.files, name)}
 
@@ -287,8 +288,7 @@ async def completion_messages(request: Request):
 async def run_workflow(request: Request):
     body = _body(_Base, await _json(request))
     name, app = _resolve(request, body.app, ("workflow",), ("not_workflow_app", "/v1/workflows/run"))
-    inputs = file_inputs(app, body.inputs, name)
-    _check_inputs(app, inputs)
+    inputs = _inputs(app, body.inputs, name)
     turn = Turn(name, app, body.user)
     kwargs = {"inputs": inputs, "files": resolve_files(body.files, name)}
     if body.response_mode == "streaming":

@@ -8,7 +8,6 @@ Not for: storing uploads (service_store.py) or the upload route (dify_api.py).
 
 from __future__ import annotations
 
-from athanor.serve import workflow_routes as routes
 from athanor.serve.workflow_routes import DifyError
 
 
@@ -40,13 +39,11 @@ def resolve_files(files: list | None, app_name: str) -> list[dict]:
     return out
 
 
-def file_inputs(app, inputs: dict, app_name: str) -> dict:
-    """Start variables of type file / file-list take upload references, resolved like `files`."""
-    from athanor.workflow.engine import WorkflowEngine
-
-    graph = WorkflowEngine(app, routes._services()).graph(None)
+def file_inputs(start: dict, inputs: dict, app_name: str) -> dict:
+    """Start variables (the start node's `start` data) of type file / file-list take upload references,
+    resolved like `files`."""
     out = dict(inputs)
-    for var in graph.nodes[graph.roots[0]].data.get("variables") or []:
+    for var in start.get("variables") or []:
         name, kind = var.get("variable"), var.get("type")
         if kind in ("file", "file-list") and out.get(name) not in (None, "", []):
             value = out[name]

@@ -74,6 +74,7 @@ def export_model(
     Jinja source or one of the model's named templates) becomes the export's chat template, over the base's own
     and a store manifest's. Returns the absolute path of `out`.
     """
+    from athanor.models.gguf_export import write_gguf_file
     from athanor.models.loader import load_checkpoint
     from athanor.models.lora import check_adapter_dir, merge_adapters
 
@@ -96,7 +97,7 @@ def export_model(
     if fmt == "hf":
         write_hf_dir(ckpt, out, dtype, shard_bytes)
     else:
-        _write_gguf_atomically(ckpt, out, gguf_type)
+        write_gguf_file(ckpt, out, gguf_type)
     if register_as is not None:
         register_model(register_as, out, resolved.modelfile_extras)
     return out
@@ -177,20 +178,6 @@ def register_model(name: str, weights: Path, extras: dict[str, Any] | None = Non
 
 
 # ---------------------------------------------------------------- GGUF
-
-
-def _write_gguf_atomically(ckpt: Checkpoint, out: Path, gguf_type: str) -> None:
-    """Write next to `out` and rename, so a failed export (e.g. a tokenizer GGUF cannot hold) leaves no half file."""
-    from athanor.models.gguf_export import write_gguf
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        write_gguf(ckpt.config, ckpt.tensors, ckpt.tokenizer, tmp, tensor_type=gguf_type, name=out.stem,
-                   license=ckpt.info.get("license"))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- Hugging Face directory

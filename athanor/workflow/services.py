@@ -38,17 +38,20 @@ def model_keys(model: dict) -> list[str]:
     Dify writes the provider as "openai" in older exports and "langgenius/openai/openai" in newer ones;
     both "langgenius/openai/openai/gpt-4o", "openai/gpt-4o" and "gpt-4o" are tried.
     """
-    provider, name = str(model.get("provider") or "").strip("/"), str(model.get("name") or "").strip()
-    if not name:
-        return []
+    name = str(model.get("name") or "").strip()
+    return provider_keys(name, model.get("provider")) if name else []
+
+
+def provider_keys(name: str, provider: str | None = None) -> list[str]:
+    """Lookup keys for a Dify model or tool, most specific first: full provider/name, short provider/name, name."""
+    provider = str(provider or "").strip("/")
     keys = []
     if provider:
         keys.append(f"{provider}/{name}")
         short = provider.rsplit("/", 1)[-1]
         if short != provider:
             keys.append(f"{short}/{name}")
-    keys.append(name)
-    return keys
+    return [*keys, name]
 
 
 @dataclass

@@ -68,15 +68,10 @@ def builtin_tool(name: str, services) -> Tool | None:
 
 
 def tool_keys(name: str, provider: str | None = None) -> list[str]:
-    """Binding keys for a Dify tool, most specific first: full provider/name, short provider/name, name."""
-    provider = str(provider or "").strip("/")
-    keys = []
-    if provider:
-        keys.append(f"{provider}/{name}")
-        short = provider.rsplit("/", 1)[-1]
-        if short != provider:
-            keys.append(f"{short}/{name}")
-    return [*keys, name]
+    """Binding keys for a Dify tool, most specific first (as model keys are: services.provider_keys)."""
+    from athanor.workflow.services import provider_keys
+
+    return provider_keys(name, provider)
 
 
 def binding(name: str, provider: str | None, services) -> str | None:
