@@ -13,8 +13,8 @@ from athanor.nn.attention import AttentionMetadata
 from athanor.nn.llama import LlamaModel
 
 
-def kv_bytes_per_token(model: LlamaModel, dtype: torch.dtype) -> int:
-    cfg = model.config
+def kv_bytes_per_token(cfg, dtype: torch.dtype) -> int:
+    """KV-cache bytes one token takes under a ModelConfig `cfg` (keys and values of every layer)."""
     elem = torch.empty(0, dtype=dtype).element_size()
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem
 
@@ -41,7 +41,7 @@ class ModelRunner:
         self.dtype = next(model.parameters()).dtype
         self.block_size = config.block_size
         self.num_blocks = config.num_kvcache_blocks or max(
-            1, config.kv_cache_bytes // (kv_bytes_per_token(model, self.dtype) * config.block_size)
+            1, config.kv_cache_bytes // (kv_bytes_per_token(model.config, self.dtype) * config.block_size)
         )
         self._allocate_kv_cache()
 

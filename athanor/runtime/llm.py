@@ -215,7 +215,7 @@ def _fit_kv_to_context(config: EngineConfig, model, max_position_embeddings: int
         return
     context = config.max_model_len or max_position_embeddings
     blocks = -(-context // config.block_size) + 1
-    need = blocks * config.block_size * kv_bytes_per_token(model, next(model.parameters()).dtype)
+    need = blocks * config.block_size * kv_bytes_per_token(model.config, next(model.parameters()).dtype)
     config.kv_cache_bytes = max(config.kv_cache_bytes, need)
 
 
@@ -238,8 +238,7 @@ def _generation_defaults(gen: dict) -> dict:
 def check_num_ctx(num_ctx, model_config, config: EngineConfig) -> int:
     """A context size the KV cache can hold, checked before anything is allocated (the rotary tables and the
     cache grow with it): an integer >= 1 and at most the cache's tokens. Else a one-line AthanorError."""
-    import torch
-
+    from athanor.engine.model_runner import kv_bytes_per_token
     from athanor.errors import AthanorError
 
     if isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx < 1:
@@ -247,9 +246,7 @@ def check_num_ctx(num_ctx, model_config, config: EngineConfig) -> int:
     if config.num_kvcache_blocks:
         cache_tokens = config.num_kvcache_blocks * config.block_size
     else:
-        itemsize = torch.empty((), dtype=config.torch_dtype()).element_size()
-        per_token = 2 * model_config.num_hidden_layers * model_config.num_key_value_heads * model_config.head_dim
-        cache_tokens = config.kv_cache_bytes // max(1, per_token * itemsize)
+        cache_tokens = config.kv_cache_bytes // max(1, kv_bytes_per_token(model_config, config.torch_dtype()))
     if num_ctx > cache_tokens:
         raise AthanorError(f"num_ctx {num_ctx} is more than this server's KV cache holds ({cache_tokens} tokens); "
                            "ask for less or give the server a larger KV cache")
