@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from athanor.engine.config import EngineConfig
+from athanor.ops.tracing_setup import TraceSettings, start_tracing
 from athanor.runtime.registry import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_LOADED_MODELS, ModelRegistry, use_registry
 from athanor.serve.errors import install_error_handlers
 from athanor.serve.guards import DEFAULT_MAX_BODY_BYTES, GuardMiddleware
@@ -39,12 +40,13 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
                max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS,
                max_memory_bytes: int | None = None, ready_models: list[str] | None = None,
                bind_host: str = DEFAULT_HOST, allowed_hosts: list[str] | None = None, origins: list[str] | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, trace: TraceSettings | None = None) -> FastAPI:
     """The app. `store`: a models.store.Store (default: $ATHANOR_HOME's); `api_key`: None -> no auth;
     `keep_alive`: default seconds a model stays loaded after its last request; `max_pending`: per model;
     `max_memory_bytes`: weights + KV caches of all loaded models (None: only `max_loaded_models` limits);
     `ready_models`: the models /health/ready requires to be loadable (see health.py);
-    `bind_host`, `allowed_hosts`, `origins`, `max_body_bytes`: the browser and size guards (guards.py)."""
+    `bind_host`, `allowed_hosts`, `origins`, `max_body_bytes`: the browser and size guards (guards.py);
+    `trace`: where and how calls are traced (default: every model call, in $ATHANOR_HOME/traces.sqlite)."""
     from athanor.models.store import Store
     from athanor.serve import anthropic_api, ollama_api, ollama_models, openai_api, tokenizer_info
     from athanor.serve import health as probes
@@ -54,6 +56,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         manager.attach_loop()
+        app.state.tracing = start_tracing(trace)  # spans from routes, agents, workflows, RAG (ops/)
         installed = use_registry(manager)
         installed.install()
         reaper = asyncio.create_task(manager.reaper())
@@ -64,9 +67,11 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
             installed.remove()
             reaper.cancel()
             await asyncio.to_thread(manager.shutdown)
+            if app.state.tracing is not None:
+                await asyncio.to_thread(app.state.tracing.stop)
 
     app = FastAPI(title="athanor", lifespan=lifespan)
-    app.state.manager, app.state.metrics = manager, Metrics()
+    app.state.manager, app.state.metrics, app.state.tracing = manager, Metrics(), None
     app.state.health_stall_seconds, app.state.max_pending = health_stall_seconds, max_pending
     install_error_handlers(app)
     install_openapi(app)

@@ -12,11 +12,20 @@ import logging
 import time
 import uuid
 
+from athanor import tracing
 from athanor.runtime.request_id import enter_request, leave_request
 from athanor.serve.errors import error_response
 
 access_log = logging.getLogger("athanor.serve.access")
 PUBLIC_PATHS = ("/health", "/health/live", "/health/ready")  # answered without a key: probes have none
+# POSTs that run models, agents, workflows or retrieval: each is one trace (root span "POST <path>")
+TRACED_PREFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/responses",
+                   "/api/chat", "/api/generate", "/api/embed", "/v1/workflows/run", "/v1/chat-messages",
+                   "/v1/completion-messages", "/v1/agent", "/v1/knowledge", "/v1/retrieval", "/v1/datasets")
+
+
+def traced(method: str, path: str) -> bool:
+    return method == "POST" and path.startswith(TRACED_PREFIXES)
 
 
 class RequestMiddleware:
@@ -32,14 +41,25 @@ class RequestMiddleware:
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = {"code": 500}
+        root = None
+        if tracing.installed() is not None and traced(scope["method"], scope["path"]):
+            root = tracing.start_span(f"{scope['method']} {scope['path']}", "http",
+                                      tracing.parse_traceparent(headers.get("traceparent")), **{
+                                          tracing.REQUEST_ID: request_id, "http.request.method": scope["method"],
+                                          "url.path": scope["path"]})
+            scope["state"]["trace_id"] = root.trace_id
+        extra = [(b"x-request-id", request_id.encode())]
+        if root is not None:
+            extra.append((b"x-trace-id", root.trace_id.encode()))
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
+                message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
         scope_token = enter_request(request_id)  # engine requests made for it carry this id (runtime/request_id.py)
+        span_token = tracing.enter_span(root) if root is not None else None
         try:
             if not self._authorized(scope["path"], headers, scope["method"]):
                 response = error_response(scope["path"], "missing or invalid API key (Authorization: Bearer KEY)",
@@ -48,6 +68,12 @@ class RequestMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            if root is not None:
+                tracing.leave_span(span_token)
+                root.set("http.response.status_code", status["code"])
+                if status["code"] >= 400 and root.status == "ok":
+                    root.fail(f"HTTP {status['code']}")
+                root.end()
             leave_request(scope_token)
             self._record(scope, status["code"], request_id, time.perf_counter() - t0)
 

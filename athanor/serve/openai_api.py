@@ -42,6 +42,7 @@ from athanor.serve.openai_schemas import (
 )
 from athanor.serve.tokenizer_info import default_model_name
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
+from athanor.serve.trace_calls import close_call, fail_call, open_call
 
 router = APIRouter()
 
@@ -79,13 +80,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         return None if schema is None else llm.grammars.json(None if schema is True else schema)
 
     return await _complete(request, body, prompts, chat=True, names=tool_names(tools) if tools else None,
-                           make_guide=guide)
+                           make_guide=guide, trace_input=messages)
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     body.check_supported()
-    return await _complete(request, body, lambda llm: body.prompts(llm.tokenizer), chat=False, names=None)
+    return await _complete(request, body, lambda llm: body.prompts(llm.tokenizer), chat=False, names=None,
+                           trace_input=body.prompt)
 
 
 @router.post("/v1/embeddings")
@@ -149,12 +151,15 @@ async def detokenize(body: DetokenizeRequest, request: Request):
 # --- shared path: acquire model -> start n choices per prompt -> stream or collect ---------------------------
 
 
-async def _complete(request: Request, body, make_prompts, chat: bool, names: set[str] | None, make_guide=None):
+async def _complete(request: Request, body, make_prompts, chat: bool, names: set[str] | None, make_guide=None,
+                    trace_input=None):
     """`names`: the offered tools' names when replies are searched for calls (None: plain text).
-    `make_guide(llm)`: the grammar the output must follow (None: free text)."""
+    `make_guide(llm)`: the grammar the output must follow (None: free text); `trace_input`: what the trace keeps
+    as the call's input (the messages or the prompt)."""
     manager, metrics = request.app.state.manager, request.app.state.metrics
     model = await manager.acquire(body.model)
     handed_to_stream = False
+    span = open_call("chat" if chat else "text_completion", body.model, body.sampling_options(), trace_input)
     try:
         llm = model.llm
         params = llm.sampling_params(body.sampling_options())
@@ -170,14 +175,27 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
         if body.stream:
             lines = _sse(gens, meta, body, llm.tokenizer, chat, names)
             handed_to_stream = True
-            return StreamResponse(stream_body(gens, lines, lambda: manager.release(model), _sse_error),
+
+            def on_close() -> None:
+                manager.release(model)
+                output = [_message(g.result.text, names, g.result.finish_reason == "length") if chat
+                          else g.result.text for g in gens]
+                close_call(span, gens, _usage(gens, body.n), output, response_id=meta["id"])
+
+            return StreamResponse(stream_body(gens, lines, on_close, _sse_error),
                                   media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         if not await run_all(request, gens):  # the client left: choices aborted, nobody to answer
+            fail_call(span, "client went away")
             return Response(status_code=499)
         response = _full_response(gens, meta, llm.tokenizer, chat, body.n, names)
         if getattr(body, "echo", False):
             await add_echo(response, gens, llm, body.logprobs)
+        close_call(span, gens, response["usage"], [c.get("message", c.get("text")) for c in response["choices"]],
+                   [c["finish_reason"] for c in response["choices"]], meta["id"])
         return JSONResponse(response)
+    except BaseException as e:
+        fail_call(span, e)
+        raise
     finally:
         if not handed_to_stream:
             manager.release(model)

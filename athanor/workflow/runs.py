@@ -48,17 +48,10 @@ def _dumps(value) -> str:
 
 
 def open_db(path: str | Path | None, schema: str) -> tuple[Path, sqlite3.Connection, threading.Lock]:
-    """(path, connection, lock) for the runs database (or `path`): WAL, rows as sqlite3.Row, `schema` applied;
-    one connection shared by threads under the lock (RunStore, service_store.ServiceStore)."""
-    path = Path(path) if path else default_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    lock = threading.Lock()
-    with lock:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(schema)
-    return path, db, lock
+    """The runs database (or `path`), opened the one way (sqlite_db.open_db)."""
+    from athanor.sqlite_db import open_db as open_sqlite
+
+    return open_sqlite(path or default_path(), schema)
 
 
 class RunStore:
