@@ -94,26 +94,48 @@ def quantize(
     eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="a text file: print perplexity and KL "
                                              "divergence against the source on it"),
     ctx: int = typer.Option(512, "--ctx", help="evaluation window in tokens"),
+    max_kld: Optional[float] = typer.Option(None, "--max-kld", help="quality gate (needs --eval-text): exit 1 "
+                                            "when the mean KL divergence from the source is above this"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
 ) -> None:
     """Quantize a model to a GGUF file llama.cpp loads (llama.cpp's per-tensor type choices, no imatrix)."""
+    import json
+
+    if max_kld is not None and eval_text is None:
+        raise AthanorError("--max-kld needs --eval-text: the KL divergence is measured on that text")
     path = quantize_model(model, type.upper(), out)
-    typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {type.upper()})")
+    report: dict = {"file": str(path), "type": type.upper(), "bytes": path.stat().st_size}
+    if not json_out:
+        typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {type.upper()})")
     if eval_text is not None:
         source, tokenizer = _model(model)
         quantized, _ = _model(str(path))
-        r = compare(source, quantized, tokenizer, eval_text.read_text(encoding="utf-8"), ctx)
-        typer.echo(f"perplexity: source {r['ppl_source']:.4f}  quantized {r['ppl_quantized']:.4f}  "
-                   f"KL divergence {r['kld']:.6f} (mean over {r['tokens']} tokens)")
+        report |= compare(source, quantized, tokenizer, eval_text.read_text(encoding="utf-8"), ctx)
+        if not json_out:
+            typer.echo(f"perplexity: source {report['ppl_source']:.4f}  quantized {report['ppl_quantized']:.4f}  "
+                       f"KL divergence {report['kld']:.6f} (mean over {report['tokens']} tokens)")
+    failed = max_kld is not None and report["kld"] > max_kld
+    report["gate"] = None if max_kld is None else ("failed" if failed else "passed")
+    if json_out:
+        typer.echo(json.dumps(report))
+    if failed:
+        typer.echo(f"quality gate failed: KL divergence {report['kld']:.6f} > --max-kld {max_kld} "
+                   f"({path} is kept for inspection)", err=True)
+        raise typer.Exit(1)
 
 
 def perplexity(
     model: str = typer.Argument(..., help="store name, .gguf file or Hugging Face directory"),
     file: Path = typer.Argument(..., help="a UTF-8 text file"),
     ctx: int = typer.Option(512, "--ctx", help="window in tokens"),
+    json_out: bool = typer.Option(False, "--json", help="print {\"perplexity\": ...} as JSON"),
 ) -> None:
     """Perplexity of MODEL on FILE, as the model runs under `athanor run`."""
+    import json
+
     m, tokenizer = _model(model)
-    typer.echo(f"perplexity {perplexity_of(m, tokenizer, file.read_text(encoding='utf-8'), ctx):.4f}")
+    value = perplexity_of(m, tokenizer, file.read_text(encoding="utf-8"), ctx)
+    typer.echo(json.dumps({"model": model, "perplexity": value}) if json_out else f"perplexity {value:.4f}")
 
 
 def register(app: typer.Typer) -> None:
