@@ -57,10 +57,20 @@ WeightsOption = typer.Option(
                               "float32 (exact), float16, q4_1 / q8_0 (block kernels), gguf (the file's own format)")
 
 
-def _engine_config(device: str, dtype: str, weights: str = "auto"):
+KV_CACHE_ENV = "ATHANOR_KV_CACHE_TYPE"  # as Ollama's OLLAMA_KV_CACHE_TYPE: f16, q8_0 ... for every command
+
+
+def _engine_config(device: str, dtype: str, weights: str = "auto", kv_cache_type: str | None = None):
+    import os
+
     from athanor.engine.config import EngineConfig
 
-    return EngineConfig(device=device, dtype=dtype, weight_dtype=weights)
+    kv = kv_cache_type or os.environ.get(KV_CACHE_ENV) or "auto"
+    return EngineConfig(device=device, dtype=dtype, weight_dtype=weights, kv_cache_type=kv)
+
+
+KvCacheOption = typer.Option(None, "--kv-cache-type", help="KV cache storage: auto (math dtype), f32, f16, q8_0 "
+                             f"(int8, a quarter of fp32's memory); default ${KV_CACHE_ENV} or auto")
 
 
 # --- run / generate ----------------------------------------------------------------------------------------
@@ -75,12 +85,13 @@ def run(
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
     weights: str = WeightsOption,
+    kv_cache_type: str | None = KvCacheOption,
 ) -> None:
     """Chat with a model: one answer when a prompt is given or piped, else an interactive session."""
     from athanor.chat_cli import interactive, one_shot, read_piped_prompt
 
     text = " ".join(prompt or []) + read_piped_prompt()
-    llm = _load(model, option, device, dtype, weights)
+    llm = _load(model, option, device, dtype, weights, kv_cache_type)
     if text.strip():
         one_shot(llm, text, verbose)
     else:
@@ -96,15 +107,16 @@ def generate(
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto"),
     weights: str = WeightsOption,
+    kv_cache_type: str | None = KvCacheOption,
 ) -> None:
     """Raw completion of PROMPT, without the chat template."""
     from athanor.chat_cli import stream_answer
 
-    llm = _load(model, option, device, dtype, weights)
+    llm = _load(model, option, device, dtype, weights, kv_cache_type)
     stream_answer(llm, llm.tokenizer.encode(" ".join(prompt)), {}, verbose)
 
 
-def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
+def _load(model: str, option, device: str, dtype: str, weights: str = "auto", kv_cache_type: str | None = None):
     """The model from this process's registry (made with the command's engine flags), held until exit."""
     from athanor.runtime.handle import ModelHandle
     from athanor.runtime.options import params_from_options, sampling_only
@@ -112,7 +124,7 @@ def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
 
     options = _parse_options(option)
     params_from_options({}, sampling_only(options))  # fail early
-    registry = use_registry(ModelRegistry(engine_config=_engine_config(device, dtype, weights))).install()
+    registry = use_registry(ModelRegistry(engine_config=_engine_config(device, dtype, weights, kv_cache_type))).install()
     handle = ModelHandle.open(model, registry, num_ctx=options.get("num_ctx"))
     handle.llm.defaults.update(sampling_only(options))  # -o beats the Modelfile PARAMETERs
     return handle

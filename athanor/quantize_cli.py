@@ -52,6 +52,43 @@ def perplexity_of(model, tokenizer, text: str, ctx: int = 512) -> float:
     return math.exp(nll / count)
 
 
+def perplexity_paged(llm, text: str, ctx: int = 512, chunk: int = 32) -> float:
+    """Perplexity through the engine's paged KV cache: each window prefilled `chunk` tokens at a time, so every
+    token after the first chunk attends to keys and values read back from the cache (its storage type, e.g. an
+    int8 `--kv-cache-type q8_0`, is what this measures). `llm` must have prefix caching off."""
+    import torch
+
+    from athanor.engine.sampling_params import SamplingParams
+    from athanor.engine.sequence import Sequence
+
+    engine = llm.engine
+    nll, count = 0.0, 0
+    for w in _windows(llm.tokenizer, text, ctx):
+        seq = Sequence(w, SamplingParams(max_tokens=1))
+        engine.block_manager.allocate(seq)
+        try:
+            parts = []
+            for start in range(0, len(w), chunk):
+                seq.num_computed_tokens = start
+                parts.append(engine.runner.logits_all([(seq, min(chunk, len(w) - start))]))
+        finally:
+            engine.block_manager.free(seq)
+        lp = torch.log_softmax(torch.cat(parts)[:-1], dim=-1)
+        nll -= lp.gather(1, _targets(w)).sum().item()
+        count += len(w) - 1
+    return math.exp(nll / count)
+
+
+def _paged_llm(name: str, kv_cache_type: str):
+    """The model as `athanor run --kv-cache-type T` loads it, prefix caching off (every window computes its cache)."""
+    from athanor.engine.config import EngineConfig
+    from athanor.runtime.handle import ModelHandle
+    from athanor.runtime.registry import ModelRegistry
+
+    registry = ModelRegistry(engine_config=EngineConfig(kv_cache_type=kv_cache_type, enable_prefix_caching=False))
+    return ModelHandle.open(name, registry).llm
+
+
 def _targets(window: list[int]):
     import torch
 
@@ -129,13 +166,24 @@ def perplexity(
     file: Path = typer.Argument(..., help="a UTF-8 text file"),
     ctx: int = typer.Option(512, "--ctx", help="window in tokens"),
     json_out: bool = typer.Option(False, "--json", help="print {\"perplexity\": ...} as JSON"),
+    kv_cache_type: Optional[str] = typer.Option(None, "--kv-cache-type", help="score through the engine's paged "
+                                                "KV cache stored as auto, f32, f16 or q8_0 (windows prefilled "
+                                                "--chunk tokens at a time, later tokens reading the cache)"),
+    chunk: int = typer.Option(32, "--chunk", help="with --kv-cache-type: tokens per prefill step"),
 ) -> None:
     """Perplexity of MODEL on FILE, as the model runs under `athanor run`."""
     import json
 
-    m, tokenizer = _model(model)
-    value = perplexity_of(m, tokenizer, file.read_text(encoding="utf-8"), ctx)
-    typer.echo(json.dumps({"model": model, "perplexity": value}) if json_out else f"perplexity {value:.4f}")
+    text = file.read_text(encoding="utf-8")
+    if kv_cache_type is None:
+        m, tokenizer = _model(model)
+        value = perplexity_of(m, tokenizer, text, ctx)
+    else:
+        if chunk < 1:
+            raise AthanorError(f"--chunk must be >= 1, got {chunk}")
+        value = perplexity_paged(_paged_llm(model, kv_cache_type), text, ctx, chunk)
+    report = {"model": model, "perplexity": value, "kv_cache_type": kv_cache_type}
+    typer.echo(json.dumps(report) if json_out else f"perplexity {value:.4f}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 QUANT_KINDS = ("q4_1", "q8_0")  # block formats the CPU kernels read (athanor/nn/quant.py)
 WEIGHT_DTYPES = ("auto", "float32", "float16", *QUANT_KINDS, "gguf")
+KV_CACHE_TYPES = ("auto", "f32", "f16", "q8_0")  # what --kv-cache-type takes (q8_0: nn/kv_quant.py)
 
 
 @dataclass
@@ -28,6 +29,9 @@ class EngineConfig:
     # kernels (nn/quant.py) with fp32 activations (weights dequantized in registers: float-path answers, batched
     # == alone bit for bit). gguf: the file's own block format (q4_1 for 4-bit files, q8_0 above), as llama.cpp.
     weight_dtype: str = "auto"
+    # KV-cache storage: auto -> the math dtype; f16 / f32; q8_0 -> int8 with a float16 scale per 32 values
+    # (nn/kv_quant.py, llama.cpp's --cache-type-k/v q8_0, Ollama's OLLAMA_KV_CACHE_TYPE)
+    kv_cache_type: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
@@ -37,6 +41,8 @@ class EngineConfig:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs (every running sequence needs a token)")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.kv_cache_type not in KV_CACHE_TYPES:
+            raise ValueError(f"kv_cache_type must be one of {', '.join(KV_CACHE_TYPES)}, got {self.kv_cache_type!r}")
         if self.weight_dtype not in WEIGHT_DTYPES:
             raise ValueError(f"weight_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.weight_dtype!r}")
 

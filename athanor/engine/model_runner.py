@@ -13,10 +13,12 @@ from athanor.nn.attention import AttentionMetadata
 from athanor.nn.llama import LlamaModel
 
 
-def kv_bytes_per_token(cfg, dtype: torch.dtype) -> int:
-    """KV-cache bytes one token takes under a ModelConfig `cfg` (keys and values of every layer)."""
-    elem = torch.empty(0, dtype=dtype).element_size()
-    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * elem
+def kv_bytes_per_token(cfg, dtype: torch.dtype, kv_cache_type: str = "auto") -> int:
+    """KV-cache bytes one token takes under a ModelConfig `cfg` (keys and values of every layer), with the cache
+    stored as `kv_cache_type` (auto: `dtype`, the math dtype)."""
+    from athanor.nn.kv_quant import bytes_per_head
+
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * bytes_per_head(kv_cache_type, dtype, cfg.head_dim)
 
 
 def memory_bytes(model: LlamaModel) -> int:
@@ -31,7 +33,7 @@ def memory_bytes(model: LlamaModel) -> int:
     total += sum(w.nbytes for w in qweights.values() if not hasattr(w, "parts"))  # a tied head's parts: counted
     total += sum(p.nbytes for w in qweights.values() for p in getattr(w, "parts", ()) if id(p) not in qweights)
     owner = getattr(model, "kv_cache_owner", None)
-    return total + (owner.kv_cache.numel() * owner.kv_cache.element_size() if owner is not None else 0)
+    return total + (owner.kv_cache_nbytes() if owner is not None else 0)
 
 
 class ModelRunner:
@@ -40,9 +42,9 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.block_size = config.block_size
-        self.num_blocks = config.num_kvcache_blocks or max(
-            1, config.kv_cache_bytes // (kv_bytes_per_token(model.config, self.dtype) * config.block_size)
-        )
+        self.kv_cache_type = config.kv_cache_type
+        self.num_blocks = config.num_kvcache_blocks or max(1, config.kv_cache_bytes // (
+            kv_bytes_per_token(model.config, self.dtype, self.kv_cache_type) * config.block_size))
         self._allocate_kv_cache()
 
     def _allocate_kv_cache(self) -> None:
@@ -50,7 +52,13 @@ class ModelRunner:
         shape = (cfg.num_hidden_layers, 2, self.num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
         # empty, not zeros: blocks are zeroed when first handed out (see _zero_new_blocks), so start-up does not
         # write the whole cache; zeroed matters because masked slots still enter the attention matmul (0 * NaN)
-        self.kv_cache = torch.empty(shape, dtype=self.dtype, device=self.device)  # (L, 2, NB, BS, KVH, D)
+        if self.kv_cache_type == "q8_0":
+            from athanor.nn.kv_quant import QuantKV
+
+            self.kv_cache = QuantKV.allocate(shape, self.device)  # int8 + float16 scales, same indexing
+        else:
+            dtype = {"f16": torch.float16, "f32": torch.float32}.get(self.kv_cache_type, self.dtype)
+            self.kv_cache = torch.empty(shape, dtype=dtype, device=self.device)  # (L, 2, NB, BS, KVH, D)
         self.num_zeroed_blocks = 0
         self._bind_kv_cache()
 
@@ -94,8 +102,15 @@ class ModelRunner:
     def _zero_new_blocks(self, upto: int) -> None:
         """Zero blocks [num_zeroed_blocks, upto) before their first use; the free list hands out low ids first."""
         if upto > self.num_zeroed_blocks:
-            self.kv_cache[:, :, self.num_zeroed_blocks : upto].zero_()
+            if isinstance(self.kv_cache, torch.Tensor):
+                self.kv_cache[:, :, self.num_zeroed_blocks : upto].zero_()
+            else:
+                self.kv_cache.zero_blocks(self.num_zeroed_blocks, upto)
             self.num_zeroed_blocks = upto
+
+    def kv_cache_nbytes(self) -> int:
+        c = self.kv_cache
+        return c.numel() * c.element_size() if isinstance(c, torch.Tensor) else c.nbytes
 
     def run(self, batch: ScheduledBatch) -> torch.Tensor:
         """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token."""
@@ -106,3 +121,11 @@ class ModelRunner:
             self.model(input_ids, positions, meta, logits_rows)
             return torch.empty(0, self.model.config.vocab_size)
         return self.model(input_ids, positions, meta, logits_rows)
+
+    def logits_all(self, batch: ScheduledBatch) -> torch.Tensor:
+        """(N, V) fp32 logits of every new token of the batch (scoring: perplexity through the paged cache)."""
+        if getattr(self.model, "kv_cache_owner", None) is not self:
+            self._bind_kv_cache()
+        input_ids, positions, meta, _ = self.prepare(batch)
+        with torch.inference_mode():
+            return self.model(input_ids, positions, meta, None).float()

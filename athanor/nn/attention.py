@@ -65,7 +65,7 @@ def paged_attention(
     q: torch.Tensor,  # (N, H, D)
     k: torch.Tensor,  # (N, KVH, D)
     v: torch.Tensor,  # (N, KVH, D)
-    kv_cache: torch.Tensor,  # (2, num_blocks, block_size, KVH, D)
+    kv_cache,  # (2, num_blocks, block_size, KVH, D): a tensor, or an int8 nn/kv_quant.QuantKV
     meta: AttentionMetadata,
     scale: float,
     window: int = 0,
@@ -75,14 +75,18 @@ def paged_attention(
     N, H, D = q.shape
     kvh = k.shape[1]
     if meta.write_cache:
-        kv_cache.view(2, -1, kvh, D).index_copy_(1, meta.slot_mapping, torch.stack((k, v)))  # one write for both
+        if isinstance(kv_cache, torch.Tensor):
+            new = torch.stack((k, v))  # one write for both
+            kv_cache.view(2, -1, kvh, D).index_copy_(1, meta.slot_mapping, new.to(kv_cache.dtype))
+        else:  # an int8 cache (nn/kv_quant.py): quantized as it is written
+            kv_cache.write(meta.slot_mapping, k, v)
     if window and meta.kv_len > window:
         return _windowed(q, k, v, kv_cache, meta, scale, window)
     if meta.is_plain_prefill:  # fast path: no gather, no explicit mask
         out = _sdpa(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], None, scale, True)
         return out[0].transpose(0, 1)  # (N, H, D)
     B, max_q = len(meta.query_lens), max(meta.query_lens)
-    keys, values = _gather(kv_cache, meta)  # (B, KVH, K, D) each
+    keys, values = _gather(kv_cache, meta, q.dtype)  # (B, KVH, K, D) each
     if meta.pad_index is None:
         qp = q.view(B, max_q, H, D)
     else:
@@ -92,11 +96,14 @@ def paged_attention(
     return out if meta.pad_index is None else out.index_select(0, meta.pad_index)
 
 
-def _gather(kv_cache: torch.Tensor, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each sequence's blocks in order, K and V in one index_select: two (B, KVH, kv_len, D) views."""
+def _gather(kv_cache, meta: AttentionMetadata, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sequence's blocks in order, K and V in one index_select: two (B, KVH, kv_len, D) views (an int8
+    cache: dequantized copies in the math dtype)."""
+    if not isinstance(kv_cache, torch.Tensor):
+        return kv_cache.gather(meta.block_tables, meta.kv_len, dtype)
     B = meta.block_tables.shape[0]
     blocks = kv_cache.index_select(1, meta.block_tables.view(-1))  # (2, B * max_blocks, block_size, KVH, D)
-    flat = blocks.view(2, B, -1, *kv_cache.shape[3:])[:, :, : meta.kv_len]  # (2, B, K, KVH, D)
+    flat = blocks.view(2, B, -1, *kv_cache.shape[3:])[:, :, : meta.kv_len].to(dtype)  # (2, B, K, KVH, D)
     return flat[0].transpose(1, 2), flat[1].transpose(1, 2)
 
 
@@ -135,7 +142,7 @@ def _windowed(q, k, v, kv_cache, meta: AttentionMetadata, scale: float, window: 
     if meta.is_plain_prefill or not meta.write_cache:  # the new tokens are the whole context
         keys, values = k.transpose(0, 1)[None], v.transpose(0, 1)[None]
     else:
-        keys, values = _gather(kv_cache, meta)  # (B, KVH, K, D)
+        keys, values = _gather(kv_cache, meta, q.dtype)  # (B, KVH, K, D)
     pad_index = meta.pad_index
     if pad_index is None:
         qp = q.view(B, max_q, H, D)

@@ -89,7 +89,8 @@ class LlamaModel(nn.Module):
         meta: AttentionMetadata,
         logits_indices: torch.Tensor | None = None,  # (M,) rows that need logits; None -> all N
     ) -> torch.Tensor:
-        if self.cpu_ops and meta.write_cache and not meta.is_plain_prefill and max(meta.query_lens) == 1:
+        if (self.cpu_ops and meta.write_cache and not meta.is_plain_prefill and max(meta.query_lens) == 1
+                and _fp32_cache(self.layers[0].self_attn.kv_cache)):
             return self._decode_cpu(input_ids, positions, meta, logits_indices)
         x = self.embed_tokens(input_ids)  # (N, C)
         cos, sin = self.rotary(positions, x.dtype)
@@ -296,3 +297,8 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
     if on_cpu_fp32:
         model.enable_cpu_ops()
     return model
+
+
+def _fp32_cache(cache) -> bool:
+    """The fused C decode reads fp32 caches only (an f16 or int8 cache decodes on the PyTorch path)."""
+    return isinstance(cache, torch.Tensor) and cache.dtype == torch.float32

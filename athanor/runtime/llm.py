@@ -215,7 +215,8 @@ def _fit_kv_to_context(config: EngineConfig, model, max_position_embeddings: int
         return
     context = config.max_model_len or max_position_embeddings
     blocks = -(-context // config.block_size) + 1
-    need = blocks * config.block_size * kv_bytes_per_token(model.config, next(model.parameters()).dtype)
+    need = blocks * config.block_size * kv_bytes_per_token(model.config, next(model.parameters()).dtype,
+                                                          config.kv_cache_type)
     config.kv_cache_bytes = max(config.kv_cache_bytes, need)
 
 
@@ -246,7 +247,8 @@ def check_num_ctx(num_ctx, model_config, config: EngineConfig) -> int:
     if config.num_kvcache_blocks:
         cache_tokens = config.num_kvcache_blocks * config.block_size
     else:
-        cache_tokens = config.kv_cache_bytes // max(1, kv_bytes_per_token(model_config, config.torch_dtype()))
+        cache_tokens = config.kv_cache_bytes // max(1, kv_bytes_per_token(model_config, config.torch_dtype(),
+                                                                         config.kv_cache_type))
     if num_ctx > cache_tokens:
         raise AthanorError(f"num_ctx {num_ctx} is more than this server's KV cache holds ({cache_tokens} tokens); "
                            "ask for less or give the server a larger KV cache")
