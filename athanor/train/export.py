@@ -5,8 +5,9 @@ llama.cpp and our engine load with the same output as base + adapter, and option
 store so `athanor run NAME` works. The base is a store name (its manifest's adapters and template come along),
 a .gguf file or a HF directory; merging is `models/lora.py`, GGUF writing is `models/gguf_export.py`.
 
-Not for: training (sft.py / dpo.py), serving an unmerged adapter (a Modelfile `ADAPTER` line does that), K-quants
-(use llama.cpp's llama-quantize on an F16 export), or reading models (models/loader.py). HF exports are
+Not for: training (sft.py / dpo.py), serving an unmerged adapter (a Modelfile `ADAPTER` line does that), or
+reading models (models/loader.py). GGUF exports take every type `athanor quantize` writes (K-quants chosen per tensor
+as llama.cpp's llama-quantize does). HF exports are
 safetensors in fp32 (default), fp16 or bf16, optionally sharded with a model.safetensors.index.json as
 transformers writes them. The YAML form of `athanor export` is export_config.py. Never imports transformers or peft.
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from athanor.text.tokenizer import Tokenizer
 
 FORMATS = ("hf", "gguf")
-GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")  # what `athanor export` offers (gguf_export.TENSOR_TYPES)
+GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")  # = gguf_export.TENSOR_TYPES
 HF_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 # ModelConfig.arch -> (config.json "architectures"[0], "model_type")
@@ -59,7 +60,7 @@ def export_model(
     adapter: str | Path | None,
     out: str | Path,
     fmt: Literal["hf", "gguf"],
-    gguf_type: Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_1"] = "F16",
+    gguf_type: str = "F16",  # one of GGUF_TYPES
     register_as: str | None = None,
     dtype: str = "fp32",
     max_shard_size: int | str | None = None,
