@@ -6,7 +6,7 @@ attributes (already GenAI-convention names: lists stay lists, JSON content stays
 attributes a GenAI backend expects that we spell differently or leave implicit (`gen_ai.provider.name` from
 `gen_ai.system`, `gen_ai.operation.name` for tool/agent/embedding spans, `error.type` on failures). Spans go
 through the SDK's BatchSpanProcessor (a bounded queue and one sender thread), so `on_end` never waits on the
-network; a collector that is down loses spans, never requests.
+network (the conversion too happens on that thread); a collector that is down loses spans, never requests.
 
     exporter = OtlpExporter("http://127.0.0.1:6006")   # base URL or the full .../v1/traces URL
     exporter.on_end(span); exporter.flush(); exporter.close()
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 import urllib.parse
 from typing import Any
 
@@ -84,7 +85,7 @@ def _span_kind(kind: str):
 
 
 def _nanos(seconds: float) -> int:
-    return int(round(seconds * 1e9))
+    return round(seconds * 1e9)
 
 
 def to_readable_span(span: tracing.Span, resource, scope):
@@ -118,8 +119,35 @@ def _resource():
                             "service.version": __version__})
 
 
+class _Ended:
+    """An ended athanor span waiting in the SDK's queue; converted on the sender thread, not the request path."""
+
+    __slots__ = ("span",)
+    # all BatchSpanProcessor.on_end reads from a span: ours are always sampled (no sampler in athanor)
+    context = types.SimpleNamespace(trace_flags=types.SimpleNamespace(sampled=True))
+
+    def __init__(self, span: tracing.Span) -> None:
+        self.span = span
+
+
+class _Converting:
+    """The SpanExporter the batch processor calls: converts a batch of _Ended, hands it to the real exporter."""
+
+    def __init__(self, exporter, resource, scope) -> None:
+        self.exporter, self.resource, self.scope = exporter, resource, scope
+
+    def export(self, batch: list[_Ended]):
+        return self.exporter.export([to_readable_span(e.span, self.resource, self.scope) for e in batch])
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+
 class OtlpExporter:
-    """A tracer-side exporter (Tracing calls on_end/flush/close): converts, queues, and sends in batches."""
+    """A tracer-side exporter (Tracing calls on_end/flush/close): queues, converts and sends in batches."""
 
     def __init__(self, endpoint: str, span_exporter=None, schedule_delay_ms: int = 1000,
                  max_queue_size: int = 8192) -> None:
@@ -135,12 +163,12 @@ class OtlpExporter:
             span_exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=10)
         self.resource = _resource()
         self.scope = InstrumentationScope("athanor", __version__)
-        self.processor = BatchSpanProcessor(span_exporter, max_queue_size=max_queue_size,
-                                            schedule_delay_millis=schedule_delay_ms)
+        self.processor = BatchSpanProcessor(_Converting(span_exporter, self.resource, self.scope),
+                                            max_queue_size=max_queue_size, schedule_delay_millis=schedule_delay_ms)
 
     def on_end(self, span: tracing.Span) -> None:
-        """Queue one ended span (never blocks: a full queue drops it, as the SDK does)."""
-        self.processor.on_end(to_readable_span(span, self.resource, self.scope))
+        """Queue one ended span: a deque append, never a wait (a full queue drops the oldest, as the SDK does)."""
+        self.processor.on_end(_Ended(span))
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Send everything queued so far (blocks; a collector that is down is retried, then its spans dropped).

@@ -45,9 +45,9 @@ def _request_trace() -> tuple[tracing.Span, tracing.Span, tracing.Span]:
             llm.set_content(input=[{"role": "user", "content": "2+2?"}],
                             output={"role": "assistant", "tool_calls": [{"name": "calc"}]})
             llm.set("athanor.sampling", {"temperature": 0.0})  # not an OTLP type: sent as JSON text
-        with pytest.raises(ZeroDivisionError):
-            with tracing.span("execute_tool calc", "tool", **{tracing.TOOL_NAME: "calc"}) as tool:
-                1 / 0
+        with pytest.raises(ZeroDivisionError), \
+                tracing.span("execute_tool calc", "tool", **{tracing.TOOL_NAME: "calc"}) as tool:
+            raise ZeroDivisionError("division by zero")
     return root, llm, tool
 
 
@@ -137,3 +137,20 @@ def test_attribute_values():
     assert json.loads(attribute_value({"a": [1]})) == {"a": [1]}
     assert error_type("ValueError: bad") == "ValueError" and error_type("engine stopped") == "_OTHER"
     assert error_type(None) == "_OTHER"
+
+
+def test_no_trace_content_sends_no_messages():
+    memory = InMemorySpanExporter()
+    exporter = OtlpExporter("http://127.0.0.1:4318/v1/traces", span_exporter=memory)
+    previous = tracing.install(exporter, content=False)  # what --no-trace-content installs
+    try:
+        with tracing.span("chat smollm2", "llm") as s:
+            s.set_usage(3, 4).set_content(input=[{"role": "user", "content": "secret"}], output="also secret")
+        assert exporter.flush()
+    finally:
+        tracing.install(previous)
+        exporter.close()
+    (sent,) = memory.get_finished_spans()
+    assert sent.attributes[tracing.INPUT_TOKENS] == 3
+    assert not set(tracing.CONTENT_KEYS) & set(sent.attributes)
+    assert "secret" not in repr(dict(sent.attributes))
