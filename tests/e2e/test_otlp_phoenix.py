@@ -107,6 +107,7 @@ def phoenix_and_athanor(tmp_path_factory, tiny_hf_dir):
     if program is None:
         pytest.skip("Arize Phoenix is not installed (make install puts it in .venv/phoenix; or set ATHANOR_PHOENIX)")
     tmp = tmp_path_factory.mktemp("otlp")
+    before = tracing.installed()  # another e2e server of this session may have installed its tracer
     with run_phoenix(program, tmp / "phoenix") as (url, proc, log):
         # athanor loads while Phoenix starts: the exporter needs no collector until it sends
         (tmp / "home").mkdir()
@@ -115,7 +116,7 @@ def phoenix_and_athanor(tmp_path_factory, tiny_hf_dir):
         with start_server(create_app(store=store, engine_config=small_engine_config(), trace=trace)) as server:
             wait_ready(url, proc, log)
             yield url, server
-    assert tracing.installed() is None  # the server's lifespan uninstalled its tracer
+    assert tracing.installed() is before  # the server's lifespan put back the tracer it replaced
 
 
 def test_chat_span_reaches_phoenix_with_our_ids_and_usage(phoenix_and_athanor):
