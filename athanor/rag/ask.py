@@ -131,6 +131,7 @@ def ask_stream(kb, model, question: str, k: int = 2, mode: str = "hybrid", filte
     f = CitationFilter(len(hits))
     if not hits:
         _answered(span, Answer(NO_ANSWER, [], "no_context"))
+        span.end()
         return [], iter([NO_ANSWER]), f
 
     def pieces() -> Iterator[str]:
