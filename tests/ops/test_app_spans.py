@@ -334,3 +334,19 @@ def test_kb_ask_is_a_chain_of_retrievals_and_the_answer(traces, tiny_kb, one_thr
     assert [usage_of(call)] == model.usages
     assert chain["attributes"][tracing.OUTPUT_MESSAGES] == text
     assert max(r["end_time"] for r in retrievals) <= call["start"]
+
+
+def test_without_content_capture_no_messages_arguments_or_results_are_stored(tmp_path):
+    t = start_tracing(TraceSettings(path=tmp_path / "traces.sqlite", content=False))
+    try:
+        replies = ["Thought: Do I need to use a tool? Yes\nAction: calculator\nAction Input: {\"expression\": \"6*7\"}",
+                   "Thought: Do I need to use a tool? No\nAI: 42"]
+        assert ReActAgent(ScriptedChatModel(replies), [calculator]).run("6*7?").answer == "42"
+        trace = only_trace(t)
+    finally:
+        t.stop()
+    assert sorted(s["kind"] for s in trace["spans"]) == ["agent", "chain", "chain", "tool"]
+    for s in trace["spans"]:
+        assert not set(s["attributes"]) & set(tracing.CONTENT_KEYS), s["name"]
+    [tool_span] = [s for s in trace["spans"] if s["kind"] == "tool"]
+    assert tool_span["attributes"][tracing.TOOL_NAME] == "calculator"
