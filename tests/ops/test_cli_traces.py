@@ -3,6 +3,7 @@ nothing extra unless --verbose, and record nothing with ATHANOR_TRACE=0."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -76,3 +77,28 @@ def test_kb_ask_records_a_chain_with_its_retrieval():
     assert kinds.count("retrieval") == 1 and "llm" not in kinds  # nothing close enough: the model is not asked
     [chain] = [s for s in trace["spans"] if s["kind"] == "chain"]
     assert chain["attributes"]["athanor.rag.finish_reason"] == "no_context"
+
+
+@pytest.fixture
+def own_registry():
+    """`athanor run` installs a registry for the process: take it out (and shut it down) afterwards."""
+    from athanor.runtime import registry
+
+    before = list(registry._current)
+    yield
+    for r in [r for r in registry._current if r not in before]:
+        registry.use_registry(r).remove()
+        r.shutdown()
+
+
+@pytest.mark.slow
+def test_run_one_shot_records_the_answer_as_an_llm_span(own_registry):
+    r = runner.invoke(app, ["run", "smollm2", "Say hi", "-o", "max_tokens=4", "-o", "temperature=0"])
+    assert r.exit_code == 0, r.output
+    assert "trace" not in r.output
+    [trace] = stored()
+    [span] = trace["spans"]
+    a = span["attributes"]
+    assert span["kind"] == "llm" and trace["model"] == "smollm2" and a["gen_ai.usage.output_tokens"] == 4
+    assert a["gen_ai.request.max_tokens"] == 4 and a["athanor.time_to_first_token_s"] > 0
+    assert r.output.strip() == json.loads(a["gen_ai.output.messages"])["content"].strip()
