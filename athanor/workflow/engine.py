@@ -41,7 +41,7 @@ MAX_WORKERS = 8  # concurrent nodes per graph level
 APP, RUN_ID, MODE = "athanor.workflow.app", "athanor.workflow.run_id", "athanor.workflow.mode"
 STATUS, STEPS, TOKENS = "athanor.workflow.status", "athanor.workflow.total_steps", "athanor.workflow.total_tokens"
 NODE_ID, NODE_TYPE, NODE_TITLE = "athanor.workflow.node_id", "athanor.workflow.node_type", "athanor.workflow.node_title"
-INDEX, ELAPSED = "athanor.workflow.index", "athanor.workflow.elapsed_s"
+INDEX, ELAPSED, RETRIES = "athanor.workflow.index", "athanor.workflow.elapsed_s", "athanor.workflow.retries"
 
 
 @dataclass
@@ -148,7 +148,8 @@ class _Run:
         """The run inside one `workflow` span (the parent of every top-level node span)."""
         with tracing.span(f"workflow {self.ids.workflow_id}", "workflow", **{
                 RUN_ID: self.ids.run_id, APP: self.ids.workflow_id, MODE: self.ids.mode}) as span:
-            span.set_content(input=self.inputs)
+            query = self.pool.system.get("query") if self.ids.mode == "advanced-chat" else None
+            span.set_content(input=self.inputs if query is None else {**self.inputs, "sys.query": query})
             result = self._execute(span)
             span.update({STATUS: result.status, STEPS: result.total_steps, TOKENS: result.total_tokens})
             span.set_content(output=result.outputs)
@@ -280,7 +281,7 @@ class GraphRun:
                 NODE_ID: nid, NODE_TYPE: node.type, NODE_TITLE: node.title, INDEX: self.scope.get("index")}) as span:
             self.node_spans[nid] = span
             status, handle, error = self._execute_node(node, info)
-            span.update({STATUS: status, ELAPSED: info["elapsed_time"]})
+            span.update({STATUS: status, ELAPSED: info["elapsed_time"], RETRIES: info.get("retries")})
             span.set_content(input=info["inputs"], output=info["outputs"])
             if status != "succeeded":
                 span.fail(error or status)
@@ -321,6 +322,7 @@ class GraphRun:
             except Exception as e:  # noqa: BLE001 - a bug in a node or a library: the node fails, the run reports it
                 error, kind = f"{type(e).__name__}: {e}", type(e).__name__
             if attempt < max_retries:
+                info["retries"] = attempt + 1  # the node's span records it
                 self.emit(ev.node_retry(self.ids, info, attempt + 1, error))
                 time.sleep(interval)
         return self._on_error(node, error, kind)

@@ -274,13 +274,28 @@ def test_a_failed_node_fails_its_span_and_the_run(traces):
 
     services = Services(default_model="scripted")
     services.register_model("scripted", ScriptedChatModel([]))  # the llm node's model call raises
-    result = WorkflowEngine(load_app(WORKFLOWS / "w2" / "llm_chat_w2.yml"), services).run({"topic": "x"})
+    app = load_app(WORKFLOWS / "w2" / "llm_chat_w2.yml")
+    app.nodes["llm"].data["retry_config"] = {"retry_enabled": True, "max_retries": 1, "retry_interval": 0}
+    result = WorkflowEngine(app, services).run({"topic": "x"})
     assert result.status == "failed"
     trace = only_trace(traces)
     [run] = children(trace, None)
     [llm_node] = [s for s in children(trace, run) if s["attributes"]["athanor.workflow.node_id"] == "llm"]
     assert run["status"] == llm_node["status"] == "error" and "ran out of replies" in llm_node["error"]
-    assert run["error"] == result.error
+    assert llm_node["attributes"]["athanor.workflow.retries"] == 1
+    assert run["error"] == result.error and run["attributes"]["athanor.workflow.status"] == "failed"
+
+
+def test_an_advanced_chat_run_records_its_query_with_the_inputs(traces):
+    from athanor.workflow.dsl import load_app
+    from athanor.workflow.engine import WorkflowEngine
+
+    result = WorkflowEngine(load_app(WORKFLOWS / "w1" / "hello_branch_chat_w1.yml")).run({}, query="hello there")
+    assert result.status == "succeeded", result.error
+    [run] = children(only_trace(traces), None)
+    assert json.loads(run["attributes"][tracing.INPUT_MESSAGES]) == {"sys.query": "hello there"}
+    assert json.loads(run["attributes"][tracing.OUTPUT_MESSAGES])["answer"] == result.answer
+    assert run["attributes"]["athanor.workflow.mode"] == "advanced-chat"
 
 
 # --- RAG ---------------------------------------------------------------------------------------------------
