@@ -25,7 +25,8 @@ FORBIDDEN = {
     "runtime": ("serve", "llm", "train", *APPS),
     "train": ("agent", "llm", "serve", "workflow", "rag", "ops", "runtime", "engine"),
     "llm": ("serve", "train", *APPS),
-    **{app: ("serve", "engine", "runtime") for app in APPS},
+    **{app: ("serve", "engine", "runtime", *(("ops",) if app != "ops" else ())) for app in APPS},  # apps report
+    # to ops only through the seam athanor/tracing.py
 }
 
 # who may turn weights into a running engine: the registry (and the LLM it calls), nothing else
