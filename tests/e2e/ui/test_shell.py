@@ -56,6 +56,18 @@ def test_phone_width_collapses_the_nav(console):
     page.wait_for_url("**/ui/knowledge")
 
 
+def test_every_page_fits_a_phone(console):
+    page = console.page
+    page.set_viewport_size({"width": 375, "height": 740})
+    console.open("/ui/chat")
+    for path in ("/ui/chat", "/ui/models", "/ui/workflows", "/ui/knowledge"):
+        page.goto(console.server.url + path)
+        page.wait_for_load_state("networkidle")
+        assert page.locator("h1").is_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"{path} is {width} px wide at phone width"
+
+
 def test_a_javascript_error_is_caught(console):
     console.open("/ui/chat")
     console.page.evaluate("setTimeout(() => { throw new Error('boom from the test') }, 0)")
