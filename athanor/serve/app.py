@@ -82,8 +82,9 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
 
     for module in (openai_api, tokenizer_info, anthropic_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)
-    from athanor.serve import train_jobs  # fine-tuning jobs over HTTP (issue 19); training runs in child processes
-    app.include_router(train_jobs.router)
+    from athanor.serve import eval_routes, train_jobs  # console part B (issue 19): fine-tuning jobs, eval runs
+    for module in (train_jobs, eval_routes):
+        app.include_router(module.router)
     app.add_api_route("/health", health, methods=["GET"])
     probes.install(app, ready_models)  # /health/live, /health/ready
     app.add_api_route("/metrics", metrics, methods=["GET"])
