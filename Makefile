@@ -6,12 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 QUESTION ?= What is the capital of France?
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean screenshots
 
 $(STAMP):
 	# the code sandbox (docs/security.md): bubblewrap, libseccomp and a system python3 with its stdlib
 	command -v bwrap >/dev/null && test -x /usr/bin/python3 && ldconfig -p | grep -q libseccomp.so.2 || \
 		(apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2 python3)
+	# the console's browser tests (tests/e2e/ui): Debian's headless Chromium, driven by Playwright for Python
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: here a CPU wheel on local disk; unpinned torch pulls a multi-GB CUDA build
@@ -29,6 +31,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q --timeout=900
+
+screenshots: install
+	# the README's console pictures: the browser tests save each page to docs/screenshots/
+	ATHANOR_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/e2e/ui
 
 bench: install
 	$(BIN)/python benchmarks/bench_engine.py

@@ -50,6 +50,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     from athanor.models.store import Store
     from athanor.serve import anthropic_api, ollama_api, ollama_models, openai_api, tokenizer_info
     from athanor.serve import health as probes
+    from athanor.serve.ui import routes as ui_routes
 
     manager = ModelRegistry(store or Store(), engine_config, keep_alive, max_loaded_models, max_memory_bytes)
 
@@ -85,6 +86,8 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     from athanor.serve import eval_routes, train_jobs  # console part B (issue 19): fine-tuning jobs, eval runs
     for module in (train_jobs, eval_routes):
         app.include_router(module.router)
+    app.include_router(ui_routes.router)  # the console (/ui): pages without the key, data through the API
+    app.state.auth_required = api_key is not None  # the console's pages ask for the key only then
     app.add_api_route("/health", health, methods=["GET"])
     probes.install(app, ready_models)  # /health/live, /health/ready
     app.add_api_route("/metrics", metrics, methods=["GET"])

@@ -18,6 +18,13 @@ from athanor.serve.errors import error_response
 
 access_log = logging.getLogger("athanor.serve.access")
 PUBLIC_PATHS = ("/health", "/health/live", "/health/ready")  # answered without a key: probes have none
+
+
+def public(path: str) -> bool:
+    """Probes, and the console's pages and static files (/ui): they hold no data; /ui/api/ (data) needs the key."""
+    if path in PUBLIC_PATHS or path == "/ui":
+        return True
+    return path.startswith("/ui/") and not path.startswith("/ui/api/")
 # POSTs that run models, agents, workflows or retrieval: each is one trace (root span "POST <path>")
 TRACED_PREFIXES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/responses",
                    "/api/chat", "/api/generate", "/api/embed", "/v1/workflows/run", "/v1/chat-messages",
@@ -78,7 +85,7 @@ class RequestMiddleware:
             self._record(scope, status["code"], request_id, time.perf_counter() - t0)
 
     def _authorized(self, path: str, headers: dict, method: str = "GET") -> bool:
-        if not self.api_key or path in PUBLIC_PATHS:
+        if not self.api_key or public(path):
             return True
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
