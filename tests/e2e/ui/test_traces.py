@@ -74,6 +74,7 @@ def test_find_rate_correct_and_export_a_chat(console):
     feedback = _wait_feedback(server, trace_id, lambda f: len(f) == 2)
     assert feedback[-1]["correction"] == CORRECTION
     page.locator("#feedback-saved", has_text="correction").wait_for()
+    page.evaluate("window.scrollTo(0, 0)")
     console.shot("trace")
 
     # Filters: the latest verdict (the correction) is bad; errors-only hides it.

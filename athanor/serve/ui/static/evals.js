@@ -58,7 +58,7 @@
     document.getElementById("cmp-b").textContent = result.b.run_id;
     const verdict = result.worse ? ["worse", "B is worse than A beyond noise"] : result.better ? ["better", "B is better than A beyond noise"]
       : ["same", "no difference beyond noise"];
-    document.getElementById("verdict").replaceChildren(
+    document.getElementById("verdict").replaceChildren(...[
       el("p", { class: "verdict verdict-" + verdict[0], id: "verdict-text" }, verdict[1]),
       el("div", { class: "facts" },
         [["A", `${result.a.model} · ${pct(result.a_accuracy)}`], ["B", `${result.b.model} · ${pct(result.b_accuracy)}`],
@@ -66,7 +66,7 @@
           ["McNemar p", Number(result.p_value).toPrecision(3)], ["paired items", result.n_paired],
           ["only A right / only B right", `${result.only_a_correct} / ${result.only_b_correct}`]]
           .map(([k, v]) => el("div", {}, el("span", { class: "muted" }, k), el("strong", {}, String(v))))),
-      result.same_data === false ? el("p", { class: "muted" }, "The runs used different data files: only items with the same index and input are paired.") : null);
+      result.same_data === false ? el("p", { class: "muted" }, "The runs used different data files: only items with the same index and input are paired.") : null].filter(Boolean));
     renderDiff(result);
     const promote = document.getElementById("promote-button");
     if (promote) promote.hidden = result.worse;

@@ -11,7 +11,7 @@
 
   const seconds = (s) => (s === null || s === undefined ? "" : s < 1 ? (s * 1000).toFixed(0) + " ms" : s.toFixed(2) + " s");
   const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
-  const feedbackText = (score) => (score === null || score === undefined ? "" : score > 0 ? "👍 good" : score < 0 ? "👎 bad" : "0");
+  const feedbackText = (score) => (score === null || score === undefined ? "" : score > 0 ? "▲ good" : score < 0 ? "▼ bad" : "0 neutral");
 
   // ---------------------------------------------------------------------------------------------- the list
 

@@ -89,7 +89,7 @@
     if (!plot) {
       const width = Math.max(Math.min(box.clientWidth || 600, 900), 260);
       plot = new uPlot({ width, height: 240, scales: { x: { time: false } },
-        axes: [{ label: "step" }, { label: "loss" }],
+        axes: [{ label: "step", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] }, { label: "loss" }],
         series: [{ label: "step" }, { label: "train loss", stroke: "#b4501e", width: 2, points: { show: points.length < 60 } }] }, data, box);
     } else {
       plot.setData(data);
@@ -115,10 +115,10 @@
       : job.error ? "error: " + job.error.message : "";
     document.getElementById("live-config-text").textContent = JSON.stringify(job.config, null, 2);
     drawCurve(points);
+    await loadJobs();  // the table's step, status and final loss follow too
     if (!ACTIVE.includes(job.status)) {
       clearInterval(timer);
       timer = null;
-      await loadJobs();
     }
   }
 
