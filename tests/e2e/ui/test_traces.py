@@ -61,6 +61,7 @@ def test_find_rate_correct_and_export_a_chat(console):
     assert int(llm.get_attribute("data-depth")) >= 1  # nested under the root
     assert page.locator(".span-row[data-kind=http] .bar").get_attribute("style").startswith("left:0.000%")
     assert "hello there" in page.locator("pre.io-input").inner_text()  # the model span's captured input
+    assert f"spans\n{len(stored)}" in page.locator("#trace-summary").inner_text()
 
     # Thumbs up: stored with the trace as score 1.
     page.click("#thumb-up")

@@ -53,6 +53,7 @@ def test_yaml_run_finishes_with_its_model(console, tmp_path, tiny_hf_dir):
               "save_strategy": "no"}
     console.open("/ui/training")
     page.check("input[name=mode][value=yaml]")
+    assert page.locator("#t-yaml").is_visible() and not page.locator("#t-model").is_visible()
     page.fill("#t-yaml", "lora_rnak: 8\n" + yaml.safe_dump(config))  # a typo first: the checker's message shows
     page.click("#t-start")
     page.locator("#t-error", has_text="did you mean 'lora_rank'").wait_for()

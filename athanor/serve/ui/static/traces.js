@@ -150,17 +150,17 @@
       .filter(([, k]) => a[k] !== undefined)
       .map(([label, k]) => el("div", { class: "io" }, el("h3", {}, label), el("pre", { class: "io-" + label.replace(" ", "-") }, pretty(a[k]))));
     const rest = Object.entries(a).filter(([k]) => !k.startsWith("gen_ai.input.") && !k.startsWith("gen_ai.output.") && !k.startsWith("gen_ai.tool.call.a") && k !== "gen_ai.tool.call.result");
-    document.getElementById("span-detail").replaceChildren(
+    document.getElementById("span-detail").replaceChildren(...[
       el("h3", {}, span.name, " ", el("span", { class: "badge" }, span.kind)),
       span.error ? el("p", { class: "bad-text" }, span.error) : null,
       content.length ? el("div", { class: "grid2" }, content) : el("p", { class: "muted" }, "no captured content on this span"),
-      el("table", { class: "attrs" }, el("tbody", {}, rest.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { class: "mono" }, typeof v === "string" ? v : JSON.stringify(v)))))));
+      el("table", { class: "attrs" }, el("tbody", {}, rest.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { class: "mono" }, typeof v === "string" ? v : JSON.stringify(v))))))].filter(Boolean));
   }
 
   function summary(t) {
     document.getElementById("trace-summary").replaceChildren(el("div", { class: "facts" },
       [["name", t.name], ["model", t.model || "—"], ["started", when(t.start)], ["latency", seconds(t.duration)],
-        ["tokens in / out", (t.input_tokens || 0) + " / " + (t.output_tokens || 0)], ["spans", t.spans],
+        ["tokens in / out", (t.input_tokens || 0) + " / " + (t.output_tokens || 0)], ["spans", Array.isArray(t.spans) ? t.spans.length : t.spans],
         ["status", t.status + (t.error ? ": " + t.error : "")], ["request", t.request_id || "—"]]
         .map(([k, v]) => el("div", {}, el("span", { class: "muted" }, k), el("strong", {}, String(v ?? ""))))));
   }
