@@ -103,3 +103,18 @@ def test_find_rate_correct_and_export_a_chat(console):
     turns = lines[0]["conversations"]
     assert turns[-1]["value"] == CORRECTION and "hello there" in turns[0]["value"]
     page.locator("#export-note", has_text="1 SFT record").wait_for()
+
+
+def test_ops_pages_fit_a_phone(console):
+    """Traces (list and detail), Training and Evals at 375 px: nothing wider than the screen (tables scroll)."""
+    page = console.page
+    trace_id = _chat(console.server)
+    page.set_viewport_size({"width": 375, "height": 740})
+    for path, ready in (("/ui/traces", f"tr.trace-row[data-trace-id='{trace_id}']"),
+                        (f"/ui/traces/{trace_id}", ".span-row"), ("/ui/training", "#train-form"),
+                        ("/ui/evals", "#eval-table")):
+        console.open(path)
+        page.locator(ready).first.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+        if path == f"/ui/traces/{trace_id}":
+            console.shot("trace-phone")
