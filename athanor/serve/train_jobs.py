@@ -7,10 +7,11 @@
                                             data {step, total_steps, loss, learning_rate}
     POST /v1/fine_tuning/jobs/{id}/cancel   stop a queued or running job
 
-The LLaMA-Factory keys come from `config` (a mapping) or `yaml` (its text); OpenAI's fields fill what they leave
-out: model -> model_name_or_path, training_file -> dataset (a path on the server or a dataset_info.json name),
+The LLaMA-Factory keys come from `config` (a mapping) or `yaml` (its text); OpenAI's fields, when given, set the
+keys they stand for: model -> model_name_or_path, training_file -> dataset (a path on the server or a dataset_info.json name),
 n_epochs -> num_train_epochs, batch_size -> per_device_train_batch_size, learning_rate_multiplier x the learning
-rate. Relative dataset paths resolve against `dataset_dir`, else the server's working directory. The config is
+rate. Relative dataset paths resolve against `dataset_dir`, else the server's working directory; what the run
+writes stays in $ATHANOR_HOME/jobs/ID (output_dir is always the job's, tokenized_path must be relative). The config is
 checked before anything is queued (400 with the checker's problems on one line). A job that succeeds is added
 to the model store as `ft-SUFFIX-XXXXXX` (its base with the trained adapter), which is `fine_tuned_model`.
 
@@ -142,10 +143,18 @@ def job_config(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
         if value is not None and value != "auto":
             config[key] = value
     if hp.learning_rate_multiplier not in (None, "auto"):
-        config["learning_rate"] = float(config.get("learning_rate", 1e-4)) * float(hp.learning_rate_multiplier)
+        try:
+            config["learning_rate"] = float(config.get("learning_rate", 1e-4)) * float(hp.learning_rate_multiplier)
+        except (TypeError, ValueError):
+            raise ServeError("learning_rate_multiplier: expected a number or 'auto' (and a numeric learning_rate)",
+                             400, "hyperparameters.learning_rate_multiplier") from None
     if "model_name_or_path" not in config:
         raise ServeError("model: give the base model (or model_name_or_path in config/yaml)", 400, "model")
     config.setdefault("dataset_dir", str(Path.cwd()))
+    tokenized = config.get("tokenized_path")
+    if tokenized is not None and (not isinstance(tokenized, str) or Path(tokenized).is_absolute() or ".." in tokenized):
+        raise ServeError("tokenized_path: over HTTP it must be a relative folder (it is kept in the job's folder)",
+                         400, "tokenized_path")
     kept = {"training_file": body.training_file, "suffix": body.suffix,
             "hyperparameters": hp.model_dump(exclude_none=True)}
     return config, kept

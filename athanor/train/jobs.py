@@ -168,6 +168,7 @@ class JobManager:
         cmd = [self.python, "-m", "athanor.cli", "train", str(job.folder / "config.yaml")]
         with open(job.folder / "train.log", "ab") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=job.folder, env=_child_env(),  # relative paths it writes stay in the job
                                     start_new_session=True)  # its own group: cancel kills dataloader workers too
         job.status, job.started_at, job.pid = "running", int(time.time()), proc.pid
         self._procs[job.id] = proc
@@ -249,6 +250,17 @@ def _event(job: Job, n: int, created_at: int, message: str, kind: str, data: dic
            level: str = "info") -> dict[str, Any]:
     return {"object": "fine_tuning.job.event", "id": f"ftevent-{job.id[6:]}-{n}", "created_at": int(created_at),
             "level": level, "message": message, "data": data or {}, "type": kind}
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment, with the folder this athanor package comes from first on PYTHONPATH (the child
+    runs in the job's folder, so a checkout that is not installed must still be found)."""
+    import athanor
+
+    root = str(Path(athanor.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)])
+    return env
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

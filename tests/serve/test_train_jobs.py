@@ -116,6 +116,18 @@ def test_bad_configs_are_refused_with_the_checker_message(served, tiny_hf_dir):
     assert r.status_code == 400 and "not valid YAML" in r.json()["error"]["message"]
     r = httpx.post(server.url + "/v1/fine_tuning/jobs", json={"training_file": str(data)})
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    hostile = [{"model": str(tiny_hf_dir), "training_file": str(data), "config": {"tokenized_path": "/etc/x"}},
+               {"model": str(tiny_hf_dir), "training_file": str(data), "config": {"tokenized_path": "../../x"}},
+               {"model": str(tiny_hf_dir), "hyperparameters": {"learning_rate_multiplier": "lots"}},
+               {"model": str(tiny_hf_dir), "hyperparameters": {"n_epochs": "lots"}, "training_file": str(data)},
+               {"model": str(tiny_hf_dir), "config": {"a": 1}, "yaml": "b: 2"},
+               {"model": str(tiny_hf_dir), "config": [1, 2]}, {"model": str(tiny_hf_dir), "yaml": "- 1"},
+               {"model": str(tiny_hf_dir), "suffix": "../../etc"}, {"model": str(tiny_hf_dir), "nope": 1}]
+    for body in hostile:
+        r = httpx.post(server.url + "/v1/fine_tuning/jobs", json=body)
+        assert r.status_code == 400 and r.json()["error"]["message"], (body, r.text)
+        assert "\n" not in r.json()["error"]["message"]
+    assert httpx.get(server.url + "/v1/fine_tuning/jobs?limit=x").status_code == 400
     assert not any(j.status in ("queued", "running") and j.model != str(tiny_hf_dir)
                    for j in client.fine_tuning.jobs.list().data)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -97,7 +98,8 @@ def test_find_rate_correct_and_export_a_chat(console):
     assert page.locator("#selected-count").inner_text() == "1 selected"
     with page.expect_download() as download:
         page.click("#export-sft")
-    lines = [json.loads(line) for line in open(download.value.path(), encoding="utf-8") if line.strip()]
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert len(lines) == 1
     assert download.value.suggested_filename == "traces-sft.jsonl"
     turns = lines[0]["conversations"]
