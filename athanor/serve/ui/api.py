@@ -4,6 +4,7 @@ does not list. JSON for scripts, and HTML fragments (`/view`) that htmx swaps in
     GET /ui/api/workflows/runs?app=TITLE&limit=N   recent workflow runs (newest first), without node details
     GET /ui/api/workflows/runs/{id}/view            a run's graph (SVG) and per-node results, as an HTML fragment
     GET /ui/api/kb/{name}/documents                 a knowledge base's documents with their chunk counts
+    GET /ui/api/models/{name}/lineage               where a model came from: its FROM chain and recorded lineage
 
 Not for: running workflows or querying bases (the /v1 routes do that; the pages call them directly).
 """
@@ -78,3 +79,36 @@ def kb_documents(name: str) -> dict:
         docs = kb.documents()
     return {"object": "list", "data": [{"source": d.source, "num_chunks": d.num_chunks, "mtime": d.mtime}
                                        for d in docs]}
+
+
+@router.get("/models/{name:path}/lineage")
+def model_lineage(name: str, request: Request) -> dict:
+    """The model's FROM chain through the store (each parent that is itself a stored model) and the lineage its
+    manifest records (base digest, adapters, training config, datasets: written by train/export when they made
+    it); with ops/lineage.py present, also its eval runs and promotions."""
+    store = request.app.state.manager.store
+    try:
+        m = store.get(name)
+    except AthanorError as e:
+        raise ServeError(str(e), 404, "name", "not_found") from None
+    chain, seen, parent = [], {m.name}, m.parent
+    while parent and len(chain) < 20:
+        chain.append(parent)
+        try:
+            up = store.get(parent)
+        except (AthanorError, ValueError):
+            break  # a path or a model no longer stored: the chain ends with it
+        if up.name in seen:
+            break
+        seen.add(up.name)
+        parent = up.parent
+    return {"name": m.name, "parents": chain, "adapters": m.adapters, "lineage": _recorded_lineage(m, store)}
+
+
+def _recorded_lineage(manifest, store) -> dict:
+    try:  # ops/lineage.py (issue 18's lineage part) gathers evals and promotions too
+        from athanor.ops.lineage import model_lineage as gather
+    except ImportError:
+        return dict(getattr(manifest, "lineage", None) or {})
+    info = gather(manifest.name, store)
+    return {k: v for k, v in info.items() if k not in ("name", "weights", "format", "adapters", "parent") and v}
