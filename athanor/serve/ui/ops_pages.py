@@ -7,7 +7,7 @@
 
 Like every console page they hold no data: the page scripts (static/traces.js, training.js, evals.js) read and
 write through the API with the key: /v1/traces, /v1/feedback, /v1/traces/export, /v1/fine_tuning/jobs,
-/v1/evals. Not for those API routes themselves (serve/trace_routes.py, serve/train_jobs.py, the eval routes).
+/v1/evals. Not for those API routes themselves (serve/trace_routes.py, dataset_routes.py, train_jobs.py, eval_routes.py).
 """
 
 from __future__ import annotations
