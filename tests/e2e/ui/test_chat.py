@@ -75,6 +75,7 @@ def test_compare_two_models_side_by_side(console):
     server = console.server
     want_a, want_b = _greedy(server, "smollm2", 16), _greedy(server, "tiny", 16)
     page = console.open("/ui/chat")
+    assert not page.locator("#model-b").is_visible() and not page.locator("#pane-b").is_visible()
     page.check("#compare")
     assert page.locator("#pane-b").is_visible()
     _fill(page, "smollm2", 16)

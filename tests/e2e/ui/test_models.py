@@ -54,8 +54,9 @@ def test_lineage_of_a_derived_model(console, tiny_hf_dir):
     chain = [t.strip() for t in page.locator("#detail-lineage .lineage-parent > .mono").all_inner_texts()]
     assert chain == [str(tiny_hf_dir), "tiny"]
     assert page.inner_text("#detail-lineage .lineage-self > strong").startswith("tiny-pirate")
+    page.locator("#model-detail").scroll_into_view_if_needed()
+    console.shot("models-lineage")
     smol = page.locator("#models-table tr[data-model^=smollm2]").first
     smol.click()  # the built-in model: nothing recorded, and the page says so
     page.wait_for_function("document.getElementById('detail-name').textContent.startsWith('smollm2')")
     page.locator("#detail-lineage p.muted").wait_for()
-    console.shot("models-lineage")

@@ -56,6 +56,18 @@ def test_phone_width_collapses_the_nav(console):
     page.wait_for_url("**/ui/knowledge")
 
 
+def test_every_page_fits_a_phone(console):
+    page = console.page
+    page.set_viewport_size({"width": 375, "height": 740})
+    console.open("/ui/chat")
+    for path in ("/ui/chat", "/ui/models", "/ui/workflows", "/ui/knowledge"):
+        page.goto(console.server.url + path)
+        page.wait_for_load_state("networkidle")
+        assert page.locator("h1").is_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"{path} is {width} px wide at phone width"
+
+
 def test_a_javascript_error_is_caught(console):
     console.open("/ui/chat")
     console.page.evaluate("setTimeout(() => { throw new Error('boom from the test') }, 0)")
@@ -63,3 +75,30 @@ def test_a_javascript_error_is_caught(console):
     assert "boom from the test" in console.page.inner_text("#error-banner")
     assert any("boom from the test" in e for e in console.errors)
     console.errors.clear()  # seen: the fixture would fail this test otherwise
+
+
+def test_console_data_routes_answer_bad_input_with_4xx(console_server):
+    url, headers = console_server.url, console_server.headers
+    cases = {"/ui/api/workflows/runs/no-such-run/view": 404, "/ui/api/models/no-such-model/lineage": 404,
+             "/ui/api/kb/no-such-kb/documents": 400, "/ui/api/kb/..%2F..%2Fetc/documents": 404,
+             "/ui/api/workflows/runs?limit=0": 400, "/ui/static/%2e%2e/api.py": 404}
+    for path, status in cases.items():
+        r = httpx.get(url + path, headers=headers, timeout=30)
+        assert r.status_code == status, (path, r.status_code, r.text)
+        if path.startswith("/ui/api/"):
+            assert r.json()["error"]["message"], path  # the OpenAI error shape, one line
+
+
+def test_a_server_without_a_key_never_asks(server, browser):
+    """The shared e2e server has no API key: the page loads data straight away, no dialog."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page, errors = context.new_page(), []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(server.url + "/ui/models")
+        page.locator('#models-table tr[data-model="tiny"]').wait_for()
+        assert not page.locator("#key-dialog").is_visible()
+    finally:
+        context.close()
+    assert not errors, errors
