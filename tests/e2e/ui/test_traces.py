@@ -106,6 +106,15 @@ def test_find_rate_correct_and_export_a_chat(console):
     assert turns[-1]["value"] == CORRECTION and "hello there" in turns[0]["value"]
     page.locator("#export-note", has_text="1 SFT record").wait_for()
 
+    # DPO: the correction is chosen, what the model said is rejected.
+    with page.expect_download() as download:
+        page.click("#export-dpo")
+    pairs = [json.loads(line) for line in Path(download.value.path()).read_text(encoding="utf-8").splitlines()]
+    llm_span = next(s for s in _trace(server, trace_id)["spans"] if s["kind"] == "llm")
+    answer = json.loads(llm_span["attributes"]["gen_ai.output.messages"])
+    assert len(pairs) == 1 and pairs[0]["chosen"]["value"] == CORRECTION
+    assert pairs[0]["rejected"]["value"] == (answer[0]["content"] if isinstance(answer, list) else answer["content"])
+
 
 def test_ops_pages_fit_a_phone(console):
     """Traces (list and detail), Training and Evals at 375 px: nothing wider than the screen (tables scroll)."""
