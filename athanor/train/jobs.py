@@ -27,10 +27,10 @@ from typing import Any
 import yaml
 
 from athanor.errors import AthanorError
-from athanor.train.callbacks import LOG_FILE
 from athanor.train.config import ConfigError, load_config
 
 ACTIVE = ("validating_files", "queued", "running")
+LOG_FILE = "trainer_log.jsonl"  # what callbacks.JsonlLogCallback writes (that module imports transformers)
 KILL_GRACE_S = 5.0  # SIGTERM first; a child still alive after this gets SIGKILL
 
 

@@ -152,3 +152,15 @@ def test_jobs_survive_a_restart_and_a_lost_job_is_failed(tmp_path):
     assert manager.get("ftjob-x").status == "failed"
     assert "server stopped" in manager.get("ftjob-x").error
     assert json.loads((root / "ftjob-x" / "job.json").read_text())["status"] == "failed"
+
+
+def test_the_serve_side_never_imports_transformers():
+    """The job manager reads the log callbacks.py writes without importing it (it imports transformers)."""
+    import subprocess
+    import sys
+
+    from athanor.train import callbacks, jobs
+
+    assert jobs.LOG_FILE == callbacks.LOG_FILE
+    code = "import sys, athanor.serve.train_jobs; assert 'transformers' not in sys.modules, 'transformers imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
