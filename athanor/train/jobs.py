@@ -210,7 +210,7 @@ class JobManager:
         os.replace(tmp, path)
 
     def _load(self) -> None:
-        """Jobs of earlier server runs; one that was still active then has lost its process: failed."""
+        """Jobs of earlier server runs: queued ones wait again; a running one has lost its process: failed."""
         if not self.root.is_dir():
             return
         for path in sorted(self.root.glob("*/job.json")):
@@ -218,11 +218,13 @@ class JobManager:
                 job = Job(**json.loads(path.read_text(encoding="utf-8")))
             except (ValueError, TypeError):
                 continue  # a half-written or foreign file is not a job
-            if job.status in ACTIVE:
+            if job.status in ACTIVE and job.status != "queued":
                 job.status, job.error = "failed", "the server stopped before the job finished"
                 job.finished_at = job.finished_at or int(time.time())
                 self._save(job)
             self.jobs[job.id] = job
+        with self._lock:
+            self._start_queued()
 
 
 def job_events(job: Job) -> list[dict[str, Any]]:
@@ -278,7 +280,12 @@ def _last_error_line(log: Path) -> str | None:
     if not log.is_file():
         return None
     lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else None
+    if not lines:
+        return None
+    start = len(lines) - 1
+    while start > 0 and lines[start].startswith("- "):  # a config error: "N problems in X:" then one per line
+        start -= 1
+    return " ".join(lines[start:])[:1000]
 
 
 def _remove_tree(folder: Path) -> None:

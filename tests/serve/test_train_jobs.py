@@ -142,16 +142,23 @@ def test_unknown_and_finished_jobs(served):
     assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
 
 
-def test_jobs_survive_a_restart_and_a_lost_job_is_failed(tmp_path):
+def test_after_a_restart_a_lost_job_is_failed_and_a_queued_one_runs(tmp_path):
     root = tmp_path / "jobs"
-    (root / "ftjob-x").mkdir(parents=True)
-    job = {"id": "ftjob-x", "model": "m", "config": {"output_dir": str(root / "ftjob-x" / "output")},
-           "status": "running", "created_at": 1}
-    (root / "ftjob-x" / "job.json").write_text(json.dumps(job))
+    for job_id, status in (("ftjob-lost", "running"), ("ftjob-waiting", "queued")):
+        (root / job_id).mkdir(parents=True)
+        job = {"id": job_id, "model": "m", "config": {"output_dir": str(root / job_id / "output")},
+               "status": status, "created_at": 1}
+        (root / job_id / "job.json").write_text(json.dumps(job))
+    # the queued job's config has lost its model since: the child `athanor train` refuses it and exits non-zero
+    (root / "ftjob-waiting" / "config.yaml").write_text(f"model_name_or_path: {tmp_path / 'gone'}\ndataset: x.jsonl\n")
     manager = JobManager(root)
-    assert manager.get("ftjob-x").status == "failed"
-    assert "server stopped" in manager.get("ftjob-x").error
-    assert json.loads((root / "ftjob-x" / "job.json").read_text())["status"] == "failed"
+    lost = manager.get("ftjob-lost")
+    assert lost.status == "failed" and "server stopped" in lost.error
+    assert json.loads((root / "ftjob-lost" / "job.json").read_text())["status"] == "failed"
+    waiting = _wait(lambda: manager.get("ftjob-waiting"), lambda j: j.status not in ("queued", "running"),
+                    "the re-queued job to end", timeout=120)
+    assert waiting.status == "failed" and waiting.returncode != 0 and waiting.started_at
+    assert "model_name_or_path" in waiting.error or "gone" in waiting.error, waiting.error
 
 
 def test_the_serve_side_never_imports_transformers():
