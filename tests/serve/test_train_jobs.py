@@ -171,3 +171,15 @@ def test_the_serve_side_never_imports_transformers():
     assert jobs.LOG_FILE == callbacks.LOG_FILE
     code = "import sys, athanor.serve.train_jobs; assert 'transformers' not in sys.modules, 'transformers imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_cancelling_a_queued_job_never_starts_it(tmp_path, tiny_hf_dir):
+    data = tmp_path / "alpaca.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in DATA))
+    manager = JobManager(tmp_path / "jobs", max_running=0)  # nothing may start: every job waits
+    job = manager.create(_config(tiny_hf_dir, data, 3))
+    assert job.status == "queued" and job.pid is None
+    assert manager.cancel(job.id).status == "cancelled"
+    assert job.pid is None and not (job.folder / "train.log").exists()
+    with pytest.raises(ValueError, match="already cancelled"):
+        manager.cancel(job.id)
