@@ -30,6 +30,12 @@ NAV: list[tuple[str, str, str]] = [
     ("knowledge", "Knowledge", "/ui/knowledge"),
 ]
 
+# pages run only their own files: no inline or foreign script, no framing (the key sits in this origin's storage).
+# 'unsafe-eval' lets the browser tests' Playwright waits run under this very policy; no console code evaluates
+# strings, and htmx's evaluating features are off (console.js: htmx.config.allowEval = false).
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
 router = APIRouter(prefix="/ui", include_in_schema=False)
 _templates = None
 
@@ -49,7 +55,8 @@ def render(request: Request, template: str, page: str, **context) -> HTMLRespons
     for the key (the app sets `state.auth_required` when it has one)."""
     context |= {"page": page, "nav": NAV, "auth_required": bool(getattr(request.app.state, "auth_required", False))}
     response = templates().TemplateResponse(request, template, context)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update({"Cache-Control": "no-store", "Content-Security-Policy": CSP,
+                             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
     return response
 
 

@@ -12,6 +12,8 @@ def test_pages_are_public_data_needs_the_key(console_server):
     url = console_server.url
     page = httpx.get(f"{url}/ui/chat", timeout=10)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self' 'unsafe-eval';" in csp and "frame-ancestors 'none'" in csp  # the browser tests run under it
     assert httpx.get(f"{url}/ui/static/vendor/htmx.min.js", timeout=10).status_code == 200
     assert httpx.get(f"{url}/ui/static/../routes.py", timeout=10).status_code == 404
     assert httpx.get(f"{url}/ui/api/workflows/runs", timeout=10).status_code == 401

@@ -78,3 +78,21 @@ def test_knowledge_base_documents_and_query_scores(console):
         assert row.locator("td.chunk").inner_text().strip() == hit["text"].strip()
     assert want[0]["source"] == "kettle.md" and "kettle.md" in rows[0].inner_text()
     console.shot("knowledge")
+
+
+def test_every_fixture_graph_lays_out_without_overlap():
+    """The run graph's layout on every Dify DSL fixture (loops, iterations, branches): one box per node, inside
+    the picture, no two boxes on top of each other, every edge drawn."""
+    from athanor.serve.ui.graph_layout import NODE_H, NODE_W, layout
+    from athanor.workflow.dsl import load_app
+
+    files = sorted(FIXTURES.glob("*/*.yml"))
+    assert len(files) >= 10
+    for f in files:
+        app = load_app(f)
+        g = layout(app)
+        assert {b.id for b in g.boxes} == set(app.nodes), f.name
+        spots = {(b.x, b.y) for b in g.boxes}
+        assert len(spots) == len(g.boxes), f"{f.name}: overlapping boxes"
+        assert all(0 <= b.x and b.x + NODE_W <= g.width and 0 <= b.y and b.y + NODE_H <= g.height for b in g.boxes)
+        assert len(g.edges) == sum(e.source in app.nodes and e.target in app.nodes for e in app.edges), f.name

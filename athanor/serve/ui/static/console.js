@@ -153,6 +153,7 @@ const Athanor = (() => {
     return (i ? n.toFixed(1) : String(n)) + " " + units[i];
   }
 
+  if (window.htmx) htmx.config.allowEval = false;  // no hx-on / js: expressions: fragments stay plain HTML
   window.addEventListener("error", (e) => showError(e.message || "script error"));
   window.addEventListener("unhandledrejection", (e) => showError((e.reason && e.reason.message) || e.reason));
   document.addEventListener("htmx:configRequest", (e) => Object.assign(e.detail.headers, authHeaders()));
