@@ -1,7 +1,13 @@
-"""The Traces, Training and Evals pages of the console (console part B builds them here).
+"""The Traces, Training and Evals pages of the console: routes relative to /ui (routes.py includes this router).
 
-Until then each renders a placeholder saying so. Routes are relative to /ui (routes.py includes this router).
-Not for the shell (routes.py) or the data routes (the /v1 API, ui/api.py).
+    /ui/traces            filterable trace list; select -> export SFT/DPO JSONL
+    /ui/traces/{id}       one trace: span tree on a timeline, inputs/outputs, thumbs up/down, correction
+    /ui/training          start a run (form or LLaMA-Factory YAML), live loss curve, stop; past runs
+    /ui/evals             eval runs with accuracy and 95% CI; ?a=RUN&b=RUN opens the compare view
+
+Like every console page they hold no data: the page scripts (static/traces.js, training.js, evals.js) read and
+write through the API with the key: /v1/traces, /v1/feedback, /v1/traces/export, /v1/fine_tuning/jobs,
+/v1/evals. Not for those API routes themselves (serve/trace_routes.py, dataset_routes.py, train_jobs.py, eval_routes.py).
 """
 
 from __future__ import annotations
@@ -15,14 +21,20 @@ router = APIRouter()
 
 @router.get("/traces")
 def traces(request: Request):
-    return render(request, "placeholder.html", "traces", title="Traces")
+    return render(request, "traces.html", "traces")
+
+
+@router.get("/traces/{trace_id}")
+def trace(request: Request, trace_id: str):
+    return render(request, "trace.html", "traces", trace_id=trace_id)
 
 
 @router.get("/training")
 def training(request: Request):
-    return render(request, "placeholder.html", "training", title="Training")
+    return render(request, "training.html", "training")
 
 
 @router.get("/evals")
 def evals(request: Request):
-    return render(request, "placeholder.html", "evals", title="Evals")
+    promote = any(getattr(r, "path", "") == "/v1/promote" for r in request.app.routes)
+    return render(request, "evals.html", "evals", can_promote=promote)
