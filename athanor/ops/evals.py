@@ -316,3 +316,69 @@ def load_run(run_id: str, store: EvalStore | None = None) -> dict:
     if run is None:
         raise KeyError(run_id)
     return run
+
+
+# --- lm-evaluation-harness tasks ----------------------------------------------------------------------------
+
+
+def run_lm_eval(model: str, tasks: list[str], *, limit: int | None = None, include_path: str | None = None,
+                store: EvalStore | None = None) -> list[dict]:
+    """lm-eval `tasks` on `model` in-process (llm/lm_eval_backend.py); one stored run per task, its documents as
+    items (correct = the task's first metric is 1 for that document), so `eval compare` pairs them too."""
+    from athanor.llm.lm_eval_backend import evaluate
+
+    created, t0 = time.time(), time.perf_counter()
+    out = evaluate(model, tasks, limit=limit, include_path=include_path)
+    duration = time.perf_counter() - t0
+    digest = model_digest(model)
+    runs = [_lm_eval_run(task, out, model, digest, created, duration, limit) for task in out["results"]
+            if task in out.get("samples", {})]
+    own = store is None
+    store = store or EvalStore()
+    try:
+        for run in runs:
+            store.save(run)
+    finally:
+        if own:
+            store.close()
+    return runs
+
+
+def _primary_metric(result: dict) -> str:
+    names = [k.split(",")[0] for k, v in result.items() if "," in k and "_stderr" not in k
+             and isinstance(v, (int, float))]
+    for preferred in ("acc", "exact_match", "acc_norm"):
+        if preferred in names:
+            return preferred
+    if not names:
+        raise ValueError("the lm-eval result has no numeric metric to store")
+    return names[0]
+
+
+def _lm_eval_output(sample: dict) -> str:
+    resps = sample.get("filtered_resps") or sample.get("resps") or []
+    if resps and isinstance(resps[0], (list, tuple)) and resps[0] and isinstance(resps[0][0], float):
+        best = max(range(len(resps)), key=lambda i: resps[i][0])  # loglikelihood: the most likely choice
+        return str(sample["arguments"][best][1])
+    return str(resps[0] if resps else "")
+
+
+def _lm_eval_run(task: str, out: dict, model: str, digest, created: float, duration: float, limit) -> dict:
+    result, samples = out["results"][task], sorted(out["samples"][task], key=lambda s: s["doc_id"])
+    metric = _primary_metric(result)
+    items = []
+    for s in samples:
+        context = s["arguments"][0][0] if s.get("arguments") else ""
+        items.append({"index": s["doc_id"], "input": context, "input_hash": input_hash(context),
+                      "ideal": s.get("target"), "output": _lm_eval_output(s), "correct": float(s.get(metric, 0)) >= 1,
+                      "detail": f"{metric}={s.get(metric)}", "trace_id": None, "held_out": False, "latency": None})
+    n, correct = len(items), sum(1 for it in items if it["correct"])
+    lo, hi = wilson(correct, n)
+    doc_hashes = "".join(s.get("doc_hash", "") for s in samples)
+    return {"run_id": new_run_id(), "kind": "lm-eval", "model": model, "model_digest": digest, "data": task,
+            "data_sha256": hashlib.sha256(doc_hashes.encode()).hexdigest(), "scorer": f"lm-eval:{metric}",
+            "options": {"limit": limit}, "n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+            "ci_low": lo, "ci_high": hi, "held_out": False, "created": created, "duration": duration,
+            "meta": {"metric": metric, "lm_eval_value": result.get(f"{metric},none"),
+                     "lm_eval_stderr": result.get(f"{metric}_stderr,none"), "lm_eval_results": result},
+            "items": items}
