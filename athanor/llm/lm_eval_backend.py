@@ -31,10 +31,12 @@ DEFAULT_MAX_GEN_TOKS = 256
 @register_model("athanor")
 class AthanorLM(TemplateLM):
     """model_args: model=NAME (a store name, .gguf file or HF dir; `pretrained=` is accepted too), max_length=N
-    (default: the engine's context), concurrency=N (generation requests in flight, default 64)."""
+    (default: the engine's context), concurrency=N (generation requests in flight, default 64), prefix_token_id=N
+    (default: BOS, else EOS)."""
 
     def __init__(self, model: str | None = None, pretrained: str | None = None, max_length: int | None = None,
-                 concurrency: int = 64, batch_size=None, max_batch_size=None, device=None, **_ignored) -> None:
+                 concurrency: int = 64, prefix_token_id: int | None = None, batch_size=None, max_batch_size=None,
+                 device=None, **_ignored) -> None:
         super().__init__()
         from athanor.runtime.handle import ModelHandle
 
@@ -45,6 +47,7 @@ class AthanorLM(TemplateLM):
         self.name = str(name)
         self._max_length = int(max_length) if max_length else None
         self.concurrency = int(concurrency)
+        self._prefix_token_id = int(prefix_token_id) if prefix_token_id is not None else None
 
     # --- what lm-eval asks of a TemplateLM -------------------------------------------------------------------
 
@@ -56,6 +59,14 @@ class AthanorLM(TemplateLM):
     def eot_token_id(self) -> int:
         tok = self.tokenizer
         return tok.eos_token_id if tok.eos_token_id is not None else min(tok.stop_token_ids)
+
+    @property
+    def prefix_token_id(self) -> int:
+        """What an empty context and the first rolling window condition on: BOS, else EOS (lm-eval's HF rule)."""
+        if self._prefix_token_id is not None:
+            return self._prefix_token_id
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.eot_token_id
 
     @property
     def max_length(self) -> int:
