@@ -36,8 +36,8 @@ def bootstrap_ci(a: list[int], b: list[int], samples: int = BOOTSTRAP_SAMPLES, s
     rng = random.Random(seed)
     deltas = [bi - ai for ai, bi in zip(a, b)]
     diffs = sorted(sum(deltas[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
-    lo = diffs[int(math.floor((1 - level) / 2 * (samples - 1)))]
-    hi = diffs[int(math.ceil((1 + level) / 2 * (samples - 1)))]
+    lo = diffs[math.floor((1 - level) / 2 * (samples - 1))]
+    hi = diffs[math.ceil((1 + level) / 2 * (samples - 1))]
     return lo, hi
 
 
@@ -82,9 +82,9 @@ def format_report(result: dict, max_rows: int = 20) -> str:
     a, b = result["a"], result["b"]
     lines = [f"A {a['run_id']}  {a['model']}  {result['a_accuracy']:.3f}",
              f"B {b['run_id']}  {b['model']}  {result['b_accuracy']:.3f}",
-             f"paired items {result['n_paired']}: B - A = {result['diff']:+.3f} "
-             f"(95% CI {result['ci_low']:+.3f} .. {result['ci_high']:+.3f}), McNemar p = {result['p_value']:.4g} "
-             f"({result['only_a_correct']} only A right, {result['only_b_correct']} only B right)"]
+             (f"paired items {result['n_paired']}: B - A = {result['diff']:+.3f} "
+              f"(95% CI {result['ci_low']:+.3f} .. {result['ci_high']:+.3f}), McNemar p = {result['p_value']:.4g} "
+              f"({result['only_a_correct']} only A right, {result['only_b_correct']} only B right)")]
     verdict = "B is WORSE than A" if result["worse"] else "B is BETTER than A" if result["better"] else \
         "no difference beyond noise"
     lines.append(f"verdict: {verdict} (alpha {result['alpha']})")

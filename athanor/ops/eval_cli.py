@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from typer.core import TyperGroup
@@ -50,20 +49,20 @@ def _print_run(run: dict) -> None:
 @eval_app.command("run")
 def run(
     model: str = typer.Argument(..., help="model spec: store name, .gguf / HF dir, or openai:URL#model"),
-    data: Optional[Path] = typer.Argument(None, help="JSONL items: {'input' | 'prompt', 'ideal'} per line"),
+    data: Path | None = typer.Argument(None, help="JSONL items: {'input' | 'prompt', 'ideal'} per line"),
     scorer: str = typer.Option("exact", "--scorer", help="exact, match, contains, fuzzy, regex, json-schema, "
                                                          "tool-call or judge:MODEL"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N items (or documents per task)"),
+    limit: int | None = typer.Option(None, "--limit", help="only the first N items (or documents per task)"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="reply length limit"),
     ignore_case: bool = typer.Option(False, "--ignore-case", help="exact/match/contains/regex ignore case"),
     held_out: bool = typer.Option(False, "--held-out", help="mark the items' traces held out: dataset export "
                                                               "skips them"),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="sampling option KEY=VALUE "
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="sampling option KEY=VALUE "
                                                "(repeatable); greedy (temperature 0) unless given"),
     concurrency: int = typer.Option(64, "--concurrency", help="requests in flight at once"),
     no_trace: bool = typer.Option(False, "--no-trace", help="do not record traces (and so no feedback)"),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-eval task names, comma-separated, instead of DATA"),
-    include_path: Optional[Path] = typer.Option(None, "--include-path", help="folder of local lm-eval task YAMLs"),
+    tasks: str | None = typer.Option(None, "--tasks", help="lm-eval task names, comma-separated, instead of DATA"),
+    include_path: Path | None = typer.Option(None, "--include-path", help="folder of local lm-eval task YAMLs"),
     as_json: bool = typer.Option(False, "--json", help="print the run(s) as JSON"),
 ) -> None:
     """Evaluate MODEL on DATA.jsonl (or on lm-eval --tasks) and store the run in ATHANOR_HOME/evals.sqlite."""
@@ -114,7 +113,7 @@ def compare(
     run_b: str = typer.Argument(..., help="the candidate run id"),
     gate: bool = typer.Option(False, "--gate", help="exit 1 when B is worse than A beyond noise"),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write a bar chart with 95% CIs (PNG)"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a bar chart with 95% CIs (PNG)"),
 ) -> None:
     """Paired comparison of two runs: B - A with a bootstrap CI and an exact McNemar test."""
     from athanor.ops import compare as cmp
@@ -133,7 +132,7 @@ def compare(
 @eval_app.command("runs")
 def runs(
     limit: int = typer.Option(50, "--limit", help="newest N runs"),
-    model: Optional[str] = typer.Option(None, "--model", help="only runs of this model"),
+    model: str | None = typer.Option(None, "--model", help="only runs of this model"),
     as_json: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Stored eval runs, newest first."""

@@ -8,6 +8,7 @@ statistics have known answers. Real runs of the built-in model are compared in t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import httpx
 import pytest
@@ -64,7 +65,7 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_difference():
     b = [int(x) for x in flipped(BASE, 5, 1)]
     lo, hi = bootstrap_ci(a, b)
     assert (lo, hi) == bootstrap_ci(a, b)
-    assert lo < (sum(b) - sum(a)) / len(a) < hi and hi <= 0.0 + 1e-12
+    assert lo < (sum(b) - sum(a)) / len(a) < hi <= 0.0 + 1e-12
     assert bootstrap_ci(a, a) == (0.0, 0.0)
     # its width is near the normal approximation's for paired differences
     d = [y - x for x, y in zip(a, b)]
@@ -128,7 +129,7 @@ def test_plot_writes_a_png_without_a_display(tmp_path):
     pytest.importorskip("matplotlib")
     result = compare_runs(synthetic_run(BASE), synthetic_run(flipped(BASE, 3)))
     out = plot(result, str(tmp_path / "bars.png"))
-    assert open(out, "rb").read(4) == b"\x89PNG"
+    assert Path(out).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_http_routes_list_show_compare_and_404(tmp_path):
@@ -148,7 +149,7 @@ def test_http_routes_list_show_compare_and_404(tmp_path):
         assert one["n"] == 20 and len(one["items"]) == 20 and one["items"][0]["input_hash"] == a["items"][0]["input_hash"]
         cmp = httpx.get(f"{s.url}/v1/evals/compare", params={"a": a["run_id"], "b": b["run_id"]}, timeout=10).json()
         assert cmp["worse"] is True and cmp["n_paired"] == 20 and cmp["diff"] == pytest.approx(-0.4)
-        for url, param in [(f"/v1/evals/eval-nope", "run_id"), (f"/v1/evals/compare?a={a['run_id']}&b=eval-nope", "b")]:
+        for url, param in [("/v1/evals/eval-nope", "run_id"), (f"/v1/evals/compare?a={a['run_id']}&b=eval-nope", "b")]:
             r = httpx.get(s.url + url, timeout=10)
             assert r.status_code == 404, r.text
             err = r.json()["error"]
