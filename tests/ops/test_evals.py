@@ -233,8 +233,10 @@ def test_smollm2_eval_is_repeatable_stored_and_traced(tmp_path):
             for it in run["items"]:
                 t = traces.get(it["trace_id"])
                 assert t is not None and t["kind"] == "eval" and t["held_out"] is held
-                assert t["spans"][0]["parent_id"] is None and t["spans"][0]["attributes"]["athanor.eval.run_id"] == \
-                    run["run_id"]
+                root = t["spans"][0]
+                assert root["parent_id"] is None and root["attributes"]["athanor.eval.run_id"] == run["run_id"]
+                # the model's own llm span (llm/traced.py, where the chat model reports one) nests under the item
+                assert all(s["parent_id"] == root["span_id"] for s in t["spans"][1:]), t["spans"]
                 (fb,) = t["feedback"]
                 assert fb["source"] == f"eval:{run['run_id']}" and fb["score"] == (1.0 if it["correct"] else -1.0)
                 assert fb["comment"] == it["detail"]
