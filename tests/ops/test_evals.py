@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from athanor.llm.base import ChatResponse, ToolCall, Usage
 from athanor.ops import scorers
+from athanor.ops.compare import compare_runs
 from athanor.ops.eval_store import EvalStore
 from athanor.ops.evals import load_items, load_run, run_eval, score_items, wilson
 from athanor.ops.scorers import Reply
@@ -219,6 +220,10 @@ def test_smollm2_eval_is_repeatable_stored_and_traced(tmp_path):
     assert first["ci_low"] <= first["accuracy"] <= first["ci_high"]
     assert first["model_digest"].startswith("sha256:") and first["model_digest"] == second["model_digest"]
     assert first["data_sha256"] == second["data_sha256"] and first["options"]["temperature"] == 0
+
+    same = compare_runs(first, second)  # two greedy runs of one model: no difference at all
+    assert same["n_paired"] == len(CAPITALS) and same["diff"] == 0.0 and same["p_value"] == 1.0
+    assert not same["worse"] and not any(it["changed"] for it in same["items"])
 
     stored = load_run(first["run_id"])
     assert [it["output"] for it in stored["items"]] == [it["output"] for it in first["items"]]
