@@ -183,8 +183,8 @@ def _output_text(reply: Reply) -> str:
 def _run_item(chat_model, item: EvalItem, scorer, options: dict, ignore_case: bool, run_id: str) -> dict:
     """Generate and score one item inside its own root `eval` span (a worker thread has no current span)."""
     t0 = time.perf_counter()
-    with tracing.span(f"eval {item.index}", "eval", **{"athanor.eval.run_id": run_id, "athanor.eval.index":
-                                                       item.index, tracing.REQUEST_MODEL: chat_model.name}) as s:
+    attrs = {"athanor.eval.run_id": run_id, "athanor.eval.index": item.index, tracing.REQUEST_MODEL: chat_model.name}
+    with tracing.span(f"eval {run_id} #{item.index}", "eval", **attrs) as s:
         s.set_content(input=item.messages)
         try:
             reply = reply_of(chat_model.chat(item.messages, tools=item.tools, **options))
