@@ -30,6 +30,9 @@ def _mount_subcommands() -> None:
     from athanor.quantize_cli import register as register_quantize_commands  # imports only typer
 
     register_quantize_commands(app)  # `athanor quantize`, `athanor perplexity`
+    from athanor.ops.eval_cli import register as register_eval_commands  # imports only typer
+
+    register_eval_commands(app)  # `athanor eval MODEL DATA|--tasks`, `eval compare`, `eval runs`
 
 
 _mount_subcommands()

@@ -83,6 +83,9 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
 
     for module in (openai_api, tokenizer_info, anthropic_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)
+    from athanor.serve import eval_routes  # eval runs for the console (issue 18)
+
+    app.include_router(eval_routes.router)
     from athanor.serve import train_jobs  # fine-tuning jobs over HTTP (issue 19): `athanor train` in child processes
     app.include_router(train_jobs.router)
     app.include_router(ui_routes.router)  # the console (/ui): pages without the key, data through the API
