@@ -27,6 +27,9 @@ def _mount_subcommands() -> None:
     from athanor.quantize_cli import register as register_quantize_commands  # imports only typer
 
     register_quantize_commands(app)  # `athanor quantize`, `athanor perplexity`
+    from athanor.ops.datasets_cli import mount as mount_dataset_commands  # imports only typer
+
+    mount_dataset_commands(app)  # `athanor traces export`, `athanor promote`
 
 
 _mount_subcommands()
