@@ -29,7 +29,10 @@ def _mount_subcommands() -> None:
     register_quantize_commands(app)  # `athanor quantize`, `athanor perplexity`
     from athanor.ops.datasets_cli import mount as mount_dataset_commands  # imports only typer
 
-    mount_dataset_commands(app)  # `athanor traces export`, `athanor promote`
+    mount_dataset_commands(app)  # `athanor traces export`
+    from athanor.ops.promote_cli import register as register_promote  # imports only typer
+
+    register_promote(app)  # `athanor promote NEW --over OLD --eval DATA.jsonl`
 
 
 _mount_subcommands()
@@ -151,11 +154,22 @@ def show(
     modelfile: bool = typer.Option(False, "--modelfile", help="print a Modelfile that recreates this model"),
     template: bool = typer.Option(False, "--template", help="print only the chat template"),
     license: bool = typer.Option(False, "--license", help="print only the license"),
+    lineage: bool = typer.Option(False, "--lineage", help="where it came from: base, adapters, training config, "
+                                 "datasets and their traces, evals, promotions"),
+    as_json: bool = typer.Option(False, "--json", help="with --lineage: print it as JSON"),
 ) -> None:
     """Architecture, parameters, quantization, context length, template, parameters and license of a model."""
     from athanor.models.store import Store
 
     store = Store()
+    if lineage:
+        import json
+
+        from athanor.ops.lineage import format_lineage, model_lineage
+
+        info = model_lineage(name, store)
+        typer.echo(json.dumps(info, indent=2, default=str) if as_json else format_lineage(info))
+        return
     if modelfile:
         typer.echo(store.render_modelfile(store.get(name)))
         return
