@@ -267,7 +267,8 @@ def write_dataset(records: list[dict], out: str | Path, fmt: str, name: str | No
     name = name or out.stem
     info_path = out.parent / "dataset_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    info[name] = dataset_info_entry(out.name, fmt, [r["_trace_id"] for r in records if "_trace_id" in r])
+    ids = list(dict.fromkeys(r["_trace_id"] for r in records if "_trace_id" in r))
+    info[name] = dataset_info_entry(out.name, fmt, ids)
     info_path.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out, name
 
