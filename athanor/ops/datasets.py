@@ -32,7 +32,7 @@ _SINCE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(value: str | float | int | None, now: float | None = None) -> float | None:
+def parse_since(value: str | float | None, now: float | None = None) -> float | None:
     """'90' (seconds), '15m', '1h', '2d' -> the epoch time that long ago; None -> None."""
     if value is None or value == "":
         return None

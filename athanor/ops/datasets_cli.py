@@ -10,7 +10,6 @@ Not for: how records are made (datasets.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,14 +18,14 @@ def export(
     out: Path = typer.Option(..., "-o", "--out", help="the .jsonl file to write (dataset_info.json goes beside it)"),
     format: str = typer.Option("sft", "--format", help="sft (good or corrected traces) or dpo (correction = chosen, "
                                "the model's answer = rejected)"),
-    model: Optional[str] = typer.Option(None, "--model", help="only traces of this model"),
-    since: Optional[str] = typer.Option(None, "--since", help="only traces this recent: seconds or 30m, 1h, 2d"),
+    model: str | None = typer.Option(None, "--model", help="only traces of this model"),
+    since: str | None = typer.Option(None, "--since", help="only traces this recent: seconds or 30m, 1h, 2d"),
     feedback: str = typer.Option("any", "--feedback", help="good, bad or any (traces without feedback never "
                                  "become training data)"),
     errors: bool = typer.Option(False, "--errors", help="only traces that ended in an error"),
-    name: Optional[str] = typer.Option(None, "--name", help="dataset_info.json name (default: the file's stem)"),
-    trace_id: Optional[list[str]] = typer.Option(None, "--trace-id", help="export these traces (repeatable)"),
-    home: Optional[Path] = typer.Option(None, "--db", help="traces database (default $ATHANOR_HOME/traces.sqlite)"),
+    name: str | None = typer.Option(None, "--name", help="dataset_info.json name (default: the file's stem)"),
+    trace_id: list[str] | None = typer.Option(None, "--trace-id", help="export these traces (repeatable)"),
+    home: Path | None = typer.Option(None, "--db", help="traces database (default $ATHANOR_HOME/traces.sqlite)"),
 ) -> None:
     """Write the traces' conversations as LLaMA-Factory data that `athanor train` accepts as is."""
     from athanor.errors import AthanorError

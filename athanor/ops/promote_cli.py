@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,9 +16,9 @@ def promote(
     over: str = typer.Option(..., "--over", help="the model (or alias) it replaces"),
     eval_data: Path = typer.Option(..., "--eval", help="OpenAI-evals-style JSONL: {input|prompt, ideal}"),
     scorer: str = typer.Option("exact", "--scorer", help="exact, contains, regex, json-schema, tool-call, judge:M"),
-    alias: Optional[str] = typer.Option(None, "--alias", help="the serving alias to move (default: OLD when it is "
+    alias: str | None = typer.Option(None, "--alias", help="the serving alias to move (default: OLD when it is "
                                         "an alias, else prod)"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N items"),
+    limit: int | None = typer.Option(None, "--limit", help="evaluate only the first N items"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="reply length limit per item"),
     as_json: bool = typer.Option(False, "--json", help="print the promotion record as JSON"),
 ) -> None:

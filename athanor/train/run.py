@@ -42,11 +42,12 @@ def _record(cfg, out: Path, echo: Callable[[str], None]) -> None:
     """out/lineage.json (base digest, config keys, dataset hashes and source traces); one process writes it."""
     import os
 
+    from athanor.errors import AthanorError
     from athanor.train.lineage import record_training
 
     if os.environ.get("RANK", "0") != "0":
         return
     try:
         record_training(cfg, Path(out))
-    except Exception as e:  # the run is done and saved: a lineage problem must not lose it
+    except (OSError, ValueError, AthanorError) as e:  # the run is done and saved: a lineage problem must not lose it
         echo(f"warning: could not write {Path(out) / 'lineage.json'}: {type(e).__name__}: {e}")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from athanor import tracing
-from athanor.data.registry import load_datasets
 from athanor.data.formats import PreferencePair
+from athanor.data.registry import load_datasets
 from athanor.ops.datasets import export_traces, parse_since, write_dataset
 from athanor.ops.tracing_setup import TraceSettings, start_tracing
 
@@ -158,3 +158,27 @@ def test_cli_export_and_parse_since(traced, tmp_path, monkeypatch):
     assert parse_since("1h", now=10_000) == 10_000 - 3600 and parse_since("90", now=100) == 10
     with pytest.raises(ValueError):
         parse_since("yesterday")
+
+
+def test_http_export_route(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from athanor.serve.app import create_app
+
+    app = create_app(trace=TraceSettings(path=tmp_path / "served.sqlite"))
+    with TestClient(app) as client:  # the server's tracer is installed: spans made here land in its store
+        good = chat_trace("Name a colour.", "Blue.")
+        bad = agent_trace("What is 17 * 23?", "17 * 23", "391", "The answer is 381.")
+        app.state.tracing.flush()
+        app.state.tracing.store.add_feedback(good, 1.0)
+        app.state.tracing.store.add_feedback(bad, -1.0, correction="The answer is 391.")
+        r = client.post("/v1/traces/export", json={"format": "dpo"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/jsonl")
+        (pair,) = [json.loads(line) for line in r.text.splitlines()]
+        assert pair["chosen"]["value"] == "The answer is 391." and r.headers["x-trace-ids"] == bad
+        r = client.post("/v1/traces/export", json={"format": "sft", "trace_ids": [good], "feedback": "good"})
+        assert [json.loads(line)["conversations"][1]["value"] for line in r.text.splitlines()] == ["Blue."]
+        for body, status in (({"format": "csv"}, 400), ({"since": "yesterday"}, 400),
+                             ({"trace_ids": ["f" * 32]}, 404), ({"feedback": "meh"}, 400)):
+            r = client.post("/v1/traces/export", json=body)
+            assert r.status_code == status and set(r.json()["error"]) == {"message", "type", "param", "code"}, body

@@ -23,9 +23,9 @@ def _traces(tmp_path) -> tuple[list[str], list[dict]]:
     try:
         ids = []
         for q, a in (("hello world", "how are you?"), ("The capital of France", "is Paris.")):
-            with tracing.span("POST /v1/chat/completions", "http") as root:
-                with tracing.span("chat base", "llm", **{tracing.REQUEST_MODEL: "base"}) as s:
-                    s.set_content(input=[{"role": "user", "content": q}], output=[{"role": "assistant", "content": a}])
+            with tracing.span("POST /v1/chat/completions", "http") as root, \
+                    tracing.span("chat base", "llm", **{tracing.REQUEST_MODEL: "base"}) as s:
+                s.set_content(input=[{"role": "user", "content": q}], output=[{"role": "assistant", "content": a}])
             ids.append(root.trace_id)
         t.flush()
         for tid in ids:
