@@ -24,10 +24,12 @@ def read_piped_prompt() -> str:
     return ("\n" + data) if data.strip() else ""
 
 
-def stream_answer(llm, prompt_ids: list[int], options: dict, verbose: bool):
-    """Print tokens as they come; returns the Completion."""
+def stream_answer(llm, prompt_ids: list[int], options: dict, verbose: bool, span=None):
+    """Print tokens as they come; returns the Completion. `span`: an llm span told the first token."""
     completion = None
     for delta in llm.stream(prompt_ids, options):
+        if span is not None:
+            span.first_token()
         if delta.text:
             sys.stdout.write(delta.text)
             sys.stdout.flush()
@@ -38,8 +40,20 @@ def stream_answer(llm, prompt_ids: list[int], options: dict, verbose: bool):
     return completion
 
 
-def one_shot(llm, text: str, verbose: bool) -> None:
-    stream_answer(llm, llm.chat_prompt([{"role": "user", "content": text.strip()}]), {}, verbose)
+def one_shot(llm, text: str, verbose: bool, model: str = "") -> None:
+    """One answer, recorded as an `llm` span when tracing is on (llm/traced.py; the CLI turns tracing on)."""
+    from athanor.llm.base import ChatResponse, Usage
+    from athanor.llm.traced import close_llm_span, open_llm_span
+
+    messages = [{"role": "user", "content": text.strip()}]
+    span = open_llm_span(model, "athanor", messages, dict(getattr(llm, "defaults", {}) or {}))
+    try:
+        c = stream_answer(llm, llm.chat_prompt(messages), {}, verbose, span)
+    except BaseException as e:
+        span.fail(e)
+        span.end()
+        raise
+    close_llm_span(span, ChatResponse(c.text, [], c.finish_reason or "stop", Usage(c.num_prompt_tokens, len(c.token_ids))))
 
 
 def format_stats(load_seconds: float, c) -> str:

@@ -14,13 +14,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="athanor: run, fine-tune, serve and build on open LLMs, offline.")
 
 def _mount_subcommands() -> None:
+    from athanor.cli_tracing import traced_group  # `kb ask` and `workflow run` record traces (imports only typer)
     from athanor.rag.cli import kb_app  # imports only typer: `athanor --help` stays instant (tested)
 
-    app.add_typer(kb_app, name="kb", help="Knowledge bases: ingest folders, hybrid search, cited answers.")
+    app.add_typer(kb_app, name="kb", help="Knowledge bases: ingest folders, hybrid search, cited answers.",
+                  callback=traced_group)
     from athanor.workflow.cli import workflow_app  # imports only typer; the engine loads inside the commands
 
     app.add_typer(workflow_app, name="workflow",
-                  help="Workflows: validate and run Dify app DSL files, inspect runs (validate, run, runs, show, export).")
+                  help="Workflows: validate and run Dify app DSL files, inspect runs (validate, run, runs, show, export).",
+                  callback=traced_group)
     from athanor.cli_ext import register as register_train_commands  # imports only typer
 
     register_train_commands(app)  # `athanor chat CONFIG`, `athanor export` (flags or CONFIG.yaml)
@@ -88,7 +91,10 @@ def run(
     text = " ".join(prompt or []) + read_piped_prompt()
     llm = _load(model, option, device, dtype, weights)
     if text.strip():
-        one_shot(llm, text, verbose)
+        from athanor.cli_tracing import cli_trace
+
+        with cli_trace(verbose):  # the answer's llm span goes to $ATHANOR_HOME/traces.sqlite (ATHANOR_TRACE=0: off)
+            one_shot(llm, text, verbose, model)
     else:
         interactive(llm, verbose)
 
@@ -328,9 +334,12 @@ def agent(
 ) -> None:
     """Answer with tools, printing every step (thought, tool call, result) as it happens."""
     from athanor.agent.cli import agent_command
+    from athanor.cli_tracing import cli_trace
 
-    raise typer.Exit(agent_command(model, tools, question, session, max_iterations, verbose, mcp=mcp, native=native,
-                                   root=root, unsafe_code=unsafe_code))
+    with cli_trace(verbose):  # the run's spans go to $ATHANOR_HOME/traces.sqlite (ATHANOR_TRACE=0: off)
+        code = agent_command(model, tools, question, session, max_iterations, verbose, mcp=mcp, native=native,
+                             root=root, unsafe_code=unsafe_code)
+    raise typer.Exit(code)
 
 
 # --- serving -----------------------------------------------------------------------------------------------

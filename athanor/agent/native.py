@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from athanor.agent.context import context_limit, context_stop_message
 from athanor.agent.react import MAX_OBSERVATION_CHARS, AgentEvent, AgentResult, remember, result_from_events
+from athanor.agent.spans import AgentRun, tool_outcome, tool_span, traced_run
 from athanor.agent.tools import Tool, ToolError, openai_tool_spec
 from athanor.llm.base import ChatModel, ChatResponse, ToolCall, collect, tool_call_message
 
@@ -27,13 +28,14 @@ DEFAULT_SYSTEM = "You are a helpful assistant. Use the tools when they help; ans
 class ToolCallingAgent:
     def __init__(self, model: ChatModel, tools: list[Tool], *, memory=None, max_iterations: int = 10,
                  max_seconds: float = 300.0, system: str | None = DEFAULT_SYSTEM, options: dict | None = None,
-                 max_parallel: int = 8) -> None:
+                 max_parallel: int = 8, name: str = "tool_calling") -> None:
         if max_iterations < 1:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ValueError(f"tool names must be unique, got {names}")
         self.model, self.tools, self.memory, self.system = model, {t.name: t for t in tools}, memory, system
+        self.name = name
         self.max_iterations, self.max_seconds, self.max_parallel = max_iterations, max_seconds, max_parallel
         self.options = {"temperature": 0.0} | (options or {})
 
@@ -41,6 +43,11 @@ class ToolCallingAgent:
         return result_from_events(list(self.stream(question)))
 
     def stream(self, question: str) -> Iterator[AgentEvent]:
+        """The loop's events; the run is traced as an agent span with a chain span per step (spans.py)."""
+        with traced_run(self.name, getattr(self.model, "name", None), question) as run:
+            yield from self._loop(question, run)
+
+    def _loop(self, question: str, run: AgentRun) -> Iterator[AgentEvent]:
         """1. ask the model with the tools, 2. answer if it made no calls, 3. run the calls, 4. send results back."""
         history = self.memory.messages() if self.memory is not None else []
         head = [{"role": "system", "content": self.system}] if self.system else []
@@ -49,8 +56,10 @@ class ToolCallingAgent:
         deadline = time.monotonic() + self.max_seconds
         final = AgentEvent("stopped", f"stopped after {self.max_iterations} steps", self.max_iterations)
         for step in range(1, self.max_iterations + 1):
+            run.step(step)
             try:
-                response = self._ask(messages, specs, deadline)  # 1.
+                with run.asking():
+                    response = self._ask(messages, specs, deadline)  # 1.
             except Exception as e:  # only "no longer fits the context" is a stop; anything else is re-raised
                 if (limit := context_limit(e)) is None:
                     raise
@@ -71,13 +80,14 @@ class ToolCallingAgent:
             messages.append(tool_call_message(response.text, response.tool_calls))
             for call in response.tool_calls:  # 3.
                 yield AgentEvent("tool_call", call.arguments, step, tool=call.name, arguments=_loads_or_none(call.arguments))
-            for call, (kind, content) in zip(response.tool_calls, self._run_calls(response.tool_calls)):  # 4.
+            for call, (kind, content) in zip(response.tool_calls, self._run_calls(response.tool_calls, run.current)):  # 4.
                 yield AgentEvent(kind, content, step, tool=call.name)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
             if time.monotonic() > deadline:
                 final = AgentEvent("stopped", f"stopped: wall-time limit of {self.max_seconds:g} s reached", step)
                 break
         remember(self.memory, question, final)
+        run.finish(final.kind, final.text, final.step)
         yield final
 
     def _ask(self, messages: list[dict], specs: list[dict], deadline: float) -> ChatResponse | None:
@@ -91,12 +101,18 @@ class ToolCallingAgent:
                     return None
         return collect(iter(deltas))
 
-    def _run_calls(self, calls: list[ToolCall]) -> list[tuple[str, str]]:
-        """[(event kind, content)] in call order; parallel calls run in threads."""
+    def _run_calls(self, calls: list[ToolCall], step) -> list[tuple[str, str]]:
+        """[(event kind, content)] in call order; parallel calls run in threads, each a `tool` span of `step`."""
         if len(calls) == 1:
-            return [self._run_one(calls[0])]
+            return [self._traced_call(calls[0], step)]
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(calls))) as pool:
-            return list(pool.map(self._run_one, calls))
+            return list(pool.map(lambda c: self._traced_call(c, step), calls))
+
+    def _traced_call(self, call: ToolCall, step) -> tuple[str, str]:
+        with tool_span(step, call.name, call.arguments, call.id) as span:
+            kind, content = self._run_one(call)
+            tool_outcome(span, kind, content)
+        return kind, content
 
     def _run_one(self, call: ToolCall) -> tuple[str, str]:
         tool = self.tools.get(call.name)

@@ -21,6 +21,7 @@ from typing import Literal
 
 from athanor.agent.context import context_limit, context_stop_message
 from athanor.agent.react_parser import Action, Final, format_help, parse_react
+from athanor.agent.spans import AgentRun, refused_tool, tool_outcome, tool_span, traced_run
 from athanor.agent.tools import Tool, ToolError, arguments_from_text, example_arguments
 from athanor.llm.base import ChatModel
 
@@ -74,13 +75,14 @@ class AgentResult:
 
 class ReActAgent:
     def __init__(self, model: ChatModel, tools: list[Tool], *, memory=None, max_iterations: int = 10,
-                 max_seconds: float = 300.0, prefix: str = DEFAULT_PREFIX, options: dict | None = None) -> None:
+                 max_seconds: float = 300.0, prefix: str = DEFAULT_PREFIX, options: dict | None = None,
+                 name: str = "react") -> None:
         if max_iterations < 1:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ValueError(f"tool names must be unique, got {names}")
-        self.model, self.tools, self.memory = model, {t.name: t for t in tools}, memory
+        self.model, self.tools, self.memory, self.name = model, {t.name: t for t in tools}, memory, name
         self.max_iterations, self.max_seconds, self.prefix = max_iterations, max_seconds, prefix
         # Stop before the model writes its own Observation; greedy by default so runs repeat.
         self.options = {"stop": ["\nObservation:", "Observation:"], "temperature": 0.0, "max_tokens": 256} | (options or {})
@@ -99,15 +101,22 @@ class ReActAgent:
         return result_from_events(list(self.stream(question)))
 
     def stream(self, question: str) -> Iterator[AgentEvent]:
+        """The loop's events; the run is traced as an agent span with a chain span per step (spans.py)."""
+        with traced_run(self.name, getattr(self.model, "name", None), question) as run:
+            yield from self._loop(question, run)
+
+    def _loop(self, question: str, run: AgentRun) -> Iterator[AgentEvent]:
         """The loop: 1. ask the model, 2. parse, 3. run the tool or finish, 4. append the Observation."""
         history = self.memory.messages() if self.memory is not None else []
         messages = [{"role": "system", "content": self.system_prompt()}, *history, {"role": "user", "content": question}]
         deadline = time.monotonic() + self.max_seconds
         final: AgentEvent | None = None
         for step in range(1, self.max_iterations + 1):
+            run.step(step)
             # 1. ask the model
             try:
-                reply = self._ask(messages, deadline)
+                with run.asking():
+                    reply = self._ask(messages, deadline)
             except Exception as e:  # only "no longer fits the context" is a stop; anything else is re-raised
                 if (limit := context_limit(e)) is None:
                     raise
@@ -125,7 +134,7 @@ class ReActAgent:
                 break
             # 3. run the tool (or explain what was wrong)
             if isinstance(parsed, Action):
-                observation = yield from self._act(parsed, step)
+                observation = yield from self._act(parsed, step, run.current)
             else:
                 observation = parsed.message
                 yield AgentEvent("error", observation, step)
@@ -138,6 +147,7 @@ class ReActAgent:
         else:
             final = AgentEvent("stopped", f"stopped after {self.max_iterations} steps", self.max_iterations)
         self._remember(question, final)
+        run.finish(final.kind, final.text, final.step)
         yield final
 
     def _ask(self, messages: list[dict], deadline: float) -> str | None:
@@ -152,28 +162,39 @@ class ReActAgent:
                     return None
         return "".join(parts)
 
-    def _act(self, action: Action, step: int):
+    def _act(self, action: Action, step: int, span=None):
+        """Run the action's tool (a `tool` span under the step `span`); yields its events, returns the Observation."""
         tool = self._find_tool(action.tool)
         if tool is None:
             msg = (f"'{action.tool}' is not a valid tool. Valid tool names: {', '.join(self.tools) or 'none'}.\n"
                    + self.format_help())
+            refused_tool(span, action.tool, action.tool_input, msg)
             yield AgentEvent("error", msg, step, tool=action.tool)
             return msg
         try:
             arguments = arguments_from_text(tool, action.tool_input)
         except ToolError as e:
+            refused_tool(span, tool.name, action.tool_input, str(e))
             yield AgentEvent("error", str(e), step, tool=tool.name)
             return f"{e}\n{self.format_help()}"
         yield AgentEvent("tool_call", json.dumps(arguments), step, tool=tool.name, arguments=arguments)
-        try:
-            result = tool.call(arguments)
-        except Exception as e:  # noqa: BLE001 - any tool failure is for the model to read, not a crash
-            msg = f"{tool.name} failed: {e}"
-            yield AgentEvent("error", msg, step, tool=tool.name, arguments=arguments)
-            return msg
-        result = result if len(result) <= MAX_OBSERVATION_CHARS else result[:MAX_OBSERVATION_CHARS] + "\n... (truncated)"
-        yield AgentEvent("tool_result", result, step, tool=tool.name, arguments=arguments)
-        return result
+        kind, text = self._call_tool(tool, arguments, span)
+        yield AgentEvent(kind, text, step, tool=tool.name, arguments=arguments)
+        return text
+
+    def _call_tool(self, tool: Tool, arguments: dict, span) -> tuple[str, str]:
+        """(event kind, text): the result, cut to MAX_OBSERVATION_CHARS, or the failure the model reads."""
+        with tool_span(span, tool.name, arguments) as s:
+            try:
+                result = tool.call(arguments)
+            except Exception as e:  # noqa: BLE001 - any tool failure is for the model to read, not a crash
+                kind, result = "error", f"{tool.name} failed: {e}"
+            else:
+                kind = "tool_result"
+                if len(result) > MAX_OBSERVATION_CHARS:
+                    result = result[:MAX_OBSERVATION_CHARS] + "\n... (truncated)"
+            tool_outcome(s, kind, result)
+        return kind, result
 
     def _find_tool(self, name: str) -> Tool | None:
         if name in self.tools:

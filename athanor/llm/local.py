@@ -13,6 +13,7 @@ listed as JSON in the system message instead, never silently dropped. The reply 
 the Hermes/Qwen `<tool_call>` or Llama-3 JSON formats (tool_parsing.py); with tools, the text is delivered in
 one piece at the end so call markup never leaks into streamed text. A model that writes calls in another
 format returns them as text; the ReAct agent (agent/react.py) works with any model.
+Every request is recorded as an `llm` span when tracing is on (llm/traced.py).
 `embed` is `LLM.embed`: the L2-normalised mean of the model's last hidden states (what `athanor serve` answers on
 /v1/embeddings). A generative model is not a trained sentence embedder; use a real embedder for RAG.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from athanor.llm.base import ChatDelta, ChatResponse, Usage, collect
+from athanor.llm.traced import traced_stream
 from athanor.text.chat_format import adapt_to_template
 from athanor.text.tool_parsing import parse_tool_calls
 
@@ -56,11 +58,18 @@ class LocalChatModel:
         return collect(self.stream(messages, tools=tools, **options))
 
     def stream(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> Iterator[ChatDelta]:
+        """Deltas of one request, recorded as an `llm` span (llm/traced.py)."""
+        options = self.defaults | {k: v for k, v in options.items() if v is not None}
+        return traced_stream(self.name, "athanor", messages, options, tools,
+                             lambda span: self._stream(messages, tools, options, span))
+
+    def _stream(self, messages: list[dict], tools: list[dict] | None, options: dict, span) -> Iterator[ChatDelta]:
         with self._handle() as llm:
-            params = llm.sampling_params(self.defaults | {k: v for k, v in options.items() if v is not None})
+            params = llm.sampling_params(options)
             messages, _ = adapt_to_template(llm.tokenizer, messages, tools)  # the format training uses
             prompt_ids = llm.chat_prompt(messages, tools=tools or None)
             for delta in llm.stream(prompt_ids, params):
+                span.first_token()  # the engine's first token (with tools the text is held back to the end)
                 if delta.completion is None:
                     if not tools:
                         yield ChatDelta(text=delta.text)

@@ -8,6 +8,7 @@ Options: OpenAI names go as request fields; Ollama spellings are mapped (num_pre
 anything else travels in `extra_body` so servers with extensions (vLLM's top_k, ...) receive it.
 Guards (llm/guards.py): per-attempt timeouts, retry with backoff honouring Retry-After, and a circuit breaker
 per upstream model; the SDK's own retries are off so every attempt passes the breaker.
+Every request is recorded as an `llm` span when tracing is on (llm/traced.py).
 Not for: the Responses / Assistants APIs.
 """
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from athanor import tracing
 from athanor.llm.base import ChatDelta, ChatResponse, ToolCall, Usage
 from athanor.llm.guards import Guard, GuardConfig
+from athanor.llm.traced import traced_response, traced_stream
 
 OPENAI_FIELDS = {"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "presence_penalty",
                  "frequency_penalty", "logit_bias", "n", "response_format", "tool_choice", "parallel_tool_calls",
@@ -54,14 +57,25 @@ class OpenAIChatModel:
         return self._model
 
     def chat(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> ChatResponse:
+        """One request, recorded as an `llm` span (llm/traced.py)."""
+        return traced_response(self.name, "openai", messages, options, tools,
+                               lambda span: self._chat(messages, tools, options, span))
+
+    def _chat(self, messages: list[dict], tools: list[dict] | None, options: dict, span) -> ChatResponse:
         req = _request(tools, options)
         r = self.guard().call(lambda: self.client.chat.completions.create(model=self.name, messages=messages, **req))
+        span.set(tracing.RESPONSE_MODEL, r.model).set(tracing.RESPONSE_ID, r.id)
         choice = r.choices[0]
         calls = [ToolCall(c.id, c.function.name, c.function.arguments or "") for c in choice.message.tool_calls or []]
         usage = Usage(r.usage.prompt_tokens, r.usage.completion_tokens) if r.usage else Usage()
         return ChatResponse(choice.message.content or "", calls, choice.finish_reason or "stop", usage)
 
     def stream(self, messages: list[dict], *, tools: list[dict] | None = None, **options) -> Iterator[ChatDelta]:
+        """Deltas of one streamed request, recorded as an `llm` span (llm/traced.py)."""
+        yield from traced_stream(self.name, "openai", messages, options, tools,  # lazy: naming may ask the server
+                                 lambda span: self._stream(messages, tools, options, span))
+
+    def _stream(self, messages: list[dict], tools: list[dict] | None, options: dict, span) -> Iterator[ChatDelta]:
         req = _request(tools, options)
         if self.include_usage:
             req["stream_options"] = {"include_usage": True}
@@ -78,6 +92,7 @@ class OpenAIChatModel:
         chunks = self.guard().stream(
             lambda: self.client.chat.completions.create(model=self.name, messages=messages, stream=True, **req))
         for chunk in chunks:
+            span.set(tracing.RESPONSE_MODEL, chunk.model or None).set(tracing.RESPONSE_ID, chunk.id or None)
             if chunk.usage:
                 usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
             for choice in chunk.choices[:1]:

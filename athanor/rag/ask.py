@@ -11,20 +11,28 @@ instruction is to answer from the context only and cite [n], and two things are 
 The model is reached only through the `llm/` protocol (`ChatModel.chat` / `.stream`), so the same code answers
 with the in-process engine, `athanor serve`, or any OpenAI-compatible server.
 
+Each question is a `chain` span (athanor/tracing.py) holding the retrieval spans and the answer's `llm` span.
+
 Not for: retrieval itself (kb.py), or judging whether a cited source really supports the sentence.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from athanor import tracing
+from athanor.rag.search import KB
 
 SYSTEM = ("You answer questions using only the numbered context. Put the number of the context you used in "
           "brackets after the answer, like [1]. If the context does not contain the answer, reply: I don't know.")
 NO_ANSWER = "I don't know: nothing in the knowledge base matches the question closely enough."
 MIN_SCORE = 0.30  # MiniLM cosine of the best chunk; see docs/rag.md for how it was chosen
 STOP = ["Question:"]  # small models go on to invent the next question of the prompt's pattern
+FINISH = "athanor.rag.finish_reason"  # the model's, or "no_context"
 _CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
@@ -96,31 +104,74 @@ def retrieve(kb, question: str, k: int, mode: str, filters: dict | None, min_sco
 
 def ask(kb, model, question: str, k: int = 2, mode: str = "hybrid", filters: dict | None = None,
         min_score: float | None = MIN_SCORE, **options) -> Answer:
-    hits = retrieve(kb, question, k, mode, filters, min_score)
-    if not hits:
-        return Answer(NO_ANSWER, [], "no_context")
-    resp = model.chat(build_messages(question, hits), **{"stop": STOP, **options})
-    f = CitationFilter(len(hits))
-    text = (f.feed(resp.text) + f.flush()).strip()
-    return Answer(text, hits, resp.finish_reason, f.cited, f.invalid)
+    """Traced as a `chain` span holding the retrieval spans and the answer's `llm` span."""
+    with _chain(kb, question) as span:
+        hits = retrieve(kb, question, k, mode, filters, min_score)
+        if not hits:
+            return _answered(span, Answer(NO_ANSWER, [], "no_context"))
+        resp = model.chat(build_messages(question, hits), **{"stop": STOP, **options})
+        f = CitationFilter(len(hits))
+        text = (f.feed(resp.text) + f.flush()).strip()
+        return _answered(span, Answer(text, hits, resp.finish_reason, f.cited, f.invalid))
 
 
 def ask_stream(kb, model, question: str, k: int = 2, mode: str = "hybrid", filters: dict | None = None,
                min_score: float | None = MIN_SCORE, **options) -> tuple[list, Iterator[str], CitationFilter]:
-    """(sources, cleaned text pieces as they arrive, the filter: read .cited / .invalid after the stream)."""
-    hits = retrieve(kb, question, k, mode, filters, min_score)
+    """(sources, cleaned text pieces as they arrive, the filter: read .cited / .invalid after the stream).
+    Traced like `ask`; the chain span ends when the pieces are read (or abandoned)."""
+    span = tracing.start_span("kb ask", "chain", **{KB: kb.path.name})
+    span.set_content(input=question)
+    try:
+        with tracing.use_span(span):
+            hits = retrieve(kb, question, k, mode, filters, min_score)
+    except BaseException as e:
+        span.fail(e)
+        span.end()
+        raise
     f = CitationFilter(len(hits))
     if not hits:
+        _answered(span, Answer(NO_ANSWER, [], "no_context"))
+        span.end()
         return [], iter([NO_ANSWER]), f
 
     def pieces() -> Iterator[str]:
-        for d in model.stream(build_messages(question, hits), **{"stop": STOP, **options}):
-            if out := f.feed(d.text):
+        text = []
+        try:
+            with contextlib.closing(iter(model.stream(build_messages(question, hits), **{"stop": STOP, **options}))) \
+                    as deltas:
+                with tracing.use_span(span):  # the model's llm span opens at the first delta: under the chain
+                    first = next(deltas, None)
+                for d in itertools.chain([first] if first is not None else [], deltas):
+                    if out := f.feed(d.text):
+                        text.append(out)
+                        yield out
+            if out := f.flush():
+                text.append(out)
                 yield out
-        if out := f.flush():
-            yield out
+        except GeneratorExit:
+            span.set("athanor.aborted", True)
+            raise
+        except BaseException as e:
+            span.fail(e)
+            raise
+        finally:
+            span.set_content(output="".join(text).strip())
+            span.end()
 
     return hits, pieces(), f
+
+
+@contextlib.contextmanager
+def _chain(kb, question: str) -> Iterator[tracing.Span]:
+    with tracing.span("kb ask", "chain", **{KB: kb.path.name}) as span:
+        span.set_content(input=question)
+        yield span
+
+
+def _answered(span: tracing.Span, answer: Answer) -> Answer:
+    span.set(FINISH, answer.finish_reason)
+    span.set_content(output=answer.text)
+    return answer
 
 
 def format_sources(hits: list) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from athanor.rag import chunking, loaders
 from athanor.rag.embed import DEFAULT_EMBEDDER, Embedder, embed_batched, get_embedder
-from athanor.rag.search import VectorIndex, fts_query, rrf_fuse, weighted_fuse
+from athanor.rag.search import VectorIndex, fts_query, rrf_fuse, traced_query, weighted_fuse
 from athanor.rag.store import NewChunk, Store, text_hash
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -304,6 +304,7 @@ class KnowledgeBase:
 
     # --- query -------------------------------------------------------------------------------------------
 
+    @traced_query  # a `retrieval` span per search (search.py)
     def query(self, text: str, k: int = 5, mode: str = "hybrid", filters: dict | None = None,
               threshold: float | None = None, fusion: str = "rrf", alpha: float = 0.5, rrf_k: int = 60) -> list[Hit]:
         """Top-k hits. `threshold` drops hits whose mode score is below it; `filters` are metadata key=value."""

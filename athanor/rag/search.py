@@ -6,14 +6,59 @@ p50 vs 2.2 ms for numpy (benchmarks/bench_rag.py). The vectors themselves live i
 crash-safe); the FAISS index is rebuilt from them when a base is opened, so there is no second file to keep
 consistent after a kill -9.
 
+`traced_query` is how a search reports itself through athanor/tracing.py (KnowledgeBase.query wears it): one
+`retrieval` span with the base, mode, top_k and result count; the query and the hits (chunk ids, scores,
+sources) are content, dropped when content capture is off.
+
 Not for: SQL (store.py) or deciding which mode to run (kb.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import re
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from athanor import tracing
+
+KB, MODE, TOP_K, RESULTS = "athanor.retrieval.kb", "athanor.retrieval.mode", "athanor.retrieval.top_k", \
+    "athanor.retrieval.results"
+
+
+@contextlib.contextmanager
+def retrieval_span(kb: str, query: str, k: int, mode: str) -> Iterator[tracing.Span]:
+    """The current span while one search runs; report the hits with `record_hits`."""
+    with tracing.span(f"retrieval {kb}", "retrieval", **{KB: kb, MODE: mode, TOP_K: k}) as span:
+        span.set_content(input=query)
+        yield span
+
+
+def traced_query(query: Callable) -> Callable:
+    """Decorate a `query(self, text, k, mode, ...) -> [Hit]` method of a knowledge base (`self.path` names it)."""
+    signature = inspect.signature(query)
+
+    @functools.wraps(query)
+    def traced(kb, *args, **kwargs):
+        bound = signature.bind(kb, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        with retrieval_span(kb.path.name, a["text"], a["k"], a["mode"]) as span:
+            hits = query(kb, *args, **kwargs)
+            record_hits(span, hits)
+        return hits
+
+    return traced
+
+
+def record_hits(span: tracing.Span, hits: list) -> None:
+    """Result count, and (as content) each hit's chunk id, score and source, best first."""
+    span.set(RESULTS, len(hits))
+    span.set_content(output=[{"chunk_id": h.chunk_id, "score": round(float(h.score), 6),
+                              "source": h.meta.get("source")} for h in hits])
 
 
 class VectorIndex:

@@ -6,7 +6,9 @@
      outgoing edges are taken or skipped by the handle it chose (GraphState), which readies or skips the next;
   3. a failing node gets its error strategy: retries (retry_config), then fail-branch or default-value,
      else the run fails; handled failures make the run "partial-succeeded";
-  4. events (events.py) go to every observer as they happen; answer text streams via StreamRouter.
+  4. events (events.py) go to every observer as they happen; answer text streams via StreamRouter;
+  5. traced through athanor/tracing.py: a `workflow` span per run, a `node` span per node execution (nodes
+     inside iterations/loops under their container's span), the model calls of a node under its span.
 Iteration and loop nodes run their inside through `GraphRun.run_subgraph`, with their own GraphState; a round
 that runs alone (loops, sequential iterations) gets its own StreamRouter, so answer nodes inside stream live;
 rounds of a parallel iteration run side by side, and their answer nodes speak whole when they finish.
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from athanor import tracing
 from athanor.workflow import events as ev
 from athanor.workflow.dsl import CONTAINER_TYPES, App
 from athanor.workflow.errors import WorkflowError, WorkflowNodeError
@@ -34,6 +37,11 @@ from athanor.workflow.streaming import StreamRouter
 
 Observer = Callable[[dict], None]
 MAX_WORKERS = 8  # concurrent nodes per graph level
+# span attributes (tracing.py has no GenAI name for these): the run's and each node's
+APP, RUN_ID, MODE = "athanor.workflow.app", "athanor.workflow.run_id", "athanor.workflow.mode"
+STATUS, STEPS, TOKENS = "athanor.workflow.status", "athanor.workflow.total_steps", "athanor.workflow.total_tokens"
+NODE_ID, NODE_TYPE, NODE_TITLE = "athanor.workflow.node_id", "athanor.workflow.node_type", "athanor.workflow.node_title"
+INDEX, ELAPSED = "athanor.workflow.index", "athanor.workflow.elapsed_s"
 
 
 @dataclass
@@ -137,9 +145,21 @@ class _Run:
             return self.index
 
     def execute(self) -> RunResult:
+        """The run inside one `workflow` span (the parent of every top-level node span)."""
+        with tracing.span(f"workflow {self.ids.workflow_id}", "workflow", **{
+                RUN_ID: self.ids.run_id, APP: self.ids.workflow_id, MODE: self.ids.mode}) as span:
+            span.set_content(input=self.inputs)
+            result = self._execute(span)
+            span.update({STATUS: result.status, STEPS: result.total_steps, TOKENS: result.total_tokens})
+            span.set_content(output=result.outputs)
+            if result.status == "failed":
+                span.fail(result.error or "failed")
+        return result
+
+    def _execute(self, span: tracing.Span) -> RunResult:
         self.emit(ev.workflow_started(self.ids, self.inputs))
         self.pool.set_outputs("__inputs__", self.inputs)
-        top = GraphRun(self, self.engine.graph(None), self.pool)
+        top = GraphRun(self, self.engine.graph(None), self.pool, span=span)
         self.router = top.router = StreamRouter(top.state, self.pool, self.emit_text)
         error = None
         try:
@@ -170,8 +190,11 @@ class _Run:
 class GraphRun:
     """One execution of one Graph level against one pool (the top level, or one iteration/loop round)."""
 
-    def __init__(self, run: _Run, graph: Graph, pool: VariablePool, scope: dict | None = None):
+    def __init__(self, run: _Run, graph: Graph, pool: VariablePool, scope: dict | None = None,
+                 span: tracing.Span | None = None):
         self.run, self.graph, self.pool = run, graph, pool
+        self.span = span  # parent of this level's node spans: the workflow's, or the container node's
+        self.node_spans: dict[str, tracing.Span] = {}  # this level's node spans (containers parent their rounds)
         self.scope = dict(scope or {})  # {"iteration_id" | "loop_id": id, "index": n} inside containers
         self.state = GraphState(graph)
         self.router: StreamRouter | None = None
@@ -221,7 +244,9 @@ class GraphRun:
         """Run the inside of a container once (one iteration or loop round); returns the finished GraphRun.
 
         parallel: other rounds run at the same time, so this round's answer text cannot stream in order."""
-        sub = GraphRun(self.run, self.run.engine.graph(container_id), pool, scope)
+        # the container's span is handed over explicitly: parallel rounds run in threads without its context
+        sub = GraphRun(self.run, self.run.engine.graph(container_id), pool, scope,
+                       span=self.node_spans.get(container_id))
         sub.alone = self.alone and not parallel
         if sub.alone and any(n.type == "answer" for n in sub.graph.nodes.values()):
             sub.router = StreamRouter(sub.state, pool, self.run.emit_inner_text)
@@ -251,6 +276,19 @@ class GraphRun:
                 raise WorkflowNodeError("the run was stopped")
         except WorkflowNodeError as e:
             return "failed", "", str(e)
+        with tracing.span(f"node {node.title or nid}", "node", parent=self.span, **{
+                NODE_ID: nid, NODE_TYPE: node.type, NODE_TITLE: node.title, INDEX: self.scope.get("index")}) as span:
+            self.node_spans[nid] = span
+            status, handle, error = self._execute_node(node, info)
+            span.update({STATUS: status, ELAPSED: info["elapsed_time"]})
+            span.set_content(input=info["inputs"], output=info["outputs"])
+            if status != "succeeded":
+                span.fail(error or status)
+        return status, handle, error
+
+    def _execute_node(self, node, info: dict) -> tuple[str, str, str | None]:
+        """The node's started event, its attempts, its outputs and its finished event (info gets the results)."""
+        nid = node.id
         self.emit(ev.node_started(self.ids, {**info, "inputs": None}))
         started = time.monotonic()
         result, status, error = self._attempts(node, info)
