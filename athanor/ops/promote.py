@@ -56,8 +56,9 @@ def promote(new: str, over: str, data: str | Path, scorer: str = "exact", *, ali
     old_model, new_model = store.get(over).name, store.get(new).name  # unknown names fail before any eval
     if old_model == new_model:
         raise AthanorError(f"{new!r} and {over!r} are the same model ({short_name(new_model)}); nothing to promote")
-    runs = {"old": run_eval(old_model, data, scorer, limit=limit, max_tokens=max_tokens),
-            "new": run_eval(new_model, data, scorer, limit=limit, max_tokens=max_tokens)}
+    # held_out: the gate's items are test data; their traces are marked so dataset export never trains on them
+    runs = {"old": run_eval(old_model, data, scorer, limit=limit, max_tokens=max_tokens, held_out=True),
+            "new": run_eval(new_model, data, scorer, limit=limit, max_tokens=max_tokens, held_out=True)}
     cmp = compare_runs(runs["old"], runs["new"])
     record = {"at": time.time(), "alias": target, "new": new_model, "old": old_model,
               "new_digest": model_digest(new_model), "old_digest": model_digest(old_model),
