@@ -44,7 +44,7 @@ def parse_since(value: str | float | None, now: float | None = None) -> float | 
 
 def export_traces(store, fmt: str = "sft", trace_ids: list[str] | None = None, **filters: Any) -> list[dict]:
     """Records for `fmt` ("sft" or "dpo") from the given traces, or from those `filters` select (TraceStore.list's
-    model, since, feedback, errors, name). Each record has a `_trace_id` key naming its source (strip it with
+    model, since (epoch seconds, or a duration text like "1h"), feedback, errors, name). Each record has a `_trace_id` key naming its source (strip it with
     `strip_meta` before writing, or keep it: loaders ignore unknown columns)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be sft or dpo, got {fmt!r}")

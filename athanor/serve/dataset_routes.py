@@ -43,11 +43,15 @@ def _store(request: Request):
 
 
 def _export(request: Request, body: ExportRequest) -> list[dict]:
-    from athanor.ops.datasets import export_traces
+    from athanor.ops.datasets import export_traces, parse_since
 
+    try:
+        since = parse_since(body.since)  # seconds ago or 1h, as GET /v1/traces takes it
+    except ValueError as e:
+        raise ServeError(str(e), 400, "since") from None
     store, owned = _store(request)
     try:
-        return export_traces(store, body.format, trace_ids=body.trace_ids, model=body.model, since=body.since,
+        return export_traces(store, body.format, trace_ids=body.trace_ids, model=body.model, since=since,
                              feedback=body.feedback, errors=body.errors)
     except KeyError as e:
         raise ServeError(f"trace {e.args[0]!r} not found", 404, "trace_ids", "trace_not_found") from None

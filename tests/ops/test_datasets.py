@@ -176,7 +176,7 @@ def test_http_export_route(tmp_path):
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/jsonl")
         (pair,) = [json.loads(line) for line in r.text.splitlines()]
         assert pair["chosen"]["value"] == "The answer is 391." and r.headers["x-trace-ids"] == bad
-        r = client.post("/v1/traces/export", json={"format": "sft", "trace_ids": [good], "feedback": "good"})
+        r = client.post("/v1/traces/export", json={"format": "sft", "since": 3600, "feedback": "good"})
         assert [json.loads(line)["conversations"][1]["value"] for line in r.text.splitlines()] == ["Blue."]
         for body, status in (({"format": "csv"}, 400), ({"since": "yesterday"}, 400),
                              ({"trace_ids": ["f" * 32]}, 404), ({"feedback": "meh"}, 400)):
