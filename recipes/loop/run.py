@@ -147,12 +147,11 @@ def heldout_items(cfg: LoopConfig) -> tuple[Path, list]:
     questions = generate(cfg.num_eval, split="eval")
     path = cfg.work / "data" / "heldout.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for q in questions:
-            f.write(json.dumps({"input": [{"role": "system", "content": DEFAULT_SYSTEM},
-                                          {"role": "user", "content": q.text}],
-                                "tools": [calculator_tool_spec()],
-                                "ideal": {"name": "calculator", "arguments": {"expression": q.expression}}}) + "\n")
+    spec = calculator_tool_spec()
+    items = [{"input": [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": q.text}],
+              "tools": [spec], "ideal": {"name": "calculator", "arguments": {"expression": q.expression}}}
+             for q in questions]
+    path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
     return path, questions
 
 
@@ -215,11 +214,12 @@ def run_loop(cfg: LoopConfig) -> dict:
 
 def summary(report: dict) -> str:
     e = report["promotion"]["eval"]
-    lines = [f"traffic: {report['traffic']['right']}/{report['traffic']['questions']} right; "
-             f"dataset: {report['dataset']['records']} records",
-             f"held-out tool-call accuracy: {e['old_accuracy']:.1%} -> {e['new_accuracy']:.1%} on {e['n']} items "
-             f"(p={e['p_value']:.3g}); {report['promotion']['status']}; "
-             f"{report['promotion']['alias']} -> {report['serving']}"]
+    traffic = (f"traffic: {report['traffic']['right']}/{report['traffic']['questions']} right; "
+               f"dataset: {report['dataset']['records']} records")
+    gate = (f"held-out tool-call accuracy: {e['old_accuracy']:.1%} -> {e['new_accuracy']:.1%} on {e['n']} items "
+            f"(p={e['p_value']:.3g}); {report['promotion']['status']}; {report['promotion']['alias']} -> "
+            f"{report['serving']}")
+    lines = [traffic, gate]
     if "agent_accuracy" in report:
         a = report["agent_accuracy"]
         lines.append(f"agent accuracy: {a['before']['correct']:.1%} -> {a['after']['correct']:.1%}")
