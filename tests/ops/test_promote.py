@@ -81,11 +81,17 @@ def test_promote_moves_the_alias_on_a_running_server_and_refuses_a_regression(tm
         assert r.exit_code == 1 and "refused: c is worse than b" in r.output
         assert store.aliases()["prod:latest"] == "b:latest"
 
-    assert [p["status"] for p in promotions(store)] == ["promoted", "refused", "refused"]
+        # and back to A (not worse on the items nobody answers), from the CLI
+        r = CliRunner().invoke(_cli(), ["promote", "a", "--over", "prod", "--eval", str(nobody),
+                                        "--max-tokens", str(MAX_TOKENS)])
+        assert r.exit_code == 0 and r.output.startswith("promoted: prod -> a (was b); accuracy 0.0% vs 0.0%"), r.output
+        assert ask("prod") == out_a
+
+    assert [p["status"] for p in promotions(store)] == ["promoted", "refused", "refused", "promoted"]
     from athanor.ops.lineage import model_lineage
 
     info = model_lineage("b", store)
-    assert info["aliases"] == ["prod"]
+    assert info["aliases"] == [] and model_lineage("a", store)["aliases"] == ["prod"]
     assert {p["status"] for p in info["promotions"]} == {"promoted", "refused"}
     runs = {r["run_id"] for r in info["evals"]}
     assert record["eval"]["new_run"] in runs and rec["eval"]["old_run"] in runs
