@@ -135,12 +135,15 @@ def _load(model: str, option, device: str, dtype: str, weights: str = "auto"):
 
 @app.command("list")
 def list_models() -> None:
-    """Models in the store (ATHANOR_HOME, default ~/.athanor)."""
-    from athanor.models.store import Store
+    """Models in the store (ATHANOR_HOME, default ~/.athanor), then the aliases and what they point at."""
+    from athanor.models.store import Store, short_name
 
+    store = Store()
     rows = [("NAME", "FORMAT", "SIZE", "MODIFIED")]
-    for m in Store().list():
+    for m in store.list():
         rows.append((m.name, m.format, _size(m.weights), (m.created_at or "")[:19].replace("T", " ")))
+    for alias, target in sorted(store.aliases().items()):  # serving aliases (athanor promote moves them)
+        rows.append((alias, f"-> {short_name(target)}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         typer.echo("    ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

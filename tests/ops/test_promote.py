@@ -110,6 +110,8 @@ def test_aliases_in_the_store(tmp_path):
     store.set_alias("live", "prod")  # an alias of an alias points at the model itself
     assert store.aliases()["live:latest"] == "a:latest"
     assert store.set_alias("prod", "b") == "a:latest" and store.get("prod").name == "b:latest"
+    listed = CliRunner().invoke(_cli(), ["list"]).output.splitlines()
+    assert ["prod:latest", "->", "b"] in [line.split() for line in listed]  # `athanor list` shows the alias
     with pytest.raises(AthanorError, match="is a model"):
         store.set_alias("a", "b")
     with pytest.raises(AthanorError):
