@@ -33,6 +33,12 @@ def _mount_subcommands() -> None:
     from athanor.ops.eval_cli import register as register_eval_commands  # imports only typer
 
     register_eval_commands(app)  # `athanor eval MODEL DATA|--tasks`, `eval compare`, `eval runs`
+    from athanor.ops.datasets_cli import mount as mount_dataset_commands  # imports only typer
+
+    mount_dataset_commands(app)  # `athanor traces export`
+    from athanor.ops.promote_cli import register as register_promote  # imports only typer
+
+    register_promote(app)  # `athanor promote NEW --over OLD --eval DATA.jsonl`
 
 
 _mount_subcommands()
@@ -144,12 +150,15 @@ def _load(model: str, option, device: str, dtype: str, weights: str = "auto", kv
 
 @app.command("list")
 def list_models() -> None:
-    """Models in the store (ATHANOR_HOME, default ~/.athanor)."""
-    from athanor.models.store import Store
+    """Models in the store (ATHANOR_HOME, default ~/.athanor), then the aliases and what they point at."""
+    from athanor.models.store import Store, short_name
 
+    store = Store()
     rows = [("NAME", "FORMAT", "SIZE", "MODIFIED")]
-    for m in Store().list():
+    for m in store.list():
         rows.append((m.name, m.format, _size(m.weights), (m.created_at or "")[:19].replace("T", " ")))
+    for alias, target in sorted(store.aliases().items()):  # serving aliases (athanor promote moves them)
+        rows.append((alias, f"-> {short_name(target)}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         typer.echo("    ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -169,11 +178,22 @@ def show(
     modelfile: bool = typer.Option(False, "--modelfile", help="print a Modelfile that recreates this model"),
     template: bool = typer.Option(False, "--template", help="print only the chat template"),
     license: bool = typer.Option(False, "--license", help="print only the license"),
+    lineage: bool = typer.Option(False, "--lineage", help="where it came from: base, adapters, training config, "
+                                 "datasets and their traces, evals, promotions"),
+    as_json: bool = typer.Option(False, "--json", help="with --lineage: print it as JSON"),
 ) -> None:
     """Architecture, parameters, quantization, context length, template, parameters and license of a model."""
     from athanor.models.store import Store
 
     store = Store()
+    if lineage:
+        import json
+
+        from athanor.ops.lineage import format_lineage, model_lineage
+
+        info = model_lineage(name, store)
+        typer.echo(json.dumps(info, indent=2, default=str) if as_json else format_lineage(info))
+        return
     if modelfile:
         typer.echo(store.render_modelfile(store.get(name)))
         return

@@ -4,6 +4,9 @@ User models live as one JSON manifest per name under `$ATHANOR_HOME/manifests/<n
 (ATHANOR_HOME defaults to ~/.athanor); built-in models (builtin.py) are listed without any user step.
 `create` builds a manifest from a Modelfile whose FROM is a store name, a .gguf file or a Hugging Face
 directory. Manifests point at weights where they are: nothing is copied.
+Aliases (`$ATHANOR_HOME/aliases.json`, alias -> target name) are serving names that follow a target: `get` reads
+the file on every call, so `athanor promote` moving "prod" to a new model takes effect on a running server's next
+request. (`copy` is Ollama's `cp`: a new manifest, fixed at the time of the copy.)
 
 Not for reading weights (loader.py) or merging adapters (lora.py); `show` only asks loader for metadata.
 """
@@ -11,6 +14,7 @@ Not for reading weights (loader.py) or merging adapters (lora.py); `show` only a
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tempfile
@@ -27,6 +31,7 @@ from athanor.models.lora import check_adapter_dir
 from athanor.models.modelfile import Modelfile, ModelfileError, parse_modelfile, render_modelfile_text
 
 DEFAULT_TAG = "latest"
+ALIASES_FILE = "aliases.json"
 MAX_NAME_BYTES = 255  # a name becomes a file name; longer ones are OSError ENAMETOOLONG on every file system
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NAME = re.compile(rf"^{_PART}(:{_PART})?$")
@@ -47,6 +52,8 @@ class Manifest(BaseModel):
     created_at: str = Field("", description="UTC ISO-8601 time the manifest was written")
     parent: str | None = Field(None, description="the FROM it was built from (informational)")
     is_builtin: bool = Field(False, description="shipped with athanor: listed always, cannot be removed")
+    lineage: dict[str, Any] = Field(default_factory=dict, description="where it came from: base, adapters, "
+                                    "training config, datasets (ops/lineage.py reads it)")
 
 
 def normalize_name(name: str) -> str:
@@ -91,6 +98,17 @@ class Store:
         if not Path(m.weights).exists():
             raise AthanorError(f"model {short_name(m.name)!r}: weights not found at {m.weights} (moved or deleted?)")
         return m
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> target (full names)."""
+        path = self.home / ALIASES_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AthanorError(f"corrupt alias file {path}; delete it and set the aliases again") from None
+        return data if isinstance(data, dict) else {}
 
     def resolve(self, name_or_path: str) -> Manifest:
         """A store name, else a .gguf file or Hugging Face directory used directly (an unnamed manifest).
@@ -158,8 +176,10 @@ class Store:
         mf = parse_modelfile(modelfile_path)
         base_dir = Path(modelfile_path).resolve().parent
         m = self._resolve_from(mf, base_dir)
-        m = _apply_modelfile(m, mf, [_resolve_adapter(mf, i, base_dir) for i in range(len(mf.adapters))])
-        m = m.model_copy(update={"name": full, "created_at": _now(), "is_builtin": False})
+        adapters = [_resolve_adapter(mf, i, base_dir) for i in range(len(mf.adapters))]
+        lineage = _built_lineage(m, adapters)
+        m = _apply_modelfile(m, mf, adapters)
+        m = m.model_copy(update={"name": full, "created_at": _now(), "is_builtin": False, "lineage": lineage})
         self._write(m)
         return m
 
@@ -172,9 +192,39 @@ class Store:
         self._write(copied)
         return copied
 
+    def set_alias(self, alias: str, target: str) -> str | None:
+        """Point serving name `alias` at model `target` (an alias target is followed to its model); returns the
+        previous target, or None. A real model's name cannot become an alias."""
+        full = self._writable_name(alias)
+        if self._path(full).is_file():
+            raise AthanorError(f"{short_name(full)!r} is a model, not an alias; choose another alias name")
+        dest = self._lookup(target).name
+        if dest == full:
+            raise AthanorError(f"alias {short_name(full)!r} cannot point at itself")
+        aliases = self.aliases()
+        previous = aliases.get(full)
+        aliases[full] = dest
+        self.home.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.home / ALIASES_FILE, json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+        return previous
+
+    def update_lineage(self, name: str, lineage: dict[str, Any]) -> Manifest:
+        """Merge `lineage` keys into a user model's manifest (built-in models have none to write)."""
+        m = self._lookup(name)
+        if m.is_builtin:
+            raise AthanorError(f"{short_name(m.name)!r} is a built-in model; its lineage cannot be written")
+        m = m.model_copy(update={"lineage": {**m.lineage, **lineage}}, deep=True)
+        self._write(m)
+        return m
+
     def remove(self, name: str) -> None:
-        """Delete a user model's manifest (never its weights)."""
+        """Delete a user model's manifest (never its weights), or an alias."""
         full = normalize_name(name)
+        aliases = self.aliases()
+        if full in aliases and not self._path(full).is_file():
+            del aliases[full]
+            _atomic_write(self.home / ALIASES_FILE, json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+            return
         if self._builtin(full) is not None:
             raise AthanorError(f"{short_name(full)!r} is a built-in model and cannot be removed")
         path = self._path(full)
@@ -186,13 +236,16 @@ class Store:
 
     # ---- helpers
 
-    def _lookup(self, name: str) -> Manifest:
+    def _lookup(self, name: str, hops: int = 0) -> Manifest:
         full = normalize_name(name)
         builtin = self._builtin(full)
         if builtin is not None:
             return builtin
         path = self._path(full)
         if not path.is_file():
+            target = self.aliases().get(full)
+            if target is not None and hops < 8:  # set_alias stores final targets; a loop ends here
+                return self._lookup(target, hops + 1)
             raise self._not_found(name)
         return self._read(path)
 
@@ -295,6 +348,38 @@ def _apply_modelfile(base: Manifest, mf: Modelfile, adapters: list[str]) -> Mani
         },
         deep=True,
     )
+
+
+LINEAGE_FILE = "lineage.json"
+
+
+def lineage_sidecar(path: str | Path) -> Path:
+    """Where training/export wrote the lineage of a model dir, adapter dir (lineage.json) or file (<file>.lineage.json)."""
+    path = Path(path)
+    return path / LINEAGE_FILE if path.is_dir() else path.with_name(path.name + ".lineage.json")
+
+
+def read_lineage(path: str | Path) -> dict | None:
+    """The sidecar's record; None when there is none or it is damaged (no lineage, never a failed load)."""
+    file = lineage_sidecar(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _built_lineage(base: Manifest, adapters: list[str]) -> dict[str, Any]:
+    """A new manifest's lineage: the store model it was built FROM (with that model's lineage), what made its
+    weights (their sidecar), and what made each added adapter."""
+    out: dict[str, Any] = {}
+    if base.name:  # FROM a store model
+        out["from"] = {"name": base.name, "lineage": base.lineage} if base.lineage else {"name": base.name}
+    elif (made := read_lineage(base.weights)) is not None:
+        out["weights"] = made
+    if adapters:
+        out["adapters"] = [{"path": a, "lineage": read_lineage(a)} for a in adapters]
+    return out
 
 
 def _atomic_write(path: Path, text: str) -> None:

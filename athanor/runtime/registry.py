@@ -142,6 +142,8 @@ class ModelRegistry:
         self._bind_loop()
         if manifest is not None:
             self._manifests[name] = manifest
+        # store.get reads the alias file on every call: an alias ("prod") moved by `athanor promote` resolves to its
+        # new target on the next request; the old target stays loaded until idle eviction
         full = name if name in self._manifests else self.store.get(name).name  # unknown -> ModelNotFoundError
         keep = parse_keep_alive(keep_alive, self.default_keep_alive)
         lock = self._locks.setdefault(full, asyncio.Lock())

@@ -90,6 +90,9 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     app.include_router(train_jobs.router)
     app.include_router(ui_routes.router)  # the console (/ui): pages without the key, data through the API
     app.state.auth_required = api_key is not None  # the console's pages ask for the key only then
+    from athanor.serve import dataset_routes  # POST /v1/traces/export (issue 18)
+
+    app.include_router(dataset_routes.router)
     app.add_api_route("/health", health, methods=["GET"])
     probes.install(app, ready_models)  # /health/live, /health/ready
     app.add_api_route("/metrics", metrics, methods=["GET"])

@@ -99,6 +99,10 @@ def export_model(
         write_hf_dir(ckpt, out, dtype, shard_bytes)
     else:
         write_gguf_file(ckpt, out, gguf_type)
+    from athanor.train.lineage import record_export
+
+    record_export(base, [str(adapter)] if adapter is not None else [], out, fmt,
+                  {"dtype": dtype} if fmt == "hf" else {"gguf_type": gguf_type})
     if register_as is not None:
         register_model(register_as, out, resolved.modelfile_extras)
     return out
