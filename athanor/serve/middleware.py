@@ -28,6 +28,13 @@ def traced(method: str, path: str) -> bool:
     return method == "POST" and path.startswith(TRACED_PREFIXES)
 
 
+def _tracing_on(scope) -> bool:
+    """This app traces (its lifespan started tracing: app.state.tracing) and a tracer is installed. Checked per app,
+    not only per process: a second app in the same process started with --no-trace records nothing."""
+    state = getattr(scope.get("app"), "state", None)
+    return getattr(state, "tracing", None) is not None and tracing.installed() is not None
+
+
 class RequestMiddleware:
     def __init__(self, app, api_key: str | None, metrics, key_check=None) -> None:
         self.app, self.api_key, self.metrics = app, api_key, metrics
@@ -42,7 +49,7 @@ class RequestMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = {"code": 500}
         root = None
-        if tracing.installed() is not None and traced(scope["method"], scope["path"]):
+        if _tracing_on(scope) and traced(scope["method"], scope["path"]):
             root = tracing.start_span(f"{scope['method']} {scope['path']}", "http",
                                       tracing.parse_traceparent(headers.get("traceparent")), **{
                                           tracing.REQUEST_ID: request_id, "http.request.method": scope["method"],

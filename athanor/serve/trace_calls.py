@@ -22,9 +22,12 @@ _PARAMS = {"temperature": tracing.TEMPERATURE, "top_p": tracing.TOP_P, "max_toke
 
 def open_call(operation: str, model: str, options: dict | None = None, input: Any = None,
               kind: str = "llm") -> tracing.Span:
-    """A model span under the request's span: operation is chat | text_completion | embeddings (kind "embedding")."""
+    """A model span under the request's span: operation is chat | text_completion | embeddings (kind "embedding").
+    Recorded only under a traced request (middleware.py opens its root span)."""
     span = tracing.start_span(f"{operation} {model}", kind, **{
         tracing.OPERATION: operation, tracing.SYSTEM: "athanor", tracing.REQUEST_MODEL: model})
+    if span.root:  # no request span: the middleware does not trace this request (this app runs with --no-trace)
+        span.recorded = False
     for key, value in (options or {}).items():
         if key in _PARAMS and value is not None:
             span.set(_PARAMS[key], value)
