@@ -87,6 +87,8 @@ class TraceStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path, self._db, self._lock = open_db(path or default_path(), _SCHEMA)
+        with self._lock:  # WAL without a sync per commit: a crash may lose the last traces, never corrupt the file
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         with self._lock:
@@ -242,8 +244,9 @@ class SqliteTracer:
     """The tracer `athanor serve` (and CLI runs with tracing on) install: queue on the caller's thread, write on one
     background thread in batches; `flush()` waits until everything queued so far is on disk."""
 
-    def __init__(self, store: TraceStore, retention: int = DEFAULT_RETENTION, batch: int = 256) -> None:
-        self.store, self.retention, self.batch = store, retention, batch
+    def __init__(self, store: TraceStore, retention: int = DEFAULT_RETENTION, batch: int = 256,
+                 linger: float = 0.05) -> None:
+        self.store, self.retention, self.batch, self.linger = store, retention, batch, linger
         self._queue: queue.Queue = queue.Queue()
         self._written = 0  # spans written since the last prune
         self._thread = threading.Thread(target=self._run, name="athanor-traces", daemon=True)
@@ -262,18 +265,24 @@ class SqliteTracer:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    def _next_batch(self) -> list:
+        """Wait for one item, then gather more for up to `linger` seconds (fewer, larger transactions: the writer
+        takes the GIL a few times per batch, not per span); a flush or close ends the wait at once."""
+        items = [self._queue.get()]
+        deadline = time.monotonic() + self.linger
+        while len(items) < self.batch and isinstance(items[-1], tracing.Span):
+            try:
+                items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return items
+
     def _run(self) -> None:
         import logging
 
         log = logging.getLogger("athanor.ops")
         while True:
-            item = self._queue.get()
-            items = [item]
-            while len(items) < self.batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = self._next_batch()
             spans = [i for i in items if isinstance(i, tracing.Span)]
             flushing = any(isinstance(i, threading.Event) for i in items)
             try:
