@@ -59,10 +59,20 @@ class RequestMiddleware:
         if root is not None:
             extra.append((b"x-trace-id", root.trace_id.encode()))
 
+        def end_root() -> None:
+            if root is None or root.end_time is not None:
+                return
+            root.set("http.response.status_code", status["code"])
+            if status["code"] >= 400 and root.status == "ok":
+                root.fail(f"HTTP {status['code']}")
+            root.end()
+
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message["headers"] = list(message.get("headers", [])) + extra
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                end_root()  # before the last byte: a client that reads its trace right after finds it whole
             await send(message)
 
         scope_token = enter_request(request_id)  # engine requests made for it carry this id (runtime/request_id.py)
@@ -77,10 +87,7 @@ class RequestMiddleware:
         finally:
             if root is not None:
                 tracing.leave_span(span_token)
-                root.set("http.response.status_code", status["code"])
-                if status["code"] >= 400 and root.status == "ok":
-                    root.fail(f"HTTP {status['code']}")
-                root.end()
+                end_root()
             leave_request(scope_token)
             self._record(scope, status["code"], request_id, time.perf_counter() - t0)
 
