@@ -228,6 +228,7 @@ def test_feedback_over_http_and_cli_shows_in_list(traced, oai, monkeypatch):
     assert r.status_code == 200 and r.json()["score"] == 1.0 and r.json()["trace_id"] == good_id
     bad_id = oai.chat.completions.with_raw_response.create(model="tiny", messages=HELLO,
                                                            max_tokens=2).headers["x-trace-id"]
+    get_trace(traced, bad_id)  # the CLI reads the file as is: let the server's writer flush first (as any read does)
     monkeypatch.setenv("ATHANOR_HOME", str(traced.home))
     runner = CliRunner()
     out = runner.invoke(app, ["feedback", bad_id[:10], "--bad", "--correction", "Hello, trace store!"])
