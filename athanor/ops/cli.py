@@ -114,8 +114,9 @@ def render_tree(trace: dict) -> list[str]:
     """The trace's lines: a header, each span indented under its parent, then its feedback."""
     from athanor import tracing
 
-    lines = [f"trace {trace['trace_id']}  {trace['name']}  {trace['status']}  {_secs(trace['duration'])}  "
-             f"tokens {trace['input_tokens']} in / {trace['output_tokens']} out"]
+    head = (f"trace {trace['trace_id']}  {trace['name']}  {trace['status']}  {_secs(trace['duration'])}  "
+            f"tokens {trace['input_tokens']} in / {trace['output_tokens']} out")
+    lines = [head]
     spans = trace["spans"]
     ids = {s["span_id"] for s in spans}
     children: dict[str | None, list[dict]] = {}

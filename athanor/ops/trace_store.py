@@ -40,7 +40,7 @@ FEEDBACK_FILTERS = ("good", "bad", "none", "any")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(text: str | float | int | None, now: float | None = None) -> float | None:
+def parse_since(text: str | float | None, now: float | None = None) -> float | None:
     """`since` as the CLI and HTTP take it: seconds ("3600") or a span ("30m", "1h", "2d") back from now -> the
     epoch time it starts at; ValueError for anything else."""
     if text is None or text == "":

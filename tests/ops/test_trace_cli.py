@@ -43,12 +43,12 @@ def test_bad_scores(value):
 
 def record_trace(model: str = "smollm2", fail: bool = False) -> str:
     """One request-shaped trace: an http root with a model span under it (as a served call makes)."""
-    with tracing.span("POST /v1/chat/completions", "http") as root:
-        with tracing.span(f"chat {model}", "llm", **{tracing.REQUEST_MODEL: model}) as call:
-            call.set_usage(11, 7).set(tracing.TTFT, 0.012).set(tracing.FINISH_REASONS, ["stop"])
-            call.set_content(input=[{"role": "user", "content": "hi"}], output={"role": "assistant", "content": "yo"})
-            if fail:
-                call.fail("ContextLengthError: too long")
+    with (tracing.span("POST /v1/chat/completions", "http") as root,
+          tracing.span(f"chat {model}", "llm", **{tracing.REQUEST_MODEL: model}) as call):
+        call.set_usage(11, 7).set(tracing.TTFT, 0.012).set(tracing.FINISH_REASONS, ["stop"])
+        call.set_content(input=[{"role": "user", "content": "hi"}], output={"role": "assistant", "content": "yo"})
+        if fail:
+            call.fail("ContextLengthError: too long")
     return root.trace_id
 
 
@@ -134,3 +134,19 @@ def test_retention_holds_after_every_flush(traces):
         traces.flush()
         assert traces.store.count() <= 3
     assert [t["trace_id"] for t in traces.store.list()] == ids[:1:-1]
+
+
+def test_serve_flags_become_trace_settings(monkeypatch):
+    import athanor.serve.app as serve_app
+
+    seen = []
+    monkeypatch.setattr(serve_app, "serve", lambda **options: seen.append(options["trace"]))
+    assert runner.invoke(app, ["serve", "--no-trace-content", "--trace-retention", "50",
+                               "--otlp-endpoint", "http://127.0.0.1:4318"]).exit_code == 0
+    assert runner.invoke(app, ["serve", "--no-trace"]).exit_code == 0
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+    custom, off, default = seen
+    assert (custom.enabled, custom.content, custom.retention, custom.otlp_endpoint) == (
+        True, False, 50, "http://127.0.0.1:4318")
+    assert not off.enabled and default == TraceSettings()
+    assert runner.invoke(app, ["serve", "--trace-retention", "0"]).exit_code != 0
