@@ -30,6 +30,9 @@ def _mount_subcommands() -> None:
     from athanor.quantize_cli import register as register_quantize_commands  # imports only typer
 
     register_quantize_commands(app)  # `athanor quantize`, `athanor perplexity`
+    from athanor.ops.cli import register as register_ops_commands  # imports only typer
+
+    register_ops_commands(app)  # `athanor traces list|show`, `athanor feedback`
     from athanor.ops.eval_cli import register as register_eval_commands  # imports only typer
 
     register_eval_commands(app)  # `athanor eval MODEL DATA|--tasks`, `eval compare`, `eval runs`
@@ -390,9 +393,19 @@ def serve(
                                                     "(repeatable; default $ATHANOR_READY_MODELS, else any)"),
     replicas: int = typer.Option(1, min=1, help="engine replicas; above 1 they run under Ray Serve behind this port "
                                  "(pip install 'athanor[scale]'; docs/scale.md)"),
+    no_trace: bool = typer.Option(False, "--no-trace", help="record no traces (default: every model call, in "
+                                  "$ATHANOR_HOME/traces.sqlite)"),
+    no_trace_content: bool = typer.Option(False, "--no-trace-content", help="trace calls without their messages, "
+                                          "replies or tool arguments (tokens and timings are kept)"),
+    trace_retention: int = typer.Option(100_000, min=1, help="traces kept; the oldest are pruned past this"),
+    otlp_endpoint: str | None = typer.Option(None, envvar="ATHANOR_OTLP_ENDPOINT",
+                                             help="also send spans to this OpenTelemetry collector (OTLP/HTTP), "
+                                                  "e.g. http://127.0.0.1:4318"),
 ) -> None:
     """Serve the store's models over the OpenAI API (/v1) and the Ollama API (/api) on one port."""
     import os
+
+    from athanor.ops.tracing_setup import TraceSettings
 
     if unsafe_code:  # read by the workflow routes (workflow/routes.py) for every run
         os.environ["ATHANOR_UNSAFE_CODE"] = "1"
@@ -404,7 +417,9 @@ def serve(
                "max_loaded_models": max_loaded_models, "max_memory_bytes": parse_bytes(max_memory),
                "log_level": log_level, "ready_models": ready_model or None, "api_key_file": api_key_file,
                "allowed_hosts": split_list(allowed_hosts), "origins": split_list(origins),
-               "max_body_bytes": parse_bytes(max_body)}
+               "max_body_bytes": parse_bytes(max_body),
+               "trace": TraceSettings(enabled=not no_trace, content=not no_trace_content, retention=trace_retention,
+                                      otlp_endpoint=otlp_endpoint)}
     if replicas > 1:
         from athanor.serve.ray_app import run_replicas
 

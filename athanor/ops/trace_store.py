@@ -35,6 +35,41 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_trace ON feedback(trace_id, id);
 """
 DEFAULT_RETENTION = 100_000  # traces kept; older ones (and their spans and feedback) are pruned
+MODEL_KINDS = ("llm", "embedding")  # spans whose tokens and model a trace's row sums
+FEEDBACK_FILTERS = ("good", "bad", "none", "any")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str | float | None, now: float | None = None) -> float | None:
+    """`since` as the CLI and HTTP take it: seconds ("3600") or a span ("30m", "1h", "2d") back from now -> the
+    epoch time it starts at; ValueError for anything else."""
+    if text is None or text == "":
+        return None
+    raw = str(text).strip().lower()
+    unit = raw[-1] if raw and raw[-1] in _UNITS else "s"
+    number = raw[:-1] if raw and raw[-1] in _UNITS else raw
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"since must be seconds or a span like 30m, 1h, 2d; got {text!r}") from None
+    if not 0 <= seconds < 1e10:  # also refuses nan and inf
+        raise ValueError(f"since must be a positive span below 300 years, got {text!r}")
+    return (time.time() if now is None else now) - seconds
+
+
+def parse_score(value) -> float:
+    """A feedback score: a number in -1..1, or "good" (1) / "bad" (-1); ValueError otherwise."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("good", "bad"):
+            return 1.0 if word == "good" else -1.0
+        try:
+            value = float(word)
+        except ValueError:
+            raise ValueError(f"score must be a number in -1..1 or 'good'/'bad', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:
+        raise ValueError(f"score must be a number in -1..1 or 'good'/'bad', got {value!r}")
+    return float(value)
 
 
 def default_path() -> Path:
@@ -52,6 +87,8 @@ class TraceStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path, self._db, self._lock = open_db(path or default_path(), _SCHEMA)
+        with self._lock:  # WAL without a sync per commit: a crash may lose the last traces, never corrupt the file
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         with self._lock:
@@ -76,9 +113,10 @@ class TraceStore:
         self._db.execute("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (s.span_id, s.trace_id, s.parent_id, s.name, s.kind, s.start, s.end_time, s.status,
                           s.error, json.dumps(a, default=str)))
-        inp = int(a.get(tracing.INPUT_TOKENS) or 0) if s.kind == "llm" else 0
-        out = int(a.get(tracing.OUTPUT_TOKENS) or 0) if s.kind == "llm" else 0
-        model = a.get(tracing.REQUEST_MODEL) if s.kind == "llm" else None
+        call = s.kind in MODEL_KINDS
+        inp = int(a.get(tracing.INPUT_TOKENS) or 0) if call else 0
+        out = int(a.get(tracing.OUTPUT_TOKENS) or 0) if call else 0
+        model = a.get(tracing.REQUEST_MODEL) if call else None
         self._db.execute(
             "INSERT INTO traces (trace_id, name, kind, model, start, end_time, status, error, input_tokens, "
             "output_tokens, spans) VALUES (?,?,?,?,?,?,?,?,?,?,1) ON CONFLICT(trace_id) DO UPDATE SET "
@@ -105,6 +143,19 @@ class TraceStore:
                 self._db.executemany(f"DELETE FROM {table} WHERE trace_id=?", [(t,) for t in old])
             self._db.execute("COMMIT")
             return len(old)
+
+    def resolve(self, prefix: str) -> str | None:
+        """The one stored trace id starting with `prefix` (a full id or its first characters); None when none;
+        ValueError when several match."""
+        prefix = prefix.strip().lower()
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return None
+        with self._lock:
+            rows = self._db.execute("SELECT trace_id FROM traces WHERE trace_id >= ? AND trace_id < ? LIMIT 2",
+                                    (prefix, prefix + "g")).fetchall()
+        if len(rows) > 1:
+            raise ValueError(f"trace id prefix {prefix!r} matches several traces: give more characters")
+        return rows[0][0] if rows else None
 
     def add_feedback(self, trace_id: str, score: float, comment: str | None = None, correction: str | None = None,
                      source: str = "user") -> dict:
@@ -193,10 +244,11 @@ class SqliteTracer:
     """The tracer `athanor serve` (and CLI runs with tracing on) install: queue on the caller's thread, write on one
     background thread in batches; `flush()` waits until everything queued so far is on disk."""
 
-    def __init__(self, store: TraceStore, retention: int = DEFAULT_RETENTION, batch: int = 256) -> None:
-        self.store, self.retention, self.batch = store, retention, batch
+    def __init__(self, store: TraceStore, retention: int = DEFAULT_RETENTION, batch: int = 256,
+                 linger: float = 0.05) -> None:
+        self.store, self.retention, self.batch, self.linger = store, retention, batch, linger
         self._queue: queue.Queue = queue.Queue()
-        self._written = 0
+        self._written = 0  # spans written since the last prune
         self._thread = threading.Thread(target=self._run, name="athanor-traces", daemon=True)
         self._thread.start()
 
@@ -213,28 +265,36 @@ class SqliteTracer:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    def _next_batch(self) -> list:
+        """Wait for one item, then gather more for up to `linger` seconds (fewer, larger transactions: the writer
+        takes the GIL a few times per batch, not per span); a flush or close ends the wait at once."""
+        items = [self._queue.get()]
+        deadline = time.monotonic() + self.linger
+        while len(items) < self.batch and isinstance(items[-1], tracing.Span):
+            try:
+                items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return items
+
     def _run(self) -> None:
         import logging
 
         log = logging.getLogger("athanor.ops")
         while True:
-            item = self._queue.get()
-            items = [item]
-            while len(items) < self.batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = self._next_batch()
             spans = [i for i in items if isinstance(i, tracing.Span)]
-            if spans:
-                try:
+            flushing = any(isinstance(i, threading.Event) for i in items)
+            try:
+                if spans:
                     self.store.write_spans(spans)
                     self._written += len(spans)
-                    if self._written >= 1000:
-                        self._written = 0
-                        self.store.prune(self.retention)
-                except Exception:
-                    log.exception("could not write %d span(s) to %s", len(spans), self.store.path)
+                # every 1000 spans, and at a flush (so readers after flush() never see more than `retention`)
+                if self._written >= 1000 or (flushing and self._written):
+                    self._written = 0
+                    self.store.prune(self.retention)
+            except Exception:
+                log.exception("could not write %d span(s) to %s", len(spans), self.store.path)
             for i in items:
                 if isinstance(i, threading.Event):
                     i.set()

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from athanor.serve.errors import ServeError, to_serve_error
 from athanor.serve.generation import Generation, StreamResponse, check_request, start_all, stream_body
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
+from athanor.serve.trace_calls import close_call, fail_call, open_call, watch
 
 router = APIRouter()
 _STOP = {"stop": "end_turn", "length": "max_tokens"}
@@ -76,6 +77,8 @@ async def _messages(body: MessagesRequest, request: Request):
     manager, metrics = request.app.state.manager, request.app.state.metrics
     model = await manager.acquire(body.model)
     handed_to_stream = False
+    span = open_call("chat", body.model, {"max_tokens": body.max_tokens, "temperature": body.temperature,
+                                          "top_p": body.top_p}, chat)
     try:
         llm = model.llm
         params = llm.sampling_params({"max_tokens": body.max_tokens, "temperature": body.temperature,
@@ -88,21 +91,38 @@ async def _messages(body: MessagesRequest, request: Request):
         msg_id = f"msg_{uuid.uuid4().hex[:24]}"
         if body.stream:
             handed_to_stream = True
-            lines = _events(gen, body.model, msg_id, names)
-            return StreamResponse(stream_body([gen], lines, lambda: manager.release(model), _stream_error),
+            lines = watch(span, _events(gen, body.model, msg_id, names))
+
+            def on_close() -> None:
+                manager.release(model)
+                _close(span, gen, names, msg_id)
+
+            return StreamResponse(stream_body([gen], lines, on_close, _stream_error),
                                   media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             r = await gen.run()
         finally:
             gen.abort()
-        content, calls = _split(r.text, names, r.finish_reason == "length")
-        blocks = ([{"type": "text", "text": content}] if content else []) + [_tool_use(c) for c in calls]
-        return {"id": msg_id, "type": "message", "role": "assistant", "model": body.model, "content": blocks,
-                "stop_reason": _stop_reason(r.finish_reason, calls), "stop_sequence": None,
-                "usage": {"input_tokens": r.num_prompt_tokens, "output_tokens": r.num_output_tokens}}
+        reply = _close(span, gen, names, msg_id)
+        return {"id": msg_id, "type": "message", "role": "assistant", "model": body.model} | reply | {
+            "stop_sequence": None, "usage": {"input_tokens": r.num_prompt_tokens, "output_tokens": r.num_output_tokens}}
+    except BaseException as e:
+        fail_call(span, e)
+        raise
     finally:
         if not handed_to_stream:
             manager.release(model)
+
+
+def _close(span, gen: Generation, names: set[str] | None, msg_id: str) -> dict:
+    """End the model span with the message's usage and its content blocks (tool_use kept); -> content, stop_reason."""
+    r = gen.result
+    content, calls = _split(r.text, names, r.finish_reason == "length")
+    blocks = ([{"type": "text", "text": content}] if content else []) + [_tool_use(c) for c in calls]
+    stop = _stop_reason(r.finish_reason, calls)
+    close_call(span, [gen], {"input_tokens": r.num_prompt_tokens, "output_tokens": r.num_output_tokens},
+               {"role": "assistant", "content": blocks}, [stop], msg_id)
+    return {"content": blocks, "stop_reason": stop}
 
 
 def _template_messages(body: MessagesRequest) -> list[dict]:

@@ -48,7 +48,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     `bind_host`, `allowed_hosts`, `origins`, `max_body_bytes`: the browser and size guards (guards.py);
     `trace`: where and how calls are traced (default: every model call, in $ATHANOR_HOME/traces.sqlite)."""
     from athanor.models.store import Store
-    from athanor.serve import anthropic_api, ollama_api, ollama_models, openai_api, tokenizer_info
+    from athanor.serve import anthropic_api, ollama_api, ollama_models, openai_api, tokenizer_info, trace_routes
     from athanor.serve import health as probes
     from athanor.serve.ui import routes as ui_routes
 
@@ -83,6 +83,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
 
     for module in (openai_api, tokenizer_info, anthropic_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)
+    app.include_router(trace_routes.router)  # GET /v1/traces, /v1/traces/{id}, POST /v1/feedback
     from athanor.serve import eval_routes  # eval runs for the console (issue 18)
 
     app.include_router(eval_routes.router)
@@ -144,15 +145,17 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | Non
           max_pending: int = MAX_PENDING, max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS,
           max_memory_bytes: int | None = None, log_level: str = "info", ready_models: list[str] | None = None,
           api_key_file: str | None = None, allowed_hosts: list[str] | None = None, origins: list[str] | None = None,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-    """Run the server until interrupted. `api_key` None -> `api_key_file`, else $ATHANOR_API_KEY, else no auth."""
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, trace: TraceSettings | None = None) -> None:
+    """Run the server until interrupted. `api_key` None -> `api_key_file`, else $ATHANOR_API_KEY, else no auth.
+    `trace`: tracing settings (None: on, content captured, $ATHANOR_HOME/traces.sqlite)."""
     import uvicorn
 
     api_key = resolve_api_key(api_key, api_key_file)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     app = create_app(engine_config=engine_config, api_key=api_key, keep_alive=keep_alive, max_pending=max_pending,
                      max_loaded_models=max_loaded_models, max_memory_bytes=max_memory_bytes, ready_models=ready_models,
-                     bind_host=host, allowed_hosts=allowed_hosts, origins=origins, max_body_bytes=max_body_bytes)
+                     bind_host=host, allowed_hosts=allowed_hosts, origins=origins, max_body_bytes=max_body_bytes,
+                     trace=trace)
     signal.signal(signal.SIGTERM, _exit_clean)  # uvicorn drains, then re-raises the SIGTERM it caught: exit 0
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # our middleware logs access
 

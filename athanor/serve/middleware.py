@@ -35,6 +35,13 @@ def traced(method: str, path: str) -> bool:
     return method == "POST" and path.startswith(TRACED_PREFIXES)
 
 
+def _tracing_on(scope) -> bool:
+    """This app traces (its lifespan started tracing: app.state.tracing) and a tracer is installed. Checked per app,
+    not only per process: a second app in the same process started with --no-trace records nothing."""
+    state = getattr(scope.get("app"), "state", None)
+    return getattr(state, "tracing", None) is not None and tracing.installed() is not None
+
+
 class RequestMiddleware:
     def __init__(self, app, api_key: str | None, metrics, key_check=None) -> None:
         self.app, self.api_key, self.metrics = app, api_key, metrics
@@ -49,7 +56,7 @@ class RequestMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = {"code": 500}
         root = None
-        if tracing.installed() is not None and traced(scope["method"], scope["path"]):
+        if _tracing_on(scope) and traced(scope["method"], scope["path"]):
             root = tracing.start_span(f"{scope['method']} {scope['path']}", "http",
                                       tracing.parse_traceparent(headers.get("traceparent")), **{
                                           tracing.REQUEST_ID: request_id, "http.request.method": scope["method"],
@@ -59,10 +66,20 @@ class RequestMiddleware:
         if root is not None:
             extra.append((b"x-trace-id", root.trace_id.encode()))
 
+        def end_root() -> None:
+            if root is None or root.end_time is not None:
+                return
+            root.set("http.response.status_code", status["code"])
+            if status["code"] >= 400 and root.status == "ok":
+                root.fail(f"HTTP {status['code']}")
+            root.end()
+
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message["headers"] = list(message.get("headers", [])) + extra
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                end_root()  # before the last byte: a client that reads its trace right after finds it whole
             await send(message)
 
         scope_token = enter_request(request_id)  # engine requests made for it carry this id (runtime/request_id.py)
@@ -77,10 +94,7 @@ class RequestMiddleware:
         finally:
             if root is not None:
                 tracing.leave_span(span_token)
-                root.set("http.response.status_code", status["code"])
-                if status["code"] >= 400 and root.status == "ok":
-                    root.fail(f"HTTP {status['code']}")
-                root.end()
+                end_root()
             leave_request(scope_token)
             self._record(scope, status["code"], request_id, time.perf_counter() - t0)
 

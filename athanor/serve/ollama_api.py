@@ -32,6 +32,7 @@ from athanor.serve.generation import (
     stream_body,
 )
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
+from athanor.serve.trace_calls import close_call, fail_call, open_call, trace_id, watch
 
 router = APIRouter()
 
@@ -122,7 +123,8 @@ async def chat(body: ChatRequest, request: Request):
     def prompt(llm) -> list[int]:
         return llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools)
 
-    return await _run(request, body, prompt, chat=True, names=tool_names(tools) if tools else None)
+    return await _run(request, body, prompt, chat=True, names=tool_names(tools) if tools else None,
+                      trace_input=messages)
 
 
 @router.post("/api/generate")
@@ -137,8 +139,9 @@ async def generate(body: GenerateRequest, request: Request):
         from athanor.serve.fim import fim_prompt
 
         return await _run(request, body, lambda llm: fim_prompt(llm.tokenizer, body.prompt, body.suffix, body.model),
-                          chat=False)
-    return await _run(request, body, lambda llm: _generate_prompt(llm, body, template), chat=False)
+                          chat=False, trace_input={"prompt": body.prompt, "suffix": body.suffix})
+    return await _run(request, body, lambda llm: _generate_prompt(llm, body, template), chat=False,
+                      trace_input=_generate_input(body))
 
 
 def _request_template(source: str):
@@ -186,12 +189,25 @@ async def _embed(request: Request, body: OllamaBase, inputs: list[str], truncate
     t0 = time.perf_counter()
     model = await manager.acquire(body.model, body.keep_alive, body.num_ctx)
     t1 = time.perf_counter()
+    span = open_call("embeddings", body.model, None, inputs, kind="embedding")
     try:
         vectors, tokens = await run_embed(model, inputs, truncate)
+    except BaseException as e:
+        fail_call(span, e)
+        raise
     finally:
         manager.release(model)
+    close_call(span, [], {"input_tokens": tokens})
     t2 = time.perf_counter()
     return vectors, tokens, {"total_duration": int((t2 - t0) * 1e9), "load_duration": int((t1 - t0) * 1e9)}
+
+
+def _generate_input(body: GenerateRequest):
+    """What a trace keeps as /api/generate's input: the prompt as is (raw), else the turns the template wraps."""
+    if body.raw:
+        return body.prompt
+    return ([{"role": "system", "content": body.system}] if body.system else []) + [
+        {"role": "user", "content": body.prompt}]
 
 
 def _generate_prompt(llm, body: GenerateRequest, template=None) -> list[int]:
@@ -224,12 +240,14 @@ async def _load_only(request: Request, body: OllamaBase):
     return JSONResponse(final)
 
 
-async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, names: set[str] | None = None):
+async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, names: set[str] | None = None,
+               trace_input=None):
     manager, metrics = request.app.state.manager, request.app.state.metrics
     t0 = time.perf_counter()
     model = await manager.acquire(body.model, body.keep_alive, body.num_ctx)
     load_seconds = time.perf_counter() - t0  # waiting for the model: its load when this request loaded it
     handed_to_stream = False
+    span = open_call("chat" if chat else "text_completion", body.model, body.sampling_options(), trace_input)
     try:
         params = model.llm.sampling_params(body.sampling_options())
         params.guide = await compile_guide(body.guide, model.llm, "format")
@@ -238,41 +256,78 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
         gen = await Generation(model, prompt_ids, params, metrics).start()
         if body.stream:
             handed_to_stream = True
-            lines = _ndjson(gen, body.model, chat, load_seconds, names)
-            return StreamResponse(stream_body([gen], lines, lambda: manager.release(model),
+            output: dict = {}
+            lines = watch(span, _ndjson(gen, body.model, chat, load_seconds, names, output, trace_id(span)))
+
+            def on_close() -> None:
+                manager.release(model)
+                _close(span, gen, output.get("head"), chat)
+
+            return StreamResponse(stream_body([gen], lines, on_close,
                                               lambda message: json.dumps(ollama_error_body(message)) + "\n"),
                                   media_type="application/x-ndjson")
         if not await run_all(request, [gen]):  # the client left: aborted, nobody to answer
+            fail_call(span, "client went away")
             return Response(status_code=499)
-        result = gen.result
-        if names:
-            reply = ToolCallStream(names)
-            sent = reply.feed(result.text)
-            parsed = reply.finish(truncated=result.finish_reason == "length")
-            head = _head(body.model, chat, sent + parsed.content, _ollama_calls(parsed.tool_calls))
-        else:
-            head = _head(body.model, chat, result.text)
-        return JSONResponse(head | _final(gen, chat, load_seconds))
+        head = _reply_head(gen, body.model, chat, names)
+        final = _final(gen, chat, load_seconds)
+        _close(span, gen, head, chat)
+        return JSONResponse(head | final | ({"trace_id": trace_id(span)} if trace_id(span) else {}))
+    except BaseException as e:
+        fail_call(span, e)
+        raise
     finally:
         if not handed_to_stream:
             manager.release(model)
 
 
-async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, names: set[str] | None):
+def _reply_head(gen: Generation, name: str, chat: bool, names: set[str] | None) -> dict:
+    """The non-streamed answer's message (with tools: calls found in the text as `tool_calls`) or response."""
+    result = gen.result
+    if not names:
+        return _head(name, chat, result.text)
+    reply = ToolCallStream(names)
+    sent = reply.feed(result.text)
+    parsed = reply.finish(truncated=result.finish_reason == "length")
+    return _head(name, chat, sent + parsed.content, _ollama_calls(parsed.tool_calls))
+
+
+def _close(span, gen: Generation, head: dict | None, chat: bool) -> None:
+    """The model span ends with the counts the final object reports (prompt_eval_count, eval_count) and the reply
+    as the API gave it (chat: the assistant message with its tool calls; generate: the text)."""
+    r = gen.result
+    if head is None:  # the stream did not reach its end: what was generated
+        head = _head("", chat, r.text)
+    output = head["message"] if chat else head["response"]
+    reasons = [r.finish_reason if r.finish_reason in ("stop", "length") else "stop"] if r.finish_reason else None
+    close_call(span, [gen], {"prompt_tokens": r.num_prompt_tokens, "completion_tokens": r.num_output_tokens},
+               output, reasons)
+
+
+async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, names: set[str] | None,
+                  output: dict | None = None, trace: str | None = None):
     """Text chunks as they come (with tools: held back while they may be a call), the calls in one chunk at the
-    end, then the final object."""
+    end, then the final object (with "trace_id" when the call is traced). `output["head"]` gets the whole reply
+    (as the non-streamed answer would give it) for the trace."""
     reply = ToolCallStream(names) if names else None
+    text_sent, calls = [], []
     async for d in gen.deltas():
         text = reply.feed(d.text) if reply else d.text
         if text:
+            text_sent.append(text)
             yield json.dumps(_head(name, chat, text) | {"done": False}) + "\n"
         if d.finish_reason is not None:
             if reply:
                 parsed = reply.finish(truncated=d.finish_reason == "length")
+                calls = _ollama_calls(parsed.tool_calls)
+                text_sent.append(parsed.content)
                 if parsed.content or parsed.tool_calls:
-                    head = _head(name, chat, parsed.content, _ollama_calls(parsed.tool_calls))
+                    head = _head(name, chat, parsed.content, calls)
                     yield json.dumps(head | {"done": False}) + "\n"
-            yield json.dumps(_head(name, chat, "") | _final(gen, chat, load_seconds)) + "\n"
+            if output is not None:
+                output["head"] = _head(name, chat, "".join(text_sent), calls)
+            final = _head(name, chat, "") | _final(gen, chat, load_seconds) | ({"trace_id": trace} if trace else {})
+            yield json.dumps(final) + "\n"
 
 
 def _head(name: str, chat: bool, text: str, tool_calls: list[dict] | None = None) -> dict:

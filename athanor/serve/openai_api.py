@@ -42,7 +42,7 @@ from athanor.serve.openai_schemas import (
 )
 from athanor.serve.tokenizer_info import default_model_name
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
-from athanor.serve.trace_calls import close_call, fail_call, open_call
+from athanor.serve.trace_calls import close_call, fail_call, open_call, trace_id, watch
 
 router = APIRouter()
 
@@ -96,11 +96,16 @@ async def embeddings(body: EmbeddingRequest, request: Request):
     inputs = body.inputs()
     manager = request.app.state.manager
     model = await manager.acquire(body.model)
+    span = open_call("embeddings", body.model, None, inputs, kind="embedding")
     try:
         vectors, tokens = await run_embed(model, inputs, truncate=False)
+        vectors = cut_dimensions(vectors, body.dimensions)
+    except BaseException as e:
+        fail_call(span, e)
+        raise
     finally:
         manager.release(model)
-    vectors = cut_dimensions(vectors, body.dimensions)
+    close_call(span, [], {"input_tokens": tokens})
     data = [{"object": "embedding", "index": i,
              "embedding": _b64(v) if body.encoding_format == "base64" else v} for i, v in enumerate(vectors)]
     return {"object": "list", "data": data, "model": body.model,
@@ -173,7 +178,7 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": body.model}
         if body.stream:
-            lines = _sse(gens, meta, body, llm.tokenizer, chat, names)
+            lines = watch(span, _sse(gens, meta, body, llm.tokenizer, chat, names, trace_id(span)))
             handed_to_stream = True
 
             def on_close() -> None:
@@ -234,13 +239,22 @@ def _message(text: str, names: set[str] | None, truncated: bool = False) -> dict
     return {"role": "assistant", "content": content or None, "tool_calls": reply.tool_calls}
 
 
-async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, names: set[str] | None):
+async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, names: set[str] | None,
+               trace: str | None = None):
+    """`trace`: the trace id, sent as a top-level "trace_id" on the last chunk (the usage chunk when asked for, else
+    the finish_reason chunk of the last choice to end); clients ignore fields they do not know."""
     obj = "chat.completion.chunk" if chat else "text_completion"
     extra = {"usage": None} if body.include_usage else {}
     parsers = {g.index: ToolCallStream(names) for g in gens} if chat and names else {}
+    ending = {"open": len(gens)}
+    last = {"trace_id": trace} if trace else {}
 
     def chunk(choice: dict) -> str:
-        return f"data: {json.dumps(meta | {'object': obj, 'choices': [choice]} | extra)}\n\n"
+        tail = {}
+        if choice.get("finish_reason") is not None:
+            ending["open"] -= 1
+            tail = last if ending["open"] == 0 and not body.include_usage else {}
+        return f"data: {json.dumps(meta | {'object': obj, 'choices': [choice]} | extra | tail)}\n\n"
 
     if chat:  # OpenAI's first chunk of each choice carries the role
         for g in gens:
@@ -270,7 +284,8 @@ async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, 
             choice["logprobs"] = _completion_logprobs(d.logprobs, tokenizer) if want_lp else None
         yield chunk(choice)
     if body.include_usage:
-        yield f"data: {json.dumps(meta | {'object': obj, 'choices': [], 'usage': _usage(gens, body.n)})}\n\n"
+        usage = meta | {"object": obj, "choices": [], "usage": _usage(gens, body.n)} | last
+        yield f"data: {json.dumps(usage)}\n\n"
     yield "data: [DONE]\n\n"
 
 
