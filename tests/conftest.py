@@ -39,6 +39,33 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ATHANOR_ALLOWED_HOSTS", "testserver")  # Starlette TestClient's Host (the guard's 403 else)
 
 
+SESSION_SERVERS = {"server", "console_server", "console"}  # session-scoped servers (tests/e2e, tests/e2e/ui)
+
+
+@pytest.fixture(autouse=True)
+def _own_registry_and_tracer(request):
+    """A session-scoped server stays up for the whole run, and its lifespan installed its model registry and tracer
+    as the process's. A test that does not use such a server gets neither: its models resolve in its own
+    ATHANOR_HOME and its spans go to the tracer it installs (or to none), as in a process of its own."""
+    from athanor import tracing
+    from athanor.runtime import registry
+
+    if SESSION_SERVERS & set(request.fixturenames):
+        yield
+        return
+    with registry._registry_lock:
+        hidden = list(registry._current)
+        registry._current.clear()
+    content = tracing.capture_content()
+    tracer = tracing.install(None)
+    try:
+        yield
+    finally:
+        tracing.install(tracer, content)
+        with registry._registry_lock:
+            registry._current[:0] = hidden
+
+
 def write_tiny_hf_dir(path: Path, arch: str = "qwen2", seed: int = 0, extra_specials: tuple[str, ...] = ()) -> Path:
     """A complete, tiny Hugging Face model directory: trained byte-level BPE, ChatML template, random weights."""
     import json

@@ -50,7 +50,8 @@
 
   // The FROM chain as nested boxes (the model inside what it was built from), then what its manifest records.
   function lineageGraph(info) {
-    const recorded = Object.keys(info.lineage || {}).length > 0;
+    // digest and creation time every model has; recorded lineage is what training, export, evals or promotion left
+    const recorded = Object.keys(info.lineage || {}).some((k) => k !== "digest" && k !== "created_at");
     if (!info.parents.length && !info.adapters.length && !recorded) {
       return el("p", { class: "muted" }, "No lineage recorded: a built-in or imported model.");
     }
