@@ -1,0 +1,215 @@
+"""`POST /v1/responses`: the OpenAI Responses API on the chat path (same templates, tool parsing, grammars, engine).
+
+For: `client.responses.create` / `client.responses.stream` and the OpenAI Agents SDK's `OpenAIResponsesModel`.
+The request becomes chat messages (responses_items.py), runs as one generation like /v1/chat/completions, and the
+reply comes back as output items (a `message`, then `function_call`s). Streams are Responses SSE events
+(response.created, response.in_progress, response.output_item.added, response.content_part.added,
+response.output_text.delta ... done, function_call_arguments.delta/done, then response.completed, or
+response.incomplete when max_output_tokens cut the reply). `previous_response_id` continues a stored conversation:
+responses are kept in memory, the newest `MAX_STORED` (store: false keeps none); GET / DELETE
+/v1/responses/{id} read and drop them. Not for OpenAI's built-in tools, background mode or conversations objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from athanor.serve.errors import ServeError, openai_error_body
+from athanor.serve.generation import (
+    Generation, StreamResponse, check_request, compile_guide, run_all, start_all, stream_body,
+)
+from athanor.serve.responses_items import (
+    ResponsesRequest, assistant_turn, call_item, input_messages, message_item, new_id, output_items,
+    response_object, text_part, usage,
+)
+from athanor.serve.tool_calls import ToolCallStream, template_messages, tool_guide, tool_names
+from athanor.serve.trace_calls import close_call, fail_call, open_call
+
+router = APIRouter()
+MAX_STORED = 1000  # responses kept for previous_response_id (oldest dropped first)
+
+
+class ResponseStore:
+    """Finished responses and the conversation each ends (its chat messages), newest MAX_STORED kept."""
+
+    def __init__(self, limit: int = MAX_STORED) -> None:
+        self.limit, self._items = limit, OrderedDict()
+
+    def put(self, rid: str, response: dict, messages: list[dict]) -> None:
+        self._items[rid] = (response, messages)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def get(self, rid: str) -> tuple[dict, list[dict]]:
+        if rid not in self._items:
+            raise ServeError(f"Previous response with id {rid!r} not found.", 404, "previous_response_id",
+                             "previous_response_not_found")
+        self._items.move_to_end(rid)
+        return self._items[rid]
+
+    def pop(self, rid: str) -> None:
+        self.get(rid)
+        del self._items[rid]
+
+
+def _store(request: Request) -> ResponseStore:
+    state = request.app.state
+    if getattr(state, "responses", None) is None:
+        state.responses = ResponseStore()
+    return state.responses
+
+
+@router.get("/v1/responses/{rid}")
+async def get_response(rid: str, request: Request):
+    return _store(request).get(rid)[0]
+
+
+@router.delete("/v1/responses/{rid}")
+async def delete_response(rid: str, request: Request):
+    _store(request).pop(rid)
+    return {"id": rid, "object": "response", "deleted": True}
+
+
+@router.post("/v1/responses")
+async def create_response(body: ResponsesRequest, request: Request):
+    tools = body.chat_tools()
+    schema = body.json_schema()
+    history = _store(request).get(body.previous_response_id)[1] if body.previous_response_id else []
+    new = input_messages(body.input)
+    if not new and not history:
+        raise ServeError("input is empty", 400, "input")
+    conversation = history + new  # what a follow-up continues (instructions are not carried over, as OpenAI)
+    messages = ([{"role": "system", "content": body.instructions}] if body.instructions else []) + conversation
+    manager, metrics = request.app.state.manager, request.app.state.metrics
+    model = await manager.acquire(body.model)
+    span = open_call("chat", body.model, body.sampling_options(), messages)
+    handed_to_stream = False
+    try:
+        llm = model.llm
+        params = llm.sampling_params(body.sampling_options())
+
+        def guide(llm):
+            if tools and body.tool_choice not in (None, "auto"):
+                return tool_guide(llm, tools, body.chat_tool_choice(), body.parallel_tool_calls is not False)
+            return None if schema is None else llm.grammars.json(None if schema is True else schema)
+
+        params.guide = await compile_guide(guide, llm, "text.format")
+        ids = await asyncio.to_thread(lambda: llm.chat_prompt(template_messages(llm.tokenizer, messages, tools),
+                                                               tools=tools))
+        check_request(model, [ids], params, request.app.state.max_pending)
+        gen = Generation(model, ids, params, metrics)
+        await start_all([gen])
+        rid, created = new_id("resp"), time.time()
+        names = tool_names(tools) if tools else None
+
+        def finish(output: list[dict], status: str) -> dict:
+            r = gen.result
+            use = usage(r.num_prompt_tokens, r.num_output_tokens, r.num_cached_tokens)
+            response = response_object(rid, body, created, output, status, use)
+            if body.store is not False:
+                _store(request).put(rid, response, conversation + [assistant_turn(output)])
+            close_call(span, [gen], use, output, [r.finish_reason], rid)
+            return response
+
+        if body.stream:
+            handed_to_stream = True
+            events = _events(gen, names, response_object(rid, body, created, [], "in_progress", None), finish)
+            return StreamResponse(stream_body([gen], events, lambda: _end_stream(manager, model, span), _error_event),
+                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        if not await run_all(request, [gen]):
+            fail_call(span, "client went away")
+            return Response(status_code=499)
+        r = gen.result
+        content, calls = _split(r.text, names, r.finish_reason == "length")
+        status = "incomplete" if r.finish_reason == "length" else "completed"
+        return JSONResponse(finish(output_items(content, calls, status), status))
+    except BaseException as e:
+        fail_call(span, e)
+        raise
+    finally:
+        if not handed_to_stream:
+            manager.release(model)
+
+
+def _end_stream(manager, model, span) -> None:
+    manager.release(model)
+    fail_call(span, "stream ended early")  # a no-op when finish() closed it
+
+
+def _split(text: str, names: set[str] | None, truncated: bool) -> tuple[str, list[dict]]:
+    if not names:
+        return text, []
+    parser = ToolCallStream(names)
+    sent = parser.feed(text)
+    reply = parser.finish(truncated)
+    return sent + reply.content, reply.tool_calls
+
+
+def _error_event(message: str) -> str:
+    return _sse({"type": "error"} | openai_error_body(message, 500, code="engine_error")["error"])
+
+
+def _sse(event: dict) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+async def _events(gen: Generation, names: set[str] | None, snapshot: dict, finish):
+    """The Responses event sequence for one generation; `finish(output, status)` builds the final response."""
+    seq = 0
+
+    def event(kind: str, **fields) -> str:
+        nonlocal seq
+        seq += 1
+        return _sse({"type": kind, "sequence_number": seq - 1, **fields})
+
+    yield event("response.created", response=snapshot)
+    yield event("response.in_progress", response=snapshot)
+    parser = ToolCallStream(names) if names else None
+    msg_id, text, calls, reason, output = new_id("msg"), "", [], None, []
+    opened = False
+    where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+    async for d in gen.deltas():
+        piece = parser.feed(d.text) if parser else d.text
+        if d.finish_reason is not None:
+            reason = d.finish_reason
+            if parser:
+                reply = parser.finish(truncated=reason == "length")
+                piece, calls = piece + reply.content, reply.tool_calls
+        if piece:
+            if not opened:
+                opened = True
+                yield event("response.output_item.added", output_index=0,
+                            item=message_item("", "in_progress", msg_id) | {"content": []})
+                yield event("response.content_part.added", item_id=msg_id, output_index=0, content_index=0,
+                            part=text_part(""))
+            text += piece
+            yield event("response.output_text.delta", **where, delta=piece, logprobs=[])
+    status = "incomplete" if reason == "length" else "completed"
+    if opened or not calls:
+        if not opened:
+            yield event("response.output_item.added", output_index=0,
+                        item=message_item("", "in_progress", msg_id) | {"content": []})
+            yield event("response.content_part.added", **where, part=text_part(""))
+        item = message_item(text, status, msg_id)
+        yield event("response.output_text.done", **where, text=text, logprobs=[])
+        yield event("response.content_part.done", **where, part=text_part(text))
+        yield event("response.output_item.done", output_index=0, item=item)
+        output.append(item)
+    for call in calls:
+        index, item = len(output), call_item(call)
+        yield event("response.output_item.added", output_index=index,
+                    item=item | {"arguments": "", "status": "in_progress"})
+        yield event("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                    delta=item["arguments"])
+        yield event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                    arguments=item["arguments"], name=item["name"])
+        yield event("response.output_item.done", output_index=index, item=item)
+        output.append(item)
+    final = finish(output, status)
+    yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
