@@ -18,7 +18,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from athanor.serve.echo import add_echo
+from athanor.serve.echo import add_echo, echo_stream
 from athanor.serve.errors import ServeError, openai_error_body
 from athanor.serve.generation import (
     Generation,
@@ -174,6 +174,8 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
                 "model": body.model}
         if body.stream:
             lines = _sse(gens, meta, body, llm.tokenizer, chat, names)
+            if getattr(body, "echo", False):  # the prompt first, as vLLM streams it
+                lines = echo_stream(lines, gens, llm, body.logprobs, meta, body.include_usage)
             handed_to_stream = True
 
             def on_close() -> None:

@@ -152,8 +152,6 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = None
 
     def check_supported(self) -> None:
-        if self.echo and self.stream:
-            raise ServeError("echo with stream is not supported; send stream: false", 400, "echo", "unsupported")
         if self.suffix and not isinstance(self.prompt, str):
             raise ServeError("suffix (fill-in-the-middle) needs one prompt string", 400, "suffix")
         if self.best_of not in (None, self.n):
