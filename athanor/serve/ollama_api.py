@@ -4,7 +4,8 @@ The last object of a stream (or the only one) carries done_reason and Ollama's t
 `format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/text/grammar.py). `tools` go through
 the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
 Ollama's shape) in one chunk before the final one. /api/generate's `template` is an Ollama Go template
-(athanor.text.gotemplate). Not supported: `images`, `think`: a clear 400 for each. `suffix`: fill-in-the-middle (fim.py). Model management routes live in
+(athanor.text.gotemplate). `think`: a reasoning block comes back as `thinking` (reasoning.py). Not supported:
+`images`: a clear 400. `suffix`: fill-in-the-middle (fim.py). Model management routes live in
 ollama_models.py.
 """
 
@@ -30,6 +31,9 @@ from athanor.serve.generation import (
     run_all,
     run_embed,
     stream_body,
+)
+from athanor.serve.reasoning import (
+    check_think, ollama_think, reasoning_delta, split_all, splitter, template_kwargs,
 )
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
 
@@ -72,8 +76,7 @@ class OllamaBase(BaseModel):
     def check_supported(self) -> None:
         if self.format not in (None, "", "json") and not isinstance(self.format, dict):
             raise ServeError(f'format must be "json" or a JSON schema object, got {self.format!r}')
-        if self.think:
-            raise ServeError("think is not supported by athanor serve")
+        check_think(self.think)
 
     def sampling_options(self) -> dict[str, Any]:
         return {k: v for k, v in (self.options or {}).items() if k not in RUNNER_OPTIONS}
@@ -120,7 +123,8 @@ async def chat(body: ChatRequest, request: Request):
     messages = [m.as_template_message(i) for i, m in enumerate(body.messages)]
 
     def prompt(llm) -> list[int]:
-        return llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools)
+        vars = template_kwargs(ollama_think(llm, body.think, body.model), body.think)  # reasoning.py
+        return llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools, **vars)
 
     return await _run(request, body, prompt, chat=True, names=tool_names(tools) if tools else None)
 
@@ -208,7 +212,7 @@ def _generate_prompt(llm, body: GenerateRequest, template=None) -> list[int]:
         msgs = ([{"role": "system", "content": system}] if system else []) + ([] if context else llm.messages)
         text = render_prompt(template, msgs + [{"role": "user", "content": body.prompt}])
         return context + llm.tokenizer.encode(text, add_special_tokens=not context)
-    return context + llm.chat_prompt(messages)
+    return context + llm.chat_prompt(messages, **template_kwargs(ollama_think(llm, body.think, body.model), body.think))
 
 
 async def _load_only(request: Request, body: OllamaBase):
@@ -235,37 +239,41 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
         params.guide = await compile_guide(body.guide, model.llm, "format")
         prompt_ids = await asyncio.to_thread(make_prompt, model.llm)  # a huge prompt must not stall the loop
         check_request(model, [prompt_ids], params, request.app.state.max_pending)
+        raw = getattr(body, "raw", False) or getattr(body, "suffix", None)  # no template: no thinking to split
+        split = None if raw else splitter(model.llm, prompt_ids, ollama_think(model.llm, body.think, body.model))
         gen = await Generation(model, prompt_ids, params, metrics).start()
         if body.stream:
             handed_to_stream = True
-            lines = _ndjson(gen, body.model, chat, load_seconds, names)
+            lines = _ndjson(gen, body.model, chat, load_seconds, names, split)
             return StreamResponse(stream_body([gen], lines, lambda: manager.release(model),
                                               lambda message: json.dumps(ollama_error_body(message)) + "\n"),
                                   media_type="application/x-ndjson")
         if not await run_all(request, [gen]):  # the client left: aborted, nobody to answer
             return Response(status_code=499)
         result = gen.result
+        thinking, text = split_all(split, result.text)
         if names:
             reply = ToolCallStream(names)
-            sent = reply.feed(result.text)
+            sent = reply.feed(text)
             parsed = reply.finish(truncated=result.finish_reason == "length")
-            head = _head(body.model, chat, sent + parsed.content, _ollama_calls(parsed.tool_calls))
+            head = _head(body.model, chat, sent + parsed.content, _ollama_calls(parsed.tool_calls), thinking)
         else:
-            head = _head(body.model, chat, result.text)
+            head = _head(body.model, chat, text, thinking=thinking)
         return JSONResponse(head | _final(gen, chat, load_seconds))
     finally:
         if not handed_to_stream:
             manager.release(model)
 
 
-async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, names: set[str] | None):
+async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, names: set[str] | None, split=None):
     """Text chunks as they come (with tools: held back while they may be a call), the calls in one chunk at the
-    end, then the final object."""
+    end, then the final object. `split`: a thinking reply's block goes out as `thinking` (reasoning.py)."""
     reply = ToolCallStream(names) if names else None
     async for d in gen.deltas():
-        text = reply.feed(d.text) if reply else d.text
-        if text:
-            yield json.dumps(_head(name, chat, text) | {"done": False}) + "\n"
+        thinking, text = reasoning_delta(split, d.text, d.finish_reason) if split else ("", d.text)
+        text = reply.feed(text) if reply else text
+        if text or thinking:
+            yield json.dumps(_head(name, chat, text, thinking=thinking) | {"done": False}) + "\n"
         if d.finish_reason is not None:
             if reply:
                 parsed = reply.finish(truncated=d.finish_reason == "length")
@@ -275,15 +283,17 @@ async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, n
             yield json.dumps(_head(name, chat, "") | _final(gen, chat, load_seconds)) + "\n"
 
 
-def _head(name: str, chat: bool, text: str, tool_calls: list[dict] | None = None) -> dict:
+def _head(name: str, chat: bool, text: str, tool_calls: list[dict] | None = None, thinking: str = "") -> dict:
     now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
         if tool_calls:
             message["tool_calls"] = tool_calls
         body: dict[str, Any] = {"message": message}
     else:
-        body = {"response": text}
+        body = {"response": text} | ({"thinking": thinking} if thinking else {})
     return {"model": name, "created_at": now} | body
 
 

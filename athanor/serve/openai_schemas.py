@@ -106,6 +106,13 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Any = None
     parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None  # reasoning models (serve/reasoning.py); "none" turns thinking off
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's: extra template variables (enable_thinking, ...)
+
+    def template_vars(self) -> dict[str, Any]:
+        """chat_template_kwargs without the names the renderer sets itself."""
+        reserved = {"messages", "tools", "add_generation_prompt", "chat_template"}
+        return {k: v for k, v in (self.chat_template_kwargs or {}).items() if k not in reserved}
 
     def check_supported(self) -> None:
         check_tools(self.tools, self.tool_choice)
