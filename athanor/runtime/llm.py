@@ -74,7 +74,7 @@ class LLM:
 
         ckpt = load_checkpoint(manifest.weights, keep_blocks=not manifest.adapters)  # build_model decides their use
         if manifest.adapters:
-            ckpt.tensors = merge_adapters(ckpt.tensors, manifest.adapters)
+            ckpt.tensors = merge_adapters(ckpt.tensors, manifest.adapters, ckpt.config)
         if manifest.template:
             ckpt.tokenizer.chat_template = manifest.template
         params = dict(manifest.parameters) | options

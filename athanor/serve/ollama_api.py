@@ -33,7 +33,12 @@ from athanor.serve.generation import (
     stream_body,
 )
 from athanor.serve.reasoning import (
-    check_think, ollama_think, reasoning_delta, split_all, splitter, template_kwargs,
+    check_think,
+    ollama_think,
+    reasoning_delta,
+    split_all,
+    splitter,
+    template_kwargs,
 )
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
 

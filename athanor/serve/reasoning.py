@@ -52,9 +52,7 @@ def openai_think(llm, reasoning_effort: str | None, template_kwargs: dict | None
     if not supports_thinking(llm):
         return None
     enabled = (template_kwargs or {}).get("enable_thinking")
-    if enabled is False or reasoning_effort == "none":
-        return False
-    return True
+    return not (enabled is False or reasoning_effort == "none")
 
 
 def template_kwargs(think: bool | None, level: Any = None, extra: dict | None = None) -> dict:

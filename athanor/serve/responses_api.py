@@ -22,11 +22,25 @@ from fastapi.responses import JSONResponse, Response
 
 from athanor.serve.errors import ServeError, openai_error_body
 from athanor.serve.generation import (
-    Generation, StreamResponse, check_request, compile_guide, run_all, start_all, stream_body,
+    Generation,
+    StreamResponse,
+    check_request,
+    compile_guide,
+    run_all,
+    start_all,
+    stream_body,
 )
 from athanor.serve.responses_items import (
-    ResponsesRequest, assistant_turn, call_item, input_messages, message_item, new_id, output_items,
-    response_object, text_part, usage,
+    ResponsesRequest,
+    assistant_turn,
+    call_item,
+    input_messages,
+    message_item,
+    new_id,
+    output_items,
+    response_object,
+    text_part,
+    usage,
 )
 from athanor.serve.tool_calls import ToolCallStream, template_messages, tool_guide, tool_names
 from athanor.serve.trace_calls import close_call, fail_call, open_call

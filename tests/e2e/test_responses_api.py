@@ -88,7 +88,7 @@ def test_streamed_function_call_through_the_stream_helper(client):
         kinds = [e.type for e in stream]
         final = stream.get_final_response()
     assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
-    call = [o for o in final.output if o.type == "function_call"][0]
+    call = next(o for o in final.output if o.type == "function_call")
     assert call.name == "get_weather" and "city" in json.loads(call.arguments)
 
 
