@@ -132,3 +132,20 @@ def test_unknown_model_and_previous_id_are_404s(server):
     r = httpx.post(f"{server.url}/v1/responses", json={"model": MODEL, "input": "x",
                                                        "previous_response_id": "resp_nope"}, timeout=60)
     assert r.status_code == 404 and "resp_nope" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_call_is_traced_with_the_response_usage(client, server, stream):
+    raw = client.responses.with_raw_response.create(model=MODEL, input="hello world", max_output_tokens=4,
+                                                    stream=stream)
+    trace_id = raw.headers["x-trace-id"]
+    parsed = raw.parse()
+    response = list(parsed)[-1].response if stream else parsed
+    tracing = server.app.state.tracing
+    tracing.flush()
+    spans = [s for s in tracing.store.get(trace_id)["spans"] if s["kind"] == "llm"]
+    assert len(spans) == 1 and spans[0]["name"] == f"chat {MODEL}"
+    attrs = spans[0]["attributes"]
+    assert attrs["gen_ai.usage.input_tokens"] == response.usage.input_tokens
+    assert attrs["gen_ai.usage.output_tokens"] == response.usage.output_tokens
+    assert attrs["gen_ai.response.id"] == response.id
