@@ -57,6 +57,7 @@ class OllamaMessage(BaseModel):
     images: list[str] | None = None
     tool_calls: list[Any] | None = None
     tool_name: str | None = None  # tool turns: which function produced this result
+    thinking: str | None = None  # an earlier reply's thinking: templates that render it (Qwen3) get it back
 
     def as_template_message(self, index: int) -> dict[str, Any]:
         """Ollama's message -> the OpenAI shape the templates and tools.py work with."""
@@ -65,6 +66,8 @@ class OllamaMessage(BaseModel):
             message["tool_calls"] = [_openai_call(c, f"call_{index}_{i}") for i, c in enumerate(self.tool_calls)]
         if self.tool_name:
             message["name"] = self.tool_name
+        if self.thinking:
+            message["reasoning_content"] = self.thinking  # Jinja's name (Go templates read it as .Thinking)
         return message
 
 

@@ -85,13 +85,14 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = None  # assistant turns that called tools
     tool_call_id: str | None = None  # tool turns: which call this result answers
+    reasoning_content: str | None = None  # an earlier reply's reasoning (vLLM's field), for templates that show it
 
     def as_template_message(self) -> dict[str, Any]:
         role = "system" if self.role == "developer" else self.role
         message: dict[str, Any] = {"role": role, "content": _text_content(self.content)}
         if self.tool_calls:
             message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
-        for key in ("name", "tool_call_id"):
+        for key in ("name", "tool_call_id", "reasoning_content"):
             if getattr(self, key) is not None:
                 message[key] = getattr(self, key)
         return message

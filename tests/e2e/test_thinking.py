@@ -19,7 +19,8 @@ from athanor.serve.app import create_app
 from tests.conftest import write_tiny_hf_dir
 from tests.e2e.conftest import small_engine_config, start_server
 
-TURNS = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+TURNS = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m.reasoning_content %}<think>"
+         "{{ m.reasoning_content }}</think>{% endif %}{{ m['content'] }}<|im_end|>\n{% endfor %}")
 QWEN3ISH = TURNS + ("{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
                     "enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
 R1ISH = TURNS + "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
@@ -108,3 +109,16 @@ def test_model_without_thinking_refuses_think(server, oc):
     assert r.status_code == 400 and "think must be" in r.json()["error"]
     r = httpx.post(f"{server.url}/api/generate", json={"model": "plain", "prompt": "hi", "think": True})
     assert r.status_code == 400 and r.json()["error"] == '"plain" does not support thinking'
+
+
+def test_earlier_thinking_goes_back_to_the_template(server, oc):
+    history = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
+               {"role": "user", "content": "how are you"}]
+    with_thought = [history[0], history[1] | {"thinking": "the user greets me"}, history[2]]
+    plain = oc.chat(model="qwen3ish", messages=history, options=OPTIONS)
+    thought = oc.chat(model="qwen3ish", messages=with_thought, options=OPTIONS)
+    assert thought.prompt_eval_count > plain.prompt_eval_count
+    c = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    oa = c.chat.completions.create(model="qwen3ish", max_tokens=1, messages=[
+        history[0], history[1] | {"reasoning_content": "the user greets me"}, history[2]])
+    assert oa.usage.prompt_tokens == thought.prompt_eval_count
