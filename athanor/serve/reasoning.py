@@ -90,3 +90,23 @@ def reasoning_delta(split: ThinkSplitter, piece: str, finish: str | None) -> tup
         more = split.finish()
         thinking, content = thinking + more[0], content + more[1]
     return thinking, content
+
+
+def thinking_tokens(tokenizer, token_ids: list[int], thinking: str) -> int:
+    """How many of a reply's tokens were thinking: up to and including the one that closes the block (all of
+    them when it never closed). The first prefix whose text holds the closing tag, found by bisection."""
+    from athanor.text.reasoning import END
+
+    if not thinking or not token_ids:
+        return 0
+
+    def closed(n: int) -> bool:
+        return END in tokenizer.decode(token_ids[:n], skip_special_tokens=False)
+
+    if not closed(len(token_ids)):
+        return len(token_ids)
+    lo, hi = 1, len(token_ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if closed(mid) else (mid + 1, hi)
+    return lo

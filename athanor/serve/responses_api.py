@@ -5,7 +5,8 @@ The request becomes chat messages (responses_items.py), runs as one generation l
 reply comes back as output items (a `message`, then `function_call`s). Streams are Responses SSE events
 (response.created, response.in_progress, response.output_item.added, response.content_part.added,
 response.output_text.delta ... done, function_call_arguments.delta/done, then response.completed, or
-response.incomplete when max_output_tokens cut the reply). `previous_response_id` continues a stored conversation:
+response.incomplete when max_output_tokens cut the reply). A thinking model's `<think>` block comes first as a
+`reasoning` item (reasoning_text content; `reasoning.effort: "none"` turns thinking off, serve/reasoning.py). `previous_response_id` continues a stored conversation:
 responses are kept in memory, the newest `MAX_STORED` (store: false keeps none); GET / DELETE
 /v1/responses/{id} read and drop them. Not for OpenAI's built-in tools, background mode or conversations objects.
 """
@@ -30,6 +31,14 @@ from athanor.serve.generation import (
     start_all,
     stream_body,
 )
+from athanor.serve.reasoning import (
+    openai_think,
+    reasoning_delta,
+    split_all,
+    splitter,
+    template_kwargs,
+    thinking_tokens,
+)
 from athanor.serve.responses_items import (
     ResponsesRequest,
     assistant_turn,
@@ -38,6 +47,7 @@ from athanor.serve.responses_items import (
     message_item,
     new_id,
     output_items,
+    reasoning_item,
     response_object,
     text_part,
     usage,
@@ -114,17 +124,23 @@ async def create_response(body: ResponsesRequest, request: Request):
             return None if schema is None else llm.grammars.json(None if schema is True else schema)
 
         params.guide = await compile_guide(guide, llm, "text.format")
+        effort = (body.reasoning or {}).get("effort")
+        think = openai_think(llm, effort, None)  # a thinking model's block becomes a reasoning item
+        template_vars = template_kwargs(think, effort)
         ids = await asyncio.to_thread(lambda: llm.chat_prompt(template_messages(llm.tokenizer, messages, tools),
-                                                               tools=tools))
+                                                               tools=tools, **template_vars))
         check_request(model, [ids], params, request.app.state.max_pending)
         gen = Generation(model, ids, params, metrics)
         await start_all([gen])
         rid, created = new_id("resp"), time.time()
+        split = splitter(llm, ids, think)
         names = tool_names(tools) if tools else None
 
         def finish(output: list[dict], status: str) -> dict:
             r = gen.result
-            use = usage(r.num_prompt_tokens, r.num_output_tokens, r.num_cached_tokens)
+            thought = "".join(c["text"] for it in output if it["type"] == "reasoning" for c in it["content"])
+            reasoning_tokens = thinking_tokens(llm.tokenizer, r.token_ids, thought)
+            use = usage(r.num_prompt_tokens, r.num_output_tokens, r.num_cached_tokens, reasoning_tokens)
             response = response_object(rid, body, created, output, status, use)
             if body.store is not False:
                 _store(request).put(rid, response, conversation + [assistant_turn(output)])
@@ -133,16 +149,18 @@ async def create_response(body: ResponsesRequest, request: Request):
 
         if body.stream:
             handed_to_stream = True
-            events = _events(gen, names, response_object(rid, body, created, [], "in_progress", None), finish)
+            events = _events(gen, names, response_object(rid, body, created, [], "in_progress", None), finish, split)
             return StreamResponse(stream_body([gen], events, lambda: _end_stream(manager, model, span), _error_event),
                                   media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         if not await run_all(request, [gen]):
             fail_call(span, "client went away")
             return Response(status_code=499)
         r = gen.result
-        content, calls = _split(r.text, names, r.finish_reason == "length")
+        thinking, text = split_all(split, r.text)
+        content, calls = _split(text, names, r.finish_reason == "length")
         status = "incomplete" if r.finish_reason == "length" else "completed"
-        return JSONResponse(finish(output_items(content, calls, status), status))
+        thought = [reasoning_item(thinking)] if thinking else []
+        return JSONResponse(finish(thought + output_items(content, calls, status), status))
     except BaseException as e:
         fail_call(span, e)
         raise
@@ -173,9 +191,10 @@ def _sse(event: dict) -> str:
     return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
-async def _events(gen: Generation, names: set[str] | None, snapshot: dict, finish):
-    """The Responses event sequence for one generation; `finish(output, status)` builds the final response."""
-    seq = 0
+async def _events(gen: Generation, names: set[str] | None, snapshot: dict, finish, split=None):
+    """The Responses event sequence for one generation; `finish(output, status)` builds the final response.
+    A thinking model's block streams first as a `reasoning` item (response.reasoning_text.delta)."""
+    seq, output = 0, []
 
     def event(kind: str, **fields) -> str:
         nonlocal seq
@@ -185,35 +204,60 @@ async def _events(gen: Generation, names: set[str] | None, snapshot: dict, finis
     yield event("response.created", response=snapshot)
     yield event("response.in_progress", response=snapshot)
     parser = ToolCallStream(names) if names else None
-    msg_id, text, calls, reason, output = new_id("msg"), "", [], None, []
-    opened = False
-    where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+    thought = {"id": new_id("rs"), "text": "", "open": False, "index": 0}
+    message = {"id": new_id("msg"), "text": "", "open": False, "index": 0}
+    calls, reason = [], None
+
+    def close_thought():
+        thought["open"] = False
+        where = {"item_id": thought["id"], "output_index": thought["index"], "content_index": 0}
+        item = reasoning_item(thought["text"], thought["id"])
+        output.append(item)
+        return [event("response.reasoning_text.done", **where, text=thought["text"]),
+                event("response.content_part.done", **where, part=item["content"][0]),
+                event("response.output_item.done", output_index=thought["index"], item=item)]
+
+    def open_message():
+        message["open"], message["index"] = True, len(output)
+        return [event("response.output_item.added", output_index=message["index"],
+                      item=message_item("", "in_progress", message["id"]) | {"content": []}),
+                event("response.content_part.added", item_id=message["id"], output_index=message["index"],
+                      content_index=0, part=text_part(""))]
+
     async for d in gen.deltas():
-        piece = parser.feed(d.text) if parser else d.text
-        if d.finish_reason is not None:
-            reason = d.finish_reason
-            if parser:
-                reply = parser.finish(truncated=reason == "length")
-                piece, calls = piece + reply.content, reply.tool_calls
+        reason = d.finish_reason
+        thinking, piece = reasoning_delta(split, d.text, reason) if split else ("", d.text)
+        if thinking:
+            if not thought["open"] and not thought["text"]:
+                thought["open"], thought["index"] = True, len(output)
+                yield event("response.output_item.added", output_index=thought["index"],
+                            item=reasoning_item("", thought["id"], "in_progress") | {"content": []})
+                yield event("response.content_part.added", item_id=thought["id"], output_index=thought["index"],
+                            content_index=0, part={"type": "reasoning_text", "text": ""})
+            thought["text"] += thinking
+            yield event("response.reasoning_text.delta", item_id=thought["id"], output_index=thought["index"],
+                        content_index=0, delta=thinking)
+        piece = parser.feed(piece) if parser else piece
+        if reason is not None and parser:
+            reply = parser.finish(truncated=reason == "length")
+            piece, calls = piece + reply.content, reply.tool_calls
         if piece:
-            if not opened:
-                opened = True
-                yield event("response.output_item.added", output_index=0,
-                            item=message_item("", "in_progress", msg_id) | {"content": []})
-                yield event("response.content_part.added", item_id=msg_id, output_index=0, content_index=0,
-                            part=text_part(""))
-            text += piece
-            yield event("response.output_text.delta", **where, delta=piece, logprobs=[])
+            for line in (close_thought() if thought["open"] else []) + ([] if message["open"] else open_message()):
+                yield line
+            message["text"] += piece
+            yield event("response.output_text.delta", item_id=message["id"], output_index=message["index"],
+                        content_index=0, delta=piece, logprobs=[])
     status = "incomplete" if reason == "length" else "completed"
-    if opened or not calls:
-        if not opened:
-            yield event("response.output_item.added", output_index=0,
-                        item=message_item("", "in_progress", msg_id) | {"content": []})
-            yield event("response.content_part.added", **where, part=text_part(""))
-        item = message_item(text, status, msg_id)
-        yield event("response.output_text.done", **where, text=text, logprobs=[])
-        yield event("response.content_part.done", **where, part=text_part(text))
-        yield event("response.output_item.done", output_index=0, item=item)
+    for line in close_thought() if thought["open"] else []:
+        yield line
+    if message["open"] or not calls:
+        for line in [] if message["open"] else open_message():
+            yield line
+        where = {"item_id": message["id"], "output_index": message["index"], "content_index": 0}
+        item = message_item(message["text"], status, message["id"])
+        yield event("response.output_text.done", **where, text=message["text"], logprobs=[])
+        yield event("response.content_part.done", **where, part=text_part(message["text"]))
+        yield event("response.output_item.done", output_index=message["index"], item=item)
         output.append(item)
     for call in calls:
         index, item = len(output), call_item(call)

@@ -37,6 +37,7 @@ class ResponsesRequest(BaseModel):
     stream: bool = False
     previous_response_id: str | None = None
     store: bool | None = None
+    reasoning: dict[str, Any] | None = None  # {"effort": ...}: "none" turns a thinking model's thinking off
     metadata: dict[str, str] | None = None
     user: str | None = None
 
@@ -199,14 +200,24 @@ def assistant_turn(output: list[dict]) -> dict:
     calls = [{"id": it["call_id"], "type": "function", "function": {"name": it["name"], "arguments": it["arguments"]}}
              for it in output if it["type"] == "function_call"]
     turn: dict[str, Any] = {"role": "assistant", "content": text}
+    thought = "".join(c["text"] for it in output if it["type"] == "reasoning" for c in it["content"])
+    if thought:
+        turn["reasoning_content"] = thought
     if calls:
         turn["tool_calls"] = calls
     return turn
 
 
-def usage(prompt: int, output: int, cached: int = 0) -> dict:
+def reasoning_item(text: str, item_id: str | None = None, status: str = "completed") -> dict:
+    """A thinking model's block as a `reasoning` output item (its text as reasoning_text content, as vLLM does)."""
+    return {"id": item_id or new_id("rs"), "type": "reasoning", "status": status, "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}]}
+
+
+def usage(prompt: int, output: int, cached: int = 0, reasoning: int = 0) -> dict:
+    """`reasoning`: the thinking's tokens (reasoning.thinking_tokens), part of `output`."""
     return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
-            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": prompt + output}
 
 
@@ -219,7 +230,8 @@ def response_object(rid: str, body: ResponsesRequest, created: float, output: li
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "instructions": body.instructions, "max_output_tokens": body.max_output_tokens, "model": body.model,
         "output": output, "parallel_tool_calls": body.parallel_tool_calls is not False,
-        "previous_response_id": body.previous_response_id, "reasoning": {"effort": None, "summary": None},
+        "previous_response_id": body.previous_response_id,
+        "reasoning": {"effort": (body.reasoning or {}).get("effort"), "summary": None},
         "store": body.store is not False, "temperature": body.temperature, "text": {"format": fmt},
         "tool_choice": body.tool_choice or "auto", "tools": body.tools or [], "top_p": body.top_p,
         "truncation": "disabled", "usage": use, "user": body.user, "metadata": body.metadata or {},

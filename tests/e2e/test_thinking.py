@@ -122,3 +122,21 @@ def test_earlier_thinking_goes_back_to_the_template(server, oc):
     oa = c.chat.completions.create(model="qwen3ish", max_tokens=1, messages=[
         history[0], history[1] | {"reasoning_content": "the user greets me"}, history[2]])
     assert oa.usage.prompt_tokens == thought.prompt_eval_count
+
+
+def test_responses_api_reasoning_item(server):
+    c = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    raw = _raw(server, R1ISH)
+    r = c.responses.create(model="r1ish", input="hello world", max_output_tokens=12)
+    assert [o.type for o in r.output] == ["reasoning", "message"]
+    assert r.output[0].content[0].text == raw.lstrip() and r.output_text == ""
+    assert r.usage.output_tokens_details.reasoning_tokens == r.usage.output_tokens == 12  # never left the block
+    events = list(c.responses.create(model="r1ish", input="hello world", max_output_tokens=12, stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == raw.lstrip()
+    final = events[-1].response
+    assert [o.type for o in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == raw.lstrip()
+    assert [e.output_index for e in events if e.type == "response.output_item.added"] == [0, 1]
+    off = c.responses.create(model="qwen3ish", input="hello world", max_output_tokens=12, reasoning={"effort": "none"})
+    on = c.responses.create(model="qwen3ish", input="hello world", max_output_tokens=12)
+    assert off.usage.input_tokens > on.usage.input_tokens  # the empty block of enable_thinking=False
