@@ -266,7 +266,7 @@ async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, 
                 yield chunk({"index": g.index, "delta": {"reasoning_content": thinking}, "logprobs": None,
                              "finish_reason": None})
         if g.index in parsers:  # text that may be a tool call is held back until the choice ends
-            text = parsers[g.index].feed(d.text)
+            text = parsers[g.index].feed(text)
             if finish is not None:
                 reply = parsers[g.index].finish(truncated=finish == "length")
                 text, calls = text + reply.content, reply.tool_calls

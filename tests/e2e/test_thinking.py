@@ -140,3 +140,17 @@ def test_responses_api_reasoning_item(server):
     off = c.responses.create(model="qwen3ish", input="hello world", max_output_tokens=12, reasoning={"effort": "none"})
     on = c.responses.create(model="qwen3ish", input="hello world", max_output_tokens=12)
     assert off.usage.input_tokens > on.usage.input_tokens  # the empty block of enable_thinking=False
+
+
+def test_reasoning_with_tools_offered_streams_like_the_full_answer(server):
+    """The thinking is split off before tool calls are searched for, streamed or not."""
+    c = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+                                                                                   "properties": {}}}}]
+    full = c.chat.completions.create(model="r1ish", messages=MESSAGES, max_tokens=12, tools=tools).choices[0]
+    assert full.message.reasoning_content and not full.message.content and not full.message.tool_calls
+    chunks = list(c.chat.completions.create(model="r1ish", messages=MESSAGES, max_tokens=12, tools=tools,
+                                            stream=True))
+    deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == full.message.reasoning_content
+    assert "".join(d.content or "" for d in deltas) == ""
