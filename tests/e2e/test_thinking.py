@@ -24,6 +24,9 @@ TURNS = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m.reasoning_
 QWEN3ISH = TURNS + ("{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
                     "enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
 R1ISH = TURNS + "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+GO_THINK = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+            "{{ if .ThinkLevel }}effort: {{ .ThinkLevel }}\n{{ end }}"
+            "{{ if and .IsThinkSet (not .Think) }}<think>\n\n</think>\n\n{{ end }}")  # a Modelfile TEMPLATE (Go)
 MESSAGES = [{"role": "user", "content": "hello world"}]
 OPTIONS = {"num_predict": 12, "temperature": 0}
 
@@ -39,6 +42,8 @@ def server(tmp_path_factory):
             (d / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": template}))
         (home / f"Modelfile.{name}").write_text(f"FROM {d}\nPARAMETER temperature 0\n")
         store.create(name, home / f"Modelfile.{name}")
+    (home / "Modelfile.gothink").write_text(f'FROM {home / "plain_hf"}\nTEMPLATE """{GO_THINK}"""\n')
+    store.create("gothink", home / "Modelfile.gothink")
     with start_server(create_app(store=store, engine_config=small_engine_config())) as s:
         yield s
 
@@ -154,3 +159,12 @@ def test_reasoning_with_tools_offered_streams_like_the_full_answer(server):
     deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
     assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == full.message.reasoning_content
     assert "".join(d.content or "" for d in deltas) == ""
+
+
+def test_go_template_sees_think_as_ollama_passes_it(oc):
+    """Ollama's .Think / .IsThinkSet / .ThinkLevel reach a Modelfile's Go TEMPLATE."""
+    counts = {str(t): oc.chat(model="gothink", messages=MESSAGES, options=OPTIONS, think=t).prompt_eval_count
+              for t in (True, False, "high")}
+    assert counts["False"] > counts["True"]  # the empty block: IsThinkSet and not Think
+    assert counts["high"] > counts["True"]  # "effort: high"
+    assert oc.show("gothink").capabilities == ["completion", "thinking"]
