@@ -37,3 +37,33 @@ def test_agent_calls_the_tool_and_finishes(server):
     assert kinds[:2] == ["tool_call_item", "tool_call_output_item"]
     assert isinstance(result.final_output, str) and result.final_output.strip()
     assert kinds[-1] == "message_output_item"
+
+
+def test_streamed_agent_run(server):
+    """Runner.run_streamed reads our Responses SSE events (created ... completed) through the SDK's stream."""
+    from openai import AsyncOpenAI
+
+    calls: list[str] = []
+
+    @agents.function_tool
+    def get_time(city: str) -> str:
+        """Local time in a city."""
+        calls.append(city)
+        return f"It is 10:00 in {city}."
+
+    agents.set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    agent = agents.Agent(name="clock", instructions="Answer time questions with the get_time tool.",
+                         tools=[get_time], model=agents.OpenAIResponsesModel(model="smollm2", openai_client=client),
+                         model_settings=agents.ModelSettings(tool_choice="required", max_tokens=200, temperature=0,
+                                                             parallel_tool_calls=False),
+                         reset_tool_choice=True)
+
+    async def run():
+        result = agents.Runner.run_streamed(agent, "What time is it in Tokyo?", max_turns=3)
+        kinds = [e.type async for e in result.stream_events()]
+        return result, kinds
+
+    result, kinds = asyncio.run(run())
+    assert calls and "raw_response_event" in kinds and "run_item_stream_event" in kinds
+    assert isinstance(result.final_output, str) and result.final_output.strip()
