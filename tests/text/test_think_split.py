@@ -64,3 +64,18 @@ def test_cut_inside_the_block_is_all_thinking():
     thinking, content, _ = _stream("<think>still thinking </thi", [3, 12])
     assert (thinking, content) == ("still thinking </thi", "")
     assert split_thinking("never closed", started=True) == ("never closed", "")
+
+
+def test_fed_token_by_token_with_a_real_tokenizer(tiny_hf_dir):
+    """The tiny BPE tokenizer has no <think> token: the tags arrive cut across several tokens."""
+    from athanor.text.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_hf_dir(tiny_hf_dir)
+    ids = tok.encode(REPLY, add_special_tokens=False)
+    pieces = [tok.decode(ids[:i + 1]) for i in range(len(ids))]
+    pieces = [b[len(a):] for a, b in zip(["", *pieces], pieces)]
+    assert "".join(pieces) == REPLY
+    assert not any(p in ("<think>", "</think>") for p in pieces)  # the tags really are split
+    s = ThinkSplitter()
+    out = [s.feed(p) for p in pieces] + [s.finish()]
+    assert ("".join(t for t, _ in out), "".join(c for _, c in out)) == split_thinking(REPLY)
