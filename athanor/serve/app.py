@@ -82,9 +82,10 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
 
     for module in (openai_api, tokenizer_info, anthropic_api, ollama_api, ollama_models, kb_routes, workflow_routes):
         app.include_router(module.router)
-    from athanor.serve import responses_api  # POST /v1/responses (the OpenAI Responses API, issue 17)
+    from athanor.serve import ollama_blobs, responses_api  # /v1/responses, /api/blobs (issue 17)
 
     app.include_router(responses_api.router)
+    app.include_router(ollama_blobs.router)
     app.add_api_route("/health", health, methods=["GET"])
     probes.install(app, ready_models)  # /health/live, /health/ready
     app.add_api_route("/metrics", metrics, methods=["GET"])

@@ -179,3 +179,48 @@ def test_hostile_adapters(made, tmp_path):
         merge_adapters(small, [str(lora)], ckpt.config)
     with pytest.raises(AthanorError, match="made for a llama model, but the base model is qwen2"):
         merge_adapters(ckpt.tensors, [str(lora)], dataclasses.replace(ckpt.config, arch="qwen2"))
+
+
+def test_ollama_client_create_with_uploaded_adapter(made, tmp_path):
+    """`ollama` client: create_blob uploads the LoRA .gguf, create(adapters={name: digest}) makes the model;
+    its logits equal the peft-merged reference. A blob whose bytes do not match its digest is refused."""
+    import hashlib
+
+    import httpx
+    import ollama
+
+    from athanor.models.store import Store
+    from athanor.serve.app import create_app
+    from tests.e2e.conftest import small_engine_config, start_server
+
+    base_dir, merged_dir, lora, _, _ = made
+    store = Store(tmp_path / "home")
+    with start_server(create_app(store=store, engine_config=small_engine_config())) as server:
+        client = ollama.Client(host=server.url, timeout=120)
+        digest = client.create_blob(lora)
+        assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 200
+        client.create(model="blob-lora", from_=str(base_dir), adapters={"lora.gguf": digest}, stream=False)
+        client.create(model="reference", from_=str(merged_dir), stream=False)
+        from athanor.models.gguf_export import write_gguf
+        from athanor.models.loader import load_checkpoint
+
+        ckpt = load_checkpoint(base_dir)  # the base as an F32 .gguf too: FROM an uploaded file (`files`)
+        base_gguf = write_gguf(ckpt.config, ckpt.tensors, base_dir, tmp_path / "base.gguf")
+        client.create(model="gguf-lora", files={"base.gguf": client.create_blob(base_gguf)},
+                      adapters={"lora.gguf": digest}, stream=False)
+        missing = "sha256:" + "0" * 64
+        assert httpx.head(f"{server.url}/api/blobs/{missing}").status_code == 404
+        with pytest.raises(ollama.ResponseError) as e:
+            client.create(model="nope", from_=str(base_dir), adapters={"x.gguf": missing}, stream=False)
+        assert e.value.status_code == 404
+        wrong = "sha256:" + hashlib.sha256(b"other bytes").hexdigest()
+        r = httpx.post(f"{server.url}/api/blobs/{wrong}", content=b"these bytes")
+        assert r.status_code == 400 and "digest mismatch" in r.json()["error"]
+        assert httpx.head(f"{server.url}/api/blobs/{wrong}").status_code == 404
+        r = httpx.post(f"{server.url}/api/blobs/sha256:../../etc", content=b"x")
+        assert r.status_code in (400, 404)
+    adapter = store.get("blob-lora").adapters[0]
+    assert adapter.endswith(digest.replace(":", "-"))
+    ref = _logits(store.get("reference"))
+    torch.testing.assert_close(_logits(store.get("blob-lora")), ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(_logits(store.get("gguf-lora")), ref, atol=1e-4, rtol=0)  # GGUF base + GGUF LoRA
