@@ -1,5 +1,7 @@
 """Merge PEFT LoRA adapters (the Modelfile's ADAPTER) into Hugging Face-named weights at load time.
 
+(An ADAPTER may also be a llama.cpp LoRA `.gguf`: `merge_adapters` and `check_adapter` hand those to lora_gguf.py.)
+
 An adapter is a directory written by `peft`'s `save_pretrained`: `adapter_config.json` (r, lora_alpha,
 use_rslora, fan_in_fan_out, rank_pattern, alpha_pattern, ...) and `adapter_model.safetensors` with keys like
 `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`. Merging does what peft's
@@ -112,11 +114,30 @@ def merge_lora(tensors: dict[str, torch.Tensor], adapter_dir: str | Path) -> dic
     return out
 
 
-def merge_adapters(tensors: dict[str, torch.Tensor], adapter_dirs: list[str]) -> dict[str, torch.Tensor]:
-    """Merge a manifest's adapters in order (what the loader calls with `Manifest.adapters`)."""
-    for adapter_dir in adapter_dirs:
-        tensors = merge_lora(tensors, adapter_dir)
+def merge_adapters(tensors: dict[str, torch.Tensor], adapters: list[str], config=None) -> dict[str, torch.Tensor]:
+    """Merge a manifest's adapters in order (what the loader calls with `Manifest.adapters`): PEFT directories
+    here, llama.cpp LoRA `.gguf` files in lora_gguf.py (which needs the model's `config`: arch and heads)."""
+    from athanor.models.lora_gguf import is_gguf_file, merge_gguf_lora
+
+    for adapter in adapters:
+        if is_gguf_file(adapter):
+            if config is None:
+                raise AthanorError(f"LoRA adapter {adapter}: a GGUF adapter needs the model's config to merge")
+            tensors = merge_gguf_lora(tensors, adapter, config)
+        else:
+            tensors = merge_lora(tensors, adapter)
     return tensors
+
+
+def check_adapter(path: str | Path) -> Path:
+    """A Modelfile ADAPTER: a PEFT directory or a llama.cpp LoRA .gguf file; return it resolved."""
+    from athanor.models.lora_gguf import check_gguf_adapter, is_gguf_file
+
+    if is_gguf_file(Path(path).expanduser()):
+        return check_gguf_adapter(path)
+    if Path(path).expanduser().is_file():
+        raise AthanorError(f"LoRA adapter {path}: not a GGUF file (a llama.cpp LoRA .gguf or a peft folder)")
+    return check_adapter_dir(path)
 
 
 def _load_adapter_tensors(adapter_dir: str | Path) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from athanor.errors import AthanorError, ModelNotFoundError
 from athanor.home import athanor_home
 from athanor.models.builtin import BUILTIN_ALIASES, MISSING_MESSAGE, builtin_manifests
-from athanor.models.lora import check_adapter_dir
+from athanor.models.lora import check_adapter
 from athanor.models.modelfile import Modelfile, ModelfileError, parse_modelfile, render_modelfile_text
 
 DEFAULT_TAG = "latest"
@@ -46,7 +46,7 @@ class Manifest(BaseModel):
     template: str | None = Field(None, description="chat template override (Jinja, or an Ollama Go template); None -> the model's own")
     system: str | None = Field(None, description="default system prompt; None -> none added")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Ollama PARAMETERs; stop is a list")
-    adapters: list[str] = Field(default_factory=list, description="absolute paths of PEFT LoRA adapter dirs")
+    adapters: list[str] = Field(default_factory=list, description="absolute paths of LoRA adapters (PEFT dirs or llama.cpp .gguf)")
     license: str | None = Field(None, description="license text or id; None -> the weights' own")
     messages: list[dict[str, str]] = Field(default_factory=list, description="role/content messages put first")
     created_at: str = Field("", description="UTC ISO-8601 time the manifest was written")
@@ -329,7 +329,7 @@ def _weights_format(path: Path, mf: Modelfile) -> str:
 
 def _resolve_adapter(mf: Modelfile, i: int, base_dir: Path) -> str:
     try:
-        return str(check_adapter_dir(base_dir / Path(mf.adapters[i]).expanduser()))
+        return str(check_adapter(base_dir / Path(mf.adapters[i]).expanduser()))
     except AthanorError as e:
         raise ModelfileError(mf.path, mf.adapter_lines[i], "ADAPTER", str(e)) from None
 

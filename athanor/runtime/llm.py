@@ -74,7 +74,7 @@ class LLM:
 
         ckpt = load_checkpoint(manifest.weights, keep_blocks=not manifest.adapters)  # build_model decides their use
         if manifest.adapters:
-            ckpt.tensors = merge_adapters(ckpt.tensors, manifest.adapters)
+            ckpt.tensors = merge_adapters(ckpt.tensors, manifest.adapters, ckpt.config)
         if manifest.template:
             ckpt.tokenizer.chat_template = manifest.template
         params = dict(manifest.parameters) | options
@@ -117,12 +117,13 @@ class LLM:
                 sp.stop_token_ids.append(tid)  # `<|im_end|>` is skipped in decoded text: stop on its id
         return sp
 
-    def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None, **template_vars) -> list[int]:
+        """`template_vars`: extra Jinja variables (enable_thinking, reasoning_effort), as transformers passes them."""
         msgs = list(messages)
         if self.system and not any(m.get("role") == "system" for m in msgs):
             msgs.insert(0, {"role": "system", "content": self.system})
         msgs[1 if msgs and msgs[0]["role"] == "system" else 0 : 0] = self.messages
-        return self.tokenizer.encode_chat(msgs, tools=tools)
+        return self.tokenizer.encode_chat(msgs, tools=tools, **template_vars)
 
     def stream(self, prompt_ids: list[int], params: SamplingParams | dict | None = None) -> Iterator[Delta]:
         """Run one request alone, yielding text as it is produced (the CLI's path)."""

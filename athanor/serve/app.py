@@ -94,6 +94,10 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     from athanor.serve import dataset_routes  # POST /v1/traces/export (issue 18)
 
     app.include_router(dataset_routes.router)
+    from athanor.serve import ollama_blobs, responses_api  # /v1/responses, /api/blobs (issue 17)
+
+    app.include_router(responses_api.router)
+    app.include_router(ollama_blobs.router)
     app.add_api_route("/health", health, methods=["GET"])
     probes.install(app, ready_models)  # /health/live, /health/ready
     app.add_api_route("/metrics", metrics, methods=["GET"])

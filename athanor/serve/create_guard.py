@@ -47,6 +47,6 @@ def create_errors(text: str, tmp: str):
     except (AthanorError, ValueError, OSError) as e:
         if paths:
             raise ServeError("FROM / ADAPTER: not a model this server can use (give a store model name, or an "
-                             "absolute path to a readable .gguf file, Hugging Face model directory or LoRA "
-                             "adapter directory)") from None
+                             "absolute path to a readable .gguf file, Hugging Face model directory, LoRA "
+                             "adapter directory or llama.cpp LoRA .gguf)") from None
         raise ServeError(_scrub(str(e), tmp)) from None

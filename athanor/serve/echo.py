@@ -4,12 +4,14 @@ This is what lm-evaluation-harness's `local-completions` sends for log-likelihoo
 perplexity): `echo: true, logprobs: k, max_tokens: 1`, then it sums `token_logprobs[ctxlen:-1]`. The prompt's
 log-probabilities come from one cache-free forward over the prompt (`LlamaModel.hidden_states`, as embeddings do:
 no KV slot written, so it runs beside the engine thread): token t's logprob is log softmax of the logits at t-1.
-The first prompt token has none (None, as OpenAI and vLLM answer). Not for generation (the engine does that).
+The first prompt token has none (None, as OpenAI and vLLM answer). Streamed (`echo_stream`), the prompt is the first
+chunk of each choice. Not for generation (the engine does that).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 
 def prompt_logprobs(llm, ids: list[int], top: int) -> list[tuple[float | None, list[tuple[int, float]]]]:
@@ -77,3 +79,22 @@ def _offsets(tokens: list[str], start: int) -> list[int]:
         out.append(pos)
         pos += len(t)
     return out
+
+
+async def echo_stream(lines, gens, llm, num_logprobs: int | None, meta: dict, include_usage: bool):
+    """`echo` with `stream` (as vLLM streams it): one text_completion chunk per choice carrying its prompt (and the
+    prompt's logprobs when asked) goes before the completion's own chunks `lines`."""
+    tokenizer = llm.tokenizer
+    scored: dict[tuple, list] = {}
+    for g in sorted(gens, key=lambda g: g.index):
+        choice = {"index": g.index, "text": tokenizer.decode(g.prompt_ids, skip_special_tokens=False),
+                  "logprobs": None, "finish_reason": None}
+        if num_logprobs is not None:
+            key = tuple(g.prompt_ids)
+            if key not in scored:
+                scored[key] = await asyncio.to_thread(prompt_logprobs, llm, g.prompt_ids, num_logprobs)
+            choice["logprobs"] = _prompt_block(scored[key], g.prompt_ids, tokenizer)
+        chunk = meta | {"object": "text_completion", "choices": [choice]} | ({"usage": None} if include_usage else {})
+        yield f"data: {json.dumps(chunk)}\n\n"
+    async for line in lines:
+        yield line

@@ -10,7 +10,8 @@ rebinding). So, as Ollama (allowedHostsMiddleware, OLLAMA_ORIGINS) and Jupyter (
   0.0.0.0 on any port, app/file/tauri/vscode schemes; plus `--origins` / ATHANOR_ORIGINS, `*` wildcards) or
   from the server's own origin: else 403. Allowed origins get CORS headers; preflights are answered here.
 - A request with a body must say `Content-Type: application/json` (or `+json`): 415 otherwise, so text/plain
-  and form bodies (what a page can send without a preflight) are never read as JSON.
+  and form bodies (what a page can send without a preflight) are never read as JSON. Ollama's blob uploads
+  (`POST /api/blobs/sha256:...`, raw bytes kept only when they hash to the digest) are the one exception.
 - A body larger than `max_body_bytes` is refused with 413 before it is read whole.
 Not for authentication (middleware.py) or per-route validation.
 """
@@ -77,6 +78,7 @@ class HostPolicy:
         return ip.is_loopback or bind_any or host in self.allowed
 
 
+BLOB_PREFIX = "/api/blobs/"  # Ollama's blob uploads: raw bytes (no content type), size-capped like the rest
 MULTIPART_PATHS = ("/v1/files/upload",)  # the only routes whose body is multipart/form-data (size-checked there)
 
 
@@ -103,7 +105,7 @@ class GuardMiddleware:
             if body is None:
                 message = f"request body is larger than the server's limit of {self.max_body_bytes} bytes"
                 return await error_response(path, message, 413)(scope, receive, send)
-            if has_lone_surrogate(body):  # valid JSON, but no tokenizer, file name or encoder can take it
+            if not path.startswith(BLOB_PREFIX) and has_lone_surrogate(body):  # valid JSON, but no tokenizer, file name or encoder can take it
                 message = "request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff not in a pair)"
                 return await error_response(path, message, 400)(scope, receive, send)
         await self.app(scope, receive, _with_cors(send, origin) if origin else send)
@@ -123,6 +125,8 @@ class GuardMiddleware:
             content_type = headers.get("content-type", "")
             if scope["path"] in MULTIPART_PATHS and content_type.startswith("multipart/form-data"):
                 return None  # uploads (Dify's /v1/files/upload): multipart by design, authenticated like the rest
+            if scope["path"].startswith(BLOB_PREFIX) and scope["method"] == "POST":
+                return None  # Ollama's blob upload: raw bytes, checked against their digest (ollama_blobs.py)
             if not _is_json(content_type):
                 return 415, "request body must be JSON with 'Content-Type: application/json'"
         return None

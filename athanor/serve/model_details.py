@@ -62,6 +62,11 @@ def details(m, info: dict) -> dict:
             "parameter_size": _size_label(n), "quantization_level": _quant_label(info.get("quantization"))}
 
 
+def template_thinks(template: str | None) -> bool:
+    """Whether a chat template renders a reasoning block (the "thinking" capability)."""
+    return bool(_THINKING.search(template or ""))
+
+
 def capabilities(info: dict) -> list[str]:
     template = info.get("template") or ""
     caps = ["completion"]

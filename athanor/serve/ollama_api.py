@@ -4,7 +4,8 @@ The last object of a stream (or the only one) carries done_reason and Ollama's t
 `format` ("json" or a JSON schema) is enforced by constrained decoding (athanor/text/grammar.py). `tools` go through
 the model's own template; calls found in the reply come back as `message.tool_calls` (arguments as objects,
 Ollama's shape) in one chunk before the final one. /api/generate's `template` is an Ollama Go template
-(athanor.text.gotemplate). Not supported: `images`, `think`: a clear 400 for each. `suffix`: fill-in-the-middle (fim.py). Model management routes live in
+(athanor.text.gotemplate). `think`: a reasoning block comes back as `thinking` (reasoning.py). Not supported:
+`images`: a clear 400. `suffix`: fill-in-the-middle (fim.py). Model management routes live in
 ollama_models.py.
 """
 
@@ -31,6 +32,14 @@ from athanor.serve.generation import (
     run_embed,
     stream_body,
 )
+from athanor.serve.reasoning import (
+    check_think,
+    ollama_think,
+    reasoning_delta,
+    split_all,
+    splitter,
+    template_kwargs,
+)
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_names
 from athanor.serve.trace_calls import close_call, fail_call, open_call, trace_id, watch
 
@@ -49,6 +58,7 @@ class OllamaMessage(BaseModel):
     images: list[str] | None = None
     tool_calls: list[Any] | None = None
     tool_name: str | None = None  # tool turns: which function produced this result
+    thinking: str | None = None  # an earlier reply's thinking: templates that render it (Qwen3) get it back
 
     def as_template_message(self, index: int) -> dict[str, Any]:
         """Ollama's message -> the OpenAI shape the templates and tools.py work with."""
@@ -57,6 +67,8 @@ class OllamaMessage(BaseModel):
             message["tool_calls"] = [_openai_call(c, f"call_{index}_{i}") for i, c in enumerate(self.tool_calls)]
         if self.tool_name:
             message["name"] = self.tool_name
+        if self.thinking:
+            message["reasoning_content"] = self.thinking  # Jinja's name (Go templates read it as .Thinking)
         return message
 
 
@@ -73,8 +85,7 @@ class OllamaBase(BaseModel):
     def check_supported(self) -> None:
         if self.format not in (None, "", "json") and not isinstance(self.format, dict):
             raise ServeError(f'format must be "json" or a JSON schema object, got {self.format!r}')
-        if self.think:
-            raise ServeError("think is not supported by athanor serve")
+        check_think(self.think)
 
     def sampling_options(self) -> dict[str, Any]:
         return {k: v for k, v in (self.options or {}).items() if k not in RUNNER_OPTIONS}
@@ -121,7 +132,8 @@ async def chat(body: ChatRequest, request: Request):
     messages = [m.as_template_message(i) for i, m in enumerate(body.messages)]
 
     def prompt(llm) -> list[int]:
-        return llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools)
+        vars = template_kwargs(ollama_think(llm, body.think, body.model), body.think)  # reasoning.py
+        return llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools, **vars)
 
     return await _run(request, body, prompt, chat=True, names=tool_names(tools) if tools else None,
                       trace_input=messages)
@@ -224,7 +236,7 @@ def _generate_prompt(llm, body: GenerateRequest, template=None) -> list[int]:
         msgs = ([{"role": "system", "content": system}] if system else []) + ([] if context else llm.messages)
         text = render_prompt(template, msgs + [{"role": "user", "content": body.prompt}])
         return context + llm.tokenizer.encode(text, add_special_tokens=not context)
-    return context + llm.chat_prompt(messages)
+    return context + llm.chat_prompt(messages, **template_kwargs(ollama_think(llm, body.think, body.model), body.think))
 
 
 async def _load_only(request: Request, body: OllamaBase):
@@ -253,11 +265,13 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
         params.guide = await compile_guide(body.guide, model.llm, "format")
         prompt_ids = await asyncio.to_thread(make_prompt, model.llm)  # a huge prompt must not stall the loop
         check_request(model, [prompt_ids], params, request.app.state.max_pending)
+        raw = getattr(body, "raw", False) or getattr(body, "suffix", None)  # no template: no thinking to split
+        split = None if raw else splitter(model.llm, prompt_ids, ollama_think(model.llm, body.think, body.model))
         gen = await Generation(model, prompt_ids, params, metrics).start()
         if body.stream:
             handed_to_stream = True
             output: dict = {}
-            lines = watch(span, _ndjson(gen, body.model, chat, load_seconds, names, output, trace_id(span)))
+            lines = watch(span, _ndjson(gen, body.model, chat, load_seconds, names, output, trace_id(span), split))
 
             def on_close() -> None:
                 manager.release(model)
@@ -269,7 +283,7 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
         if not await run_all(request, [gen]):  # the client left: aborted, nobody to answer
             fail_call(span, "client went away")
             return Response(status_code=499)
-        head = _reply_head(gen, body.model, chat, names)
+        head = _reply_head(gen, body.model, chat, names, split)
         final = _final(gen, chat, load_seconds)
         _close(span, gen, head, chat)
         return JSONResponse(head | final | ({"trace_id": trace_id(span)} if trace_id(span) else {}))
@@ -281,15 +295,17 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
             manager.release(model)
 
 
-def _reply_head(gen: Generation, name: str, chat: bool, names: set[str] | None) -> dict:
-    """The non-streamed answer's message (with tools: calls found in the text as `tool_calls`) or response."""
+def _reply_head(gen: Generation, name: str, chat: bool, names: set[str] | None, split=None) -> dict:
+    """The non-streamed answer's message (with tools: calls found in the text as `tool_calls`; a thinking reply's
+    block as `thinking`) or response."""
     result = gen.result
+    thinking, text = split_all(split, result.text)
     if not names:
-        return _head(name, chat, result.text)
+        return _head(name, chat, text, thinking=thinking)
     reply = ToolCallStream(names)
-    sent = reply.feed(result.text)
+    sent = reply.feed(text)
     parsed = reply.finish(truncated=result.finish_reason == "length")
-    return _head(name, chat, sent + parsed.content, _ollama_calls(parsed.tool_calls))
+    return _head(name, chat, sent + parsed.content, _ollama_calls(parsed.tool_calls), thinking)
 
 
 def _close(span, gen: Generation, head: dict | None, chat: bool) -> None:
@@ -305,17 +321,21 @@ def _close(span, gen: Generation, head: dict | None, chat: bool) -> None:
 
 
 async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, names: set[str] | None,
-                  output: dict | None = None, trace: str | None = None):
+                  output: dict | None = None, trace: str | None = None, split=None):
     """Text chunks as they come (with tools: held back while they may be a call), the calls in one chunk at the
     end, then the final object (with "trace_id" when the call is traced). `output["head"]` gets the whole reply
-    (as the non-streamed answer would give it) for the trace."""
+    (as the non-streamed answer would give it) for the trace. `split`: a thinking reply's block goes out as
+    `thinking` (reasoning.py)."""
     reply = ToolCallStream(names) if names else None
-    text_sent, calls = [], []
+    text_sent, calls, thought = [], [], []
     async for d in gen.deltas():
-        text = reply.feed(d.text) if reply else d.text
-        if text:
+        thinking, text = reasoning_delta(split, d.text, d.finish_reason) if split else ("", d.text)
+        text = reply.feed(text) if reply else text
+        if thinking:
+            thought.append(thinking)
+        if text or thinking:
             text_sent.append(text)
-            yield json.dumps(_head(name, chat, text) | {"done": False}) + "\n"
+            yield json.dumps(_head(name, chat, text, thinking=thinking) | {"done": False}) + "\n"
         if d.finish_reason is not None:
             if reply:
                 parsed = reply.finish(truncated=d.finish_reason == "length")
@@ -325,20 +345,22 @@ async def _ndjson(gen: Generation, name: str, chat: bool, load_seconds: float, n
                     head = _head(name, chat, parsed.content, calls)
                     yield json.dumps(head | {"done": False}) + "\n"
             if output is not None:
-                output["head"] = _head(name, chat, "".join(text_sent), calls)
+                output["head"] = _head(name, chat, "".join(text_sent), calls, "".join(thought))
             final = _head(name, chat, "") | _final(gen, chat, load_seconds) | ({"trace_id": trace} if trace else {})
             yield json.dumps(final) + "\n"
 
 
-def _head(name: str, chat: bool, text: str, tool_calls: list[dict] | None = None) -> dict:
+def _head(name: str, chat: bool, text: str, tool_calls: list[dict] | None = None, thinking: str = "") -> dict:
     now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
         if tool_calls:
             message["tool_calls"] = tool_calls
         body: dict[str, Any] = {"message": message}
     else:
-        body = {"response": text}
+        body = {"response": text} | ({"thinking": thinking} if thinking else {})
     return {"model": name, "created_at": now} | body
 
 

@@ -3,8 +3,9 @@
 
 `/api/create` takes the current request shape (`from`, `system`, `template`, `parameters`, `messages`,
 `license`) or the older `modelfile` string; FROM must be a store name or an absolute path (there is no
-Modelfile directory to resolve relative paths against). Uploaded blobs (`files`, `adapters` by digest) and
-`quantize` are not supported. Not for generation (ollama_api.py).
+Modelfile directory to resolve relative paths against). Uploaded blobs (`files`, `adapters` by digest: one .gguf
+model, llama.cpp LoRA .gguf adapters; ollama_blobs.py) are used from $ATHANOR_HOME/blobs. `quantize`
+is not supported. Not for generation (ollama_api.py).
 """
 
 from __future__ import annotations
@@ -63,24 +64,33 @@ class CreateRequest(NameRequest):
     quantize: str | None = None
     stream: bool = True
 
-    def modelfile_text(self) -> str:
+    def modelfile_text(self, store=None) -> str:
+        """`files` / `adapters` name uploaded blobs by digest (ollama_blobs.py): one .gguf as FROM, LoRA .gguf
+        adapters as ADAPTER lines."""
         from athanor.models.modelfile import Modelfile, render_modelfile_text
+        from athanor.serve.ollama_blobs import blob_path
 
-        if self.files or self.adapters or self.quantize:
-            raise ServeError("files, adapters and quantize (uploaded blobs) are not supported; "
-                             "use `from` with a store name or an absolute .gguf / HF directory path")
+        if self.quantize:
+            raise ServeError("quantize is not supported by /api/create; use `athanor quantize`")
         if self.modelfile:
-            if self.from_:
-                raise ServeError("give `modelfile` or `from`, not both")
+            if self.from_ or self.files or self.adapters:
+                raise ServeError("give `modelfile` or `from` / `files` / `adapters`, not both")
             return self.modelfile
-        if not self.from_:
+        from_ = self.from_
+        if self.files:
+            if from_ or len(self.files) != 1:
+                raise ServeError("`files` must hold one uploaded .gguf model (and no `from`); safetensors folders "
+                                 "are not supported as blobs")
+            from_ = str(blob_path(store, next(iter(self.files.values()))))
+        if not from_:
             raise ServeError("`from` is required (a store name or an absolute weights path)")
+        adapters = [str(blob_path(store, d)) for d in (self.adapters or {}).values()]
         license = "\n".join(self.license) if isinstance(self.license, list) else self.license
         for m in self.messages or []:
             if not (isinstance(m.get("role"), str) and isinstance(m.get("content"), str)) or set(m) - {"role", "content"}:
                 raise ServeError("each of `messages` needs a string `role` and `content`, nothing else")
-        mf = Modelfile(from_=self.from_, parameters=dict(self.parameters or {}), template=self.template,
-                       system=self.system, license=license, messages=list(self.messages or []))
+        mf = Modelfile(from_=from_, parameters=dict(self.parameters or {}), template=self.template,
+                       system=self.system, license=license, messages=list(self.messages or []), adapters=adapters)
         return render_modelfile_text(mf)
 
 
@@ -140,8 +150,8 @@ async def delete(body: NameRequest, request: Request):
 
 @router.post("/api/create")
 async def create(body: CreateRequest, request: Request):
-    text = body.modelfile_text()
     store = request.app.state.manager.store
+    text = body.modelfile_text(store)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "Modelfile"
         path.write_text(text, encoding="utf-8")

@@ -18,7 +18,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from athanor.serve.echo import add_echo
+from athanor.serve.echo import add_echo, echo_stream
 from athanor.serve.errors import ServeError, openai_error_body
 from athanor.serve.generation import (
     Generation,
@@ -40,6 +40,7 @@ from athanor.serve.openai_schemas import (
     EmbeddingRequest,
     TokenizeRequest,
 )
+from athanor.serve.reasoning import openai_think, reasoning_delta, split_all, splitter, template_kwargs
 from athanor.serve.tokenizer_info import default_model_name
 from athanor.serve.tool_calls import ToolCallStream, check_tools, template_messages, tool_guide, tool_names
 from athanor.serve.trace_calls import close_call, fail_call, open_call, trace_id, watch
@@ -71,7 +72,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     tools = body.tools if body.uses_tools else None  # tool_choice "none": the model is not told about them
 
     def prompts(llm) -> list[list[int]]:
-        return [llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools)]
+        vars = template_kwargs(openai_think(llm, body.reasoning_effort, body.chat_template_kwargs),
+                               body.reasoning_effort, body.template_vars())  # reasoning.py
+        return [llm.chat_prompt(template_messages(llm.tokenizer, messages, tools), tools=tools, **vars)]
 
     def guide(llm):
         if tools and body.tool_choice not in (None, "auto"):
@@ -175,16 +178,22 @@ async def _complete(request: Request, body, make_prompts, chat: bool, names: set
         gens = [Generation(model, ids, choice_params(params, j), metrics, index=i * body.n + j)
                 for i, ids in enumerate(prompts) for j in range(body.n)]
         await start_all(gens)
+        if chat:  # a thinking model's <think> block becomes reasoning_content (reasoning.py)
+            think = openai_think(llm, body.reasoning_effort, body.chat_template_kwargs)
+            for g in gens:
+                g.split = splitter(llm, g.prompt_ids, think)
         meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": body.model}
         if body.stream:
-            lines = watch(span, _sse(gens, meta, body, llm.tokenizer, chat, names, trace_id(span)))
+            lines = _sse(gens, meta, body, llm.tokenizer, chat, names, trace_id(span))
+            if getattr(body, "echo", False):  # the prompt first, as vLLM streams it
+                lines = echo_stream(lines, gens, llm, body.logprobs, meta, body.include_usage)
+            lines = watch(span, lines)
             handed_to_stream = True
 
             def on_close() -> None:
                 manager.release(model)
-                output = [_message(g.result.text, names, g.result.finish_reason == "length") if chat
-                          else g.result.text for g in gens]
+                output = [_choice_message(g, names) if chat else g.result.text for g in gens]
                 close_call(span, gens, _usage(gens, body.n), output, response_id=meta["id"])
 
             return StreamResponse(stream_body(gens, lines, on_close, _sse_error),
@@ -213,7 +222,7 @@ def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n:
         r = g.result
         choice = {"index": g.index, "finish_reason": _finish(r.finish_reason)}
         if chat:
-            choice["message"] = _message(r.text, names, truncated=r.finish_reason == "length")
+            choice["message"] = _choice_message(g, names)
             if "tool_calls" in choice["message"] and r.finish_reason != "length":
                 choice["finish_reason"] = "tool_calls"
             choice["logprobs"] = _chat_logprobs(r.logprobs, tokenizer) if g.params.logprobs is not None else None
@@ -223,6 +232,17 @@ def _full_response(gens: list[Generation], meta: dict, tokenizer, chat: bool, n:
         choices.append(choice)
     obj = "chat.completion" if chat else "text_completion"
     return meta | {"object": obj, "choices": choices, "usage": _usage(gens, n)}
+
+
+def _choice_message(g: Generation, names: set[str] | None) -> dict:
+    """A finished choice's assistant message: a thinking reply's block as `reasoning_content` (as vLLM), the rest
+    as content or tool calls."""
+    r = g.result
+    thinking, text = split_all(getattr(g, "split", None), r.text)
+    message = _message(text, names, truncated=r.finish_reason == "length")
+    if thinking:
+        message["reasoning_content"] = thinking
+    return message
 
 
 def _message(text: str, names: set[str] | None, truncated: bool = False) -> dict:
@@ -262,8 +282,13 @@ async def _sse(gens: list[Generation], meta: dict, body, tokenizer, chat: bool, 
                          "finish_reason": None})
     async for g, d in merge(gens):
         text, finish, calls = d.text, d.finish_reason, []
+        if getattr(g, "split", None):  # reasoning first, in its own delta (vLLM's reasoning_content)
+            thinking, text = reasoning_delta(g.split, text, finish)
+            if thinking:
+                yield chunk({"index": g.index, "delta": {"reasoning_content": thinking}, "logprobs": None,
+                             "finish_reason": None})
         if g.index in parsers:  # text that may be a tool call is held back until the choice ends
-            text = parsers[g.index].feed(d.text)
+            text = parsers[g.index].feed(text)
             if finish is not None:
                 reply = parsers[g.index].finish(truncated=finish == "length")
                 text, calls = text + reply.content, reply.tool_calls

@@ -85,13 +85,14 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = None  # assistant turns that called tools
     tool_call_id: str | None = None  # tool turns: which call this result answers
+    reasoning_content: str | None = None  # an earlier reply's reasoning (vLLM's field), for templates that show it
 
     def as_template_message(self) -> dict[str, Any]:
         role = "system" if self.role == "developer" else self.role
         message: dict[str, Any] = {"role": role, "content": _text_content(self.content)}
         if self.tool_calls:
             message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
-        for key in ("name", "tool_call_id"):
+        for key in ("name", "tool_call_id", "reasoning_content"):
             if getattr(self, key) is not None:
                 message[key] = getattr(self, key)
         return message
@@ -106,6 +107,13 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Any = None
     parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None  # reasoning models (serve/reasoning.py); "none" turns thinking off
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's: extra template variables (enable_thinking, ...)
+
+    def template_vars(self) -> dict[str, Any]:
+        """chat_template_kwargs without the names the renderer sets itself."""
+        reserved = {"messages", "tools", "add_generation_prompt", "chat_template"}
+        return {k: v for k, v in (self.chat_template_kwargs or {}).items() if k not in reserved}
 
     def check_supported(self) -> None:
         check_tools(self.tools, self.tool_choice)
@@ -152,8 +160,6 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = None
 
     def check_supported(self) -> None:
-        if self.echo and self.stream:
-            raise ServeError("echo with stream is not supported; send stream: false", 400, "echo", "unsupported")
         if self.suffix and not isinstance(self.prompt, str):
             raise ServeError("suffix (fill-in-the-middle) needs one prompt string", 400, "suffix")
         if self.best_of not in (None, self.n):

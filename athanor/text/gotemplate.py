@@ -260,21 +260,23 @@ def _collate(messages: list[GoStruct]) -> tuple[str, list[GoStruct]]:
     return "\n\n".join(system), out
 
 
-def render_prompt(template: GoTemplate, messages: list[dict], tools: list[dict] | None = None) -> str:
-    """OpenAI-style messages (and tools) -> the prompt text Ollama renders with this template."""
+def render_prompt(template: GoTemplate, messages: list[dict], tools: list[dict] | None = None,
+                  think: bool | None = None, think_level: str = "") -> str:
+    """OpenAI-style messages (and tools) -> the prompt text Ollama renders with this template. `think`: the
+    request's think (None: not set), as Ollama's .Think / .IsThinkSet / .ThinkLevel."""
     system, msgs = _collate([_message(m) for m in messages])
+    thinking = {"Think": bool(think), "IsThinkSet": think is not None, "ThinkLevel": think_level if think else ""}
     if template.uses_messages:
         tool_list = JsonList(_tool(t) for t in tools or [])
         tool_list.is_nil = not tools
         return template.render({"System": system, "Messages": msgs, "Tools": tool_list, "Response": "",
-                                "Think": False, "IsThinkSet": False, "Query": "", "Document": "",
-                                "Instruction": ""})
+                                **thinking, "Query": "", "Document": "", "Instruction": ""})
     # Legacy template: one execution per completed user/assistant turn, then the open turn cut after .Response.
     out: list[str] = []
     turn = {"System": "", "Prompt": "", "Response": ""}
 
     def flush() -> None:
-        out.append(template.render(turn | {"Think": False, "IsThinkSet": False}))
+        out.append(template.render(turn | thinking))
         turn.update(System="", Prompt="", Response="")
 
     for m in msgs:
@@ -289,5 +291,5 @@ def render_prompt(template: GoTemplate, messages: list[dict], tools: list[dict] 
             turn["Prompt"] = content
         elif role == "assistant":
             turn["Response"] = content
-    last = turn | {"Think": False, "IsThinkSet": False}
+    last = turn | thinking
     return "".join(out) + _execute(template.source, _cut_after_response(template.nodes), last)

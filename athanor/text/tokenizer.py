@@ -180,7 +180,8 @@ class Tokenizer:
             if not add_generation_prompt:
                 raise AthanorError("an Ollama Go template always ends with the assistant's turn; "
                                    "add_generation_prompt=False needs a Jinja chat template")
-            return gotemplate.render_prompt(_parse_go(source), messages, tools)
+            return gotemplate.render_prompt(_parse_go(source), messages, tools, extra.get("enable_thinking"),
+                                            str(extra.get("reasoning_effort") or ""))
         template = _compile_template(source)
         # Like transformers: drop None-valued keys (OpenAI clients send content=None with tool_calls), which
         # templates handle as "missing" but would otherwise render as the text "None".

@@ -90,7 +90,7 @@ def export_model(
         resolved.adapters.append(str(check_adapter_dir(adapter)))
     ckpt = load_checkpoint(resolved.weights)
     if resolved.adapters:
-        ckpt.tensors = merge_adapters(ckpt.tensors, resolved.adapters)
+        ckpt.tensors = merge_adapters(ckpt.tensors, resolved.adapters, ckpt.config)
     if resolved.template is not None:
         ckpt.tokenizer.chat_template = resolved.template
     if template is not None:

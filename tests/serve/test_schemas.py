@@ -53,7 +53,7 @@ def test_completion_prompt_forms():
     assert CompletionRequest(model="m", prompt=[5, 6]).prompts(Tok()) == [[5, 6]]
     assert CompletionRequest(model="m", prompt=[[5], [6, 7]]).prompts(Tok()) == [[5], [6, 7]]
     with pytest.raises(ServeError):
-        CompletionRequest(model="m", prompt="x", echo=True, stream=True).check_supported()  # echo: non-streamed only
+        CompletionRequest(model="m", prompt="x", best_of=3).check_supported()  # best_of other than n
 
 
 def test_error_shapes_per_api(tmp_path, monkeypatch):
