@@ -387,6 +387,7 @@ def serve(
     max_pending: int = typer.Option(256, help="queued requests before answering 503 with Retry-After"),
     device: str = typer.Option("cpu", help="cpu or cuda[:N]"),
     weights: str = WeightsOption,
+    kv_cache_type: str | None = KvCacheOption,
     log_level: str = typer.Option("info"),
     unsafe_code: bool = UnsafeCodeOption,
     ready_model: list[str] | None = typer.Option(None, help="a model /health/ready requires to be loadable "
@@ -413,7 +414,7 @@ def serve(
     from athanor.serve.guards import split_list
 
     options = {"host": host, "port": port, "api_key": api_key, "keep_alive": parse_keep_alive(keep_alive, 300.0),
-               "engine_config": _engine_config(device, "auto", weights), "max_pending": max_pending,
+               "engine_config": _engine_config(device, "auto", weights, kv_cache_type), "max_pending": max_pending,
                "max_loaded_models": max_loaded_models, "max_memory_bytes": parse_bytes(max_memory),
                "log_level": log_level, "ready_models": ready_model or None, "api_key_file": api_key_file,
                "allowed_hosts": split_list(allowed_hosts), "origins": split_list(origins),
