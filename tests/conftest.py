@@ -39,9 +39,6 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ATHANOR_ALLOWED_HOSTS", "testserver")  # Starlette TestClient's Host (the guard's 403 else)
 
 
-SESSION_SERVERS = {"server", "console_server", "console"}  # session-scoped servers (tests/e2e, tests/e2e/ui)
-
-
 @pytest.fixture(autouse=True)
 def _own_registry_and_tracer(request):
     """A session-scoped server stays up for the whole run, and its lifespan installed its model registry and tracer
@@ -49,19 +46,25 @@ def _own_registry_and_tracer(request):
     ATHANOR_HOME and its spans go to the tracer it installs (or to none), as in a process of its own."""
     from athanor import tracing
     from athanor.runtime import registry
+    from tests.session_servers import SESSION_OWNED, SESSION_SERVERS
 
-    if SESSION_SERVERS & set(request.fixturenames):
+    if SESSION_SERVERS & set(request.fixturenames) or not SESSION_OWNED:
         yield
         return
+    owned = [o for o in SESSION_OWNED if o is not None]
     with registry._registry_lock:
-        hidden = list(registry._current)
-        registry._current.clear()
+        hidden = [r for r in registry._current if any(r is o for o in owned)]
+        registry._current[:] = [r for r in registry._current if not any(r is o for o in owned)]
     content = tracing.capture_content()
-    tracer = tracing.install(None)
+    tracer = tracing.installed()
+    hide_tracer = any(tracer is o for o in owned)
+    if hide_tracer:
+        tracing.install(None)
     try:
         yield
     finally:
-        tracing.install(tracer, content)
+        if hide_tracer:
+            tracing.install(tracer, content)
         with registry._registry_lock:
             registry._current[:0] = hidden
 

@@ -62,7 +62,8 @@ def _export(request: Request, body: ExportRequest) -> list[dict]:
             store.close()
 
 
-@router.post("/v1/traces/export")
+@router.post("/v1/traces/export", response_class=Response, responses={
+    200: {"description": "one LLaMA-Factory record per line", "content": {"application/jsonl": {}}}})
 async def export_traces_route(body: ExportRequest, request: Request):
     from athanor.ops.datasets import to_jsonl
 

@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
-from athanor.serve.errors import ServeError
+from athanor.serve.errors import ServeError, ollama_error_body
 
 router = APIRouter()
 DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
@@ -37,8 +38,8 @@ def blob_path(store, digest: str) -> Path:
 async def has_blob(digest: str, request: Request):
     try:
         blob_path(request.app.state.manager.store, digest)
-    except ServeError as e:
-        return Response(status_code=e.status)
+    except ServeError as e:  # headers only (HEAD), but typed as the error body a GET would carry
+        return JSONResponse(ollama_error_body(e.message), status_code=e.status)
     return Response(status_code=200)
 
 

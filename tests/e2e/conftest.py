@@ -17,6 +17,7 @@ import pytest
 from athanor.engine.config import EngineConfig
 from athanor.models.store import Store
 from athanor.serve.app import create_app
+from tests.session_servers import session_owned
 
 
 @dataclass
@@ -67,4 +68,5 @@ def server(tmp_path_factory, tiny_hf_dir):
     store = make_store(tmp_path_factory.mktemp("serve_home"), tiny_hf_dir)
     app = create_app(store=store, engine_config=small_engine_config())
     with start_server(app) as s:
+        session_owned(app)  # tests that do not use this server do not see its registry or tracer
         yield s

@@ -157,7 +157,7 @@ def test_errors_are_one_line(tiny_hf_dir, tmp_path):
         ({"adapter": str(tmp_path / "nope")}, AthanorError, "LoRA adapter .*nope: not a directory"),
         ({"base": "no-such-model"}, ModelNotFoundError, "model 'no-such-model' not found"),
         ({"base": str(tmp_path / "missing.gguf")}, AthanorError, "missing.gguf: no such file or directory"),
-        ({"fmt": "gguf", "gguf_type": "Q4_K"}, AthanorError, "GGUF type 'Q4_K' .*choose one of F32, F16, Q8_0"),
+        ({"fmt": "gguf", "gguf_type": "Q4_K"}, AthanorError, "GGUF type 'Q4_K' .*choose one of F32, F16, BF16, Q8_0, .*Q4_K_M"),
         ({"fmt": "onnx"}, AthanorError, "export format 'onnx' is not supported"),
         ({"fmt": "gguf", "out": tmp_path / "model.bin"}, AthanorError, "should be a file path ending in .gguf"),
         ({"out": tiny_hf_dir}, AthanorError, "already exists and is not an empty directory"),

@@ -1,7 +1,7 @@
 """The console in a real browser: a real `athanor serve` app (uvicorn thread, free 127.0.0.1 port, an API key)
 and headless Chromium from the system (Debian's `chromium`) driven by Playwright for Python.
 
-Fixtures: `console_server` (session: the server, its ATHANOR_HOME, the key), `browser` (session), `console`
+Fixtures: `console_server` (module: the server, its ATHANOR_HOME, the key), `browser` (module), `console`
 (per test: a fresh browser context at 1280x900 whose page fails the test on any JavaScript error or console
 error; `console.open(path)` enters the key when the page asks). Screenshots go to $ATHANOR_SCREENSHOTS when set
 (`make screenshots`), else into the test's temp dir. Skipped, with the reason, only when no Chromium exists.
@@ -43,7 +43,7 @@ class ConsoleServer:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console_server(tmp_path_factory, tiny_hf_dir):
     from athanor.ops.tracing_setup import TraceSettings
     from athanor.serve.app import create_app
@@ -57,8 +57,8 @@ def console_server(tmp_path_factory, tiny_hf_dir):
             yield ConsoleServer(s.url, API_KEY, home, app)
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")  # Playwright's sync API holds an event loop on the main thread while it runs:
+def browser():                    # stop it after each module, or later tests' asyncio.run() would fail
     binary = chromium_binary()
     if binary is None:
         pytest.skip("no Chromium binary (apt-get install chromium, or set ATHANOR_CHROMIUM): browser tests skipped")
