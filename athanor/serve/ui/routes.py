@@ -76,24 +76,16 @@ def static(path: str):
     return FileResponse(target, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
 
 
-@router.get("/chat")
-def chat(request: Request):
-    return render(request, "chat.html", "chat")
+def _page(name: str):
+    def page(request: Request):
+        return render(request, f"{name}.html", name)
+
+    page.__name__ = name
+    return page
 
 
-@router.get("/models")
-def models(request: Request):
-    return render(request, "models.html", "models")
-
-
-@router.get("/workflows")
-def workflows(request: Request):
-    return render(request, "workflows.html", "workflows")
-
-
-@router.get("/knowledge")
-def knowledge(request: Request):
-    return render(request, "knowledge.html", "knowledge")
+for _name in ("chat", "models", "workflows", "knowledge"):  # the pages whose data all comes from the API
+    router.add_api_route(f"/{_name}", _page(_name), methods=["GET"])
 
 
 def _include_page_modules() -> None:
