@@ -42,6 +42,7 @@ OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 FINISH_REASONS = "gen_ai.response.finish_reasons"
 INPUT_MESSAGES = "gen_ai.input.messages"     # JSON: the messages (or prompt) sent; only when content is captured
 OUTPUT_MESSAGES = "gen_ai.output.messages"   # JSON: the reply as an assistant message (tool calls kept)
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"  # JSON: the tools offered to the model (content)
 TOOL_NAME = "gen_ai.tool.name"
 TOOL_CALL_ID = "gen_ai.tool.call.id"
 TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
@@ -50,9 +51,9 @@ AGENT_NAME = "gen_ai.agent.name"
 TTFT = "athanor.time_to_first_token_s"
 REQUEST_ID = "athanor.request_id"
 GENAI = (OPERATION, SYSTEM, REQUEST_MODEL, RESPONSE_MODEL, RESPONSE_ID, TEMPERATURE, TOP_P, MAX_TOKENS, SEED,
-         INPUT_TOKENS, OUTPUT_TOKENS, FINISH_REASONS, INPUT_MESSAGES, OUTPUT_MESSAGES, TOOL_NAME, TOOL_CALL_ID,
-         TOOL_ARGUMENTS, TOOL_RESULT, AGENT_NAME)
-CONTENT_KEYS = (INPUT_MESSAGES, OUTPUT_MESSAGES, TOOL_ARGUMENTS, TOOL_RESULT)  # dropped under --no-trace-content
+         INPUT_TOKENS, OUTPUT_TOKENS, FINISH_REASONS, INPUT_MESSAGES, OUTPUT_MESSAGES, TOOL_DEFINITIONS, TOOL_NAME,
+         TOOL_CALL_ID, TOOL_ARGUMENTS, TOOL_RESULT, AGENT_NAME)
+CONTENT_KEYS = (INPUT_MESSAGES, OUTPUT_MESSAGES, TOOL_DEFINITIONS, TOOL_ARGUMENTS, TOOL_RESULT)  # dropped under --no-trace-content
 
 
 def new_trace_id() -> str:
@@ -92,10 +93,11 @@ class Span:
         return self.set(INPUT_TOKENS, input_tokens).set(OUTPUT_TOKENS, output_tokens)
 
     def set_content(self, **content: Any) -> Span:
-        """input=/output=/arguments=/result= as JSON text, only while content capture is on."""
+        """input=/output=/tools=/arguments=/result= as JSON text, only while content capture is on."""
         if not capture_content():
             return self
-        keys = {"input": INPUT_MESSAGES, "output": OUTPUT_MESSAGES, "arguments": TOOL_ARGUMENTS, "result": TOOL_RESULT}
+        keys = {"input": INPUT_MESSAGES, "output": OUTPUT_MESSAGES, "tools": TOOL_DEFINITIONS, "arguments": TOOL_ARGUMENTS,
+                "result": TOOL_RESULT}
         for name, value in content.items():
             if value is not None:
                 self.attributes[keys[name]] = value if isinstance(value, str) else json.dumps(value, default=str)

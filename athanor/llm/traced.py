@@ -35,7 +35,7 @@ def open_llm_span(model: str, system: str, messages: list[dict], options: dict,
             span.set(PARAMS[key], value)
     if tools:
         span.set("athanor.tools", [t.get("function", t).get("name") for t in tools])
-    span.set_content(input=messages)
+    span.set_content(input=messages, tools=tools or None)
     return span
 
 

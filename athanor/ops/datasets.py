@@ -144,7 +144,7 @@ def conversation(trace: dict) -> tuple[list[dict], list[dict], list[dict] | None
     if not users or messages[-1].get("role") != "assistant":
         return None
     cut = users[-1] + 1
-    tools = attrs.get("gen_ai.tool.definitions")
+    tools = attrs.get(tracing.TOOL_DEFINITIONS)
     tools = json.loads(tools) if isinstance(tools, str) else tools
     return messages[:cut], messages[cut:], tools or None
 

@@ -259,7 +259,8 @@ async def _run(request: Request, body: OllamaBase, make_prompt, chat: bool, name
     model = await manager.acquire(body.model, body.keep_alive, body.num_ctx)
     load_seconds = time.perf_counter() - t0  # waiting for the model: its load when this request loaded it
     handed_to_stream = False
-    span = open_call("chat" if chat else "text_completion", body.model, body.sampling_options(), trace_input)
+    span = open_call("chat" if chat else "text_completion", body.model, body.sampling_options(), trace_input,
+                     tools=getattr(body, "tools", None))
     try:
         params = model.llm.sampling_params(body.sampling_options())
         params.guide = await compile_guide(body.guide, model.llm, "format")

@@ -83,7 +83,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         return None if schema is None else llm.grammars.json(None if schema is True else schema)
 
     return await _complete(request, body, prompts, chat=True, names=tool_names(tools) if tools else None,
-                           make_guide=guide, trace_input=messages)
+                           make_guide=guide, trace_input=messages, trace_tools=tools)
 
 
 @router.post("/v1/completions")
@@ -160,14 +160,15 @@ async def detokenize(body: DetokenizeRequest, request: Request):
 
 
 async def _complete(request: Request, body, make_prompts, chat: bool, names: set[str] | None, make_guide=None,
-                    trace_input=None):
+                    trace_input=None, trace_tools=None):
     """`names`: the offered tools' names when replies are searched for calls (None: plain text).
     `make_guide(llm)`: the grammar the output must follow (None: free text); `trace_input`: what the trace keeps
     as the call's input (the messages or the prompt)."""
     manager, metrics = request.app.state.manager, request.app.state.metrics
     model = await manager.acquire(body.model)
     handed_to_stream = False
-    span = open_call("chat" if chat else "text_completion", body.model, body.sampling_options(), trace_input)
+    span = open_call("chat" if chat else "text_completion", body.model, body.sampling_options(), trace_input,
+                     tools=trace_tools)
     try:
         llm = model.llm
         params = llm.sampling_params(body.sampling_options())

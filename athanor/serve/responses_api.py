@@ -112,7 +112,7 @@ async def create_response(body: ResponsesRequest, request: Request):
     messages = ([{"role": "system", "content": body.instructions}] if body.instructions else []) + conversation
     manager, metrics = request.app.state.manager, request.app.state.metrics
     model = await manager.acquire(body.model)
-    span = open_call("chat", body.model, body.sampling_options(), messages)
+    span = open_call("chat", body.model, body.sampling_options(), messages, tools=tools)
     handed_to_stream = False
     try:
         llm = model.llm

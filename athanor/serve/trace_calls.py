@@ -21,7 +21,7 @@ _PARAMS = {"temperature": tracing.TEMPERATURE, "top_p": tracing.TOP_P, "max_toke
 
 
 def open_call(operation: str, model: str, options: dict | None = None, input: Any = None,
-              kind: str = "llm") -> tracing.Span:
+              kind: str = "llm", tools: list[dict] | None = None) -> tracing.Span:
     """A model span under the request's span: operation is chat | text_completion | embeddings (kind "embedding").
     Recorded only under a traced request (middleware.py opens its root span)."""
     span = tracing.start_span(f"{operation} {model}", kind, **{
@@ -31,7 +31,7 @@ def open_call(operation: str, model: str, options: dict | None = None, input: An
     for key, value in (options or {}).items():
         if key in _PARAMS and value is not None:
             span.set(_PARAMS[key], value)
-    span.set_content(input=input)
+    span.set_content(input=input, tools=tools or None)  # the offered tools: dataset export keeps them
     return span
 
 

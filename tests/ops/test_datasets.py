@@ -182,3 +182,22 @@ def test_http_export_route(tmp_path):
                              ({"trace_ids": ["f" * 32]}, 404), ({"feedback": "meh"}, 400)):
             r = client.post("/v1/traces/export", json=body)
             assert r.status_code == status and set(r.json()["error"]) == {"message", "type", "param", "code"}, body
+
+
+def test_tools_offered_to_a_model_call_reach_the_exported_record(traced):
+    """The llm span the ChatModels record (llm/traced.py) keeps the offered tool definitions, so an exported agent
+    trace carries `tools` for the template to render, as LLaMA-Factory's sharegpt format expects."""
+    from athanor.llm.base import ChatResponse, Usage
+    from athanor.llm.traced import close_llm_span, open_llm_span
+    from athanor.text.tool_parsing import ToolCall
+
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 17*23?"}]
+    with tracing.span("agent", "agent") as root:
+        span = open_llm_span("smollm2", "athanor", messages, {"temperature": 0}, TOOLS)
+        call = ToolCall(id="call_0", name="calculator", arguments=json.dumps({"expression": "17*23"}))
+        close_llm_span(span, ChatResponse("", [call], "tool_calls", Usage(30, 12)))
+    traced.flush()
+    traced.store.add_feedback(root.trace_id, 1.0)
+    [record] = export_traces(traced.store, "sft", trace_ids=[root.trace_id])
+    assert json.loads(record["tools"]) == TOOLS
+    assert record["conversations"][-1]["from"] == "function_call"
