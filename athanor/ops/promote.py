@@ -46,8 +46,6 @@ def promote(new: str, over: str, data: str | Path, scorer: str = "exact", *, ali
     """Evaluate OLD (`over`) and NEW on `data`; raise PromotionRefused when NEW is worse, else point the alias at
     NEW. Returns the promotion record (also appended to promotions.jsonl)."""
     from athanor.models.store import Store, short_name
-    from athanor.ops.compare import compare_runs
-    from athanor.ops.evals import model_digest
 
     if run_eval is None:
         from athanor.ops.evals import run_eval
@@ -59,11 +57,35 @@ def promote(new: str, over: str, data: str | Path, scorer: str = "exact", *, ali
     # held_out: the gate's items are test data; their traces are marked so dataset export never trains on them
     runs = {"old": run_eval(old_model, data, scorer, limit=limit, max_tokens=max_tokens, held_out=True),
             "new": run_eval(new_model, data, scorer, limit=limit, max_tokens=max_tokens, held_out=True)}
-    cmp = compare_runs(runs["old"], runs["new"])
+    return decide(store, target, old_model, new_model, runs["old"], runs["new"], str(Path(data).resolve()), scorer)
+
+
+def promote_runs(old_run: dict, new_run: dict, *, alias: str | None = None, store=None) -> dict:
+    """The same decision from two stored eval runs (the console's compare view: B over A): refuse when B's model is
+    worse beyond noise, else point the alias at it. The runs must be of two different models on the same data."""
+    from athanor.models.store import Store
+
+    store = store or Store()
+    if old_run.get("data_sha256") and new_run.get("data_sha256") and old_run["data_sha256"] != new_run["data_sha256"]:
+        raise AthanorError("the two runs used different data files; promote from runs of the same eval data")
+    old_model, new_model = store.get(old_run["model"]).name, store.get(new_run["model"]).name
+    if old_model == new_model:
+        raise AthanorError("both runs are of the same model; nothing to promote")
+    target = pick_alias(store, old_run["model"], alias)
+    return decide(store, target, old_model, new_model, old_run, new_run, new_run.get("data"), new_run.get("scorer"))
+
+
+def decide(store, target: str, old_model: str, new_model: str, old_run: dict, new_run: dict, data, scorer) -> dict:
+    """Compare the paired runs; log and raise PromotionRefused when NEW is worse beyond noise, else move `target`."""
+    from athanor.models.store import short_name
+    from athanor.ops.compare import compare_runs
+    from athanor.ops.evals import model_digest
+
+    cmp = compare_runs(old_run, new_run)
     record = {"at": time.time(), "alias": target, "new": new_model, "old": old_model,
               "new_digest": model_digest(new_model), "old_digest": model_digest(old_model),
-              "eval": {"data": str(Path(data).resolve()), "scorer": scorer, "old_run": runs["old"]["run_id"],
-                       "new_run": runs["new"]["run_id"], "n": cmp["n_paired"], "old_accuracy": cmp["a_accuracy"],
+              "eval": {"data": data, "scorer": scorer, "old_run": old_run["run_id"],
+                       "new_run": new_run["run_id"], "n": cmp["n_paired"], "old_accuracy": cmp["a_accuracy"],
                        "new_accuracy": cmp["b_accuracy"], "diff": cmp["diff"], "p_value": cmp["p_value"],
                        "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"]}}
     if cmp["worse"]:

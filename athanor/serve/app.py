@@ -87,6 +87,7 @@ def create_app(store=None, engine_config: EngineConfig | None = None, api_key: s
     from athanor.serve import eval_routes  # eval runs for the console (issue 18)
 
     app.include_router(eval_routes.router)
+    app.include_router(eval_routes.promote_router)  # POST /v1/promote (the console's Promote)
     from athanor.serve import train_jobs  # fine-tuning jobs over HTTP (issue 19): `athanor train` in child processes
     app.include_router(train_jobs.router)
     app.include_router(ui_routes.router)  # the console (/ui): pages without the key, data through the API

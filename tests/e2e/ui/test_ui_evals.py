@@ -1,5 +1,5 @@
 """Evals page in a real browser: two stored runs listed with accuracy and CI; the compare view shows the
-per-item diff and the same verdict as ops.compare.compare_runs."""
+per-item diff and the same verdict as ops.compare.compare_runs; Promote moves the serving alias."""
 
 from __future__ import annotations
 
@@ -59,3 +59,36 @@ def test_compare_two_runs(console):
     page.locator("#verdict-text").wait_for()
     page.uncheck("#only-diff")
     assert page.locator("tr.diff-row").count() == expected["n_paired"] == 14
+
+
+def test_promote_from_the_compare_view_moves_the_alias(console):
+    """B better than A: the Promote button points `prod` at B's model, and the server answers `prod` from it at once.
+    B worse: no button, and the API refuses with the numbers (409)."""
+    import httpx
+
+    server = console.server
+    headers = {"Authorization": f"Bearer {server.key}"}
+    r = httpx.post(f"{server.url}/api/create", headers=headers, timeout=60,
+                   json={"model": "tiny-b", "from": "tiny", "system": "Answer briefly.", "stream": False})
+    assert r.status_code == 200, r.text
+    now = time.time()
+    a = _run("eval-promote-a", "tiny", {0, 1}, now - 30)                 # 2 of 14
+    b = _run("eval-promote-b", "tiny-b", set(range(13)), now)            # 13 of 14: better beyond noise
+    with EvalStore() as store:
+        store.save(a)
+        store.save(b)
+    page = console.page
+    console.open("/ui/evals?a=eval-promote-a&b=eval-promote-b")
+    page.locator("#verdict-text").wait_for()
+    page.click("#promote-button")
+    page.wait_for_function("document.getElementById('promote-button').textContent === 'Promoted'")
+    shown = httpx.post(f"{server.url}/api/show", headers=headers, json={"model": "prod"}, timeout=60).json()
+    assert shown["system"] == "Answer briefly."  # prod now serves tiny-b
+
+    refused = httpx.post(f"{server.url}/v1/promote", headers=headers, timeout=60,
+                         json={"a": "eval-promote-b", "b": "eval-promote-a"})
+    assert refused.status_code == 409 and "worse" in refused.json()["error"]["message"]
+    shown = httpx.post(f"{server.url}/api/show", headers=headers, json={"model": "prod"}, timeout=60).json()
+    assert shown["system"] == "Answer briefly."  # unchanged
+    assert httpx.post(f"{server.url}/v1/promote", headers=headers, json={"a": "nope", "b": "eval-promote-b"},
+                      timeout=60).status_code == 404

@@ -90,7 +90,7 @@
 
   async function promote() {
     const result = window.__lastCompare;
-    await json("/v1/promote", { method: "POST", body: { model: result.b.model, over: result.a.model } });
+    await json("/v1/promote", { method: "POST", body: { a: result.a.run_id, b: result.b.run_id } });
     document.getElementById("promote-button").textContent = "Promoted";
     document.getElementById("promote-button").disabled = true;
   }
