@@ -36,7 +36,7 @@ def _run(store: EvalStore, run_id: str, param: str) -> dict:
 
 
 @router.get("")
-def list_runs(request: Request, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+def list_runs(request: Request, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**31),
               model: str | None = None) -> dict:
     with _store(request) as store:
         return {"object": "list", "data": store.list(limit=limit, offset=offset, model=model)}

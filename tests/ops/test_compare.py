@@ -156,3 +156,5 @@ def test_http_routes_list_show_compare_and_404(tmp_path):
             assert "eval-nope" in err["message"] and err["param"] == param and err["type"] == "not_found_error"
         r = httpx.get(f"{s.url}/v1/evals/compare", params={"a": a["run_id"]}, timeout=10)
         assert 400 <= r.status_code < 500 and "error" in r.json()
+        r = httpx.get(f"{s.url}/v1/evals", params={"offset": 11383912453836933955584}, timeout=10)  # the fuzz's find
+        assert 400 <= r.status_code < 500 and "error" in r.json()  # not SQLite's OverflowError as a 500
