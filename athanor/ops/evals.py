@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from athanor import tracing
+from athanor.file_hash import file_sha256
 from athanor.ops.eval_store import EvalStore, input_hash, new_run_id
 from athanor.ops.scorers import Reply, Verdict, get_scorer
 
@@ -96,14 +97,6 @@ def load_items(path: str | Path, limit: int | None = None) -> list[EvalItem]:
     if not items:
         raise ValueError(f"{path}: no items")
     return items
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _DIGESTS: dict[tuple, str] = {}

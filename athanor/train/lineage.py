@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from athanor.file_hash import feed_file
 from athanor.models.store import lineage_sidecar, read_lineage
 
 
@@ -26,9 +27,7 @@ def sha256_of(path: str | Path) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update((str(p.relative_to(path)) if path.is_dir() else p.name).encode() + b"\0")
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        feed_file(h, p)
     return "sha256:" + h.hexdigest()
 
 
