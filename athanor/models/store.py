@@ -90,6 +90,17 @@ class Store:
             found[m.name] = m
         return sorted(found.values(), key=lambda m: m.name)
 
+    def served(self) -> list[tuple[str, Manifest]]:
+        """Every name a client may ask for, with its manifest: the models, then each alias whose target still
+        exists (an alias to a deleted model is not offered). What /v1/models and /api/tags list."""
+        out = [(m.name, m) for m in self.list()]
+        for alias, target in sorted(self.aliases().items()):
+            try:
+                out.append((alias, self._lookup(target)))
+            except ModelNotFoundError:
+                continue
+        return out
+
     def get(self, name: str) -> Manifest:
         """The manifest for `name`, with its weights checked to exist; unknown -> ModelNotFoundError."""
         m = self._lookup(name)

@@ -102,7 +102,7 @@ async def version():
 @router.get("/api/tags")
 async def tags(request: Request):
     store = request.app.state.manager.store
-    return {"models": [_entry(m, store) for m in store.list() if m.weights]}
+    return {"models": [_entry(m, store, name) for name, m in store.served() if m.weights]}
 
 
 @router.post("/api/show")
@@ -171,7 +171,8 @@ async def pull():
                      "(POST /api/create with `from` = a .gguf file or HF directory, or `athanor create`)")
 
 
-def _entry(m, store) -> dict:
+def _entry(m, store, name: str | None = None) -> dict:
+    """One model as Ollama lists it; `name` is the serving name when it differs from the manifest's (an alias)."""
     from athanor.models.store import short_name
     from athanor.serve.model_details import details, model_facts
 
@@ -179,7 +180,8 @@ def _entry(m, store) -> dict:
         info = model_facts(store, m.name)
     except Exception:  # noqa: BLE001 - an unreadable file still lists, with empty details
         info = {}
-    return {"name": short_name(m.name), "model": m.name, "modified_at": m.created_at or None,
+    name = name or m.name
+    return {"name": short_name(name), "model": name, "modified_at": m.created_at or None,
             "size": _size(m.weights), "digest": hashlib.sha256(m.model_dump_json().encode()).hexdigest(),
             "details": details(m, info)}
 

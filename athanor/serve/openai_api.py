@@ -52,8 +52,8 @@ router = APIRouter()
 async def list_models(request: Request):
     from athanor.models.store import short_name
 
-    data = [{"id": short_name(m.name), "object": "model", "created": _epoch(m.created_at), "owned_by": "athanor"}
-            for m in request.app.state.manager.store.list()]
+    data = [{"id": short_name(name), "object": "model", "created": _epoch(m.created_at), "owned_by": "athanor"}
+            for name, m in request.app.state.manager.store.served()]
     return {"object": "list", "data": data}
 
 
@@ -61,8 +61,8 @@ async def list_models(request: Request):
 async def get_model(model: str, request: Request):
     from athanor.models.store import short_name
 
-    m = request.app.state.manager.store.get(model)  # unknown -> 404
-    return {"id": short_name(m.name), "object": "model", "created": _epoch(m.created_at), "owned_by": "athanor"}
+    m = request.app.state.manager.store.get(model)  # unknown -> 404; an alias answers under its own name
+    return {"id": short_name(model), "object": "model", "created": _epoch(m.created_at), "owned_by": "athanor"}
 
 
 @router.post("/v1/chat/completions")
