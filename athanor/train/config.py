@@ -84,7 +84,8 @@ class TrainConfig(BaseModel):
     dataset: list[str] = Field(default_factory=list, description="Registry names or file paths (json, jsonl, csv, "
                                "parquet); a list or comma-separated string.")
     dataset_dir: str | None = Field(None, description="Folder holding the registry file dataset_info.json, relative to "
-                                    "the YAML file (default: the YAML's folder). Relative dataset paths resolve "
+                                    "the YAML file (default: the YAML's folder), else, as LLaMA-Factory does, to "
+                                    "the working directory (default: ./data). Relative dataset paths resolve "
                                     "against it too.")
     cutoff_len: int = Field(1024, ge=8, description="Max tokens per sample (and per packed row); longer ones are cut.")
     max_samples: int | None = Field(None, ge=1, description="Use at most this many samples per dataset (for quick runs).")
@@ -182,6 +183,18 @@ def read_config_mapping(path: Path) -> dict:
     return raw
 
 
+def _dataset_dir(config: Path, given: str | None) -> str:
+    """Where dataset_info.json and relative dataset files are looked for. Ours: relative to the YAML (default its
+    folder). LLaMA-Factory's: relative to the working directory (default `data`), which is how its own
+    `examples/` run from its checkout; used when the YAML-relative folder has nothing to offer."""
+    here = config.parent / (given or ".")
+    lf = Path(given or "data")
+    if given is None:
+        return str(lf if not (here / "dataset_info.json").is_file() and (lf / "dataset_info.json").is_file()
+                   else here)
+    return str(lf if not here.is_dir() and lf.is_dir() else here)
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cuda: bool | None = None) -> TrainConfig:
     """Read a YAML config, apply `key=value` overrides, and check everything; raise ConfigError listing all problems.
 
@@ -192,12 +205,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
     raw.update(_parse_overrides(overrides or [], problems))
     if stage_problem := _stage_problem(raw.get("stage", "sft")):  # before anything else: it decides every check
         raise ConfigError(str(path), [stage_problem])
-    # The registry and relative dataset paths live next to the YAML unless it says otherwise (relative to it).
+    # The registry and relative dataset paths live next to the YAML unless it says otherwise (_dataset_dir).
     dataset_dir = raw.get("dataset_dir") or "."
     if isinstance(dataset_dir, str) and (dataset_dir == "ONLINE" or dataset_dir.startswith("REMOTE:")):
         hub = f"dataset_dir: {dataset_dir} is on the hub; download it to a folder and set dataset_dir to that folder"
         raise ConfigError(str(path), [hub])
-    raw["dataset_dir"] = str(path.parent / dataset_dir) if isinstance(dataset_dir, str) else dataset_dir
+    raw["dataset_dir"] = _dataset_dir(path, raw.get("dataset_dir")) if isinstance(dataset_dir, str) else dataset_dir
     from athanor.train.lf_keys import LF_KEYS, refusals, start_up_notes
 
     lf_keys = {k: raw.pop(k) for k in list(raw) if k in LF_KEYS and k not in TrainConfig.model_fields}

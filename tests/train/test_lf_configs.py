@@ -211,3 +211,21 @@ def test_dataset_info_tags_folders_globs_and_num_samples(lf_dir):
         resolve_dataset("mllm", lf_dir)
     with pytest.raises(DatasetError, match="file .*missing.json not found"):
         resolve_dataset("x", lf_dir)
+
+
+def test_dataset_dir_defaults_as_llamafactory_cli_does_from_its_checkout(tmp_path, tiny_hf_dir, monkeypatch):
+    """LF's layout: `llamafactory-cli train examples/train_lora/x.yaml` run from the checkout's root finds its
+    datasets in ./data (dataset_dir's default, relative to the working directory). The YAML's own folder still
+    wins when it holds a registry."""
+    (tmp_path / "data").mkdir()
+    write_lf_data_dir(tmp_path / "data")
+    cfg_dir = tmp_path / "examples" / "train_lora"
+    cfg_dir.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_write(cfg_dir, tiny_hf_dir, SFT), has_cuda=False)
+    assert Path(cfg.dataset_dir).resolve() == (tmp_path / "data").resolve()
+    cfg = load_config(_write(cfg_dir, tiny_hf_dir, {**SFT, "dataset_dir": "data"}), has_cuda=False)
+    assert Path(cfg.dataset_dir).resolve() == (tmp_path / "data").resolve()
+    write_lf_data_dir(cfg_dir)  # a registry next to the YAML: ours wins
+    cfg = load_config(_write(cfg_dir, tiny_hf_dir, SFT), has_cuda=False)
+    assert Path(cfg.dataset_dir).resolve() == cfg_dir.resolve()
