@@ -130,6 +130,8 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0, description="Clip the gradient norm to this.")
     bf16: bool = Field(False, description="Mixed precision in bfloat16 (CPU autocast or a GPU that supports it).")
     fp16: bool = Field(False, description="Mixed precision in float16 (CUDA only).")
+    pure_bf16: bool = Field(False, description="LLaMA-Factory's pure bf16: the model and its trainable weights are "
+                            "held in bfloat16 (no fp32 master copy, half the memory); works on CPU too.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
     seed: int = Field(42, description="Seed for weights of new layers, data shuffling and dropout.")
     resume_from_checkpoint: str | bool | None = Field(None, description="A checkpoint folder, or true for the last "
@@ -215,6 +217,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
 
     lf_keys = {k: raw.pop(k) for k in list(raw) if k in LF_KEYS and k not in TrainConfig.model_fields}
     problems += refusals(lf_keys)
+    if problem := _optim_problem(raw.get("optim")):
+        problems.append(problem)
+        raw.pop("optim")
     cfg = _validate(raw, problems)
     if cfg is not None:
         problems += check_combinations(cfg, _detect_cuda() if has_cuda is None else has_cuda)
@@ -231,6 +236,13 @@ _STAGE_REFUSALS = {
            "with chosen/rejected pairs",
     "ppo": "stage: ppo needs a reward model and online generation, which athanor does not implement; use stage: dpo",
 }
+
+
+def _optim_problem(optim: Any) -> str | None:
+    """transformers' bitsandbytes optimizers (adamw_bnb_8bit, paged_adamw_8bit, lion_8bit...) need CUDA."""
+    if isinstance(optim, str) and any(w in optim for w in ("8bit", "paged", "bnb")):
+        return f"optim: {optim} needs bitsandbytes and a CUDA GPU; use adamw_torch on this machine"
+    return None
 
 
 def _stage_problem(stage: Any) -> str | None:

@@ -179,7 +179,6 @@ LF_KEYS: dict[str, KeyRule] = {
     "use_swanlab": _refuse(LOGS), "swanlab_project": _noop(LOGS), "swanlab_workspace": _noop(LOGS),
     "swanlab_run_name": _noop(LOGS), "swanlab_mode": _noop(LOGS), "swanlab_api_key": _noop(LOGS),
     "swanlab_logdir": _noop(LOGS), "swanlab_lark_webhook_url": _noop(LOGS), "swanlab_lark_secret": _noop(LOGS),
-    "pure_bf16": _refuse("pure bfloat16 weights are " + NOT_HERE + "; use bf16: true (mixed precision)"),
     "use_llama_pro": _refuse("LLaMA Pro block expansion is " + NOT_HERE),
     "use_adam_mini": _refuse("Adam-mini " + _lib("adam-mini")),
     "use_mca": _refuse("Megatron-Core " + CUDA_KERNELS),

@@ -248,6 +248,8 @@ def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None, packed_att
         model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     else:
         model = _model_from_gguf(base, gguf)
+    if cfg.pure_bf16:  # LF: weights and trainable parameters stay bfloat16 (no float32 upcast)
+        model = model.to(torch.bfloat16)
     # Without a KV cache transformers turns restarting position_ids into a per-sample mask (see encode.collate);
     # packed attention does without the mask where the architecture allows it.
     model.config.use_cache = False

@@ -82,7 +82,8 @@ REFUSED = {
     "ktransformers": ({**SFT, "use_kt": True, "kt_cpu_activation": "retain"}, "use_kt: ktransformers needs CUDA"),
     "unsloth": ({**SFT, "use_unsloth": True}, "use_unsloth: unsloth needs CUDA kernels"),
     "flash_attn": ({**SFT, "flash_attn": "fa2"}, "flash_attn: FlashAttention needs CUDA kernels"),
-    "paged_adamw_8bit": ({**SFT, "optim": "paged_adamw_8bit"}, "optim: Input should be"),
+    "paged_adamw_8bit": ({**SFT, "optim": "paged_adamw_8bit"},
+                         "optim: paged_adamw_8bit needs bitsandbytes and a CUDA GPU"),
 }
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from athanor.train.run import train
@@ -41,6 +42,7 @@ VARIANTS = {
     "pissa": {**SFT, "pissa_init": True, "pissa_iter": 4, "pissa_convert": True},
     "additional_target": {**SFT, "lora_target": "q_proj,v_proj", "additional_target": "lm_head"},
     "full_dft": {**FULL, "use_dft_loss": True},
+    "full_pure_bf16": {**FULL, "pure_bf16": True},
     "freeze": {**DATA, "finetuning_type": "freeze", "freeze_trainable_layers": 1},
     "pretrain": {"stage": "pt", **LORA, "dataset": "c4_demo"},
     "dpo": {"stage": "dpo", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink", "pref_beta": 0.1},
@@ -71,6 +73,11 @@ def test_method_variants_run_one_step(lf_dir, tiny_hf_dir, name):
         assert (out / "checkpoint-1" / "value_head.safetensors").is_file()
     if name == "additional_target":
         assert json.loads(saved.read_text())["modules_to_save"] == ["lm_head"]
+    if name == "full_pure_bf16":  # trained and saved in bfloat16, as LF's pure_bf16
+        from safetensors import safe_open
+
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
 
 
 def test_tokenized_path_saves_then_loads(lf_dir, tiny_hf_dir):
