@@ -8,10 +8,10 @@ import torch
 
 pytest.importorskip("transformers")
 
-from athanor.train.config import TrainConfig, check_combinations  # noqa: E402
-from athanor.train.optimizers import custom_optimizer, linear_targets  # noqa: E402
-from athanor.train.sft import training_arguments  # noqa: E402
-from tests.nn.tiny import tiny_hf_model  # noqa: E402
+from athanor.train.config import TrainConfig, check_combinations
+from athanor.train.optimizers import custom_optimizer, linear_targets
+from athanor.train.sft import training_arguments
+from tests.nn.tiny import tiny_hf_model
 
 LR = 1e-2
 
