@@ -182,3 +182,18 @@ def test_a_missing_package_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "badam" else real(name, *a))
     problems = check_combinations(_cfg(tmp_path, use_badam=True), has_cuda=False)
     assert "use_badam: needs the badam package: pip install badam (or athanor[optimizers])" in problems
+
+
+def test_check_names_the_optimizer(tmp_path, tiny_hf_dir):
+    import yaml
+
+    from athanor.train.check import check_run
+    from tests.train.test_lf_configs import write_lf_data_dir
+
+    data = write_lf_data_dir(tmp_path)
+    (data / "cfg.yaml").write_text(yaml.safe_dump({
+        "model_name_or_path": str(tiny_hf_dir), "stage": "sft", "dataset": "identity", "finetuning_type": "full",
+        "use_galore": True, "galore_layerwise": True, "galore_rank": 8, "template": "qwen3_nothink"}))
+    lines: list[str] = []
+    check_run(data / "cfg.yaml", echo=lines.append)
+    assert "method: full, GaLore adamw_torch rank 8 every 200 steps, scale 2, std, layer-wise" in lines, lines
