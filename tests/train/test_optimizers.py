@@ -16,6 +16,14 @@ from tests.nn.tiny import tiny_hf_model
 LR = 1e-2
 
 
+def needs(module: str) -> pytest.MarkDecorator:
+    """Skip without the package (make install puts all four in; find_spec, as galore_torch's own import needs
+    bitsandbytes)."""
+    import importlib.util
+
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"{module} is not installed")
+
+
 def _cfg(tmp_path, **keys) -> TrainConfig:
     base = {"model_name_or_path": "tiny", "dataset": ["d"], "finetuning_type": "full", "learning_rate": LR,
             "output_dir": str(tmp_path)}
@@ -47,6 +55,7 @@ def _adam_first_step(g: torch.Tensor) -> torch.Tensor:
     return LR * g / (g.abs() + 1e-8 / 0.001**0.5)
 
 
+@needs("galore_torch")
 def test_galore_projects_target_weights_to_rank_r_and_leaves_the_rest_to_adamw(tmp_path):
     before, after, grads, _ = _step(tmp_path, use_galore=True, galore_rank=2, galore_target="all",
                                     weight_decay=0.0)
@@ -60,6 +69,7 @@ def test_galore_projects_target_weights_to_rank_r_and_leaves_the_rest_to_adamw(t
     assert torch.linalg.matrix_rank(after["lm_head.weight"] - before["lm_head.weight"]).item() > 2
 
 
+@needs("galore_torch")
 def test_galore_scale_and_target_are_honoured(tmp_path):
     b1, a1, _, _ = _step(tmp_path, use_galore=True, galore_rank=2, galore_scale=1.0, galore_target="q_proj")
     b2, a2, _, _ = _step(tmp_path, use_galore=True, galore_rank=2, galore_scale=3.0, galore_target="q_proj")
@@ -70,6 +80,7 @@ def test_galore_scale_and_target_are_honoured(tmp_path):
     assert torch.linalg.matrix_rank(a1[k] - b1[k]).item() > 2
 
 
+@needs("galore_torch")
 def test_layerwise_galore_steps_in_backward_and_matches_the_whole_model_optimizer(tmp_path):
     keys = {"use_galore": True, "galore_rank": 2, "weight_decay": 0.01, "gradient_accumulation_steps": 1}
     before, whole, _, _ = _step(tmp_path, **keys)
@@ -81,6 +92,7 @@ def test_layerwise_galore_steps_in_backward_and_matches_the_whole_model_optimize
     assert placeholder.param_groups[0]["lr"] == LR
 
 
+@needs("galore_torch")
 def test_layerwise_optimizer_follows_the_scheduled_learning_rate(tmp_path):
     cfg = _cfg(tmp_path, use_galore=True, galore_layerwise=True, gradient_accumulation_steps=1)
     model = tiny_hf_model("qwen2", seed=0).train()
@@ -93,6 +105,7 @@ def test_layerwise_optimizer_follows_the_scheduled_learning_rate(tmp_path):
     assert not _changed(before, {n: p.detach() for n, p in model.named_parameters()})
 
 
+@needs("apollo_torch")
 @pytest.mark.parametrize("proj", ["random", "svd"])
 def test_apollo_scales_raw_gradients_per_channel(tmp_path, proj):
     before, after, grads, _ = _step(tmp_path, use_apollo=True, apollo_rank=2, apollo_proj=proj,
@@ -106,6 +119,7 @@ def test_apollo_scales_raw_gradients_per_channel(tmp_path, proj):
     torch.testing.assert_close(after[norm] - before[norm], -_adam_first_step(grads[norm]), rtol=1e-3, atol=1e-7)
 
 
+@needs("apollo_torch")
 def test_apollo_tensor_scaling_and_scale(tmp_path):
     b1, a1, grads, _ = _step(tmp_path, use_apollo=True, apollo_rank=2, apollo_scale_type="tensor", apollo_scale=8.0)
     b2, a2, _, _ = _step(tmp_path, use_apollo=True, apollo_rank=2, apollo_scale_type="tensor", apollo_scale=32.0)
@@ -117,6 +131,7 @@ def test_apollo_tensor_scaling_and_scale(tmp_path):
     torch.testing.assert_close(a2[name] - b2[name], 2.0 * delta, rtol=1e-4, atol=1e-5 * delta.abs().max().item())
 
 
+@needs("badam")
 @pytest.mark.parametrize(("start", "trained"), [(None, "model.layers.0."), (1, "model.layers.1.")])
 def test_badam_layer_mode_updates_one_block_only(tmp_path, start, trained):
     before, after, _, optimizer = _step(tmp_path, use_badam=True, badam_mode="layer", badam_start_block=start,
@@ -128,6 +143,7 @@ def test_badam_layer_mode_updates_one_block_only(tmp_path, start, trained):
     assert optimizer.active_param_prefixs == [other]  # switched to the next block after one step (interval 1)
 
 
+@needs("badam")
 def test_badam_ratio_mode_updates_a_share_of_each_matrix(tmp_path):
     before, after, _, _ = _step(tmp_path, use_badam=True, badam_mode="ratio", badam_update_ratio=0.1)
     q = "model.layers.0.self_attn.q_proj.weight"
@@ -135,6 +151,7 @@ def test_badam_ratio_mode_updates_a_share_of_each_matrix(tmp_path):
     assert "model.embed_tokens.weight" not in _changed(before, after)  # LF: include_embedding=False
 
 
+@needs("adam_mini")
 def test_adam_mini_uses_one_second_moment_per_head_and_per_neuron(tmp_path):
     before, after, grads, _ = _step(tmp_path, use_adam_mini=True, weight_decay=0.0)
     assert _changed(before, after) == set(grads)
@@ -184,6 +201,7 @@ def test_a_missing_package_is_named(tmp_path, monkeypatch):
     assert "use_badam: needs the badam package: pip install badam (or athanor[optimizers])" in problems
 
 
+@needs("galore_torch")
 def test_check_names_the_optimizer(tmp_path, tiny_hf_dir):
     import yaml
 
