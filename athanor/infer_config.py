@@ -33,7 +33,7 @@ class ChatConfig(BaseModel):
     adapter_name_or_path: str | None = None
     template: str | None = None
     output_dir: str | None = None  # from a training YAML: where its adapter / model is
-    finetuning_type: Literal["lora", "full", "freeze"] = "lora"
+    finetuning_type: Literal["lora", "full", "freeze", "oft"] = "lora"
     system: str | None = None
 
 

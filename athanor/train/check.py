@@ -67,6 +67,14 @@ def check_run(config_path: str | Path, overrides: list[str] | None = None,
 
 
 def describe_method(cfg: TrainConfig) -> str:
+    from athanor.train.optimizers import describe_optimizer
+
+    method = _describe_tuning(cfg)
+    optimizer = describe_optimizer(cfg)  # GaLore, APOLLO, BAdam or Adam-mini
+    return f"{method}, {optimizer}" if optimizer else method
+
+
+def _describe_tuning(cfg: TrainConfig) -> str:
     if cfg.finetuning_type == "freeze":
         return f"freeze (last {cfg.freeze_trainable_layers} decoder layers train)"
     if cfg.finetuning_type != "lora":

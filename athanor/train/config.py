@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from athanor.errors import AthanorError
+from athanor.train.optimizer_keys import OptimizerKeys, optimizer_problems
 
 
 class ConfigError(AthanorError):
@@ -29,8 +30,9 @@ class ConfigError(AthanorError):
         super().__init__(f"{len(problems)} {noun} in {source}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class TrainConfig(BaseModel):
-    """Every key of a training YAML. Names follow LLaMA-Factory so its configs mostly run unchanged."""
+class TrainConfig(OptimizerKeys):
+    """Every key of a training YAML. Names follow LLaMA-Factory so its configs mostly run unchanged (the GaLore,
+    APOLLO, BAdam and Adam-mini keys come from OptimizerKeys)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -307,6 +309,7 @@ def _detect_cuda() -> bool:
 def check_combinations(cfg: TrainConfig, has_cuda: bool) -> list[str]:
     """Settings that are each fine but impossible together (or on this machine); one line per problem."""
     problems = _hardware_problems(cfg, has_cuda) + _method_problems(cfg) + _schedule_problems(cfg)
+    problems += optimizer_problems(cfg)
     problems += _path_problems(cfg)
     if cfg.dataset:
         problems += _dataset_problems(cfg)

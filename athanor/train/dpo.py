@@ -27,12 +27,12 @@ from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation
 from athanor.train.export import use_template
+from athanor.train.optimizers import install_optimizer
 from athanor.train.sft import (
     ListDataset,
     _split,
     describe_launch,
     load_model,
-    loraplus_optimizer,
     pad_token_id,
     resolve_base,
     resume_arg,
@@ -67,8 +67,8 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
         model=model, args=training_arguments(cfg, bool(held_out)), train_dataset=ListDataset(pairs),
         eval_dataset=ListDataset(held_out) if held_out else None,
         data_collator=lambda batch: collate_pairs(batch, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
-        optimizers=(loraplus_optimizer(cfg, model), None),
     )
+    install_optimizer(trainer, cfg, model)
     trainer.setup_preference(cfg.pref_loss, cfg.pref_beta, ref)
     if launch := describe_launch(trainer.args):
         echo(launch)

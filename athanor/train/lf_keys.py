@@ -45,10 +45,6 @@ NOT_HERE = "not implemented in athanor"
 MEGATRON = "a Megatron-Core setting; athanor has no Megatron (multi-GPU CUDA training)"
 
 
-def _lib(name: str) -> str:
-    return f"needs the {name} package, which athanor does not install; not implemented here"
-
-
 LF_KEYS: dict[str, KeyRule] = {
     # ---- ModelArguments (hparams/model_args.py)
     "adapter_folder": _refuse("loading adapters from a folder of folders is " + NOT_HERE),
@@ -157,30 +153,10 @@ LF_KEYS: dict[str, KeyRule] = {
     "reward_model_quantization_bit": _refuse("stage: ppo is " + NOT_HERE),
     "reward_model_type": _noop("stage: ppo is refused"),
     "ld_alpha": _refuse("LD-DPO is " + NOT_HERE),
-    "use_galore": _refuse("GaLore " + _lib("galore-torch")),
-    "galore_target": _noop("applies only with use_galore"), "galore_rank": _noop("applies only with use_galore"),
-    "galore_update_interval": _noop("applies only with use_galore"),
-    "galore_scale": _noop("applies only with use_galore"), "galore_proj_type": _noop("applies only with use_galore"),
-    "galore_layerwise": _noop("applies only with use_galore"),
-    "use_apollo": _refuse("APOLLO " + _lib("apollo-torch")),
-    "apollo_target": _noop("applies only with use_apollo"), "apollo_rank": _noop("applies only with use_apollo"),
-    "apollo_update_interval": _noop("applies only with use_apollo"),
-    "apollo_scale": _noop("applies only with use_apollo"), "apollo_proj": _noop("applies only with use_apollo"),
-    "apollo_proj_type": _noop("applies only with use_apollo"),
-    "apollo_scale_type": _noop("applies only with use_apollo"),
-    "apollo_layerwise": _noop("applies only with use_apollo"),
-    "apollo_scale_front": _noop("applies only with use_apollo"),
-    "use_badam": _refuse("BAdam " + _lib("badam")),
-    "badam_mode": _noop("applies only with use_badam"), "badam_start_block": _noop("applies only with use_badam"),
-    "badam_switch_mode": _noop("applies only with use_badam"),
-    "badam_switch_interval": _noop("applies only with use_badam"),
-    "badam_update_ratio": _noop("applies only with use_badam"),
-    "badam_mask_mode": _noop("applies only with use_badam"), "badam_verbose": _noop("applies only with use_badam"),
     "use_swanlab": _refuse(LOGS), "swanlab_project": _noop(LOGS), "swanlab_workspace": _noop(LOGS),
     "swanlab_run_name": _noop(LOGS), "swanlab_mode": _noop(LOGS), "swanlab_api_key": _noop(LOGS),
     "swanlab_logdir": _noop(LOGS), "swanlab_lark_webhook_url": _noop(LOGS), "swanlab_lark_secret": _noop(LOGS),
     "use_llama_pro": _refuse("LLaMA Pro block expansion is " + NOT_HERE),
-    "use_adam_mini": _refuse("Adam-mini " + _lib("adam-mini")),
     "use_mca": _refuse("Megatron-Core " + CUDA_KERNELS),
     "use_megatron_bridge": _refuse("Megatron " + CUDA_KERNELS),
     "megatron_bridge_args": _refuse("Megatron " + CUDA_KERNELS),
@@ -226,7 +202,8 @@ LF_KEYS: dict[str, KeyRule] = {
     # ---- Hugging Face Seq2SeqTrainingArguments (transformers)
     "lr_scheduler_kwargs": _refuse("extra scheduler arguments are " + NOT_HERE, None, {}),
     "optim_args": _refuse("extra optimizer arguments are " + NOT_HERE),
-    "optim_target_modules": _noop("applies only with GaLore/APOLLO optimizers, which are refused"),
+    "optim_target_modules": _noop("transformers' own GaLore/APOLLO optim names are not offered; LF's use_galore/"
+                                  "galore_target and use_apollo/apollo_target are"),
     "average_tokens_across_devices": _noop(ONE_PROCESS),
     "label_smoothing_factor": _refuse("label smoothing is " + NOT_HERE, None, 0, 0.0),
     "bf16_full_eval": _noop("eval runs in the training precision"),

@@ -25,10 +25,10 @@ from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.dpo import collate_pairs, split_pairs
 from athanor.train.export import use_template
+from athanor.train.optimizers import install_optimizer
 from athanor.train.sft import (
     ListDataset,
     load_model,
-    loraplus_optimizer,
     pad_token_id,
     resolve_base,
     resume_arg,
@@ -120,8 +120,9 @@ def run_rm(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
         model=model, args=training_arguments(cfg, bool(held_out)), train_dataset=ListDataset(pairs),
         eval_dataset=ListDataset(held_out) if held_out else None,
         data_collator=lambda batch: collate_scored_pairs(batch, pad_id),
-        callbacks=[JsonlLogCallback(Path(cfg.output_dir))], optimizers=(loraplus_optimizer(cfg, model.lm), None),
+        callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
     )
+    install_optimizer(trainer, cfg, model)  # the value head is trained too (it is a parameter of the wrapper)
     with torch.enable_grad():
         trainer.train(resume_from_checkpoint=resume)
     if held_out:

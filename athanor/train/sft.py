@@ -321,18 +321,6 @@ def _with_oft(cfg: TrainConfig, model: Any) -> Any:
         raise AthanorError(" ".join(f"oft: {e}".split())) from None
 
 
-def loraplus_optimizer(cfg: TrainConfig, model: Any) -> Any:
-    """LoRA+ (loraplus_lr_ratio): peft's optimizer with the B matrices at ratio x the learning rate; None when off."""
-    if cfg.loraplus_lr_ratio is None or not _is_peft(model):
-        return None
-    import torch.optim
-    from peft.optimizers import create_loraplus_optimizer
-
-    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.learning_rate,
-                                     loraplus_lr_ratio=cfg.loraplus_lr_ratio, weight_decay=cfg.weight_decay,
-                                     betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-
-
 def _freeze_all_but_last_layers(model: Any, num_layers: int) -> None:
     layers = model.model.layers
     if num_layers > len(layers):
@@ -350,14 +338,15 @@ def _freeze_all_but_last_layers(model: Any, num_layers: int) -> None:
 def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: list[Example],
              eval_rows: list[Example]) -> Any:
     from athanor.train.fast_loss import SftTrainer
+    from athanor.train.optimizers import install_optimizer
 
     pad_id = pad_token_id(tokenizer)
     trainer = SftTrainer(
         model=model, args=training_arguments(cfg, bool(eval_rows)), train_dataset=ListDataset(train_rows),
         eval_dataset=ListDataset(eval_rows) if eval_rows else None,
         data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
-        optimizers=(loraplus_optimizer(cfg, model), None),
     )
+    install_optimizer(trainer, cfg, model)  # LoRA+, GaLore, APOLLO, BAdam, Adam-mini (optimizers.py)
     trainer.dft_loss = cfg.use_dft_loss
     return trainer
 

@@ -132,12 +132,12 @@ def test_shape_mismatch(llama_adapter):
         merge_lora(base, adapter)
 
 
-def test_dora_refused(tmp_path, llama_adapter):
+def test_dora_without_magnitude_vectors_refused(tmp_path, llama_adapter):
     base, _, adapter = llama_adapter
     dora = tmp_path / "dora"
     dora.mkdir()
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     (dora / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
     (dora / "adapter_model.safetensors").write_bytes((adapter / "adapter_model.safetensors").read_bytes())
-    with pytest.raises(AthanorError, match="use_dora=true is not supported"):
+    with pytest.raises(AthanorError, match="use_dora=true but .* lacks its lora_A/lora_B or lora_magnitude_vector"):
         merge_lora(base, dora)

@@ -48,6 +48,10 @@ VARIANTS = {
     "dpo": {"stage": "dpo", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink", "pref_beta": 0.1},
     "oft": {**DATA, "finetuning_type": "oft", "oft_block_size": 8, "oft_target": "all", "module_dropout": 0.1},
     "reward_model": {"stage": "rm", **LORA, "dataset": "dpo_en_demo", "template": "qwen3_nothink"},
+    "galore_layerwise": {**FULL, "use_galore": True, "galore_layerwise": True, "galore_rank": 4},
+    "apollo": {**FULL, "use_apollo": True, "apollo_rank": 4, "apollo_proj": "svd"},
+    "badam_ratio": {**FULL, "use_badam": True, "badam_mode": "ratio", "badam_update_ratio": 0.1},
+    "adam_mini_rm": {**DATA, "stage": "rm", "finetuning_type": "full", "dataset": "dpo_en_demo", "use_adam_mini": True},
     "qwen3_thinking_default_system": {**SFT, "template": "qwen3", "enable_thinking": False,
                                       "default_system": "Be brief.", "warmup_steps": 1},
 }
@@ -115,6 +119,35 @@ def test_stages_run_one_step_on_smollm2(lf_dir, smollm2_path, stage):
     out, lines = _run(lf_dir, smollm2_path, keys, ["lora_target=q_proj,v_proj"])
     assert (out / "adapter_model.safetensors").is_file()
     assert any("overwrite_output_dir" in line for line in lines)
+
+
+OPTIMIZERS = {
+    # k/v only: GaLore starts with an SVD of each target's gradient, seconds apiece for SmolLM2 on a loaded CPU
+    "galore": {"use_galore": True, "galore_layerwise": True, "galore_target": "k_proj,v_proj", "galore_rank": 16},
+    "apollo": {"use_apollo": True, "apollo_target": "all", "apollo_rank": 16, "apollo_scale_type": "channel"},
+    "badam": {"use_badam": True, "badam_mode": "layer", "badam_switch_mode": "descending", "badam_switch_interval": 1},
+    "adam_mini": {"use_adam_mini": True},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizers_run_one_full_step_on_smollm2(lf_dir, smollm2_path, name):
+    """Full fine-tuning of SmolLM2 (tied embeddings, GQA) for one step with each optimizer LF offers; the saved
+    weights differ from the base where the method trains (for BAdam, the last decoder layer only)."""
+    from safetensors.torch import load_file
+
+    from athanor.models.loader import load_checkpoint
+
+    keys = {**FULL, "template": "llama3", **OPTIMIZERS[name], "learning_rate": 1e-3, "warmup_ratio": 0.0}
+    out, _ = _run(lf_dir, smollm2_path, keys)
+    trained = load_file(out / "model.safetensors")
+    base = load_checkpoint(smollm2_path).tensors
+    changed = {n for n, t in trained.items() if not torch.allclose(t.float(), base[n].float(), atol=1e-6)}
+    if name == "badam":  # descending: the last block first
+        assert changed and all(n.startswith("model.layers.29.") for n in changed), sorted(changed)[:5]
+    else:
+        assert "model.layers.0.self_attn.q_proj.weight" in changed and "model.layers.29.mlp.down_proj.weight" in changed
 
 
 def test_reward_model_learns_to_rank_and_reports_accuracy(lf_dir, tiny_hf_dir):
