@@ -30,6 +30,7 @@ FULL = {**DATA, "finetuning_type": "full"}
 
 # pattern -> extra keys over COMMON; these run on a CPU machine.
 RUNS = {
+    "extras/galore_pure_bf16": {**FULL, "use_galore": True, "pure_bf16": True},  # LF's GaLore/APOLLO examples
     "train_lora/lora_sft": SFT,
     "train_lora/lora_sft_ds3": {**SFT, "deepspeed": "examples/deepspeed/ds_z3_config.json"},
     "train_lora/lora_sft_ray": {**SFT, "ray_num_workers": 4, "ray_init_kwargs": {"runtime_env": {}}},
@@ -73,7 +74,6 @@ REFUSED = {
     "extras/galore_lora": ({**SFT, "use_galore": True}, "use_galore: cannot be used with finetuning_type: lora"),
     "extras/galore_layerwise_accumulation": ({**FULL, "use_galore": True, "galore_layerwise": True},
                                              "galore_layerwise: steps each parameter during backward"),
-    "extras/galore_pure_bf16": ({**FULL, "use_galore": True, "pure_bf16": True}, "pure_bf16: pure bfloat16"),
     "extras/muon": ({**FULL, "use_muon": True}, "use_muon: the Muon optimizer"),
     "extras/llama_pro": ({**DATA, "finetuning_type": "freeze", "use_llama_pro": True}, "use_llama_pro: LLaMA Pro"),
     "extras/asft": ({**FULL, "use_asft_loss": True, "asft_alpha": 0.1},
