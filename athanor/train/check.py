@@ -67,6 +67,8 @@ def check_run(config_path: str | Path, overrides: list[str] | None = None,
 
 
 def describe_method(cfg: TrainConfig) -> str:
+    if cfg.finetuning_type == "freeze" and cfg.use_llama_pro:
+        return f"freeze, LLaMA Pro (the {cfg.freeze_trainable_layers} expanded decoder layers train)"
     if cfg.finetuning_type == "freeze":
         return f"freeze (last {cfg.freeze_trainable_layers} decoder layers train)"
     if cfg.finetuning_type != "lora":
@@ -106,7 +108,7 @@ def _param_counts(cfg: TrainConfig, base: Path) -> tuple[int, int]:
     import torch
     import transformers
 
-    from athanor.train.sft import _freeze_all_but_last_layers
+    from athanor.train.sft import freeze_layers
 
     if base.is_dir():
         config = transformers.AutoConfig.from_pretrained(base)
@@ -121,7 +123,7 @@ def _param_counts(cfg: TrainConfig, base: Path) -> tuple[int, int]:
 
         model = _with_oft(cfg, model)
     elif cfg.finetuning_type == "freeze":
-        _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
+        freeze_layers(cfg, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
 
@@ -135,6 +137,10 @@ def _meta_lora(cfg: TrainConfig, model: Any) -> Any:
         lora = PeftConfig.from_pretrained(adapters[-1])
     else:
         target = "all-linear" if cfg.lora_target == "all" else cfg.lora_target
+        if cfg.use_llama_pro:
+            from athanor.train.llama_pro import expanded_lora_targets
+
+            target = expanded_lora_targets(model, cfg.lora_target, cfg.freeze_trainable_layers)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.effective_lora_alpha, target_modules=target,
                           task_type="CAUSAL_LM", use_dora=cfg.use_dora, modules_to_save=cfg.additional_target or None)
     return get_peft_model(model, lora)
