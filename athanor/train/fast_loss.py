@@ -65,7 +65,8 @@ class SftTrainer(transformers.Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
-        reweighted = self.dft_loss or self.eaft_alpha is not None or self.asft_alpha is not None
+        dft, eaft, asft = (getattr(self, k, None) for k in ("dft_loss", "eaft_alpha", "asft_alpha"))
+        reweighted = dft or eaft is not None or asft is not None
         if labels is None or not supports_label_only_head(self.accelerator.unwrap_model(model)):
             if reweighted:
                 raise AthanorError("use_dft_loss/use_eaft_loss/use_asft_loss need the label-only LM head, which "
@@ -74,11 +75,10 @@ class SftTrainer(transformers.Trainer):
         keep, targets = label_positions(labels)
         kwargs = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**kwargs, logits_to_keep=keep)  # through the (maybe DDP-wrapped) forward: grads sync
-        weight = token_weight(self.dft_loss or self.asft_alpha is not None, self.eaft_alpha)
-        total = summed_cross_entropy(outputs.logits, targets, weight=weight)
-        if self.asft_alpha is not None:
-            ref = reference_logits(self.accelerator.unwrap_model(model), self.ref_model, kwargs, keep)
-            total = total + self.asft_alpha * summed_kl(outputs.logits, ref)
+        total = summed_cross_entropy(outputs.logits, targets, weight=token_weight(bool(dft) or asft is not None, eaft))
+        if asft is not None:
+            ref = reference_logits(self.accelerator.unwrap_model(model), getattr(self, "ref_model", None), kwargs, keep)
+            total = total + asft * summed_kl(outputs.logits, ref)
         if num_items_in_batch is not None:  # gradient accumulation: divide by every micro-batch's label count
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:

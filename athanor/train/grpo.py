@@ -44,7 +44,7 @@ def load_reward_func(spec: str, dataset_dir: str | None = None) -> Callable[...,
         module = _load_file(spec, where, dataset_dir) if where.endswith(".py") else importlib.import_module(where)
     except RewardError:
         raise
-    except Exception as e:  # the user's module failed to import: name it and the error, in one line
+    except Exception as e:  # noqa: BLE001 - any failure of the user's module: named, in one line
         raise RewardError(" ".join(f"{spec!r}: importing {where} failed: {type(e).__name__}: {e}".split())) from None
     func = getattr(module, name, None)
     if not callable(func):
@@ -54,7 +54,9 @@ def load_reward_func(spec: str, dataset_dir: str | None = None) -> Callable[...,
 
 def _load_file(spec: str, where: str, dataset_dir: str | None) -> Any:
     path = Path(where).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, *([Path(dataset_dir) / path] if dataset_dir else [])]
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path]
+    if dataset_dir and not path.is_absolute():
+        candidates.append(Path(dataset_dir) / path)
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise RewardError(f"{spec!r}: no file {where} (looked in {', '.join(str(c.parent) for c in candidates)})")
@@ -81,8 +83,9 @@ def checked_reward(func: Callable[..., Any]) -> Callable[..., list[float | None]
         got = func(prompts=prompts, completions=completions, **kwargs)
         values = list(got) if isinstance(got, (list, tuple)) else None
         if values is None or len(values) != len(completions):
-            raise AthanorError(f"reward function {name} returned {type(got).__name__} of "
-                               f"{len(values) if values is not None else '?'} values for {len(completions)} completions")
+            count = len(values) if values is not None else "?"
+            raise AthanorError(f"reward function {name} returned {type(got).__name__} of {count} values for "
+                               f"{len(completions)} completions")
         try:
             return [None if v is None else float(v) for v in values]
         except (TypeError, ValueError):
@@ -115,7 +118,8 @@ def grpo_prompts(cfg: Any, tokenizer: Any, echo: Callable[[str], None] = print) 
         rows.append({"prompt": prompt, "answer": answer})
     if not rows:
         raise AthanorError(f"no prompt fits in cutoff_len={cfg.cutoff_len} tokens; raise it")
-    echo(f"{len(rows)} prompts" + (f" ({too_long} longer than cutoff_len={cfg.cutoff_len} dropped)" if too_long else ""))
+    dropped = f" ({too_long} longer than cutoff_len={cfg.cutoff_len} dropped)" if too_long else ""
+    echo(f"{len(rows)} prompts{dropped}")
     return rows
 
 
@@ -146,8 +150,15 @@ def run_grpo(cfg: Any, echo: Callable[[str], None] = print) -> Path:
     from athanor.text.tokenizer import Tokenizer
     from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
     from athanor.train.export import use_template
-    from athanor.train.sft import (load_model, loraplus_optimizer, resolve_base, resume_arg, save_model,
-                                   save_side_files, training_arguments)
+    from athanor.train.sft import (
+        load_model,
+        loraplus_optimizer,
+        resolve_base,
+        resume_arg,
+        save_model,
+        save_side_files,
+        training_arguments,
+    )
 
     assert cfg.stage == "grpo", "run_grpo only runs stage: grpo"
     resume = resume_arg(cfg, echo)

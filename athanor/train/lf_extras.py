@@ -42,15 +42,17 @@ def _muon_problems(cfg: Any) -> list[str]:
 
 def _llama_pro_problems(cfg: Any) -> list[str]:
     if cfg.use_llama_pro and cfg.finetuning_type not in ("freeze", "lora"):
-        return [f"use_llama_pro: trains the expanded blocks with finetuning_type freeze or lora (got "
-                f"{cfg.finetuning_type}), as in LLaMA-Factory"]
+        return [(f"use_llama_pro: trains the expanded blocks with finetuning_type freeze or lora (got "
+                 f"{cfg.finetuning_type}), as in LLaMA-Factory")]
     return []
 
 
 def _grpo_problems(cfg: Any) -> list[str]:
-    grpo_keys = sorted(k for k in cfg.model_fields_set if k.startswith("grpo_") or k.startswith("reward_"))
+    grpo_keys = sorted(k for k in cfg.model_fields_set if k.startswith(("grpo_", "reward_")))
     if cfg.stage != "grpo":
-        return [f"{', '.join(grpo_keys)} set but stage is {cfg.stage}; they only apply to stage: grpo"] if grpo_keys else []
+        if not grpo_keys:
+            return []
+        return [f"{', '.join(grpo_keys)} set but stage is {cfg.stage}; they only apply to stage: grpo"]
     out = []
     if not cfg.reward_funcs:
         out.append("reward_funcs: stage: grpo needs at least one reward function (`module:function` or "

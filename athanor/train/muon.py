@@ -67,7 +67,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     @property
     def muon_count(self) -> int:
-        return sum(len(g["params"]) for opt in self.inner if isinstance(opt, torch.optim.Muon) for g in opt.param_groups)
+        muon = [opt for opt in self.inner if isinstance(opt, torch.optim.Muon)]
+        return sum(len(g["params"]) for opt in muon for g in opt.param_groups)
 
 
 def muon_optimizer(cfg: Any, model: Any) -> MuonWithAdamW:

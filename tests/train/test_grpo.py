@@ -72,14 +72,15 @@ def test_grpo_config_is_accepted_with_file_and_module_rewards(lf_dir, tiny_hf_di
 
 @pytest.mark.parametrize(("keys", "want"), [
     ({"reward_funcs": []}, "reward_funcs: stage: grpo needs at least one reward function"),
-    ({"reward_funcs": "rewards.py"}, "reward_funcs: 'rewards.py': expected module:function or path/to/file.py:function"),
+    ({"reward_funcs": "rewards.py"},
+     "reward_funcs: 'rewards.py': expected module:function or path/to/file.py:function"),
     ({"reward_funcs": "nowhere.py:f"}, "reward_funcs: 'nowhere.py:f': no file nowhere.py (looked in"),
     ({"reward_funcs": "rewards.py:nope"}, "reward_funcs: 'rewards.py:nope': rewards.py has no function 'nope'"),
     ({"reward_funcs": "no_such_module_x:f"},
      "reward_funcs: 'no_such_module_x:f': importing no_such_module_x failed: ModuleNotFoundError"),
     ({"reward_weights": [1.0]}, "reward_weights: 1 weights for 2 reward functions"),
-    ({"grpo_num_generations": 3}, "grpo_num_generations: 3 must divide per_device_train_batch_size x "
-                                  "gradient_accumulation_steps = 2"),
+    ({"grpo_num_generations": 3}, ("grpo_num_generations: 3 must divide per_device_train_batch_size x "
+                                   "gradient_accumulation_steps = 2")),
     ({"packing": True}, "packing: not supported with stage: grpo"),
     ({"val_size": 0.5}, "val_size: not supported with stage: grpo"),
     ({"dataset": "dpo_en_demo"}, "dataset: dpo_en_demo holds preference pairs"),

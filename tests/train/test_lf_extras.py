@@ -200,8 +200,8 @@ def test_llama_pro_with_lora_targets_only_expanded_blocks(lf_dir, tiny_hf_dir):
 
 def test_llama_pro_refusals(lf_dir, tiny_hf_dir):
     problems = _problems(lf_dir, tiny_hf_dir, {**FULL, "use_llama_pro": True})
-    assert problems == ["use_llama_pro: trains the expanded blocks with finetuning_type freeze or lora (got full), "
-                        "as in LLaMA-Factory"]
+    assert problems == [("use_llama_pro: trains the expanded blocks with finetuning_type freeze or lora (got full), "
+                         "as in LLaMA-Factory")]
     from athanor.errors import AthanorError
     from athanor.train.llama_pro import expanded_layer_ids
 
@@ -322,6 +322,16 @@ def test_extras_run_one_step_on_smollm2(lf_dir, smollm2_path, method):
         expanded = lf_dir / "smollm2-pro"
         result = CliRunner().invoke(app, ["llama-pro", str(smollm2_path), "--out", str(expanded), "--num-expand", "6"])
         assert result.exit_code == 0, result.output
+        import transformers
+
+        from athanor.models.loader import load_checkpoint
+        from athanor.train.sft import _model_from_gguf
+
+        original = _model_from_gguf(smollm2_path, load_checkpoint(smollm2_path))
+        pro = transformers.AutoModelForCausalLM.from_pretrained(expanded)
+        ids = torch.tensor([[1, 504, 3458, 282, 4649, 314, 7042, 30]])
+        torch.testing.assert_close(_logits(pro, ids), _logits(original, ids), rtol=0, atol=1e-4)
+        del original, pro
         keys = {**DATA, "template": "llama3", "finetuning_type": "freeze", "freeze_trainable_layers": 6,
                 "use_llama_pro": True}
         out, _ = _run(lf_dir, expanded, keys)
