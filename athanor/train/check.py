@@ -74,7 +74,7 @@ def describe_method(cfg: TrainConfig) -> str:
     if cfg.finetuning_type != "lora":
         return cfg.finetuning_type
     target = "all linear layers" if cfg.lora_target == "all" else ",".join(cfg.lora_target)
-    extras = [name for name, on in (("DoRA", cfg.use_dora), ("rsLoRA", cfg.use_rslora), ("PiSSA init", cfg.pissa_init),
+    extras = [name for name, on in (("LLaMA Pro blocks only", cfg.use_llama_pro), ("DoRA", cfg.use_dora), ("rsLoRA", cfg.use_rslora), ("PiSSA init", cfg.pissa_init),
                                     (f"LoRA+ x{cfg.loraplus_lr_ratio}", cfg.loraplus_lr_ratio)) if on]
     if cfg.quantization_bit:
         extras.append(f"{cfg.quantization_bit}-bit base (QLoRA)")
@@ -85,6 +85,12 @@ def describe_method(cfg: TrainConfig) -> str:
 
 def _data(cfg: TrainConfig, tokenizer: Any, echo: Callable[[str], None]) -> tuple[int, int, int]:
     """(training samples, training tokens per epoch, rows per epoch), tokenized exactly as the run will."""
+    if cfg.stage == "grpo":  # prompts (each sampled grpo_num_generations times), tokens of the prompts
+        from athanor.train.grpo import grpo_prompts
+
+        prompts = grpo_prompts(cfg, tokenizer, echo)
+        tokens = sum(len(tokenizer.encode(p["prompt"], add_special_tokens=False)) for p in prompts)
+        return len(prompts), tokens, len(prompts) * cfg.grpo_num_generations
     if cfg.stage in ("dpo", "rm"):
         from athanor.train.dpo import split_pairs
 
