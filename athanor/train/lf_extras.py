@@ -33,8 +33,8 @@ def _muon_problems(cfg: Any) -> list[str]:
     out = []
     if cfg.loraplus_lr_ratio is not None:
         out.append("use_muon and loraplus_lr_ratio both pick the optimizer; pick one")
-    if cfg.stage not in ("sft", "pt", "dpo"):
-        out.append(f"use_muon: Muon is wired into stages sft, pt and dpo here (got {cfg.stage})")
+    if cfg.stage not in ("sft", "pt", "dpo", "grpo"):
+        out.append(f"use_muon: Muon is wired into stages sft, pt, dpo and grpo here (got {cfg.stage})")
     if "optim" in cfg.model_fields_set and cfg.optim not in ("adamw_torch", "adamw_torch_fused"):
         out.append(f"use_muon replaces the optimizer (Muon + AdamW); optim: {cfg.optim} would be ignored, drop it")
     return out

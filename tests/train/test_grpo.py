@@ -125,6 +125,13 @@ def test_grpo_one_step_on_the_tiny_model(lf_dir, tiny_hf_dir):
     assert any(line.startswith("done: GRPO") for line in lines)
 
 
+def test_grpo_full_finetuning_with_muon_one_step(lf_dir, tiny_hf_dir):
+    keys = {**GRPO, **ONE_STEP, "finetuning_type": "full", "use_muon": True, "lora_rank": None, "lora_target": None}
+    keys = {k: v for k, v in keys.items() if v is not None}
+    out, log, _ = _run(lf_dir, tiny_hf_dir, keys)
+    assert math.isfinite(next(r for r in log if "loss" in r)["loss"]) and (out / "model.safetensors").is_file()
+
+
 def test_a_reward_function_with_the_wrong_count_is_named(lf_dir, tiny_hf_dir):
     from athanor.errors import AthanorError
 

@@ -120,6 +120,8 @@ def test_muon_refusals(lf_dir, tiny_hf_dir):
     assert "use_muon and loraplus_lr_ratio both pick the optimizer; pick one" in problems
     problems = _problems(lf_dir, tiny_hf_dir, {**FULL, "use_muon": True, "optim": "sgd"})
     assert problems == ["use_muon replaces the optimizer (Muon + AdamW); optim: sgd would be ignored, drop it"]
+    problems = _problems(lf_dir, tiny_hf_dir, {"stage": "rm", **LORA, "dataset": "dpo_en_demo", "use_muon": True})
+    assert problems == ["use_muon: Muon is wired into stages sft, pt, dpo and grpo here (got rm)"]
 
 
 # ------------------------------------------------------------------------------------------------ LLaMA Pro
