@@ -75,7 +75,7 @@ REFUSED = {
     "extras/badam": ({**FULL, "use_badam": True, "badam_mode": "layer"},
                      "use_badam: BAdam needs the badam package"),
     "extras/adam_mini": ({**FULL, "use_adam_mini": True}, "use_adam_mini: Adam-mini"),
-    "extras/mod": ({**FULL, "mixture_of_depths": "convert", "optim": "adamw_torch"},
+    "extras/mod": ({**FULL, "mixture_of_depths": "convert"},
                    "mixture_of_depths: LLaMA-Factory runs it on the MoD package (pip: mixture-of-depth)"),
     "extras/llama_pro_full": ({**FULL, "use_llama_pro": True}, "use_llama_pro: trains the expanded blocks with "
                               "finetuning_type freeze or lora (got full)"),
