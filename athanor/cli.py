@@ -30,6 +30,9 @@ def _mount_subcommands() -> None:
     from athanor.quantize_cli import register as register_quantize_commands  # imports only typer
 
     register_quantize_commands(app)  # `athanor quantize`, `athanor perplexity`
+    from athanor.llama_pro_cli import register as register_llama_pro  # imports only typer
+
+    register_llama_pro(app)  # `athanor llama-pro MODEL --out DIR --num-expand N`
     from athanor.ops.cli import register as register_ops_commands  # imports only typer
 
     register_ops_commands(app)  # `athanor traces list|show`, `athanor feedback`

@@ -70,17 +70,20 @@ def describe_method(cfg: TrainConfig) -> str:
     from athanor.train.optimizers import describe_optimizer
 
     method = _describe_tuning(cfg)
-    optimizer = describe_optimizer(cfg)  # GaLore, APOLLO, BAdam or Adam-mini
+    optimizer = describe_optimizer(cfg)  # GaLore, APOLLO, BAdam, Adam-mini or Muon
     return f"{method}, {optimizer}" if optimizer else method
 
 
 def _describe_tuning(cfg: TrainConfig) -> str:
+    if cfg.finetuning_type == "freeze" and cfg.use_llama_pro:
+        return f"freeze, LLaMA Pro (the {cfg.freeze_trainable_layers} expanded decoder layers train)"
     if cfg.finetuning_type == "freeze":
         return f"freeze (last {cfg.freeze_trainable_layers} decoder layers train)"
     if cfg.finetuning_type != "lora":
         return cfg.finetuning_type
     target = "all linear layers" if cfg.lora_target == "all" else ",".join(cfg.lora_target)
-    extras = [name for name, on in (("DoRA", cfg.use_dora), ("rsLoRA", cfg.use_rslora), ("PiSSA init", cfg.pissa_init),
+    extras = [name for name, on in (("LLaMA Pro blocks only", cfg.use_llama_pro), ("DoRA", cfg.use_dora),
+                                    ("rsLoRA", cfg.use_rslora), ("PiSSA init", cfg.pissa_init),
                                     (f"LoRA+ x{cfg.loraplus_lr_ratio}", cfg.loraplus_lr_ratio)) if on]
     if cfg.quantization_bit:
         extras.append(f"{cfg.quantization_bit}-bit base (QLoRA)")
@@ -91,6 +94,12 @@ def _describe_tuning(cfg: TrainConfig) -> str:
 
 def _data(cfg: TrainConfig, tokenizer: Any, echo: Callable[[str], None]) -> tuple[int, int, int]:
     """(training samples, training tokens per epoch, rows per epoch), tokenized exactly as the run will."""
+    if cfg.stage == "grpo":  # prompts (each sampled grpo_num_generations times), tokens of the prompts
+        from athanor.train.grpo import grpo_prompts
+
+        prompts = grpo_prompts(cfg, tokenizer, echo)
+        tokens = sum(len(tokenizer.encode(p["prompt"], add_special_tokens=False)) for p in prompts)
+        return len(prompts), tokens, len(prompts) * cfg.grpo_num_generations
     if cfg.stage in ("dpo", "rm"):
         from athanor.train.dpo import split_pairs
 
@@ -114,7 +123,7 @@ def _param_counts(cfg: TrainConfig, base: Path) -> tuple[int, int]:
     import torch
     import transformers
 
-    from athanor.train.sft import _freeze_all_but_last_layers
+    from athanor.train.sft import freeze_layers
 
     if base.is_dir():
         config = transformers.AutoConfig.from_pretrained(base)
@@ -129,7 +138,7 @@ def _param_counts(cfg: TrainConfig, base: Path) -> tuple[int, int]:
 
         model = _with_oft(cfg, model)
     elif cfg.finetuning_type == "freeze":
-        _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
+        freeze_layers(cfg, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
 
@@ -143,6 +152,10 @@ def _meta_lora(cfg: TrainConfig, model: Any) -> Any:
         lora = PeftConfig.from_pretrained(adapters[-1])
     else:
         target = "all-linear" if cfg.lora_target == "all" else cfg.lora_target
+        if cfg.use_llama_pro:
+            from athanor.train.llama_pro import expanded_lora_targets
+
+            target = expanded_lora_targets(model, cfg.lora_target, cfg.freeze_trainable_layers)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.effective_lora_alpha, target_modules=target,
                           task_type="CAUSAL_LM", use_dora=cfg.use_dora, modules_to_save=cfg.additional_target or None)
     return get_peft_model(model, lora)

@@ -49,10 +49,11 @@ class TrainConfig(OptimizerKeys):
     default_system: str | None = Field(None, description="System prompt for samples that have none.")
 
     # -- method
-    stage: Literal["pt", "sft", "dpo", "rm", "kto", "ppo"] = Field(
+    stage: Literal["pt", "sft", "dpo", "rm", "kto", "ppo", "grpo"] = Field(
         "sft", description="pt: plain text (a .txt line or a `text` column per sample), loss on every token; sft: "
         "supervised chat fine-tuning (loss on assistant tokens only); dpo: preference pairs; rm: a reward model "
-        "(value head, pairwise loss) on preference pairs. kto and ppo are refused (not implemented).")
+        "(value head, pairwise loss) on preference pairs; grpo (athanor's, not LLaMA-Factory's): online RL with "
+        "rewards from Python functions (trl). kto and ppo are refused (not implemented).")
     finetuning_type: Literal["lora", "full", "freeze", "oft"] = Field(
         "lora", description="lora: train low-rank adapters; full: every weight; freeze: only the last layers; oft: "
         "orthogonal fine-tuning adapters (peft OFT).")
@@ -144,6 +145,28 @@ class TrainConfig(OptimizerKeys):
     pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo", "hinge", "kto_pair"] = Field(
         "sigmoid", description="Preference loss (hinge and kto_pair are refused: not implemented).")
     use_dft_loss: bool = Field(False, description="SFT: weight each token's loss by its probability (DFT).")
+    use_eaft_loss: bool = Field(False, description="SFT: weight each token's loss by (top-20 entropy / 3) ** eaft_alpha "
+                                "(EAFT, as LLaMA-Factory).")
+    eaft_alpha: float = Field(1.0, ge=0.0, description="EAFT: power of the entropy weight.")
+    use_asft_loss: bool = Field(False, description="SFT: the DFT loss plus asft_alpha x KL(starting model || model) "
+                                "(ASFT, as LLaMA-Factory).")
+    asft_alpha: float = Field(0.1, ge=0.0, description="ASFT: weight of the KL anchor to the starting model.")
+    use_muon: bool = Field(False, description="Muon on 2-D hidden weights, AdamW on the rest (torch.optim.Muon).")
+    use_llama_pro: bool = Field(False, description="LLaMA Pro: train only the expanded blocks of a model made by "
+                                "`athanor llama-pro` (freeze: whole blocks; lora: adapters on them).")
+
+    # -- GRPO (stage: grpo; athanor's extension, on trl's GRPOTrainer)
+    reward_funcs: list[str] = Field(default_factory=list, description="grpo: reward functions, `module:function` or "
+                                    "`path/to/file.py:function`; each gets (prompts, completions, answer=..., "
+                                    "**kwargs) and returns one float per completion.")
+    reward_weights: list[float] | None = Field(None, description="grpo: one weight per reward function (default 1).")
+    grpo_num_generations: int = Field(8, ge=2, description="grpo: completions sampled per prompt (one group).")
+    grpo_max_completion_length: int = Field(256, ge=1, description="grpo: max new tokens per completion.")
+    grpo_temperature: float = Field(1.0, gt=0.0, description="grpo: sampling temperature of the completions.")
+    grpo_beta: float = Field(0.0, ge=0.0, description="grpo: KL coefficient to the starting model (0 = none).")
+    grpo_epsilon: float = Field(0.2, gt=0.0, description="grpo: clipping range of the policy ratio.")
+    grpo_loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="grpo: loss "
+                                                                         "normalisation, as trl names it.")
 
     _notes: list[str] = PrivateAttr(default_factory=list)  # start-up lines: the LF keys accepted as no-ops
 
@@ -154,6 +177,11 @@ class TrainConfig(OptimizerKeys):
     @field_validator("dataset", "eval_dataset", mode="before")
     @classmethod
     def _split_datasets(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    @field_validator("reward_funcs", mode="before")
+    @classmethod
+    def _split_reward_funcs(cls, v: Any) -> Any:
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @field_validator("lora_target", "additional_target", "oft_target", mode="before")
@@ -233,6 +261,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
 
 
 LF_STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
+OUR_STAGES = ("grpo",)  # athanor's own, next to LLaMA-Factory's
 _STAGE_REFUSALS = {
     "kto": "stage: kto (unpaired preferences) is not implemented in athanor (trl is not installed); use stage: dpo "
            "with chosen/rejected pairs",
@@ -248,8 +277,9 @@ def _optim_problem(optim: Any) -> str | None:
 
 
 def _stage_problem(stage: Any) -> str | None:
-    if stage not in LF_STAGES:
-        return f"stage: unknown stage {stage!r}; LLaMA-Factory's stages are {', '.join(LF_STAGES)}"
+    if stage not in LF_STAGES + OUR_STAGES:
+        return (f"stage: unknown stage {stage!r}; LLaMA-Factory's stages are {', '.join(LF_STAGES)} (athanor adds "
+                f"{', '.join(OUR_STAGES)})")
     return _STAGE_REFUSALS.get(stage)
 
 
@@ -348,7 +378,9 @@ def _method_problems(cfg: TrainConfig) -> list[str]:
         out.append(f"packing: true is not supported with stage: {cfg.stage} (chosen and rejected must stay whole)")
     if not cfg.dataset:
         out.append("dataset: no dataset given; name one from dataset_info.json or a file path")
-    return out + _lf_method_problems(cfg)
+    from athanor.train.lf_extras import extras_problems  # Muon, LLaMA Pro, ASFT/EAFT, GRPO
+
+    return out + _lf_method_problems(cfg) + extras_problems(cfg)
 
 
 def _lf_method_problems(cfg: TrainConfig) -> list[str]:

@@ -21,6 +21,7 @@ import transformers
 
 from athanor.errors import AthanorError
 from athanor.train.encode import IGNORE_INDEX
+from athanor.train.sft_losses import TokenWeight, dft_weight, reference_logits, summed_kl, token_weight
 
 CE_CHUNK = 4096  # labelled rows per cross-entropy chunk: bounds the float32 upcast of (rows x vocab) logits
 
@@ -34,17 +35,18 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk: int = CE_CHUNK,
-                         dft: bool = False) -> torch.Tensor:
+                         dft: bool = False, weight: TokenWeight | None = None) -> torch.Tensor:
     """Sum of token cross-entropies of (N, V) logits, upcast to float32 one chunk of rows at a time. `dft`
     (LLaMA-Factory's use_dft_loss, Dynamic Fine-Tuning): each token's loss is weighted by its own probability,
-    exp(-loss), held constant in backward."""
+    exp(-loss), held constant in backward; `weight` is any such per-token weight (sft_losses.py: EAFT)."""
+    weight = weight or (dft_weight if dft else None)
     if logits.shape[0] == 0:  # no label in this micro-batch: a zero that still belongs to the graph
         return logits.sum().float() * 0.0
     total = logits.new_zeros((), dtype=torch.float32)
     for start in range(0, logits.shape[0], chunk):
         part = logits[start:start + chunk].float()
         losses = F.cross_entropy(part, targets[start:start + chunk], reduction="none")
-        total = total + (losses * torch.exp(-losses).detach() if dft else losses).sum()
+        total = total + (losses * weight(part, losses) if weight is not None else losses).sum()
     return total
 
 
@@ -57,17 +59,26 @@ class SftTrainer(transformers.Trainer):
     """transformers.Trainer with the label-only LM head; schedule, checkpoints, resume and eval loss unchanged."""
 
     dft_loss = False  # LLaMA-Factory's use_dft_loss
+    eaft_alpha: float | None = None  # use_eaft_loss: eaft_alpha (sft_losses.py)
+    asft_alpha: float | None = None  # use_asft_loss: asft_alpha; the DFT loss plus alpha x KL to the reference
+    ref_model: Any = None  # ASFT's frozen starting model (None with a peft adapter: the adapter is switched off)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
+        dft, eaft, asft = (getattr(self, k, None) for k in ("dft_loss", "eaft_alpha", "asft_alpha"))
+        reweighted = dft or eaft is not None or asft is not None
         if labels is None or not supports_label_only_head(self.accelerator.unwrap_model(model)):
-            if getattr(self, "dft_loss", False):
-                raise AthanorError("use_dft_loss needs the label-only LM head, which this model cannot use")
+            if reweighted:
+                raise AthanorError("use_dft_loss/use_eaft_loss/use_asft_loss need the label-only LM head, which "
+                                   "this model cannot use")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         keep, targets = label_positions(labels)
         kwargs = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**kwargs, logits_to_keep=keep)  # through the (maybe DDP-wrapped) forward: grads sync
-        total = summed_cross_entropy(outputs.logits, targets, dft=getattr(self, "dft_loss", False))
+        total = summed_cross_entropy(outputs.logits, targets, weight=token_weight(bool(dft) or asft is not None, eaft))
+        if asft is not None:
+            ref = reference_logits(self.accelerator.unwrap_model(model), getattr(self, "ref_model", None), kwargs, keep)
+            total = total + asft * summed_kl(outputs.logits, ref)
         if num_items_in_batch is not None:  # gradient accumulation: divide by every micro-batch's label count
             loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:

@@ -4,7 +4,8 @@ For: `LF_KEYS`, one typed table over every remaining key of LLaMA-Factory's Mode
 FinetuningArguments, GeneratingArguments and TrainingArguments (with the Hugging Face Seq2SeqTrainingArguments
 under them), read from LLaMA-Factory's `src/llamafactory/hparams/`. A `noop` key is accepted and named on one
 start-up line with its reason; a `refuse` key is accepted only at its "off" value(s) and otherwise refused with
-its reason before anything loads. Keys that do something here are fields of `TrainConfig` (config.py).
+its reason before anything loads. Keys that do something here are fields of `TrainConfig` (config.py); so are
+use_muon, use_llama_pro, use_asft_loss/asft_alpha and use_eaft_loss/eaft_alpha (lf_extras.py checks them).
 
 Not for: checking values of honoured keys (config.py) or the export/chat YAMLs (infer_config.py).
 """
@@ -62,7 +63,10 @@ LF_KEYS: dict[str, KeyRule] = {
     "flash_attn": _refuse("FlashAttention " + CUDA_KERNELS + "; use auto, sdpa or disabled",
                           None, "auto", "sdpa", "disabled", "eager"),
     "shift_attn": _refuse("shift short attention (LongLoRA) is " + NOT_HERE),
-    "mixture_of_depths": _refuse("mixture-of-depths conversion is " + NOT_HERE),
+    "mixture_of_depths": _refuse("LLaMA-Factory runs it on the MoD package (pip: mixture-of-depth), whose last "
+                                 "release (1.2.0) does not import with transformers 5 (it needs "
+                                 "TRANSFORMERS_CACHE, removed there) and wraps decoder layers with the "
+                                 "transformers 4 layer API"),
     "use_unsloth": _refuse("unsloth " + CUDA_KERNELS),
     "use_unsloth_gc": _refuse("unsloth " + CUDA_KERNELS),
     "enable_liger_kernel": _refuse("liger kernels " + CUDA_KERNELS),
@@ -156,18 +160,12 @@ LF_KEYS: dict[str, KeyRule] = {
     "use_swanlab": _refuse(LOGS), "swanlab_project": _noop(LOGS), "swanlab_workspace": _noop(LOGS),
     "swanlab_run_name": _noop(LOGS), "swanlab_mode": _noop(LOGS), "swanlab_api_key": _noop(LOGS),
     "swanlab_logdir": _noop(LOGS), "swanlab_lark_webhook_url": _noop(LOGS), "swanlab_lark_secret": _noop(LOGS),
-    "use_llama_pro": _refuse("LLaMA Pro block expansion is " + NOT_HERE),
     "use_mca": _refuse("Megatron-Core " + CUDA_KERNELS),
     "use_megatron_bridge": _refuse("Megatron " + CUDA_KERNELS),
     "megatron_bridge_args": _refuse("Megatron " + CUDA_KERNELS),
     "use_hyper_parallel": _refuse(ONE_PROCESS),
     "hyper_parallel_args": _refuse(ONE_PROCESS),
     "hyper_parallel_cp_size": _refuse(ONE_PROCESS, None, 1),
-    "use_muon": _refuse("the Muon optimizer is " + NOT_HERE),
-    "use_asft_loss": _refuse("the ASFT loss is " + NOT_HERE),
-    "asft_alpha": _noop("applies only with use_asft_loss"),
-    "use_eaft_loss": _refuse("the EAFT loss is " + NOT_HERE),
-    "eaft_alpha": _noop("applies only with use_eaft_loss"),
     "freeze_vision_tower": _noop(MULTIMODAL), "freeze_multi_modal_projector": _noop(MULTIMODAL),
     "freeze_language_model": _refuse(MULTIMODAL),
     "compute_accuracy": _refuse("token accuracy in eval is " + NOT_HERE),

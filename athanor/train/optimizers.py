@@ -45,7 +45,7 @@ def install_optimizer(trainer: Any, cfg: Any, model: Any) -> None:
 
 
 def custom_optimizer(cfg: Any, model: Any, args: Any) -> torch.optim.Optimizer | None:
-    """LF's `create_custom_optimizer`: the first of GaLore, APOLLO, LoRA+, BAdam, Adam-mini the config turns on."""
+    """LF's `create_custom_optimizer`: the first of GaLore, APOLLO, LoRA+, BAdam, Adam-mini, Muon the config turns on."""
     if cfg.use_galore:
         return _low_rank_optimizer(cfg, model, args, "galore")
     if cfg.use_apollo:
@@ -56,6 +56,10 @@ def custom_optimizer(cfg: Any, model: Any, args: Any) -> torch.optim.Optimizer |
         return _badam(cfg, model, args)
     if cfg.use_adam_mini:
         return _adam_mini(cfg, model)
+    if cfg.use_muon:
+        from athanor.train.muon import muon_optimizer
+
+        return muon_optimizer(cfg, model)
     return None
 
 
@@ -72,6 +76,8 @@ def describe_optimizer(cfg: Any) -> str | None:
         if cfg.badam_mode == "ratio":
             return f"BAdam ratio-wise, {cfg.badam_update_ratio:g} of each matrix ({cfg.badam_mask_mode})"
         return f"BAdam layer-wise, {cfg.badam_switch_mode}, switching every {cfg.badam_switch_interval} steps"
+    if cfg.use_muon:
+        return "Muon on 2-D hidden weights, AdamW for the rest"
     return "Adam-mini" if cfg.use_adam_mini else None
 
 

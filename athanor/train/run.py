@@ -23,6 +23,13 @@ def train(config_path: str | Path, overrides: list[str] | None = None, echo: Cal
         _record(cfg, out, echo)
         echo(f"done: reward model (adapter/model + value_head.safetensors) and logs in {out}")
         return out
+    if cfg.stage == "grpo":
+        from athanor.train.grpo import run_grpo  # trl loads only now
+
+        out = run_grpo(cfg, echo)
+        _record(cfg, out, echo)
+        echo(f"done: GRPO adapter/model and logs in {out}")
+        return out
     if cfg.stage == "dpo":
         from athanor.train.dpo import run_dpo  # transformers/peft load only now
 

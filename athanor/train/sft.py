@@ -262,8 +262,19 @@ def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None, packed_att
     if cfg.finetuning_type == "oft":
         return _with_oft(cfg, model)
     if cfg.finetuning_type == "freeze":
-        _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
+        freeze_layers(cfg, model)
     return model
+
+
+def freeze_layers(cfg: TrainConfig, model: Any) -> None:
+    """finetuning_type: freeze: the last freeze_trainable_layers blocks train, or with use_llama_pro the expanded
+    blocks (llama_pro.py)."""
+    if cfg.use_llama_pro:
+        from athanor.train.llama_pro import train_only_expanded_blocks
+
+        train_only_expanded_blocks(model, cfg.freeze_trainable_layers)
+    else:
+        _freeze_all_but_last_layers(model, cfg.freeze_trainable_layers)
 
 
 def _model_from_gguf(base: Path, gguf: Checkpoint) -> Any:
@@ -294,6 +305,10 @@ def _with_lora(cfg: TrainConfig, model: Any) -> Any:
     if keep is not None:
         return PeftModel.from_pretrained(model, keep, is_trainable=True)
     target = "all-linear" if cfg.lora_target == "all" else cfg.lora_target
+    if cfg.use_llama_pro:  # LLaMA Pro + LoRA: adapters only on the expanded blocks
+        from athanor.train.llama_pro import expanded_lora_targets
+
+        target = expanded_lora_targets(model, cfg.lora_target, cfg.freeze_trainable_layers)
     init: Any = True
     if cfg.pissa_init:
         init = "pissa" if cfg.pissa_iter == -1 else f"pissa_niter_{cfg.pissa_iter}"
@@ -348,6 +363,10 @@ def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: lis
     )
     install_optimizer(trainer, cfg, model)  # LoRA+, GaLore, APOLLO, BAdam, Adam-mini (optimizers.py)
     trainer.dft_loss = cfg.use_dft_loss
+    if cfg.use_eaft_loss or cfg.use_asft_loss:
+        from athanor.train.sft_losses import use_reweighted_loss
+
+        use_reweighted_loss(trainer, cfg, model)
     return trainer
 
 
@@ -363,12 +382,13 @@ def pad_token_id(tokenizer: Tokenizer) -> int:
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0  # padding is never attended
 
 
-def training_arguments(cfg: TrainConfig, has_eval: bool) -> Any:
-    """The config's optimisation keys as `transformers.TrainingArguments` (shared by every recipe)."""
+def training_arguments(cfg: TrainConfig, has_eval: bool, cls: Any = None, **extra: Any) -> Any:
+    """The config's optimisation keys as `transformers.TrainingArguments` (shared by every recipe), or as its
+    subclass `cls` (trl's configs) with `extra` keys."""
     import transformers
 
     eval_strategy = (cfg.eval_strategy or "steps") if has_eval else "no"
-    return transformers.TrainingArguments(
+    return (cls or transformers.TrainingArguments)(
         output_dir=cfg.output_dir, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size or cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
@@ -384,6 +404,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool) -> Any:
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(), include_num_input_tokens_seen="all",
         prediction_loss_only=True,  # eval reports eval_loss; SftTrainer's logits are label rows only
+        **extra,
     )
 
 
@@ -424,6 +445,13 @@ def _is_peft(model: Any) -> bool:
 
 def save_side_files(cfg: TrainConfig, base: Path, tokenizer: Tokenizer, out: Path) -> None:
     """Tokenizer files (so chat/export find the template and stop token) and the config that made this run."""
+    save_tokenizer_files(base, tokenizer, out)
+    (out / "train_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def save_tokenizer_files(base: Path, tokenizer: Tokenizer, out: Path) -> None:
+    """The base's tokenizer files as Hugging Face files in `out` (a GGUF's rebuilt from its metadata)."""
+    out.mkdir(parents=True, exist_ok=True)
     if base.is_dir():
         for name in TOKENIZER_FILES:
             if (base / name).is_file():
@@ -434,4 +462,3 @@ def save_side_files(cfg: TrainConfig, base: Path, tokenizer: Tokenizer, out: Pat
             "bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token,
             "chat_template": tokenizer.chat_template, "add_bos_token": tokenizer.add_bos_token}, indent=2))
         (out / "generation_config.json").write_text(json.dumps({"eos_token_id": sorted(tokenizer.stop_token_ids)}))
-    (out / "train_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

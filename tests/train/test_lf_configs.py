@@ -47,8 +47,8 @@ RUNS = {
     "extras/oft": {**DATA, "finetuning_type": "oft", "oft_block_size": 32, "oft_target": "all"},
     "extras/dft": {**FULL, "use_dft_loss": True},
     "train_lora/preprocess": {**SFT, "tokenized_path": "saves/tokenized"},
-    "train_qlora/gptq_model": {**SFT, "template": "llama3"},
-    # LF's extras/galore, apollo, badam and adam_mini (its galore/apollo examples also set pure_bf16, refused below)
+    "train_qlora/gptq_model": {**SFT, "template": "llama3"},  # a pre-quantized hub model, swapped for ours
+    # LF's extras/galore, apollo, badam and adam_mini (its galore/apollo examples also set pure_bf16: galore_pure_bf16)
     "extras/galore": {**FULL, "use_galore": True, "galore_layerwise": True, "galore_target": "all", "galore_rank": 128,
                       "galore_scale": 2.0, "gradient_accumulation_steps": 1},
     "extras/apollo": {**FULL, "use_apollo": True, "apollo_layerwise": True, "apollo_target": "all",
@@ -56,7 +56,13 @@ RUNS = {
                       "gradient_accumulation_steps": 1},
     "extras/badam": {**FULL, "use_badam": True, "badam_mode": "layer", "badam_switch_mode": "ascending",
                      "badam_switch_interval": 50, "badam_verbose": 2},
-    "extras/adam_mini": {**FULL, "use_adam_mini": True},  # a pre-quantized hub model, swapped for ours
+    "extras/adam_mini": {**FULL, "use_adam_mini": True},
+    "extras/muon": {**FULL, "template": "qwen", "use_muon": True, "learning_rate": 1.0e-5},
+    "extras/llama_pro": {**DATA, "template": "llama3", "finetuning_type": "freeze", "freeze_trainable_layers": 8,
+                         "freeze_trainable_modules": "all", "use_llama_pro": True},
+    "extras/asft": {**FULL, "template": "llama2", "deepspeed": "examples/deepspeed/ds_z0_config.json",
+                    "use_asft_loss": True, "asft_alpha": 0.1},
+    "extras/eaft": {**FULL, "template": "qwen", "use_eaft_loss": True},
     "train_lora/qwen3_thinking": {**SFT, "template": "qwen3", "enable_thinking": True, "warmup_steps": 10,
                                   "adam_beta1": 0.9, "adam_beta2": 0.999, "max_grad_norm": 1.0},
 }
@@ -74,12 +80,10 @@ REFUSED = {
     "extras/galore_lora": ({**SFT, "use_galore": True}, "use_galore: cannot be used with finetuning_type: lora"),
     "extras/galore_layerwise_accumulation": ({**FULL, "use_galore": True, "galore_layerwise": True},
                                              "galore_layerwise: steps each parameter during backward"),
-    "extras/muon": ({**FULL, "use_muon": True}, "use_muon: the Muon optimizer"),
-    "extras/llama_pro": ({**DATA, "finetuning_type": "freeze", "use_llama_pro": True}, "use_llama_pro: LLaMA Pro"),
-    "extras/asft": ({**FULL, "use_asft_loss": True, "asft_alpha": 0.1},
-                    "use_asft_loss: the ASFT loss"),
-    "extras/eaft": ({**FULL, "use_eaft_loss": True}, "use_eaft_loss: the EAFT loss"),
-    "extras/mod": ({**FULL, "mixture_of_depths": "convert"}, "mixture_of_depths: "),
+    "extras/mod": ({**FULL, "mixture_of_depths": "convert"},
+                   "mixture_of_depths: LLaMA-Factory runs it on the MoD package (pip: mixture-of-depth)"),
+    "extras/llama_pro_full": ({**FULL, "use_llama_pro": True}, "use_llama_pro: trains the expanded blocks with "
+                              "finetuning_type freeze or lora (got full)"),
     "extras/fp8": ({**FULL, "fp8": True, "fp8_backend": "torchao"}, "fp8: FP8 training"),
     "extras/fsdp_qlora": ({**SFT, "quantization_bit": 4}, "quantization_bit: 4-bit QLoRA needs a CUDA GPU"),
     "oft_rank_and_block": ({**DATA, "finetuning_type": "oft", "oft_rank": 4, "oft_block_size": 32},
@@ -154,10 +158,11 @@ def test_unsupported_patterns_are_refused_in_one_line(lf_dir, tiny_hf_dir, patte
 
 
 def test_unknown_stage_is_reported_alone_before_other_checks(lf_dir, tiny_hf_dir):
-    path = _write(lf_dir, tiny_hf_dir, {"stage": "grpo", "pref_beta": 0.1, "dataset": "nope", "learning_rat": 1})
+    path = _write(lf_dir, tiny_hf_dir, {"stage": "orpo", "pref_beta": 0.1, "dataset": "nope", "learning_rat": 1})
     with pytest.raises(ConfigError) as info:
         load_config(path, has_cuda=False)
-    assert info.value.problems == ["stage: unknown stage 'grpo'; LLaMA-Factory's stages are pt, sft, rm, ppo, dpo, kto"]
+    assert info.value.problems == ["stage: unknown stage 'orpo'; LLaMA-Factory's stages are pt, sft, rm, ppo, dpo, "
+                                   "kto (athanor adds grpo)"]
 
 
 @pytest.mark.parametrize(("typo", "meant"), [("plot_los", "plot_loss"), ("deepspeeed", "deepspeed"),
