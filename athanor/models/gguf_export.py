@@ -4,7 +4,8 @@ For: `athanor export --gguf`, `athanor quantize` and tests that need GGUF files,
 and the llama.cpp mixes Q5_0/Q4_K_M/Q5_K_M/Q6_K (per-tensor types and K-quant blocks from gguf_quantize.py). Does what
 llama.cpp's convert_hf_to_gguf does for our architectures: llama.cpp tensor names, the Q/K row permutation
 for `llama`, Llama 3 rope scaling as a `rope_freqs.weight` tensor, the tokenizer as tokens/merges/types.
-Not for: imatrix quantization (use llama.cpp's llama-quantize on an F16 export), SentencePiece
+With an importance matrix (`imatrix=`), the block quantizers weight their errors by it (gguf_quantize.py).
+Not for: SentencePiece
 (`tokenizer.ggml.model == "llama"`) tokenizers, or reading GGUF (gguf.py).
 
 Matrices whose rows do not split into 32-weight blocks are written F16 when a block type is asked for;
@@ -62,18 +63,21 @@ def gguf_name(hf_name: str) -> str:
     raise AthanorError(f"cannot export tensor {hf_name!r}: no GGUF name for it")
 
 
-def _encode(w: torch.Tensor, tensor_type: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
-    """Tensor -> (array for GGUFWriter, its ggml type). Quantized arrays are raw bytes (rows, bytes_per_row)."""
+def _encode(w: torch.Tensor, tensor_type: str,
+            importance: np.ndarray | None = None) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
+    """Tensor -> (array for GGUFWriter, its ggml type). Quantized arrays are raw bytes (rows, bytes_per_row).
+    importance: the tensor's imatrix entry (one weight per column) for the types that use one."""
     x = w.detach().to(torch.float32).contiguous().numpy()
     if w.ndim < 2 or tensor_type == "F32":
         return x, gguf.GGMLQuantizationType.F32
     if tensor_type == "F16" or (tensor_type.startswith("Q") and x.shape[-1] % 32):
         return x.astype(np.float16), gguf.GGMLQuantizationType.F16
     qtype = gguf.GGMLQuantizationType[tensor_type]
-    if tensor_type in ("Q4_K", "Q5_K", "Q6_K", "Q5_0"):
+    if tensor_type in ("Q4_K", "Q5_K", "Q6_K", "Q5_0") or (importance is not None and tensor_type == "Q4_0"):
         from athanor.models.gguf_quantize import quantize
 
-        return quantize(x.reshape(-1, x.shape[-1]), tensor_type).reshape(*x.shape[:-1], -1), qtype
+        rows = x.reshape(-1, x.shape[-1])
+        return quantize(rows, tensor_type, importance if x.ndim == 2 else None).reshape(*x.shape[:-1], -1), qtype
     return gguf.quants.quantize(x, qtype), qtype
 
 
@@ -206,6 +210,16 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer: TokenizerLike, vocab_size
         writer.add_chat_template(fields["chat_template"])
 
 
+def _add_imatrix_keys(writer: gguf.GGUFWriter, imatrix, imatrix_file: str | None) -> None:
+    """The keys llama-quantize writes when it used an importance matrix."""
+    if imatrix_file:
+        writer.add_string("quantize.imatrix.file", imatrix_file)
+    if imatrix.datasets:
+        writer.add_string("quantize.imatrix.dataset", imatrix.datasets[0])
+    writer.add_int32("quantize.imatrix.entries_count", len(imatrix.entries))
+    writer.add_int32("quantize.imatrix.chunks_count", imatrix.chunk_count)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -222,11 +236,15 @@ def write_gguf(
     eos_token: str | None = None,
     chat_template: str | None = None,
     add_bos_token: bool | None = None,
+    imatrix=None,
+    imatrix_file: str | None = None,
 ) -> Path:
     """Write `tensors` (HF names, (out_features, in_features) matrices) and `tokenizer` as a GGUF file.
 
     tokenizer: athanor's Tokenizer, a `tokenizers.Tokenizer`, a tokenizer.json path or a HF directory;
     the keyword arguments override what it says (a bare `tokenizers.Tokenizer` says nothing about them).
+    imatrix: an models/imatrix_file.Imatrix whose entries (GGUF tensor names) weight the quantizers' errors, as
+    `llama-quantize --imatrix`; the file records it under llama.cpp's `quantize.imatrix.*` keys.
     """
     if tensor_type not in TENSOR_TYPES:
         choices = ", ".join(TENSOR_TYPES)
@@ -242,6 +260,8 @@ def write_gguf(
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if license:
         writer.add_license(license)
+    if imatrix is not None:
+        _add_imatrix_keys(writer, imatrix, imatrix_file)
     _add_config(writer, config)
     overrides = {"bos_token": bos_token, "eos_token": eos_token, "chat_template": chat_template,
                  "add_bos_token": add_bos_token}
@@ -252,7 +272,7 @@ def write_gguf(
             from athanor.models.gguf_quantize import tensor_type as mix_type
 
             ttype = mix_type(gname, tuple(w.shape), tensor_type, config.num_hidden_layers, config.tie_word_embeddings)
-        array, qtype = _encode(w, ttype)
+        array, qtype = _encode(w, ttype, imatrix.weights(gname) if imatrix is not None else None)
         writer.add_tensor(gname, array, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -262,7 +282,7 @@ def write_gguf(
 
 
 
-def write_gguf_file(ckpt, out: Path, tensor_type: str) -> None:
+def write_gguf_file(ckpt, out: Path, tensor_type: str, imatrix=None, imatrix_file: str | None = None) -> None:
     """Write a Checkpoint next to `out` and rename, so a failed write (e.g. a tokenizer GGUF cannot hold) leaves
     no half file (athanor export, athanor quantize)."""
     import os
@@ -271,7 +291,7 @@ def write_gguf_file(ckpt, out: Path, tensor_type: str) -> None:
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         write_gguf(ckpt.config, ckpt.tensors, ckpt.tokenizer, tmp, tensor_type=tensor_type, name=out.stem,
-                   license=ckpt.info.get("license"))
+                   license=ckpt.info.get("license"), imatrix=imatrix, imatrix_file=imatrix_file)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
