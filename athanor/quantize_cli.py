@@ -181,11 +181,23 @@ def perplexity(
                                                 "KV cache stored as auto, f32, f16 or q8_0 (windows prefilled "
                                                 "--chunk tokens at a time, later tokens reading the cache)"),
     chunk: int = typer.Option(32, "--chunk", help="with --kv-cache-type: tokens per prefill step"),
+    source: Optional[str] = typer.Option(None, "--source", help="also the mean KL divergence of MODEL's next-token "
+                                         "distribution from this model's (e.g. the F16 file MODEL was made from)"),
 ) -> None:
     """Perplexity of MODEL on FILE, as the model runs under `athanor run`."""
     import json
 
     text = file.read_text(encoding="utf-8")
+    if source is not None:
+        if kv_cache_type is not None:
+            raise AthanorError("--source measures the cache-free forward; leave out --kv-cache-type")
+        m, tokenizer = _model(model)
+        result = compare(_model(source)[0], m, tokenizer, text, ctx)
+        report = {"model": model, "perplexity": result["ppl_quantized"], "source": source,
+                  "ppl_source": result["ppl_source"], "kld": result["kld"], "tokens": result["tokens"]}
+        typer.echo(json.dumps(report) if json_out else f"perplexity {report['perplexity']:.4f}  source "
+                   f"{report['ppl_source']:.4f}  KL divergence {report['kld']:.6f} ({report['tokens']} tokens)")
+        return
     if kv_cache_type is None:
         m, tokenizer = _model(model)
         value = perplexity_of(m, tokenizer, text, ctx)
