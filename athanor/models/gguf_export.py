@@ -23,8 +23,15 @@ import numpy as np
 import torch
 
 from athanor.errors import AthanorError
-from athanor.models.gguf import (GEMMA3_LAYER_NAMES, GLOBAL_NAMES, LAYER_NAMES, LLAMA3_SPLIT, QWEN2_SPLIT,
-                                 llama3_rope_factors, permute_qk)
+from athanor.models.gguf import (
+    GEMMA3_LAYER_NAMES,
+    GLOBAL_NAMES,
+    LAYER_NAMES,
+    LLAMA3_SPLIT,
+    QWEN2_SPLIT,
+    llama3_rope_factors,
+    permute_qk,
+)
 from athanor.nn.config import ModelConfig
 
 if TYPE_CHECKING:

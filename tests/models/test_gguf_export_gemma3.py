@@ -86,7 +86,7 @@ def test_tiny_gemma3_export_has_llama_cpps_keys_and_the_sources_logits(tiny_gemm
 
     out = _export(tiny_gemma3, tmp_path / "g.gguf")
     reader = gguf.GGUFReader(out)
-    field = lambda k: reader.get_field(k).contents()  # noqa: E731
+    field = lambda k: reader.get_field(k).contents()
     assert field("general.architecture") == "gemma3"
     assert field("gemma3.attention.sliding_window") == 8
     assert field("gemma3.attention.sliding_window_pattern") == [True, False]  # layer 0 slides, layer 1 is global

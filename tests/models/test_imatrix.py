@@ -135,9 +135,8 @@ def test_imatrix_from_another_model_is_refused(tiny_hf_dir, tmp_path):
 def test_llama_imatrix_output_matches_ours(tiny_hf_dir, tmp_path):
     """llama.cpp's own llama-imatrix on the same weights and text: our reader loads its file and the importances
     agree (llama.cpp computes in F32 with its own kernels: 1e-3 relative)."""
-    from tests.models.llama_cpp_bin import run_tool
-
     from athanor.models.imatrix_collect import imatrix_of
+    from tests.models.llama_cpp_bin import run_tool
 
     (tmp_path / "cal.txt").write_text(TEXT * 2, encoding="utf-8")
     assert _run(["export", tiny_hf_dir, "--format", "gguf", "--gguf-type", "F32", "--out", tmp_path / "m.gguf"]
@@ -150,3 +149,17 @@ def test_llama_imatrix_output_matches_ours(tiny_hf_dir, tmp_path):
     for name, e in theirs.entries.items():
         assert e.counts.tolist() == ours.entries[name].counts.tolist() == [128.0]
         np.testing.assert_allclose(ours.weights(name), theirs.weights(name), rtol=1e-3, atol=1e-6)
+
+
+def test_bad_imatrix_requests_are_one_line_errors(tiny_hf_dir, tmp_path):
+    (tmp_path / "short.txt").write_text("hello world", encoding="utf-8")
+    cases = [(["--text", tmp_path / "short.txt", "--chunk", "32"], "fewer than one chunk"),
+             (["--text", tmp_path / "short.txt", "--chunk", "8"], "--chunk must be >= 16"),
+             (["--text", tmp_path / "missing.txt"], "does not exist"),
+             (["--text", tmp_path / "short.txt", "--format", "csv"], "--format must be gguf or dat"),
+             (["--text", tmp_path / "short.txt", "--chunks", "0"], "--chunks must be >= 1")]
+    for args, message in cases:
+        r = CliRunner().invoke(app, ["imatrix", str(tiny_hf_dir), "-o", str(tmp_path / "im.gguf"),
+                                     *[str(a) for a in args]])
+        assert r.exit_code != 0 and message in str(r.exception), (args, r.exception)
+    assert not (tmp_path / "im.gguf").exists()
