@@ -49,12 +49,12 @@ def _logits(name: str, ids: list[int]) -> torch.Tensor:
         return model.lm_head(model.hidden_states(torch.tensor(ids))).float()
 
 
-def llama_style_perplexity(name: str, text: str, n_ctx: int) -> float:
-    """llama-perplexity's number: whole n_ctx chunks (BOS first when the vocabulary adds one), tokens from
-    n_ctx / 2 on scored."""
+def llama_style_perplexity(name: str, text: str, n_ctx: int) -> list[float]:
+    """llama-perplexity's numbers: whole n_ctx chunks (BOS first when the vocabulary adds one), tokens from
+    n_ctx / 2 on scored; the running estimate after each chunk (the last is the final one)."""
     model, tok = _fp32(name)
     ids = tok.encode(text)
-    nll, count = 0.0, 0
+    nll, count, running = 0.0, 0, []
     for c in range(len(ids) // n_ctx):
         w = ids[c * n_ctx : (c + 1) * n_ctx]
         if tok.add_bos_token and tok.bos_token_id is not None:
@@ -64,17 +64,28 @@ def llama_style_perplexity(name: str, text: str, n_ctx: int) -> float:
         for j in range(n_ctx // 2, n_ctx - 1):
             nll -= lp[j, w[j + 1]].item()
             count += 1
-    return math.exp(nll / count)
+        running.append(math.exp(nll / count))
+    return running
 
 
-def _llama_perplexity(path: Path, text_file: Path, n_ctx: int) -> float:
+def _llama_perplexity(path: Path, text_file: Path, n_ctx: int) -> dict[int, float]:
+    """{chunk number: running estimate} as llama-perplexity prints them (its log is written by a thread and the
+    last lines may be missing when it exits: compare the ones that came out)."""
     from tests.models.llama_cpp_bin import run_tool
 
     r = run_tool("llama-perplexity", "-m", str(path), "-f", str(text_file), "-c", str(n_ctx), "-b", str(n_ctx),
                  "-t", "2")
-    running = re.findall(r"\[\d+\]([0-9.]+),", r.stdout)  # the running estimate per chunk; the last is the final
+    running = {int(k): float(v) for k, v in re.findall(r"\[(\d+)\]([0-9.]+),", r.stdout)}
+    final = re.search(r"Final estimate: PPL = ([0-9.]+)", r.stdout + r.stderr)
+    if final:
+        running[0] = float(final.group(1))  # 0: the final estimate
     assert running, r.stdout[-500:] + r.stderr[-1500:]
-    return float(running[-1])
+    return running
+
+
+def _assert_same_perplexity(ours: list[float], theirs: dict[int, float], rel: float) -> None:
+    for k, value in theirs.items():
+        assert (ours[-1] if k == 0 else ours[k - 1]) == pytest.approx(value, rel=rel), (k, ours, theirs)
 
 
 def test_tiny_gemma3_export_has_llama_cpps_keys_and_the_sources_logits(tiny_gemma3, tmp_path):
@@ -126,7 +137,7 @@ def test_llama_perplexity_of_the_tiny_export_equals_ours(tiny_gemma3, tmp_path):
     out = _export(tiny_gemma3, tmp_path / "g.gguf")
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     theirs = _llama_perplexity(out, tmp_path / "t.txt", 64)
-    assert llama_style_perplexity(str(out), TEXT, 64) == pytest.approx(theirs, rel=1e-3)
+    _assert_same_perplexity(llama_style_perplexity(str(out), TEXT, 64), theirs, rel=1e-3)
 
 
 @pytest.mark.slow
@@ -150,4 +161,4 @@ def test_gemma3_270m_exports_to_a_file_that_runs_like_the_source(tmp_path):
         theirs = _llama_perplexity(out, text, 128)
     except pytest.skip.Exception:
         return
-    assert llama_style_perplexity(str(out), text.read_text(encoding="utf-8"), 128) == pytest.approx(theirs, rel=2e-3)
+    _assert_same_perplexity(llama_style_perplexity(str(out), text.read_text(encoding="utf-8"), 128), theirs, rel=2e-3)
