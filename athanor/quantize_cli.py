@@ -7,7 +7,9 @@ perplexity of source and result on that text and the mean KL divergence of the r
 distribution from the source's (llama.cpp's `perplexity --kl-divergence` measure).
 perplexity: exp(mean negative log-likelihood) over windows of --ctx tokens, each window scored from its
 second token on, as the model runs under `athanor run` (quantized files in their own blocks).
-Not for: importance matrices (not implemented), or the quantizers themselves (models/gguf_quantize.py).
+With --imatrix FILE (llama.cpp's GGUF or legacy .dat imatrix, e.g. from `athanor imatrix`), the block
+quantizers weight their errors by it, as `llama-quantize --imatrix`.
+Not for: computing importance matrices (imatrix_cli.py), or the quantizers themselves (models/gguf_quantize.py).
 Imports only typer at module level: `athanor --help` stays instant.
 """
 
@@ -110,7 +112,7 @@ def compare(source, quantized, tokenizer, text: str, ctx: int = 512) -> dict:
             "kld": kld / count, "tokens": count}
 
 
-def quantize_model(model: str, type_name: str, out: Path) -> Path:
+def quantize_model(model: str, type_name: str, out: Path, imatrix_path: Path | None = None) -> Path:
     from athanor.models.gguf_export import write_gguf_file
     from athanor.models.gguf_quantize import FILE_TYPES
     from athanor.models.loader import load_checkpoint
@@ -120,7 +122,13 @@ def quantize_model(model: str, type_name: str, out: Path) -> Path:
         raise AthanorError(f"quantization type {type_name!r} is not supported; choose one of {', '.join(FILE_TYPES)}")
     if out.suffix != ".gguf":
         raise AthanorError(f"--out should be a file path ending in .gguf, got {out}")
-    write_gguf_file(load_checkpoint(Store().resolve(model).weights), out, type_name)  # float32 tensors in
+    im = None
+    if imatrix_path is not None:
+        from athanor.models.imatrix_file import read_imatrix
+
+        im = read_imatrix(imatrix_path)
+    ckpt = load_checkpoint(Store().resolve(model).weights)  # float32 tensors in
+    write_gguf_file(ckpt, out, type_name, imatrix=im, imatrix_file=str(imatrix_path) if imatrix_path else None)
     return out
 
 
@@ -131,17 +139,20 @@ def quantize(
     eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="a text file: print perplexity and KL "
                                              "divergence against the source on it"),
     ctx: int = typer.Option(512, "--ctx", help="evaluation window in tokens"),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="importance matrix file (llama.cpp's GGUF or "
+                                           ".dat format, e.g. from `athanor imatrix`) weighting the quantizers"),
     max_kld: Optional[float] = typer.Option(None, "--max-kld", help="quality gate (needs --eval-text): exit 1 "
                                             "when the mean KL divergence from the source is above this"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
 ) -> None:
-    """Quantize a model to a GGUF file llama.cpp loads (llama.cpp's per-tensor type choices, no imatrix)."""
+    """Quantize a model to a GGUF file llama.cpp loads (llama.cpp's per-tensor type choices, optional imatrix)."""
     import json
 
     if max_kld is not None and eval_text is None:
         raise AthanorError("--max-kld needs --eval-text: the KL divergence is measured on that text")
-    path = quantize_model(model, type.upper(), out)
-    report: dict = {"file": str(path), "type": type.upper(), "bytes": path.stat().st_size}
+    path = quantize_model(model, type.upper(), out, imatrix)
+    report: dict = {"file": str(path), "type": type.upper(), "bytes": path.stat().st_size,
+                    "imatrix": str(imatrix) if imatrix else None}
     if not json_out:
         typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {type.upper()})")
     if eval_text is not None:
@@ -170,11 +181,23 @@ def perplexity(
                                                 "KV cache stored as auto, f32, f16 or q8_0 (windows prefilled "
                                                 "--chunk tokens at a time, later tokens reading the cache)"),
     chunk: int = typer.Option(32, "--chunk", help="with --kv-cache-type: tokens per prefill step"),
+    source: Optional[str] = typer.Option(None, "--source", help="also the mean KL divergence of MODEL's next-token "
+                                         "distribution from this model's (e.g. the F16 file MODEL was made from)"),
 ) -> None:
     """Perplexity of MODEL on FILE, as the model runs under `athanor run`."""
     import json
 
     text = file.read_text(encoding="utf-8")
+    if source is not None:
+        if kv_cache_type is not None:
+            raise AthanorError("--source measures the cache-free forward; leave out --kv-cache-type")
+        m, tokenizer = _model(model)
+        result = compare(_model(source)[0], m, tokenizer, text, ctx)
+        report = {"model": model, "perplexity": result["ppl_quantized"], "source": source,
+                  "ppl_source": result["ppl_source"], "kld": result["kld"], "tokens": result["tokens"]}
+        typer.echo(json.dumps(report) if json_out else f"perplexity {report['perplexity']:.4f}  source "
+                   f"{report['ppl_source']:.4f}  KL divergence {report['kld']:.6f} ({report['tokens']} tokens)")
+        return
     if kv_cache_type is None:
         m, tokenizer = _model(model)
         value = perplexity_of(m, tokenizer, text, ctx)
@@ -187,5 +210,8 @@ def perplexity(
 
 
 def register(app: typer.Typer) -> None:
+    from athanor.imatrix_cli import register as register_imatrix  # imports only typer
+
     app.command()(quantize)
     app.command()(perplexity)
+    register_imatrix(app)  # `athanor imatrix`

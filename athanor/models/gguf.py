@@ -363,11 +363,20 @@ def gguf_config(header: GGUFHeader, rope_freqs: torch.Tensor | None = None) -> M
 
 
 def _gemma3_fields(header: GGUFHeader, head_dim: int) -> dict:
-    """What llama.cpp fixes for Gemma 3 instead of storing it: every 6th layer global, the others a sliding
-    window with RoPE base 10000, queries scaled by head_dim ** -0.5, GELU (tanh) MLP."""
+    """What llama.cpp's gemma3 loader reads or fixes: which layers slide (`attention.sliding_window_pattern`, a
+    per-layer bool array or a period n: every n-th layer global; default 6), their RoPE base (`rope.freq_base_swa`,
+    default 10000), queries scaled by head_dim ** -0.5, GELU (tanh) MLP. No window: every layer global."""
     n_layers = _meta(header, "block_count")
-    return {"layer_types": ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n_layers)],
-            "sliding_window": _meta(header, "attention.sliding_window", 0) or 0, "rope_local_theta": 10000.0,
+    window = _meta(header, "attention.sliding_window", 0) or 0
+    pattern = header.metadata.get("gemma3.attention.sliding_window_pattern", 6)  # a list: not _meta's uniform value
+    if not window:
+        sliding = [False] * n_layers
+    elif isinstance(pattern, (list, tuple)):
+        sliding = [bool(p) for p in pattern][:n_layers] + [False] * max(0, n_layers - len(pattern))
+    else:
+        sliding = [pattern == 0 or i % pattern < pattern - 1 for i in range(n_layers)]
+    return {"layer_types": ["sliding_attention" if s else "full_attention" for s in sliding],
+            "sliding_window": window, "rope_local_theta": float(_meta(header, "rope.freq_base_swa", 10000.0)),
             "query_pre_attn_scalar": float(head_dim), "hidden_act": "gelu_pytorch_tanh"}
 
 

@@ -4,7 +4,8 @@ For: `athanor export --gguf`, `athanor quantize` and tests that need GGUF files,
 and the llama.cpp mixes Q5_0/Q4_K_M/Q5_K_M/Q6_K (per-tensor types and K-quant blocks from gguf_quantize.py). Does what
 llama.cpp's convert_hf_to_gguf does for our architectures: llama.cpp tensor names, the Q/K row permutation
 for `llama`, Llama 3 rope scaling as a `rope_freqs.weight` tensor, the tokenizer as tokens/merges/types.
-Not for: imatrix quantization (use llama.cpp's llama-quantize on an F16 export), SentencePiece
+With an importance matrix (`imatrix=`), the block quantizers weight their errors by it (gguf_quantize.py).
+Not for: SentencePiece
 (`tokenizer.ggml.model == "llama"`) tokenizers, or reading GGUF (gguf.py).
 
 Matrices whose rows do not split into 32-weight blocks are written F16 when a block type is asked for;
@@ -22,7 +23,15 @@ import numpy as np
 import torch
 
 from athanor.errors import AthanorError
-from athanor.models.gguf import GLOBAL_NAMES, LAYER_NAMES, LLAMA3_SPLIT, QWEN2_SPLIT, llama3_rope_factors, permute_qk
+from athanor.models.gguf import (
+    GEMMA3_LAYER_NAMES,
+    GLOBAL_NAMES,
+    LAYER_NAMES,
+    LLAMA3_SPLIT,
+    QWEN2_SPLIT,
+    llama3_rope_factors,
+    permute_qk,
+)
 from athanor.nn.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -38,10 +47,14 @@ _FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8
                "Q5_K_M": "MOSTLY_Q5_K_M", "Q6_K": "MOSTLY_Q6_K"}
 _MIXES = ("Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")  # per-tensor types chosen by gguf_quantize.tensor_type
 # ModelConfig.arch -> general.architecture (llama.cpp writes Mistral as llama)
-_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3"}
 # HF name (layer index as "{}", no .weight/.bias) -> GGUF name
 _HF_TO_GGUF = {hf: g for g, hf in GLOBAL_NAMES.items()} | {
     f"model.layers.{{}}.{hf}": f"blk.{{}}.{g}" for g, hf in LAYER_NAMES.items()
+}
+# Gemma 3 has four norms per layer: post_attention_layernorm is attn_post_norm there, not the FFN's input norm
+_GEMMA3_HF_TO_GGUF = _HF_TO_GGUF | {
+    f"model.layers.{{}}.{hf}": f"blk.{{}}.{g}" for g, hf in GEMMA3_LAYER_NAMES.items()
 }
 _NORMAL, _CONTROL, _USER_DEFINED, _UNUSED = 1, 3, 4, 5  # tokenizer.ggml.token_type values
 
@@ -49,31 +62,35 @@ _NORMAL, _CONTROL, _USER_DEFINED, _UNUSED = 1, 3, 4, 5  # tokenizer.ggml.token_t
 # ---------------------------------------------------------------- tensors
 
 
-def gguf_name(hf_name: str) -> str:
+def gguf_name(hf_name: str, arch: str = "llama") -> str:
     """`model.layers.3.self_attn.q_proj.weight` -> `blk.3.attn_q.weight`."""
+    names = _GEMMA3_HF_TO_GGUF if arch == "gemma3" else _HF_TO_GGUF
     base, _, kind = hf_name.rpartition(".")
     parts = base.split(".")
     if len(parts) > 3 and parts[:2] == ["model", "layers"] and parts[2].isdigit():
         key = ".".join(["model", "layers", "{}", *parts[3:]])
-        if key in _HF_TO_GGUF:
-            return f"{_HF_TO_GGUF[key].format(parts[2])}.{kind}"
-    if base in _HF_TO_GGUF:
-        return f"{_HF_TO_GGUF[base]}.{kind}"
+        if key in names:
+            return f"{names[key].format(parts[2])}.{kind}"
+    if base in names:
+        return f"{names[base]}.{kind}"
     raise AthanorError(f"cannot export tensor {hf_name!r}: no GGUF name for it")
 
 
-def _encode(w: torch.Tensor, tensor_type: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
-    """Tensor -> (array for GGUFWriter, its ggml type). Quantized arrays are raw bytes (rows, bytes_per_row)."""
+def _encode(w: torch.Tensor, tensor_type: str,
+            importance: np.ndarray | None = None) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
+    """Tensor -> (array for GGUFWriter, its ggml type). Quantized arrays are raw bytes (rows, bytes_per_row).
+    importance: the tensor's imatrix entry (one weight per column) for the types that use one."""
     x = w.detach().to(torch.float32).contiguous().numpy()
     if w.ndim < 2 or tensor_type == "F32":
         return x, gguf.GGMLQuantizationType.F32
     if tensor_type == "F16" or (tensor_type.startswith("Q") and x.shape[-1] % 32):
         return x.astype(np.float16), gguf.GGMLQuantizationType.F16
     qtype = gguf.GGMLQuantizationType[tensor_type]
-    if tensor_type in ("Q4_K", "Q5_K", "Q6_K", "Q5_0"):
+    if tensor_type in ("Q4_K", "Q5_K", "Q6_K", "Q5_0") or (importance is not None and tensor_type == "Q4_0"):
         from athanor.models.gguf_quantize import quantize
 
-        return quantize(x.reshape(-1, x.shape[-1]), tensor_type).reshape(*x.shape[:-1], -1), qtype
+        rows = x.reshape(-1, x.shape[-1])
+        return quantize(rows, tensor_type, importance if x.ndim == 2 else None).reshape(*x.shape[:-1], -1), qtype
     return gguf.quants.quantize(x, qtype), qtype
 
 
@@ -87,8 +104,21 @@ def _gguf_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> dict
             w = permute_qk(w, config.num_attention_heads)
         elif _GGUF_ARCH[config.arch] == "llama" and ".self_attn.k_proj." in name:
             w = permute_qk(w, config.num_key_value_heads)
-        out[gguf_name(name)] = w
+        elif config.arch == "gemma3" and name.endswith("norm.weight"):
+            w = _gemma3_norm(config, name, w)
+        out[gguf_name(name, config.arch)] = w
     return out
+
+
+def _gemma3_norm(config: ModelConfig, name: str, w: torch.Tensor) -> torch.Tensor:
+    """Gemma's RMSNorm multiplies by (1 + w): llama.cpp stores 1 + w (its converter's norm_shift). llama.cpp scales
+    queries by head_dim ** -0.5 and has no key for query_pre_attn_scalar: another scalar is folded into the query
+    norm (applied before RoPE, which is linear), so the scores come out the same."""
+    w = w.float() + 1
+    scalar = config.query_pre_attn_scalar or config.head_dim
+    if name.endswith("self_attn.q_norm.weight") and scalar != config.head_dim:
+        w = w * (config.head_dim / scalar) ** 0.5
+    return w
 
 
 # ---------------------------------------------------------------- metadata
@@ -109,6 +139,20 @@ def _add_config(writer: gguf.GGUFWriter, config: ModelConfig) -> None:
     writer.add_vocab_size(config.vocab_size)
     if config.extra.get("sliding_window"):
         writer.add_sliding_window(config.extra["sliding_window"])
+    if config.arch == "gemma3":
+        _add_gemma3(writer, config)
+
+
+def _add_gemma3(writer: gguf.GGUFWriter, config: ModelConfig) -> None:
+    """What llama.cpp's gemma3 loader reads beyond the common keys: the window, which layers slide (as a per-layer
+    array, so any pattern round-trips; llama.cpp assumes every 6th layer global without it) and their RoPE base."""
+    if config.hidden_act not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise AthanorError(f"cannot export gemma3 with activation {config.hidden_act!r}: llama.cpp runs GELU (tanh)")
+    if config.sliding_window:
+        writer.add_sliding_window(config.sliding_window)
+        types = config.layer_types or []
+        writer.add_sliding_window_pattern([t == "sliding_attention" for t in types])
+        writer.add_rope_freq_base_swa(config.rope_local_theta)
 
 
 def _rope_tensors(writer: gguf.GGUFWriter, config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -184,6 +228,24 @@ def _resolve_tokenizer(tokenizer: TokenizerLike) -> tuple[tokenizers.Tokenizer, 
     return tokenizer.backend, {k: getattr(tokenizer, k) for k in fields}
 
 
+def _gguf_vocab_model(source: Path) -> str | None:
+    f = gguf.GGUFReader(source).get_field("tokenizer.ggml.model")
+    return None if f is None else f.contents()
+
+
+def _copy_gguf_tokenizer(writer: gguf.GGUFWriter, source: Path, chat_template: str | None) -> None:
+    """Every `tokenizer.ggml.*` key of a GGUF source as it is (vocabulary, scores, types, special ids): a
+    SentencePiece vocabulary (Gemma's `llama` model) round-trips untouched. The chat template is the model's
+    current one (an export may have set another)."""
+    reader = gguf.GGUFReader(source)
+    for key, f in reader.fields.items():
+        if key.startswith("tokenizer.ggml."):
+            sub = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, f.contents(), f.types[0], sub_type=sub)
+    if chat_template:
+        writer.add_chat_template(chat_template)
+
+
 def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer: TokenizerLike, vocab_size: int, overrides: dict) -> None:
     backend, fields = _resolve_tokenizer(tokenizer)
     fields.update({k: v for k, v in overrides.items() if v is not None})
@@ -206,6 +268,16 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer: TokenizerLike, vocab_size
         writer.add_chat_template(fields["chat_template"])
 
 
+def _add_imatrix_keys(writer: gguf.GGUFWriter, imatrix, imatrix_file: str | None) -> None:
+    """The keys llama-quantize writes when it used an importance matrix."""
+    if imatrix_file:
+        writer.add_string("quantize.imatrix.file", imatrix_file)
+    if imatrix.datasets:
+        writer.add_string("quantize.imatrix.dataset", imatrix.datasets[0])
+    writer.add_int32("quantize.imatrix.entries_count", len(imatrix.entries))
+    writer.add_int32("quantize.imatrix.chunks_count", imatrix.chunk_count)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -222,11 +294,18 @@ def write_gguf(
     eos_token: str | None = None,
     chat_template: str | None = None,
     add_bos_token: bool | None = None,
+    imatrix=None,
+    imatrix_file: str | None = None,
+    tokenizer_gguf: str | Path | None = None,
 ) -> Path:
     """Write `tensors` (HF names, (out_features, in_features) matrices) and `tokenizer` as a GGUF file.
 
     tokenizer: athanor's Tokenizer, a `tokenizers.Tokenizer`, a tokenizer.json path or a HF directory;
     the keyword arguments override what it says (a bare `tokenizers.Tokenizer` says nothing about them).
+    imatrix: an models/imatrix_file.Imatrix whose entries (GGUF tensor names) weight the quantizers' errors, as
+    `llama-quantize --imatrix`; the file records it under llama.cpp's `quantize.imatrix.*` keys.
+    tokenizer_gguf: a GGUF file whose `tokenizer.ggml.*` keys are copied as they are instead of converting
+    `tokenizer` (the model came from that file: any vocabulary type llama.cpp has, e.g. Gemma's SentencePiece).
     """
     if tensor_type not in TENSOR_TYPES:
         choices = ", ".join(TENSOR_TYPES)
@@ -242,17 +321,22 @@ def write_gguf(
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if license:
         writer.add_license(license)
+    if imatrix is not None:
+        _add_imatrix_keys(writer, imatrix, imatrix_file)
     _add_config(writer, config)
     overrides = {"bos_token": bos_token, "eos_token": eos_token, "chat_template": chat_template,
                  "add_bos_token": add_bos_token}
-    _add_tokenizer(writer, tokenizer, config.vocab_size, overrides)
+    if tokenizer_gguf is not None:
+        _copy_gguf_tokenizer(writer, Path(tokenizer_gguf), chat_template or getattr(tokenizer, "chat_template", None))
+    else:
+        _add_tokenizer(writer, tokenizer, config.vocab_size, overrides)
     for gname, w in {**_gguf_tensors(config, tensors), **_rope_tensors(writer, config)}.items():
         ttype = tensor_type
         if tensor_type in _MIXES:
             from athanor.models.gguf_quantize import tensor_type as mix_type
 
             ttype = mix_type(gname, tuple(w.shape), tensor_type, config.num_hidden_layers, config.tie_word_embeddings)
-        array, qtype = _encode(w, ttype)
+        array, qtype = _encode(w, ttype, imatrix.weights(gname) if imatrix is not None else None)
         writer.add_tensor(gname, array, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -262,7 +346,7 @@ def write_gguf(
 
 
 
-def write_gguf_file(ckpt, out: Path, tensor_type: str) -> None:
+def write_gguf_file(ckpt, out: Path, tensor_type: str, imatrix=None, imatrix_file: str | None = None) -> None:
     """Write a Checkpoint next to `out` and rename, so a failed write (e.g. a tokenizer GGUF cannot hold) leaves
     no half file (athanor export, athanor quantize)."""
     import os
@@ -270,8 +354,12 @@ def write_gguf_file(ckpt, out: Path, tensor_type: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
+        source = ckpt.info.get("path") if ckpt.info.get("format") == "gguf" else None
+        if source and _gguf_vocab_model(Path(source)) == "gpt2":
+            source = None  # a byte-level BPE vocabulary is rebuilt from the tokenizer (as for HF sources)
         write_gguf(ckpt.config, ckpt.tensors, ckpt.tokenizer, tmp, tensor_type=tensor_type, name=out.stem,
-                   license=ckpt.info.get("license"))
+                   license=ckpt.info.get("license"), imatrix=imatrix, imatrix_file=imatrix_file,
+                   tokenizer_gguf=source)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,13 +1,15 @@
 """Quantize float weights into GGUF block types, and choose each tensor's type for a llama.cpp file type.
 
 For `athanor quantize` / `athanor export` (through gguf_export.write_gguf): Q4_K, Q5_K, Q6_K by our C port of
-llama.cpp's reference quantizers (gguf_quantize.c; no importance matrix), Q8_0/Q4_0/Q4_1/Q5_0 by the `gguf`
-package's (llama.cpp's numpy reference, byte for byte). `tensor_type` mirrors llama.cpp's choices for the
+llama.cpp's reference quantizers (gguf_quantize.c), Q8_0/Q4_0/Q4_1/Q5_0 by the `gguf` package's (llama.cpp's
+numpy reference, byte for byte). With an importance vector (one value per input column, from an imatrix file:
+models/imatrix_file.py), Q4_0/Q5_0/Q4_K/Q5_K/Q6_K use llama.cpp's importance-weighted quantizers (the C port
+of quantize_row_*_impl with quant_weights); Q8_0 and Q4_1 ignore it (as llama.cpp's Q8_0 does). `tensor_type` mirrors llama.cpp's choices for the
 mixes: Q4_K_M and Q5_K_M put attn_v and ffn_down of the first and last eighth of the layers and every
 third layer between in Q6_K, the output matrix (or a tied embedding) in Q6_K; matrices whose rows do not
 split into 256-weight super-blocks fall back to Q5_0 (for Q4_K and Q5_K; llama.cpp takes Q5_1 for Q5_K,
 which athanor has no kernel for) or Q8_0 (for Q6_K).
-Not for: importance-matrix quantization, IQ types, or reading files (gguf.py, dequant.py).
+Not for: computing importance matrices (imatrix_collect.py), IQ types, or reading files (gguf.py, dequant.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ FILE_TYPES = ("Q8_0", "Q4_0", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")  # what `athan
 _K_IDS = {"Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
 _K_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 _FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_0", "Q6_K": "Q8_0"}
+_WEIGHTED_IDS = {"Q4_0": 2, "Q5_0": 6, **_K_IDS}  # types whose quantizer takes an importance vector
+_BLOCK = {"Q4_0": (32, 18), "Q5_0": (32, 22), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
 
 
 @functools.cache
@@ -40,14 +44,35 @@ def _lib() -> ctypes.CDLL:
             raise AthanorError(f"cannot build the K-quant quantizer: {reason2 or reason}")
     lib.athk_quantize.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
     lib.athk_quantize.restype = ctypes.c_int
+    lib.athk_quantize_weighted.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
+                                           ctypes.c_void_p, ctypes.c_void_p]
+    lib.athk_quantize_weighted.restype = ctypes.c_int
     return lib
 
 
-def quantize(w: torch.Tensor | np.ndarray, type_name: str) -> np.ndarray:
-    """(rows, K) float weights -> (rows, K / block * block_bytes) uint8 GGUF blocks of `type_name`."""
+def _quantize_weighted(x: np.ndarray, type_name: str, importance: np.ndarray) -> np.ndarray:
+    rows, K = x.shape
+    block, nbytes = _BLOCK[type_name]
+    if K % block:
+        raise ValueError(f"{type_name} needs rows of a multiple of {block} weights, got {K}")
+    qw = np.ascontiguousarray(importance, dtype=np.float32).reshape(-1)
+    if qw.size != K:
+        raise AthanorError(f"importance matrix has {qw.size} columns for a matrix with {K}: not this model's")
+    out = np.empty((rows, K // block * nbytes), dtype=np.uint8)
+    status = _lib().athk_quantize_weighted(_WEIGHTED_IDS[type_name], x.ctypes.data, rows, K, qw.ctypes.data,
+                                           out.ctypes.data)
+    assert status == 0
+    return out
+
+
+def quantize(w: torch.Tensor | np.ndarray, type_name: str, importance: np.ndarray | None = None) -> np.ndarray:
+    """(rows, K) float weights -> (rows, K / block * block_bytes) uint8 GGUF blocks of `type_name`.
+    importance: K per-column weights (an imatrix entry) for the types that use one, else ignored."""
     import gguf
 
     x = np.ascontiguousarray(w.detach().float().numpy() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
+    if importance is not None and type_name in _WEIGHTED_IDS:
+        return _quantize_weighted(x, type_name, importance)
     if type_name not in _K_IDS:
         return gguf.quants.quantize(x, gguf.GGMLQuantizationType[type_name])
     rows, K = x.shape
