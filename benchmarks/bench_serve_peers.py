@@ -3,10 +3,10 @@ the same GGUF file (the built-in SmolLM2 Q4_1), each started as its own process,
 
 Same load as bench_serve.py (`run_level`: streamed chats of --max-tokens greedy tokens with `ignore_eos`, after a
 warm-up request). A peer is skipped when its program is not given. Besides wall-clock rates, each row gives the
-server's CPU time per output token (user + system of all its threads, from /proc), which a shared machine
-disturbs less than wall time (it includes
-threads spinning while they wait for work, which a busy machine also changes). `--baseline-tree DIR` adds `athanor serve` run from another source tree (an A/B
-of two versions); `--rounds N` measures every server N times, in turn, so the rows interleave.
+server's CPU time per output token (user + system of all its threads, from /proc): a shared machine disturbs it
+less than wall time, though it counts threads spinning while they wait for work, which load also changes.
+`--baseline-tree DIR` adds `athanor serve` run from another source tree (an A/B of two versions); `--rounds N`
+measures every server N times, in turn, so the rows interleave.
 
 Usage: python benchmarks/bench_serve_peers.py [--concurrency 1,8,32] [--requests-per-level 16] [--max-tokens 64]
        [--llama-cpp-python /path/to/venv/bin/python] [--llama-server /path/to/llama-server] [--threads 2]
