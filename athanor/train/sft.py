@@ -184,7 +184,8 @@ def _sft_examples(cfg: TrainConfig, names: list[str], tokenizer: Tokenizer, echo
         echo(f"dataset {report.summary()}")
     assert all(isinstance(s, Conversation) for s in samples), "config checks keep preference data out of sft"
     return [encode_conversation(tokenizer, with_system(s.messages, cfg.default_system), s.tools,
-                                cutoff_len=cfg.cutoff_len) for s in samples]
+                                cutoff_len=cfg.cutoff_len, mask_history=cfg.mask_history,
+                                train_on_prompt=cfg.train_on_prompt) for s in samples]
 
 
 def with_system(messages: list[dict], system: str | None) -> list[dict]:
