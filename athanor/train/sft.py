@@ -84,6 +84,10 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     if trainer.is_world_process_zero():  # under a launcher, one process writes the files (not N racing copies)
         save_side_files(cfg, base, tokenizer, out)
         plot_loss(out / LOG_FILE)
+        if cfg.do_predict:  # LF's predict step: generated_predictions.jsonl and BLEU/ROUGE (predict.py)
+            from athanor.train.predict import run_predict
+
+            run_predict(cfg, trainer.model, tokenizer, echo)
     return SftResult(out, num_examples, len(train_rows), float(output.training_loss), trainer.state.log_history)
 
 
