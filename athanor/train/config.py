@@ -104,7 +104,7 @@ class TrainConfig(BaseModel):
                                   "markup) are targets too, not only the replies.")
     mask_history: bool = Field(False, description="sft: only the last assistant turn is a target; earlier replies "
                                "are context.")
-    streaming: bool = Field(False, description="sft/pt: read and tokenize the datasets lazily while training (datasets "
+    streaming: bool = Field(False, description="sft: read and tokenize the datasets lazily while training (datasets "
                             "streaming); needs max_steps.")
     buffer_size: int = Field(16384, ge=1, description="streaming: shuffle buffer, in samples.")
 

@@ -39,9 +39,8 @@ def _streaming_problems(cfg: TrainConfig) -> list[str]:
     if 0 < cfg.val_size < 1:
         out.append(f"val_size: {cfg.val_size} is a share, which a stream cannot take; LLaMA-Factory: \"Streaming "
                    "mode should have an integer val size.\"")
-    if cfg.stage not in ("sft", "pt"):
-        out.append(f"streaming: supported for stage: sft and pt here (got {cfg.stage}); preference data is "
-                   "read whole")
+    if cfg.stage != "sft":
+        out.append(f"streaming: supported for stage: sft here (got {cfg.stage}); its datasets are read whole")
     if cfg.packing:
         out.append("streaming with packing is not supported here (packing sorts the whole dataset by length)")
     if cfg.tokenized_path:

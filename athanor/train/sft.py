@@ -64,7 +64,7 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     # 3. Model: transformers + peft.
     model = load_model(cfg, base, gguf, packed_attention=True)
     save_pissa_init(cfg, model)
-    width = max(len(r.input_ids) for r in train_rows)
+    width = cfg.cutoff_len if cfg.streaming else max(len(r.input_ids) for r in train_rows)
     echo(estimate_memory(model, cfg.per_device_train_batch_size, width, cfg.gradient_checkpointing).summary())
     # 4. Train.
     trainer = _trainer(cfg, model, tokenizer, train_rows, eval_rows)
@@ -88,7 +88,8 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
             from athanor.train.predict import run_predict
 
             run_predict(cfg, trainer.model, tokenizer, echo)
-    return SftResult(out, num_examples, len(train_rows), float(output.training_loss), trainer.state.log_history)
+    num_rows = num_examples if cfg.streaming else len(train_rows)
+    return SftResult(out, num_examples, num_rows, float(output.training_loss), trainer.state.log_history)
 
 
 def out_of_memory_message(cfg: TrainConfig) -> str:
@@ -132,6 +133,11 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str],
     """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked. With
     tokenized_path (LLaMA-Factory's): rows saved there by an earlier run are loaded instead (the dataset keys are
     then not read), else this run's rows are saved there."""
+    if cfg.streaming:  # a lazily read IterableDataset instead of a list (streaming.py)
+        from athanor.train.streaming import stream_datasets
+
+        stream, held_out = stream_datasets(cfg, tokenizer, echo)
+        return stream, held_out, 0
     if cfg.tokenized_path is None:
         return _build_datasets(cfg, tokenizer, echo)
     file = Path(cfg.tokenized_path) / TOKENIZED_FILE
@@ -356,7 +362,8 @@ def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: lis
 
     pad_id = pad_token_id(tokenizer)
     trainer = SftTrainer(
-        model=model, args=training_arguments(cfg, bool(eval_rows)), train_dataset=ListDataset(train_rows),
+        model=model, args=training_arguments(cfg, bool(eval_rows)),
+        train_dataset=train_rows if cfg.streaming else ListDataset(train_rows),
         eval_dataset=ListDataset(eval_rows) if eval_rows else None,
         data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
         optimizers=(loraplus_optimizer(cfg, model), None),
