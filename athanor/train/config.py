@@ -214,6 +214,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
     raw = read_config_mapping(path)
     problems: list[str] = []
     raw.update(_parse_overrides(overrides or [], problems))
+    if raw.get("do_predict") is True and "do_train" not in raw:  # LF (HF's default): a predict config without
+        raw["do_train"] = False                                   # do_train only predicts
     if stage_problem := _stage_problem(raw.get("stage", "sft")):  # before anything else: it decides every check
         raise ConfigError(str(path), [stage_problem])
     # The registry and relative dataset paths live next to the YAML unless it says otherwise (relative to it).

@@ -102,8 +102,7 @@ def run_predict(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, echo: Callab
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / PREDICTIONS_FILE, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=4, sort_keys=True) + "\n", encoding="utf-8")
     echo(f"predict: {len(rows)} samples; " + ", ".join(f"{k} {metrics[f'predict_{k}']:.2f}"
                                                       for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l")))

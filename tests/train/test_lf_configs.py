@@ -47,20 +47,23 @@ RUNS = {
     "extras/dft": {**FULL, "use_dft_loss": True},
     "train_lora/preprocess": {**SFT, "tokenized_path": "saves/tokenized"},
     "train_qlora/gptq_model": {**SFT, "template": "llama3"},  # a pre-quantized hub model, swapped for ours
+    "train_lora/lora_kto": {"stage": "kto", **LORA, "dataset": "kto_en_demo", "template": "qwen3_nothink",
+                            "pref_beta": 0.1, "learning_rate": 5.0e-6},
+    "extras/nlg_eval_predict": {"stage": "sft", **LORA, "do_train": False, "do_predict": True,
+                                "eval_dataset": "identity,alpaca_en_demo", "template": "llama3",
+                                "predict_with_generate": True, "per_device_eval_batch_size": 1},
     "train_lora/qwen3_thinking": {**SFT, "template": "qwen3", "enable_thinking": True, "warmup_steps": 10,
                                   "adam_beta1": 0.9, "adam_beta2": 0.999, "max_grad_norm": 1.0},
 }
 
 # pattern -> (extra keys, the refusal's words)
 REFUSED = {
-    "train_lora/lora_kto": ({"stage": "kto", **LORA, "dataset": "kto_en_demo", "pref_beta": 0.1},
-                            "stage: kto (unpaired preferences) is not implemented"),
     "ppo": ({"stage": "ppo", **LORA, "dataset": "identity", "reward_model": "saves/rm"}, "stage: ppo needs a reward"),
     "train_qlora/otfq_bnb": ({**SFT, "quantization_bit": 4, "quantization_method": "bnb"},
                              "quantization_bit: 4-bit QLoRA needs a CUDA GPU"),
-    "extras/nlg_eval_predict": ({"stage": "sft", **LORA, "do_train": False, "do_predict": True,
-                                 "eval_dataset": "identity", "predict_with_generate": True},
-                                "do_predict: generating predictions"),
+    "extras/nlg_eval_predict_without_generate": ({"stage": "sft", **LORA, "do_predict": True,
+                                                  "eval_dataset": "identity"},
+                                                 "do_predict needs predict_with_generate: true"),
     "extras/galore": ({**FULL, "use_galore": True, "galore_layerwise": True,
                        "galore_target": "mlp,self_attn", "galore_rank": 128, "galore_scale": 2.0, "pure_bf16": True},
                       "use_galore: GaLore needs the galore-torch package"),
