@@ -249,3 +249,14 @@ def test_kto_and_predict_run_one_step_on_smollm2(lf_dir, smollm2_path, stage):
     assert (out / "adapter_model.safetensors").is_file()
     if stage == "sft_predict":
         _check_prediction_files(out, ["It is 0.", "It is 2."])
+
+
+def test_check_prints_the_plan_for_kto_and_predict_only(lf_dir, tiny_hf_dir):
+    from athanor.train.check import check_run
+
+    plan = check_run(_write(lf_dir, tiny_hf_dir, {**KTO, "dataset": "kto_mix,dpo_en_demo"}), echo=lambda _: None)
+    assert (plan.stage, plan.num_samples, plan.rows) == ("kto", 12, 12)  # 4 tagged + 4 pairs unpaired
+    plan = check_run(_write(lf_dir, tiny_hf_dir, {**SFT, "do_train": False, "do_predict": True,
+                                                  "predict_with_generate": True, "eval_dataset": "identity"}),
+                     echo=lambda _: None)
+    assert "data: no training (do_train: false); do_predict generates for 3 eval_dataset samples" in plan.lines()

@@ -131,3 +131,11 @@ def test_streaming_run_trains_max_steps(lf_dir, tiny_hf_dir):
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_check_does_not_count_a_stream(lf_dir, tiny_hf_dir):
+    from athanor.train.check import check_run
+
+    keys = {**SFT, "streaming": True, "max_steps": 3}
+    plan = check_run(_cfg(lf_dir, tiny_hf_dir, keys, ("max_samples",)), echo=lambda _: None)
+    assert plan.data.startswith("streamed from identity, alpaca_en_demo (not counted") and plan.steps == 3
