@@ -140,6 +140,14 @@ def test_kto_learns_to_prefer_desirable_replies(lf_dir, tiny_hf_dir):
     assert chosen and rejected and min(chosen) > max(rejected), late
 
 
+def test_kto_evaluates_held_out_feedback(lf_dir, tiny_hf_dir):
+    keys = {**KTO, "val_size": 2, "eval_steps": 1, "per_device_train_batch_size": 2, "_over": {"max_steps": 2}}
+    _, lines, log = _run(lf_dir, tiny_hf_dir, keys)
+    assert any(line.startswith("2 feedback samples") and line.endswith(", 2 held out") for line in lines), lines
+    evals = [r for r in log if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [1, 2] and all(math.isfinite(r["eval_loss"]) for r in evals), log
+
+
 # ------------------------------------------------------------------------------------------------ predict
 
 
