@@ -26,8 +26,8 @@ from athanor.models.loader import load_checkpoint
 from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
-from athanor.train.encode import IGNORE_INDEX, encode_conversation
 from athanor.train.export import use_template
+from athanor.train.prompt_reply import infer_seqlen, split_last_reply
 from athanor.train.sft import (
     describe_launch,
     load_model,
@@ -145,12 +145,13 @@ def feedback_rows(cfg: TrainConfig, tokenizer: Tokenizer, names: list[str], echo
 
 def encode_feedback(tokenizer: Tokenizer, messages: list[dict], tools: list[dict] | None,
                     cutoff_len: int) -> dict | None:
-    """{prompt_ids, completion_ids}: the tokens before the last reply, and the last reply through its stop token."""
-    ex = encode_conversation(tokenizer, messages, tools, cutoff_len=cutoff_len, mask_history=True)
-    marked = [k for k, label in enumerate(ex.labels) if label != IGNORE_INDEX]
-    if not marked:
+    """{prompt_ids, completion_ids}: the tokens before the last reply, and the last reply through its stop token,
+    both cut to share cutoff_len as LF's infer_seqlen shares it (each keeps its start)."""
+    prompt, reply = split_last_reply(tokenizer, messages, tools)
+    if not reply:
         return None
-    return {"prompt_ids": ex.input_ids[: marked[0]], "completion_ids": ex.input_ids[marked[0]: marked[-1] + 1]}
+    source_len, target_len = infer_seqlen(len(prompt), len(reply), cutoff_len)
+    return {"prompt_ids": prompt[:source_len], "completion_ids": reply[:target_len]}
 
 
 def with_kl_completions(rows: list[dict]) -> list[dict]:

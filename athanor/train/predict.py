@@ -24,7 +24,7 @@ import torch
 from athanor.errors import AthanorError
 from athanor.text.tokenizer import Tokenizer
 from athanor.train.config import TrainConfig
-from athanor.train.encode import IGNORE_INDEX, encode_conversation
+from athanor.train.prompt_reply import infer_seqlen, split_last_reply
 from athanor.train.sft import with_system
 
 PREDICTIONS_FILE = "generated_predictions.jsonl"
@@ -43,13 +43,11 @@ def prediction_prompts(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[s
     out = []
     for s in samples:
         assert isinstance(s, Conversation), "config checks keep preference data out of sft"
-        messages = with_system(s.messages, cfg.default_system)
-        ex = encode_conversation(tokenizer, messages, s.tools, mask_history=True)
-        marked = [k for k, label in enumerate(ex.labels) if label != IGNORE_INDEX]
-        if not marked:
+        prompt, label = split_last_reply(tokenizer, with_system(s.messages, cfg.default_system), s.tools)
+        if not label:
             continue
-        prompt = ex.input_ids[: marked[0]][-cfg.cutoff_len:]  # LF keeps the end of a long prompt
-        out.append((prompt, ex.input_ids[marked[0]: marked[-1] + 1]))
+        source_len, target_len = infer_seqlen(len(prompt), len(label), cfg.cutoff_len)  # as LF cuts them
+        out.append((prompt[:source_len], label[:target_len]))
     if not out:
         raise AthanorError("do_predict: no eval_dataset sample ends with an assistant reply to compare with")
     return out

@@ -98,6 +98,15 @@ def test_kto_rows_split_prompt_and_reply_and_rotate_kl_completions(lf_dir, tiny_
                                                                                      for r in rows[:-1]]
 
 
+def test_prompt_and_reply_share_cutoff_len_as_lf_does():
+    from athanor.train.prompt_reply import infer_seqlen
+
+    assert infer_seqlen(10, 3, 8) == (5, 3)  # a short reply stays whole; the prompt keeps its first 5
+    assert infer_seqlen(3, 10, 8) == (3, 5)  # a short prompt stays whole; the reply keeps its first 5
+    assert infer_seqlen(10, 10, 8) == (4, 4)  # both long: in proportion
+    assert infer_seqlen(2, 3, 8) == (2, 3)
+
+
 def test_kto_tag_must_be_a_boolean(lf_dir, tiny_hf_dir):
     from athanor.data.registry import DatasetError
     from athanor.train.kto import load_feedback
