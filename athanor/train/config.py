@@ -60,7 +60,8 @@ class TrainConfig(BaseModel):
     oft_target: str | list[str] = Field("all", description="OFT: 'all' linear layers or module names.")
     module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="OFT: multiplicative dropout on blocks.")
     do_train: bool = Field(True, description="Train; false only with do_predict (predict with the model as it is).")
-    do_eval: bool = Field(False, description="Evaluate on val_size / eval_dataset (also on when either is set).")
+    do_eval: bool = Field(False, description="Evaluate on val_size / eval_dataset (also on every eval_steps when "
+                          "either is set); sft: once more after training, into eval_results.json as LF does.")
     do_predict: bool = Field(False, description="sft: after training, generate a reply for each eval_dataset sample "
                              "and write generated_predictions.jsonl and predict_results.json (BLEU-4, ROUGE-1/2/L), "
                              "as LLaMA-Factory does; needs predict_with_generate.")

@@ -52,6 +52,9 @@ def predict_problems(cfg: TrainConfig) -> list[str]:
     out = []
     if not cfg.do_train and not cfg.do_predict:
         out.append("do_train: false needs do_predict: true; athanor train trains, or predicts with the model as it is")
+    if (cfg.do_eval or cfg.do_predict) and not cfg.eval_dataset and cfg.val_size < 1e-6:
+        out.append(f"{'do_predict' if cfg.do_predict else 'do_eval'}: no eval data (set eval_dataset or val_size); "
+                   "LLaMA-Factory: \"Please specify dataset for evaluation.\"")
     if cfg.predict_with_generate and cfg.stage != "sft":
         out.append(f"predict_with_generate: stage: sft only (got {cfg.stage}); LLaMA-Factory: \"`predict_with_generate` "
                    "cannot be set as True except SFT.\"")

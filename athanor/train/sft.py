@@ -81,6 +81,8 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     # 5. Save the adapter (or model) next to the tokenizer files and the config that made it.
     out = Path(cfg.output_dir)
     save_model(trainer, out)
+    if cfg.do_eval and eval_rows:  # LF's eval step after training (every process): eval_results.json
+        trainer.save_metrics("eval", trainer.evaluate())
     if trainer.is_world_process_zero():  # under a launcher, one process writes the files (not N racing copies)
         save_side_files(cfg, base, tokenizer, out)
         plot_loss(out / LOG_FILE)

@@ -184,6 +184,7 @@ def test_scores_match_hand_computed_values():
     ({"stage": "dpo", **LORA, "dataset": "dpo_en_demo", "predict_with_generate": True, "eval_dataset": "dpo_en_demo"},
      "predict_with_generate: stage: sft only (got dpo)"),
     ({**SFT, "do_train": False}, "do_train: false needs do_predict: true"),
+    ({**SFT, "do_eval": True}, "do_eval: no eval data (set eval_dataset or val_size); LLaMA-Factory: \"Please specify"),
 ])
 def test_predict_refusals(lf_dir, tiny_hf_dir, keys, words):
     with pytest.raises(ConfigError) as info:
@@ -229,10 +230,11 @@ def _check_prediction_files(out: Path, labels: list[str]) -> list[dict]:
 
 
 def test_train_then_predict_writes_lf_files(lf_dir, tiny_hf_dir):
-    keys = {**SFT, "eval_dataset": "identity", "do_predict": True, "predict_with_generate": True,
+    keys = {**SFT, "eval_dataset": "identity", "do_eval": True, "do_predict": True, "predict_with_generate": True,
             "max_new_tokens": 6, "template": None}
     out, lines, log = _run(lf_dir, tiny_hf_dir, keys)
     assert any("loss" in r for r in log)
+    assert math.isfinite(json.loads((out / "eval_results.json").read_text())["eval_loss"])  # do_eval, as LF writes it
     rows = _check_prediction_files(out, ["It is 0.", "It is 2.", "It is 4."])
     assert rows[0]["prompt"] == "<|im_start|>user\nWhat is 0 plus 0?<|im_end|>\n<|im_start|>assistant\n"
     assert any(line.startswith("predict: 3 samples; bleu-4 ") for line in lines)
