@@ -72,7 +72,8 @@ def _stream(spec, seed: int | None, buffer_size: int, skip: int) -> tuple[object
     files = [str(p) for p in spec.files or [spec.path]]
     builder = BUILDERS.get(spec.path.suffix.lower())
     if builder is None:
-        raise DatasetError(f"{spec.name}: streaming reads .json, .jsonl, .csv and .parquet files (got {spec.path.name})")
+        raise DatasetError(f"{spec.name}: streaming reads .json, .jsonl, .csv and .parquet files "
+                           f"(got {spec.path.name})")
     stream = load_dataset(builder, data_files=files, split="train", streaming=True)
     skipped = 0
     if skip:
