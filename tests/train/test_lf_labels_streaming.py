@@ -139,3 +139,16 @@ def test_check_does_not_count_a_stream(lf_dir, tiny_hf_dir):
     keys = {**SFT, "streaming": True, "max_steps": 3}
     plan = check_run(_cfg(lf_dir, tiny_hf_dir, keys, ("max_samples",)), echo=lambda _: None)
     assert plan.data.startswith("streamed from identity, alpaca_en_demo (not counted") and plan.steps == 3
+
+
+def test_a_bad_streamed_record_stops_with_its_reason(lf_dir, tiny_hf_dir, tok):
+    from athanor.data.registry import DatasetError
+    from athanor.train.streaming import examples_of
+
+    rows = json.loads((lf_dir / "identity.json").read_text())
+    rows[1]["output"] = ""
+    (lf_dir / "identity.json").write_text(json.dumps(rows))
+    cfg = load_config(_cfg(lf_dir, tiny_hf_dir, {**SFT, "streaming": True, "max_steps": 3}, ("max_samples",)),
+                      has_cuda=False)
+    with pytest.raises(DatasetError, match=r"^identity: streamed record: missing or empty 'output'"):
+        list(examples_of(cfg, tok, None))
