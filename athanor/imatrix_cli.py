@@ -28,6 +28,7 @@ def imatrix(
     """Compute an importance matrix (llama-imatrix's per-column mean of squared activations) from a text."""
     from athanor.models.imatrix_collect import imatrix_of
     from athanor.models.imatrix_file import write_dat, write_gguf
+    from athanor.runtime.llm import float_model
 
     if fmt not in ("gguf", "dat"):
         raise AthanorError(f"--format must be gguf or dat, got {fmt!r}")
@@ -35,7 +36,7 @@ def imatrix(
         raise AthanorError(f"--chunks must be >= 1, got {chunks}")
     if not text.is_file():
         raise AthanorError(f"calibration text {text} does not exist")
-    im = imatrix_of(model, text.read_text(encoding="utf-8"), chunk, chunks, dataset=str(text))
+    im = imatrix_of(*float_model(model), text.read_text(encoding="utf-8"), chunk, chunks, dataset=str(text))
     out.parent.mkdir(parents=True, exist_ok=True)
     (write_gguf if fmt == "gguf" else write_dat)(im, out)
     typer.echo(f"wrote {out}: {len(im.entries)} entries from {im.chunk_count} chunks of {im.chunk_size} tokens")

@@ -79,18 +79,9 @@ def collect(model, pieces: list[list[int]], dataset: str = "") -> Imatrix:
     return im
 
 
-def float_model(name: str):
-    """(model, tokenizer): the model's weights in float32 (quantized files dequantized), built for scoring."""
-    from athanor.models.loader import load_checkpoint
-    from athanor.models.store import Store
-    from athanor.nn.llama import build_model
-
-    ckpt = load_checkpoint(Store().resolve(name).weights)
-    return build_model(ckpt.config, ckpt.tensors), ckpt.tokenizer
-
-
-def imatrix_of(name: str, text: str, chunk: int = 512, chunks: int | None = None, dataset: str = "") -> Imatrix:
-    model, tokenizer = float_model(name)
+def imatrix_of(model, tokenizer, text: str, chunk: int = 512, chunks: int | None = None,
+               dataset: str = "") -> Imatrix:
+    """The importance matrix of `model` (float weights: runtime.llm.float_model) over `text`."""
     ids = tokenizer.encode(text)
     bos = tokenizer.bos_token_id if tokenizer.add_bos_token else None
     return collect(model, chunks_of(ids, chunk, chunks, bos), dataset)

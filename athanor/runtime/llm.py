@@ -207,6 +207,17 @@ def scoring_model(name: str):
     return model, ckpt.tokenizer
 
 
+def float_model(name: str):
+    """(model, tokenizer): the model's weights in float32 (quantized files dequantized), built for scoring and
+    for collecting an importance matrix (models/imatrix_collect.py)."""
+    from athanor.models.loader import load_checkpoint
+    from athanor.models.store import Store
+    from athanor.nn.llama import build_model
+
+    ckpt = load_checkpoint(Store().resolve(name).weights)
+    return build_model(ckpt.config, ckpt.tensors), ckpt.tokenizer
+
+
 def _fit_kv_to_context(config: EngineConfig, model, max_position_embeddings: int) -> None:
     """A KV budget in bytes grows to hold one whole context (num_ctx, else the model's), so a small budget never
     silently shrinks the context; an explicit block count is kept as given."""

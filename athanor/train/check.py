@@ -30,11 +30,12 @@ class RunPlan:
     steps: int
     trainable_params: int
     total_params: int
+    data: str | None = None  # replaces the counts when there are none (a stream, a predict-only run)
 
     def lines(self) -> list[str]:
         share = 100.0 * self.trainable_params / max(self.total_params, 1)
-        return [f"stage: {self.stage}", f"method: {self.method}", f"template: {self.template}",
-                f"data: {self.num_samples} samples, {self.tokens_per_epoch} tokens per epoch, {self.rows} rows",
+        data = self.data or f"{self.num_samples} samples, {self.tokens_per_epoch} tokens per epoch, {self.rows} rows"
+        return [f"stage: {self.stage}", f"method: {self.method}", f"template: {self.template}", f"data: {data}",
                 f"optimizer steps: {self.steps}",
                 f"trainable parameters: {self.trainable_params:,} of {self.total_params:,} ({share:.3f}%)"]
 
@@ -60,7 +61,7 @@ def check_run(config_path: str | Path, overrides: list[str] | None = None,
     num_samples, tokens, rows = _data(cfg, tokenizer, echo)
     trainable, total = _param_counts(cfg, base)
     plan = RunPlan(cfg.stage, describe_method(cfg), cfg.template or "the model's own", num_samples, tokens, rows,
-                   _steps(cfg, rows), trainable, total)
+                   _steps(cfg, rows), trainable, total, _data_note(cfg, num_samples))
     for line in plan.lines():
         echo(line)
     return plan
@@ -94,6 +95,16 @@ def _describe_tuning(cfg: TrainConfig) -> str:
 
 def _data(cfg: TrainConfig, tokenizer: Any, echo: Callable[[str], None]) -> tuple[int, int, int]:
     """(training samples, training tokens per epoch, rows per epoch), tokenized exactly as the run will."""
+    if not cfg.do_train:  # predict only: the eval prompts
+        from athanor.train.predict import prediction_prompts
+
+        prompts = prediction_prompts(cfg, tokenizer, echo)
+        return len(prompts), sum(len(p) for p, _ in prompts), 0
+    if cfg.stage == "kto":
+        from athanor.train.kto import feedback_rows
+
+        rows = feedback_rows(cfg, tokenizer, cfg.dataset, echo)
+        return len(rows), sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows), len(rows)
     if cfg.stage == "grpo":  # prompts (each sampled grpo_num_generations times), tokens of the prompts
         from athanor.train.grpo import grpo_prompts
 
@@ -108,7 +119,18 @@ def _data(cfg: TrainConfig, tokenizer: Any, echo: Callable[[str], None]) -> tupl
     from athanor.train.sft import build_datasets
 
     train, _, num = build_datasets(cfg, tokenizer, echo)
+    if cfg.streaming:  # a stream is not counted (its first sample was read and tokenized)
+        return 0, 0, 0
     return num, sum(len(r.input_ids) for r in train), len(train)
+
+
+def _data_note(cfg: TrainConfig, num_samples: int) -> str | None:
+    if not cfg.do_train:
+        return f"no training (do_train: false); do_predict generates for {num_samples} eval_dataset samples"
+    if cfg.streaming:
+        return (f"streamed from {', '.join(cfg.dataset)} (not counted; the first sample was read and tokenized), "
+                f"shuffle buffer {cfg.buffer_size}")
+    return None
 
 
 def _steps(cfg: TrainConfig, rows: int) -> int:

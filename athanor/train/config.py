@@ -52,8 +52,9 @@ class TrainConfig(OptimizerKeys):
     stage: Literal["pt", "sft", "dpo", "rm", "kto", "ppo", "grpo"] = Field(
         "sft", description="pt: plain text (a .txt line or a `text` column per sample), loss on every token; sft: "
         "supervised chat fine-tuning (loss on assistant tokens only); dpo: preference pairs; rm: a reward model "
-        "(value head, pairwise loss) on preference pairs; grpo (athanor's, not LLaMA-Factory's): online RL with "
-        "rewards from Python functions (trl). kto and ppo are refused (not implemented).")
+        "(value head, pairwise loss) on preference pairs; kto: unpaired preferences (a kto_tag per reply, or pairs split "
+        "in two) on trl's KTOTrainer; grpo (athanor's, not LLaMA-Factory's): online RL with rewards from Python "
+        "functions (trl). ppo is refused (not implemented).")
     finetuning_type: Literal["lora", "full", "freeze", "oft"] = Field(
         "lora", description="lora: train low-rank adapters; full: every weight; freeze: only the last layers; oft: "
         "orthogonal fine-tuning adapters (peft OFT).")
@@ -61,9 +62,13 @@ class TrainConfig(OptimizerKeys):
     oft_block_size: int = Field(32, ge=0, description="OFT: block size (0: set by oft_rank); exactly one is non-zero.")
     oft_target: str | list[str] = Field("all", description="OFT: 'all' linear layers or module names.")
     module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="OFT: multiplicative dropout on blocks.")
-    do_train: bool = Field(True, description="Must be true: athanor train trains.")
-    do_eval: bool = Field(False, description="Evaluate on val_size / eval_dataset (also on when either is set).")
-    do_predict: bool = Field(False, description="Refused: generating predictions is not implemented.")
+    do_train: bool = Field(True, description="Train; false only with do_predict (predict with the model as it is).")
+    do_eval: bool = Field(False, description="Evaluate on val_size / eval_dataset (also on every eval_steps when "
+                          "either is set); sft: once more after training, into eval_results.json as LF does.")
+    do_predict: bool = Field(False, description="sft: after training, generate a reply for each eval_dataset sample "
+                             "and write generated_predictions.jsonl and predict_results.json (BLEU-4, ROUGE-1/2/L), "
+                             "as LLaMA-Factory does; needs predict_with_generate.")
+    predict_with_generate: bool = Field(False, description="do_predict generates replies (needs eval_dataset).")
     use_dora: bool = Field(False, description="LoRA: weight-decomposed LoRA (DoRA, peft).")
     use_rslora: bool = Field(False, description="LoRA: rank-stabilised scaling alpha / sqrt(r) (peft).")
     pissa_init: bool = Field(False, description="LoRA: initialise from the principal singular vectors (PiSSA, peft).")
@@ -100,7 +105,13 @@ class TrainConfig(OptimizerKeys):
 
     tokenized_path: str | None = Field(None, description="sft/pt: load tokenized rows from this folder when an "
                                        "earlier run saved them there, else tokenize and save them there.")
-    train_on_prompt: bool = Field(False, description="Refused when true: the loss is on assistant tokens only.")
+    train_on_prompt: bool = Field(False, description="sft: the prompt tokens (system, user, tool turns, template "
+                                  "markup) are targets too, not only the replies.")
+    mask_history: bool = Field(False, description="sft: only the last assistant turn is a target; earlier replies "
+                               "are context.")
+    streaming: bool = Field(False, description="sft: read and tokenize the datasets lazily while training (datasets "
+                            "streaming); needs max_steps.")
+    buffer_size: int = Field(16384, ge=1, description="streaming: shuffle buffer, in samples.")
 
     # -- output and logging
     output_dir: str = Field("output", description="Where the adapter/model, checkpoints and trainer_log.jsonl go.")
@@ -141,7 +152,9 @@ class TrainConfig(OptimizerKeys):
                                                       "checkpoint in output_dir.")
 
     # -- preference optimisation (stage=dpo)
-    pref_beta: float = Field(0.1, gt=0, description="DPO beta: how far the policy may move from the reference.")
+    pref_beta: float = Field(0.1, gt=0, description="DPO/KTO beta: how far the policy may move from the reference.")
+    kto_chosen_weight: float = Field(1.0, gt=0, description="KTO: weight of the loss on desirable replies.")
+    kto_rejected_weight: float = Field(1.0, gt=0, description="KTO: weight of the loss on undesirable replies.")
     pref_loss: Literal["sigmoid", "ipo", "orpo", "simpo", "hinge", "kto_pair"] = Field(
         "sigmoid", description="Preference loss (hinge and kto_pair are refused: not implemented).")
     use_dft_loss: bool = Field(False, description="SFT: weight each token's loss by its probability (DFT).")
@@ -167,6 +180,18 @@ class TrainConfig(OptimizerKeys):
     grpo_epsilon: float = Field(0.2, gt=0.0, description="grpo: clipping range of the policy ratio.")
     grpo_loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="grpo: loss "
                                                                          "normalisation, as trl names it.")
+
+    # -- generation (do_predict; LLaMA-Factory's GeneratingArguments, same defaults)
+    do_sample: bool = Field(True, description="do_predict: sample (else greedy).")
+    temperature: float = Field(0.95, ge=0, description="do_predict: sampling temperature.")
+    top_p: float = Field(0.7, gt=0, le=1, description="do_predict: nucleus sampling mass.")
+    top_k: int = Field(50, ge=0, description="do_predict: sample among the k likeliest tokens.")
+    num_beams: int = Field(1, ge=1, description="do_predict: beam search width (1: none).")
+    max_length: int = Field(1024, ge=1, description="do_predict: prompt + reply tokens, when max_new_tokens <= 0.")
+    max_new_tokens: int = Field(1024, description="do_predict: reply tokens at most (wins over max_length when > 0).")
+    repetition_penalty: float = Field(1.0, gt=0, description="do_predict: penalty on repeated tokens (1: none).")
+    length_penalty: float = Field(1.0, description="do_predict: beam search length penalty.")
+    skip_special_tokens: bool = Field(True, description="do_predict: drop special tokens from predict and label.")
 
     _notes: list[str] = PrivateAttr(default_factory=list)  # start-up lines: the LF keys accepted as no-ops
 
@@ -235,6 +260,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
     raw = read_config_mapping(path)
     problems: list[str] = []
     raw.update(_parse_overrides(overrides or [], problems))
+    if raw.get("do_predict") is True and "do_train" not in raw:  # LF (HF's default): a predict config without
+        raw["do_train"] = False                                   # do_train only predicts
     if stage_problem := _stage_problem(raw.get("stage", "sft")):  # before anything else: it decides every check
         raise ConfigError(str(path), [stage_problem])
     # The registry and relative dataset paths live next to the YAML unless it says otherwise (_dataset_dir).
@@ -263,8 +290,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, has_cud
 LF_STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
 OUR_STAGES = ("grpo",)  # athanor's own, next to LLaMA-Factory's
 _STAGE_REFUSALS = {
-    "kto": "stage: kto (unpaired preferences) is not implemented in athanor (trl is not installed); use stage: dpo "
-           "with chosen/rejected pairs",
     "ppo": "stage: ppo needs a reward model and online generation, which athanor does not implement; use stage: dpo",
 }
 
@@ -371,16 +396,21 @@ def _method_problems(cfg: TrainConfig) -> list[str]:
     lora_keys = sorted(k for k in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target") if k in explicit)
     if lora_keys and cfg.finetuning_type != "lora":
         out.append(f"{', '.join(lora_keys)} set but finetuning_type is {cfg.finetuning_type}; they only apply to lora")
-    pref_keys = sorted(k for k in ("pref_beta", "pref_loss") if k in explicit)
-    if pref_keys and cfg.stage != "dpo":
-        out.append(f"{', '.join(pref_keys)} set but stage is {cfg.stage}; they only apply to stage: dpo")
-    if cfg.packing and cfg.stage in ("dpo", "rm"):
+    if "pref_loss" in explicit and cfg.stage != "dpo":
+        out.append(f"pref_loss set but stage is {cfg.stage}; it only applies to stage: dpo")
+    if "pref_beta" in explicit and cfg.stage not in ("dpo", "kto"):
+        out.append(f"pref_beta set but stage is {cfg.stage}; it only applies to stage: dpo and kto")
+    kto_keys = sorted(k for k in ("kto_chosen_weight", "kto_rejected_weight") if k in explicit)
+    if kto_keys and cfg.stage != "kto":
+        out.append(f"{', '.join(kto_keys)} set but stage is {cfg.stage}; they only apply to stage: kto")
+    if cfg.packing and cfg.stage in ("dpo", "rm", "kto"):
         out.append(f"packing: true is not supported with stage: {cfg.stage} (chosen and rejected must stay whole)")
-    if not cfg.dataset:
+    if not cfg.dataset and cfg.do_train:
         out.append("dataset: no dataset given; name one from dataset_info.json or a file path")
+    from athanor.train.lf_data_keys import data_key_problems, predict_problems
     from athanor.train.lf_extras import extras_problems  # Muon, LLaMA Pro, ASFT/EAFT, GRPO
 
-    return out + _lf_method_problems(cfg) + extras_problems(cfg)
+    return out + _lf_method_problems(cfg) + extras_problems(cfg) + data_key_problems(cfg) + predict_problems(cfg)
 
 
 def _lf_method_problems(cfg: TrainConfig) -> list[str]:
@@ -392,15 +422,8 @@ def _lf_method_problems(cfg: TrainConfig) -> list[str]:
                    f"{cfg.oft_block_size})")
     if cfg.finetuning_type == "oft" and cfg.quantization_bit is not None:
         out.append("quantization_bit with finetuning_type: oft is not supported here; use lora")
-    if not cfg.do_train:
-        out.append("do_train: false; athanor train always trains (do_predict-only runs are not implemented)")
-    if cfg.do_predict:
-        out.append("do_predict: generating predictions (generated_predictions.jsonl, BLEU/ROUGE) is not "
-                   "implemented in athanor; chat with the result via `athanor chat`")
-    if cfg.tokenized_path and cfg.stage in ("dpo", "rm"):
+    if cfg.tokenized_path and cfg.stage in ("dpo", "rm", "kto"):
         out.append(f"tokenized_path: not implemented for stage: {cfg.stage} (pairs are tokenized each run)")
-    if cfg.train_on_prompt:
-        out.append("train_on_prompt: true is not implemented; the loss is on assistant tokens only")
     if cfg.use_dft_loss and cfg.stage != "sft":
         out.append(f"use_dft_loss: the DFT loss applies to stage: sft (got {cfg.stage})")
     if cfg.pref_loss in ("hinge", "kto_pair"):
@@ -468,6 +491,11 @@ def _dataset_problems(cfg: TrainConfig) -> list[str]:
             spec = resolve_dataset(name, cfg.dataset_dir)
         except AthanorError as e:
             out.append(f"dataset: {e}")
+            continue
+        if cfg.stage == "kto":
+            if not spec.ranking and "kto_tag" not in spec.columns:
+                out.append(f"dataset: {name} has neither a kto_tag column nor chosen/rejected pairs, which stage: "
+                           "kto needs (columns: {\"kto_tag\": ...} in dataset_info.json, or ranking: true)")
             continue
         pairs = cfg.stage in ("dpo", "rm")
         if pairs and not spec.ranking:

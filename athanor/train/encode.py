@@ -62,8 +62,12 @@ def assistant_spans(tokenizer: Tokenizer, messages: list[dict], tools: list[dict
 
 
 def encode_conversation(tokenizer: Tokenizer, messages: list[dict], tools: list[dict] | None = None, *,
-                        chat_template: str | None = None, cutoff_len: int | None = None) -> Example:
-    """Render with the template, tokenize once, label only assistant turns (each closed by a stop token)."""
+                        chat_template: str | None = None, cutoff_len: int | None = None,
+                        mask_history: bool = False, train_on_prompt: bool = False) -> Example:
+    """Render with the template, tokenize once, label only assistant turns (each closed by a stop token).
+
+    LLaMA-Factory's label keys: `mask_history` labels only the last assistant turn (earlier replies become
+    context); `train_on_prompt` labels the prompt tokens too (system, user, tool turns and the template's markup)."""
     messages, tools = adapt_to_template(tokenizer, messages, tools, chat_template)
     full, spans = assistant_spans(tokenizer, messages, tools, chat_template)
     enc = tokenizer.backend.encode(full, add_special_tokens=False)  # the template writes BOS itself
@@ -71,15 +75,33 @@ def encode_conversation(tokenizer: Tokenizer, messages: list[dict], tools: list[
     input_ids: list[int] = []
     labels: list[int] = []
     turn_of = _turn_index(enc.offsets, spans)
+    turn_at: list[int | None] = []  # the assistant turn each kept token belongs to (None: prompt)
     for k, (tok, turn) in enumerate(zip(enc.ids, turn_of)):
         input_ids.append(tok)
         labels.append(tok if turn is not None else IGNORE_INDEX)
         is_turn_end = turn is not None and (k + 1 == len(enc.ids) or turn_of[k + 1] != turn)
         if is_turn_end:
             _close_turn(input_ids, labels, stop_ids, tokenizer.eos_token_id)
+        turn_at += [turn] * (len(input_ids) - len(turn_at))
+    if mask_history or train_on_prompt:
+        labels = _relabel(input_ids, labels, turn_at, len(spans) - 1, mask_history, train_on_prompt)
     if cutoff_len is not None:
         input_ids, labels = input_ids[:cutoff_len], labels[:cutoff_len]
     return Example(input_ids, labels)
+
+
+def _relabel(input_ids: list[int], labels: list[int], turn_at: list[int | None], last_turn: int,
+             mask_history: bool, train_on_prompt: bool) -> list[int]:
+    """mask_history: replies before the last one are not targets; train_on_prompt: every other token is."""
+    out = []
+    for tok, label, turn in zip(input_ids, labels, turn_at):
+        history = turn is not None and turn != last_turn
+        if mask_history and history:
+            label = IGNORE_INDEX
+        elif train_on_prompt and label == IGNORE_INDEX and not (mask_history and history):
+            label = tok
+        out.append(label)
+    return out
 
 
 def _turn_index(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int | None]:

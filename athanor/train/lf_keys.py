@@ -37,7 +37,7 @@ IN_PROCESS = "datasets are read and tokenized in this process, once"
 NO_CACHE = "athanor keeps no dataset cache"
 LOGS = "athanor writes trainer_log.jsonl and loss.png; no external tracker"
 HUB = "no hub access: models and datasets are local files or store names"
-GENERATION = "a generation setting: athanor chat/run use it, training does not"
+PREDICT_GENERATION = "do_predict takes max_new_tokens, num_beams, ... (LF's generating keys), which win over it"
 MULTIMODAL = "a multimodal processor setting; athanor trains text models"
 INFERENCE = "an inference-backend setting: athanor chat/serve run on athanor's engine"
 EXPORT = "an export setting: use it in the `athanor export` YAML"
@@ -120,15 +120,12 @@ LF_KEYS: dict[str, KeyRule] = {
     "block_diag_attn": _noop("packed rows here always attend within each sample only"),
     # ---- DataArguments (hparams/data_args.py)
     "media_dir": _noop(MULTIMODAL),
-    "mask_history": _refuse("every assistant turn is trained; masking earlier turns is " + NOT_HERE),
-    "streaming": _refuse("streaming datasets is " + NOT_HERE + "; every record is validated up front"),
-    "buffer_size": _noop("no streaming here"),
     "mix_strategy": _refuse("datasets are concatenated; interleaving is " + NOT_HERE, None, "concat"),
     "interleave_probs": _refuse("datasets are concatenated; interleaving is " + NOT_HERE),
     "overwrite_cache": _noop(NO_CACHE),
     "preprocessing_batch_size": _noop(IN_PROCESS),
     "preprocessing_num_workers": _noop(IN_PROCESS),
-    "eval_num_beams": _refuse("do_predict with beam search is " + NOT_HERE, None, 1),
+    "eval_num_beams": _refuse("do_predict's beam width is num_beams here", None, 1),
     "ignore_pad_token_for_loss": _noop("padding never counts in the loss here"),
     "eval_on_each_dataset": _refuse("eval datasets are evaluated together here"),
     "neat_packing": _noop("packing here never lets samples attend to each other, which neat_packing asks for"),
@@ -143,8 +140,6 @@ LF_KEYS: dict[str, KeyRule] = {
     "pref_ftx": _refuse("an SFT term in the preference loss is " + NOT_HERE, None, 0, 0.0),
     "pref_bco_weight": _refuse("BCO is " + NOT_HERE, None, 0, 0.0),
     "dpo_label_smoothing": _refuse("label smoothing in DPO is " + NOT_HERE, None, 0, 0.0),
-    "kto_chosen_weight": _refuse("stage: kto is " + NOT_HERE, None, 1, 1.0),
-    "kto_rejected_weight": _refuse("stage: kto is " + NOT_HERE, None, 1, 1.0),
     "simpo_gamma": _refuse("athanor's SimPO uses a fixed gamma of 0.5", None, 0.5),
     "ppo_buffer_size": _noop("stage: ppo is refused"), "ppo_epochs": _noop("stage: ppo is refused"),
     "ppo_score_norm": _noop("stage: ppo is refused"), "ppo_target": _noop("stage: ppo is refused"),
@@ -173,11 +168,7 @@ LF_KEYS: dict[str, KeyRule] = {
     "early_stopping_steps": _refuse("early stopping is " + NOT_HERE),
     "plot_loss": _noop("athanor always writes loss.png"),
     "include_effective_tokens_per_second": _noop("trainer_log.jsonl always has tokens_per_s"),
-    # ---- GeneratingArguments (hparams/generating_args.py)
-    "do_sample": _noop(GENERATION), "temperature": _noop(GENERATION), "top_p": _noop(GENERATION),
-    "top_k": _noop(GENERATION), "num_beams": _noop(GENERATION), "max_length": _noop(GENERATION),
-    "max_new_tokens": _noop(GENERATION), "repetition_penalty": _noop(GENERATION),
-    "length_penalty": _noop(GENERATION), "skip_special_tokens": _noop(GENERATION),
+    # ---- GeneratingArguments (hparams/generating_args.py): do_sample, temperature, ... are TrainConfig fields
     # ---- TrainingArguments (hparams/training_args.py: ray, profiler, fp8, overwrite_output_dir)
     "ray_num_workers": _noop(ONE_PROCESS + "; Ray is not used"),
     "ray_init_kwargs": _noop(ONE_PROCESS), "master_addr": _noop(ONE_PROCESS), "master_port": _noop(ONE_PROCESS),
@@ -261,9 +252,8 @@ LF_KEYS: dict[str, KeyRule] = {
     "deepspeed": _noop(ONE_PROCESS + "; DeepSpeed needs CUDA/torch.distributed, so this run trains without it"),
     "debug": _noop(LOGS), "skip_memory_metrics": _noop(LOGS),
     "sortish_sampler": _refuse("training data is shuffled"),
-    "predict_with_generate": _refuse("do_predict (generating predictions) is " + NOT_HERE),
-    "generation_max_length": _noop(GENERATION), "generation_num_beams": _noop(GENERATION),
-    "generation_config": _noop(GENERATION),
+    "generation_max_length": _noop(PREDICT_GENERATION), "generation_num_beams": _noop(PREDICT_GENERATION),
+    "generation_config": _noop(PREDICT_GENERATION),
     # ---- Megatron-Core / mcore_adapter keys (LF's use_mca and megatron_bridge examples)
     **{key: _refuse(MEGATRON, ()) for key in (
         "tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size",

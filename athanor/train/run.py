@@ -30,12 +30,25 @@ def train(config_path: str | Path, overrides: list[str] | None = None, echo: Cal
         _record(cfg, out, echo)
         echo(f"done: GRPO adapter/model and logs in {out}")
         return out
+    if cfg.stage == "kto":
+        from athanor.train.kto import run_kto  # trl/transformers/peft load only now
+
+        out = run_kto(cfg, echo)
+        _record(cfg, out, echo)
+        echo(f"done: adapter/model and logs in {out}")
+        return out
     if cfg.stage == "dpo":
         from athanor.train.dpo import run_dpo  # transformers/peft load only now
 
         out = run_dpo(cfg, echo)
         _record(cfg, out, echo)
         echo(f"done: adapter/model and logs in {out}")
+        return out
+    if not cfg.do_train:  # do_predict only (config checks allow nothing else)
+        from athanor.train.predict import predict_only
+
+        out = predict_only(cfg, echo)
+        echo(f"done: predictions in {out}")
         return out
     from athanor.train.sft import run_sft  # stage: sft and stage: pt
 

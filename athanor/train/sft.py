@@ -64,7 +64,7 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     # 3. Model: transformers + peft.
     model = load_model(cfg, base, gguf, packed_attention=True)
     save_pissa_init(cfg, model)
-    width = max(len(r.input_ids) for r in train_rows)
+    width = cfg.cutoff_len if cfg.streaming else max(len(r.input_ids) for r in train_rows)
     echo(estimate_memory(model, cfg.per_device_train_batch_size, width, cfg.gradient_checkpointing).summary())
     # 4. Train.
     trainer = _trainer(cfg, model, tokenizer, train_rows, eval_rows)
@@ -81,10 +81,17 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     # 5. Save the adapter (or model) next to the tokenizer files and the config that made it.
     out = Path(cfg.output_dir)
     save_model(trainer, out)
+    if cfg.do_eval and eval_rows:  # LF's eval step after training (every process): eval_results.json
+        trainer.save_metrics("eval", trainer.evaluate())
     if trainer.is_world_process_zero():  # under a launcher, one process writes the files (not N racing copies)
         save_side_files(cfg, base, tokenizer, out)
         plot_loss(out / LOG_FILE)
-    return SftResult(out, num_examples, len(train_rows), float(output.training_loss), trainer.state.log_history)
+        if cfg.do_predict:  # LF's predict step: generated_predictions.jsonl and BLEU/ROUGE (predict.py)
+            from athanor.train.predict import run_predict
+
+            run_predict(cfg, trainer.model, tokenizer, echo)
+    num_rows = num_examples if cfg.streaming else len(train_rows)
+    return SftResult(out, num_examples, num_rows, float(output.training_loss), trainer.state.log_history)
 
 
 def out_of_memory_message(cfg: TrainConfig) -> str:
@@ -128,6 +135,11 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, echo: Callable[[str],
     """(train rows, eval rows, number of training samples): validated, tokenized, split, packed if asked. With
     tokenized_path (LLaMA-Factory's): rows saved there by an earlier run are loaded instead (the dataset keys are
     then not read), else this run's rows are saved there."""
+    if cfg.streaming:  # a lazily read IterableDataset instead of a list (streaming.py)
+        from athanor.train.streaming import stream_datasets
+
+        stream, held_out = stream_datasets(cfg, tokenizer, echo)
+        return stream, held_out, 0
     if cfg.tokenized_path is None:
         return _build_datasets(cfg, tokenizer, echo)
     file = Path(cfg.tokenized_path) / TOKENIZED_FILE
@@ -184,7 +196,8 @@ def _sft_examples(cfg: TrainConfig, names: list[str], tokenizer: Tokenizer, echo
         echo(f"dataset {report.summary()}")
     assert all(isinstance(s, Conversation) for s in samples), "config checks keep preference data out of sft"
     return [encode_conversation(tokenizer, with_system(s.messages, cfg.default_system), s.tools,
-                                cutoff_len=cfg.cutoff_len) for s in samples]
+                                cutoff_len=cfg.cutoff_len, mask_history=cfg.mask_history,
+                                train_on_prompt=cfg.train_on_prompt) for s in samples]
 
 
 def with_system(messages: list[dict], system: str | None) -> list[dict]:
@@ -357,7 +370,8 @@ def _trainer(cfg: TrainConfig, model: Any, tokenizer: Tokenizer, train_rows: lis
 
     pad_id = pad_token_id(tokenizer)
     trainer = SftTrainer(
-        model=model, args=training_arguments(cfg, bool(eval_rows)), train_dataset=ListDataset(train_rows),
+        model=model, args=training_arguments(cfg, bool(eval_rows)),
+        train_dataset=train_rows if cfg.streaming else ListDataset(train_rows),
         eval_dataset=ListDataset(eval_rows) if eval_rows else None,
         data_collator=lambda rows: collate(rows, pad_id), callbacks=[JsonlLogCallback(Path(cfg.output_dir))],
     )

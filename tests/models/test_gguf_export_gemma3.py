@@ -38,7 +38,7 @@ def _export(src, out: Path, kind: str = "F32") -> Path:
 
 def _fp32(name: str):
     """(model, tokenizer) in float32 weights and math (`athanor run` may keep float weights as fp16)."""
-    from athanor.models.imatrix_collect import float_model
+    from athanor.runtime.llm import float_model
 
     return float_model(name)
 

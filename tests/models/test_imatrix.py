@@ -136,6 +136,7 @@ def test_llama_imatrix_output_matches_ours(tiny_hf_dir, tmp_path):
     """llama.cpp's own llama-imatrix on the same weights and text: our reader loads its file and the importances
     agree (llama.cpp computes in F32 with its own kernels: 1e-3 relative)."""
     from athanor.models.imatrix_collect import imatrix_of
+    from athanor.runtime.llm import float_model
     from tests.models.llama_cpp_bin import run_tool
 
     (tmp_path / "cal.txt").write_text(TEXT * 2, encoding="utf-8")
@@ -144,7 +145,7 @@ def test_llama_imatrix_output_matches_ours(tiny_hf_dir, tmp_path):
     run_tool("llama-imatrix", "-m", str(tmp_path / "m.gguf"), "-f", str(tmp_path / "cal.txt"), "-o",
              str(tmp_path / "lcp.gguf"), "-c", "32", "--chunks", "4", "-t", "2", "-b", "32")
     theirs = read_imatrix(tmp_path / "lcp.gguf")
-    ours = imatrix_of(str(tmp_path / "m.gguf"), (TEXT * 2), 32, 4)
+    ours = imatrix_of(*float_model(str(tmp_path / "m.gguf")), (TEXT * 2), 32, 4)
     assert theirs.chunk_count == 4 and set(theirs.entries) == set(ours.entries)
     for name, e in theirs.entries.items():
         assert e.counts.tolist() == ours.entries[name].counts.tolist() == [128.0]

@@ -58,9 +58,10 @@ def test_our_q4_k_m_is_as_close_to_f16_as_llama_cpps(scorer, ours_q4km):
 
 def test_an_imatrix_from_text_lowers_the_divergence_on_held_out_text(f16_source, scorer, ours_q4km):
     from athanor.models.imatrix_collect import imatrix_of
+    from athanor.runtime.llm import float_model
 
     calibration = (Path(__file__).parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
-    im = imatrix_of(str(f16_source), calibration, chunk=512, chunks=2)
+    im = imatrix_of(*float_model(str(f16_source)), calibration, chunk=512, chunks=2)
     im.write(f16_source.with_name("im.gguf"))
     weighted = quantize_model(str(f16_source), "Q4_K_M", f16_source.with_name("ours-q4km-im.gguf"),
                               f16_source.with_name("im.gguf"))

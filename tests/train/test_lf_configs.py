@@ -63,20 +63,20 @@ RUNS = {
     "extras/asft": {**FULL, "template": "llama2", "deepspeed": "examples/deepspeed/ds_z0_config.json",
                     "use_asft_loss": True, "asft_alpha": 0.1},
     "extras/eaft": {**FULL, "template": "qwen", "use_eaft_loss": True},
+    "train_lora/lora_kto": {"stage": "kto", **LORA, "dataset": "kto_en_demo", "template": "qwen3_nothink",
+                            "pref_beta": 0.1, "learning_rate": 5.0e-6},
+    "extras/nlg_eval_predict": {"stage": "sft", **LORA, "do_train": False, "do_predict": True,
+                                "eval_dataset": "identity,alpaca_en_demo", "template": "llama3",
+                                "predict_with_generate": True, "per_device_eval_batch_size": 1},
     "train_lora/qwen3_thinking": {**SFT, "template": "qwen3", "enable_thinking": True, "warmup_steps": 10,
                                   "adam_beta1": 0.9, "adam_beta2": 0.999, "max_grad_norm": 1.0},
 }
 
 # pattern -> (extra keys, the refusal's words)
 REFUSED = {
-    "train_lora/lora_kto": ({"stage": "kto", **LORA, "dataset": "kto_en_demo", "pref_beta": 0.1},
-                            "stage: kto (unpaired preferences) is not implemented"),
     "ppo": ({"stage": "ppo", **LORA, "dataset": "identity", "reward_model": "saves/rm"}, "stage: ppo needs a reward"),
     "train_qlora/otfq_bnb": ({**SFT, "quantization_bit": 4, "quantization_method": "bnb"},
                              "quantization_bit: 4-bit QLoRA needs a CUDA GPU"),
-    "extras/nlg_eval_predict": ({"stage": "sft", **LORA, "do_train": False, "do_predict": True,
-                                 "eval_dataset": "identity", "predict_with_generate": True},
-                                "do_predict: generating predictions"),
     "extras/galore_lora": ({**SFT, "use_galore": True}, "use_galore: cannot be used with finetuning_type: lora"),
     "extras/galore_layerwise_accumulation": ({**FULL, "use_galore": True, "galore_layerwise": True},
                                              "galore_layerwise: steps each parameter during backward"),
@@ -84,6 +84,9 @@ REFUSED = {
                    "mixture_of_depths: LLaMA-Factory runs it on the MoD package (pip: mixture-of-depth)"),
     "extras/llama_pro_full": ({**FULL, "use_llama_pro": True}, "use_llama_pro: trains the expanded blocks with "
                               "finetuning_type freeze or lora (got full)"),
+    "extras/nlg_eval_predict_without_generate": ({"stage": "sft", **LORA, "do_predict": True,
+                                                  "eval_dataset": "identity"},
+                                                 "do_predict needs predict_with_generate: true"),
     "extras/fp8": ({**FULL, "fp8": True, "fp8_backend": "torchao"}, "fp8: FP8 training"),
     "extras/fsdp_qlora": ({**SFT, "quantization_bit": 4}, "quantization_bit: 4-bit QLoRA needs a CUDA GPU"),
     "oft_rank_and_block": ({**DATA, "finetuning_type": "oft", "oft_rank": 4, "oft_block_size": 32},
