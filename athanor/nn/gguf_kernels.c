@@ -406,6 +406,61 @@ int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M,
     return athg_matmul_ld(t, w, N, K, x, M, ldx, bias, y, N, nthreads);
 }
 
+/* Weights that share their input (q | k | v, gate | up; each part its own type): y[:, off_p : off_p + N_p] =
+ * x @ W_p^T with off_p the sum of the earlier N. x is quantized once per block size and every output row of every
+ * part is one item of a single parallel loop; each element is the same as athg_matmul_ld's, bit for bit.
+ * At most 8 parts. Returns as athg_matmul_ld. */
+int athg_matmul_parts(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
+                      long M, long ldx, float *y, long ldy, int nthreads) {
+    if (n < 1 || n > 8) return -1;
+#ifndef __AVX2__
+    int status = 0;
+    for (int p = 0, off = 0; p < n; off += (int)Ns[p], p++)
+        status |= athg_matmul_ld(types[p], ws[p], Ns[p], K, x, M, ldx, NULL, y + off, ldy, nthreads);
+    return status;
+#else
+    long start[9] = {0};
+    int need[2] = {0, 0};  /* blocks of 32, of 256 */
+    for (int p = 0; p < n; p++) {
+        const int BW = block_weights(types[p]);
+        if (!block_bytes(types[p]) || K % BW) return -1;
+        need[BW == 256] = 1;
+        start[p + 1] = start[p] + Ns[p];
+    }
+    int8_t *qx[2] = {NULL, NULL};
+    float *dx[2] = {NULL, NULL};
+    int16_t *bs[2] = {NULL, NULL};
+    int failed = 0;
+    for (int g = 0; g < 2; g++) {
+        if (!need[g]) continue;
+        const int G = g ? 256 : 32;
+        qx[g] = malloc((size_t)(M * K));
+        dx[g] = malloc(sizeof(float) * (size_t)(M * K / G));
+        bs[g] = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
+        if (!qx[g] || !dx[g] || !bs[g]) { failed = 1; continue; }
+        for (long i = 0; i < M; i++) quantize_x(x + i * ldx, K, G, qx[g] + i * K, dx[g] + i * (K / G), bs[g] + i * K / 16);
+    }
+    if (nthreads < 1) nthreads = 1;
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+    for (long o = 0; o < start[n]; o++) {
+        if (failed) continue;
+        int p = 0;
+        while (o >= start[p + 1]) p++;
+        const int t = types[p], g = block_weights(t) == 256;
+        const long nblk = K / block_weights(t);
+        const uint8_t *wr = ws[p] + (o - start[p]) * nblk * block_bytes(t);
+        for (long i0 = 0; i0 < M; i0 += MR) {
+            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
+            float v[MR];
+            row_tile(t, wr, nblk, qx[g] + i0 * K, K, dx[g] + i0 * nblk, bs[g] + i0 * (K / 16), mr, v);
+            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = v[r];
+        }
+    }
+    for (int g = 0; g < 2; g++) { free(qx[g]); free(dx[g]); free(bs[g]); }
+    return failed ? -2 : 0;
+#endif
+}
+
 /* Rows `ids` of a block-quantized (V, K) table dequantized to fp32 (the embedding lookup). */
 int athg_get_rows(int t, const uint8_t *w, long K, const long *ids, long n, float *out) {
     const int BW = block_weights(t), BB = block_bytes(t);

@@ -51,6 +51,9 @@ def _load(portable: bool = False, isa: str = "auto") -> tuple[ctypes.CDLL | None
     lib.athg_matmul_ld.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr, c_long,
                                    ctypes.c_int]
     lib.athg_matmul_ld.restype = ctypes.c_int
+    lib.athg_matmul_parts.argtypes = [ctypes.c_int, c_ptr, c_ptr, c_ptr, c_long, c_ptr, c_long, c_long, c_ptr, c_long,
+                                      ctypes.c_int]
+    lib.athg_matmul_parts.restype = ctypes.c_int
     lib.athg_get_rows.argtypes = [ctypes.c_int, c_ptr, c_long, c_ptr, c_long, c_ptr]
     lib.athg_get_rows.restype = ctypes.c_int
     return lib, None
@@ -187,11 +190,28 @@ class BlockParts:
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self.parts)
 
-    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x (M, in) -> (M, out) float32."""
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None, *, isa: str = "auto") -> torch.Tensor:
+        """x (M, in) -> (M, out) float32. Several parts: x quantized once per block size and one parallel loop
+        over every part's rows (nn/gguf_kernels.c athg_matmul_parts), the same bits as part by part."""
         if len(self.parts) == 1:
-            return gguf_matmul(x, self.parts[0], bias)
-        y = torch.cat([gguf_matmul(x, p) for p in self.parts], dim=1)
+            return gguf_matmul(x, self.parts[0], bias, isa=isa)
+        if len(self.parts) > 8 or any(p.row_order is not None for p in self.parts):
+            y = torch.cat([gguf_matmul(x, p, isa=isa) for p in self.parts], dim=1)
+            return y if bias is None else y.add_(bias)
+        from athanor.nn.quant import matmul_operands
+
+        x, _, y = matmul_operands(x, None, self.in_features, self.out_features)
+        M = x.shape[0]
+        if M:
+            n = len(self.parts)
+            types = (ctypes.c_int * n)(*(p.ggml_type for p in self.parts))
+            ptrs = (ctypes.c_void_p * n)(*(p.raw.data_ptr() for p in self.parts))
+            outs = (ctypes.c_long * n)(*(p.out_features for p in self.parts))
+            threads = torch.get_num_threads() if self.nbytes * M >= _PARALLEL_BYTES else 1
+            status = _lib(False, isa).athg_matmul_parts(n, types, ptrs, outs, self.in_features, x.data_ptr(), M,
+                                                        x.stride(0), y.data_ptr(), self.out_features, threads)
+            if status != 0:
+                raise MemoryError("gguf_matmul: cannot allocate scratch memory")
         return y if bias is None else y.add_(bias)
 
     def dequantize(self) -> torch.Tensor:

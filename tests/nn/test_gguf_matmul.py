@@ -139,3 +139,19 @@ def test_bad_shapes_are_value_errors():
     w = gm.GGUFWeight(torch.zeros(34, dtype=torch.uint8), 8, 1, 32)
     with pytest.raises(ValueError, match="x must be"):
         gm.gguf_matmul(torch.zeros(2, 64), w)
+
+
+@pytest.mark.parametrize("build", ["avx2", "vnni"])
+def test_block_parts_in_one_call_equal_each_part_alone(build):
+    """q | k | v of mixed types (as a Q4_K_M file mixes them): x quantized once per block size and one loop
+    over all rows gives each part's own product, bit for bit."""
+    kw = _build(build)
+    K = 512
+    parts = [gm.GGUFWeight(torch.from_numpy(_random_blocks(t, n, K, seed=t)).reshape(-1), t, n, K)
+             for t, n in ((6, 48), (12, 17), (8, 40), (14, 9), (2, 3))]
+    x = torch.randn(6, K, generator=torch.Generator().manual_seed(7))
+    bias = torch.randn(sum(p.out_features for p in parts))
+    got = gm.BlockParts(parts).matmul(x, bias, **kw)
+    want = torch.cat([gm.gguf_matmul(x, p, **kw) for p in parts], dim=1) + bias
+    assert torch.equal(got, want)
+    assert torch.equal(gm.BlockParts(parts).matmul(x[2:3], bias, **kw), want[2:3])
