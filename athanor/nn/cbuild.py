@@ -71,9 +71,22 @@ def _compile(cc: str, source_path: Path, flags: list[str]) -> Path:
     return target
 
 
-def load(source_path: Path, portable: bool = False) -> tuple[ctypes.CDLL | None, str | None]:
+AVX512_VNNI_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]
+
+
+def has_cpu_flags(*names: str) -> bool:
+    """This CPU lists every one of these /proc/cpuinfo flags (e.g. "avx512_vnni")."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return set(names) <= set(flags.split())
+
+
+def load(source_path: Path, portable: bool = False, extra: tuple[str, ...] = ()) -> tuple[ctypes.CDLL | None, str | None]:
     """(library, None), or (None, one line saying why not). Callers cache the result.
-    portable: build without AVX2/FMA/F16C (for sources with plain C fallbacks); no CPU check."""
+    portable: build without AVX2/FMA/F16C (for sources with plain C fallbacks); no CPU check.
+    extra: more flags on top of the AVX2 ones (e.g. AVX512_VNNI_FLAGS; the caller checks the CPU has them)."""
     reason = None if portable else cpu_reason()
     if reason:
         return None, reason
@@ -81,6 +94,6 @@ def load(source_path: Path, portable: bool = False) -> tuple[ctypes.CDLL | None,
     if not cc:
         return None, "no C compiler found (install gcc, or set CC)"
     try:
-        return ctypes.CDLL(str(_compile(cc, source_path, PORTABLE_FLAGS if portable else FLAGS))), None
+        return ctypes.CDLL(str(_compile(cc, source_path, PORTABLE_FLAGS if portable else FLAGS + list(extra)))), None
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         return None, f"cannot build {source_path.name}: {e}"

@@ -20,7 +20,7 @@ from torch import nn
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
 from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, apply_rope
-from athanor.nn.llama import LlamaModel
+from athanor.nn.llama import LlamaModel, _fp32_cache
 
 
 class GeluMLP(nn.Module):
@@ -96,7 +96,7 @@ class Gemma3Model(LlamaModel):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.embed_scale = cfg.hidden_size**0.5
-        self.cpu_ops, self.decode_stack = False, None  # the C decode path is Llama-shaped
+        self.cpu_ops, self.decode_stack = False, None  # decode_stack: see enable_cpu_ops
 
     def _run_layers(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         x = self.embed_tokens(input_ids)  # (N, C)
@@ -108,6 +108,14 @@ class Gemma3Model(LlamaModel):
 
     @torch.inference_mode()
     def forward(self, input_ids, positions, meta: AttentionMetadata, logits_indices=None) -> torch.Tensor:
+        if (self.decode_stack is not None and meta.write_cache and not meta.is_plain_prefill
+                and max(meta.query_lens) == 1 and _fp32_cache(self.layers[0].self_attn.kv_cache)):
+            x = self.embed_tokens(input_ids)
+            x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
+            h = self.decode_stack.run(x, positions, meta.slot_mapping, meta.block_tables)  # nn/gemma_ops.c
+            if logits_indices is not None:
+                h = h.index_select(0, logits_indices)
+            return self.lm_head(h).float()
         x = self._run_layers(input_ids, positions, meta)
         if logits_indices is not None:
             x = x.index_select(0, logits_indices)  # (M, C)
@@ -120,7 +128,14 @@ class Gemma3Model(LlamaModel):
         return self.norm(self._run_layers(input_ids, torch.arange(n, device=input_ids.device), meta)).float()
 
     def enable_cpu_ops(self) -> bool:
-        return False
+        """The whole decode step's layer stack in one C call (nn/gemma_ops.py) when every projection is GGUF
+        blocks; True when enabled. The per-op PyTorch path stays for prefill and everything else."""
+        from athanor.nn.gemma_ops import GemmaDecodeStack
+
+        p = self.layers[0].input_layernorm.weight
+        ok = p.device.type == "cpu" and p.dtype == torch.float32 and GemmaDecodeStack.supports(self)
+        self.decode_stack = GemmaDecodeStack(self) if ok else None
+        return ok
 
     def load_hf_tensors(self, tensors: dict[str, torch.Tensor], keep_blocks: bool = False) -> None:
         """As LlamaModel's, after turning Hugging Face's norm weights w into the 1 + w we multiply by."""

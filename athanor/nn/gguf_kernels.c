@@ -3,10 +3,14 @@
  * Types: Q4_0, Q5_0, Q8_0 (blocks of 32) against x quantized to q8_0 (per 32: fp32 scale, int8 quants);
  * Q4_K, Q5_K, Q6_K (super-blocks of 256) against x quantized to q8_K (per 256: fp32 scale, int8 quants,
  * int16 sums of every 16 quants), as llama.cpp pairs them. The inner loop is int8 x int8 dot products
- * (AVX2 `maddubs`/`madd` when compiled with -mavx2, plain C otherwise), scaled per block in fp32.
+ * (AVX2 `maddubs`/`madd`, or one `vpdpbusd` when compiled with AVX512-VNNI; plain C otherwise), scaled per
+ * block in fp32.
  *
- * Per output row the weight row is first unpacked once into int8 quants + integer sub-block scales (an L1
- * sized buffer), then dotted with every row of x: the block decoding is paid once per row, not per x row.
+ * AVX2/VNNI: each weight block is decoded in registers straight from its bytes (Q5_0's 5th bits by a byte
+ * shuffle + compare, Q6_K's 2-bit highs by masks and shifts, Q4_K/Q5_K's 6-bit scales by word masks) and
+ * dotted with up to MR = 4 rows of x at once (prefill pays the decoding once per 4 rows); 32-blocks use two
+ * accumulators so consecutive blocks' FMAs overlap. Plain C: each weight row is first unpacked into int8
+ * quants + integer sub-block scales (an L1 sized buffer), then dotted with every row of x.
  * Layouts (from GGUF; byte offsets inside one block):
  *   Q4_0  18 B: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)           w = d (q - 8)
  *   Q5_0  22 B: d f16 | qh u32 (5th bits) | 16 B nibbles                   w = d (q - 16)
@@ -138,38 +142,19 @@ static void quantize_x(const float *x, long K, int G, int8_t *q, float *dx, int1
     }
 }
 
-/* sum over 32 weights of w*x, each half of 16 multiplied by its int16 scale. */
 #ifdef __AVX2__
-static inline __m256i dot32(const int8_t *w, const int8_t *x, const int16_t *sc) {
-    const __m256i wv = _mm256_loadu_si256((const __m256i *)w), xv = _mm256_loadu_si256((const __m256i *)x);
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));  /* |w| * x sign(w) */
-    const __m256i s = _mm256_setr_m128i(_mm_set1_epi16(sc[0]), _mm_set1_epi16(sc[1]));
-    return _mm256_madd_epi16(p, s);
-}
-
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
-#endif
-
+#else
 /* One (weight row, x row) dot: blocks of BW weights, one fp32 scale each; the K-quant min term apart. */
-static float row_dot(int t, const Row *r, long K, const int8_t *qx, const float *dx, const int16_t *bs) {
+static inline float row_dot(int t, const Row *r, long K, const int8_t *qx, const float *dx, const int16_t *bs) {
     const int BW = block_weights(t);
     const long nblk = K / BW;
     float mins = 0.0f;
-#ifdef __AVX2__
-    __m256 acc = _mm256_setzero_ps();
-    for (long b = 0; b < nblk; b++) {
-        __m256i isum = _mm256_setzero_si256();
-        for (int c = 0; c < BW; c += 32)
-            isum = _mm256_add_epi32(isum, dot32(r->q + b * BW + c, qx + b * BW + c, r->sc + (b * BW + c) / 16));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(r->d[b] * dx[b]), _mm256_cvtepi32_ps(isum), acc);
-    }
-    float y = hsum8(acc);
-#else
     float y = 0.0f;
     for (long b = 0; b < nblk; b++) {
         int32_t isum = 0;
@@ -180,7 +165,6 @@ static float row_dot(int t, const Row *r, long K, const int8_t *qx, const float 
         }
         y += r->d[b] * dx[b] * (float)isum;
     }
-#endif
     if (t == T_Q4_K || t == T_Q5_K)
         for (long b = 0; b < nblk; b++) {
             int32_t s = 0;
@@ -189,11 +173,187 @@ static float row_dot(int t, const Row *r, long K, const int8_t *qx, const float 
         }
     return y - mins;
 }
+#endif
 
-/* y (M, N) = x (M, K; rows ldx floats apart) @ W^T (+ bias); W: N rows of K/BW blocks of ggml type t.
- * Returns 0; -1 for an unknown type or K not a multiple of the block; -2 when memory runs out. */
-int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
-                float *y, int nthreads) {
+#ifdef __AVX2__
+/* ---- AVX2: dot products read straight from the block bytes (no unpacked row), MR rows of x per pass ---- */
+#define MR 4  /* x rows sharing one decode of a weight block (prefill); a tile of fewer rows at the end */
+
+/* 32 bytes: the 16 nibble bytes at p, low nibbles first (elements 0..15), then the high ones (16..31). */
+static inline __m256i nibbles32(const uint8_t *p) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bytes, byte e = 0xFF when bit e of the little-endian u32 at p is set, else 0. */
+static inline __m256i bits32(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+    const __m256i probe = _mm256_set1_epi64x((long long)0x7FBFDFEFF7FBFDFEULL);  /* all bits but bit e%8 */
+    return _mm256_cmpeq_epi8(_mm256_or_si256(spread, probe), _mm256_set1_epi32(-1));
+}
+
+/* int32 lanes: lane k = sum of u*s over bytes 4k..4k+3, u unsigned, s signed, |u s| pairs below 2^15 */
+static inline __m256i dot_us8(__m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);  /* one instruction, same integers */
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+/* the same for w and x both signed int8: |w| * (x sign(w)) */
+static inline __m256i dot_i8(__m256i w, __m256i x) {
+    return dot_us8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+/* The 32 signed weights of block b of a 32-type row (Q4_0 q-8, Q5_0 q-16, Q8_0 q) and its scale. */
+static inline __m256i block32(int t, const uint8_t *b, float *d) {
+    *d = f16(b);
+    if (t == T_Q8_0) return _mm256_loadu_si256((const __m256i *)(b + 2));
+    if (t == T_Q4_0) return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
+    /* Q5_0: q | 0xF0 where the 5th bit is clear is q - 16 as int8, q where it is set is (q + 16) - 16 */
+    return _mm256_or_si256(nibbles32(b + 6), _mm256_andnot_si256(bits32(b + 2), _mm256_set1_epi8((char)0xF0)));
+}
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. */
+INLINE void tile32(const int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx, const int mr,
+                   float *out) {
+    const int BB = block_bytes(t);
+    __m256 acc0[MR], acc1[MR];
+    for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    long b = 0;
+    for (; b + 2 <= nblk; b += 2) {
+        float d0, d1;
+        const __m256i w0 = block32(t, w + b * BB, &d0), w1 = block32(t, w + (b + 1) * BB, &d1);
+        for (int r = 0; r < mr; r++) {
+            const int8_t *xr = qx + r * K + b * 32;
+            const __m256i p0 = dot_i8(w0, _mm256_loadu_si256((const __m256i *)xr));
+            const __m256i p1 = dot_i8(w1, _mm256_loadu_si256((const __m256i *)(xr + 32)));
+            acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[r * nblk + b]), _mm256_cvtepi32_ps(p0), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * dx[r * nblk + b + 1]), _mm256_cvtepi32_ps(p1), acc1[r]);
+        }
+    }
+    if (b < nblk) {
+        float d0;
+        const __m256i w0 = block32(t, w + b * BB, &d0);
+        for (int r = 0; r < mr; r++) {
+            const __m256i p0 = dot_i8(w0, _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 32)));
+            acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[r * nblk + b]), _mm256_cvtepi32_ps(p0), acc0[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r]));
+}
+
+/* Q4_K / Q5_K: 8 scales then 8 mins (6 bits each) out of the 12 packed bytes, as bytes of u[0..3]. */
+static inline void k4_scales(const uint8_t *s, uint32_t u[4]) {
+    memcpy(u, s, 12);
+    u[3] = ((u[2] >> 4) & 0x0F0F0F0F) | (((u[1] >> 6) & 0x03030303) << 4);
+    const uint32_t mins_lo = u[1] & 0x3F3F3F3F;
+    u[1] = (u[2] & 0x0F0F0F0F) | (((u[0] >> 6) & 0x03030303) << 4);
+    u[2] = mins_lo;
+    u[0] &= 0x3F3F3F3F;
+}
+
+/* K-quant super-blocks: sum over 256 of sc(w) * q(w) * x as int32 (each 32-chunk decoded once for the tile),
+ * then d * dx times it; Q4_K/Q5_K subtract dmin * dx * sum_j m_j (x sums of sub-block j), Q6_K's -32 offset
+ * is folded in as 32 * sum(x) per 16. */
+INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx,
+                  const int16_t *bs, const int mr, float *out) {
+    const int BB = block_bytes(t);
+    __m256 acc[MR];
+    float mins[MR];
+    for (int r = 0; r < mr; r++) acc[r] = _mm256_setzero_ps(), mins[r] = 0.0f;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (long b = 0; b < nblk; b++) {
+        const uint8_t *blk = w + b * BB;
+        __m256i isum[MR];
+        for (int r = 0; r < mr; r++) isum[r] = _mm256_setzero_si256();
+        float d;
+        if (t == T_Q6_K) {
+            d = f16(blk + 208);
+            const int8_t *sc = (const int8_t *)(blk + 192);
+            for (int half = 0; half < 2; half++) {
+                const uint8_t *ql = blk + 64 * half, *qh = blk + 128 + 32 * half;
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)ql), l2 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                const __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(3)), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(12)), 2));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(hb, _mm256_set1_epi8(48)));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
+                                       _mm256_and_si256(_mm256_srli_epi16(hb, 2), _mm256_set1_epi8(48)));
+                for (int j = 0; j < 4; j++) {
+                    const int k = half * 8 + 2 * j;  /* scale of the first 16 of these 32 */
+                    const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+                    for (int r = 0; r < mr; r++) {
+                        const __m256i xv = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 256 + half * 128 + 32 * j));
+                        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[j], xv),
+                                                           _mm256_maddubs_epi16(_mm256_set1_epi8(32), xv));
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, s16));
+                    }
+                }
+            }
+        } else {
+            d = f16(blk);
+            const float dmin = f16(blk + 2);
+            uint32_t u[4];
+            k4_scales(blk + 4, u);
+            const uint8_t *sc = (const uint8_t *)u, *mn = sc + 8;
+            const uint8_t *qh = blk + 16, *qs = blk + (t == T_Q5_K ? 48 : 16);
+            const __m256i hb = t == T_Q5_K ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+            for (int c = 0; c < 4; c++) {
+                const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+                __m256i lo = _mm256_and_si256(bytes, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
+                if (t == T_Q5_K) {
+                    const __m256i one = _mm256_set1_epi8(1);
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
+                }
+                const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+                for (int r = 0; r < mr; r++) {
+                    const int8_t *xb = qx + r * K + b * 256 + 64 * c;
+                    const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xb));
+                    const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xb + 32)));
+                    isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(_mm256_madd_epi16(plo, slo), _mm256_madd_epi16(phi, shi)));
+                }
+            }
+            for (int r = 0; r < mr; r++) {
+                const int16_t *xs = bs + r * (K / 16) + b * 16;
+                int32_t s = 0;
+                for (int j = 0; j < 8; j++) s += mn[j] * (xs[2 * j] + xs[2 * j + 1]);
+                mins[r] += dmin * dx[r * nblk + b] * (float)s;
+            }
+        }
+        for (int r = 0; r < mr; r++)
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[r * nblk + b]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+    }
+    for (int r = 0; r < mr; r++) out[r] = hsum8(acc[r]) - mins[r];
+}
+/* One weight row against mr <= MR rows of x; each type and the one-row case compiled on their own. */
+#define TILE(T, FN, ...) case T: if (mr == 1) FN(T, __VA_ARGS__, 1, v); else FN(T, __VA_ARGS__, mr, v); break
+static void row_tile(int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx, const int16_t *bs,
+                     int mr, float *v) {
+    switch (t) {
+        TILE(T_Q4_0, tile32, w, nblk, qx, K, dx);
+        TILE(T_Q5_0, tile32, w, nblk, qx, K, dx);
+        TILE(T_Q8_0, tile32, w, nblk, qx, K, dx);
+        TILE(T_Q4_K, tilek, w, nblk, qx, K, dx, bs);
+        TILE(T_Q5_K, tilek, w, nblk, qx, K, dx, bs);
+        TILE(T_Q6_K, tilek, w, nblk, qx, K, dx, bs);
+        default: break;
+    }
+}
+#endif
+
+/* y (M, N; rows ldy floats apart) = x (M, K; rows ldx floats apart) @ W^T (+ bias); W: N rows of K/BW blocks
+ * of ggml type t. Returns 0; -1 for an unknown type or K not a multiple of the block; -2 when memory runs out. */
+int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
+                   float *y, long ldy, int nthreads) {
     const int BW = block_weights(t), BB = block_bytes(t);
     if (!BB || K % BW) return -1;
     const long nblk = K / BW, row_bytes = nblk * BB;
@@ -204,6 +364,19 @@ int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M,
     if (!failed)
         for (long i = 0; i < M; i++) quantize_x(x + i * ldx, K, BW, qx + i * K, dx + i * nblk, bs + i * K / 16);
     if (nthreads < 1) nthreads = 1;
+#ifdef __AVX2__
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+    for (long o = 0; o < N; o++) {
+        if (failed) continue;
+        const uint8_t *wr = w + o * row_bytes;
+        for (long i0 = 0; i0 < M; i0 += MR) {
+            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
+            float v[MR];
+            row_tile(t, wr, nblk, qx + i0 * K, K, dx + i0 * nblk, bs + i0 * (K / 16), mr, v);
+            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = bias ? v[r] + bias[o] : v[r];
+        }
+    }
+#else
     #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && !failed)
     {
         Row r = {malloc((size_t)K + 32), malloc(sizeof(int16_t) * (size_t)(K / 16 + 2)), malloc(sizeof(float) * (size_t)nblk),
@@ -218,13 +391,74 @@ int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M,
             for (long b = 0; b < nblk; b++) unpack_block(t, w + o * row_bytes + b * BB, b, &r);
             for (long i = 0; i < M; i++) {
                 const float v = row_dot(t, &r, K, qx + i * K, dx + i * nblk, bs + i * K / 16);
-                y[i * N + o] = bias ? v + bias[o] : v;
+                y[i * ldy + o] = bias ? v + bias[o] : v;
             }
         }
         free(r.q); free(r.sc); free(r.d); free(r.dmin); free(r.m);
     }
+#endif
     free(qx); free(dx); free(bs);
     return failed ? -2 : 0;
+}
+
+int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
+                float *y, int nthreads) {
+    return athg_matmul_ld(t, w, N, K, x, M, ldx, bias, y, N, nthreads);
+}
+
+/* Weights that share their input (q | k | v, gate | up; each part its own type): y[:, off_p : off_p + N_p] =
+ * x @ W_p^T with off_p the sum of the earlier N. x is quantized once per block size and every output row of every
+ * part is one item of a single parallel loop; each element is the same as athg_matmul_ld's, bit for bit.
+ * At most 8 parts. Returns as athg_matmul_ld. */
+int athg_matmul_parts(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
+                      long M, long ldx, float *y, long ldy, int nthreads) {
+    if (n < 1 || n > 8) return -1;
+#ifndef __AVX2__
+    int status = 0;
+    for (int p = 0, off = 0; p < n; off += (int)Ns[p], p++)
+        status |= athg_matmul_ld(types[p], ws[p], Ns[p], K, x, M, ldx, NULL, y + off, ldy, nthreads);
+    return status;
+#else
+    long start[9] = {0};
+    int need[2] = {0, 0};  /* blocks of 32, of 256 */
+    for (int p = 0; p < n; p++) {
+        const int BW = block_weights(types[p]);
+        if (!block_bytes(types[p]) || K % BW) return -1;
+        need[BW == 256] = 1;
+        start[p + 1] = start[p] + Ns[p];
+    }
+    int8_t *qx[2] = {NULL, NULL};
+    float *dx[2] = {NULL, NULL};
+    int16_t *bs[2] = {NULL, NULL};
+    int failed = 0;
+    for (int g = 0; g < 2; g++) {
+        if (!need[g]) continue;
+        const int G = g ? 256 : 32;
+        qx[g] = malloc((size_t)(M * K));
+        dx[g] = malloc(sizeof(float) * (size_t)(M * K / G));
+        bs[g] = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
+        if (!qx[g] || !dx[g] || !bs[g]) { failed = 1; continue; }
+        for (long i = 0; i < M; i++) quantize_x(x + i * ldx, K, G, qx[g] + i * K, dx[g] + i * (K / G), bs[g] + i * K / 16);
+    }
+    if (nthreads < 1) nthreads = 1;
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+    for (long o = 0; o < start[n]; o++) {
+        if (failed) continue;
+        int p = 0;
+        while (o >= start[p + 1]) p++;
+        const int t = types[p], g = block_weights(t) == 256;
+        const long nblk = K / block_weights(t);
+        const uint8_t *wr = ws[p] + (o - start[p]) * nblk * block_bytes(t);
+        for (long i0 = 0; i0 < M; i0 += MR) {
+            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
+            float v[MR];
+            row_tile(t, wr, nblk, qx[g] + i0 * K, K, dx[g] + i0 * nblk, bs[g] + i0 * (K / 16), mr, v);
+            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = v[r];
+        }
+    }
+    for (int g = 0; g < 2; g++) { free(qx[g]); free(dx[g]); free(bs[g]); }
+    return failed ? -2 : 0;
+#endif
 }
 
 /* Rows `ids` of a block-quantized (V, K) table dequantized to fp32 (the embedding lookup). */

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -30,14 +31,29 @@ GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 3
                      12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210)}
 
 
+def vnni_supported() -> bool:
+    """This CPU has AVX512-VNNI with 256-bit forms (vpdpbusd on ymm): the int8 dots take one instruction."""
+    return cbuild.has_cpu_flags("avx512f", "avx512bw", "avx512vl", "avx512_vnni")
+
+
 @functools.cache
-def _load(portable: bool = False) -> tuple[ctypes.CDLL | None, str | None]:
-    lib, reason = cbuild.load(_SOURCE, portable=portable)
+def _load(portable: bool = False, isa: str = "auto") -> tuple[ctypes.CDLL | None, str | None]:
+    """isa: "auto" (VNNI where the CPU has it, unless ATHANOR_GGUF_ISA=avx2), "avx2", or "vnni"."""
+    if isa == "auto":
+        isa = "vnni" if vnni_supported() and os.environ.get("ATHANOR_GGUF_ISA", "") != "avx2" else "avx2"
+    extra = tuple(cbuild.AVX512_VNNI_FLAGS) if isa == "vnni" and not portable else ()
+    lib, reason = cbuild.load(_SOURCE, portable=portable, extra=extra)
     if lib is None:
         return None, reason.replace("athanor's CPU kernels", "GGUF block kernels")
     c_long, c_ptr = ctypes.c_long, ctypes.c_void_p
     lib.athg_matmul.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr, ctypes.c_int]
     lib.athg_matmul.restype = ctypes.c_int
+    lib.athg_matmul_ld.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr, c_long,
+                                   ctypes.c_int]
+    lib.athg_matmul_ld.restype = ctypes.c_int
+    lib.athg_matmul_parts.argtypes = [ctypes.c_int, c_ptr, c_ptr, c_ptr, c_long, c_ptr, c_long, c_long, c_ptr, c_long,
+                                      ctypes.c_int]
+    lib.athg_matmul_parts.restype = ctypes.c_int
     lib.athg_get_rows.argtypes = [ctypes.c_int, c_ptr, c_long, c_ptr, c_long, c_ptr]
     lib.athg_get_rows.restype = ctypes.c_int
     return lib, None
@@ -107,8 +123,8 @@ class GGUFWeight:
         return f"GGUFWeight({self.type_name}, out={self.out_features}, in={self.in_features}, {self.nbytes} B)"
 
 
-def _lib(portable: bool) -> ctypes.CDLL:
-    lib, reason = _load(portable)
+def _lib(portable: bool, isa: str = "auto") -> ctypes.CDLL:
+    lib, reason = _load(portable, isa)
     if lib is None:
         raise RuntimeError(f"GGUF block kernels unavailable: {reason}")
     return lib
@@ -122,10 +138,11 @@ def _threads(w: GGUFWeight, M: int) -> int:
 
 
 def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None, *,
-                num_threads: int | None = None, portable: bool = False) -> torch.Tensor:
+                num_threads: int | None = None, portable: bool = False, isa: str = "auto") -> torch.Tensor:
     """x (M, in) float -> (M, out) float32 = x @ W^T (+ bias), x quantized to int8 per block on the way.
     num_threads: OpenMP threads over output rows (default: torch's count for big products, 1 for small ones);
-    the result is the same bit for bit for any value. portable: the plain C build (no AVX2), for tests."""
+    the result is the same bit for bit for any value. portable: the plain C build (no AVX2), for tests;
+    isa: "avx2" or "vnni" to pick the SIMD build (tests; "auto" picks the best this CPU runs)."""
     from athanor.nn.quant import matmul_operands
 
     x, bias, y = matmul_operands(x, bias, w.in_features, w.out_features)
@@ -133,7 +150,7 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     if M == 0:
         return y
     fused_bias = bias if w.row_order is None else None  # bias is in the reordered rows' order
-    status = _lib(portable).athg_matmul(
+    status = _lib(portable, isa).athg_matmul(
         w.ggml_type, w.raw.data_ptr(), w.out_features, w.in_features, x.data_ptr(), M, x.stride(0),
         fused_bias.data_ptr() if fused_bias is not None else None, y.data_ptr(), num_threads or _threads(w, M))
     if status != 0:
@@ -173,11 +190,28 @@ class BlockParts:
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self.parts)
 
-    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x (M, in) -> (M, out) float32."""
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None, *, isa: str = "auto") -> torch.Tensor:
+        """x (M, in) -> (M, out) float32. Several parts: x quantized once per block size and one parallel loop
+        over every part's rows (nn/gguf_kernels.c athg_matmul_parts), the same bits as part by part."""
         if len(self.parts) == 1:
-            return gguf_matmul(x, self.parts[0], bias)
-        y = torch.cat([gguf_matmul(x, p) for p in self.parts], dim=1)
+            return gguf_matmul(x, self.parts[0], bias, isa=isa)
+        if len(self.parts) > 8 or any(p.row_order is not None for p in self.parts):
+            y = torch.cat([gguf_matmul(x, p, isa=isa) for p in self.parts], dim=1)
+            return y if bias is None else y.add_(bias)
+        from athanor.nn.quant import matmul_operands
+
+        x, _, y = matmul_operands(x, None, self.in_features, self.out_features)
+        M = x.shape[0]
+        if M:
+            n = len(self.parts)
+            types = (ctypes.c_int * n)(*(p.ggml_type for p in self.parts))
+            ptrs = (ctypes.c_void_p * n)(*(p.raw.data_ptr() for p in self.parts))
+            outs = (ctypes.c_long * n)(*(p.out_features for p in self.parts))
+            threads = torch.get_num_threads() if self.nbytes * M >= _PARALLEL_BYTES else 1
+            status = _lib(False, isa).athg_matmul_parts(n, types, ptrs, outs, self.in_features, x.data_ptr(), M,
+                                                        x.stride(0), y.data_ptr(), self.out_features, threads)
+            if status != 0:
+                raise MemoryError("gguf_matmul: cannot allocate scratch memory")
         return y if bias is None else y.add_(bias)
 
     def dequantize(self) -> torch.Tensor:

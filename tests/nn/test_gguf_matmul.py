@@ -44,9 +44,18 @@ def _xhat(x: torch.Tensor, block: int) -> torch.Tensor:
     return (q.double() * d.double()).view(M, K)
 
 
-@pytest.mark.parametrize("portable", [False, True], ids=["avx2", "portable"])
+BUILDS = ["avx2", "vnni", "portable"]
+
+
+def _build(build: str) -> dict:
+    if build == "vnni" and not gm.vnni_supported():
+        pytest.skip("this CPU has no AVX512-VNNI")
+    return {"portable": True} if build == "portable" else {"isa": build}
+
+
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
-def test_matmul_matches_dequantize_then_matmul(ggml_type, portable):
+def test_matmul_matches_dequantize_then_matmul(ggml_type, build):
     name, bw, _ = gm.GGUF_KERNEL_TYPES[ggml_type]
     N, K, M = 67, 512, 5
     raw = _random_blocks(ggml_type, N, K)
@@ -56,7 +65,7 @@ def test_matmul_matches_dequantize_then_matmul(ggml_type, portable):
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(1)) * 2
     x[1, :bw] = 0.0  # an all-zero activation block
     bias = torch.randn(N)
-    y = gm.gguf_matmul(x, w, bias, portable=portable)
+    y = gm.gguf_matmul(x, w, bias, **_build(build))
     # 1. tight: the kernel computes xhat @ W^T exactly up to fp32 accumulation
     exact = _xhat(x, bw) @ w_ref.double().T + bias.double()
     scale = (_xhat(x, bw).abs() @ w_ref.double().abs().T).clamp_min(1e-6)
@@ -68,15 +77,31 @@ def test_matmul_matches_dequantize_then_matmul(ggml_type, portable):
     assert ((y.double() - ref).abs() <= bound * 1.001 + 1e-5).all(), name
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
-def test_rows_are_independent_of_batch_and_threads(ggml_type):
-    N, K = 40, 256
+def test_rows_are_independent_of_batch_and_threads(ggml_type, build):
+    """Row tiles of 4 x rows share each weight block's decoding: 9 rows = tiles 4 + 4 + 1; odd block counts
+    exercise the two-accumulator loop's tail."""
+    kw = _build(build)
+    N, K = 40, 768 if ggml_type >= 12 else 96
     w = gm.GGUFWeight(torch.from_numpy(_random_blocks(ggml_type, N, K, seed=3)).reshape(-1), ggml_type, N, K)
     x = torch.randn(9, K, generator=torch.Generator().manual_seed(2))
-    full = gm.gguf_matmul(x, w, num_threads=2)
-    for i in (0, 4, 8):
-        assert torch.equal(gm.gguf_matmul(x[i : i + 1], w, num_threads=1), full[i : i + 1])
-    assert torch.equal(gm.gguf_matmul(x, w, num_threads=1), full)
+    full = gm.gguf_matmul(x, w, num_threads=2, **kw)
+    for i in (0, 4, 5, 8):
+        assert torch.equal(gm.gguf_matmul(x[i : i + 1], w, num_threads=1, **kw), full[i : i + 1])
+    for lo, hi in ((1, 7), (3, 9)):
+        assert torch.equal(gm.gguf_matmul(x[lo:hi], w, num_threads=2, **kw), full[lo:hi])
+    assert torch.equal(gm.gguf_matmul(x, w, num_threads=1, **kw), full)
+
+
+@pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
+def test_vnni_and_avx2_builds_agree_bit_for_bit(ggml_type):
+    """vpdpbusd and maddubs + madd add the same four products per int32 lane: the same integers, same floats."""
+    _build("vnni")
+    N, K = 33, 512
+    w = gm.GGUFWeight(torch.from_numpy(_random_blocks(ggml_type, N, K, seed=5)).reshape(-1), ggml_type, N, K)
+    x = torch.randn(6, K, generator=torch.Generator().manual_seed(4)) * 3
+    assert torch.equal(gm.gguf_matmul(x, w, isa="vnni"), gm.gguf_matmul(x, w, isa="avx2"))
 
 
 @pytest.mark.parametrize("portable", [False, True], ids=["avx2", "portable"])
@@ -114,3 +139,19 @@ def test_bad_shapes_are_value_errors():
     w = gm.GGUFWeight(torch.zeros(34, dtype=torch.uint8), 8, 1, 32)
     with pytest.raises(ValueError, match="x must be"):
         gm.gguf_matmul(torch.zeros(2, 64), w)
+
+
+@pytest.mark.parametrize("build", ["avx2", "vnni"])
+def test_block_parts_in_one_call_equal_each_part_alone(build):
+    """q | k | v of mixed types (as a Q4_K_M file mixes them): x quantized once per block size and one loop
+    over all rows gives each part's own product, bit for bit."""
+    kw = _build(build)
+    K = 512
+    parts = [gm.GGUFWeight(torch.from_numpy(_random_blocks(t, n, K, seed=t)).reshape(-1), t, n, K)
+             for t, n in ((6, 48), (12, 17), (8, 40), (14, 9), (2, 3))]
+    x = torch.randn(6, K, generator=torch.Generator().manual_seed(7))
+    bias = torch.randn(sum(p.out_features for p in parts))
+    got = gm.BlockParts(parts).matmul(x, bias, **kw)
+    want = torch.cat([gm.gguf_matmul(x, p, **kw) for p in parts], dim=1) + bias
+    assert torch.equal(got, want)
+    assert torch.equal(gm.BlockParts(parts).matmul(x[2:3], bias, **kw), want[2:3])

@@ -1,0 +1,215 @@
+/* The whole Gemma 3 decoder stack of a decode step in one call, fp32, every matmul in GGUF blocks.
+ *
+ * Python side and rationale: athanor/nn/gemma_ops.py. Matmuls go through nn/gguf_kernels.c's
+ * athg_matmul_parts (passed in as a function pointer: one library per source file); everything between them is
+ * here: (1 + w) RMSNorms (the weights arrive as 1 + w), per-head q/k RMSNorm, RoPE with each layer's own table
+ * (sliding layers use the local base), the paged KV cache write, attention (sliding-window layers see the last
+ * `window` positions), GELU-tanh gate, and the post-attention / pre- and post-feedforward norms.
+ *
+ * Row independence: every token's row (and every (sequence, query head) of attention) is computed by one
+ * thread with the same operations whatever the batch and the thread count, so a request's logits never depend
+ * on what it is batched with. Compiled with -ffp-contract=off: FMAs are written where meant.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*athg_mm_fn)(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K,
+                          const float *x, long M, long ldx, float *y, long ldy, int nthreads);  /* athg_matmul_parts */
+
+typedef struct {  /* GGUF weights (out_p, in) stacked along the output, each in its own type */
+    int n;
+    int types[4];
+    const uint8_t *blocks[4];
+    long out[4];
+} gm_linear;
+
+typedef struct {
+    gm_linear qkv, o, gate_up, down;
+    const float *in_norm, *q_norm, *k_norm, *post_attn_norm, *pre_ffn_norm, *post_ffn_norm;  /* 1 + w each */
+    const float *cos, *sin;  /* this layer's RoPE tables (P, D), sin sign-folded [-sin | +sin] */
+    long window;             /* sliding window; 0: full attention */
+    float *cache;            /* (2, NB, BS, KVH, D) */
+} gm_layer;
+
+static int linear(athg_mm_fn mm, const gm_linear *l, const float *x, long M, long K, float *y, long N, int nt) {
+    return mm(l->n, l->types, l->blocks, l->out, K, x, M, K, y, N, nt);
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* y = w * x / sqrt(mean(x^2) + eps) for one row of n (n % 8 == 0; y may be x); sum of squares in double. */
+static void rmsnorm(const float *x, const float *w, float eps, float *y, long n) {
+    __m256d acc = _mm256_setzero_pd();
+    for (long j = 0; j < n; j += 4) {
+        const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + j));
+        acc = _mm256_fmadd_pd(v, v, acc);
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, acc);
+    const float var = (float)(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) / (double)n);
+    const __m256 inv = _mm256_set1_ps(1.0f / sqrtf(var + eps));
+    for (long j = 0; j < n; j += 8)
+        _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), _mm256_mul_ps(_mm256_loadu_ps(x + j), inv)));
+}
+
+/* e^x for 8 lanes (Cephes polynomial, ~2 ulp), inputs clamped to [-87, 88]. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* out (I) = gelu_tanh(gate) * up, gu = [gate | up]; gelu_tanh(g) = g (1 + tanh u) / 2 = g / (1 + e^(-2u)),
+ * u = sqrt(2/pi) (g + 0.044715 g^3). */
+static void gelu_mul(const float *gu, float *out, long I) {
+    const __m256 c = _mm256_set1_ps(-2.0f * 0.7978845608028654f), k = _mm256_set1_ps(0.044715f), one = _mm256_set1_ps(1.0f);
+    for (long j = 0; j < I; j += 8) {
+        const __m256 g = _mm256_loadu_ps(gu + j);
+        const __m256 inner = _mm256_add_ps(g, _mm256_mul_ps(k, _mm256_mul_ps(g, _mm256_mul_ps(g, g))));
+        const __m256 act = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_mul_ps(c, inner))));
+        _mm256_storeu_ps(out + j, _mm256_mul_ps(act, _mm256_loadu_ps(gu + I + j)));
+    }
+}
+
+/* y = x cos + swap_halves(x) sin for one head of D, in place (the PyTorch path's mul, mul, add). */
+static void rope_head(float *x, const float *c, const float *s, long D, float *tmp) {
+    const long h = D / 2;
+    for (long j = 0; j < h; j++) tmp[j] = x[j] * c[j] + x[j + h] * s[j];
+    for (long j = h; j < D; j++) tmp[j] = x[j] * c[j] + x[j - h] * s[j];
+    memcpy(x, tmp, (size_t)D * sizeof(float));
+}
+
+static inline float dot(const float *a, const float *b, long D) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    long j = 0;
+    for (; j + 16 <= D; j += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+    }
+    if (j < D) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    return hsum8(_mm256_add_ps(s0, s1));
+}
+
+typedef struct {
+    long B, C, H, KVH, D, I, NB, BS, MB;
+    float eps, scale;
+    const int64_t *pos, *slot, *bt;
+    int nthreads;
+} gm_step;
+
+/* q/k norms, RoPE, cache write for every sequence; then each (sequence, query head) attends over its window.
+ * qkv (B, (H + 2 KVH) D) is changed in place; out (B, H D). Returns 0, or 1 when scratch runs out. */
+static int attention(const gm_step *s, const gm_layer *ly, float *qkv, float *out) {
+    const long H = s->H, KVH = s->KVH, D = s->D, W = (H + 2 * KVH) * D, G = H / KVH;
+    const long plane = s->NB * s->BS * KVH * D;
+    float tmp[1024];
+    long max_n = 0, work = 0;
+    for (long b = 0; b < s->B; b++) {
+        float *row = qkv + b * W;
+        const float *c = ly->cos + s->pos[b] * D, *sn = ly->sin + s->pos[b] * D;
+        for (long h = 0; h < H + KVH; h++) {
+            rmsnorm(row + h * D, h < H ? ly->q_norm : ly->k_norm, s->eps, row + h * D, D);
+            rope_head(row + h * D, c, sn, D, tmp);
+        }
+        for (long g = 0; g < KVH; g++) {
+            memcpy(ly->cache + (s->slot[b] * KVH + g) * D, row + (H + g) * D, (size_t)D * sizeof(float));
+            memcpy(ly->cache + plane + (s->slot[b] * KVH + g) * D, row + (H + KVH + g) * D, (size_t)D * sizeof(float));
+        }
+        const long n = s->pos[b] + 1;
+        max_n = n > max_n ? n : max_n;
+        work += n;
+    }
+    int failed = 0;
+    #pragma omp parallel num_threads(s->nthreads) if (s->nthreads > 1 && work * H * D >= 131072)
+    {
+        float *p = malloc(sizeof(float) * (size_t)(max_n + D));
+        if (!p) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (long item = 0; item < s->B * H; item++) {
+            if (!p) continue;
+            const long b = item / H, h = item % H, g = h / G, n = s->pos[b] + 1;
+            const long t0 = ly->window && n > ly->window ? n - ly->window : 0;
+            const float *q = qkv + b * W + h * D;
+            const int64_t *blocks = s->bt + b * s->MB;
+            float *acc = p + max_n, m = -INFINITY, sum = 0.0f;
+            for (long t = t0; t < n; t++) {
+                const float *k = ly->cache + ((blocks[t / s->BS] * s->BS + t % s->BS) * KVH + g) * D;
+                p[t - t0] = dot(q, k, D) * s->scale;
+                m = p[t - t0] > m ? p[t - t0] : m;
+            }
+            for (long j = 0; j < D; j++) acc[j] = 0.0f;
+            for (long t = t0; t < n; t++) {
+                const float e = _mm256_cvtss_f32(exp8(_mm256_set1_ps(p[t - t0] - m)));
+                sum += e;
+                const float *v = ly->cache + plane + ((blocks[t / s->BS] * s->BS + t % s->BS) * KVH + g) * D;
+                const __m256 ev = _mm256_set1_ps(e);
+                for (long j = 0; j < D; j += 8)
+                    _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(ev, _mm256_loadu_ps(v + j), _mm256_loadu_ps(acc + j)));
+            }
+            const __m256 inv = _mm256_set1_ps(1.0f / sum);
+            for (long j = 0; j < D; j += 8)
+                _mm256_storeu_ps(out + b * H * D + h * D + j, _mm256_mul_ps(_mm256_loadu_ps(acc + j), inv));
+        }
+        free(p);
+    }
+    return failed;
+}
+
+/* For each layer: h = in_norm(x); a = attention(h Wqkv) Wo; x += post_attn_norm(a); h = pre_ffn_norm(x);
+ * x += post_ffn_norm(down(gelu(h Wgate) * h Wup)). On return h = final_norm(x). x, h: (B, C).
+ * D % 8 == 0 and D <= 1024, C % 8 == 0, I % 8 == 0, H % KVH == 0. Returns 0, non-zero on a failure. */
+int gemma_decode_layers(athg_mm_fn mm, const gm_layer *layers, long L, const float *final_norm, float *x, float *h,
+                        long B, long C, long H, long KVH, long D, long I, long NB, long BS, float eps, float scale,
+                        const int64_t *pos, const int64_t *slot, const int64_t *bt, long MB, int nthreads) {
+    if (D > 1024 || D % 8 || C % 8 || I % 8 || H % KVH) return -1;
+    const gm_step s = {B, C, H, KVH, D, I, NB, BS, MB, eps, scale, pos, slot, bt, nthreads};
+    const long W = (H + 2 * KVH) * D;
+    float *buf = malloc(sizeof(float) * (size_t)(B * (W + H * D + C + 2 * I + I)));
+    if (!buf) return -2;
+    float *qkv = buf, *att = qkv + B * W, *o = att + B * H * D, *gu = o + B * C, *act = gu + B * 2 * I;
+    int status = 0;
+    for (long l = 0; l < L && status == 0; l++) {
+        const gm_layer *ly = layers + l;
+        for (long b = 0; b < B; b++) rmsnorm(x + b * C, ly->in_norm, eps, h + b * C, C);
+        status |= linear(mm, &ly->qkv, h, B, C, qkv, W, nthreads);
+        status |= attention(&s, ly, qkv, att);
+        status |= linear(mm, &ly->o, att, B, H * D, o, C, nthreads);
+        for (long b = 0; b < B; b++) {
+            rmsnorm(o + b * C, ly->post_attn_norm, eps, o + b * C, C);
+            for (long j = 0; j < C; j++) x[b * C + j] += o[b * C + j];
+            rmsnorm(x + b * C, ly->pre_ffn_norm, eps, h + b * C, C);
+        }
+        status |= linear(mm, &ly->gate_up, h, B, C, gu, 2 * I, nthreads);
+        for (long b = 0; b < B; b++) gelu_mul(gu + b * 2 * I, act + b * I, I);
+        status |= linear(mm, &ly->down, act, B, I, o, C, nthreads);
+        for (long b = 0; b < B; b++) {
+            rmsnorm(o + b * C, ly->post_ffn_norm, eps, o + b * C, C);
+            for (long j = 0; j < C; j++) x[b * C + j] += o[b * C + j];
+        }
+    }
+    for (long b = 0; b < B; b++) rmsnorm(x + b * C, final_norm, eps, h + b * C, C);
+    free(buf);
+    return status;
+}
