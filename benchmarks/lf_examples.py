@@ -8,7 +8,7 @@ refusal. A config counts as
 - broken: a traceback, a timeout, or exit 0 without the output. Every broken one is a bug.
 
 Needs a LLaMA-Factory checkout (its `examples/` and `data/`; nothing of it is imported):
-    python benchmarks/lf_examples.py /path/to/LLaMA-Factory [--only SUBSTR] [--check] [--json OUT]
+    python benchmarks/lf_examples.py /path/to/LLaMA-Factory [--only SUBSTR,...] [--check] [--json OUT]
 Configs with a `stage:` are trained; configs with an `export_dir:` are exported, with `adapter_name_or_path`
 (and any training config's) pointing at the LoRA that the sweep's own SFT run wrote. Runs from the checkout's root so relative paths
 (deepspeed JSONs, data/) resolve as they do for llamafactory-cli.
@@ -44,7 +44,7 @@ def _configs(root: Path, only: str | None) -> list[tuple[str, str, dict]]:
     for path in sorted((root / "examples").rglob("*.y*ml")):
         cfg = yaml.safe_load(path.read_text()) or {}
         kind = "train" if "stage" in cfg else "export" if "export_dir" in cfg else None
-        if kind and (only is None or only in str(path)):
+        if kind and (only is None or any(o in str(path) for o in only.split(","))):
             out.append((str(path.relative_to(root)), kind, cfg))
     out.sort(key=lambda t: (t[0] != ADAPTER_FROM, t[1] != "train", t[0]))  # the adapter's run first
     return out
@@ -93,7 +93,7 @@ def _run_one(root: Path, rel: str, kind: str, cfg: dict, model: str, adapter: Pa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("lf_root", type=Path)
-    ap.add_argument("--only", help="run only configs whose path contains this")
+    ap.add_argument("--only", help="run only configs whose path contains one of these (comma-separated)")
     ap.add_argument("--check", action="store_true", help="athanor train --check instead of a 1-step run")
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--json", type=Path, help="write the results here")
