@@ -197,6 +197,8 @@ class QuantizedWeight:
         ids = ids.reshape(-1).to(torch.long)
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.out_features):
             raise IndexError(f"row id out of range for a table of {self.out_features} rows")
+        if not ids.numel():
+            return torch.empty((0, self.in_features))
         rows = _rows_to_gguf(self.blocks.index_select(0, ids), self.kind)
         return dequantize(rows.view(-1), _KINDS[self.kind][2], (ids.numel(), self.in_features))
 
