@@ -5,6 +5,12 @@ order. A block whose tokens are all computed gets a chain hash (its tokens + the
 later sequence with the same prefix reuses it instead of recomputing it. Freed blocks keep their hash until
 they are handed out again (least recently freed first), so a finished conversation's prefix stays reusable.
 No torch here: this is pure bookkeeping, the runner turns block tables into tensors.
+
+Memory: the runner backs blocks with memory as their ids are first used (engine/model_runner.py grows its
+pool), so ids are handed out low first: a free block that caches nothing, then an unused id below
+`resident_blocks` (memory the runner already holds), then the least recently freed cached block (its prefix is
+evicted), and only when every used block is held by a running sequence a new id above them; `resident_blocks`
+then doubles (up to num_blocks), as the runner's pool does. The pool so stays near the KV cache in use.
 """
 
 from __future__ import annotations
@@ -29,16 +35,22 @@ class Block:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
+                 resident_blocks: int | None = None) -> None:
+        """resident_blocks: ids the runner's pool holds at start (None: all num_blocks, a fixed pool)."""
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        self.num_blocks = num_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
-        self.free_block_ids: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        # free blocks that were used before, least recently freed first; those caching nothing come first
+        self.free_block_ids: OrderedDict[int, None] = OrderedDict()
+        self.num_touched = 0  # ids [num_touched, num_blocks) were never handed out: free, cache nothing
+        self.resident_blocks = num_blocks if resident_blocks is None else max(1, min(resident_blocks, num_blocks))
         self.hash_to_block_id: dict[int, int] = {}
 
     @property
     def num_free_blocks(self) -> int:
-        return len(self.free_block_ids)
+        return len(self.free_block_ids) + self.num_blocks - self.num_touched
 
     def num_blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
@@ -89,11 +101,26 @@ class BlockManager:
             seq.block_table.append(self._take_free_block())
 
     def _take_free_block(self) -> int:
-        block_id, _ = self.free_block_ids.popitem(last=False)  # least recently freed first
+        block_id = self._pick_free_block()
         block = self.blocks[block_id]
         if block.hash is not None and self.hash_to_block_id.get(block.hash) == block_id:
             del self.hash_to_block_id[block.hash]  # its cached contents are about to be overwritten
         block.hash, block.token_ids, block.ref_count = None, [], 1
+        return block_id
+
+    def _pick_free_block(self) -> int:
+        """Low ids first (see the module docstring): a used block caching nothing, an id the pool already holds,
+        the least recently freed cached block, and last a new id (the pool doubles)."""
+        first = next(iter(self.free_block_ids), None)
+        if first is not None and self.blocks[first].hash is None:
+            del self.free_block_ids[first]
+            return first
+        if self.num_touched < self.resident_blocks or (first is None and self.num_touched < self.num_blocks):
+            if self.num_touched >= self.resident_blocks:
+                self.resident_blocks = min(self.num_blocks, 2 * self.resident_blocks)
+            self.num_touched += 1
+            return self.num_touched - 1
+        block_id, _ = self.free_block_ids.popitem(last=False)  # least recently freed first
         return block_id
 
     def free(self, seq: Sequence) -> None:
@@ -104,6 +131,8 @@ class BlockManager:
             assert block.ref_count >= 0
             if block.ref_count == 0:
                 self.free_block_ids[block_id] = None
+                if block.hash is None:  # caches nothing: reused before any cached block is evicted
+                    self.free_block_ids.move_to_end(block_id, last=False)
         seq.block_table, seq.block_hashes = [], []
 
     def commit_computed(self, seq: Sequence) -> None:

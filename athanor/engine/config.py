@@ -18,7 +18,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # token budget per step: long prompts are prefilled in chunks of this
     block_size: int = 16  # tokens per KV-cache block
     num_kvcache_blocks: int = 0  # 0 -> derived from kv_cache_bytes
-    kv_cache_bytes: int = 512 * 2**20  # KV-cache budget used when num_kvcache_blocks is 0
+    kv_cache_bytes: int = 512 * 2**20  # KV-cache budget used when num_kvcache_blocks is 0: a cap, allocated as used
     max_model_len: int = 0  # 0 -> the model's context length (capped by what the cache holds)
     enable_prefix_caching: bool = True
     device: str = "cpu"  # "cpu", "cuda", "cuda:1" ...

@@ -1,5 +1,8 @@
 """ModelRunner: owns the model and its paged KV cache; turns a scheduled batch into tensors and runs one step.
 
+The cache's budget (`num_blocks`, from EngineConfig) is a cap, not an allocation: the pool starts at
+KV_START_BYTES and grows (doubling, one layer at a time, used blocks copied) when a batch reaches a block id
+it does not hold yet; the block manager hands out low ids first, so the pool stays near what sequences use.
 Not for deciding what runs (scheduler.py) or picking tokens (sampler.py).
 """
 
@@ -21,8 +24,12 @@ def kv_bytes_per_token(cfg, dtype: torch.dtype, kv_cache_type: str = "auto") -> 
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * bytes_per_head(kv_cache_type, dtype, cfg.head_dim)
 
 
+KV_START_BYTES = 4 * 2**20  # the pool a runner allocates at start (at least one block); it grows with use
+
+
 def memory_bytes(model: LlamaModel) -> int:
-    """Bytes a loaded model holds: parameters and buffers (shared ones once), FBGEMM-packed weights, KV cache."""
+    """Bytes a loaded model may hold: parameters and buffers (shared ones once), FBGEMM-packed weights, and its
+    KV cache's budget (the pool grows up to it; `ModelRunner.kv_cache_resident_nbytes` is what it holds now)."""
     seen, total = set(), 0
     for t in [*model.parameters(), *model.buffers()]:
         if t.numel() and t.data_ptr() not in seen:
@@ -44,28 +51,47 @@ class ModelRunner:
         self.block_size = config.block_size
         self.kv_cache_type = config.kv_cache_type
         self.num_blocks = config.num_kvcache_blocks or max(1, config.kv_cache_bytes // (
-            kv_bytes_per_token(model.config, self.dtype, self.kv_cache_type) * config.block_size))
-        self._allocate_kv_cache()
+            kv_bytes_per_token(model.config, self.dtype, self.kv_cache_type) * config.block_size))  # the cap
+        self.block_bytes = kv_bytes_per_token(model.config, self.dtype, self.kv_cache_type) * self.block_size
+        self.kv_caches: list = []  # one per layer: (2, num_allocated_blocks, block_size, KVH, D)
+        self.num_allocated_blocks = self.num_zeroed_blocks = 0
+        self._grow(min(self.num_blocks, max(1, KV_START_BYTES // self.block_bytes)))
 
-    def _allocate_kv_cache(self) -> None:
+    def _grow(self, n: int) -> None:
+        """Hold `n` blocks: each layer's cache re-allocated in turn (so the extra memory at once is one layer's),
+        its zeroed blocks copied; the new blocks are zeroed when first handed out (_ensure_blocks)."""
         cfg = self.model.config
-        shape = (cfg.num_hidden_layers, 2, self.num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
-        # empty, not zeros: blocks are zeroed when first handed out (see _zero_new_blocks), so start-up does not
-        # write the whole cache; zeroed matters because masked slots still enter the attention matmul (0 * NaN)
+        shape = (2, n, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        z = self.num_zeroed_blocks
+        for i in range(cfg.num_hidden_layers):
+            new = self._empty(shape)
+            if z:
+                old = self.kv_caches[i]
+                for dst, src in _parts(new, old):
+                    dst[:, :z].copy_(src[:, :z])
+            if i < len(self.kv_caches):
+                self.kv_caches[i] = new
+            else:
+                self.kv_caches.append(new)
+            if getattr(self.model, "kv_cache_owner", None) is self:
+                self.model.layers[i].self_attn.kv_cache = new  # the old layer cache is freed here
+        self.num_allocated_blocks = n
+        self._bind_kv_cache()
+
+    def _empty(self, shape: tuple[int, ...]):
+        # empty, not zeros: blocks are zeroed when first handed out (see _ensure_blocks), so growing does not
+        # write the whole pool; zeroed matters because masked slots still enter the attention matmul (0 * NaN)
         if self.kv_cache_type == "q8_0":
             from athanor.nn.kv_quant import QuantKV
 
-            self.kv_cache = QuantKV.allocate(shape, self.device)  # int8 + float16 scales, same indexing
-        else:
-            dtype = {"f16": torch.float16, "f32": torch.float32}.get(self.kv_cache_type, self.dtype)
-            self.kv_cache = torch.empty(shape, dtype=dtype, device=self.device)  # (L, 2, NB, BS, KVH, D)
-        self.num_zeroed_blocks = 0
-        self._bind_kv_cache()
+            return QuantKV.allocate(shape, self.device)  # int8 + float16 scales, same indexing
+        dtype = {"f16": torch.float16, "f32": torch.float32}.get(self.kv_cache_type, self.dtype)
+        return torch.empty(shape, dtype=dtype, device=self.device)
 
     def _bind_kv_cache(self) -> None:
         """Point every attention layer at this runner's cache (another runner on the same model may have moved it)."""
-        for i, layer in enumerate(self.model.layers):
-            layer.self_attn.kv_cache = self.kv_cache[i]
+        for layer, cache in zip(self.model.layers, self.kv_caches, strict=True):
+            layer.self_attn.kv_cache = cache
         self.model.kv_cache_owner = self
 
     def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
@@ -83,7 +109,7 @@ class ModelRunner:
             query_lens.append(n)
             context_lens.append(end)
             tables.append(seq.block_table[: -(-end // bs)])
-        self._zero_new_blocks(max(max(t) for t in tables) + 1)
+        self._ensure_blocks(max(max(t) for t in tables) + 1)
         width = max(len(t) for t in tables)
         dev = self.device
         meta = AttentionMetadata(
@@ -99,18 +125,25 @@ class ModelRunner:
             torch.tensor(logits_rows, dtype=torch.long, device=dev),
         )
 
-    def _zero_new_blocks(self, upto: int) -> None:
-        """Zero blocks [num_zeroed_blocks, upto) before their first use; the free list hands out low ids first."""
+    def _ensure_blocks(self, upto: int) -> None:
+        """Blocks [0, upto) allocated (the pool doubles, up to the cap) and zeroed before their first use."""
+        if upto > self.num_blocks:
+            raise ValueError(f"block id {upto - 1} is outside the KV cache's {self.num_blocks} blocks")
+        if upto > self.num_allocated_blocks:
+            self._grow(min(self.num_blocks, max(upto, 2 * self.num_allocated_blocks)))
         if upto > self.num_zeroed_blocks:
-            if isinstance(self.kv_cache, torch.Tensor):
-                self.kv_cache[:, :, self.num_zeroed_blocks : upto].zero_()
-            else:
-                self.kv_cache.zero_blocks(self.num_zeroed_blocks, upto)
+            for cache in self.kv_caches:
+                for part, _ in _parts(cache, cache):
+                    part[:, self.num_zeroed_blocks : upto].zero_()
             self.num_zeroed_blocks = upto
 
     def kv_cache_nbytes(self) -> int:
-        c = self.kv_cache
-        return c.numel() * c.element_size() if isinstance(c, torch.Tensor) else c.nbytes
+        """The cache's budget: what the pool may grow to (num_blocks blocks)."""
+        return self.num_blocks * self.block_bytes
+
+    def kv_cache_resident_nbytes(self) -> int:
+        """What the pool holds now (num_allocated_blocks blocks)."""
+        return self.num_allocated_blocks * self.block_bytes
 
     def run(self, batch: ScheduledBatch) -> torch.Tensor:
         """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token."""
@@ -129,3 +162,8 @@ class ModelRunner:
         input_ids, positions, meta, _ = self.prepare(batch)
         with torch.inference_mode():
             return self.model(input_ids, positions, meta, None).float()
+
+
+def _parts(a, b) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Matching tensors of two layer caches: the tensor itself, or an int8 cache's values and scales."""
+    return [(a, b)] if isinstance(a, torch.Tensor) else [(a.data, b.data), (a.scale, b.scale)]

@@ -420,9 +420,9 @@ def _block_tensor(block_buf: mmap.mmap, info: GGUFTensorInfo):
     """A matrix kept in its GGUF blocks (nn/gguf_matmul.GGUFWeight, a view of the mapped file), or None when
     its type has no block kernel. The weight holds `block_buf`, a mapping that is never closed: torch.frombuffer
     does not pin it, and closing it under a live view would unmap the weights."""
-    from athanor.nn.gguf_matmul import GGUFWeight, supports
+    from athanor.nn.gguf_matmul import GGUFWeight, storable
 
-    if len(info.shape) != 2 or info.nbytes is None or not supports(info.ggml_type, info.shape[1]):
+    if len(info.shape) != 2 or info.nbytes is None or not storable(info.ggml_type, info.shape[1]):
         return None
     raw = torch.frombuffer(block_buf, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
     w = GGUFWeight(raw, info.ggml_type, *info.shape)
@@ -489,8 +489,9 @@ def load_gguf(path: str | Path, keep_blocks: bool = False) -> Checkpoint:
     """Read a GGUF file into a Checkpoint (dequantized float32 tensors, HF names and layout).
 
     keep_blocks: matrices whose type has a block kernel (nn/gguf_matmul.py: Q4_0, Q5_0, Q8_0, Q4_K, Q5_K,
-    Q6_K) stay as GGUFWeight views of the mapped file instead of float32 (build_model runs them natively or
-    dequantizes them); the rest is float32 as without it."""
+    Q6_K) or that nn/quant.py re-packs exactly (Q4_1) stay as GGUFWeight views of the mapped file instead of
+    float32 (build_model runs them natively, re-packs them or dequantizes them); the rest is float32 as
+    without it."""
     with _mapped(path) as buf:
         header = _read(buf, path)
         rope_info = header.tensors.get("rope_freqs.weight")

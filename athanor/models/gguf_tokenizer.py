@@ -11,6 +11,7 @@ WordPiece vocabularies (ModelFormatError), or HF tokenizer directories (athanor/
 from __future__ import annotations
 
 import logging
+from array import array
 from typing import TYPE_CHECKING
 
 from athanor.errors import ModelFormatError
@@ -64,14 +65,23 @@ def _byte_level_bpe(meta: dict) -> tokenizers.Tokenizer:
 
 def _sentencepiece_merges(tokens: list[str], scores: list[float], vocab: dict[str, int]) -> list[tuple[str, str]]:
     """Merges implied by a SentencePiece vocab: every split of a token into two vocab pieces, best token
-    score first (ties: longer left piece, then longer right piece) -- as transformers' GGUF converter."""
-    merges = []
-    for token, score in zip(tokens, scores, strict=False):
-        splits = ((token[:i], token[i:]) for i in range(1, len(token)))
-        local = [(left, right, score) for left, right in splits if left in vocab and right in vocab]
-        merges += sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]]))
-    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
-    return [(left, right) for left, right, _ in merges]
+    score first (ties: longer left piece, then longer right piece, then token order, then the pieces' ids) --
+    as transformers' GGUF converter. Candidates are kept as numbers (a 262k vocab implies ~500k merges: as
+    Python tuples they took ~150 MB at load) and the pairs reuse the vocab's own strings."""
+    import numpy as np
+
+    left_ids, right_ids, score_of, order = array("q"), array("q"), array("d"), array("q")
+    for t, (token, score) in enumerate(zip(tokens, scores, strict=False)):
+        for i in range(1, len(token)):
+            left, right = vocab.get(token[:i]), vocab.get(token[i:])
+            if left is not None and right is not None:
+                left_ids.append(left), right_ids.append(right), score_of.append(score), order.append(t)
+    lefts, rights = np.frombuffer(left_ids, dtype=np.int64), np.frombuffer(right_ids, dtype=np.int64)
+    lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+    # np.lexsort: the last key is the primary one; all ascending, so the "best first" keys are negated
+    ranked = np.lexsort((rights, lefts, np.frombuffer(order, dtype=np.int64), -lengths[rights], -lengths[lefts],
+                         -np.frombuffer(score_of, dtype=np.float64)))
+    return [(tokens[a], tokens[b]) for a, b in zip(lefts[ranked].tolist(), rights[ranked].tolist(), strict=True)]
 
 
 def _sentencepiece_bpe(meta: dict) -> tokenizers.Tokenizer:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import os
 from pathlib import Path
 
@@ -29,6 +30,10 @@ _SOURCE = Path(__file__).with_name("gguf_kernels.c")
 # ggml type id -> (name, weights per block, bytes per block)
 GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 34),
                      12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210)}
+# types a GGUFWeight may hold without a kernel here: the loader keeps them as views of the file so build_model
+# re-packs them straight into nn/quant.py's blocks (no float copy on the way)
+REPACK_TYPES = {3: ("Q4_1", 32, 20)}
+_STORED = GGUF_KERNEL_TYPES | REPACK_TYPES
 
 
 def vnni_supported() -> bool:
@@ -73,14 +78,19 @@ def supports(ggml_type: int, in_features: int) -> bool:
     return ggml_type in GGUF_KERNEL_TYPES and in_features % GGUF_KERNEL_TYPES[ggml_type][1] == 0
 
 
+def storable(ggml_type: int, in_features: int) -> bool:
+    """A (*, in_features) matrix of this type can be held as a GGUFWeight (run natively or re-packed)."""
+    return ggml_type in _STORED and in_features % _STORED[ggml_type][1] == 0
+
+
 class GGUFWeight:
     """A (out_features, in_features) weight as GGUF blocks: `raw` is (out, row_bytes) uint8, rows in order."""
 
     def __init__(self, raw: torch.Tensor, ggml_type: int, out_features: int, in_features: int) -> None:
-        if ggml_type not in GGUF_KERNEL_TYPES:
+        if ggml_type not in _STORED:
             raise ValueError(f"ggml type {ggml_type} has no block kernel; supported: "
-                             f"{', '.join(n for n, _, _ in GGUF_KERNEL_TYPES.values())}")
-        name, bw, bb = GGUF_KERNEL_TYPES[ggml_type]
+                             f"{', '.join(n for n, _, _ in _STORED.values())}")
+        name, bw, bb = _STORED[ggml_type]
         if in_features % bw:
             raise ValueError(f"{name} weights need in_features divisible by {bw}, got {in_features}")
         row_bytes = in_features // bw * bb
@@ -94,7 +104,7 @@ class GGUFWeight:
 
     @property
     def type_name(self) -> str:
-        return GGUF_KERNEL_TYPES[self.ggml_type][0]
+        return _STORED[self.ggml_type][0]
 
     @property
     def nbytes(self) -> int:
@@ -111,6 +121,17 @@ class GGUFWeight:
         w.mapping = getattr(self, "mapping", None)
         w.row_order = index.to(torch.long) if self.row_order is None else self.row_order[index]
         return w
+
+    def release_pages(self) -> None:
+        """Drop this weight's pages of the mapped file from the process's resident set (after a re-pack copied
+        them: the file's bytes and the copy would both count). They stay in the page cache; a later read of
+        `raw` maps them back. No-op without a mapping (a tensor that is not a view of a file)."""
+        m = getattr(self, "mapping", None)
+        if m is None or not hasattr(m, "madvise"):
+            return
+        start = self.raw.data_ptr() - torch.frombuffer(m, dtype=torch.uint8, count=1).data_ptr()
+        lo = start // mmap.PAGESIZE * mmap.PAGESIZE
+        m.madvise(mmap.MADV_DONTNEED, lo, start + self.nbytes - lo)
 
     def dequantize(self) -> torch.Tensor:
         """(out, in) float32, through athanor.nn.dequant (bit for bit llama.cpp's reference)."""
@@ -145,6 +166,8 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     isa: "avx2" or "vnni" to pick the SIMD build (tests; "auto" picks the best this CPU runs)."""
     from athanor.nn.quant import matmul_operands
 
+    if w.ggml_type not in GGUF_KERNEL_TYPES:
+        raise ValueError(f"{w.type_name} has no block kernel here (nn/quant.py runs it after a re-pack)")
     x, bias, y = matmul_operands(x, bias, w.in_features, w.out_features)
     M = x.shape[0]
     if M == 0:
@@ -163,6 +186,8 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
 
 def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> torch.Tensor:
     """Rows `ids` (N,) of the table dequantized: (N, in) float32, equal to w.dequantize()[ids]."""
+    if w.ggml_type not in GGUF_KERNEL_TYPES:
+        raise ValueError(f"{w.type_name} has no block kernel here (nn/quant.py runs it after a re-pack)")
     ids = ids.reshape(-1).to(torch.long).contiguous()
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= w.out_features):
         raise IndexError(f"row id out of range for a table of {w.out_features} rows")

@@ -172,13 +172,16 @@ class Embedding(nn.Module):
     def __init__(self, vocab: int, hidden: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab, hidden))
-        self.qweight = None  # nn/gguf_matmul.GGUFWeight: the table stays in its GGUF blocks, rows decoded on lookup
+        # nn/gguf_matmul.GGUFWeight (the file's blocks) or nn/quant.QuantizedWeight (re-packed Q4_1/Q8_0, shared
+        # with a tied head): the table stays in blocks, rows decoded on lookup
+        self.qweight = None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.qweight is not None:
             from athanor.nn.gguf_matmul import get_rows
 
-            return get_rows(self.qweight, ids).view(*ids.shape, -1)
+            rows = self.qweight.get_rows(ids) if hasattr(self.qweight, "get_rows") else get_rows(self.qweight, ids)
+            return rows.view(*ids.shape, -1)
         return F.embedding(ids, self.weight)
 
 

@@ -161,10 +161,11 @@ class LlamaModel(nn.Module):
             x = layer(x, cos, sin, meta)
         return self.norm(x).float()
 
-    def load_hf_tensors(self, tensors: dict[str, torch.Tensor], keep_blocks: bool = False) -> None:
+    def load_hf_tensors(self, tensors: dict[str, torch.Tensor], keep_blocks: bool | dict = False) -> None:
         """Adopt Hugging Face-named tensors (no copy where no fusing is needed); consumes the dict.
-        GGUF block weights in it (models/gguf.py keep_blocks) stay in their blocks when `keep_blocks`, else
-        they are dequantized."""
+        GGUF block weights in it (models/gguf.py keep_blocks) stay in their blocks when `keep_blocks` is True
+        (or a quant plan with "blocks"); a quant plan's {"linear": kind, "lm_head": kind} re-packs the blocks
+        already of that kind into nn/quant.py's format without a float copy; the rest are dequantized."""
         adopted = _adopt_blocks(self, tensors, keep_blocks)  # our parameter names now held as blocks
         expected = self.config.hf_tensor_shapes().keys() - {n for p in adopted for n in _source_names(p)}
         if self.config.tie_word_embeddings:
@@ -207,34 +208,83 @@ def _source_names(name: str) -> list[str]:
     return [hf]
 
 
-def _adopt_blocks(model: nn.Module, tensors: dict, keep: bool) -> set[str]:
-    """Matrices given as GGUF blocks (nn/gguf_matmul.GGUFWeight): with `keep`, each module whose sources are all
-    blocks takes them as its `qweight` (its float weight left empty); every other block tensor is dequantized.
-    Returns the parameter names now held as blocks."""
-    from athanor.nn.gguf_matmul import BlockParts, GGUFWeight
+def _adopt_blocks(model: nn.Module, tensors: dict, keep: bool | dict) -> set[str]:
+    """Matrices given as GGUF blocks (nn/gguf_matmul.GGUFWeight). `keep` True (or a plan with "blocks"): each
+    module whose sources all have a block kernel takes them as its `qweight`, views of the file. A plan's
+    {"linear": kind, "lm_head": kind}: sources already in that kind (Q4_1, Q8_0) are re-packed exactly into
+    nn/quant.QuantizedWeight, and a Q4_1/Q8_0 token table is kept re-packed too (rows decoded on lookup; a
+    tied head multiplies the same blocks). The module's float weight is left empty; every other block tensor
+    is dequantized. Returns the parameter names now held as blocks."""
+    from athanor.nn.gguf_matmul import GGUFWeight
 
     adopted: set[str] = set()
     if not any(isinstance(t, GGUFWeight) for t in tensors.values()):
         return adopted
+    plan = keep if isinstance(keep, dict) else ({"blocks": True} if keep else {})
     tied = model.config.tie_word_embeddings
-    for mname, module in model.named_modules() if keep else []:
+    for mname, module in model.named_modules() if plan else []:
         if not isinstance(module, (Linear, LMHead, Embedding)) or (isinstance(module, LMHead) and tied):
             continue
         names = _source_names(f"{mname}.weight")
         srcs = [tensors.get(n) for n in names]
-        if all(isinstance(src, GGUFWeight) for src in srcs):
-            for n in names:
-                tensors.pop(n)
-            module.qweight = srcs[0] if isinstance(module, Embedding) else BlockParts(srcs)
-            module.weight = nn.Parameter(torch.empty(0), requires_grad=False)
-            adopted.add(f"{mname}.weight")
+        if not all(isinstance(src, GGUFWeight) for src in srcs):
+            continue
+        qweight = _held_blocks(module, srcs, plan, tied)
+        if qweight is None:
+            continue
+        for n in names:
+            tensors.pop(n)
+        module.qweight = qweight
+        module.weight = nn.Parameter(torch.empty(0), requires_grad=False)
+        adopted.add(f"{mname}.weight")
     if tied and "embed_tokens.weight" in adopted:  # the head reads the embedding's blocks
-        model.lm_head.qweight = BlockParts([model.embed_tokens.qweight])
+        model.lm_head.qweight = _tied_head(model.embed_tokens.qweight, plan)
         model.lm_head.weight = model.embed_tokens.weight
     for name, t in tensors.items():
         if isinstance(t, GGUFWeight):
             tensors[name] = t.dequantize()
     return adopted
+
+
+_REPACKS = {3: "q4_1", 8: "q8_0"}  # ggml type -> the nn/quant.py kind that holds its blocks bit for bit
+
+
+def _held_blocks(module: nn.Module, srcs: list, plan: dict, tied: bool):
+    """What `module` keeps of its GGUFWeight sources under `plan`: BlockParts (native), a re-packed
+    QuantizedWeight, or None (dequantized, as before)."""
+    from athanor.nn.gguf_matmul import BlockParts, supports
+
+    if plan.get("blocks") and all(supports(s.ggml_type, s.in_features) for s in srcs):
+        return srcs[0] if isinstance(module, Embedding) else BlockParts(srcs)
+    kinds = {_REPACKS.get(s.ggml_type) for s in srcs}
+    kind = kinds.pop() if len(kinds) == 1 else None
+    if isinstance(module, Embedding):  # the table: re-packed when its type is, and a tied head can be quantized
+        return _repack(srcs, kind) if kind and (not tied or plan.get("lm_head")) else None
+    want = plan.get("lm_head" if isinstance(module, LMHead) else "linear")
+    return _repack(srcs, kind) if kind and kind == want else None
+
+
+def _repack(srcs: list, kind: str):
+    """GGUF blocks of `kind` (the parts of one fused matrix, stacked along the output) -> one QuantizedWeight."""
+    from athanor.nn.quant import QuantizedWeight
+
+    raws = [s.raw if s.row_order is None else s.raw.index_select(0, s.row_order) for s in srcs]
+    qweight = QuantizedWeight.from_gguf_parts(raws, kind, srcs[0].in_features)
+    for s in srcs:  # the copy is made: the file's pages need not stay resident next to it
+        s.release_pages()
+    return qweight
+
+
+def _tied_head(table, plan: dict):
+    """The LM head of a tied model whose embedding is held as blocks: the same blocks where the plan's head kind
+    is theirs (one copy), else those weights quantized to the plan's kind (what quantizing the float table gave)."""
+    from athanor.nn.gguf_matmul import BlockParts, GGUFWeight
+    from athanor.nn.quant import QuantizedWeight
+
+    if isinstance(table, GGUFWeight):
+        return BlockParts([table])
+    kind = plan.get("lm_head")
+    return table if kind == table.kind else QuantizedWeight.quantize(table.dequantize(), kind)
 
 
 def _fused_source(name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -279,7 +329,7 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
         model = Gemma3Model(cfg)
     else:
         model = LlamaModel(cfg)
-    model.load_hf_tensors(tensors, keep_blocks=bool((quant or {}).get("blocks")))
+    model.load_hf_tensors(tensors, keep_blocks=quant or False)  # blocks kept, re-packed or dequantized
     model.lm_head.weight_t = torch.empty(0)  # rebuilt below, after the move and cast
     model = model.to(device=device, dtype=dtype).eval()
     pack = weight_dtype == torch.float16 and on_cpu_fp32  # FBGEMM fp16 weights, fp32 math: half the bytes

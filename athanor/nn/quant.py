@@ -105,6 +105,16 @@ def _gguf_to_rows(blocks: torch.Tensor, kind: str, out_features: int) -> torch.T
     return torch.cat([*scales, g[:, :, head:].reshape(out_features, -1)], dim=1)
 
 
+def _fill_rows(dest: torch.Tensor, blocks: torch.Tensor, kind: str) -> None:
+    """Write (out, nb * B) GGUF blocks into `dest` (out, nb * B), the kernel's row layout, without temporaries."""
+    out_features = dest.shape[0]
+    g = blocks.view(out_features, -1, _KINDS[kind][1])  # (out, nb, B)
+    nb, head = g.shape[1], 4 if kind == "q4_1" else 2
+    for k in range(0, head, 2):  # d (, m): nb f16 each
+        dest[:, k * nb : (k + 2) * nb].view(out_features, nb, 2).copy_(g[:, :, k : k + 2])
+    dest[:, head * nb :].view(out_features, nb, -1).copy_(g[:, :, head:])
+
+
 def _rows_to_gguf(rows: torch.Tensor, kind: str) -> torch.Tensor:
     out_features, row_bytes = rows.shape
     nb = row_bytes // _KINDS[kind][1]
@@ -144,6 +154,24 @@ class QuantizedWeight:
                              f"{out_features * in_features // _BLOCK * _KINDS[kind][1]} uint8 bytes, got {raw.numel()}")
         return cls(_gguf_to_rows(raw, kind, out_features), kind, out_features, in_features)
 
+    @classmethod
+    def from_gguf_parts(cls, parts: list[torch.Tensor], kind: str, in_features: int) -> QuantizedWeight:
+        """Several GGUF tensors of `kind` ((out_i, row bytes) uint8, e.g. views of the mapped file) stacked along
+        the output into one weight: the only allocation is the result (no float copy, no concatenated temporary)."""
+        if kind not in _KINDS:
+            raise ValueError(f"unknown quantization kind {kind!r}; supported: {', '.join(_KINDS)}")
+        _check_in_features(in_features)
+        row_bytes = in_features // _BLOCK * _KINDS[kind][1]
+        if any(p.dtype != torch.uint8 or p.numel() % row_bytes for p in parts):
+            raise ValueError(f"{kind} GGUF data for rows of {in_features} weights must be uint8 rows of {row_bytes} B")
+        blocks = torch.empty((sum(p.numel() // row_bytes for p in parts), row_bytes), dtype=torch.uint8)
+        start = 0
+        for p in parts:
+            n = p.numel() // row_bytes
+            _fill_rows(blocks[start : start + n], p.reshape(n, row_bytes), kind)
+            start += n
+        return cls(blocks, kind, blocks.shape[0], in_features)
+
     def to_gguf(self) -> torch.Tensor:
         """(out, in/32 * block bytes) uint8 in GGUF's block order (a new tensor)."""
         return _rows_to_gguf(self.blocks, self.kind)
@@ -160,6 +188,19 @@ class QuantizedWeight:
         flat = w.detach().float().contiguous().view(-1, _BLOCK)  # (out * in/32, 32)
         blocks = _quantize_q4_1(flat) if kind == "q4_1" else _quantize_q8_0(flat)
         return cls(_gguf_to_rows(blocks, kind, out_features), kind, out_features, in_features)
+
+    def get_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` of the matrix as (N, in) float32, equal to `dequantize()[ids]` bit for bit: the embedding
+        lookup of a token table kept in these blocks (a tied LM head and the embedding share one copy)."""
+        from athanor.nn.dequant import dequantize
+
+        ids = ids.reshape(-1).to(torch.long)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.out_features):
+            raise IndexError(f"row id out of range for a table of {self.out_features} rows")
+        if not ids.numel():
+            return torch.empty((0, self.in_features))
+        rows = _rows_to_gguf(self.blocks.index_select(0, ids), self.kind)
+        return dequantize(rows.view(-1), _KINDS[self.kind][2], (ids.numel(), self.in_features))
 
     def dequantize(self) -> torch.Tensor:
         """(out, in) float32: exactly the weights the kernel multiplies (same float ops as the GGUF loader)."""

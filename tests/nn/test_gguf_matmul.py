@@ -134,8 +134,11 @@ def test_bad_shapes_are_value_errors():
         gm.GGUFWeight(torch.zeros(144, dtype=torch.uint8), 12, 1, 128)
     with pytest.raises(ValueError, match="must be"):
         gm.GGUFWeight(torch.zeros(10, dtype=torch.uint8), 8, 1, 32)
+    q4_1 = gm.GGUFWeight(torch.zeros(20, dtype=torch.uint8), 3, 1, 32)  # held for a re-pack (nn/quant.py) ...
     with pytest.raises(ValueError, match="no block kernel"):
-        gm.GGUFWeight(torch.zeros(20, dtype=torch.uint8), 3, 1, 32)
+        gm.gguf_matmul(torch.zeros(1, 32), q4_1)  # ... but not multiplied here
+    with pytest.raises(ValueError, match="no block kernel"):
+        gm.GGUFWeight(torch.zeros(20, dtype=torch.uint8), 99, 1, 32)
     w = gm.GGUFWeight(torch.zeros(34, dtype=torch.uint8), 8, 1, 32)
     with pytest.raises(ValueError, match="x must be"):
         gm.gguf_matmul(torch.zeros(2, 64), w)

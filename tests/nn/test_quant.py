@@ -239,3 +239,26 @@ def test_non_finite_x_spoils_its_row_only(kind, mode):
         assert y[1].isnan().all() and y[2].isnan().all()
     assert y[1].isnan().all() and not y[2].isfinite().any()
     assert torch.equal(y[[0, 3]], clean[[0, 3]])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_get_rows_is_dequantize_of_those_rows(kind):
+    """The embedding lookup of a table kept in blocks: bit for bit the dequantized rows, any order, repeats."""
+    w = quant.QuantizedWeight.quantize(_weight(40, 96), kind)
+    ids = torch.tensor([[3, 0], [39, 3]])
+    assert torch.equal(w.get_rows(ids), w.dequantize()[ids.reshape(-1)])
+    assert w.get_rows(torch.tensor([], dtype=torch.long)).shape == (0, 96)
+    with pytest.raises(IndexError):
+        w.get_rows(torch.tensor([40]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_from_gguf_parts_stacks_the_parts_as_one_weight(kind):
+    """Parts of a fused matrix (q | k | v) given as GGUF bytes: the same weight as quantizing the stacked floats."""
+    parts = [_weight(n, 64, seed=n) for n in (24, 8, 8)]
+    raws = [quant.QuantizedWeight.quantize(p, kind).to_gguf() for p in parts]
+    got = quant.QuantizedWeight.from_gguf_parts(raws, kind, 64)
+    assert (got.out_features, got.in_features) == (40, 64)
+    assert torch.equal(got.blocks, quant.QuantizedWeight.quantize(torch.cat(parts), kind).blocks)
+    with pytest.raises(ValueError):
+        quant.QuantizedWeight.from_gguf_parts([raws[0][:, :-1].contiguous()], kind, 64)

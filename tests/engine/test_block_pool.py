@@ -1,0 +1,66 @@
+"""The block manager's growing pool (engine/block_manager.py): ids handed out low first, so the runner's KV pool
+(engine/model_runner.py) holds about the blocks in use; the prefix cache keeps working inside it."""
+
+from __future__ import annotations
+
+from athanor.engine.block_manager import BlockManager
+from athanor.engine.sampling_params import SamplingParams
+from athanor.engine.sequence import Sequence
+
+
+def _seq(tokens: list[int]) -> Sequence:
+    return Sequence(tokens, SamplingParams(max_tokens=1))
+
+
+def _run(bm: BlockManager, tokens: list[int]) -> Sequence:
+    seq = _seq(tokens)
+    assert bm.can_allocate(seq)
+    bm.allocate(seq)
+    seq.num_computed_tokens = seq.num_tokens
+    bm.commit_computed(seq)
+    return seq
+
+
+def test_fixed_pool_by_default_marches_through_fresh_blocks():
+    bm = BlockManager(8, 4)
+    a = _run(bm, list(range(8)))
+    assert a.block_table == [0, 1]
+    bm.free(a)
+    b = _run(bm, list(range(100, 108)))
+    assert b.block_table == [2, 3]  # the cached blocks of a are kept
+
+
+def test_ids_stay_low_uncached_blocks_first_then_resident_then_eviction():
+    bm = BlockManager(64, 4, resident_blocks=4)
+    assert bm.num_free_blocks == 64  # the budget: admission sees the whole cap
+    a = _run(bm, list(range(6)))  # blocks 0 (full, cached) and 1 (partial: caches nothing)
+    bm.free(a)
+    b = _run(bm, list(range(200, 206)))
+    assert b.block_table == [1, 2]  # the uncached block first, then an unused id the pool holds; 0 stays cached
+    bm.free(b)
+    c = _run(bm, list(range(300, 311)))  # 3 blocks: uncached 2, fresh 3, then the cached 0 (evicted)
+    assert max(c.block_table) < 4 and bm.num_touched == 4 and bm.resident_blocks == 4
+    bm.free(c)
+    d = _run(bm, list(range(6)) + [9])  # a's prefix: evicted by c (least recently freed), recomputed
+    assert d.num_cached_tokens == 0
+
+
+def test_prefix_cache_hit_within_the_resident_pool():
+    bm = BlockManager(64, 4, resident_blocks=4)
+    a = _run(bm, list(range(9)))  # 0, 1 full and cached, 2 partial
+    assert a.block_table == [0, 1, 2]
+    bm.free(a)
+    b = _run(bm, list(range(9)) + [50])
+    assert b.block_table == [0, 1, 2] and b.num_cached_tokens == 8  # the hits, then the uncached block
+
+
+def test_pool_doubles_only_when_every_used_block_is_held():
+    bm = BlockManager(64, 4, resident_blocks=2)
+    seqs = [_run(bm, list(range(100 * i, 100 * i + 8))) for i in range(3)]  # 6 blocks held at once
+    assert sorted(b for s in seqs for b in s.block_table) == list(range(6))
+    assert bm.resident_blocks == 8 and bm.num_touched == 6  # 2 -> 4 -> 8
+    for s in seqs:
+        bm.free(s)
+    assert bm.num_free_blocks == 64
+    again = [_run(bm, list(range(1000 * i, 1000 * i + 8))) for i in range(1, 4)]
+    assert max(b for s in again for b in s.block_table) < 8  # reused, no new id
