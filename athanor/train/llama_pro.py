@@ -24,6 +24,18 @@ from athanor.errors import AthanorError
 ZEROED = ("o_proj", "down_proj")  # the projections whose zero makes a copied block an identity
 
 
+EXPANDED_KEY = "llama_pro_num_expand"  # config.json: how many blocks `athanor llama-pro` added
+
+
+def check_expansion(model: Any, num_expanded: int) -> None:
+    """A model made by `athanor llama-pro` records its expansion; a freeze_trainable_layers that differs would pick
+    original blocks to train (LF's stride rule does not know), so it is refused in one line."""
+    made = getattr(model.config, EXPANDED_KEY, None)
+    if made is not None and made != num_expanded:
+        raise AthanorError(f"freeze_trainable_layers: {num_expanded}, but this model was expanded by {made} blocks "
+                           f"(athanor llama-pro); set freeze_trainable_layers: {made} so the new blocks train")
+
+
 def expanded_layer_ids(num_layers: int, num_expanded: int) -> list[int]:
     """Indices of the expanded blocks in a model of `num_layers` blocks, `num_expanded` of them new (LF's stride)."""
     if num_expanded < 1 or num_layers % num_expanded:
@@ -92,6 +104,7 @@ def _set_layer_index(layer: torch.nn.Module, idx: int) -> None:
 
 def train_only_expanded_blocks(model: Any, num_expanded: int) -> list[int]:
     """Freeze everything but the expanded blocks; returns their indices."""
+    check_expansion(model, num_expanded)
     layers = _decoder_layers(model)
     ids = expanded_layer_ids(len(layers), num_expanded)
     for p in model.parameters():
@@ -104,6 +117,7 @@ def train_only_expanded_blocks(model: Any, num_expanded: int) -> list[int]:
 
 def expanded_lora_targets(model: Any, lora_target: str | list[str], num_expanded: int) -> list[str]:
     """Full names of the linear modules of the expanded blocks that `lora_target` ('all' or names) picks."""
+    check_expansion(model, num_expanded)
     ids = expanded_layer_ids(len(_decoder_layers(model)), num_expanded)
     marks = tuple(f".layers.{i}." for i in ids)
     names = [name for name, module in model.named_modules()
@@ -134,6 +148,7 @@ def expand_model_dir(model_ref: str, out: Path, num_expand: int, echo: Callable[
         model, tokenizer = _model_from_gguf(base, gguf), gguf.tokenizer
     before = len(_decoder_layers(model))
     expand_blocks(model, num_expand)
+    setattr(model.config, EXPANDED_KEY, num_expand)
     echo(f"expanded {before} layers to {before + num_expand}: a zero-output copy after every {before // num_expand}")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

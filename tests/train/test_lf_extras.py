@@ -180,6 +180,11 @@ def test_llama_pro_command_then_freeze_training_moves_only_expanded_blocks(lf_di
     assert moved == {str(i) for i in range(1, 2 * n, 2)}, moved  # only the expanded blocks changed
     still = [k for k in start if ".layers." not in k]
     assert all(torch.equal(start[k], trained[k]) for k in still)
+    # a freeze_trainable_layers that divides the layer count but is not the expansion would train original blocks
+    from athanor.errors import AthanorError
+
+    with pytest.raises(AthanorError, match=f"this model was expanded by {n} blocks.*set freeze_trainable_layers: {n}"):
+        _run(lf_dir, expanded, {**keys, "freeze_trainable_layers": 2 * n})
 
 
 def test_llama_pro_with_lora_targets_only_expanded_blocks(lf_dir, tiny_hf_dir):
