@@ -8,7 +8,7 @@ refusal. A config counts as
 - broken: a traceback, a timeout, or exit 0 without the output. Every broken one is a bug.
 
 Needs a LLaMA-Factory checkout (its `examples/` and `data/`; nothing of it is imported):
-    python benchmarks/lf_examples.py /path/to/LLaMA-Factory [--only SUBSTR,...] [--check] [--json OUT]
+    python benchmarks/lf_examples.py /path/to/LLaMA-Factory [--only SUBSTR,...] [--skip SUBSTR,...] [--check] [--json OUT]
 Configs with a `stage:` are trained; configs with an `export_dir:` are exported, with `adapter_name_or_path`
 (and any training config's) pointing at the LoRA that the sweep's own SFT run wrote. Runs from the checkout's root so relative paths
 (deepspeed JSONs, data/) resolve as they do for llamafactory-cli.
@@ -39,11 +39,13 @@ def _model() -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def _configs(root: Path, only: str | None) -> list[tuple[str, str, dict]]:
+def _configs(root: Path, only: str | None, skip: str | None = None) -> list[tuple[str, str, dict]]:
     out = []
     for path in sorted((root / "examples").rglob("*.y*ml")):
         cfg = yaml.safe_load(path.read_text()) or {}
         kind = "train" if "stage" in cfg else "export" if "export_dir" in cfg else None
+        if skip and any(o in str(path) for o in skip.split(",")):
+            continue
         if kind and (only is None or any(o in str(path) for o in only.split(","))):
             out.append((str(path.relative_to(root)), kind, cfg))
     out.sort(key=lambda t: (t[0] != ADAPTER_FROM, t[1] != "train", t[0]))  # the adapter's run first
@@ -94,13 +96,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("lf_root", type=Path)
     ap.add_argument("--only", help="run only configs whose path contains one of these (comma-separated)")
+    ap.add_argument("--skip", help="leave out configs whose path contains one of these (comma-separated)")
     ap.add_argument("--check", action="store_true", help="athanor train --check instead of a 1-step run")
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     model, root = _model(), args.lf_root.resolve()
     results, adapter = [], None
-    for rel, kind, cfg in _configs(root, args.only):
+    for rel, kind, cfg in _configs(root, args.only, args.skip):
         r = _run_one(root, rel, kind, cfg, model, adapter, args.timeout, args.check)
         if rel == ADAPTER_FROM and r["result"] == "ran":
             adapter = Path(r["work"]) / "out"

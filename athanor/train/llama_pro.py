@@ -40,7 +40,8 @@ def expanded_layer_ids(num_layers: int, num_expanded: int) -> list[int]:
     """Indices of the expanded blocks in a model of `num_layers` blocks, `num_expanded` of them new (LF's stride)."""
     if num_expanded < 1 or num_layers % num_expanded:
         raise AthanorError(f"use_llama_pro: the model's {num_layers} layers are not divisible by "
-                           f"freeze_trainable_layers={num_expanded} (the number of expanded blocks)")
+                           f"freeze_trainable_layers={num_expanded} (the number of expanded blocks); expand the "
+                           f"model first: athanor llama-pro MODEL --out DIR --num-expand {num_expanded}")
     stride = num_layers // num_expanded
     return list(range(stride - 1, num_layers, stride))
 
