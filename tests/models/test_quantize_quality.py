@@ -23,8 +23,9 @@ CTX = 512
 #   llama-quantize smol-f16.gguf lcp-q4km.gguf Q4_K_M 2        (llama.cpp 0.5.0-dev build 1, commit 0c1e570, the
 #   source vendored in llama-cpp-python 0.3.36; GNU 12.2.0, x86_64), 2026-12-05
 #   athanor perplexity lcp-q4km.gguf tests/models/data/kld_eval.txt --source smol-f16.gguf --ctx 512 --json
-#   -> kld 0.053376714596573595, perplexity 27.9973 (F16 source: 26.1794)
-LLAMA_CPP_Q4_K_M_KLD = 0.053376714596573595
+#   -> kld 0.05236449000306986 (re-measured after the direct-from-blocks K-quant kernels of nn/gguf_kernels.c, which
+#   score the quantized file; with the earlier kernels 0.053376714596573595), perplexity 27.9973 (F16 source: 26.1794)
+LLAMA_CPP_Q4_K_M_KLD = 0.05236449000306986
 TOLERANCE = 1.05
 
 
@@ -70,7 +71,8 @@ def test_an_imatrix_from_text_lowers_the_divergence_on_held_out_text(f16_source,
 
 
 def test_llama_quantize_reference_live(f16_source, scorer, ours_q4km):
-    """Recompute the reference with llama-quantize (skipped where it is not built): same KLD, same bytes."""
+    """Recompute the reference with llama-quantize (skipped where it is not built): same bytes, same KLD, and the
+    constant above within the gate's tolerance (the scorer's kernels may move it slightly)."""
     import gguf
     import numpy as np
 
@@ -78,7 +80,9 @@ def test_llama_quantize_reference_live(f16_source, scorer, ours_q4km):
 
     theirs = f16_source.with_name("lcp-q4km.gguf")
     run_tool("llama-quantize", str(f16_source), str(theirs), "Q4_K_M", "2")
-    assert scorer(theirs)["kld"] == pytest.approx(LLAMA_CPP_Q4_K_M_KLD, rel=1e-6)
+    theirs_kld = scorer(theirs)["kld"]
+    assert theirs_kld == pytest.approx(scorer(ours_q4km)["kld"], rel=1e-9)  # same bytes, same score
+    assert theirs_kld == pytest.approx(LLAMA_CPP_Q4_K_M_KLD, rel=TOLERANCE - 1)  # the constant still holds
     a = {t.name: np.asarray(t.data).view(np.uint8) for t in gguf.GGUFReader(theirs).tensors}
     b = {t.name: np.asarray(t.data).view(np.uint8) for t in gguf.GGUFReader(ours_q4km).tensors}
     assert a.keys() == b.keys()

@@ -108,7 +108,7 @@ def test_killing_a_replica_under_load_loses_no_unstarted_request(cluster):
     def later_turn(i):  # continuations of the victim's conversation: affinity sends them to the victim
         raw = c.chat.completions.with_raw_response.create(
             model="tiny", messages=conversation(100, 2) + [{"role": "user", "content": f"again {i}"}],
-            max_tokens=64, temperature=0, extra_body={"ignore_eos": True})
+            max_tokens=1000, temperature=0, extra_body={"ignore_eos": True})  # still running at the kill
         return raw.parse().choices[0].message.content, raw.headers["x-athanor-replica"], raw.headers["x-athanor-attempts"]
 
     with cf.ThreadPoolExecutor(6) as pool:
