@@ -48,7 +48,7 @@ p = run({long!r}, 1)
 hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 print(json.dumps({{"decode_tps": (len(c.token_ids) - 1) / c.decode_seconds,
                    "prefill_tps": p.num_prompt_tokens / p.prompt_seconds, "peak_mib": hwm, "import_mib": base,
-                   "kv_mib": llm.engine.runner.kv_cache_resident_nbytes() / 2**20,
+                   "kv_mib": getattr(llm.engine.runner, "kv_cache_resident_nbytes", lambda: 0)() / 2**20,
                    "cpu_ms_per_tok": 1000 * cpu / len(c.token_ids)}}))
 """
 
