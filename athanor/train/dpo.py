@@ -21,20 +21,18 @@ import torch.nn.functional as F
 import transformers
 
 from athanor.errors import AthanorError
-from athanor.models.loader import load_checkpoint
 from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.encode import IGNORE_INDEX, Example, collate, encode_conversation
-from athanor.train.export import use_template
 from athanor.train.optimizers import install_optimizer
 from athanor.train.sft import (
     ListDataset,
     _split,
+    base_and_tokenizer,
     describe_launch,
     load_model,
     pad_token_id,
-    resolve_base,
     resume_arg,
     save_model,
     save_pissa_init,
@@ -49,10 +47,7 @@ def run_dpo(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     assert cfg.stage == "dpo", "run_dpo only runs stage: dpo"
     # 1. Base model and tokenizer.
     resume = resume_arg(cfg, echo)
-    base = resolve_base(cfg.model_name_or_path)
-    gguf = None if base.is_dir() else load_checkpoint(base)
-    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
-    use_template(tokenizer, cfg.template, cfg.enable_thinking)
+    base, gguf, tokenizer = base_and_tokenizer(cfg)
     # 2. Pairs: validate, render, keep only the final reply as the scored part.
     pairs, held_out = split_pairs(cfg, tokenizer, echo)
     if held_out:

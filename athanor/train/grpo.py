@@ -146,14 +146,11 @@ def run_grpo(cfg: Any, echo: Callable[[str], None] = print) -> Path:
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
-    from athanor.models.loader import load_checkpoint
-    from athanor.text.tokenizer import Tokenizer
     from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
-    from athanor.train.export import use_template
     from athanor.train.optimizers import install_optimizer
     from athanor.train.sft import (
+        base_and_tokenizer,
         load_model,
-        resolve_base,
         resume_arg,
         save_model,
         save_side_files,
@@ -162,10 +159,7 @@ def run_grpo(cfg: Any, echo: Callable[[str], None] = print) -> Path:
 
     assert cfg.stage == "grpo", "run_grpo only runs stage: grpo"
     resume = resume_arg(cfg, echo)
-    base = resolve_base(cfg.model_name_or_path)
-    gguf = None if base.is_dir() else load_checkpoint(base)
-    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
-    use_template(tokenizer, cfg.template, cfg.enable_thinking)
+    base, gguf, tokenizer = base_and_tokenizer(cfg)
     rewards = [checked_reward(load_reward_func(s, cfg.dataset_dir)) for s in cfg.reward_funcs]
     prompts = datasets.Dataset.from_list(grpo_prompts(cfg, tokenizer, echo))
     model = load_model(cfg, base, gguf)

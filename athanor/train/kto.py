@@ -22,17 +22,15 @@ from typing import Any
 import torch
 
 from athanor.errors import AthanorError
-from athanor.models.loader import load_checkpoint
 from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
-from athanor.train.export import use_template
 from athanor.train.optimizers import install_optimizer
 from athanor.train.prompt_reply import infer_seqlen, split_last_reply
 from athanor.train.sft import (
+    base_and_tokenizer,
     describe_launch,
     load_model,
-    resolve_base,
     resume_arg,
     save_model,
     save_pissa_init,
@@ -55,10 +53,7 @@ class Feedback:
 def run_kto(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     assert cfg.stage == "kto", "run_kto only runs stage: kto"
     resume = resume_arg(cfg, echo)
-    base = resolve_base(cfg.model_name_or_path)
-    gguf = None if base.is_dir() else load_checkpoint(base)
-    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
-    use_template(tokenizer, cfg.template, cfg.enable_thinking)
+    base, gguf, tokenizer = base_and_tokenizer(cfg)
     train_rows = feedback_rows(cfg, tokenizer, cfg.dataset, echo)
     eval_rows = feedback_rows(cfg, tokenizer, cfg.eval_dataset, echo) if cfg.eval_dataset else []
     if not cfg.eval_dataset and cfg.val_size:

@@ -114,14 +114,9 @@ def _decode(tokenizer: Tokenizer, ids: list[int], skip_special_tokens: bool) -> 
 
 def predict_only(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     """do_train: false: load the model (and adapter_name_or_path) as it is and predict."""
-    from athanor.models.loader import load_checkpoint
-    from athanor.train.export import use_template
-    from athanor.train.sft import load_model, resolve_base, save_side_files
+    from athanor.train.sft import base_and_tokenizer, load_model, save_side_files
 
-    base = resolve_base(cfg.model_name_or_path)
-    gguf = None if base.is_dir() else load_checkpoint(base)
-    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
-    use_template(tokenizer, cfg.template, cfg.enable_thinking)
+    base, gguf, tokenizer = base_and_tokenizer(cfg)
     prediction_prompts(cfg, tokenizer, lambda _: None)  # data problems surface before the model loads
     model = load_model(cfg, base, gguf)
     run_predict(cfg, model, tokenizer, echo)

@@ -19,18 +19,15 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from athanor.models.loader import load_checkpoint
-from athanor.text.tokenizer import Tokenizer
 from athanor.train.callbacks import LOG_FILE, JsonlLogCallback, plot_loss
 from athanor.train.config import TrainConfig
 from athanor.train.dpo import collate_pairs, split_pairs
-from athanor.train.export import use_template
 from athanor.train.optimizers import install_optimizer
 from athanor.train.sft import (
     ListDataset,
+    base_and_tokenizer,
     load_model,
     pad_token_id,
-    resolve_base,
     resume_arg,
     save_side_files,
     training_arguments,
@@ -106,10 +103,7 @@ def collate_scored_pairs(batch: list, pad_id: int) -> dict[str, torch.Tensor]:
 def run_rm(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Path:
     assert cfg.stage == "rm", "run_rm only runs stage: rm"
     resume = resume_arg(cfg)
-    base = resolve_base(cfg.model_name_or_path)
-    gguf = None if base.is_dir() else load_checkpoint(base)
-    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
-    use_template(tokenizer, cfg.template, cfg.enable_thinking)
+    base, gguf, tokenizer = base_and_tokenizer(cfg)
     pairs, held_out = split_pairs(cfg, tokenizer, echo)
     transformers.set_seed(cfg.seed)
     model = ValueHeadModel(load_model(cfg, base, gguf))

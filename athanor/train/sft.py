@@ -55,10 +55,7 @@ def run_sft(cfg: TrainConfig, echo: Callable[[str], None] = print) -> SftResult:
     assert cfg.stage in ("sft", "pt"), "run_sft runs stage: sft and stage: pt (plain text, loss on every token)"
     # 1. Resolve the base model and its tokenizer (the template and stop token come from here).
     resume = resume_arg(cfg, echo)
-    base = resolve_base(cfg.model_name_or_path)
-    gguf = None if base.is_dir() else load_checkpoint(base)  # our dequantizer; checks the file before data work
-    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
-    use_template(tokenizer, cfg.template, cfg.enable_thinking)  # a LLaMA-Factory name, chatml, Jinja, or the model's
+    base, gguf, tokenizer = base_and_tokenizer(cfg)
     # 2. Data: validate every record, tokenize with the model's template, split, pack.
     train_rows, eval_rows, num_examples = build_datasets(cfg, tokenizer, echo)
     # 3. Model: transformers + peft.
@@ -245,6 +242,17 @@ class ListDataset:
 
 
 # ------------------------------------------------------------------------------------------------ model
+
+
+def base_and_tokenizer(cfg: TrainConfig) -> tuple[Path, Checkpoint | None, Tokenizer]:
+    """The base model's path, its GGUF checkpoint (our dequantizer; None for a Hugging Face folder; the file is
+    checked before any data work) and its tokenizer with the config's template (a LLaMA-Factory name, chatml, Jinja,
+    or the model's own). Every stage starts here."""
+    base = resolve_base(cfg.model_name_or_path)
+    gguf = None if base.is_dir() else load_checkpoint(base)
+    tokenizer = gguf.tokenizer if gguf else Tokenizer.from_hf_dir(base)
+    use_template(tokenizer, cfg.template, cfg.enable_thinking)
+    return base, gguf, tokenizer
 
 
 def load_model(cfg: TrainConfig, base: Path, gguf: Checkpoint | None, packed_attention: bool = False) -> Any:

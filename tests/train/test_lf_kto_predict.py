@@ -14,7 +14,7 @@ import yaml
 from athanor.train.config import ConfigError, load_config
 from athanor.train.predict_metrics import mean_scores, similarity_scores
 from athanor.train.run import train
-from tests.train.test_lf_configs import COMMON, LORA, SFT, write_lf_data_dir
+from tests.train.test_lf_configs import COMMON, LORA, SFT, _write, write_lf_data_dir
 
 ONE_STEP = {"cutoff_len": 128, "max_samples": 4, "max_steps": 1, "logging_steps": 1, "gradient_accumulation_steps": 1,
             "bf16": False}
@@ -35,10 +35,6 @@ def lf_dir(tmp_path) -> Path:
     return tmp_path
 
 
-def _write(dir: Path, model: Path, keys: dict) -> Path:
-    path = dir / "config.yaml"
-    path.write_text(yaml.safe_dump({"model_name_or_path": str(model), **COMMON, **keys}, sort_keys=False))
-    return path
 
 
 def _run(dir: Path, model: Path, keys: dict) -> tuple[Path, list[str], list[dict]]:
