@@ -32,6 +32,8 @@ def imatrix(
 
     if fmt not in ("gguf", "dat"):
         raise AthanorError(f"--format must be gguf or dat, got {fmt!r}")
+    if chunk < 2:
+        raise AthanorError(f"--chunk must be >= 2 tokens, got {chunk}")
     if chunks is not None and chunks < 1:
         raise AthanorError(f"--chunks must be >= 1, got {chunks}")
     if not text.is_file():

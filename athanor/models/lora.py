@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from athanor.errors import AthanorError
 
@@ -76,11 +76,7 @@ def check_adapter_dir(adapter_dir: str | Path) -> Path:
 
 def read_lora_settings(adapter_dir: str | Path) -> LoraSettings:
     """Parse and check adapter_config.json."""
-    path = check_adapter_dir(adapter_dir)
-    try:
-        cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AthanorError(f"LoRA adapter {adapter_dir}: {CONFIG_FILE} is not valid JSON ({e})") from None
+    cfg = _read_config(adapter_dir)
     _refuse_unsupported(cfg, adapter_dir)
     try:
         return LoraSettings(
@@ -96,13 +92,18 @@ def read_lora_settings(adapter_dir: str | Path) -> LoraSettings:
         raise AthanorError(f"LoRA adapter {adapter_dir}: {CONFIG_FILE} needs numeric r and lora_alpha ({e})") from None
 
 
-def peft_type(adapter_dir: str | Path) -> str:
-    """adapter_config.json's peft_type (LORA when absent, as old peft wrote it), upper-case."""
+def _read_config(adapter_dir: str | Path) -> Any:
+    """adapter_config.json of a checked adapter folder, parsed; bad JSON is a one-line error."""
     path = check_adapter_dir(adapter_dir)
     try:
-        cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AthanorError(f"LoRA adapter {adapter_dir}: {CONFIG_FILE} is not valid JSON ({e})") from None
+
+
+def peft_type(adapter_dir: str | Path) -> str:
+    """adapter_config.json's peft_type (LORA when absent, as old peft wrote it), upper-case."""
+    cfg = _read_config(adapter_dir)
     return str(cfg.get("peft_type", "LORA")).upper() if isinstance(cfg, dict) else "LORA"
 
 
