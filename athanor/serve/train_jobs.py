@@ -155,6 +155,9 @@ def job_config(body: CreateJob) -> tuple[dict[str, Any], dict[str, Any]]:
     if tokenized is not None and (not isinstance(tokenized, str) or Path(tokenized).is_absolute() or ".." in tokenized):
         raise ServeError("tokenized_path: over HTTP it must be a relative folder (it is kept in the job's folder)",
                          400, "tokenized_path")
+    if config.get("reward_funcs"):  # Python code named by the request: it would run in this server's process
+        raise ServeError("reward_funcs: GRPO reward functions are Python code and are not accepted over HTTP; run "
+                         "`athanor train` on the machine", 400, "reward_funcs")
     kept = {"training_file": body.training_file, "suffix": body.suffix,
             "hyperparameters": hp.model_dump(exclude_none=True)}
     return config, kept

@@ -122,7 +122,12 @@ def test_bad_configs_are_refused_with_the_checker_message(served, tiny_hf_dir):
                {"model": str(tiny_hf_dir), "hyperparameters": {"n_epochs": "lots"}, "training_file": str(data)},
                {"model": str(tiny_hf_dir), "config": {"a": 1}, "yaml": "b: 2"},
                {"model": str(tiny_hf_dir), "config": [1, 2]}, {"model": str(tiny_hf_dir), "yaml": "- 1"},
-               {"model": str(tiny_hf_dir), "suffix": "../../etc"}, {"model": str(tiny_hf_dir), "nope": 1}]
+               {"model": str(tiny_hf_dir), "suffix": "../../etc"}, {"model": str(tiny_hf_dir), "nope": 1},
+               # code named by the request never runs in the server: a module, or a .py file on its disk
+               {"model": str(tiny_hf_dir), "training_file": str(data),
+                "config": {"stage": "grpo", "reward_funcs": "antigravity:geohash"}},
+               {"model": str(tiny_hf_dir), "training_file": str(data),
+                "yaml": "stage: grpo\nreward_funcs: [/tmp/evil.py:reward]\n"}]
     for body in hostile:
         r = httpx.post(server.url + "/v1/fine_tuning/jobs", json=body)
         assert r.status_code == 400 and r.json()["error"]["message"], (body, r.text)
