@@ -365,7 +365,7 @@ int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long
         for (long i = 0; i < M; i++) quantize_x(x + i * ldx, K, BW, qx + i * K, dx + i * nblk, bs + i * K / 16);
     if (nthreads < 1) nthreads = 1;
 #ifdef __AVX2__
-    #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
     for (long o = 0; o < N; o++) {
         if (failed) continue;
         const uint8_t *wr = w + o * row_bytes;
@@ -441,7 +441,7 @@ int athg_matmul_parts(int n, const int *types, const uint8_t *const *ws, const l
         for (long i = 0; i < M; i++) quantize_x(x + i * ldx, K, G, qx[g] + i * K, dx[g] + i * (K / G), bs[g] + i * K / 16);
     }
     if (nthreads < 1) nthreads = 1;
-    #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
     for (long o = 0; o < start[n]; o++) {
         if (failed) continue;
         int p = 0;

@@ -220,7 +220,7 @@ int athq_qmatmul(int kind, const uint8_t *w, long N, long K, const float *x, lon
             #pragma omp for schedule(static)
             for (long i = 0; i < M; i++) quantize_row(x + i * ldx, K, qx + i * K, dx + i * nbp, sx + i * nbp);
         }
-        #pragma omp for schedule(dynamic, 1) nowait
+        #pragma omp for schedule(guided, 1) nowait
         for (long it = 0; it < n_items; it++) {
             const long o0 = it * OC, o1 = o0 + OC < N ? o0 + OC : N;
             run_item(kind, w, o0, o1, K, nbp, qx, dx, sx, M, N, y);
@@ -362,7 +362,7 @@ int athq_qmatmul_f32(int kind, const uint8_t *w, long N, long K, const float *x,
             #pragma omp for schedule(static)
             for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
         }
-        #pragma omp for schedule(dynamic, 1) nowait
+        #pragma omp for schedule(guided, 1) nowait
         for (long it = 0; it < n_items; it++) {
             const long o0 = it * OC, o1 = o0 + OC < N ? o0 + OC : N;
             run_item_f32(kind, w, o0, o1, K, nbp, x, ldx, sx, M, N, y);
