@@ -35,7 +35,7 @@ def export(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="a peft LoRA adapter dir to merge in"),
     out: Optional[Path] = typer.Option(None, "--out", help="a new directory (hf) or a .gguf file path (gguf)"),
     format: str = typer.Option("hf", "--format", help="hf or gguf"),
-    gguf_type: str = typer.Option("F16", "--gguf-type", help="GGUF tensor type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K_M, Q5_K_M or Q6_K"),
+    gguf_type: str = typer.Option("F16", "--gguf-type", help="GGUF tensor type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K_M, Q5_K_M, Q6_K, IQ4_NL or IQ4_XS"),
     dtype: str = typer.Option("fp32", "--dtype", help="hf weights: fp32, fp16 or bf16"),
     max_shard_size: Optional[str] = typer.Option(None, "--max-shard-size", help="hf: split weights into files of "
                                                  "at most this size, e.g. 2GB (default: one file)"),

@@ -42,7 +42,8 @@ class ExportConfig(ChatConfig):
     export_size: float | None = None  # GB per shard (LLaMA-Factory: 5); None = one file
     export_legacy_format: bool = False
     export_format: Literal["hf", "gguf"] = "hf"
-    gguf_type: Literal["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K"] = "F16"
+    gguf_type: Literal["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL",
+                       "IQ4_XS"] = "F16"
     export_dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     name: str | None = None
     # LF writes a GPTQ-quantized HF model; the nearest thing here is a GGUF of that many bits per weight

@@ -134,7 +134,7 @@ def quantize_model(model: str, type_name: str, out: Path, imatrix_path: Path | N
 
 def quantize(
     model: str = typer.Argument(..., help="store name, .gguf file or Hugging Face directory (its float weights)"),
-    type: str = typer.Option(..., "--type", help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0 or Q5_0"),
+    type: str = typer.Option(..., "--type", help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0, Q5_0, IQ4_NL or IQ4_XS"),
     out: Path = typer.Option(..., "--out", "-o", help="the .gguf file to write"),
     eval_text: Optional[Path] = typer.Option(None, "--eval-text", help="a text file: print perplexity and KL "
                                              "divergence against the source on it"),

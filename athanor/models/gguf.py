@@ -488,8 +488,8 @@ def _tokenizer(header: GGUFHeader) -> Tokenizer:
 def load_gguf(path: str | Path, keep_blocks: bool = False) -> Checkpoint:
     """Read a GGUF file into a Checkpoint (dequantized float32 tensors, HF names and layout).
 
-    keep_blocks: matrices whose type has a block kernel (nn/gguf_matmul.py: Q4_0, Q5_0, Q8_0, Q4_K, Q5_K,
-    Q6_K) or that nn/quant.py re-packs exactly (Q4_1) stay as GGUFWeight views of the mapped file instead of
+    keep_blocks: matrices whose type has a block kernel (nn/gguf_matmul.py: Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K,
+    IQ4_NL, IQ4_XS) or that nn/quant.py re-packs exactly (Q4_1) stay as GGUFWeight views of the mapped file instead of
     float32 (build_model runs them natively, re-packs them or dequantizes them); the rest is float32 as
     without it."""
     with _mapped(path) as buf:

@@ -1,9 +1,10 @@
 """Write a model (ModelConfig + HF-named tensors + byte-level BPE tokenizer) as a GGUF file llama.cpp can run.
 
 For: `athanor export --gguf`, `athanor quantize` and tests that need GGUF files, in F32/F16/BF16/Q8_0/Q4_0/Q4_1,
-and the llama.cpp mixes Q5_0/Q4_K_M/Q5_K_M/Q6_K (per-tensor types and K-quant blocks from gguf_quantize.py). Does what
-llama.cpp's convert_hf_to_gguf does for our architectures: llama.cpp tensor names, the Q/K row permutation
-for `llama`, Llama 3 rope scaling as a `rope_freqs.weight` tensor, the tokenizer as tokens/merges/types.
+and the llama.cpp mixes Q5_0/Q4_K_M/Q5_K_M/Q6_K/IQ4_NL/IQ4_XS (per-tensor types and K-quant/IQ4 blocks from
+gguf_quantize.py). Does what llama.cpp's convert_hf_to_gguf does for our architectures: llama.cpp tensor names,
+the Q/K row permutation for `llama`, Llama 3 rope scaling as a `rope_freqs.weight` tensor, the tokenizer as
+tokens/merges/types.
 With an importance matrix (`imatrix=`), the block quantizers weight their errors by it (gguf_quantize.py).
 Not for: SentencePiece
 (`tokenizer.ggml.model == "llama"`) tokenizers, or reading GGUF (gguf.py).
@@ -41,11 +42,11 @@ if TYPE_CHECKING:
 
 TokenizerLike = Union["Tokenizer", "tokenizers.Tokenizer", str, Path]
 
-TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")
+TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS")
 _FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
                "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q5_0": "MOSTLY_Q5_0", "Q4_K_M": "MOSTLY_Q4_K_M",
-               "Q5_K_M": "MOSTLY_Q5_K_M", "Q6_K": "MOSTLY_Q6_K"}
-_MIXES = ("Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")  # per-tensor types chosen by gguf_quantize.tensor_type
+               "Q5_K_M": "MOSTLY_Q5_K_M", "Q6_K": "MOSTLY_Q6_K", "IQ4_NL": "MOSTLY_IQ4_NL", "IQ4_XS": "MOSTLY_IQ4_XS"}
+_MIXES = ("Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS")  # per-tensor types: gguf_quantize.tensor_type
 # ModelConfig.arch -> general.architecture (llama.cpp writes Mistral as llama)
 _GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3"}
 # HF name (layer index as "{}", no .weight/.bias) -> GGUF name
@@ -83,10 +84,11 @@ def _encode(w: torch.Tensor, tensor_type: str,
     x = w.detach().to(torch.float32).contiguous().numpy()
     if w.ndim < 2 or tensor_type == "F32":
         return x, gguf.GGMLQuantizationType.F32
-    if tensor_type == "F16" or (tensor_type.startswith("Q") and x.shape[-1] % 32):
+    if tensor_type == "F16" or (tensor_type.startswith(("Q", "IQ")) and x.shape[-1] % 32):
         return x.astype(np.float16), gguf.GGMLQuantizationType.F16
     qtype = gguf.GGMLQuantizationType[tensor_type]
-    if tensor_type in ("Q4_K", "Q5_K", "Q6_K", "Q5_0") or (importance is not None and tensor_type == "Q4_0"):
+    ours = ("Q4_K", "Q5_K", "Q6_K", "Q5_0", "IQ4_NL", "IQ4_XS")  # gguf_quantize's quantizers (gguf-py's for the rest)
+    if tensor_type in ours or (importance is not None and tensor_type == "Q4_0"):
         from athanor.models.gguf_quantize import quantize
 
         rows = x.reshape(-1, x.shape[-1])
@@ -335,7 +337,9 @@ def write_gguf(
         if tensor_type in _MIXES:
             from athanor.models.gguf_quantize import tensor_type as mix_type
 
-            ttype = mix_type(gname, tuple(w.shape), tensor_type, config.num_hidden_layers, config.tie_word_embeddings)
+            ttype = mix_type(gname, tuple(w.shape), tensor_type, config.num_hidden_layers, config.tie_word_embeddings,
+                             gqa=config.num_attention_heads // max(1, config.num_key_value_heads),
+                             imatrix=imatrix is not None)
         array, qtype = _encode(w, ttype, imatrix.weights(gname) if imatrix is not None else None)
         writer.add_tensor(gname, array, raw_dtype=qtype)
     writer.write_header_to_file()

@@ -8,8 +8,11 @@ of quantize_row_*_impl with quant_weights); Q8_0 and Q4_1 ignore it (as llama.cp
 mixes: Q4_K_M and Q5_K_M put attn_v and ffn_down of the first and last eighth of the layers and every
 third layer between in Q6_K, the output matrix (or a tied embedding) in Q6_K; matrices whose rows do not
 split into 256-weight super-blocks fall back to Q5_0 (for Q4_K and Q5_K; llama.cpp takes Q5_1 for Q5_K,
-which athanor has no kernel for) or Q8_0 (for Q6_K).
-Not for: computing importance matrices (imatrix_collect.py), IQ types, or reading files (gguf.py, dequant.py).
+which athanor has no kernel for) or Q8_0 (for Q6_K). IQ4_NL / IQ4_XS (iq4_quantize.py, llama.cpp's non-linear 4-bit
+types) follow llama-quantize's mix for those file types: Q5_K for attn_v where 4+ query heads share a KV head and
+for ffn_down of the first eighth of the layers without an importance matrix, Q6_K for the output; IQ4_XS falls back
+to IQ4_NL for rows that do not split into 256.
+Not for: computing importance matrices (imatrix_collect.py), other IQ types, or reading files (gguf.py, dequant.py).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import torch
 
 from athanor.errors import AthanorError
 
-FILE_TYPES = ("Q8_0", "Q4_0", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")  # what `athanor quantize --type` offers
+FILE_TYPES = ("Q8_0", "Q4_0", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS")  # `athanor quantize --type`
 _K_IDS = {"Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
 _K_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
-_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_0", "Q6_K": "Q8_0"}
+_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_0", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL"}
 _WEIGHTED_IDS = {"Q4_0": 2, "Q5_0": 6, **_K_IDS}  # types whose quantizer takes an importance vector
 _BLOCK = {"Q4_0": (32, 18), "Q5_0": (32, 22), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
 
@@ -71,6 +74,11 @@ def quantize(w: torch.Tensor | np.ndarray, type_name: str, importance: np.ndarra
     import gguf
 
     x = np.ascontiguousarray(w.detach().float().numpy() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
+    if type_name in ("IQ4_NL", "IQ4_XS"):
+        from athanor.models import iq4_quantize
+
+        fn = iq4_quantize.quantize_iq4_nl if type_name == "IQ4_NL" else iq4_quantize.quantize_iq4_xs
+        return fn(x, importance)
     if importance is not None and type_name in _WEIGHTED_IDS:
         return _quantize_weighted(x, type_name, importance)
     if type_name not in _K_IDS:
@@ -89,8 +97,10 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def tensor_type(gguf_name: str, shape: tuple[int, ...], file_type: str, num_layers: int, tied: bool) -> str:
-    """The GGUF type of one tensor (llama.cpp name, torch shape) in a file of `file_type`."""
+def tensor_type(gguf_name: str, shape: tuple[int, ...], file_type: str, num_layers: int, tied: bool, *,
+                gqa: int = 1, imatrix: bool = False) -> str:
+    """The GGUF type of one tensor (llama.cpp name, torch shape) in a file of `file_type`. gqa: query heads per KV
+    head; imatrix: the weights are quantized with an importance matrix (both only matter to the IQ4 mixes)."""
     if len(shape) < 2:
         return "F32"  # norms and biases, as llama.cpp
     if shape[-1] % 32:
@@ -102,6 +112,10 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], file_type: str, num_laye
         chosen = "Q8_0" if file_type == "Q8_0" else "Q6_K"
     elif file_type in ("Q4_K_M", "Q5_K_M") and layer and (".attn_v." in gguf_name or ".ffn_down." in gguf_name):
         chosen = "Q6_K" if _use_more_bits(int(layer.group(1)), num_layers) else base
+    elif file_type in ("IQ4_NL", "IQ4_XS") and layer and ".attn_v." in gguf_name and gqa >= 4:
+        chosen = "Q5_K"
+    elif file_type in ("IQ4_NL", "IQ4_XS") and layer and ".ffn_down." in gguf_name and not imatrix:
+        chosen = "Q5_K" if int(layer.group(1)) < num_layers // 8 else base
     if chosen in _FALLBACK and shape[-1] % 256:
         chosen = _FALLBACK[chosen]
     return chosen

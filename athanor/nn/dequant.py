@@ -1,7 +1,7 @@
 """Dequantize GGUF tensor data (raw bytes) to float32 torch tensors with vectorized torch ops.
 
 For: the types llama.cpp files of our architectures use — F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K,
-Q6_K. Results match `gguf.quants.dequantize` (llama.cpp's reference) bit for bit: the float ops run in
+Q6_K, IQ4_NL, IQ4_XS. Results match `gguf.quants.dequantize` (llama.cpp's reference) bit for bit: the float ops run in
 the same order. Not for quantizing (gguf_export.py uses `gguf.quants.quantize`) nor for running
 quantized matmuls: everything becomes float32 here.
 
@@ -13,6 +13,10 @@ Block layouts (one block = `block_size` weights in `type_size` bytes; "f16" = IE
     Q4_K 144 B / 256: d f16 | dmin f16 | 12 B 6-bit scales+mins | 128 B nibbles    w = d*sc * q - dmin*m
     Q5_K 176 B / 256: as Q4_K, plus 32 B high bits before the nibbles
     Q6_K 210 B / 256: 128 B low nibbles | 64 B 2-bit highs | 16 x int8 scales | d f16    w = d*sc * (q - 32)
+    IQ4_NL 18 B / 32: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)    w = d * T[q]
+    IQ4_XS 136 B / 256: d f16 | scales_h u16 | 4 B scales_l | 128 B nibbles (16 B per 32, as IQ4_NL)
+                      w = d*(ls - 32) * T[q], ls = 4 bits of scales_l | 2 bits of scales_h << 4 per 32
+    (T: llama.cpp's 16-entry non-linear table kvalues_iq4nl)
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     12: ("Q4_K", 256, 144),
     13: ("Q5_K", 256, 176),
     14: ("Q6_K", 256, 210),
+    20: ("IQ4_NL", 32, 18),
+    23: ("IQ4_XS", 256, 136),
     30: ("BF16", 1, 2),
 }
 
@@ -122,6 +128,28 @@ def _q6_k(blocks: torch.Tensor) -> torch.Tensor:
     return _affine(q, scale.unsqueeze(-1)).view(-1, 256)
 
 
+IQ4_VALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)  # kvalues_iq4nl
+
+
+def _iq4_values(packed: torch.Tensor) -> torch.Tensor:
+    """Nibbles (16 bytes per 32 weights, low nibbles first) -> table values as float32.  # (n, k) -> (n, 2k)"""
+    table = torch.tensor(IQ4_VALUES, dtype=torch.float32)
+    q = _nibbles(packed.reshape(-1, 16)).view(packed.shape[0], -1)  # per 16 bytes: lo then hi
+    return table[q.long()]
+
+
+def _iq4_nl(blocks: torch.Tensor) -> torch.Tensor:
+    return _iq4_values(blocks[:, 2:]).mul_(_half(blocks, 0))
+
+
+def _iq4_xs(blocks: torch.Tensor) -> torch.Tensor:
+    sh = blocks[:, 2:4].contiguous().view(torch.int16).int() & 0xFFFF  # (n, 1)
+    lo = _nibbles(blocks[:, 4:8]).transpose(1, 2).reshape(-1, 8).int()  # (n, 8): nibble j of scales_l
+    hi = (sh >> torch.arange(0, 16, 2, dtype=torch.int32)) & 3  # (n, 8)
+    scale = _half(blocks, 0) * ((lo | (hi << 4)) - 32).float()  # (n, 8) d * (ls - 32), as the reference
+    return _iq4_values(blocks[:, 8:]).view(-1, 8, 32).mul_(scale.unsqueeze(-1)).view(-1, 256)
+
+
 _BLOCK_DEQUANT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Q8_0": _q8_0,
     "Q4_0": _q4_0,
@@ -130,6 +158,8 @@ _BLOCK_DEQUANT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Q4_K": _q4_k,
     "Q5_K": _q5_k,
     "Q6_K": _q6_k,
+    "IQ4_NL": _iq4_nl,
+    "IQ4_XS": _iq4_xs,
 }
 _FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 

@@ -1,13 +1,14 @@
 /* Matmuls straight from GGUF block formats: y (M, N) = x (M, K) @ W^T, W (N, K) kept in the file's bytes.
  *
- * Types: Q4_0, Q5_0, Q8_0 (blocks of 32) against x quantized to q8_0 (per 32: fp32 scale, int8 quants);
- * Q4_K, Q5_K, Q6_K (super-blocks of 256) against x quantized to q8_K (per 256: fp32 scale, int8 quants,
+ * Types: Q4_0, Q5_0, Q8_0, IQ4_NL (blocks of 32) against x quantized to q8_0 (per 32: fp32 scale, int8 quants);
+ * Q4_K, Q5_K, Q6_K, IQ4_XS (super-blocks of 256) against x quantized to q8_K (per 256: fp32 scale, int8 quants,
  * int16 sums of every 16 quants), as llama.cpp pairs them. The inner loop is int8 x int8 dot products
  * (AVX2 `maddubs`/`madd`, or one `vpdpbusd` when compiled with AVX512-VNNI; plain C otherwise), scaled per
  * block in fp32.
  *
  * AVX2/VNNI: each weight block is decoded in registers straight from its bytes (Q5_0's 5th bits by a byte
- * shuffle + compare, Q6_K's 2-bit highs by masks and shifts, Q4_K/Q5_K's 6-bit scales by word masks) and
+ * shuffle + compare, Q6_K's 2-bit highs by masks and shifts, Q4_K/Q5_K's 6-bit scales by word masks, IQ4's
+ * nibbles mapped through the 16-entry non-linear table by one byte shuffle) and
  * dotted with up to MR = 4 rows of x at once (prefill pays the decoding once per 4 rows); 32-blocks use two
  * accumulators so consecutive blocks' FMAs overlap. Plain C: each weight row is first unpacked into int8
  * quants + integer sub-block scales (an L1 sized buffer), then dotted with every row of x.
@@ -18,6 +19,11 @@
  *   Q4_K 144 B: d f16 | dmin f16 | 12 B packed 6-bit scales/mins | 128 B nibbles    w = d sc q - dmin m
  *   Q5_K 176 B: as Q4_K with 32 B of 5th bits before the nibbles
  *   Q6_K 210 B: 128 B low nibbles | 64 B 2-bit highs | 16 int8 scales | d f16       w = d sc (q - 32)
+ *   IQ4_NL 18 B: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)          w = d T[q]
+ *   IQ4_XS 136 B: d f16 | scales_h u16 | 4 B scales_l | 128 B nibbles, 16 B per 32-weight sub-block j
+ *         (lo = its w0..15, hi = w16..31)   w = d (ls_j - 32) T[q]
+ *         ls_j = nibble j of scales_l | (bits 2j, 2j+1 of scales_h) << 4
+ *   T = llama.cpp's kvalues_iq4nl {-127, -104, ..., 113}.
  * Integer bounds: |w| <= 128, |x| <= 127, so a maddubs pair sum stays below 2^15 and a super-block's scaled
  * sum below 2^31.
  */
@@ -29,7 +35,10 @@
 #include <immintrin.h>
 #endif
 
-enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
+enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_IQ4_NL = 20, T_IQ4_XS = 23 };
+
+/* IQ4_NL / IQ4_XS: the 16 weight values a 4-bit index stands for (non-linear, denser near zero) */
+static const int8_t IQ4_TABLE[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 static float f16(const uint8_t *p) {  /* IEEE half at p (little-endian) -> float, subnormals included */
     const uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
@@ -45,11 +54,12 @@ static float f16(const uint8_t *p) {  /* IEEE half at p (little-endian) -> float
 }
 
 /* Super-block geometry: weights per block, bytes per block, weights per sub-block scale. */
-static int block_weights(int t) { return t >= T_Q4_K ? 256 : 32; }
+static int block_weights(int t) { return (t >= T_Q4_K && t <= T_Q6_K) || t == T_IQ4_XS ? 256 : 32; }
 static int block_bytes(int t) {
     switch (t) {
         case T_Q4_0: return 18; case T_Q5_0: return 22; case T_Q8_0: return 34;
         case T_Q4_K: return 144; case T_Q5_K: return 176; case T_Q6_K: return 210;
+        case T_IQ4_NL: return 18; case T_IQ4_XS: return 136;
         default: return 0;
     }
 }
@@ -63,9 +73,27 @@ static void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
     else { *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4); *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
 }
 
+/* IQ4_XS: the 6-bit scale of sub-block j, minus 32 */
+static inline int iq4xs_scale(const uint8_t *b, int j) {
+    const int sh = b[2] | (b[3] << 8);
+    return (((b[4 + j / 2] >> (4 * (j & 1))) & 0xF) | (((sh >> (2 * j)) & 3) << 4)) - 32;
+}
+
 static void unpack_block(int t, const uint8_t *b, long blk, Row *r) {
     int8_t *q = r->q + blk * block_weights(t);
     int16_t *sc = r->sc + blk * block_weights(t) / 16;
+    if (t == T_IQ4_NL || t == T_IQ4_XS) {
+        r->d[blk] = f16(b);
+        const uint8_t *qs = b + (t == T_IQ4_NL ? 2 : 8);
+        for (int j = 0; j < block_weights(t) / 32; j++, qs += 16, q += 32) {
+            sc[2 * j] = sc[2 * j + 1] = (int16_t)(t == T_IQ4_NL ? 1 : iq4xs_scale(b, j));
+            for (int l = 0; l < 16; l++) {
+                q[l] = IQ4_TABLE[qs[l] & 0xF];
+                q[l + 16] = IQ4_TABLE[qs[l] >> 4];
+            }
+        }
+        return;
+    }
     if (t == T_Q4_0 || t == T_Q5_0 || t == T_Q8_0) {
         r->d[blk] = f16(b);
         sc[0] = sc[1] = 1;
@@ -209,10 +237,25 @@ static inline __m256i dot_i8(__m256i w, __m256i x) {
     return dot_us8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
-/* The 32 signed weights of block b of a 32-type row (Q4_0 q-8, Q5_0 q-16, Q8_0 q) and its scale. */
+/* IQ4 nibbles -> table values: one in-lane byte shuffle (indices 0..15, table in both halves) */
+static inline __m256i iq4_values(const uint8_t *p) {
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)IQ4_TABLE)), nibbles32(p));
+}
+
+/* int32 lanes acc + pairwise p * s (int16): one vpdpwssd with AVX512-VNNI, madd + add otherwise; same integers */
+static inline __m256i madd_acc(__m256i acc, __m256i p, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(acc, p, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+#endif
+}
+
+/* The 32 signed weights of block b of a 32-type row (Q4_0 q-8, Q5_0 q-16, Q8_0 q, IQ4_NL T[q]) and its scale. */
 static inline __m256i block32(int t, const uint8_t *b, float *d) {
     *d = f16(b);
     if (t == T_Q8_0) return _mm256_loadu_si256((const __m256i *)(b + 2));
+    if (t == T_IQ4_NL) return iq4_values(b + 2);
     if (t == T_Q4_0) return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
     /* Q5_0: q | 0xF0 where the 5th bit is clear is q - 16 as int8, q where it is set is (q + 16) - 16 */
     return _mm256_or_si256(nibbles32(b + 6), _mm256_andnot_si256(bits32(b + 2), _mm256_set1_epi8((char)0xF0)));
@@ -261,7 +304,8 @@ static inline void k4_scales(const uint8_t *s, uint32_t u[4]) {
 
 /* K-quant super-blocks: sum over 256 of sc(w) * q(w) * x as int32 (each 32-chunk decoded once for the tile),
  * then d * dx times it; Q4_K/Q5_K subtract dmin * dx * sum_j m_j (x sums of sub-block j), Q6_K's -32 offset
- * is folded in as 32 * sum(x) per 16. */
+ * is folded in as 32 * sum(x) per 16. IQ4_XS: signed table values, |w| * (x sign(w)) as for the 32-blocks, times
+ * its sub-block scale (ls - 32) per 32. */
 INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx,
                   const int16_t *bs, const int mr, float *out) {
     const int BB = block_bytes(t);
@@ -274,7 +318,17 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
         __m256i isum[MR];
         for (int r = 0; r < mr; r++) isum[r] = _mm256_setzero_si256();
         float d;
-        if (t == T_Q6_K) {
+        if (t == T_IQ4_XS) {
+            d = f16(blk);
+            for (int j = 0; j < 8; j++) {
+                const __m256i wv = iq4_values(blk + 8 + 16 * j), aw = _mm256_sign_epi8(wv, wv);
+                const __m256i s16 = _mm256_set1_epi16((short)iq4xs_scale(blk, j));
+                for (int r = 0; r < mr; r++) {
+                    const __m256i xv = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 256 + 32 * j));
+                    isum[r] = madd_acc(isum[r], _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), s16);
+                }
+            }
+        } else if (t == T_Q6_K) {
             d = f16(blk + 208);
             const int8_t *sc = (const int8_t *)(blk + 192);
             for (int half = 0; half < 2; half++) {
@@ -345,6 +399,8 @@ static void row_tile(int t, const uint8_t *w, long nblk, const int8_t *qx, long 
         TILE(T_Q4_K, tilek, w, nblk, qx, K, dx, bs);
         TILE(T_Q5_K, tilek, w, nblk, qx, K, dx, bs);
         TILE(T_Q6_K, tilek, w, nblk, qx, K, dx, bs);
+        TILE(T_IQ4_NL, tile32, w, nblk, qx, K, dx);
+        TILE(T_IQ4_XS, tilek, w, nblk, qx, K, dx, bs);
         default: break;
     }
 }

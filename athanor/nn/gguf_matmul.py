@@ -1,10 +1,11 @@
-"""Weights kept in a GGUF file's own block format (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K) and multiplied there.
+"""Weights kept in a GGUF file's own block format (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) and
+multiplied there.
 
 `GGUFWeight` holds one (out_features, in_features) matrix as the file's bytes (often a view of the mapped
 file: no copy, so a loaded model's weights take the file's size). `gguf_matmul(x, w)` computes
 `x @ W^T (+ bias)` with nn/gguf_kernels.c: x is quantized on the fly per row (q8_0 per 32 for the 32-blocks,
-q8_K per 256 for the K-quants, as llama.cpp does) and the inner loop is int8 dot products. Error against
-`x @ w.dequantize().T`: each x_j moves by at most dx_b / 2 (dx_b = amax of its block / 127), so
+q8_K per 256 for the K-quants and IQ4_XS, as llama.cpp does) and the inner loop is int8 dot products. Error
+against `x @ w.dequantize().T`: each x_j moves by at most dx_b / 2 (dx_b = amax of its block / 127), so
 |y_o - ref_o| <= sum_j |W_oj| dx_b(j) / 2 (plus fp32 rounding); tests check that bound.
 `get_rows` dequantizes chosen rows (the embedding lookup of a quantized token table).
 
@@ -29,7 +30,8 @@ from athanor.nn import cbuild
 _SOURCE = Path(__file__).with_name("gguf_kernels.c")
 # ggml type id -> (name, weights per block, bytes per block)
 GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 34),
-                     12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210)}
+                     12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
+                     20: ("IQ4_NL", 32, 18), 23: ("IQ4_XS", 256, 136)}
 # types a GGUFWeight may hold without a kernel here: the loader keeps them as views of the file so build_model
 # re-packs them straight into nn/quant.py's blocks (no float copy on the way)
 REPACK_TYPES = {3: ("Q4_1", 32, 20)}

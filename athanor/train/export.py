@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from athanor.text.tokenizer import Tokenizer
 
 FORMATS = ("hf", "gguf")
-GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K")  # = gguf_export.TENSOR_TYPES
+GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL",
+              "IQ4_XS")  # = gguf_export.TENSOR_TYPES
 HF_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 # ModelConfig.arch -> (config.json "architectures"[0], "model_type")

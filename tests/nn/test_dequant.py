@@ -13,7 +13,8 @@ from athanor.nn.dequant import GGML_TYPES, dequantize
 
 Q = GGMLQuantizationType
 # byte offsets of the f16 scale fields in each block type: random bytes there could be inf/NaN
-_HALF_FIELDS = {Q.Q8_0: (0,), Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+_HALF_FIELDS = {Q.Q8_0: (0,), Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2),
+               Q.Q6_K: (208,), Q.IQ4_NL: (0,), Q.IQ4_XS: (0,)}
 _BLOCK_TYPES = tuple(_HALF_FIELDS)
 
 

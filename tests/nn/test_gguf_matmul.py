@@ -1,5 +1,5 @@
-"""GGUF block kernels (athanor.nn.gguf_matmul): Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K matmuls and row lookups
-against the `gguf` package's dequantize (llama.cpp's reference), AVX2 and portable builds, on random blocks
+"""GGUF block kernels (athanor.nn.gguf_matmul): Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS matmuls and row
+lookups against the `gguf` package's dequantize (llama.cpp's reference), AVX2 and portable builds, on random blocks
 that exercise every bit pattern of the quants and packed scales."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from athanor.nn import gguf_matmul as gm
 pytestmark = pytest.mark.skipif(not gm.available(), reason=f"no GGUF kernels: {gm.unavailable_reason()}")
 
 TYPES = sorted(gm.GGUF_KERNEL_TYPES)  # ggml ids
-HALF_OFFSETS = {2: [0], 6: [0], 8: [0], 12: [0, 2], 13: [0, 2], 14: [208]}  # f16 scales inside a block
+# byte offsets of the f16 scales (d, dmin) inside a block
+HALF_OFFSETS = {2: [0], 6: [0], 8: [0], 12: [0, 2], 13: [0, 2], 14: [208], 20: [0], 23: [0]}
 
 
 def _random_blocks(ggml_type: int, out_features: int, in_features: int, seed: int = 0) -> np.ndarray:
@@ -151,7 +152,7 @@ def test_block_parts_in_one_call_equal_each_part_alone(build):
     kw = _build(build)
     K = 512
     parts = [gm.GGUFWeight(torch.from_numpy(_random_blocks(t, n, K, seed=t)).reshape(-1), t, n, K)
-             for t, n in ((6, 48), (12, 17), (8, 40), (14, 9), (2, 3))]
+             for t, n in ((6, 48), (12, 17), (8, 40), (14, 9), (2, 3), (20, 11), (23, 13))]
     x = torch.randn(6, K, generator=torch.Generator().manual_seed(7))
     bias = torch.randn(sum(p.out_features for p in parts))
     got = gm.BlockParts(parts).matmul(x, bias, **kw)
