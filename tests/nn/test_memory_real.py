@@ -149,8 +149,8 @@ def test_smollm2_anonymous_memory_stays_near_the_weights(smollm2_path, tmp_path)
     measured above: weights re-packed from the file, the tokenizer, the KV cache in use, no leftovers of loading."""
     root = str(Path(athanor.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", _ANON, str(smollm2_path)], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path, env=env)
+    proc = subprocess.run([sys.executable, "-c", _ANON, str(smollm2_path)], check=False, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     grown = got["after"] - got["base"]
