@@ -125,8 +125,9 @@ def test_smollm2_process_peak_rss_stays_near_the_file_size(smollm2_path, tmp_pat
 
 _ANON = r"""
 import json, sys, torch
+from athanor.runtime.memory import process_memory
 def anon():  # the process's own pages: not torch's shared libraries, not a mapped GGUF's weights
-    return int(next(l for l in open("/proc/self/status") if l.startswith("RssAnon:")).split()[1]) * 1024
+    return process_memory()["RssAnon"]
 base = anon()
 from athanor.engine.config import EngineConfig
 from athanor.runtime.llm import LLM
@@ -156,3 +157,13 @@ def test_smollm2_anonymous_memory_stays_near_the_weights(smollm2_path, tmp_path)
     grown = got["after"] - got["base"]
     assert grown < SMOLLM2_ANON_BOUND, (f"{grown / 2**20:.0f} MiB", got)
     assert got["kv"] <= 8 * 2**20, got  # the pool holds what 25 tokens need (it starts at 4 MiB), not its budget
+
+
+def test_process_memory_reads_linux_status_and_release_free_heap_runs():
+    from athanor.runtime.memory import process_memory, release_free_heap
+
+    got = process_memory()
+    if not got:
+        pytest.skip("no /proc/self/status here")
+    assert got["VmHWM"] >= got["VmRSS"] > 0 and got["RssAnon"] + got["RssFile"] <= got["VmRSS"] + 2**20
+    release_free_heap()  # glibc: True or False; elsewhere False; never raises
