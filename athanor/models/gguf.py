@@ -473,6 +473,9 @@ def _generation_defaults(meta: dict) -> dict:
     return defaults
 
 
+_VOCAB_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+
+
 def _tokenizer(header: GGUFHeader) -> Tokenizer:
     from athanor.text.tokenizer import Tokenizer
 
@@ -498,6 +501,8 @@ def load_gguf(path: str | Path, keep_blocks: bool = False) -> Checkpoint:
         rope_freqs = _load_tensor(buf, header, rope_info) if rope_info is not None else None
         config = gguf_config(header, rope_freqs)
         tokenizer = _tokenizer(header)  # before the slow part, so a bad vocabulary fails fast
+        for key in _VOCAB_KEYS:  # built: the lists (262k strings for Gemma 3) are freed before the weights load
+            header.metadata.pop(key, None)
         tensors = _hf_tensors(buf, header, config, keep_blocks)
     info = {**_describe(header), "path": str(header.path)}
     return Checkpoint(config, tensors, tokenizer, _generation_defaults(header.metadata), info)

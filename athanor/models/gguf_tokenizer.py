@@ -32,6 +32,7 @@ _PRE_SPLITS = {
     "qwen2": QWEN2_SPLIT, "deepseek-r1-qwen": QWEN2_SPLIT,
 }
 _CONTROL, _USER_DEFINED, _UNKNOWN = 3, 4, 2  # tokenizer.ggml.token_type values
+_CHUNK = 65536  # merges turned into string pairs per slice
 
 
 def _pre_tokenizer(pre: str | None):
@@ -81,7 +82,12 @@ def _sentencepiece_merges(tokens: list[str], scores: list[float], vocab: dict[st
     # np.lexsort: the last key is the primary one; all ascending, so the "best first" keys are negated
     ranked = np.lexsort((rights, lefts, np.frombuffer(order, dtype=np.int64), -lengths[rights], -lengths[lefts],
                          -np.frombuffer(score_of, dtype=np.float64)))
-    return [(tokens[a], tokens[b]) for a, b in zip(lefts[ranked].tolist(), rights[ranked].tolist(), strict=True)]
+    del score_of, order  # (left_ids and right_ids live on under lefts and rights)
+    merges: list[tuple[str, str]] = []
+    for start in range(0, len(ranked), _CHUNK):  # in slices: two lists of 500k Python ints at once took ~40 MB
+        part = ranked[start : start + _CHUNK]
+        merges += zip(map(tokens.__getitem__, lefts[part].tolist()), map(tokens.__getitem__, rights[part].tolist()))
+    return merges
 
 
 def _sentencepiece_bpe(meta: dict) -> tokenizers.Tokenizer:

@@ -123,7 +123,7 @@ class GemmaDecodeStack:
         B = x.shape[0]
         rope = (model.rotary, model.rotary_local)
         for r in rope:
-            r(positions, torch.float32)  # grows a lazy table to cover the positions
+            r.cover(positions)  # grows a lazy table to cover the positions
         caches = [ly.self_attn.kv_cache for ly in model.layers]
         _, NB, BS, KVH, D = caches[0].shape
         assert KVH == self.KVH and D == self.D and _f32(x) and x.shape == (B, self.C)

@@ -81,9 +81,13 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", torch.cat((freqs, freqs), dim=-1).cos(), persistent=False)  # (P, D)
         self.register_buffer("sin", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def cover(self, positions: torch.Tensor) -> None:
+        """Grow a lazy table to hold rows up to `positions.max()` (callers that read `cos`/`sin` directly)."""
         if self.lazy and positions.numel() and int(positions.max()) >= self.cos.shape[0]:
             self._build(min(self.max_positions, max(int(positions.max()) + 1, 2 * self.cos.shape[0])))
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        self.cover(positions)
         # (N, 1, D) each, broadcast over heads
         return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
 

@@ -74,7 +74,9 @@ class LlamaModel(nn.Module):
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
+        # lazy: SmolLM2's 8192 positions would hold 4 MiB of tables before the first token
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling,
+                                      lazy=True)
         self.lm_head = LMHead(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -106,6 +108,7 @@ class LlamaModel(nn.Module):
         from athanor.nn.cpu_ops import add_rmsnorm
 
         x = self.embed_tokens(input_ids)  # (B, C), a fresh tensor: updated in place below
+        self.rotary.cover(positions)  # the C code reads the tables directly
         h = add_rmsnorm(x, None, self.layers[0].input_layernorm.weight, self.layers[0].input_layernorm.eps)
         if self.decode_stack is not None:  # every layer in one C call: the same operations, no Python between
             self.decode_stack.run(x, h, positions, self.rotary.cos, self.rotary.sin, meta.slot_mapping,

@@ -16,6 +16,7 @@ from athanor.engine.config import EngineConfig
 from athanor.engine.engine import LLMEngine
 from athanor.engine.sampling_params import SamplingParams
 from athanor.errors import ContextLengthError
+from athanor.runtime.memory import release_free_heap
 from athanor.runtime.options import ENGINE_OPTIONS, params_from_options, sampling_only
 from athanor.runtime.results import Completion, Delta
 
@@ -94,8 +95,11 @@ class LLM:
         defaults = _generation_defaults(ckpt.generation_defaults) | {
             k: v for k, v in params.items() if k not in ENGINE_OPTIONS
         }
-        return cls(engine, ckpt.tokenizer, defaults, manifest.system, manifest.messages, manifest.name,
-                   info=ckpt.info)
+        llm = cls(engine, ckpt.tokenizer, defaults, manifest.system, manifest.messages, manifest.name,
+                  info=ckpt.info)
+        del ckpt, model  # the loader's temporaries (header, vocabulary lists, merges) are garbage now
+        release_free_heap()  # ... and their pages go back to the system instead of staying in glibc's heap
+        return llm
 
     @functools.cached_property
     def grammars(self):
