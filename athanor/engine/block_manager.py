@@ -6,6 +6,14 @@ later sequence with the same prefix reuses it instead of recomputing it. Freed b
 they are handed out again (least recently freed first), so a finished conversation's prefix stays reusable.
 No torch here: this is pure bookkeeping, the runner turns block tables into tensors.
 
+Reuse is token-granular (as SGLang's radix cache, finer than vLLM's whole blocks): past the last whole-block
+hit, a cached block that follows the same prefix and starts with some of the new sequence's next tokens lends
+them: its matching slots are copied into the new sequence's own fresh block (copy-on-write: the runner copies
+them, every layer, before the step's forward; `pending_copies`), and only the rest is computed. Sources are the
+hashed full blocks and the tail block of a finished sequence (its computed tokens; kept until the block is
+handed out again, which for a tail is first, so it serves the next request, e.g. the same chat's next turn).
+A free tail is taken over whole instead of copied.
+
 Memory: the runner backs blocks with memory as their ids are first used (engine/model_runner.py grows its
 pool), so ids are handed out low first: a free block that caches nothing, then an unused id below
 `resident_blocks` (memory the runner already holds), then the least recently freed cached block (its prefix is
@@ -25,13 +33,14 @@ def chain_hash(prev_hash: int, token_ids: list[int]) -> int:
 
 
 class Block:
-    __slots__ = ("block_id", "ref_count", "hash", "token_ids")
+    __slots__ = ("block_id", "ref_count", "hash", "token_ids", "parent")
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_count = 0
         self.hash: int | None = None
-        self.token_ids: list[int] = []
+        self.token_ids: list[int] = []  # a hashed block's tokens, or a finished sequence's computed tail tokens
+        self.parent: int | None = None  # chain hash of the prefix before it, while it can lend its leading tokens
 
 
 class BlockManager:
@@ -47,6 +56,8 @@ class BlockManager:
         self.num_touched = 0  # ids [num_touched, num_blocks) were never handed out: free, cache nothing
         self.resident_blocks = num_blocks if resident_blocks is None else max(1, min(resident_blocks, num_blocks))
         self.hash_to_block_id: dict[int, int] = {}
+        self.children: dict[int, dict[int, None]] = {}  # prefix chain hash -> blocks that may lend tokens after it
+        self.pending_copies: list[tuple[int, int, int]] = []  # (source, destination, slots): for the runner
 
     @property
     def num_free_blocks(self) -> int:
@@ -57,38 +68,75 @@ class BlockManager:
 
     # --- admission -------------------------------------------------------------------------------------
 
-    def _prefix_hits(self, seq: Sequence) -> list[int]:
-        """Block ids whose computed contents equal seq's leading full blocks (never the whole sequence)."""
+    def _prefix_hits(self, seq: Sequence) -> tuple[list[int], tuple[int, int] | None]:
+        """Block ids whose computed contents equal seq's leading full blocks, and (block id, n) of a cached block
+        whose first n tokens equal seq's next ones (a partial hit; None if none). Never the whole sequence."""
         if not self.enable_prefix_caching:
-            return []
+            return [], None
         hits, h = [], 0
         # keep at least one token to compute: the last position's logits are needed to sample
         for i in range((seq.num_tokens - 1) // self.block_size):
             tokens = seq.block_tokens(i, self.block_size)
-            h = chain_hash(h, tokens)
-            block_id = self.hash_to_block_id.get(h)
+            block_id = self.hash_to_block_id.get(chain_hash(h, tokens))
             if block_id is None or self.blocks[block_id].token_ids != tokens:
                 break
+            h = self.blocks[block_id].hash
             hits.append(block_id)
-        return hits
+        start = len(hits) * self.block_size
+        return hits, self._partial_hit(h, seq.token_ids[start : min(start + self.block_size, seq.num_tokens - 1)])
+
+    def _partial_hit(self, parent: int, tokens: list[int]) -> tuple[int, int] | None:
+        """The block after prefix `parent` sharing the longest run of leading tokens with `tokens`, and that run."""
+        best, best_n = None, 0
+        for block_id in self.children.get(parent, ()):
+            n = _common_prefix(self.blocks[block_id].token_ids, tokens)
+            if n > best_n:
+                best, best_n = block_id, n
+        return None if best is None else (best, best_n)
 
     def can_allocate(self, seq: Sequence) -> bool:
-        hits = self._prefix_hits(seq)
+        hits, _ = self._prefix_hits(seq)
         reused_free = sum(1 for b in hits if self.blocks[b].ref_count == 0)
         return self.num_blocks_for(seq.num_tokens) - len(hits) + reused_free <= self.num_free_blocks
 
     def allocate(self, seq: Sequence) -> None:
-        """Give a waiting sequence blocks for all its tokens, reusing cached prefix blocks."""
+        """Give a waiting sequence blocks for all its tokens, reusing cached prefix blocks (and a partial block's
+        leading tokens, see the module docstring)."""
         assert not seq.block_table
-        for block_id in self._prefix_hits(seq):
+        hits, partial = self._prefix_hits(seq)
+        for block_id in hits:
             block = self.blocks[block_id]
             if block.ref_count == 0:
                 del self.free_block_ids[block_id]
             block.ref_count += 1
             seq.block_table.append(block_id)
             seq.block_hashes.append(block.hash)
-        seq.num_cached_tokens = seq.num_computed_tokens = len(seq.block_table) * self.block_size
+        num_cached = len(seq.block_table) * self.block_size
+        if partial is not None:
+            source, n = partial
+            seq.block_table.append(self._take_partial(source, n))
+            num_cached += n
+        seq.num_cached_tokens = seq.num_computed_tokens = num_cached
         self.ensure_slots(seq, seq.num_tokens)
+
+    def _take_partial(self, source: int, n: int) -> int:
+        """A block for the new sequence whose first n slots hold `source`'s: a free finished tail itself, else a
+        fresh block the runner copies them into before the next forward."""
+        block = self.blocks[source]
+        if block.ref_count == 0 and block.hash is None:  # a finished sequence's tail that nothing else holds
+            del self.free_block_ids[source]
+            self._unlink(block)
+            block.token_ids, block.ref_count = [], 1
+            return source
+        dest = self._take_free_block()
+        if dest != source:  # source itself handed out (evicted): its slots are still intact until the forward
+            self.pending_copies.append((source, dest, n))
+        return dest
+
+    def take_copies(self) -> list[tuple[int, int, int]]:
+        """The (source, destination, slots) copies admissions asked for, in order; the runner does them first."""
+        copies, self.pending_copies = self.pending_copies, []
+        return copies
 
     # --- growth and release ----------------------------------------------------------------------------
 
@@ -105,8 +153,21 @@ class BlockManager:
         block = self.blocks[block_id]
         if block.hash is not None and self.hash_to_block_id.get(block.hash) == block_id:
             del self.hash_to_block_id[block.hash]  # its cached contents are about to be overwritten
+        self._unlink(block)
         block.hash, block.token_ids, block.ref_count = None, [], 1
         return block_id
+
+    def _link(self, block: Block, parent: int) -> None:
+        block.parent = parent
+        self.children.setdefault(parent, {})[block.block_id] = None
+
+    def _unlink(self, block: Block) -> None:
+        if block.parent is not None:
+            siblings = self.children[block.parent]
+            del siblings[block.block_id]
+            if not siblings:
+                del self.children[block.parent]
+            block.parent = None
 
     def _pick_free_block(self) -> int:
         """Low ids first (see the module docstring): a used block caching nothing, an id the pool already holds,
@@ -124,7 +185,9 @@ class BlockManager:
         return block_id
 
     def free(self, seq: Sequence) -> None:
-        """Release a sequence's blocks; shared prefix blocks stay with their other users."""
+        """Release a sequence's blocks; shared prefix blocks stay with their other users. The computed tokens of
+        its last, partly filled block stay reusable until that block is handed out again (first of all)."""
+        self._keep_tail(seq)
         for block_id in reversed(seq.block_table):  # reversed: the prefix's head is evicted last
             block = self.blocks[block_id]
             block.ref_count -= 1
@@ -134,6 +197,18 @@ class BlockManager:
                 if block.hash is None:  # caches nothing: reused before any cached block is evicted
                     self.free_block_ids.move_to_end(block_id, last=False)
         seq.block_table, seq.block_hashes = [], []
+
+    def _keep_tail(self, seq: Sequence) -> None:
+        """Let the computed tokens of seq's block after its hashed ones be lent to a later sequence."""
+        i = len(seq.block_hashes)
+        num = seq.num_computed_tokens - i * self.block_size
+        if not self.enable_prefix_caching or i >= len(seq.block_table) or num <= 0:
+            return
+        block = self.blocks[seq.block_table[i]]
+        if block.ref_count != 1 or block.hash is not None or block.parent is not None:
+            return  # shared, hashed or already lending: not this sequence's own unhashed tail
+        block.token_ids = seq.token_ids[i * self.block_size : i * self.block_size + min(num, self.block_size)]
+        self._link(block, seq.block_hashes[-1] if seq.block_hashes else 0)
 
     def commit_computed(self, seq: Sequence) -> None:
         """Hash the blocks that became full and computed this step, so other sequences can reuse them."""
@@ -148,3 +223,13 @@ class BlockManager:
             if h not in self.hash_to_block_id:  # an identical block elsewhere keeps serving the cache
                 block.hash, block.token_ids = h, tokens
                 self.hash_to_block_id[h] = block.block_id
+                self._link(block, seq.block_hashes[i - 1] if i else 0)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

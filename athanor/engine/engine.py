@@ -105,7 +105,9 @@ class LLMEngine:
         if not batch:
             return []
         t0 = time.perf_counter()
-        # 2. run the model over the flattened batch; logits only for sequences at their last token
+        # 2. run the model over the flattened batch; logits only for sequences at their last token (first, the
+        # partial prefix hits' slots are copied into the blocks of the sequences that reuse them)
+        self.runner.copy_slots(self.block_manager.take_copies())
         logits = self.runner.run(batch)
         # 3. bookkeeping: computed tokens, prefix-cache hashes
         sampling, num_prefill = [], 0

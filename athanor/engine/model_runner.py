@@ -137,6 +137,17 @@ class ModelRunner:
                     part[:, self.num_zeroed_blocks : upto].zero_()
             self.num_zeroed_blocks = upto
 
+    def copy_slots(self, copies: list[tuple[int, int, int]]) -> None:
+        """For each (source, destination, n): the first n token slots of block `source` into block `destination`,
+        keys and values of every layer (a partial prefix-cache hit, engine/block_manager.py), in order."""
+        if not copies:
+            return
+        self._ensure_blocks(max(d for _, d, _ in copies) + 1)  # zeroing a fresh destination comes before the copy
+        for cache in self.kv_caches:
+            for part, _ in _parts(cache, cache):
+                for src, dst, n in copies:
+                    part[:, dst, :n] = part[:, src, :n]
+
     def kv_cache_nbytes(self) -> int:
         """The cache's budget: what the pool may grow to (num_blocks blocks)."""
         return self.num_blocks * self.block_bytes

@@ -51,7 +51,8 @@ def test_prefix_cache_hit_within_the_resident_pool():
     assert a.block_table == [0, 1, 2]
     bm.free(a)
     b = _run(bm, list(range(9)) + [50])
-    assert b.block_table == [0, 1, 2] and b.num_cached_tokens == 8  # the hits, then the uncached block
+    # the hits, then a's tail block taken over whole: its computed token 8 is reused too
+    assert b.block_table == [0, 1, 2] and b.num_cached_tokens == 9
 
 
 def test_pool_doubles_only_when_every_used_block_is_held():
