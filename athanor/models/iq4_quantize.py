@@ -61,6 +61,20 @@ def _weights(x: np.ndarray, importance: np.ndarray | None, super_size: int) -> n
     return (importance.reshape(1, -1, super_size) * np.sqrt(sigma2 + xs * xs)).reshape(x.shape)
 
 
+def _inverse(d: np.ndarray) -> np.ndarray:
+    """1 / d as float32, 0 where d is 0."""
+    return np.where(d != 0, 1 / np.where(d != 0, d, 1), 0).astype(np.float32)
+
+
+def _slices(x: np.ndarray, importance: np.ndarray | None, super_size: int):
+    """(first row, rows, their 32-blocks, the blocks' error weights) over x in slices of about _CHUNK blocks."""
+    K = x.shape[1]
+    step = max(1, _CHUNK * 32 // K)
+    for r in range(0, x.shape[0], step):
+        xr = x[r : r + step]
+        yield r, xr, xr.reshape(-1, 32), _weights(xr, importance, super_size).reshape(-1, 32)
+
+
 def _pack(idx: np.ndarray) -> np.ndarray:
     """(B, 32) indices -> (B, 16) bytes: index j in the low nibble of byte j, index 16 + j in the high one."""
     return idx[:, :16] | (idx[:, 16:] << 4)
@@ -82,12 +96,9 @@ def quantize_iq4_nl(w: np.ndarray, importance: np.ndarray | None = None) -> np.n
     x, importance = _checked(w, 32, importance)
     rows, K = x.shape
     out = np.empty((rows * K // 32, 18), dtype=np.uint8)
-    step = max(1, _CHUNK * 32 // K)
-    for r in range(0, rows, step):
-        xr = x[r : r + step]
-        xb, wb = xr.reshape(-1, 32), _weights(xr, importance, 32).reshape(-1, 32)
+    for r, xr, xb, wb in _slices(x, importance, 32):
         d = _block_scales(xb, wb)
-        inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0).astype(np.float32)
+        inv = _inverse(d)
         blocks = out[r * K // 32 : (r + len(xr)) * K // 32]
         blocks[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
         blocks[:, 2:] = _pack(_index(xb * inv[:, None]))
@@ -100,17 +111,14 @@ def quantize_iq4_xs(w: np.ndarray, importance: np.ndarray | None = None) -> np.n
     x, importance = _checked(w, 256, importance)
     rows, K = x.shape
     out = np.empty((rows * K // 256, 136), dtype=np.uint8)
-    step = max(1, _CHUNK * 32 // K)
-    for r in range(0, rows, step):
-        xr = x[r : r + step]
-        xb, wb = xr.reshape(-1, 32), _weights(xr, importance, 256).reshape(-1, 32)
+    for r, xr, xb, wb in _slices(x, importance, 256):
         scales = _block_scales(xb, wb).reshape(-1, 8)  # (S, 8)
         at = np.abs(scales).argmax(1)
         d = -scales[np.arange(len(scales)), at] / np.float32(32)  # the largest magnitude -> -32
-        inv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0).astype(np.float32)
+        inv = _inverse(d)
         ls = np.clip(np.rint(inv[:, None] * scales), -32, 31).astype(np.int32)  # (S, 8)
         dl = (d[:, None] * ls).astype(np.float32).reshape(-1)
-        idl = np.where(dl != 0, 1 / np.where(dl != 0, dl, 1), 0).astype(np.float32)
+        idl = _inverse(dl)
         u = (ls + 32).astype(np.uint16)
         blocks = out[r * K // 256 : (r + len(xr)) * K // 256]
         blocks[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)

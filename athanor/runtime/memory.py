@@ -1,7 +1,7 @@
 """The process's resident memory, as Linux reports it, and handing freed heap memory back to the system.
 
 For: `process_memory()` (VmRSS, VmHWM peak, RssAnon: the process's own pages, RssFile: pages of mapped files
-such as torch's shared libraries and a GGUF's weights), which the benchmark and the memory tests read, and
+such as torch's shared libraries and a GGUF's weights), which the memory tests read, and
 `release_free_heap()`, which `LLM` calls once a model is loaded: building a 262k-token tokenizer frees tens
 of MiB of Python and Rust temporaries that glibc would otherwise keep in its heap for the life of the process.
 Not for: sizing the KV cache (engine/), or anything on a hot path (malloc_trim walks the whole heap).

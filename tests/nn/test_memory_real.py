@@ -109,16 +109,21 @@ print(json.dumps({"base": base, "peak": rss("VmHWM")}))
 """
 
 
+def _fresh_process(script: str, model_path: Path, tmp_path: Path) -> dict:
+    """Run `script` with the model's path in a new Python that imports this checkout; its last line, as JSON."""
+    root = str(Path(athanor.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", script, str(model_path)], check=False, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_smollm2_process_peak_rss_stays_near_the_file_size(smollm2_path, tmp_path):
     """A fresh process: import torch, load, decode 16 tokens. Its peak RSS over the post-import baseline holds
     the weights (~ the file), the tokenizer, the KV cache in use and scratch: under 3x the file (it was ~11x
     when the matrices were dequantized to float32 on the way and the KV budget allocated at start)."""
-    root = str(Path(athanor.__file__).parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", _PEAK, str(smollm2_path)], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = _fresh_process(_PEAK, smollm2_path, tmp_path)
     size = smollm2_path.stat().st_size
     assert got["peak"] - got["base"] < 3 * size, (got, size)
 
@@ -136,8 +141,8 @@ llm.generate(["The history of the printing press begins in"], {"max_tokens": 16,
 print(json.dumps({"base": base, "after": anon(), "kv": llm.engine.runner.kv_cache_resident_nbytes()}))
 """
 
-# RssAnon after load + 16 decoded tokens minus RssAnon after `import torch`, measured at 127 MiB (athanor at
-# h-mem, torch 2.x CPU wheel, glibc; 133 MiB before the tokenizer's load temporaries were handed back and the
+# RssAnon after load + 16 decoded tokens minus RssAnon after `import torch`, measured at 127 MiB (2026-12-06,
+# torch 2.x CPU wheel, glibc; 133 MiB before the tokenizer's load temporaries were handed back and the
 # RoPE tables made lazy): re-packed Q4_1/Q8_0 weights 92, tokenizer ~18, athanor's modules and kernels ~6, KV
 # pool 3.5, the rest Python objects and heap slack. ~30% headroom; a float copy of any matrix, an eager KV pool
 # or a second token table (29 MiB) crosses it.
@@ -148,12 +153,7 @@ def test_smollm2_anonymous_memory_stays_near_the_weights(smollm2_path, tmp_path)
     """A fresh process: import torch, load SmolLM2, decode 16 tokens. What the model itself adds to the process's
     anonymous pages (RssAnon, which excludes file-backed pages such as torch's libraries) stays under the bound
     measured above: weights re-packed from the file, the tokenizer, the KV cache in use, no leftovers of loading."""
-    root = str(Path(athanor.__file__).parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", _ANON, str(smollm2_path)], check=False, capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = _fresh_process(_ANON, smollm2_path, tmp_path)
     grown = got["after"] - got["base"]
     assert grown < SMOLLM2_ANON_BOUND, (f"{grown / 2**20:.0f} MiB", got)
     assert got["kv"] <= 8 * 2**20, got  # the pool holds what 25 tokens need (it starts at 4 MiB), not its budget
