@@ -42,12 +42,14 @@ def _write_data(work: Path) -> None:
 
 
 def _run(work: Path, model: Path, name: str, num_processes: int, finetuning: str, resume: Path | None = None,
-         port: int = 29533) -> Path:
+         port: int = 29533, checkpoints: bool = True) -> Path:
     out = work / name
     cfg = {"model_name_or_path": str(model), "stage": "sft", "finetuning_type": finetuning,
            "dataset": "data.json", "cutoff_len": 64, "output_dir": str(out), "seed": 0, "learning_rate": 1.0e-3,
            "per_device_train_batch_size": GLOBAL_BATCH // num_processes, "max_steps": MAX_STEPS,
            "logging_steps": 1, "save_steps": 2, "lr_scheduler_type": "cosine"}
+    if not checkpoints:  # a full SmolLM2 checkpoint with optimizer state is ~1.6 GB
+        cfg["save_strategy"] = "no"
     if resume is not None:  # a fresh folder holding only the other run's checkpoint
         shutil.copytree(resume, out / resume.name)
         cfg["resume_from_checkpoint"] = str(out / resume.name)
