@@ -1,8 +1,8 @@
 """Build and load athanor's small C kernel files (nn/qkernels.c, nn/cpu_ops.c) at first use.
 
 Why: no build step and no wheel per platform. `load(source)` compiles the file with the system C compiler
-(`cc`, or $CC) into a cache keyed by the source and flags (`$ATHANOR_KERNEL_CACHE`, else
-`$ATHANOR_HOME/cache/kernels`, ATHANOR_HOME defaulting to ~/.athanor), once per machine, and loads it with
+(`cc`, or $CC) into a cache keyed by the source, the headers it includes with quotes, and the flags
+(`$ATHANOR_KERNEL_CACHE`, else `$ATHANOR_HOME/cache/kernels`, ATHANOR_HOME defaulting to ~/.athanor), once per machine, and loads it with
 ctypes (which releases the GIL during calls). The test suite points ATHANOR_KERNEL_CACHE at a temp dir.
 Racing processes are fine: each builds into a temp file and renames it into place.
 
@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -49,8 +50,25 @@ def cpu_reason() -> str | None:
     return f"CPU lacks {', '.join(missing)}" if missing else None
 
 
-def _compile(cc: str, source_path: Path, flags: list[str]) -> Path:
+_LOCAL_INCLUDE = re.compile(rb'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def _source_bytes(source_path: Path, seen: set[Path] | None = None) -> bytes:
+    """The file's bytes followed by those of every header it includes with quotes (`#include "x.h"`, next to
+    it), recursively: a changed shared header must change the cache key too."""
+    seen = set() if seen is None else seen
+    seen.add(source_path)
     source = source_path.read_bytes()
+    out = [source]
+    for name in _LOCAL_INCLUDE.findall(source):
+        header = source_path.parent / name.decode()
+        if header not in seen and header.is_file():
+            out.append(_source_bytes(header, seen))
+    return b"\0".join(out)
+
+
+def _compile(cc: str, source_path: Path, flags: list[str]) -> Path:
+    source = _source_bytes(source_path)
     key = hashlib.sha256(source + " ".join([cc, *flags]).encode()).hexdigest()[:16]
     target = cache_dir() / f"{source_path.stem}-{key}.so"
     if target.exists():
