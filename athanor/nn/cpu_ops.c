@@ -209,7 +209,7 @@ int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *
 /* ---- the whole decoder stack of a decode step in one call (every matmul block-quantized) ------------------ */
 
 typedef int (*atho_qmm)(int kind, const void *w, long N, long K, const float *x, long M, long ldx,
-                        const float *bias, float *y, int nthreads);  /* nn/qkernels.c's athq_qmatmul_f32 */
+                        const float *bias, float *y, long ldy, int nthreads);  /* nn/qkernels.c's athq_qmatmul_f32_ld */
 typedef int (*atho_gmm)(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
                         long M, long ldx, float *y, long ldy, int nthreads);  /* nn/gguf_kernels.c's athg_matmul_parts */
 
@@ -217,7 +217,8 @@ typedef struct {  /* one (out, in) weight: nn/quant.py's QuantizedWeight (parts 
     int parts;                 /* 0: `kind`/`blocks` below; 1..4: GGUF parts stacked along the output */
     int kind;                  /* QuantizedWeight: the kernel id */
     const void *blocks;
-    int types[4];              /* GGUF: each part's ggml type, bytes, rows */
+    int types[4];              /* GGUF: each part's ggml type, bytes, rows, and */
+    int fkind[4];              /* qkernels' kernel id for a float-activation part (Q4_1/Q8_0 blocks), or -1 */
     const uint8_t *part[4];
     long part_out[4];
     long out, in;
@@ -236,9 +237,19 @@ typedef struct {  /* one decoder layer; the KV cache pointer comes per call */
  * BlockParts.matmul does). tmp: M * out floats of scratch, used when cols is set. */
 static int linear(atho_qmm qmm, atho_gmm gmm, const atho_weight *w, const float *x, long M, float *y, float *tmp,
                   int nt) {
-    if (w->parts == 0) return qmm(w->kind, w->blocks, w->out, w->in, x, M, w->in, w->bias, y, nt);
+    if (w->parts == 0) return qmm(w->kind, w->blocks, w->out, w->in, x, M, w->in, w->bias, y, w->out, nt);
     float *dst = w->cols ? tmp : y;
-    const int status = gmm(w->parts, w->types, w->part, w->part_out, w->in, x, M, w->in, dst, w->out, nt);
+    int status = 0, mixed = 0;
+    for (int p = 0; p < w->parts; p++) mixed |= w->fkind[p] >= 0;
+    if (!mixed) {
+        status = gmm(w->parts, w->types, w->part, w->part_out, w->in, x, M, w->in, dst, w->out, nt);
+    } else {  /* part by part into its columns, as BlockParts.matmul does */
+        long off = 0;
+        for (int p = 0; p < w->parts && !status; off += w->part_out[p], p++)
+            status = w->fkind[p] >= 0
+                ? qmm(w->fkind[p], w->part[p], w->part_out[p], w->in, x, M, w->in, NULL, dst + off, w->out, nt)
+                : gmm(1, w->types + p, w->part + p, w->part_out + p, w->in, x, M, w->in, dst + off, w->out, nt);
+    }
     if (status) return status;
     for (long i = 0; i < M; i++) {
         float *yr = y + i * w->out;

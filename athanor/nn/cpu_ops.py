@@ -122,7 +122,7 @@ def decode_attention(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tens
 
 class _Weight(ctypes.Structure):
     _fields_ = [("parts", ctypes.c_int), ("kind", ctypes.c_int), ("blocks", ctypes.c_void_p),
-                ("types", ctypes.c_int * 4), ("part", ctypes.c_void_p * 4), ("part_out", ctypes.c_long * 4),
+                ("types", ctypes.c_int * 4), ("fkind", ctypes.c_int * 4), ("part", ctypes.c_void_p * 4), ("part_out", ctypes.c_long * 4),
                 ("out", ctypes.c_long), ("in_", ctypes.c_long), ("bias", ctypes.c_void_p), ("cols", ctypes.c_void_p)]
 
 
@@ -156,7 +156,7 @@ class DecodeStack:
         from athanor.nn import gguf_matmul, quant
 
         qlib, glib = quant._load()[0], gguf_matmul._load()[0]
-        self._qmm = ctypes.cast(qlib.athq_qmatmul_f32, ctypes.c_void_p) if qlib is not None else None
+        self._qmm = ctypes.cast(qlib.athq_qmatmul_f32_ld, ctypes.c_void_p) if qlib is not None else None
         self._gmm = ctypes.cast(glib.athg_matmul_parts, ctypes.c_void_p) if glib is not None else None
         lib = _load()[0]
         fn = lib.atho_decode_layers
@@ -182,11 +182,12 @@ class DecodeStack:
         weights = [getattr(lin, "qweight", None) for ly in model.layers for lin in _projections(ly)]
         if not all(_stack_weight(w) for w in weights):
             return False
-        gguf = any(isinstance(w, BlockParts) for w in weights)
-        return ((not gguf or gguf_matmul.available())
-                and (all(isinstance(w, BlockParts) for w in weights) or quant.available()))
+        native = any(not p.float_activations for w in weights if isinstance(w, BlockParts) for p in w.parts)
+        floats = any(not isinstance(w, BlockParts) or any(p.float_activations for p in w.parts) for w in weights)
+        return (not native or gguf_matmul.available()) and (not floats or quant.available())
 
     def _weight(self, linear) -> _Weight:
+        from athanor.nn import gguf_matmul
         from athanor.nn.gguf_matmul import BlockParts
         from athanor.nn.quant import _KINDS
 
@@ -208,7 +209,8 @@ class DecodeStack:
                               for off, p in zip(offsets, parts)]).to(torch.int64).contiguous()
             self._keep.append(cols)
         n = len(parts)
-        return _Weight(n, 0, None, (ctypes.c_int * 4)(*(p.ggml_type for p in parts)),
+        fkinds = [gguf_matmul.FLOAT_KERNELS[p.ggml_type] if p.float_activations else -1 for p in parts]
+        return _Weight(n, 0, None, (ctypes.c_int * 4)(*(p.ggml_type for p in parts)), (ctypes.c_int * 4)(*fkinds),
                        (ctypes.c_void_p * 4)(*(p.raw.data_ptr() for p in parts)),
                        (ctypes.c_long * 4)(*(p.out_features for p in parts)), w.out_features, w.in_features,
                        bias_ptr, cols.data_ptr() if cols is not None else None)

@@ -12,6 +12,9 @@
  *   Q4_1 row: d f16 [nb] | m f16 [nb] | nibbles [nb][16]          w = d * q + m  (lo = w0..15, hi = w16..31)
  * int8 activations: q int8 (M, K) with per-block scale dx (fp32, = amax/127) and, for Q4_1, sx = dx * sum(q),
  * which carries the weight offset m through the dot product: sum (d q_j + m)(dx y_j) = d dx sum q_j y_j + m sx.
+ * athq_qmatmul_f32_ld also reads GGUF's own layout (kinds 2 = Q8_0, 3 = Q4_1: blocks d | (m |) quants, e.g. the
+ * pages of a mapped file), with the same float operations as the rows above: each block's scales are gathered
+ * 8 at a time into a small array first, so an output is the same bits in either layout.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -207,6 +210,7 @@ int athq_qmatmul(int kind, const uint8_t *w, long N, long K, const float *x, lon
                  const float *bias, float *y, int nthreads) {
     const long nb = K / QK, nbp = (nb + 7) / 8 * 8, n_items = (N + OC - 1) / OC;
     if (nthreads < 1) nthreads = 1;
+    if (kind != 0 && kind != 1) return -1;  /* the re-packed rows only */
     int8_t *qx = malloc((size_t)(M * K) + 32);
     float *dx = calloc((size_t)(M * nbp), sizeof(float)), *sx = calloc((size_t)(M * nbp), sizeof(float));
     if (!qx || !dx || !sx) { free(qx); free(dx); free(sx); return -1; }
@@ -268,23 +272,31 @@ static void block_sums(const float *x, long K, float *s) {
  * prefetch the same bytes of the rows pf bytes further on (the tiles to come: weights are contiguous), so
  * DRAM streams ahead of the arithmetic. */
 static inline __attribute__((always_inline)) void tile_f32(
-    const int Q41, const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp,
+    const int Q41, const int GG, const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp,
     const float *x, long ldx, const float *sx, float *y, long ldy, long pf) {
-    const long qoff = Q41 ? 4 * nb : 2 * nb, qbytes = Q41 ? 16 : 32;
+    /* GG (GGUF layout): block b at b * BB, its quants after its scales; else scales in front, then quants */
+    const long BB = Q41 ? 20 : 34, qoff = GG ? (Q41 ? 4 : 2) : (Q41 ? 4 * nb : 2 * nb), qbytes = GG ? BB : Q41 ? 16 : 32;
     float dsc[4][8] __attribute__((aligned(32)));  /* [n][j]: d of block b0 + j */
+    uint16_t gsc[2][8] = {{0}};  /* GG: the 8 blocks' d (and m) gathered */
     __m256 acc[8];
     for (int t = 0; t < MR * NR; t++) acc[t] = _mm256_setzero_ps();
     for (long b0 = 0; b0 < nb; b0 += 8) {
         const long nj = nb - b0 < 8 ? nb - b0 : 8;
         for (int n = 0; n < NR; n++) {
             const uint16_t *dm = (const uint16_t *)(w + n * row_bytes);  /* d[nb] (then m[nb] for Q4_1) */
-            if (pf) {
+            if (GG) {  /* quants and scales share lines: the quant loop below prefetches them */
+                for (long j = 0; j < nj; j++) {
+                    const uint8_t *blk = w + n * row_bytes + (b0 + j) * BB;
+                    gsc[0][j] = (uint16_t)(blk[0] | (blk[1] << 8));
+                    if (Q41) gsc[1][j] = (uint16_t)(blk[2] | (blk[3] << 8));
+                }
+            } else if (pf) {
                 _mm_prefetch((const char *)(dm + b0) + pf, _MM_HINT_T0);
                 if (Q41) _mm_prefetch((const char *)(dm + nb + b0) + pf, _MM_HINT_T0);
             }
-            _mm256_store_ps(dsc[n], load8_f16(dm + b0, nj));
+            _mm256_store_ps(dsc[n], load8_f16(GG ? gsc[0] : dm + b0, nj));
             if (Q41) {
-                const __m256 m8 = load8_f16(dm + nb + b0, nj);
+                const __m256 m8 = load8_f16(GG ? gsc[1] : dm + nb + b0, nj);
                 for (int r = 0; r < MR; r++)
                     acc[r * NR + n] = _mm256_fmadd_ps(m8, _mm256_loadu_ps(sx + r * nbp + b0), acc[r * NR + n]);
             }
@@ -295,6 +307,7 @@ static inline __attribute__((always_inline)) void tile_f32(
                 __m256 qf[4];
                 const uint8_t *qs = w + n * row_bytes + qoff + qbytes * b;
                 if (pf) _mm_prefetch((const char *)qs + pf, _MM_HINT_T0);  /* every line: blocks <= 32 B */
+                if (pf && GG) _mm_prefetch((const char *)qs + (qbytes - 1) + pf, _MM_HINT_T0);  /* 20/34 B blocks */
                 if (Q41) unpack_q4_1(qs, qf); else unpack_q8_0(qs, qf);
                 const __m256 d = _mm256_broadcast_ss(&dsc[n][j]);
                 for (int r = 0; r < MR; r++) {
@@ -312,21 +325,21 @@ static inline __attribute__((always_inline)) void tile_f32(
         for (int n = 0; n < NR; n++) y[r * ldy + n] = hsum8(acc[r * NR + n]);
 }
 
-#define TILEF(Q41, MR, NR) tile_f32(Q41, MR, NR, wr, row_bytes, nb, nbp, xr, ldx, s, yo, N, pf)
-#define DISPATCHF(Q41)                                                                       \
-    switch (mr * 8 + nr) {                                                                   \
-        case 1 * 8 + 4: TILEF(Q41, 1, 4); break;  case 2 * 8 + 4: TILEF(Q41, 2, 4); break;  \
-        case 3 * 8 + 2: TILEF(Q41, 3, 2); break;  case 4 * 8 + 2: TILEF(Q41, 4, 2); break;  \
-        case 1 * 8 + 1: TILEF(Q41, 1, 1); break;  case 2 * 8 + 1: TILEF(Q41, 2, 1); break;  \
-        case 3 * 8 + 1: TILEF(Q41, 3, 1); break;  case 4 * 8 + 1: TILEF(Q41, 4, 1); break;  \
-        case 5 * 8 + 1: TILEF(Q41, 5, 1); break;  case 6 * 8 + 1: TILEF(Q41, 6, 1); break;  \
-        case 7 * 8 + 1: TILEF(Q41, 7, 1); break;  default: TILEF(Q41, 8, 1); break;         \
+#define TILEF(Q41, GG, MR, NR) tile_f32(Q41, GG, MR, NR, wr, row_bytes, nb, nbp, xr, ldx, s, yo, ldy, pf)
+#define DISPATCHF(Q41, GG)                                                                                   \
+    switch (mr * 8 + nr) {                                                                                   \
+        case 1 * 8 + 4: TILEF(Q41, GG, 1, 4); break;  case 2 * 8 + 4: TILEF(Q41, GG, 2, 4); break;          \
+        case 3 * 8 + 2: TILEF(Q41, GG, 3, 2); break;  case 4 * 8 + 2: TILEF(Q41, GG, 4, 2); break;          \
+        case 1 * 8 + 1: TILEF(Q41, GG, 1, 1); break;  case 2 * 8 + 1: TILEF(Q41, GG, 2, 1); break;          \
+        case 3 * 8 + 1: TILEF(Q41, GG, 3, 1); break;  case 4 * 8 + 1: TILEF(Q41, GG, 4, 1); break;          \
+        case 5 * 8 + 1: TILEF(Q41, GG, 5, 1); break;  case 6 * 8 + 1: TILEF(Q41, GG, 6, 1); break;          \
+        case 7 * 8 + 1: TILEF(Q41, GG, 7, 1); break;  default: TILEF(Q41, GG, 8, 1); break;                 \
     }
 
 static void run_item_f32(int kind, const uint8_t *w, long o0, long o1, long K, long nbp, const float *x,
-                         long ldx, const float *sx, long M, long N, float *y) {
+                         long ldx, const float *sx, long M, float *y, long ldy) {
     const long nb = K / QK;
-    const long row_bytes = nb * (kind == 1 ? 20 : 34);
+    const long row_bytes = nb * (kind & 1 ? 20 : 34);
     const long mr_max = K * 4 * MR_MAX <= (24 << 10) ? MR_MAX : 4;  /* a row tile of x stays in L1 (32 KiB) */
     for (long i0 = 0; i0 < M; i0 += mr_max) {
         const int mr = (int)(M - i0 < mr_max ? M - i0 : mr_max);
@@ -336,43 +349,51 @@ static void run_item_f32(int kind, const uint8_t *w, long o0, long o1, long K, l
         for (long o = o0; o < o1;) {
             const int nr = o + nr_full <= o1 ? nr_full : 1;
             const uint8_t *wr = w + o * row_bytes;
-            float *yo = y + i0 * N + o;
-            if (kind == 1) {
-                DISPATCHF(1)
-            } else {
-                DISPATCHF(0)
+            float *yo = y + i0 * ldy + o;
+            switch (kind) {
+                case 0: DISPATCHF(0, 0) break;
+                case 1: DISPATCHF(1, 0) break;
+                case 2: DISPATCHF(0, 1) break;
+                default: DISPATCHF(1, 1) break;
             }
             o += nr;
         }
     }
 }
 
-/* As athq_qmatmul with fp32 activations. Returns 0, or -1 when scratch could not be allocated. */
-int athq_qmatmul_f32(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
-                     const float *bias, float *y, int nthreads) {
+/* As athq_qmatmul with fp32 activations, y's rows ldy floats apart; kind also 2 = Q8_0, 3 = Q4_1 in GGUF's own
+ * layout. Returns 0, or -1 when scratch could not be allocated or the kind is unknown. */
+int athq_qmatmul_f32_ld(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
+                        const float *bias, float *y, long ldy, int nthreads) {
     const long nb = K / QK, nbp = (nb + 7) / 8 * 8, n_items = (N + OC - 1) / OC;
     if (nthreads < 1) nthreads = 1;
+    if (kind < 0 || kind > 3) return -1;
     float *sx = calloc((size_t)(M * nbp), sizeof(float));  /* Q4_1 only; zero padding is read */
     if (!sx) return -1;
-    if (kind == 1 && M <= MR_MAX)
+    if ((kind & 1) && M <= MR_MAX)
         for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
     #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-        if (kind == 1 && M > MR_MAX) {
+        if ((kind & 1) && M > MR_MAX) {
             #pragma omp for schedule(static)
             for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
         }
         #pragma omp for schedule(guided, 1) nowait
         for (long it = 0; it < n_items; it++) {
             const long o0 = it * OC, o1 = o0 + OC < N ? o0 + OC : N;
-            run_item_f32(kind, w, o0, o1, K, nbp, x, ldx, sx, M, N, y);
+            run_item_f32(kind, w, o0, o1, K, nbp, x, ldx, sx, M, y, ldy);
             if (bias)
                 for (long i = 0; i < M; i++)
-                    for (long o = o0; o < o1; o++) y[i * N + o] = y[i * N + o] + bias[o];
+                    for (long o = o0; o < o1; o++) y[i * ldy + o] = y[i * ldy + o] + bias[o];
         }
     }
     free(sx);
     return 0;
+}
+
+int athq_qmatmul_f32(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
+                     const float *bias, float *y, int nthreads) {
+    return athq_qmatmul_f32_ld(kind, w, N, K, x, M, ldx, bias, y, N, nthreads);
 }
 
 /* The int8 activations and scales of athq_qmatmul, for tests: q (M, K), dx and sx (M, K/32). */

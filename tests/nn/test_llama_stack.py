@@ -147,21 +147,30 @@ def test_batched_decode_equals_each_sequence_alone(model):
     assert all(torch.equal(a, b) for a, b in zip(together, _per_op(model, seqs)))
 
 
-def test_a_stack_mixing_repacked_q4_1_and_gguf_blocks(tmp_path):
-    """Q4_1 has no GGUF kernel: under the engine's plan for such a file it is re-packed (nn/quant.py) while the
-    K-quants keep their blocks; both kinds multiply inside one stack, as the per-op path does."""
+def test_q4_1_blocks_in_place_or_repacked_mix_with_gguf_blocks_in_one_stack(tmp_path, monkeypatch):
+    """Q4_1 has no int8 GGUF kernel: under the engine's plan for such a file it runs with float activations, read
+    in place (views of the file, llama.REPACK_IN_PLACE) or re-packed (nn/quant.py), next to the K-quants' own
+    blocks in one stack; both ways give the per-op path's logits, and the same logits as each other, bit for bit."""
+    from athanor.nn import llama
     from athanor.nn.gguf_matmul import BlockParts
     from athanor.nn.quant import QuantizedWeight
-
-    types = [dict(t, ffn_down=Q4_1) for t in LAYER_TYPES]
-    model = _model(_write(tmp_path / "tiny-mixed.gguf", "llama", types), {"blocks": True, "linear": "q4_1",
-                                                                          "lm_head": "q8_0"})
-    assert isinstance(model.layers[0].mlp.down_proj.qweight, QuantizedWeight)
-    assert isinstance(model.layers[0].mlp.gate_up_proj.qweight, BlockParts)
-    assert model.decode_stack is not None
-    ids = torch.randint(0, VOCAB, (10,), generator=torch.Generator().manual_seed(4)).tolist()
     from tests.nn.test_gemma_ops import _decode_all
 
-    (fused,) = _decode_all(model, [ids])
-    (per_op,) = _per_op(model, [ids])
-    assert torch.equal(fused, per_op)
+    path = _write(tmp_path / "tiny-mixed.gguf", "llama", [dict(t, ffn_down=Q4_1) for t in LAYER_TYPES])
+    ids = torch.randint(0, VOCAB, (10,), generator=torch.Generator().manual_seed(4)).tolist()
+    got = {}
+    for in_place in (True, False):
+        monkeypatch.setattr(llama, "REPACK_IN_PLACE", in_place)
+        model = _model(path, {"blocks": True, "linear": "q4_1", "lm_head": "q8_0"})
+        down = model.layers[0].mlp.down_proj.qweight
+        if in_place:
+            assert isinstance(down, BlockParts) and down.parts[0].float_activations
+            assert down.parts[0].type_name == "Q4_1"
+        else:
+            assert isinstance(down, QuantizedWeight)
+        assert isinstance(model.layers[0].mlp.gate_up_proj.qweight, BlockParts)
+        assert model.decode_stack is not None
+        (got[in_place],) = _decode_all(model, [ids])
+        (per_op,) = _per_op(model, [ids])
+        assert torch.equal(got[in_place], per_op)
+    assert torch.equal(got[True], got[False])
