@@ -20,6 +20,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define QK 32
 #define MR_MAX 8   /* rows of x processed per weight block load (register tiles of MR x NR <= 8) */
@@ -277,26 +278,39 @@ static inline __attribute__((always_inline)) void tile_f32(
     /* GG (GGUF layout): block b at b * BB, its quants after its scales; else scales in front, then quants */
     const long BB = Q41 ? 20 : 34, qoff = GG ? (Q41 ? 4 : 2) : (Q41 ? 4 * nb : 2 * nb), qbytes = GG ? BB : Q41 ? 16 : 32;
     float dsc[4][8] __attribute__((aligned(32)));  /* [n][j]: d of block b0 + j */
-    uint16_t gsc[2][8] = {{0}};  /* GG: the 8 blocks' d (and m) gathered */
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), at = _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)BB));
+    /* the low 2 bytes of each 32-bit lane (d) to the low 8 bytes of its 128-bit half, the high 2 (m) to the top */
+    const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     __m256 acc[8];
     for (int t = 0; t < MR * NR; t++) acc[t] = _mm256_setzero_ps();
     for (long b0 = 0; b0 < nb; b0 += 8) {
         const long nj = nb - b0 < 8 ? nb - b0 : 8;
         for (int n = 0; n < NR; n++) {
             const uint16_t *dm = (const uint16_t *)(w + n * row_bytes);  /* d[nb] (then m[nb] for Q4_1) */
-            if (GG) {  /* quants and scales share lines: the quant loop below prefetches them */
-                for (long j = 0; j < nj; j++) {
-                    const uint8_t *blk = w + n * row_bytes + (b0 + j) * BB;
-                    gsc[0][j] = (uint16_t)(blk[0] | (blk[1] << 8));
-                    if (Q41) gsc[1][j] = (uint16_t)(blk[2] | (blk[3] << 8));
+            __m256 d8, m8 = _mm256_setzero_ps();
+            if (GG) {  /* the first 4 bytes of blocks b0 .. b0 + nj - 1 (d, and m for Q4_1), lanes >= nj zero */
+                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nj), lane);
+                const uint8_t *r0 = w + n * row_bytes + b0 * BB;
+                int32_t v0, v1, v2, v3, v4, v5, v6, v7;
+                memcpy(&v0, r0, 4); memcpy(&v1, r0 + BB * (nj > 1), 4); memcpy(&v2, r0 + 2 * BB * (nj > 2), 4);
+                memcpy(&v3, r0 + 3 * BB * (nj > 3), 4); memcpy(&v4, r0 + 4 * BB * (nj > 4), 4);
+                memcpy(&v5, r0 + 5 * BB * (nj > 5), 4); memcpy(&v6, r0 + 6 * BB * (nj > 6), 4);
+                memcpy(&v7, r0 + 7 * BB * (nj > 7), 4);
+                const __m256i g = _mm256_and_si256(_mm256_setr_epi32(v0, v1, v2, v3, v4, v5, v6, v7), mask);
+                const __m256i h = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, pick), _MM_SHUFFLE(3, 1, 2, 0));
+                d8 = _mm256_cvtph_ps(_mm256_castsi256_si128(h));  /* exact: the same floats as load8_f16 */
+                if (Q41) m8 = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+            } else {
+                if (pf) {
+                    _mm_prefetch((const char *)(dm + b0) + pf, _MM_HINT_T0);
+                    if (Q41) _mm_prefetch((const char *)(dm + nb + b0) + pf, _MM_HINT_T0);
                 }
-            } else if (pf) {
-                _mm_prefetch((const char *)(dm + b0) + pf, _MM_HINT_T0);
-                if (Q41) _mm_prefetch((const char *)(dm + nb + b0) + pf, _MM_HINT_T0);
+                d8 = load8_f16(dm + b0, nj);
+                if (Q41) m8 = load8_f16(dm + nb + b0, nj);
             }
-            _mm256_store_ps(dsc[n], load8_f16(GG ? gsc[0] : dm + b0, nj));
+            _mm256_store_ps(dsc[n], d8);
             if (Q41) {
-                const __m256 m8 = load8_f16(GG ? gsc[1] : dm + nb + b0, nj);
                 for (int r = 0; r < MR; r++)
                     acc[r * NR + n] = _mm256_fmadd_ps(m8, _mm256_loadu_ps(sx + r * nbp + b0), acc[r * NR + n]);
             }
@@ -307,7 +321,7 @@ static inline __attribute__((always_inline)) void tile_f32(
                 __m256 qf[4];
                 const uint8_t *qs = w + n * row_bytes + qoff + qbytes * b;
                 if (pf) _mm_prefetch((const char *)qs + pf, _MM_HINT_T0);  /* every line: blocks <= 32 B */
-                if (pf && GG) _mm_prefetch((const char *)qs + (qbytes - 1) + pf, _MM_HINT_T0);  /* 20/34 B blocks */
+                if (pf && GG && !Q41) _mm_prefetch((const char *)qs + (qbytes - 1) + pf, _MM_HINT_T0);  /* 34 B blocks */
                 if (Q41) unpack_q4_1(qs, qf); else unpack_q8_0(qs, qf);
                 const __m256 d = _mm256_broadcast_ss(&dsc[n][j]);
                 for (int r = 0; r < MR; r++) {
