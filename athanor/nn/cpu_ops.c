@@ -208,10 +208,10 @@ int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *
 
 /* ---- the whole decoder stack of a decode step in one call (every matmul block-quantized) ------------------ */
 
-typedef int (*atho_qmm)(int kind, const void *w, long N, long K, const float *x, long M, long ldx,
-                        const float *bias, float *y, long ldy, int nthreads);  /* nn/qkernels.c's athq_qmatmul_f32_ld */
-typedef int (*atho_gmm)(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
-                        long M, long ldx, float *y, long ldy, int nthreads);  /* nn/gguf_kernels.c's athg_matmul_parts */
+/* weights sharing their input, stacked along the output: nn/gguf_kernels.c's athg_matmul_parts (ggml types, int8
+ * activations) and nn/qkernels.c's athq_qmatmul_f32_parts (its kernel ids, float activations) */
+typedef int (*atho_mm)(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
+                       long M, long ldx, float *y, long ldy, int nthreads);
 
 typedef struct {  /* one (out, in) weight: nn/quant.py's QuantizedWeight (parts == 0) or GGUF blocks (parts >= 1) */
     int parts;                 /* 0: `kind`/`blocks` below; 1..4: GGUF parts stacked along the output */
@@ -232,23 +232,28 @@ typedef struct {  /* one decoder layer; the KV cache pointer comes per call */
     float post_eps, next_eps;
 } atho_layer;
 
-/* y (M, out) = x (M, in) @ W^T (+ bias), as nn/layers.py's Linear computes it for this weight: GGUF parts in one
- * athg_matmul_parts call (the same bits as part by part), then the column order, then the bias (the float adds
- * BlockParts.matmul does). tmp: M * out floats of scratch, used when cols is set. */
-static int linear(atho_qmm qmm, atho_gmm gmm, const atho_weight *w, const float *x, long M, float *y, float *tmp,
+/* y (M, out) = x (M, in) @ W^T (+ bias), as nn/layers.py's Linear computes it for this weight: its parts in one
+ * call when they take the same activations (each element the same bits as part by part), then the column order,
+ * then the bias (the float adds qmatmul / BlockParts.matmul do). tmp: M * out floats of scratch, used with cols. */
+static int linear(atho_mm fmm, atho_mm gmm, const atho_weight *w, const float *x, long M, float *y, float *tmp,
                   int nt) {
-    if (w->parts == 0) return qmm(w->kind, w->blocks, w->out, w->in, x, M, w->in, w->bias, y, w->out, nt);
     float *dst = w->cols ? tmp : y;
-    int status = 0, mixed = 0;
-    for (int p = 0; p < w->parts; p++) mixed |= w->fkind[p] >= 0;
-    if (!mixed) {
+    int status = 0, floats = 0;
+    for (int p = 0; p < w->parts; p++) floats += w->fkind[p] >= 0;
+    if (w->parts == 0) {
+        const uint8_t *blocks = w->blocks;
+        status = fmm(1, &w->kind, &blocks, &w->out, w->in, x, M, w->in, dst, w->out, nt);
+    } else if (floats == 0) {
         status = gmm(w->parts, w->types, w->part, w->part_out, w->in, x, M, w->in, dst, w->out, nt);
-    } else {  /* part by part into its columns, as BlockParts.matmul does */
+    } else if (floats == w->parts) {
+        status = fmm(w->parts, w->fkind, w->part, w->part_out, w->in, x, M, w->in, dst, w->out, nt);
+    } else {  /* part by part into its columns */
         long off = 0;
         for (int p = 0; p < w->parts && !status; off += w->part_out[p], p++)
-            status = w->fkind[p] >= 0
-                ? qmm(w->fkind[p], w->part[p], w->part_out[p], w->in, x, M, w->in, NULL, dst + off, w->out, nt)
-                : gmm(1, w->types + p, w->part + p, w->part_out + p, w->in, x, M, w->in, dst + off, w->out, nt);
+            status = (w->fkind[p] >= 0 ? fmm(1, w->fkind + p, w->part + p, w->part_out + p, w->in, x, M, w->in,
+                                             dst + off, w->out, nt)
+                                       : gmm(1, w->types + p, w->part + p, w->part_out + p, w->in, x, M, w->in,
+                                             dst + off, w->out, nt));
     }
     if (status) return status;
     for (long i = 0; i < M; i++) {
@@ -265,7 +270,7 @@ static int linear(atho_qmm qmm, atho_gmm gmm, const atho_weight *w, const float 
  * x += down(silu(h Wgate) * (h Wup)); h = next_norm(x). On entry h = layer 0's input norm of x; on return h
  * is the final norm of x. Exactly the operations of LlamaModel._decode_cpu's per-op loop, in the same order.
  * Returns 0, or non-zero when scratch memory cannot be allocated (or a kernel refuses its arguments). */
-int atho_decode_layers(atho_qmm qmm, atho_gmm gmm, const atho_layer *layers, long L, float *const *caches, float *x,
+int atho_decode_layers(atho_mm fmm, atho_mm gmm, const atho_layer *layers, long L, float *const *caches, float *x,
                        float *h, long B, long C, long H, long KVH, long D, long NB, long BS, float scale,
                        const int64_t *pos, const float *cos_t, const float *sin_t, const int64_t *slot,
                        const int64_t *bt, long MB, int nthreads) {
@@ -278,15 +283,15 @@ int atho_decode_layers(atho_qmm qmm, atho_gmm gmm, const atho_layer *layers, lon
     int status = 0;
     for (long l = 0; l < L && status == 0; l++) {
         const atho_layer *ly = layers + l;
-        status |= linear(qmm, gmm, &ly->qkv, h, B, qkv, tmp, nthreads);
+        status |= linear(fmm, gmm, &ly->qkv, h, B, qkv, tmp, nthreads);
         if (status) break;
         status |= atho_decode_attention(qkv, W, pos, cos_t, sin_t, caches[l], NB, BS, slot, bt, MB, B, H, KVH, D,
                                         scale, att, nthreads);
-        status |= linear(qmm, gmm, &ly->o, att, B, o, tmp, nthreads);
+        status |= linear(fmm, gmm, &ly->o, att, B, o, tmp, nthreads);
         atho_add_rmsnorm(x, o, ly->post_norm_w, ly->post_eps, h, B, C, nthreads);
-        status |= linear(qmm, gmm, &ly->gate_up, h, B, gu, tmp, nthreads);
+        status |= linear(fmm, gmm, &ly->gate_up, h, B, gu, tmp, nthreads);
         atho_silu_mul(gu, act, B, I, nthreads);
-        status |= linear(qmm, gmm, &ly->down, act, B, down, tmp, nthreads);
+        status |= linear(fmm, gmm, &ly->down, act, B, down, tmp, nthreads);
         atho_add_rmsnorm(x, down, ly->next_norm_w, ly->next_eps, h, B, C, nthreads);
     }
     free(buf);

@@ -147,8 +147,8 @@ def _stack_weight(qweight) -> bool:
 
 class DecodeStack:
     """A model's decoder layers described for `atho_decode_layers`: the whole stack of a decode step in one C
-    call (no Python between layers). Only when every layer matmul is block-quantized: nn/quant.py's re-packed
-    Q4_1/Q8_0 (athq_qmatmul_f32) or a GGUF file's own blocks, each projection's parts in their own types
+    call (no Python between layers). Only when every layer matmul is block-quantized: Q4_1/Q8_0 with float
+    activations (athq_qmatmul_f32_parts: nn/quant.py's re-packed rows or the file's blocks) or a GGUF file's own blocks, each projection's parts in their own types
     (athg_matmul_parts, as Gemma's stack in nn/gemma_ops.c). Built once per model, it holds references to every
     tensor it points at."""
 
@@ -156,7 +156,7 @@ class DecodeStack:
         from athanor.nn import gguf_matmul, quant
 
         qlib, glib = quant._load()[0], gguf_matmul._load()[0]
-        self._qmm = ctypes.cast(qlib.athq_qmatmul_f32_ld, ctypes.c_void_p) if qlib is not None else None
+        self._fmm = ctypes.cast(qlib.athq_qmatmul_f32_parts, ctypes.c_void_p) if qlib is not None else None
         self._gmm = ctypes.cast(glib.athg_matmul_parts, ctypes.c_void_p) if glib is not None else None
         lib = _load()[0]
         fn = lib.atho_decode_layers
@@ -233,7 +233,7 @@ class DecodeStack:
         check_decode_args(x.new_empty(B, width), positions, cos, sin, self._attns[0].kv_cache, slot_mapping,
                           block_tables, self.num_heads)
         assert _f32(x) and _f32(h)
-        status = self._fn(self._qmm, self._gmm, self._layers, len(self._attns), ptrs, x.data_ptr(), h.data_ptr(), B,
+        status = self._fn(self._fmm, self._gmm, self._layers, len(self._attns), ptrs, x.data_ptr(), h.data_ptr(), B,
                           self.hidden, self.num_heads, KVH, D, NB, BS, self.scale, positions.data_ptr(), cos.data_ptr(),
                           sin.data_ptr(), slot_mapping.data_ptr(), block_tables.data_ptr(), block_tables.shape[1],
                           torch.get_num_threads())

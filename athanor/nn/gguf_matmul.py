@@ -264,10 +264,12 @@ class BlockParts:
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None, *, isa: str = "auto") -> torch.Tensor:
         """x (M, in) -> (M, out) float32. Several parts: x quantized once per block size and one parallel loop
-        over every part's rows (nn/gguf_kernels.c athg_matmul_parts), the same bits as part by part."""
+        over every part's rows (nn/gguf_kernels.c athg_matmul_parts; float-activation parts: nn/qkernels.c
+        athq_qmatmul_f32_parts), the same bits as part by part."""
         if len(self.parts) == 1:
             return gguf_matmul(x, self.parts[0], bias, isa=isa)
-        if len(self.parts) > 8 or any(p.row_order is not None or p.float_activations for p in self.parts):
+        floats = {p.float_activations for p in self.parts}
+        if len(self.parts) > 8 or len(floats) > 1 or any(p.row_order is not None for p in self.parts):
             y = torch.cat([gguf_matmul(x, p, isa=isa) for p in self.parts], dim=1)
             return y if bias is None else y.add_(bias)
         from athanor.nn.quant import matmul_operands
@@ -275,13 +277,18 @@ class BlockParts:
         x, _, y = matmul_operands(x, None, self.in_features, self.out_features)
         M = x.shape[0]
         if M:
-            n = len(self.parts)
-            types = (ctypes.c_int * n)(*(p.ggml_type for p in self.parts))
+            n, float_activations = len(self.parts), floats.pop()
+            types = (ctypes.c_int * n)(*(FLOAT_KERNELS[p.ggml_type] if float_activations else p.ggml_type
+                                         for p in self.parts))
             ptrs = (ctypes.c_void_p * n)(*(p.raw.data_ptr() for p in self.parts))
             outs = (ctypes.c_long * n)(*(p.out_features for p in self.parts))
-            threads = torch.get_num_threads() if self.nbytes * M >= _PARALLEL_BYTES else 1
-            status = _lib(False, isa).athg_matmul_parts(n, types, ptrs, outs, self.in_features, x.data_ptr(), M,
-                                                        x.stride(0), y.data_ptr(), self.out_features, threads)
+            if float_activations:  # nn/qkernels.c, as nn/quant.qmatmul: torch's thread count
+                fn, threads = _float_lib().athq_qmatmul_f32_parts, torch.get_num_threads()
+            else:
+                fn = _lib(False, isa).athg_matmul_parts
+                threads = torch.get_num_threads() if self.nbytes * M >= _PARALLEL_BYTES else 1
+            status = fn(n, types, ptrs, outs, self.in_features, x.data_ptr(), M, x.stride(0), y.data_ptr(),
+                        self.out_features, threads)
             if status != 0:
                 raise MemoryError("gguf_matmul: cannot allocate scratch memory")
         return y if bias is None else y.add_(bias)

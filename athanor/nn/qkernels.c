@@ -410,6 +410,38 @@ int athq_qmatmul_f32(int kind, const uint8_t *w, long N, long K, const float *x,
     return athq_qmatmul_f32_ld(kind, w, N, K, x, M, ldx, bias, y, N, nthreads);
 }
 
+/* Weights that share their input (q | k | v, gate | up), each of its own kind (as athq_qmatmul_f32_ld's):
+ * y[:, off_p : off_p + N_p] = x @ W_p^T with off_p the sum of the earlier N, no bias. Every part's items are one
+ * parallel loop (one fork and join for the lot); each element is the same bits as athq_qmatmul_f32_ld's. At most
+ * 8 parts. Returns 0, or -1 for a bad kind, too many parts or no scratch memory. */
+int athq_qmatmul_f32_parts(int n, const int *kinds, const uint8_t *const *ws, const long *Ns, long K, const float *x,
+                           long M, long ldx, float *y, long ldy, int nthreads) {
+    if (n < 1 || n > 8) return -1;
+    const long nb = K / QK, nbp = (nb + 7) / 8 * 8;
+    long first[9] = {0}, off[9] = {0};  /* part p: items first[p] .. first[p + 1] - 1, columns from off[p] */
+    int q41 = 0;
+    for (int p = 0; p < n; p++) {
+        if (kinds[p] < 0 || kinds[p] > 3) return -1;
+        q41 |= kinds[p] & 1;
+        first[p + 1] = first[p] + (Ns[p] + OC - 1) / OC;
+        off[p + 1] = off[p] + Ns[p];
+    }
+    if (nthreads < 1) nthreads = 1;
+    float *sx = calloc((size_t)(M * nbp), sizeof(float));
+    if (!sx) return -1;
+    if (q41)
+        for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
+    #pragma omp parallel for schedule(guided, 1) num_threads(nthreads) if (nthreads > 1)
+    for (long it = 0; it < first[n]; it++) {
+        int p = 0;
+        while (it >= first[p + 1]) p++;
+        const long o0 = (it - first[p]) * OC, o1 = o0 + OC < Ns[p] ? o0 + OC : Ns[p];
+        run_item_f32(kinds[p], ws[p], o0, o1, K, nbp, x, ldx, sx, M, y + off[p], ldy);
+    }
+    free(sx);
+    return 0;
+}
+
 /* The int8 activations and scales of athq_qmatmul, for tests: q (M, K), dx and sx (M, K/32). */
 void athq_quantize_rows(const float *x, long M, long K, long ldx, int8_t *q, float *dx, float *sx) {
     for (long i = 0; i < M; i++) quantize_row(x + i * ldx, K, q + i * K, dx + i * (K / QK), sx + i * (K / QK));

@@ -186,5 +186,11 @@ def test_float_activations_in_gguf_layout_equal_the_repacked_kernel(kind, in_fea
         assert torch.equal(gm.gguf_matmul(x, blocks, num_threads=1), quant.qmatmul(x, repacked)), M
     ids = torch.tensor([0, 36, 5, 5])
     assert torch.equal(gm.get_rows(blocks, ids), repacked.get_rows(ids))
+    # parts stacked along the output (q | k | v): one call over all of them, the same bits as the re-packed whole
+    cut = [0, 20, 29, out_f]
+    parts = gm.BlockParts([gm.GGUFWeight(raw[a:b].reshape(-1), ggml_type, b - a, in_features).with_float_activations()
+                           for a, b in zip(cut, cut[1:])])
+    x = torch.randn(3, in_features)
+    assert torch.equal(parts.matmul(x, bias), quant.qmatmul(x, repacked, bias))
     with pytest.raises(ValueError, match="float-activation"):
         gm.GGUFWeight(raw.reshape(-1)[: 0], 2, 0, in_features).with_float_activations()

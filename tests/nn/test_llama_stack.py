@@ -156,7 +156,9 @@ def test_q4_1_blocks_in_place_or_repacked_mix_with_gguf_blocks_in_one_stack(tmp_
     from athanor.nn.quant import QuantizedWeight
     from tests.nn.test_gemma_ops import _decode_all
 
-    path = _write(tmp_path / "tiny-mixed.gguf", "llama", [dict(t, ffn_down=Q4_1) for t in LAYER_TYPES])
+    types = [dict(LAYER_TYPES[0], ffn_down=Q4_1),  # one Q4_1 matrix; then fused ones (q/k rows permuted)
+             dict(LAYER_TYPES[1], attn_q=Q4_1, attn_k=Q4_1, attn_v=Q4_1, ffn_gate=Q4_1, ffn_up=Q4_1)]
+    path = _write(tmp_path / "tiny-mixed.gguf", "llama", types)
     ids = torch.randint(0, VOCAB, (10,), generator=torch.Generator().manual_seed(4)).tolist()
     got = {}
     for in_place in (True, False):
@@ -169,6 +171,8 @@ def test_q4_1_blocks_in_place_or_repacked_mix_with_gguf_blocks_in_one_stack(tmp_
         else:
             assert isinstance(down, QuantizedWeight)
         assert isinstance(model.layers[0].mlp.gate_up_proj.qweight, BlockParts)
+        fused = model.layers[1].self_attn.qkv_proj.qweight
+        assert isinstance(fused, BlockParts if in_place else QuantizedWeight)
         assert model.decode_stack is not None
         (got[in_place],) = _decode_all(model, [ids])
         (per_op,) = _per_op(model, [ids])
