@@ -250,9 +250,13 @@ def _adopt_blocks(model: nn.Module, tensors: dict, keep: bool | dict) -> set[str
 
 
 _REPACKS = {3: "q4_1", 8: "q8_0"}  # ggml type -> the nn/quant.py kind that holds its blocks bit for bit
-# True: such blocks stay views of the file, multiplied in GGUF's layout with float activations (the products of
-# the re-packed copy, bit for bit: GGUFWeight.with_float_activations); False: re-packed into an anonymous copy
-REPACK_IN_PLACE = True
+# Which of those stay views of the file, multiplied in GGUF's layout with float activations (the products of the
+# re-packed copy, bit for bit: GGUFWeight.with_float_activations) instead of re-packed into an anonymous copy:
+# "none", "tables" (the token table and an LM head) or "all". "none" by default: in place a layer matrix's product
+# took 12-20% more CPU on this 2-core VM (each row's f16 scales gathered from 20/34-byte blocks instead of loaded
+# 8 at a time) and SmolLM2's tied Q8_0 head 6% more (file pages), for RssAnon -> RssFile, not less RSS
+# (benchmarks/bench_gguf_models.py --in-place measures it).
+REPACK_IN_PLACE = "none"
 
 
 def _held_blocks(module: nn.Module, srcs: list, plan: dict, tied: bool):
@@ -267,17 +271,17 @@ def _held_blocks(module: nn.Module, srcs: list, plan: dict, tied: bool):
     if isinstance(module, Embedding):  # the table: re-packed when its type is, and a tied head can be quantized
         return _repack(srcs, kind, table=True) if kind and (not tied or plan.get("lm_head")) else None
     want = plan.get("lm_head" if isinstance(module, LMHead) else "linear")
-    return _repack(srcs, kind) if kind and kind == want else None
+    return _repack(srcs, kind, head=isinstance(module, LMHead)) if kind and kind == want else None
 
 
-def _repack(srcs: list, kind: str, table: bool = False):
+def _repack(srcs: list, kind: str, table: bool = False, head: bool = False):
     """GGUF blocks of `kind` (the parts of one fused matrix, stacked along the output) -> what multiplies them
-    with float activations: the file's blocks themselves (REPACK_IN_PLACE: the GGUFWeight for a token table,
-    BlockParts for a matrix), else one QuantizedWeight in nn/quant.py's row layout."""
+    with float activations: the file's blocks themselves where REPACK_IN_PLACE says (the GGUFWeight for a token
+    table, BlockParts for a matrix), else one QuantizedWeight in nn/quant.py's row layout."""
     from athanor.nn.gguf_matmul import BlockParts
     from athanor.nn.quant import QuantizedWeight
 
-    if REPACK_IN_PLACE:
+    if REPACK_IN_PLACE == "all" or (REPACK_IN_PLACE == "tables" and (table or head)):
         parts = [s.with_float_activations() for s in srcs]
         return parts[0] if table else BlockParts(parts)
     raws = [s.raw if s.row_order is None else s.raw.index_select(0, s.row_order) for s in srcs]

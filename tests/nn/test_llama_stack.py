@@ -162,7 +162,7 @@ def test_q4_1_blocks_in_place_or_repacked_mix_with_gguf_blocks_in_one_stack(tmp_
     ids = torch.randint(0, VOCAB, (10,), generator=torch.Generator().manual_seed(4)).tolist()
     got = {}
     for in_place in (True, False):
-        monkeypatch.setattr(llama, "REPACK_IN_PLACE", in_place)
+        monkeypatch.setattr(llama, "REPACK_IN_PLACE", "all" if in_place else "none")
         model = _model(path, {"blocks": True, "linear": "q4_1", "lm_head": "q8_0"})
         down = model.layers[0].mlp.down_proj.qweight
         if in_place:
