@@ -1,5 +1,6 @@
 """IQ4_NL / IQ4_XS (and K-quant) GGUF files of SmolLM2 run by athanor (nn/gguf_kernels.c, blocks kept, the fused
-decode stack) next to llama.cpp: greedy agreement with llama-server and batch-1 decode speed against llama-bench, on the same files and thread count.
+decode stack) next to llama.cpp: greedy agreement with llama-server and batch-1 decode speed against llama-bench, on
+the same files and thread count.
 
     python benchmarks/bench_iq4.py [--llama-bin DIR] [--threads 2] [--tokens 64] [--rounds 3]
                                    [--types IQ4_XS IQ4_NL Q4_K_M]

@@ -122,8 +122,9 @@ def decode_attention(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tens
 
 class _Weight(ctypes.Structure):
     _fields_ = [("parts", ctypes.c_int), ("kind", ctypes.c_int), ("blocks", ctypes.c_void_p),
-                ("types", ctypes.c_int * 4), ("fkind", ctypes.c_int * 4), ("part", ctypes.c_void_p * 4), ("part_out", ctypes.c_long * 4),
-                ("out", ctypes.c_long), ("in_", ctypes.c_long), ("bias", ctypes.c_void_p), ("cols", ctypes.c_void_p)]
+                ("types", ctypes.c_int * 4), ("fkind", ctypes.c_int * 4), ("part", ctypes.c_void_p * 4),
+                ("part_out", ctypes.c_long * 4), ("out", ctypes.c_long), ("in_", ctypes.c_long),
+                ("bias", ctypes.c_void_p), ("cols", ctypes.c_void_p)]
 
 
 class _Layer(ctypes.Structure):
@@ -148,8 +149,9 @@ def _stack_weight(qweight) -> bool:
 class DecodeStack:
     """A model's decoder layers described for `atho_decode_layers`: the whole stack of a decode step in one C
     call (no Python between layers). Only when every layer matmul is block-quantized: Q4_1/Q8_0 with float
-    activations (athq_qmatmul_f32_parts: nn/quant.py's re-packed rows or the file's blocks) or a GGUF file's own blocks, each projection's parts in their own types
-    (athg_matmul_parts, as Gemma's stack in nn/gemma_ops.c). Built once per model, it holds references to every
+    activations (nn/qkernels.c athq_qmatmul_f32_parts: nn/quant.py's re-packed rows, or the file's blocks) or a GGUF
+    file's own blocks with int8 activations, each projection's parts in their own types (nn/gguf_kernels.c
+    athg_matmul_parts, as Gemma's stack in nn/gemma_ops.c). Built once per model, it holds references to every
     tensor it points at."""
 
     def __init__(self, model) -> None:

@@ -81,7 +81,7 @@ class LlamaModel(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.cpu_ops = False  # see enable_cpu_ops
-        self.decode_stack = None  # nn/cpu_ops.DecodeStack when enabled and every layer matmul is quantized
+        self.decode_stack = None  # nn/cpu_ops.DecodeStack when enabled and every layer matmul is blocks (any GGUF type)
 
     @torch.inference_mode()
     def forward(

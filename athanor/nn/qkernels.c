@@ -276,9 +276,10 @@ static inline __attribute__((always_inline)) void tile_f32(
     const int Q41, const int GG, const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp,
     const float *x, long ldx, const float *sx, float *y, long ldy, long pf) {
     /* GG (GGUF layout): block b at b * BB, its quants after its scales; else scales in front, then quants */
-    const long BB = Q41 ? 20 : 34, qoff = GG ? (Q41 ? 4 : 2) : (Q41 ? 4 * nb : 2 * nb), qbytes = GG ? BB : Q41 ? 16 : 32;
+    const long BB = Q41 ? 20 : 34, qoff = GG ? (Q41 ? 4 : 2) : (Q41 ? 4 * nb : 2 * nb);
+    const long qbytes = GG ? BB : Q41 ? 16 : 32;
     float dsc[4][8] __attribute__((aligned(32)));  /* [n][j]: d of block b0 + j */
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), at = _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)BB));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     /* the low 2 bytes of each 32-bit lane (d) to the low 8 bytes of its 128-bit half, the high 2 (m) to the top */
     const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
@@ -289,7 +290,8 @@ static inline __attribute__((always_inline)) void tile_f32(
         for (int n = 0; n < NR; n++) {
             const uint16_t *dm = (const uint16_t *)(w + n * row_bytes);  /* d[nb] (then m[nb] for Q4_1) */
             __m256 d8, m8 = _mm256_setzero_ps();
-            if (GG) {  /* the first 4 bytes of blocks b0 .. b0 + nj - 1 (d, and m for Q4_1), lanes >= nj zero */
+            if (GG) {  /* the first 4 bytes of blocks b0 .. b0 + nj - 1 (d, and m for Q4_1), lanes >= nj zero; one
+                        * vector built from 8 loads (a gather, or 8 stores read back as one, were slower here) */
                 const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nj), lane);
                 const uint8_t *r0 = w + n * row_bytes + b0 * BB;
                 int32_t v0, v1, v2, v3, v4, v5, v6, v7;
@@ -321,7 +323,7 @@ static inline __attribute__((always_inline)) void tile_f32(
                 __m256 qf[4];
                 const uint8_t *qs = w + n * row_bytes + qoff + qbytes * b;
                 if (pf) _mm_prefetch((const char *)qs + pf, _MM_HINT_T0);  /* every line: blocks <= 32 B */
-                if (pf && GG && !Q41) _mm_prefetch((const char *)qs + (qbytes - 1) + pf, _MM_HINT_T0);  /* 34 B blocks */
+                if (pf && GG && !Q41) _mm_prefetch((const char *)qs + 31 + pf, _MM_HINT_T0);  /* 34 B blocks */
                 if (Q41) unpack_q4_1(qs, qf); else unpack_q8_0(qs, qf);
                 const __m256 d = _mm256_broadcast_ss(&dsc[n][j]);
                 for (int r = 0; r < MR; r++) {

@@ -4,6 +4,8 @@ that exercise every bit pattern of the quants and packed scales."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -189,7 +191,7 @@ def test_float_activations_in_gguf_layout_equal_the_repacked_kernel(kind, in_fea
     # parts stacked along the output (q | k | v): one call over all of them, the same bits as the re-packed whole
     cut = [0, 20, 29, out_f]
     parts = gm.BlockParts([gm.GGUFWeight(raw[a:b].reshape(-1), ggml_type, b - a, in_features).with_float_activations()
-                           for a, b in zip(cut, cut[1:])])
+                           for a, b in itertools.pairwise(cut)])
     x = torch.randn(3, in_features)
     assert torch.equal(parts.matmul(x, bias), quant.qmatmul(x, repacked, bias))
     with pytest.raises(ValueError, match="float-activation"):
