@@ -23,7 +23,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     device: str = "cpu"  # "cpu", "cuda", "cuda:1" ...
     dtype: str = "auto"  # math and activations: auto -> float32 on CPU, bfloat16 on CUDA; or float32 / bfloat16 / float16
-    # How matmul weights are stored (CPU, float32 math). auto -> a Q4_0/Q4_1/Q8_0 GGUF keeps its own blocks (like
+    # How matmul weights are stored (CPU, float32 math). auto -> a quantized GGUF keeps its own blocks (like
     # `gguf`) when athanor's kernels compile here, anything else float16 via FBGEMM's fp16 GEMM (half the bytes per
     # token), else the same as dtype. float32 / float16: those. q4_1 / q8_0: GGUF-style blocks read by the AVX2
     # kernels (nn/quant.py) with fp32 activations (weights dequantized in registers: float-path answers, batched
