@@ -71,7 +71,7 @@ def _parse_options(pairs: list[str] | None) -> dict:
 
 
 WeightsOption = typer.Option(
-    "auto", "--weights", help="matmul weights on CPU: auto (a Q4_0/Q4_1/Q8_0 GGUF keeps its blocks, else fp16), "
+    "auto", "--weights", help="matmul weights on CPU: auto (a quantized GGUF keeps its blocks, else fp16), "
                               "float32 (exact), float16, q4_1 / q8_0 (block kernels), gguf (the file's own format)")
 
 

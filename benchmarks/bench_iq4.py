@@ -1,7 +1,9 @@
-"""IQ4_NL / IQ4_XS GGUF files of SmolLM2 run by athanor (nn/gguf_kernels.c, blocks kept) next to llama.cpp: greedy
-agreement with llama-server and batch-1 decode speed against llama-bench, on the same files and thread count.
+"""IQ4_NL / IQ4_XS (and K-quant) GGUF files of SmolLM2 run by athanor (nn/gguf_kernels.c, blocks kept, the fused
+decode stack) next to llama.cpp: greedy agreement with llama-server and batch-1 decode speed against llama-bench, on
+the same files and thread count.
 
-    python benchmarks/bench_iq4.py [--llama-bin DIR] [--threads 2] [--tokens 64] [--rounds 3] [--types IQ4_XS IQ4_NL]
+    python benchmarks/bench_iq4.py [--llama-bin DIR] [--threads 2] [--tokens 64] [--rounds 3]
+                                   [--types IQ4_XS IQ4_NL Q4_K_M]
 
 The files are made by llama.cpp's llama-quantize from SmolLM2 written as F16 (its built-in Q4_1 dequantized, as
 tests/models/test_quantize_quality.py does), in a temp dir. Greedy: each prompt's 32 tokens from athanor and from
@@ -152,7 +154,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--types", nargs="+", default=["IQ4_XS", "IQ4_NL"])
+    ap.add_argument("--types", nargs="+", default=["IQ4_XS", "IQ4_NL", "Q4_K_M"])
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()}; threads {args.threads}; {args.tokens} decode tokens")
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,7 +23,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     device: str = "cpu"  # "cpu", "cuda", "cuda:1" ...
     dtype: str = "auto"  # math and activations: auto -> float32 on CPU, bfloat16 on CUDA; or float32 / bfloat16 / float16
-    # How matmul weights are stored (CPU, float32 math). auto -> a Q4_0/Q4_1/Q8_0 GGUF keeps its own blocks (like
+    # How matmul weights are stored (CPU, float32 math). auto -> a quantized GGUF keeps its own blocks (like
     # `gguf`) when athanor's kernels compile here, anything else float16 via FBGEMM's fp16 GEMM (half the bytes per
     # token), else the same as dtype. float32 / float16: those. q4_1 / q8_0: GGUF-style blocks read by the AVX2
     # kernels (nn/quant.py) with fp32 activations (weights dequantized in registers: float-path answers, batched
@@ -73,8 +73,8 @@ class EngineConfig:
         """Which matmuls read block-quantized weights ({"linear": kind, "lm_head": kind}), or None.
 
         q4_1 / q8_0: the projections in that format, the LM head q8_0. gguf (and auto, where the kernels compile):
-        a Q4_0/Q4_1/Q8_0 file re-packs exactly into nn/quant.py's kernels (fp32 activations); any other quantized
-        file (K-quants, Q5_0) keeps its own blocks ({"blocks": True}: nn/gguf_matmul.py, int8 activations, weights
+        a Q4_1/Q8_0 file re-packs exactly into nn/quant.py's kernels (fp32 activations); any other quantized
+        file (K-quants, IQ4, Q5_0, Q4_0) keeps its own blocks ({"blocks": True}: nn/gguf_matmul.py, int8 activations, weights
         a view of the file); a float file keeps the float path. CPU, float32 math only.
         """
         import torch
@@ -87,8 +87,9 @@ class EngineConfig:
         from athanor.nn import gguf_matmul
 
         fq = (file_quantization or "").upper()
-        exact = fq in ("Q4_0", "Q4_1", "Q8_0")  # blocks that re-pack bit for bit into nn/quant.py's kernels
-        native = bool(fq) and fq not in ("F32", "F16", "BF16") and not exact  # K-quants, Q5_0 ...: own blocks
+        exact = fq in ("Q4_1", "Q8_0")  # blocks that re-pack bit for bit into nn/quant.py's kernels
+        # K-quants, IQ4, Q5_0, Q4_0 (which has no re-pack: it went float and was re-quantized to q4_1): own blocks
+        native = bool(fq) and fq not in ("F32", "F16", "BF16") and not exact
         if self.weight_dtype == "auto":  # the file's blocks where they can run, else the float path, quietly
             if exact:
                 return self._file_plan(file_quantization) if on_cpu_fp32 and quant.available() else None

@@ -206,48 +206,92 @@ int atho_decode_attention(float *qkv, long ld, const int64_t *pos, const float *
     return failed;
 }
 
-/* ---- the whole decoder stack of a decode step in one call (every matmul quantized) ---------------------- */
+/* ---- the whole decoder stack of a decode step in one call (every matmul block-quantized) ------------------ */
 
-typedef int (*atho_qmm)(int kind, const void *w, long N, long K, const float *x, long M, long ldx,
-                        const float *bias, float *y, int nthreads);  /* nn/qkernels.c's athq_qmatmul_f32 */
+/* weights sharing their input, stacked along the output: nn/gguf_kernels.c's athg_matmul_parts (ggml types, int8
+ * activations) and nn/qkernels.c's athq_qmatmul_f32_parts (its kernel ids, float activations) */
+typedef int (*atho_mm)(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
+                       long M, long ldx, float *y, long ldy, int nthreads);
 
-typedef struct {  /* one block-quantized weight (out, in) as nn/quant.py's QuantizedWeight holds it */
-    int kind;
+typedef struct {  /* one (out, in) weight: nn/quant.py's QuantizedWeight (parts == 0) or GGUF blocks (parts >= 1) */
+    int parts;                 /* 0: `kind`/`blocks` below; 1..4: GGUF parts stacked along the output */
+    int kind;                  /* QuantizedWeight: the kernel id */
     const void *blocks;
+    int types[4];              /* GGUF: each part's ggml type, bytes, rows, and */
+    int fkind[4];              /* qkernels' kernel id for a float-activation part (Q4_1/Q8_0 blocks), or -1 */
+    const uint8_t *part[4];
+    long part_out[4];
     long out, in;
-    const float *bias;  /* or NULL */
-} atho_qweight;
+    const float *bias;         /* or NULL */
+    const int64_t *cols;       /* GGUF: output j is the blocks' row cols[j] (llama.cpp's q/k row order), or NULL */
+} atho_weight;
 
 typedef struct {  /* one decoder layer; the KV cache pointer comes per call */
-    atho_qweight qkv, o, gate_up, down;
+    atho_weight qkv, o, gate_up, down;
     const float *post_norm_w, *next_norm_w;  /* post-attention norm; the next layer's input norm (or the final) */
     float post_eps, next_eps;
 } atho_layer;
 
+/* y (M, out) = x (M, in) @ W^T (+ bias), as nn/layers.py's Linear computes it for this weight: its parts in one
+ * call when they take the same activations (each element the same bits as part by part), then the column order,
+ * then the bias (the float adds qmatmul / BlockParts.matmul do). tmp: M * out floats of scratch, used with cols. */
+static int linear(atho_mm fmm, atho_mm gmm, const atho_weight *w, const float *x, long M, float *y, float *tmp,
+                  int nt) {
+    float *dst = w->cols ? tmp : y;
+    int status = 0, floats = 0;
+    for (int p = 0; p < w->parts; p++) floats += w->fkind[p] >= 0;
+    if (w->parts == 0) {
+        const uint8_t *blocks = w->blocks;
+        status = fmm(1, &w->kind, &blocks, &w->out, w->in, x, M, w->in, dst, w->out, nt);
+    } else if (floats == 0) {
+        status = gmm(w->parts, w->types, w->part, w->part_out, w->in, x, M, w->in, dst, w->out, nt);
+    } else if (floats == w->parts) {
+        status = fmm(w->parts, w->fkind, w->part, w->part_out, w->in, x, M, w->in, dst, w->out, nt);
+    } else {  /* part by part into its columns */
+        long off = 0;
+        for (int p = 0; p < w->parts && !status; off += w->part_out[p], p++)
+            status = (w->fkind[p] >= 0 ? fmm(1, w->fkind + p, w->part + p, w->part_out + p, w->in, x, M, w->in,
+                                             dst + off, w->out, nt)
+                                       : gmm(1, w->types + p, w->part + p, w->part_out + p, w->in, x, M, w->in,
+                                             dst + off, w->out, nt));
+    }
+    if (status) return status;
+    for (long i = 0; i < M; i++) {
+        float *yr = y + i * w->out;
+        if (w->cols)
+            for (long j = 0; j < w->out; j++) yr[j] = dst[i * w->out + w->cols[j]];
+        if (w->bias)
+            for (long j = 0; j < w->out; j++) yr[j] = yr[j] + w->bias[j];
+    }
+    return 0;
+}
+
 /* For l in layers: qkv = h Wqkv; a = attention (RoPE, cache write); x += a Wo; h = post_norm(x);
  * x += down(silu(h Wgate) * (h Wup)); h = next_norm(x). On entry h = layer 0's input norm of x; on return h
  * is the final norm of x. Exactly the operations of LlamaModel._decode_cpu's per-op loop, in the same order.
- * Returns 0, or non-zero when scratch memory cannot be allocated. */
-int atho_decode_layers(atho_qmm qmm, const atho_layer *layers, long L, float *const *caches, float *x, float *h,
-                       long B, long C, long H, long KVH, long D, long NB, long BS, float scale,
+ * Returns 0, or non-zero when scratch memory cannot be allocated (or a kernel refuses its arguments). */
+int atho_decode_layers(atho_mm fmm, atho_mm gmm, const atho_layer *layers, long L, float *const *caches, float *x,
+                       float *h, long B, long C, long H, long KVH, long D, long NB, long BS, float scale,
                        const int64_t *pos, const float *cos_t, const float *sin_t, const int64_t *slot,
                        const int64_t *bt, long MB, int nthreads) {
     const long W = (H + 2 * KVH) * D, I = layers[0].gate_up.out / 2;
-    float *buf = malloc(sizeof(float) * (size_t)(B * (W + H * D + C + 2 * I + I + C)));
+    const long widest = W > 2 * I ? (W > C ? W : C) : (2 * I > C ? 2 * I : C);  /* any linear's out */
+    float *buf = malloc(sizeof(float) * (size_t)(B * (W + H * D + C + 2 * I + I + C + widest)));
     if (!buf) return -1;
     float *qkv = buf, *att = qkv + B * W, *o = att + B * H * D, *gu = o + B * C, *act = gu + B * 2 * I,
-          *down = act + B * I;
+          *down = act + B * I, *tmp = down + B * C;
     int status = 0;
     for (long l = 0; l < L && status == 0; l++) {
         const atho_layer *ly = layers + l;
-        status |= qmm(ly->qkv.kind, ly->qkv.blocks, W, C, h, B, C, ly->qkv.bias, qkv, nthreads);
+        status |= linear(fmm, gmm, &ly->qkv, h, B, qkv, tmp, nthreads);
+        if (status) break;
         status |= atho_decode_attention(qkv, W, pos, cos_t, sin_t, caches[l], NB, BS, slot, bt, MB, B, H, KVH, D,
                                         scale, att, nthreads);
-        status |= qmm(ly->o.kind, ly->o.blocks, C, H * D, att, B, H * D, ly->o.bias, o, nthreads);
+        status |= linear(fmm, gmm, &ly->o, att, B, o, tmp, nthreads);
         atho_add_rmsnorm(x, o, ly->post_norm_w, ly->post_eps, h, B, C, nthreads);
-        status |= qmm(ly->gate_up.kind, ly->gate_up.blocks, 2 * I, C, h, B, C, ly->gate_up.bias, gu, nthreads);
+        status |= linear(fmm, gmm, &ly->gate_up, h, B, gu, tmp, nthreads);
         atho_silu_mul(gu, act, B, I, nthreads);
-        status |= qmm(ly->down.kind, ly->down.blocks, C, I, act, B, I, ly->down.bias, down, nthreads);
+        status |= linear(fmm, gmm, &ly->down, act, B, down, tmp, nthreads);
         atho_add_rmsnorm(x, down, ly->next_norm_w, ly->next_eps, h, B, C, nthreads);
     }
     free(buf);

@@ -120,31 +120,50 @@ def decode_attention(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tens
     return out
 
 
-class _QWeight(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int), ("blocks", ctypes.c_void_p), ("out", ctypes.c_long), ("in_", ctypes.c_long),
-                ("bias", ctypes.c_void_p)]
+class _Weight(ctypes.Structure):
+    _fields_ = [("parts", ctypes.c_int), ("kind", ctypes.c_int), ("blocks", ctypes.c_void_p),
+                ("types", ctypes.c_int * 4), ("fkind", ctypes.c_int * 4), ("part", ctypes.c_void_p * 4),
+                ("part_out", ctypes.c_long * 4), ("out", ctypes.c_long), ("in_", ctypes.c_long),
+                ("bias", ctypes.c_void_p), ("cols", ctypes.c_void_p)]
 
 
 class _Layer(ctypes.Structure):
-    _fields_ = [("qkv", _QWeight), ("o", _QWeight), ("gate_up", _QWeight), ("down", _QWeight),
+    _fields_ = [("qkv", _Weight), ("o", _Weight), ("gate_up", _Weight), ("down", _Weight),
                 ("post_norm_w", ctypes.c_void_p), ("next_norm_w", ctypes.c_void_p),
                 ("post_eps", ctypes.c_float), ("next_eps", ctypes.c_float)]
 
 
+def _projections(layer) -> tuple:
+    a, m = layer.self_attn, layer.mlp
+    return a.qkv_proj, a.o_proj, m.gate_up_proj, m.down_proj
+
+
+def _stack_weight(qweight) -> bool:
+    """A weight `atho_decode_layers` multiplies: nn/quant.py blocks, or GGUF blocks in at most 4 parts."""
+    from athanor.nn.gguf_matmul import BlockParts
+    from athanor.nn.quant import QuantizedWeight
+
+    return isinstance(qweight, QuantizedWeight) or (isinstance(qweight, BlockParts) and len(qweight.parts) <= 4)
+
+
 class DecodeStack:
     """A model's decoder layers described for `atho_decode_layers`: the whole stack of a decode step in one C
-    call (no Python between layers). Only when every layer matmul is block-quantized (nn/quant.py); built once
-    per model, it holds references to every tensor it points at."""
+    call (no Python between layers). Only when every layer matmul is block-quantized: Q4_1/Q8_0 with float
+    activations (nn/qkernels.c athq_qmatmul_f32_parts: nn/quant.py's re-packed rows, or the file's blocks) or a GGUF
+    file's own blocks with int8 activations, each projection's parts in their own types (nn/gguf_kernels.c
+    athg_matmul_parts, as Gemma's stack in nn/gemma_ops.c). Built once per model, it holds references to every
+    tensor it points at."""
 
     def __init__(self, model) -> None:
-        from athanor.nn import quant
+        from athanor.nn import gguf_matmul, quant
 
-        qlib = quant._load()[0]
-        self._qmm = ctypes.cast(qlib.athq_qmatmul_f32, ctypes.c_void_p)
+        qlib, glib = quant._load()[0], gguf_matmul._load()[0]
+        self._fmm = ctypes.cast(qlib.athq_qmatmul_f32_parts, ctypes.c_void_p) if qlib is not None else None
+        self._gmm = ctypes.cast(glib.athg_matmul_parts, ctypes.c_void_p) if glib is not None else None
         lib = _load()[0]
         fn = lib.atho_decode_layers
         P, L, F, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
-        fn.argtypes = [P, P, L, P, P, P, L, L, L, L, L, L, L, F, P, P, P, P, P, L, I]
+        fn.argtypes = [P, P, P, L, P, P, P, L, L, L, L, L, L, L, F, P, P, P, P, P, L, I]
         fn.restype = I
         self._fn = fn
         self._keep = []
@@ -158,31 +177,53 @@ class DecodeStack:
 
     @staticmethod
     def supports(model) -> bool:
-        from athanor.nn.quant import QuantizedWeight
+        """Every layer projection is held as blocks the stack multiplies, and their kernels load here."""
+        from athanor.nn import gguf_matmul, quant
+        from athanor.nn.gguf_matmul import BlockParts
 
-        return all(isinstance(getattr(m, "qweight", None), QuantizedWeight) for ly in model.layers
-                   for m in (ly.self_attn.qkv_proj, ly.self_attn.o_proj, ly.mlp.gate_up_proj, ly.mlp.down_proj))
+        weights = [getattr(lin, "qweight", None) for ly in model.layers for lin in _projections(ly)]
+        if not all(_stack_weight(w) for w in weights):
+            return False
+        native = any(not p.float_activations for w in weights if isinstance(w, BlockParts) for p in w.parts)
+        floats = any(not isinstance(w, BlockParts) or any(p.float_activations for p in w.parts) for w in weights)
+        return (not native or gguf_matmul.available()) and (not floats or quant.available())
 
-    def _qweight(self, linear) -> _QWeight:
+    def _weight(self, linear) -> _Weight:
+        from athanor.nn import gguf_matmul
+        from athanor.nn.gguf_matmul import BlockParts
         from athanor.nn.quant import _KINDS
 
         w, bias = linear.qweight, linear.bias
         if bias is not None:
             bias = bias.detach().float().contiguous()
             self._keep.append(bias)
-        self._keep.append(w.blocks)
-        return _QWeight(_KINDS[w.kind][0], w.blocks.data_ptr(), w.out_features, w.in_features,
-                        bias.data_ptr() if bias is not None else None)
+        bias_ptr = bias.data_ptr() if bias is not None else None
+        if not isinstance(w, BlockParts):
+            self._keep.append(w.blocks)
+            return _Weight(0, _KINDS[w.kind][0], w.blocks.data_ptr(), out=w.out_features, in_=w.in_features,
+                           bias=bias_ptr)
+        parts = w.parts
+        self._keep.extend(p.raw for p in parts)
+        cols = None
+        if any(p.row_order is not None for p in parts):  # one gather over the stacked output (GGUFWeight.row_order)
+            offsets = [sum(q.out_features for q in parts[:i]) for i in range(len(parts))]
+            cols = torch.cat([off + (p.row_order if p.row_order is not None else torch.arange(p.out_features))
+                              for off, p in zip(offsets, parts)]).to(torch.int64).contiguous()
+            self._keep.append(cols)
+        n = len(parts)
+        fkinds = [gguf_matmul.FLOAT_KERNELS[p.ggml_type] if p.float_activations else -1 for p in parts]
+        return _Weight(n, 0, None, (ctypes.c_int * 4)(*(p.ggml_type for p in parts)), (ctypes.c_int * 4)(*fkinds),
+                       (ctypes.c_void_p * 4)(*(p.raw.data_ptr() for p in parts)),
+                       (ctypes.c_long * 4)(*(p.out_features for p in parts)), w.out_features, w.in_features,
+                       bias_ptr, cols.data_ptr() if cols is not None else None)
 
     def _layer(self, layer, next_norm) -> _Layer:
         post = layer.post_attention_layernorm
         for t in (post.weight, next_norm.weight):
             assert _f32(t)
             self._keep.append(t)
-        a, m = layer.self_attn, layer.mlp
-        return _Layer(self._qweight(a.qkv_proj), self._qweight(a.o_proj), self._qweight(m.gate_up_proj),
-                      self._qweight(m.down_proj), post.weight.data_ptr(), next_norm.weight.data_ptr(),
-                      post.eps, next_norm.eps)
+        return _Layer(*(self._weight(lin) for lin in _projections(layer)), post.weight.data_ptr(),
+                      next_norm.weight.data_ptr(), post.eps, next_norm.eps)
 
     def run(self, x: torch.Tensor, h: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             slot_mapping: torch.Tensor, block_tables: torch.Tensor) -> None:
@@ -194,8 +235,8 @@ class DecodeStack:
         check_decode_args(x.new_empty(B, width), positions, cos, sin, self._attns[0].kv_cache, slot_mapping,
                           block_tables, self.num_heads)
         assert _f32(x) and _f32(h)
-        status = self._fn(self._qmm, self._layers, len(self._attns), ptrs, x.data_ptr(), h.data_ptr(), B, self.hidden,
-                          self.num_heads, KVH, D, NB, BS, self.scale, positions.data_ptr(), cos.data_ptr(),
+        status = self._fn(self._fmm, self._gmm, self._layers, len(self._attns), ptrs, x.data_ptr(), h.data_ptr(), B,
+                          self.hidden, self.num_heads, KVH, D, NB, BS, self.scale, positions.data_ptr(), cos.data_ptr(),
                           sin.data_ptr(), slot_mapping.data_ptr(), block_tables.data_ptr(), block_tables.shape[1],
                           torch.get_num_threads())
         if status != 0:

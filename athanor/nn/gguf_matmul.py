@@ -11,8 +11,11 @@ against `x @ w.dequantize().T`: each x_j moves by at most dx_b / 2 (dx_b = amax 
 
 Output row i depends only on x[i] and W, bit for bit, whatever M or the thread count.
 
-Not for: Q4_1 (nn/quant.py re-packs it for its own kernels), quantizing float weights (models/gguf_quantize.py
-and the gguf package), GPUs or training.
+Q4_1 and Q8_0 weights can also run with float activations (`GGUFWeight.with_float_activations`): nn/qkernels.c's
+fp32 kernel reads the file's blocks as they are, the same bits as nn/quant.py's re-packed copy of them, without
+the copy (a Q4_1 or Q8_0 file's weights stay pages of the mapped file).
+
+Not for: quantizing float weights (models/gguf_quantize.py and the gguf package), GPUs or training.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 3
 # re-packs them straight into nn/quant.py's blocks (no float copy on the way)
 REPACK_TYPES = {3: ("Q4_1", 32, 20)}
 _STORED = GGUF_KERNEL_TYPES | REPACK_TYPES
+# types nn/qkernels.c multiplies in their own blocks with float activations: ggml type -> its kernel id there
+FLOAT_KERNELS = {3: 3, 8: 2}
 
 
 def vnni_supported() -> bool:
@@ -103,6 +108,7 @@ class GGUFWeight:
         assert self.raw.is_contiguous()
         self.ggml_type, self.out_features, self.in_features = ggml_type, out_features, in_features
         self.row_order: torch.Tensor | None = None  # see with_row_order
+        self.float_activations = False  # see with_float_activations
 
     @property
     def type_name(self) -> str:
@@ -119,9 +125,23 @@ class GGUFWeight:
     def with_row_order(self, index: torch.Tensor) -> GGUFWeight:
         """The weight whose row i is this one's row index[i], without moving bytes: the matmul picks its
         output columns instead (how llama.cpp's q/k row permutation is undone)."""
+        w = self._copy()
+        w.row_order = index.to(torch.long) if self.row_order is None else self.row_order[index]
+        return w
+
+    def with_float_activations(self) -> GGUFWeight:
+        """The same Q4_1/Q8_0 blocks multiplied with fp32 activations (nn/qkernels.c reading GGUF's layout): the
+        products of nn/quant.py's re-packed copy, bit for bit, with no copy."""
+        if self.ggml_type not in FLOAT_KERNELS:
+            raise ValueError(f"{self.type_name} has no float-activation kernel (Q4_1 and Q8_0 do)")
+        w = self._copy()
+        w.float_activations = True
+        return w
+
+    def _copy(self) -> GGUFWeight:
         w = GGUFWeight(self.raw, self.ggml_type, self.out_features, self.in_features)
         w.mapping = getattr(self, "mapping", None)
-        w.row_order = index.to(torch.long) if self.row_order is None else self.row_order[index]
+        w.row_order, w.float_activations = self.row_order, self.float_activations
         return w
 
     def release_pages(self) -> None:
@@ -168,16 +188,22 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     isa: "avx2" or "vnni" to pick the SIMD build (tests; "auto" picks the best this CPU runs)."""
     from athanor.nn.quant import matmul_operands
 
-    if w.ggml_type not in GGUF_KERNEL_TYPES:
+    if w.ggml_type not in GGUF_KERNEL_TYPES and not w.float_activations:
         raise ValueError(f"{w.type_name} has no block kernel here (nn/quant.py runs it after a re-pack)")
     x, bias, y = matmul_operands(x, bias, w.in_features, w.out_features)
     M = x.shape[0]
     if M == 0:
         return y
     fused_bias = bias if w.row_order is None else None  # bias is in the reordered rows' order
-    status = _lib(portable, isa).athg_matmul(
-        w.ggml_type, w.raw.data_ptr(), w.out_features, w.in_features, x.data_ptr(), M, x.stride(0),
-        fused_bias.data_ptr() if fused_bias is not None else None, y.data_ptr(), num_threads or _threads(w, M))
+    bias_ptr = fused_bias.data_ptr() if fused_bias is not None else None
+    if w.float_activations:  # as nn/quant.qmatmul: torch's thread count
+        status = _float_lib().athq_qmatmul_f32_ld(
+            FLOAT_KERNELS[w.ggml_type], w.raw.data_ptr(), w.out_features, w.in_features, x.data_ptr(), M, x.stride(0),
+            bias_ptr, y.data_ptr(), w.out_features, num_threads or torch.get_num_threads())
+    else:
+        status = _lib(portable, isa).athg_matmul(w.ggml_type, w.raw.data_ptr(), w.out_features, w.in_features,
+                                                 x.data_ptr(), M, x.stride(0), bias_ptr, y.data_ptr(),
+                                                 num_threads or _threads(w, M))
     if status != 0:
         raise MemoryError("gguf_matmul: cannot allocate scratch memory")
     if w.row_order is None:
@@ -186,8 +212,27 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     return y if bias is None else y.add_(bias)
 
 
+def _float_lib() -> ctypes.CDLL:
+    from athanor.nn import quant
+
+    lib, reason = quant._load()
+    if lib is None:
+        raise RuntimeError(f"quantized kernels unavailable: {reason}")
+    return lib
+
+
 def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> torch.Tensor:
     """Rows `ids` (N,) of the table dequantized: (N, in) float32, equal to w.dequantize()[ids]."""
+    if w.float_activations:  # athanor.nn.dequant's float ops, as nn/quant.QuantizedWeight.get_rows
+        from athanor.nn.dequant import dequantize
+
+        ids = ids.reshape(-1).to(torch.long)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= w.out_features):
+            raise IndexError(f"row id out of range for a table of {w.out_features} rows")
+        if w.row_order is not None:
+            ids = w.row_order[ids]
+        rows = w.raw.index_select(0, ids)
+        return dequantize(rows.reshape(-1), w.ggml_type, (ids.numel(), w.in_features))
     if w.ggml_type not in GGUF_KERNEL_TYPES:
         raise ValueError(f"{w.type_name} has no block kernel here (nn/quant.py runs it after a re-pack)")
     ids = ids.reshape(-1).to(torch.long).contiguous()
@@ -219,10 +264,12 @@ class BlockParts:
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None = None, *, isa: str = "auto") -> torch.Tensor:
         """x (M, in) -> (M, out) float32. Several parts: x quantized once per block size and one parallel loop
-        over every part's rows (nn/gguf_kernels.c athg_matmul_parts), the same bits as part by part."""
+        over every part's rows (nn/gguf_kernels.c athg_matmul_parts; float-activation parts: nn/qkernels.c
+        athq_qmatmul_f32_parts), the same bits as part by part."""
         if len(self.parts) == 1:
             return gguf_matmul(x, self.parts[0], bias, isa=isa)
-        if len(self.parts) > 8 or any(p.row_order is not None for p in self.parts):
+        floats = {p.float_activations for p in self.parts}
+        if len(self.parts) > 8 or len(floats) > 1 or any(p.row_order is not None for p in self.parts):
             y = torch.cat([gguf_matmul(x, p, isa=isa) for p in self.parts], dim=1)
             return y if bias is None else y.add_(bias)
         from athanor.nn.quant import matmul_operands
@@ -230,13 +277,18 @@ class BlockParts:
         x, _, y = matmul_operands(x, None, self.in_features, self.out_features)
         M = x.shape[0]
         if M:
-            n = len(self.parts)
-            types = (ctypes.c_int * n)(*(p.ggml_type for p in self.parts))
+            n, float_activations = len(self.parts), floats.pop()
+            types = (ctypes.c_int * n)(*(FLOAT_KERNELS[p.ggml_type] if float_activations else p.ggml_type
+                                         for p in self.parts))
             ptrs = (ctypes.c_void_p * n)(*(p.raw.data_ptr() for p in self.parts))
             outs = (ctypes.c_long * n)(*(p.out_features for p in self.parts))
-            threads = torch.get_num_threads() if self.nbytes * M >= _PARALLEL_BYTES else 1
-            status = _lib(False, isa).athg_matmul_parts(n, types, ptrs, outs, self.in_features, x.data_ptr(), M,
-                                                        x.stride(0), y.data_ptr(), self.out_features, threads)
+            if float_activations:  # nn/qkernels.c, as nn/quant.qmatmul: torch's thread count
+                fn, threads = _float_lib().athq_qmatmul_f32_parts, torch.get_num_threads()
+            else:
+                fn = _lib(False, isa).athg_matmul_parts
+                threads = torch.get_num_threads() if self.nbytes * M >= _PARALLEL_BYTES else 1
+            status = fn(n, types, ptrs, outs, self.in_features, x.data_ptr(), M, x.stride(0), y.data_ptr(),
+                        self.out_features, threads)
             if status != 0:
                 raise MemoryError("gguf_matmul: cannot allocate scratch memory")
         return y if bias is None else y.add_(bias)

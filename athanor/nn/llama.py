@@ -81,7 +81,7 @@ class LlamaModel(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.cpu_ops = False  # see enable_cpu_ops
-        self.decode_stack = None  # nn/cpu_ops.DecodeStack when enabled and every layer matmul is quantized
+        self.decode_stack = None  # nn/cpu_ops.DecodeStack when enabled and every layer matmul is blocks (any GGUF type)
 
     @torch.inference_mode()
     def forward(
@@ -250,6 +250,13 @@ def _adopt_blocks(model: nn.Module, tensors: dict, keep: bool | dict) -> set[str
 
 
 _REPACKS = {3: "q4_1", 8: "q8_0"}  # ggml type -> the nn/quant.py kind that holds its blocks bit for bit
+# Which of those stay views of the file, multiplied in GGUF's layout with float activations (the products of the
+# re-packed copy, bit for bit: GGUFWeight.with_float_activations) instead of re-packed into an anonymous copy:
+# "none", "tables" (the token table and an LM head) or "all". "none" by default: in place a layer matrix's product
+# took 12-20% more CPU on this 2-core VM (each row's f16 scales gathered from 20/34-byte blocks instead of loaded
+# 8 at a time) and SmolLM2's tied Q8_0 head 6% more (file pages), for RssAnon -> RssFile, not less RSS
+# (benchmarks/bench_gguf_models.py --in-place measures it).
+REPACK_IN_PLACE = "none"
 
 
 def _held_blocks(module: nn.Module, srcs: list, plan: dict, tied: bool):
@@ -262,15 +269,21 @@ def _held_blocks(module: nn.Module, srcs: list, plan: dict, tied: bool):
     kinds = {_REPACKS.get(s.ggml_type) for s in srcs}
     kind = kinds.pop() if len(kinds) == 1 else None
     if isinstance(module, Embedding):  # the table: re-packed when its type is, and a tied head can be quantized
-        return _repack(srcs, kind) if kind and (not tied or plan.get("lm_head")) else None
+        return _repack(srcs, kind, table=True) if kind and (not tied or plan.get("lm_head")) else None
     want = plan.get("lm_head" if isinstance(module, LMHead) else "linear")
-    return _repack(srcs, kind) if kind and kind == want else None
+    return _repack(srcs, kind, head=isinstance(module, LMHead)) if kind and kind == want else None
 
 
-def _repack(srcs: list, kind: str):
-    """GGUF blocks of `kind` (the parts of one fused matrix, stacked along the output) -> one QuantizedWeight."""
+def _repack(srcs: list, kind: str, table: bool = False, head: bool = False):
+    """GGUF blocks of `kind` (the parts of one fused matrix, stacked along the output) -> what multiplies them
+    with float activations: the file's blocks themselves where REPACK_IN_PLACE says (the GGUFWeight for a token
+    table, BlockParts for a matrix), else one QuantizedWeight in nn/quant.py's row layout."""
+    from athanor.nn.gguf_matmul import BlockParts
     from athanor.nn.quant import QuantizedWeight
 
+    if REPACK_IN_PLACE == "all" or (REPACK_IN_PLACE == "tables" and (table or head)):
+        parts = [s.with_float_activations() for s in srcs]
+        return parts[0] if table else BlockParts(parts)
     raws = [s.raw if s.row_order is None else s.raw.index_select(0, s.row_order) for s in srcs]
     qweight = QuantizedWeight.from_gguf_parts(raws, kind, srcs[0].in_features)
     for s in srcs:  # the copy is made: the file's pages need not stay resident next to it
@@ -284,9 +297,11 @@ def _tied_head(table, plan: dict):
     from athanor.nn.gguf_matmul import BlockParts, GGUFWeight
     from athanor.nn.quant import QuantizedWeight
 
-    if isinstance(table, GGUFWeight):
-        return BlockParts([table])
     kind = plan.get("lm_head")
+    if isinstance(table, GGUFWeight):  # kept in its blocks: natively, or as float-activation Q4_1/Q8_0
+        if not table.float_activations or _REPACKS[table.ggml_type] == kind:
+            return BlockParts([table])
+        return QuantizedWeight.quantize(table.dequantize(), kind)
     return table if kind == table.kind else QuantizedWeight.quantize(table.dequantize(), kind)
 
 

@@ -12,11 +12,15 @@
  *   Q4_1 row: d f16 [nb] | m f16 [nb] | nibbles [nb][16]          w = d * q + m  (lo = w0..15, hi = w16..31)
  * int8 activations: q int8 (M, K) with per-block scale dx (fp32, = amax/127) and, for Q4_1, sx = dx * sum(q),
  * which carries the weight offset m through the dot product: sum (d q_j + m)(dx y_j) = d dx sum q_j y_j + m sx.
+ * athq_qmatmul_f32_ld also reads GGUF's own layout (kinds 2 = Q8_0, 3 = Q4_1: blocks d | (m |) quants, e.g. the
+ * pages of a mapped file), with the same float operations as the rows above: each block's scales are gathered
+ * 8 at a time into a small array first, so an output is the same bits in either layout.
  */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define QK 32
 #define MR_MAX 8   /* rows of x processed per weight block load (register tiles of MR x NR <= 8) */
@@ -207,6 +211,7 @@ int athq_qmatmul(int kind, const uint8_t *w, long N, long K, const float *x, lon
                  const float *bias, float *y, int nthreads) {
     const long nb = K / QK, nbp = (nb + 7) / 8 * 8, n_items = (N + OC - 1) / OC;
     if (nthreads < 1) nthreads = 1;
+    if (kind != 0 && kind != 1) return -1;  /* the re-packed rows only */
     int8_t *qx = malloc((size_t)(M * K) + 32);
     float *dx = calloc((size_t)(M * nbp), sizeof(float)), *sx = calloc((size_t)(M * nbp), sizeof(float));
     if (!qx || !dx || !sx) { free(qx); free(dx); free(sx); return -1; }
@@ -268,23 +273,46 @@ static void block_sums(const float *x, long K, float *s) {
  * prefetch the same bytes of the rows pf bytes further on (the tiles to come: weights are contiguous), so
  * DRAM streams ahead of the arithmetic. */
 static inline __attribute__((always_inline)) void tile_f32(
-    const int Q41, const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp,
+    const int Q41, const int GG, const int MR, const int NR, const uint8_t *w, long row_bytes, long nb, long nbp,
     const float *x, long ldx, const float *sx, float *y, long ldy, long pf) {
-    const long qoff = Q41 ? 4 * nb : 2 * nb, qbytes = Q41 ? 16 : 32;
+    /* GG (GGUF layout): block b at b * BB, its quants after its scales; else scales in front, then quants */
+    const long BB = Q41 ? 20 : 34, qoff = GG ? (Q41 ? 4 : 2) : (Q41 ? 4 * nb : 2 * nb);
+    const long qbytes = GG ? BB : Q41 ? 16 : 32;
     float dsc[4][8] __attribute__((aligned(32)));  /* [n][j]: d of block b0 + j */
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    /* the low 2 bytes of each 32-bit lane (d) to the low 8 bytes of its 128-bit half, the high 2 (m) to the top */
+    const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     __m256 acc[8];
     for (int t = 0; t < MR * NR; t++) acc[t] = _mm256_setzero_ps();
     for (long b0 = 0; b0 < nb; b0 += 8) {
         const long nj = nb - b0 < 8 ? nb - b0 : 8;
         for (int n = 0; n < NR; n++) {
             const uint16_t *dm = (const uint16_t *)(w + n * row_bytes);  /* d[nb] (then m[nb] for Q4_1) */
-            if (pf) {
-                _mm_prefetch((const char *)(dm + b0) + pf, _MM_HINT_T0);
-                if (Q41) _mm_prefetch((const char *)(dm + nb + b0) + pf, _MM_HINT_T0);
+            __m256 d8, m8 = _mm256_setzero_ps();
+            if (GG) {  /* the first 4 bytes of blocks b0 .. b0 + nj - 1 (d, and m for Q4_1), lanes >= nj zero; one
+                        * vector built from 8 loads (a gather, or 8 stores read back as one, were slower here) */
+                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nj), lane);
+                const uint8_t *r0 = w + n * row_bytes + b0 * BB;
+                int32_t v0, v1, v2, v3, v4, v5, v6, v7;
+                memcpy(&v0, r0, 4); memcpy(&v1, r0 + BB * (nj > 1), 4); memcpy(&v2, r0 + 2 * BB * (nj > 2), 4);
+                memcpy(&v3, r0 + 3 * BB * (nj > 3), 4); memcpy(&v4, r0 + 4 * BB * (nj > 4), 4);
+                memcpy(&v5, r0 + 5 * BB * (nj > 5), 4); memcpy(&v6, r0 + 6 * BB * (nj > 6), 4);
+                memcpy(&v7, r0 + 7 * BB * (nj > 7), 4);
+                const __m256i g = _mm256_and_si256(_mm256_setr_epi32(v0, v1, v2, v3, v4, v5, v6, v7), mask);
+                const __m256i h = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, pick), _MM_SHUFFLE(3, 1, 2, 0));
+                d8 = _mm256_cvtph_ps(_mm256_castsi256_si128(h));  /* exact: the same floats as load8_f16 */
+                if (Q41) m8 = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+            } else {
+                if (pf) {
+                    _mm_prefetch((const char *)(dm + b0) + pf, _MM_HINT_T0);
+                    if (Q41) _mm_prefetch((const char *)(dm + nb + b0) + pf, _MM_HINT_T0);
+                }
+                d8 = load8_f16(dm + b0, nj);
+                if (Q41) m8 = load8_f16(dm + nb + b0, nj);
             }
-            _mm256_store_ps(dsc[n], load8_f16(dm + b0, nj));
+            _mm256_store_ps(dsc[n], d8);
             if (Q41) {
-                const __m256 m8 = load8_f16(dm + nb + b0, nj);
                 for (int r = 0; r < MR; r++)
                     acc[r * NR + n] = _mm256_fmadd_ps(m8, _mm256_loadu_ps(sx + r * nbp + b0), acc[r * NR + n]);
             }
@@ -295,6 +323,7 @@ static inline __attribute__((always_inline)) void tile_f32(
                 __m256 qf[4];
                 const uint8_t *qs = w + n * row_bytes + qoff + qbytes * b;
                 if (pf) _mm_prefetch((const char *)qs + pf, _MM_HINT_T0);  /* every line: blocks <= 32 B */
+                if (pf && GG && !Q41) _mm_prefetch((const char *)qs + 31 + pf, _MM_HINT_T0);  /* 34 B blocks */
                 if (Q41) unpack_q4_1(qs, qf); else unpack_q8_0(qs, qf);
                 const __m256 d = _mm256_broadcast_ss(&dsc[n][j]);
                 for (int r = 0; r < MR; r++) {
@@ -312,21 +341,21 @@ static inline __attribute__((always_inline)) void tile_f32(
         for (int n = 0; n < NR; n++) y[r * ldy + n] = hsum8(acc[r * NR + n]);
 }
 
-#define TILEF(Q41, MR, NR) tile_f32(Q41, MR, NR, wr, row_bytes, nb, nbp, xr, ldx, s, yo, N, pf)
-#define DISPATCHF(Q41)                                                                       \
-    switch (mr * 8 + nr) {                                                                   \
-        case 1 * 8 + 4: TILEF(Q41, 1, 4); break;  case 2 * 8 + 4: TILEF(Q41, 2, 4); break;  \
-        case 3 * 8 + 2: TILEF(Q41, 3, 2); break;  case 4 * 8 + 2: TILEF(Q41, 4, 2); break;  \
-        case 1 * 8 + 1: TILEF(Q41, 1, 1); break;  case 2 * 8 + 1: TILEF(Q41, 2, 1); break;  \
-        case 3 * 8 + 1: TILEF(Q41, 3, 1); break;  case 4 * 8 + 1: TILEF(Q41, 4, 1); break;  \
-        case 5 * 8 + 1: TILEF(Q41, 5, 1); break;  case 6 * 8 + 1: TILEF(Q41, 6, 1); break;  \
-        case 7 * 8 + 1: TILEF(Q41, 7, 1); break;  default: TILEF(Q41, 8, 1); break;         \
+#define TILEF(Q41, GG, MR, NR) tile_f32(Q41, GG, MR, NR, wr, row_bytes, nb, nbp, xr, ldx, s, yo, ldy, pf)
+#define DISPATCHF(Q41, GG)                                                                                   \
+    switch (mr * 8 + nr) {                                                                                   \
+        case 1 * 8 + 4: TILEF(Q41, GG, 1, 4); break;  case 2 * 8 + 4: TILEF(Q41, GG, 2, 4); break;          \
+        case 3 * 8 + 2: TILEF(Q41, GG, 3, 2); break;  case 4 * 8 + 2: TILEF(Q41, GG, 4, 2); break;          \
+        case 1 * 8 + 1: TILEF(Q41, GG, 1, 1); break;  case 2 * 8 + 1: TILEF(Q41, GG, 2, 1); break;          \
+        case 3 * 8 + 1: TILEF(Q41, GG, 3, 1); break;  case 4 * 8 + 1: TILEF(Q41, GG, 4, 1); break;          \
+        case 5 * 8 + 1: TILEF(Q41, GG, 5, 1); break;  case 6 * 8 + 1: TILEF(Q41, GG, 6, 1); break;          \
+        case 7 * 8 + 1: TILEF(Q41, GG, 7, 1); break;  default: TILEF(Q41, GG, 8, 1); break;                 \
     }
 
 static void run_item_f32(int kind, const uint8_t *w, long o0, long o1, long K, long nbp, const float *x,
-                         long ldx, const float *sx, long M, long N, float *y) {
+                         long ldx, const float *sx, long M, float *y, long ldy) {
     const long nb = K / QK;
-    const long row_bytes = nb * (kind == 1 ? 20 : 34);
+    const long row_bytes = nb * (kind & 1 ? 20 : 34);
     const long mr_max = K * 4 * MR_MAX <= (24 << 10) ? MR_MAX : 4;  /* a row tile of x stays in L1 (32 KiB) */
     for (long i0 = 0; i0 < M; i0 += mr_max) {
         const int mr = (int)(M - i0 < mr_max ? M - i0 : mr_max);
@@ -336,40 +365,80 @@ static void run_item_f32(int kind, const uint8_t *w, long o0, long o1, long K, l
         for (long o = o0; o < o1;) {
             const int nr = o + nr_full <= o1 ? nr_full : 1;
             const uint8_t *wr = w + o * row_bytes;
-            float *yo = y + i0 * N + o;
-            if (kind == 1) {
-                DISPATCHF(1)
-            } else {
-                DISPATCHF(0)
+            float *yo = y + i0 * ldy + o;
+            switch (kind) {
+                case 0: DISPATCHF(0, 0) break;
+                case 1: DISPATCHF(1, 0) break;
+                case 2: DISPATCHF(0, 1) break;
+                default: DISPATCHF(1, 1) break;
             }
             o += nr;
         }
     }
 }
 
-/* As athq_qmatmul with fp32 activations. Returns 0, or -1 when scratch could not be allocated. */
-int athq_qmatmul_f32(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
-                     const float *bias, float *y, int nthreads) {
+/* As athq_qmatmul with fp32 activations, y's rows ldy floats apart; kind also 2 = Q8_0, 3 = Q4_1 in GGUF's own
+ * layout. Returns 0, or -1 when scratch could not be allocated or the kind is unknown. */
+int athq_qmatmul_f32_ld(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
+                        const float *bias, float *y, long ldy, int nthreads) {
     const long nb = K / QK, nbp = (nb + 7) / 8 * 8, n_items = (N + OC - 1) / OC;
     if (nthreads < 1) nthreads = 1;
+    if (kind < 0 || kind > 3) return -1;
     float *sx = calloc((size_t)(M * nbp), sizeof(float));  /* Q4_1 only; zero padding is read */
     if (!sx) return -1;
-    if (kind == 1 && M <= MR_MAX)
+    if ((kind & 1) && M <= MR_MAX)
         for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
     #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-        if (kind == 1 && M > MR_MAX) {
+        if ((kind & 1) && M > MR_MAX) {
             #pragma omp for schedule(static)
             for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
         }
         #pragma omp for schedule(guided, 1) nowait
         for (long it = 0; it < n_items; it++) {
             const long o0 = it * OC, o1 = o0 + OC < N ? o0 + OC : N;
-            run_item_f32(kind, w, o0, o1, K, nbp, x, ldx, sx, M, N, y);
+            run_item_f32(kind, w, o0, o1, K, nbp, x, ldx, sx, M, y, ldy);
             if (bias)
                 for (long i = 0; i < M; i++)
-                    for (long o = o0; o < o1; o++) y[i * N + o] = y[i * N + o] + bias[o];
+                    for (long o = o0; o < o1; o++) y[i * ldy + o] = y[i * ldy + o] + bias[o];
         }
+    }
+    free(sx);
+    return 0;
+}
+
+int athq_qmatmul_f32(int kind, const uint8_t *w, long N, long K, const float *x, long M, long ldx,
+                     const float *bias, float *y, int nthreads) {
+    return athq_qmatmul_f32_ld(kind, w, N, K, x, M, ldx, bias, y, N, nthreads);
+}
+
+/* Weights that share their input (q | k | v, gate | up), each of its own kind (as athq_qmatmul_f32_ld's):
+ * y[:, off_p : off_p + N_p] = x @ W_p^T with off_p the sum of the earlier N, no bias. Every part's items are one
+ * parallel loop (one fork and join for the lot); each element is the same bits as athq_qmatmul_f32_ld's. At most
+ * 8 parts. Returns 0, or -1 for a bad kind, too many parts or no scratch memory. */
+int athq_qmatmul_f32_parts(int n, const int *kinds, const uint8_t *const *ws, const long *Ns, long K, const float *x,
+                           long M, long ldx, float *y, long ldy, int nthreads) {
+    if (n < 1 || n > 8) return -1;
+    const long nb = K / QK, nbp = (nb + 7) / 8 * 8;
+    long first[9] = {0}, off[9] = {0};  /* part p: items first[p] .. first[p + 1] - 1, columns from off[p] */
+    int q41 = 0;
+    for (int p = 0; p < n; p++) {
+        if (kinds[p] < 0 || kinds[p] > 3) return -1;
+        q41 |= kinds[p] & 1;
+        first[p + 1] = first[p] + (Ns[p] + OC - 1) / OC;
+        off[p + 1] = off[p] + Ns[p];
+    }
+    if (nthreads < 1) nthreads = 1;
+    float *sx = calloc((size_t)(M * nbp), sizeof(float));
+    if (!sx) return -1;
+    if (q41)
+        for (long i = 0; i < M; i++) block_sums(x + i * ldx, K, sx + i * nbp);
+    #pragma omp parallel for schedule(guided, 1) num_threads(nthreads) if (nthreads > 1)
+    for (long it = 0; it < first[n]; it++) {
+        int p = 0;
+        while (it >= first[p + 1]) p++;
+        const long o0 = (it - first[p]) * OC, o1 = o0 + OC < Ns[p] ? o0 + OC : Ns[p];
+        run_item_f32(kinds[p], ws[p], o0, o1, K, nbp, x, ldx, sx, M, y + off[p], ldy);
     }
     free(sx);
     return 0;

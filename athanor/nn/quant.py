@@ -59,6 +59,12 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.athq_qmatmul.restype = ctypes.c_int
     lib.athq_qmatmul_f32.argtypes = lib.athq_qmatmul.argtypes
     lib.athq_qmatmul_f32.restype = ctypes.c_int
+    lib.athq_qmatmul_f32_ld.argtypes = [ctypes.c_int, c_ptr, c_long, c_long, c_ptr, c_long, c_long, c_ptr, c_ptr,
+                                        c_long, ctypes.c_int]
+    lib.athq_qmatmul_f32_ld.restype = ctypes.c_int
+    lib.athq_qmatmul_f32_parts.argtypes = [ctypes.c_int, c_ptr, c_ptr, c_ptr, c_long, c_ptr, c_long, c_long, c_ptr,
+                                           c_long, ctypes.c_int]
+    lib.athq_qmatmul_f32_parts.restype = ctypes.c_int
     lib.athq_quantize_rows.argtypes = [c_ptr, c_long, c_long, c_long, c_ptr, c_ptr, c_ptr]
     lib.athq_quantize_rows.restype = None
     return lib, None

@@ -55,6 +55,7 @@ def test_weight_dtype_checks():
     assert EngineConfig(weight_dtype="gguf").quant_plan("Q6_K") == {"blocks": True, "linear": "q8_0", "lm_head": "q8_0"}
     assert EngineConfig().quant_plan("Q4_1") == {"linear": "q4_1", "lm_head": "q8_0"}  # auto: exact re-packs only
     assert EngineConfig().quant_plan("Q4_K_M") == {"blocks": True} and EngineConfig().quant_plan("F16") is None
+    assert EngineConfig().quant_plan("Q4_0") == {"blocks": True}  # no exact re-pack: its own blocks, not re-quantized
 
 
 @pytest.mark.slow

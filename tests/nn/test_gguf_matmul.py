@@ -4,6 +4,8 @@ that exercise every bit pattern of the quants and packed scales."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,38 @@ def test_block_parts_in_one_call_equal_each_part_alone(build):
     want = torch.cat([gm.gguf_matmul(x, p, **kw) for p in parts], dim=1) + bias
     assert torch.equal(got, want)
     assert torch.equal(gm.BlockParts(parts).matmul(x[2:3], bias, **kw), want[2:3])
+
+
+@pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
+@pytest.mark.parametrize("in_features", [96, 576])  # 3 and 18 blocks a row: a partial group of 8 scales
+def test_float_activations_in_gguf_layout_equal_the_repacked_kernel(kind, in_features):
+    """Q4_1 / Q8_0 blocks read where they lie (GGUF's layout, nn/qkernels.c kinds 2/3) give nn/quant.py's re-packed
+    products bit for bit, for every batch size's tiling, with a bias, and the row lookup its get_rows."""
+    import gguf
+
+    from athanor.nn import quant
+
+    if not quant.available():
+        pytest.skip("no quantized kernels")
+    ggml_type = {"q4_1": 3, "q8_0": 8}[kind]
+    out_f = 37  # not a multiple of the 4-row tiles
+    w = torch.randn(out_f, in_features, generator=torch.Generator().manual_seed(5)) * 0.05
+    raw = torch.from_numpy(gguf.quants.quantize(w.numpy(), gguf.GGMLQuantizationType(ggml_type)))
+    blocks = gm.GGUFWeight(raw.reshape(-1), ggml_type, out_f, in_features).with_float_activations()
+    repacked = quant.QuantizedWeight.from_gguf(raw.reshape(-1), kind, out_f, in_features)
+    bias = torch.randn(out_f)
+    for M in (1, 2, 3, 5, 8, 9, 17):
+        x = torch.randn(M, in_features, generator=torch.Generator().manual_seed(M))
+        want = quant.qmatmul(x, repacked, bias)
+        assert torch.equal(gm.gguf_matmul(x, blocks, bias), want), M
+        assert torch.equal(gm.gguf_matmul(x, blocks, num_threads=1), quant.qmatmul(x, repacked)), M
+    ids = torch.tensor([0, 36, 5, 5])
+    assert torch.equal(gm.get_rows(blocks, ids), repacked.get_rows(ids))
+    # parts stacked along the output (q | k | v): one call over all of them, the same bits as the re-packed whole
+    cut = [0, 20, 29, out_f]
+    parts = gm.BlockParts([gm.GGUFWeight(raw[a:b].reshape(-1), ggml_type, b - a, in_features).with_float_activations()
+                           for a, b in itertools.pairwise(cut)])
+    x = torch.randn(3, in_features)
+    assert torch.equal(parts.matmul(x, bias), quant.qmatmul(x, repacked, bias))
+    with pytest.raises(ValueError, match="float-activation"):
+        gm.GGUFWeight(raw.reshape(-1)[: 0], 2, 0, in_features).with_float_activations()
