@@ -8,8 +8,8 @@
  *
  * AVX2/VNNI: each weight block is decoded in registers straight from its bytes (Q5_0's 5th bits by a byte
  * shuffle + compare, Q6_K's 2-bit highs by masks and shifts, Q4_K/Q5_K's 6-bit scales by word masks, IQ4's
- * nibbles mapped through the 16-entry non-linear table by one byte shuffle) and
- * dotted with up to MR = 4 rows of x at once (prefill pays the decoding once per 4 rows); 32-blocks use two
+ * nibbles mapped through the 16-entry non-linear table by one byte shuffle) and dotted with up to MR rows of x
+ * at once (4 with AVX2, 8 with AVX-512VL; prefill pays the decoding once per tile); 32-blocks use two
  * accumulators so consecutive blocks' FMAs overlap. Plain C: each weight row is first unpacked into int8
  * quants + integer sub-block scales (an L1 sized buffer), then dotted with every row of x.
  * Layouts (from GGUF; byte offsets inside one block):
@@ -205,7 +205,13 @@ static inline float row_dot(int t, const Row *r, long K, const int8_t *qx, const
 
 #ifdef __AVX2__
 /* ---- AVX2: dot products read straight from the block bytes (no unpacked row), MR rows of x per pass ---- */
-#define MR 4  /* x rows sharing one decode of a weight block (prefill); a tile of fewer rows at the end */
+/* x rows sharing one decode of a weight block (prefill); a tile of fewer rows at the end. 8 where AVX-512VL gives
+ * 32 vector registers (two accumulators per row fit), 4 with AVX2's 16. A row's own operations are the same. */
+#if defined(__AVX512VL__)
+#define MR 8
+#else
+#define MR 4
+#endif
 
 /* 32 bytes: the 16 nibble bytes at p, low nibbles first (elements 0..15), then the high ones (16..31). */
 static inline __m256i nibbles32(const uint8_t *p) {
