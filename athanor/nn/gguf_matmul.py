@@ -68,6 +68,8 @@ def _load(portable: bool = False, isa: str = "auto") -> tuple[ctypes.CDLL | None
     lib.athg_matmul_parts.restype = ctypes.c_int
     lib.athg_get_rows.argtypes = [ctypes.c_int, c_ptr, c_long, c_ptr, c_long, c_ptr]
     lib.athg_get_rows.restype = ctypes.c_int
+    lib.athg_quantize_rows.argtypes = [c_ptr, c_long, c_long, c_long, ctypes.c_int, c_ptr, c_ptr, c_ptr, ctypes.c_int]
+    lib.athg_quantize_rows.restype = ctypes.c_int
     return lib, None
 
 
@@ -219,6 +221,21 @@ def _float_lib() -> ctypes.CDLL:
     if lib is None:
         raise RuntimeError(f"quantized kernels unavailable: {reason}")
     return lib
+
+
+def quantize_activations(x: torch.Tensor, group: int, *, num_threads: int = 1, portable: bool = False,
+                         isa: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the matmuls dot with: x (M, K) float32 -> int8 quants (M, K), one scale per `group` (32 or 256) weights
+    (M, K / group) and the int16 sums of every 16 quants (M, K / 16). For tests."""
+    x = x.float().contiguous()
+    M, K = x.shape
+    q = torch.empty(M, K, dtype=torch.int8)
+    d = torch.empty(M, K // group, dtype=torch.float32)
+    s = torch.empty(M, K // 16, dtype=torch.int16)
+    if _lib(portable, isa).athg_quantize_rows(x.data_ptr(), M, K, K, group, q.data_ptr(), d.data_ptr(), s.data_ptr(),
+                                              num_threads) != 0:
+        raise ValueError(f"in_features {K} is not a multiple of {group}")
+    return q, d, s
 
 
 def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> torch.Tensor:

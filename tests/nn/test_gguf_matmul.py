@@ -50,6 +50,34 @@ def _xhat(x: torch.Tensor, block: int) -> torch.Tensor:
 BUILDS = ["avx2", "vnni", "portable"]
 
 
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("group", [32, 256])
+def test_activation_quantization_is_the_formula_bit_for_bit(group, build):
+    """The vectorized (AVX2) and plain quantizers both give round-half-even(x / (amax / 127)) per group, the scale,
+    and the int16 sums per 16; a group holding inf or NaN gets a NaN scale; threads split rows, nothing else."""
+    kw = _build(build)
+    M, K = 130, 1024  # M * K past the size where rows are quantized by two threads
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(6)) * 3
+    x[0, :group] = 0.0                      # an all-zero group: scale 0, quants 0
+    x[1, 5], x[2, group + 7] = float("inf"), float("nan")
+    x[3, :group] = 0.0                      # amax 127: scale 1, so these halves stay halves
+    x[3, :8] = torch.tensor([0.5, -0.5, 1.5, -2.5, 127.0, -127.0, 63.5, 2.5])
+    q, d, s = gm.quantize_activations(x, group, num_threads=2, **kw)
+    xb = x.view(M, K // group, group)
+    d_ref = xb.abs().amax(-1) / 127
+    bad = ~torch.isfinite(xb).all(-1)
+    assert torch.equal(d.isnan(), bad)
+    assert torch.equal(d[~bad], d_ref[~bad])
+    inv = torch.where(d_ref != 0, 1.0 / d_ref, torch.zeros_like(d_ref)).unsqueeze(-1)
+    q_ref = torch.round(xb * inv).to(torch.int8).view(M, K)  # torch.round: half to even, like nearbyintf
+    good = (~bad).repeat_interleave(group, dim=1)
+    assert torch.equal(q[good], q_ref[good])
+    assert torch.equal(s[good[:, ::16]], q.view(M, K // 16, 16).sum(-1, dtype=torch.int32).to(torch.int16)[good[:, ::16]])
+    assert torch.equal(q[3, :8], torch.tensor([0, 0, 2, -2, 127, -127, 64, 2], dtype=torch.int8))
+    one, d1, s1 = gm.quantize_activations(x[:1], group, num_threads=1, **kw)  # a row alone is the same row
+    assert torch.equal(one, q[:1]) and torch.equal(d1, d[:1]) and torch.equal(s1, s[:1])
+
+
 def _build(build: str) -> dict:
     if build == "vnni" and not gm.vnni_supported():
         pytest.skip("this CPU has no AVX512-VNNI")
