@@ -19,6 +19,8 @@ from athanor.errors import ModelFormatError
 if TYPE_CHECKING:
     import tokenizers
 
+    from athanor.text.spm import SpmCodec
+
 log = logging.getLogger(__name__)
 
 LLAMA3_SPLIT = (
@@ -134,8 +136,12 @@ def _add_special_tokens(tok: tokenizers.Tokenizer, meta: dict) -> None:
     tok.add_tokens(user)
 
 
-def build_gguf_tokenizer(meta: dict) -> tuple[tokenizers.Tokenizer, dict]:
-    """(backend, keyword arguments for athanor's Tokenizer) from GGUF tokenizer metadata."""
+# SentencePiece vocabularies at least this large get the compact codec (text/spm.py) by default
+COMPACT_SPM_MIN_TOKENS = 0
+
+
+def build_tokenizers_backend(meta: dict) -> tokenizers.Tokenizer:
+    """The vocabulary as a `tokenizers.Tokenizer` (BPE, special and user-defined tokens added)."""
     kind, tokens = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.tokens")
     if not tokens:
         raise ModelFormatError("the GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
@@ -146,6 +152,31 @@ def build_gguf_tokenizer(meta: dict) -> tuple[tokenizers.Tokenizer, dict]:
     else:
         raise ModelFormatError(f"GGUF tokenizer model {kind!r} is not supported; supported: gpt2, llama")
     _add_special_tokens(backend, meta)
+    return backend
+
+
+def _uses_compact(meta: dict, compact: bool | None) -> bool:
+    from athanor.text import spm
+
+    if meta.get("tokenizer.ggml.model") != "llama" or "tokenizer.ggml.merges" in meta or compact is False:
+        return False  # (an SPM file with explicit merges is tokenized by them: only `tokenizers` does that)
+    big = len(meta["tokenizer.ggml.tokens"]) >= COMPACT_SPM_MIN_TOKENS
+    return (compact or big) and spm.available()
+
+
+def build_gguf_tokenizer(meta: dict, compact: bool | None = None) -> tuple[tokenizers.Tokenizer | SpmCodec, dict]:
+    """(backend, keyword arguments for athanor's Tokenizer) from GGUF tokenizer metadata. A SentencePiece
+    vocabulary (`llama`) gets the compact codec of text/spm.py (compact=None: when it has at least
+    COMPACT_SPM_MIN_TOKENS tokens and spm.c builds here; False: never), the rest a `tokenizers.Tokenizer`."""
+    kind, tokens = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.tokens")
+    if not tokens:
+        raise ModelFormatError("the GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens)")
+    if _uses_compact(meta, compact):
+        from athanor.text.spm import SpmCodec
+
+        backend = SpmCodec.from_metadata(meta)
+    else:
+        backend = build_tokenizers_backend(meta)
 
     def token(key: str) -> str | None:
         i = meta.get(f"tokenizer.ggml.{key}")
