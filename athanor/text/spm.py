@@ -150,6 +150,21 @@ class SpmCodec:
         text = b"".join(chunks).decode("utf-8")
         return text[1:] if self.add_space_prefix and text.startswith(" ") else text
 
+    def token_bytes(self) -> list[bytes]:
+        """Every token as the bytes it stands for in text (what a grammar engine matches): "▁" -> b" ", <0xXX> ->
+        that byte; control, unknown and <...>-looking user-defined tokens as b"\\xff" + their text (llguidance's
+        mark for special tokens, as its llama.cpp adapter writes them)."""
+        out = []
+        for i in range(len(self)):
+            piece, kind = self._bytes(i), self._types_bytes[i]
+            if kind in _SKIPPED or (kind == _USER_DEFINED and piece[:1] == b"<" and piece[-1:] == b">"):
+                out.append(b"\xff" + piece)
+            elif piece[:3] == b"<0x" and len(piece) == 6 and piece[5] == 62 and _is_hex(piece[3:5]):
+                out.append(bytes([int(piece[3:5], 16)]))
+            else:
+                out.append(piece.replace(_SPACE_UTF8, b" "))
+        return out
+
     # -- the `tokenizers` equivalent
 
     def metadata(self) -> dict:
