@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_LENS 40
+
 typedef struct { uint32_t tag; int32_t id; } slot;  /* tag: the hash's high bits, checked before the text */
 
 typedef struct {
@@ -24,8 +26,12 @@ typedef struct {
     slot *table;             /* mask + 1 slots, id -1: empty */
     uint64_t mask;
     int32_t byte_ids[256];   /* <0xXX> token of each byte, or -1 */
-    uint8_t special_first[256];  /* a special token starts with this byte */
-    int32_t special_lens[64], n_special_lens;  /* distinct special token lengths, longest first */
+    /* special tokens by first byte: their distinct lengths, longest first (more than MAX_LENS: all lengths up to
+     * max_special are tried); pairs: bit (b0 << 8 | b1) set when a special token of 2+ bytes starts b0 b1 */
+    int32_t lens[256][MAX_LENS];
+    uint8_t n_lens[256], too_many_lens[256];
+    uint8_t pairs[8192];
+    int32_t max_special;
 } spm_vocab;
 
 enum { TYPE_UNKNOWN = 2, TYPE_CONTROL = 3, TYPE_USER_DEFINED = 4 };
@@ -54,13 +60,17 @@ static int is_special(const spm_vocab *v, int32_t id) {
     return t == TYPE_UNKNOWN || t == TYPE_CONTROL || t == TYPE_USER_DEFINED;
 }
 
-static void note_special_length(spm_vocab *v, int32_t len) {
-    for (int i = 0; i < v->n_special_lens; i++)
-        if (v->special_lens[i] == len) return;
-    if (v->n_special_lens == 64) return;  /* never seen in a real vocabulary; longer ones still match via others */
-    int i = v->n_special_lens++;
-    while (i > 0 && v->special_lens[i - 1] < len) { v->special_lens[i] = v->special_lens[i - 1]; i--; }
-    v->special_lens[i] = len;
+static void note_special(spm_vocab *v, const uint8_t *s, int32_t len) {
+    uint8_t b = s[0];
+    if (len > 1) v->pairs[(b << 8 | s[1]) >> 3] |= (uint8_t)(1u << (s[1] & 7));
+    if (len > v->max_special) v->max_special = len;
+    int32_t *lens = v->lens[b];
+    for (int i = 0; i < v->n_lens[b]; i++)
+        if (lens[i] == len) return;
+    if (v->n_lens[b] == MAX_LENS) { v->too_many_lens[b] = 1; return; }
+    int i = v->n_lens[b]++;
+    while (i > 0 && lens[i - 1] < len) { lens[i] = lens[i - 1]; i--; }
+    lens[i] = len;
 }
 
 static const char HEX[] = "0123456789ABCDEF";
@@ -83,10 +93,7 @@ void *spm_new(const uint8_t *blob, const uint32_t *offsets, const float *scores,
         uint64_t h = fnv1a(s, len), i = h & v->mask;
         while (v->table[i].id >= 0) i = (i + 1) & v->mask;
         v->table[i] = (slot){(uint32_t)(h >> 32), id};
-        if (len > 0 && is_special(v, id)) {
-            v->special_first[s[0]] = 1;
-            note_special_length(v, (int32_t)len);
-        }
+        if (len > 0 && is_special(v, id)) note_special(v, s, (int32_t)len);
     }
     for (int b = 0; b < 256; b++) {
         uint8_t name[6] = {'<', '0', 'x', (uint8_t)HEX[b >> 4], (uint8_t)HEX[b & 15], '>'};
@@ -219,14 +226,23 @@ static void encode_raw(session *s, uint8_t *buf, const uint8_t *raw, int64_t n, 
     encode_piece(s, buf, (int32_t)m);
 }
 
+static int32_t try_special(const spm_vocab *v, const uint8_t *text, int64_t n, int64_t at, int32_t l, int pair) {
+    if (l > n - at || (l > 1 && !pair)) return -1;
+    int32_t id = lookup(v, text + at, (size_t)l);
+    return id >= 0 && is_special(v, id) ? id : -1;
+}
+
 /* The special token starting at text[at] (longest first), or -1; *len gets its length. */
 static int32_t match_special(const spm_vocab *v, const uint8_t *text, int64_t n, int64_t at, int32_t *len) {
-    if (!v->special_first[text[at]]) return -1;
-    for (int i = 0; i < v->n_special_lens; i++) {
-        int32_t l = v->special_lens[i];
-        if (l > n - at) continue;
-        int32_t id = lookup(v, text + at, (size_t)l);
-        if (id >= 0 && is_special(v, id)) { *len = l; return id; }
+    uint8_t b = text[at];
+    if (!v->n_lens[b]) return -1;
+    int pair = at + 1 < n && (v->pairs[(b << 8 | text[at + 1]) >> 3] >> (text[at + 1] & 7) & 1);
+    int many = v->too_many_lens[b];
+    int32_t count = many ? v->max_special : v->n_lens[b];
+    for (int32_t i = 0; i < count; i++) {
+        int32_t l = many ? v->max_special - i : v->lens[b][i];
+        int32_t id = try_special(v, text, n, at, l, pair);
+        if (id >= 0) { *len = l; return id; }
     }
     return -1;
 }

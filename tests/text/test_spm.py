@@ -184,6 +184,22 @@ def test_a_huge_byte_fallback_text_needs_a_second_pass():
     assert codec.decode(ids) == "\u2581" * 100 + "a"  # byte-fallback "▁" stays "▁", as tokenizers decodes it
 
 
+def test_many_special_lengths_with_one_first_byte_still_match_longest_first():
+    """More distinct special-token lengths behind one first byte than spm.c keeps a list for (40): it then tries
+    every length, longest first, and still agrees with the `tokenizers` backend."""
+    tokens = ["<unk>", "<s>", "</s>", *[f"<0x{b:02X}>" for b in range(256)], "a", "b", "<", "\u2581", "aa", "ab"]
+    specials = ["<" + "a" * k for k in range(1, 60, 1)] + ["<" + "b" * k for k in range(1, 5)]
+    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens + specials,
+            "tokenizer.ggml.scores": [0.0] * 259 + [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0] + [0.0] * len(specials),
+            "tokenizer.ggml.token_type": [2, 3, 3, *[6] * 256, *[1] * 6, *[3] * len(specials)],
+            "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_space_prefix": False}
+    new, old = _both(meta)
+    rng = random.Random(5)
+    for text in ["<" + "a" * 70, "<" + "a" * 45 + "b", "x<bbbbbb<a <", *(
+            "".join(rng.choice("<ab ") for _ in range(rng.randint(1, 80))) for _ in range(300))]:
+        assert new.encode(text) == old.encode(text), text
+
+
 # ------------------------------------------------------------------------------------------- real Gemma 3 file
 
 
