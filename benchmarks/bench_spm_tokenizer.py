@@ -79,11 +79,11 @@ def main() -> None:
             times = {name: [] for name in encoders}
             for _ in range(args.rounds):  # interleaved, so load drifts hit all alike
                 for name, fn in encoders.items():
-                    times[name].append(_ms(lambda fn=fn: fn(text), 10))
+                    times[name].append(_ms(lambda fn=fn, text=text: fn(text), 10))
             cells = "  ".join(f"{n} {statistics.median(t):.2f} ms" for n, t in times.items())
             print(f"encode {kind} ({len(text)} chars, {len(ids['codec'])} tokens): {cells}  ids equal: {same}")
             full = ids["codec"]
-            cells = "  ".join(f"{n} {_ms(lambda t=t: t.decode(full), 20):.2f} ms" for n, t in tokenizers_.items())
+            cells = "  ".join(f"{n} {_ms(lambda t=t, full=full: t.decode(full), 20):.2f} ms" for n, t in tokenizers_.items())
             print(f"decode {kind}: {cells}")
 
 

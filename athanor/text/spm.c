@@ -248,10 +248,10 @@ static int32_t match_special(const spm_vocab *v, const uint8_t *text, int64_t n,
 }
 
 /* Token ids of text[0:n] into out[0:cap]; returns how many there are (more than cap: call again with that
- * much room), or -1 when memory ran out. */
+ * much room), -1 when memory ran out, -2 for a text over ~700 MB. */
 int64_t spm_encode(const void *p, const uint8_t *text, int64_t n, int32_t add_prefix, int32_t *out, int64_t cap) {
     const spm_vocab *v = p;
-    if (n > (int64_t)INT32_MAX / 3 - 3) return -1;  /* symbol offsets are int32 */
+    if (n > (int64_t)INT32_MAX / 3 - 3) return -2;  /* symbol offsets are int32 */
     session s = {.v = v, .out = out, .cap_out = cap};
     uint8_t *buf = malloc((size_t)(3 * n + 3 + 1));
     s.syms = malloc((size_t)(3 * n + 3 + 1) * sizeof(symbol));

@@ -121,6 +121,8 @@ class SpmCodec:
         out = np.empty(len(data) + 16, dtype=np.int32)
         for _ in range(2):
             n = self._lib.spm_encode(self._handle, data, len(data), self.add_space_prefix, out.ctypes.data, len(out))
+            if n == -2:
+                raise ValueError(f"text of {len(data)} bytes is too long to tokenize")
             if n < 0:
                 raise MemoryError("out of memory while encoding text")
             if n <= len(out):

@@ -17,7 +17,7 @@ import gguf
 import pytest
 
 from athanor.models.gguf import read_gguf_header
-from athanor.models.gguf_tokenizer import build_gguf_tokenizer, build_tokenizers_backend
+from athanor.models.gguf_tokenizer import build_gguf_tokenizer
 from athanor.text import spm
 from athanor.text.tokenizer import IncrementalDetokenizer, Tokenizer
 
