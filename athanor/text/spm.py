@@ -56,27 +56,35 @@ class SpmCodec:
 
     def __init__(self, tokens: Sequence[str], scores: Sequence[float] | None, token_types: Sequence[int] | None,
                  unk_id: int | None, add_space_prefix: bool) -> None:
+        n = len(tokens)
+        blob, offsets = _pack(tokens)
+        if len(blob) >= 2**32:
+            raise ValueError("the vocabulary's texts exceed 4 GiB")
+        scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, dtype=np.float32)
+        types = np.ones(n, np.uint8) if token_types is None else np.asarray(token_types, dtype=np.uint8)
+        if scores.shape != (n,) or types.shape != (n,):
+            raise ValueError("tokenizer.ggml.scores/token_type do not have one entry per token")
+        self.__setstate__({"blob": blob, "offsets": offsets, "scores": scores, "types": types.tobytes(),
+                           "unk_id": unk_id if unk_id is not None and 0 <= unk_id < n else None,
+                           "add_space_prefix": bool(add_space_prefix)})
+
+    def __getstate__(self) -> dict:  # pickling and deepcopy carry the arrays; the C table is rebuilt
+        return {"blob": self._blob, "offsets": self._offsets, "scores": self._scores, "types": self._types_bytes,
+                "unk_id": self.unk_id, "add_space_prefix": self.add_space_prefix}
+
+    def __setstate__(self, state: dict) -> None:
         lib, reason = _lib()
         if lib is None:
             raise RuntimeError(f"the SentencePiece codec is unavailable: {reason}")
-        n = len(tokens)
-        self._blob, self._offsets = _pack(tokens)
-        if len(self._blob) >= 2**32:
-            raise ValueError("the vocabulary's texts exceed 4 GiB")
-        self._scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, dtype=np.float32)
-        types = np.ones(n, np.uint8) if token_types is None else np.asarray(token_types, dtype=np.uint8)
-        self._types_bytes = types.tobytes()  # indexing bytes / a memoryview gives Python ints fast (decode)
+        self._lib, self._tokenizers = lib, None
+        self._blob, self._offsets, self._scores = state["blob"], state["offsets"], state["scores"]
+        self._types_bytes = state["types"]  # indexing bytes / a memoryview gives Python ints fast (decode)
         self._types, self._offsets_view = np.frombuffer(self._types_bytes, np.uint8), memoryview(self._offsets)
-        if self._scores.shape != (n,) or self._types.shape != (n,):
-            raise ValueError("tokenizer.ggml.scores/token_type do not have one entry per token")
-        self.unk_id = unk_id if unk_id is not None and 0 <= unk_id < n else None
-        self.add_space_prefix = bool(add_space_prefix)
-        self._lib = lib
+        self.unk_id, self.add_space_prefix = state["unk_id"], state["add_space_prefix"]
         self._handle = lib.spm_new(self._blob, self._offsets.ctypes.data, self._scores.ctypes.data,
-                                   self._types.ctypes.data, n, -1 if self.unk_id is None else self.unk_id)
+                                   self._types.ctypes.data, len(self._types), -1 if self.unk_id is None else self.unk_id)
         if not self._handle:
             raise MemoryError("cannot allocate the SentencePiece vocabulary's hash table")
-        self._tokenizers = None
 
     @classmethod
     def from_metadata(cls, meta: dict) -> SpmCodec:

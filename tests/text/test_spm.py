@@ -175,6 +175,18 @@ def _check_grammar(new: Tokenizer, old: Tokenizer) -> None:
     assert end[new.eos_token_id] and end.sum() == 1
 
 
+def test_codec_survives_pickle_and_deepcopy(vocab):
+    import copy
+    import pickle
+
+    _, meta = vocab
+    tok, _ = _both(meta)
+    text = "<start_of_turn>user\nhi 中 🦀<end_of_turn>"
+    for twin in (pickle.loads(pickle.dumps(tok)), copy.deepcopy(tok)):
+        assert twin.spm is not tok.spm and twin.encode(text) == tok.encode(text)
+        assert twin.decode(tok.encode(text), skip_special_tokens=False) == tok.decode(tok.encode(text), False)
+
+
 def test_a_huge_byte_fallback_text_needs_a_second_pass():
     """More tokens than bytes + 16 (spaces that are not in the vocabulary fall back to 3 byte tokens each)."""
     tokens = ["<unk>", "<s>", "</s>", *[f"<0x{b:02X}>" for b in range(256)], "a"]
