@@ -45,6 +45,8 @@ def available() -> bool:
 
 
 def _pack(tokens: Sequence[str]) -> tuple[bytes, np.ndarray]:
+    if hasattr(tokens, "blob"):  # models/gguf_strings.py's StringArray: already one buffer
+        return tokens.blob, tokens.offsets.astype(np.uint32)
     encoded = [t.encode("utf-8") for t in tokens]
     offsets = np.zeros(len(encoded) + 1, dtype=np.uint32)
     np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
