@@ -36,10 +36,11 @@ print(json.dumps({"base": base, "after": anon(), "kv": llm.engine.runner.kv_cach
                   "codec": tok.spm is not None, "tokenizers_built": tok.spm is not None and tok.spm._tokenizers is not None}))
 """
 
-# RssAnon after load + 16 decoded tokens minus RssAnon after `import torch`, measured at 39 MiB (2026-12-06, torch
-# 2.x CPU wheel, glibc): the SPM codec ~10 (vocabulary arrays 4.6, hash table 4), the header's freed token list
-# leaves ~7 of heap behind, KV pool 4, athanor's modules and kernels, Python objects. It was 102 MiB with the
-# 262k-token vocabulary as a `tokenizers` BPE (~72 of it); ~40% headroom, which that BPE crosses.
+# RssAnon after load + 16 decoded tokens minus RssAnon after `import torch`, measured at 38 MiB (2026-12-06, torch
+# 2.x CPU wheel, glibc): the SPM codec ~9 (vocabulary buffer, offsets, scores, types 4.6; hash table 4), ~3 of heap
+# left behind by the header's 262k scores as Python floats, KV pool 4, athanor's modules and kernels, Python
+# objects. It was 102 MiB with the vocabulary as a `tokenizers` BPE (~72 of it) and its tokens as 262k str
+# objects; ~45% headroom, which that BPE crosses.
 GEMMA3_ANON_BOUND = 55 * 2**20
 
 
