@@ -126,6 +126,10 @@ class Tokenizer:
         return self._spm.to_tokenizers() if self._spm is not None else self._backend
 
     @property
+    def _codec(self) -> tokenizers.Tokenizer | SpmCodec:
+        return self._spm if self._spm is not None else self._backend
+
+    @property
     def spm(self) -> SpmCodec | None:
         """The compact SentencePiece codec behind encode/decode, or None (a `tokenizers` backend)."""
         return self._spm
@@ -167,10 +171,10 @@ class Tokenizer:
         return self._backend.get_vocab_size(with_added_tokens=True)
 
     def token_to_id(self, token: str) -> int | None:
-        return (self._spm or self._backend).token_to_id(token)
+        return self._codec.token_to_id(token)
 
     def id_to_token(self, i: int) -> str | None:
-        return (self._spm or self._backend).id_to_token(int(i))
+        return self._codec.id_to_token(int(i))
 
     # -- text <-> ids
 
@@ -189,7 +193,7 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return (self._spm or self._backend).decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        return self._codec.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     # -- chat
 
