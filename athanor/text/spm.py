@@ -1,6 +1,6 @@
 """A compact SentencePiece-BPE codec for GGUF vocabularies (`tokenizer.ggml.model = "llama"`: Gemma, Llama 1/2,
 Mistral v0.1, TinyLlama): llama.cpp's SPM algorithm (spm.c) over the vocabulary kept as one UTF-8 buffer, offsets,
-float32 scores and token types -- ~7 MiB for Gemma 3's 262k tokens where a `tokenizers` BPE took ~75 MiB.
+float32 scores and token types -- ~9 MiB for Gemma 3's 262k tokens where a `tokenizers` BPE took ~72 MiB.
 
 For: `SpmCodec.from_metadata(meta)` (models/gguf_tokenizer.py builds it) and what text/tokenizer.py's `Tokenizer`
 asks of it: encode (special tokens matched first, always), decode (skip_special_tokens, byte fallback decoded as
@@ -119,10 +119,6 @@ class SpmCodec:
     def token_type(self, i: int) -> int:
         return self._types_bytes[i]
 
-    def special_ids(self) -> list[int]:
-        """Ids that skip_special_tokens drops (control and unknown tokens)."""
-        return np.flatnonzero(np.isin(self._types, _SKIPPED)).tolist()
-
     # -- text <-> ids
 
     def encode(self, text: str) -> list[int]:
@@ -188,7 +184,7 @@ class SpmCodec:
                 **({"tokenizer.ggml.unknown_token_id": self.unk_id} if self.unk_id is not None else {})}
 
     def to_tokenizers(self):
-        """The same vocabulary as a `tokenizers.Tokenizer` (built on first call, then kept: ~75 MiB for Gemma 3)."""
+        """The same vocabulary as a `tokenizers.Tokenizer` (built on first call, then kept: ~72 MiB for Gemma 3)."""
         if self._tokenizers is None:
             from athanor.models.gguf_tokenizer import build_tokenizers_backend
 

@@ -122,7 +122,7 @@ class Tokenizer:
     @property
     def backend(self) -> tokenizers.Tokenizer:
         """The `tokenizers.Tokenizer` (for a GGUF SentencePiece vocabulary: its equivalent, built on first use and
-        kept -- ~75 MiB for Gemma 3's 262k tokens -- so only training and export paths should reach for it)."""
+        kept -- ~72 MiB for Gemma 3's 262k tokens -- so only training and export paths should reach for it)."""
         return self._spm.to_tokenizers() if self._spm is not None else self._backend
 
     @property
