@@ -33,6 +33,7 @@ import torch
 
 from athanor.errors import ModelFormatError, UnsupportedArchitectureError
 from athanor.models.checkpoint import Checkpoint
+from athanor.models.gguf_strings import LAZY_MIN, read_string_array
 
 # LLAMA3_SPLIT / QWEN2_SPLIT re-exported for gguf_export.py, which imports them from here
 from athanor.models.gguf_tokenizer import LLAMA3_SPLIT as LLAMA3_SPLIT
@@ -141,6 +142,9 @@ class _Cursor:
             values = np.frombuffer(self.buf, dtype=_ARRAY_DTYPES[vtype], count=n, offset=self.pos)
             self.pos += values.nbytes
             return values.tolist()
+        if vtype == _STRING and n >= LAZY_MIN:  # a vocabulary: one buffer, not n Python strings
+            values, self.pos = read_string_array(self.buf, self.pos, n)
+            return values
         if vtype == _STRING:
             return self.strings(n)
         return [self.value(vtype, depth + 1) for _ in range(n)]

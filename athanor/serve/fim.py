@@ -17,7 +17,7 @@ FIM_TOKENS = (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"), ("<fim_pre
 def fim_token_ids(tokenizer) -> tuple[int, int, int] | None:
     """The ids of the model's FIM tokens, or None when it has none."""
     for names in FIM_TOKENS:
-        ids = [tokenizer.backend.token_to_id(n) for n in names]
+        ids = [tokenizer.token_to_id(n) for n in names]
         if all(i is not None for i in ids):
             return ids[0], ids[1], ids[2]
     return None

@@ -74,6 +74,21 @@ class Guide:
         return f"Guide({self.description})"
 
 
+class _SpmTokens:
+    """What llguidance's TokenizerWrapper reads: token bytes, BOS/EOS, special ids, and text -> ids."""
+
+    def __init__(self, tokenizer, tokens: list[bytes], eos_ids: list[int]) -> None:
+        self._tokenizer, self.tokens = tokenizer, tokens
+        self.eos_token_id = eos_ids[0] if eos_ids else tokenizer.eos_token_id
+        self.bos_token_id = tokenizer.bos_token_id
+        self.special_token_ids = [i for i, t in enumerate(tokens) if len(t) > 1 and t[0] == 0xFF]  # not <0xFF>
+
+    def __call__(self, text: str | bytes) -> list[int]:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return self._tokenizer.encode(text, add_special_tokens=False)
+
+
 class Grammars:
     """The compiler for one tokenizer (building llguidance's token trie takes ~0.2 s: keep one per model)."""
 
@@ -82,7 +97,15 @@ class Grammars:
 
         self._ll = llguidance
         self.eos_ids = sorted(eos_ids)
-        self._tok = llguidance.LLTokenizer(tokenizer.backend.to_str(), eos_token=self.eos_ids or None)
+        spm = getattr(tokenizer, "spm", None)
+        # A GGUF SentencePiece vocabulary without the "▁" prefix (Gemma's 262k tokens): its tokens' bytes, so no
+        # `tokenizers` object is built. With the prefix (Llama 2, 32k) llguidance misreads the wrapped tokenizer
+        # (it allows a lone "▁" first, then rejects it; tests/text/test_spm.py), so it gets the JSON.
+        if spm is not None and not spm.add_space_prefix:
+            source = llguidance.TokenizerWrapper(_SpmTokens(tokenizer, spm.token_bytes(), self.eos_ids))
+        else:
+            source = tokenizer.backend.to_str()
+        self._tok = llguidance.LLTokenizer(source, eos_token=self.eos_ids or None)
 
     def json(self, schema: dict | None = None, *, what: str = "response_format") -> Guide:
         """Any JSON object (schema None, OpenAI's json_object / Ollama's "json"), or a value matching `schema`."""

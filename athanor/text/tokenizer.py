@@ -5,7 +5,8 @@ with the `tokenizers` library, rendering the model's own Jinja chat template the
 stream of generated ids into text without ever emitting half a UTF-8 character. Stop strings: stop.py.
 
 Not for: training tokenizers, batching/padding/tensors (the engine works on plain `list[int]`), or reading GGUF
-vocabularies (models/ turns those into a `tokenizers.Tokenizer` first). It never imports `transformers`.
+vocabularies (models/ turns those into a `tokenizers.Tokenizer`, or for SentencePiece ones the compact codec of
+text/spm.py, first). It never imports `transformers`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jinja2.ext
@@ -25,6 +26,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from athanor.errors import AthanorError, ModelFormatError
 from athanor.text import gotemplate
 from athanor.text.gotemplate import is_go_template
+
+if TYPE_CHECKING:
+    from athanor.text.spm import SpmCodec
 
 # Generic ChatML, used only when a caller asks for it by name (`chat_template="chatml"`): guessing a format for a
 # model that has none would silently produce prompts it was never trained on. Pair it with "<|im_end|>" as a stop.
@@ -94,12 +98,15 @@ def _one_line(message: str) -> str:
 
 
 class Tokenizer:
-    """A `tokenizers.Tokenizer` plus what the model directory says about BOS/EOS, stop ids and the chat template."""
+    """A `tokenizers.Tokenizer` (or a GGUF SentencePiece vocabulary's compact `SpmCodec`) plus what the model
+    directory says about BOS/EOS, stop ids and the chat template."""
 
-    def __init__(self, backend: tokenizers.Tokenizer, *, bos_token: str | None = None, eos_token: str | None = None,
-                 chat_template: str | None = None, add_bos_token: bool = False,
+    def __init__(self, backend: tokenizers.Tokenizer | SpmCodec, *, bos_token: str | None = None,
+                 eos_token: str | None = None, chat_template: str | None = None, add_bos_token: bool = False,
                  stop_token_ids: Iterable[int] = ()) -> None:
-        self.backend = backend
+        # encode/decode/vocabulary go to the codec when there is one; `backend` is then built on first use
+        self._spm = backend if hasattr(backend, "to_tokenizers") else None
+        self._backend = None if self._spm is not None else backend
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.chat_template = chat_template
@@ -112,10 +119,25 @@ class Tokenizer:
         # Named templates (tokenizer_config's list form, additional_chat_templates/): a caller may pick one by name.
         self.named_chat_templates: dict[str, str] = {}
 
+    @property
+    def backend(self) -> tokenizers.Tokenizer:
+        """The `tokenizers.Tokenizer` (for a GGUF SentencePiece vocabulary: its equivalent, built on first use and
+        kept -- ~72 MiB for Gemma 3's 262k tokens -- so only training and export paths should reach for it)."""
+        return self._spm.to_tokenizers() if self._spm is not None else self._backend
+
+    @property
+    def _codec(self) -> tokenizers.Tokenizer | SpmCodec:
+        return self._spm if self._spm is not None else self._backend
+
+    @property
+    def spm(self) -> SpmCodec | None:
+        """The compact SentencePiece codec behind encode/decode, or None (a `tokenizers` backend)."""
+        return self._spm
+
     def _special_id(self, token: str | None) -> int | None:
         if token is None:
             return None
-        token_id = self.backend.token_to_id(token)
+        token_id = self.token_to_id(token)
         if token_id is None:
             raise ModelFormatError(f"special token {token!r} is not in the tokenizer's vocabulary")
         return token_id
@@ -144,13 +166,15 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self.backend.get_vocab_size(with_added_tokens=True)
+        if self._spm is not None:
+            return len(self._spm)
+        return self._backend.get_vocab_size(with_added_tokens=True)
 
     def token_to_id(self, token: str) -> int | None:
-        return self.backend.token_to_id(token)
+        return self._codec.token_to_id(token)
 
     def id_to_token(self, i: int) -> str | None:
-        return self.backend.id_to_token(int(i))
+        return self._codec.id_to_token(int(i))
 
     # -- text <-> ids
 
@@ -159,14 +183,17 @@ class Tokenizer:
         # switch, so a rendered chat prompt that already starts with BOS never gets a second one.
         # encode_batch releases the GIL (encode holds it): a huge prompt encoded in a worker thread leaves the
         # server's event loop free; one sequence gives the same ids either way
-        ids = self.backend.encode_batch([text], add_special_tokens=False)[0].ids
+        if self._spm is not None:
+            ids = self._spm.encode(text)  # (a C call: ctypes releases the GIL too)
+        else:
+            ids = self._backend.encode_batch([text], add_special_tokens=False)[0].ids
         wants_bos = add_special_tokens and self.add_bos_token and self.bos_token_id is not None
         if wants_bos and (not ids or ids[0] != self.bos_token_id):
             ids.insert(0, self.bos_token_id)
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        return self._codec.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     # -- chat
 
