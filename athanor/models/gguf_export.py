@@ -30,9 +30,9 @@ from athanor.models.gguf import (
     LAYER_NAMES,
     LLAMA3_SPLIT,
     QWEN2_SPLIT,
-    llama3_rope_factors,
     permute_qk,
 )
+from athanor.models.gguf_config import llama3_rope_factors
 from athanor.nn.config import ModelConfig
 
 if TYPE_CHECKING:
