@@ -157,9 +157,33 @@ class ModelRunner:
         return self.num_allocated_blocks * self.block_bytes
 
     def run(self, batch: ScheduledBatch) -> torch.Tensor:
-        """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token."""
+        """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token, in
+        batch order. A step mixing short chunks (decode tokens, a short prefill: the model's fused C path, see
+        nn/llama.fused_step) with longer prefill chunks runs as two forwards, so each sequence takes the path,
+        and gets the numbers, it would get alone."""
         if getattr(self.model, "kv_cache_owner", None) is not self:
             self._bind_kv_cache()
+        limit = getattr(self.model, "fused_chunk_tokens", 0)
+        short = [n <= limit for _, n in batch]
+        if any(short) and not all(short):
+            return self._run_split(batch, short)
+        return self._forward(batch)
+
+    def _run_split(self, batch: ScheduledBatch, short: list[bool]) -> torch.Tensor:
+        parts = [[item for item, s in zip(batch, short) if s == want] for want in (True, False)]
+        logits = [self._forward(part) for part in parts]
+        order = [s for (seq, n), s in zip(batch, short) if seq.num_computed_tokens + n == seq.num_tokens]
+        if not order:
+            return torch.empty(0, self.model.config.vocab_size)
+        taken = [0, 0]
+        rows = []
+        for s in order:  # back to batch order: rows of the short part and of the long part, interleaved
+            k = 0 if s else 1
+            rows.append(logits[k][taken[k]])
+            taken[k] += 1
+        return torch.stack(rows)
+
+    def _forward(self, batch: ScheduledBatch) -> torch.Tensor:
         input_ids, positions, meta, logits_rows = self.prepare(batch)
         if len(logits_rows) == 0:  # only mid-prompt chunks: fill the cache, no head
             self.model(input_ids, positions, meta, logits_rows)
