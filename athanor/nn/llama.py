@@ -99,6 +99,8 @@ class LlamaModel(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, meta)
         if logits_indices is not None:
+            if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
+                return x.new_empty(0, self.config.vocab_size)
             x = x.index_select(0, logits_indices)  # (M, C): the head is the biggest matmul, skip unused rows
         return self.lm_head(self.norm(x)).float()  # (M, V) fp32 for the sampler
 
@@ -116,6 +118,8 @@ class LlamaModel(nn.Module):
         else:
             self._decode_layers(x, h, positions, meta)
         if logits_indices is not None:
+            if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
+                return h.new_empty(0, self.config.vocab_size)
             h = h.index_select(0, logits_indices)
         return self.lm_head(h)  # (M, V) fp32
 
