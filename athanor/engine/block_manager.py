@@ -11,7 +11,8 @@ hit, a cached block that follows the same prefix and starts with some of the new
 them: its matching slots are copied into the new sequence's own fresh block (copy-on-write: the runner copies
 them, every layer, before the step's forward; `pending_copies`), and only the rest is computed. Sources are the
 hashed full blocks and the tail block of a finished sequence (its computed tokens; kept until the block is
-handed out again, which for a tail is first, so it serves the next request, e.g. the same chat's next turn).
+handed out again: without a prefix allowance (keep_blocks, below) a tail is handed out first, so it serves the
+next request, e.g. the same chat's next turn; with one it is evicted in turn, least recently freed first).
 A free tail is taken over whole instead of copied.
 
 Memory: the runner backs blocks with memory as their ids are first used (engine/model_runner.py grows its
@@ -179,7 +180,7 @@ class BlockManager:
         a new id while fewer than keep_blocks are used, the least recently freed cached block, and last a new id
         (the pool doubles)."""
         first = next(iter(self.free_block_ids), None)
-        if first is not None and self.blocks[first].hash is None:
+        if first is not None and self._caches_nothing(self.blocks[first]):
             del self.free_block_ids[first]
             return first
         grow = first is None or self.num_touched < self.keep_blocks
@@ -201,9 +202,14 @@ class BlockManager:
             assert block.ref_count >= 0
             if block.ref_count == 0:
                 self.free_block_ids[block_id] = None
-                if block.hash is None:  # caches nothing: reused before any cached block is evicted
+                if self._caches_nothing(block):  # reused before any cached block is evicted
                     self.free_block_ids.move_to_end(block_id, last=False)
         seq.block_table, seq.block_hashes = [], []
+
+    def _caches_nothing(self, block: Block) -> bool:
+        """A free block with nothing to lend; a finished sequence's tail counts as one only without a prefix
+        allowance (keep_blocks 0: reused first); with one, the tail waits its turn like a cached block."""
+        return block.hash is None and (block.parent is None or not self.keep_blocks)
 
     def _keep_tail(self, seq: Sequence) -> None:
         """Let the computed tokens of seq's block after its hashed ones be lent to a later sequence."""

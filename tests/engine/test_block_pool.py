@@ -88,3 +88,14 @@ def test_without_keep_blocks_the_next_request_evicts_the_last_prompt():
     bm.free(_run(bm, list(range(8))))
     bm.free(_run(bm, list(range(100, 108))))
     assert bm.num_touched == 2 and _run(bm, list(range(8)) + [7]).num_cached_tokens == 0
+
+
+def test_with_keep_blocks_a_finished_prompts_tail_outlives_the_next_requests():
+    """A prompt whose last block is partly filled (a short reply ended inside it): the tail is kept in turn like
+    a cached block, so the same prompt asked again after others reuses all but its last token."""
+    bm = BlockManager(64, 4, resident_blocks=2, keep_blocks=16)
+    first = list(range(7))  # one full block, a tail of 3
+    bm.free(_run(bm, first))
+    for i in range(1, 4):
+        bm.free(_run(bm, list(range(100 * i, 100 * i + 7))))
+    assert _run(bm, first).num_cached_tokens == 6  # the tail lent 2 of its 3 (one token is always computed)
