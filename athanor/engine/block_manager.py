@@ -185,8 +185,9 @@ class BlockManager:
             return first
         grow = first is None or self.num_touched < self.keep_blocks
         if self.num_touched < self.resident_blocks or (grow and self.num_touched < self.num_blocks):
-            if self.num_touched >= self.resident_blocks:
-                self.resident_blocks = min(self.num_blocks, 2 * self.resident_blocks)
+            if self.num_touched >= self.resident_blocks:  # doubles; for the allowance, not past keep_blocks
+                cap = self.num_blocks if first is None else max(self.keep_blocks, self.num_touched + 1)
+                self.resident_blocks = min(self.num_blocks, cap, 2 * self.resident_blocks)
             self.num_touched += 1
             return self.num_touched - 1
         block_id, _ = self.free_block_ids.popitem(last=False)  # least recently freed first

@@ -108,6 +108,7 @@ class LLMEngine:
         t0 = time.perf_counter()
         # 2. run the model over the flattened batch; logits only for sequences at their last token (first, the
         # partial prefix hits' slots are copied into the blocks of the sequences that reuse them)
+        self.runner.resident_target = self.block_manager.resident_blocks
         self.runner.copy_slots(self.block_manager.take_copies())
         logits = self.runner.run(batch)
         # 3. bookkeeping: computed tokens, prefix-cache hashes

@@ -55,6 +55,7 @@ class ModelRunner:
         self.block_bytes = kv_bytes_per_token(model.config, self.dtype, self.kv_cache_type) * self.block_size
         self.kv_caches: list = []  # one per layer: (2, num_allocated_blocks, block_size, KVH, D)
         self.num_allocated_blocks = self.num_zeroed_blocks = 0
+        self.resident_target = 0  # set by the engine each step: how many blocks its block manager means to use
         self._grow(min(self.num_blocks, max(1, KV_START_BYTES // self.block_bytes)))
 
     def _grow(self, n: int) -> None:
@@ -130,7 +131,10 @@ class ModelRunner:
         if upto > self.num_blocks:
             raise ValueError(f"block id {upto - 1} is outside the KV cache's {self.num_blocks} blocks")
         if upto > self.num_allocated_blocks:
-            self._grow(min(self.num_blocks, max(upto, 2 * self.num_allocated_blocks)))
+            target = max(upto, 2 * self.num_allocated_blocks)
+            if self.resident_target:  # the block manager's pool size (it grows for the prefix allowance by less)
+                target = max(upto, min(target, self.resident_target))
+            self._grow(min(self.num_blocks, target))
         if upto > self.num_zeroed_blocks:
             for cache in self.kv_caches:
                 for part, _ in _parts(cache, cache):
