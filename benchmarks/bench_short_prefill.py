@@ -66,7 +66,7 @@ def main() -> None:
             a, b = times[fused], times[0]
             diff = float((logits[fused] - logits[0]).abs().max())
             same = bool(torch.equal(logits[fused].argmax(-1), logits[0].argmax(-1)))
-            med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+            med = lambda xs, i: statistics.median(x[i] for x in xs)
             print(f"| {n} | {med(a, 0):.1f} | {med(a, 1):.1f} | {med(b, 0):.1f} | {med(b, 1):.1f} | {diff:.2e} | {same} |",
                   flush=True)
 
