@@ -11,14 +11,18 @@ hit, a cached block that follows the same prefix and starts with some of the new
 them: its matching slots are copied into the new sequence's own fresh block (copy-on-write: the runner copies
 them, every layer, before the step's forward; `pending_copies`), and only the rest is computed. Sources are the
 hashed full blocks and the tail block of a finished sequence (its computed tokens; kept until the block is
-handed out again, which for a tail is first, so it serves the next request, e.g. the same chat's next turn).
+handed out again: without a prefix allowance (keep_blocks, below) a tail is handed out first, so it serves the
+next request, e.g. the same chat's next turn; with one it is evicted in turn, least recently freed first).
 A free tail is taken over whole instead of copied.
 
 Memory: the runner backs blocks with memory as their ids are first used (engine/model_runner.py grows its
 pool), so ids are handed out low first: a free block that caches nothing, then an unused id below
-`resident_blocks` (memory the runner already holds), then the least recently freed cached block (its prefix is
-evicted), and only when every used block is held by a running sequence a new id above them; `resident_blocks`
-then doubles (up to num_blocks), as the runner's pool does. The pool so stays near the KV cache in use.
+`resident_blocks` (memory the runner already holds), then, while fewer than `keep_blocks` ids are in use, a new
+id (the prefix cache's own allowance: finished prompts stay reusable instead of being evicted by the next
+request), then the least recently freed cached block (its prefix is evicted), and only when every used block is
+held by a running sequence a new id above them; `resident_blocks` doubles (up to num_blocks) whenever a new id
+passes it, as the runner's pool does. The pool so stays near the KV cache in use plus at most `keep_blocks` of
+cached prefixes (llama-server keeps finished prompts too, in up to 8 GiB of RAM by default: --cache-ram).
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ class Block:
 
 class BlockManager:
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
-                 resident_blocks: int | None = None) -> None:
-        """resident_blocks: ids the runner's pool holds at start (None: all num_blocks, a fixed pool)."""
+                 resident_blocks: int | None = None, keep_blocks: int = 0) -> None:
+        """resident_blocks: ids the runner's pool holds at start (None: all num_blocks, a fixed pool).
+        keep_blocks: the pool grows up to this many ids before a cached prefix is evicted (module docstring)."""
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.num_blocks = num_blocks
@@ -55,6 +60,7 @@ class BlockManager:
         self.free_block_ids: OrderedDict[int, None] = OrderedDict()
         self.num_touched = 0  # ids [num_touched, num_blocks) were never handed out: free, cache nothing
         self.resident_blocks = num_blocks if resident_blocks is None else max(1, min(resident_blocks, num_blocks))
+        self.keep_blocks = min(keep_blocks, num_blocks) if enable_prefix_caching else 0
         self.hash_to_block_id: dict[int, int] = {}
         self.children: dict[int, dict[int, None]] = {}  # prefix chain hash -> blocks that may lend tokens after it
         self.pending_copies: list[tuple[int, int, int]] = []  # (source, destination, slots): for the runner
@@ -171,14 +177,17 @@ class BlockManager:
 
     def _pick_free_block(self) -> int:
         """Low ids first (see the module docstring): a used block caching nothing, an id the pool already holds,
-        the least recently freed cached block, and last a new id (the pool doubles)."""
+        a new id while fewer than keep_blocks are used, the least recently freed cached block, and last a new id
+        (the pool doubles)."""
         first = next(iter(self.free_block_ids), None)
-        if first is not None and self.blocks[first].hash is None:
+        if first is not None and self._caches_nothing(self.blocks[first]):
             del self.free_block_ids[first]
             return first
-        if self.num_touched < self.resident_blocks or (first is None and self.num_touched < self.num_blocks):
-            if self.num_touched >= self.resident_blocks:
-                self.resident_blocks = min(self.num_blocks, 2 * self.resident_blocks)
+        grow = first is None or self.num_touched < self.keep_blocks
+        if self.num_touched < self.resident_blocks or (grow and self.num_touched < self.num_blocks):
+            if self.num_touched >= self.resident_blocks:  # doubles; for the allowance, not past keep_blocks
+                cap = self.num_blocks if first is None else max(self.keep_blocks, self.num_touched + 1)
+                self.resident_blocks = min(self.num_blocks, cap, 2 * self.resident_blocks)
             self.num_touched += 1
             return self.num_touched - 1
         block_id, _ = self.free_block_ids.popitem(last=False)  # least recently freed first
@@ -194,9 +203,14 @@ class BlockManager:
             assert block.ref_count >= 0
             if block.ref_count == 0:
                 self.free_block_ids[block_id] = None
-                if block.hash is None:  # caches nothing: reused before any cached block is evicted
+                if self._caches_nothing(block):  # reused before any cached block is evicted
                     self.free_block_ids.move_to_end(block_id, last=False)
         seq.block_table, seq.block_hashes = [], []
+
+    def _caches_nothing(self, block: Block) -> bool:
+        """A free block with nothing to lend; a finished sequence's tail counts as one only without a prefix
+        allowance (keep_blocks 0: reused first); with one, the tail waits its turn like a cached block."""
+        return block.hash is None and (block.parent is None or not self.keep_blocks)
 
     def _keep_tail(self, seq: Sequence) -> None:
         """Let the computed tokens of seq's block after its hashed ones be lent to a later sequence."""

@@ -21,6 +21,9 @@ class EngineConfig:
     kv_cache_bytes: int = 512 * 2**20  # KV-cache budget used when num_kvcache_blocks is 0: a cap, allocated as used
     max_model_len: int = 0  # 0 -> the model's context length (capped by what the cache holds)
     enable_prefix_caching: bool = True
+    # the KV pool may grow this far to keep finished prompts cached before it evicts one (engine/block_manager.py);
+    # within kv_cache_bytes. 0: evict before growing (the pool holds only what running sequences need)
+    prefix_cache_bytes: int = 64 * 2**20
     device: str = "cpu"  # "cpu", "cuda", "cuda:1" ...
     dtype: str = "auto"  # math and activations: auto -> float32 on CPU, bfloat16 on CUDA; or float32 / bfloat16 / float16
     # How matmul weights are stored (CPU, float32 math). auto -> a quantized GGUF keeps its own blocks (like
@@ -37,6 +40,8 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.prefix_cache_bytes < 0:
+            raise ValueError(f"prefix_cache_bytes must be >= 0, got {self.prefix_cache_bytes}")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs (every running sequence needs a token)")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

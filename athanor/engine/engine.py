@@ -53,7 +53,8 @@ class LLMEngine:
         cache_tokens = self.runner.num_blocks * config.block_size
         self.max_model_len = min(config.max_model_len or model.config.max_position_embeddings, cache_tokens)
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching,
-                                          resident_blocks=self.runner.num_allocated_blocks)  # the pool grows with use
+                                          resident_blocks=self.runner.num_allocated_blocks,  # the pool grows with use
+                                          keep_blocks=config.prefix_cache_bytes // self.runner.block_bytes)
         self.scheduler = Scheduler(config, self.block_manager, self.max_model_len)
         self.sampler = Sampler()
         self.eos_token_ids = frozenset(eos_token_ids)
@@ -107,6 +108,7 @@ class LLMEngine:
         t0 = time.perf_counter()
         # 2. run the model over the flattened batch; logits only for sequences at their last token (first, the
         # partial prefix hits' slots are copied into the blocks of the sequences that reuse them)
+        self.runner.resident_target = self.block_manager.resident_blocks
         self.runner.copy_slots(self.block_manager.take_copies())
         logits = self.runner.run(batch)
         # 3. bookkeeping: computed tokens, prefix-cache hashes

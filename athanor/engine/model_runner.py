@@ -55,6 +55,7 @@ class ModelRunner:
         self.block_bytes = kv_bytes_per_token(model.config, self.dtype, self.kv_cache_type) * self.block_size
         self.kv_caches: list = []  # one per layer: (2, num_allocated_blocks, block_size, KVH, D)
         self.num_allocated_blocks = self.num_zeroed_blocks = 0
+        self.resident_target = 0  # set by the engine each step: how many blocks its block manager means to use
         self._grow(min(self.num_blocks, max(1, KV_START_BYTES // self.block_bytes)))
 
     def _grow(self, n: int) -> None:
@@ -130,7 +131,10 @@ class ModelRunner:
         if upto > self.num_blocks:
             raise ValueError(f"block id {upto - 1} is outside the KV cache's {self.num_blocks} blocks")
         if upto > self.num_allocated_blocks:
-            self._grow(min(self.num_blocks, max(upto, 2 * self.num_allocated_blocks)))
+            target = max(upto, 2 * self.num_allocated_blocks)
+            if self.resident_target:  # the block manager's pool size (it grows for the prefix allowance by less)
+                target = max(upto, min(target, self.resident_target))
+            self._grow(min(self.num_blocks, target))
         if upto > self.num_zeroed_blocks:
             for cache in self.kv_caches:
                 for part, _ in _parts(cache, cache):
@@ -157,9 +161,33 @@ class ModelRunner:
         return self.num_allocated_blocks * self.block_bytes
 
     def run(self, batch: ScheduledBatch) -> torch.Tensor:
-        """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token."""
+        """One forward step; returns (M, V) fp32 logits for the sequences that reached their last token, in
+        batch order. A step mixing short chunks (decode tokens, a short prefill: the model's fused C path, see
+        nn/llama.fused_step) with longer prefill chunks runs as two forwards, so each sequence takes the path,
+        and gets the numbers, it would get alone."""
         if getattr(self.model, "kv_cache_owner", None) is not self:
             self._bind_kv_cache()
+        limit = getattr(self.model, "fused_chunk_tokens", 0)
+        short = [n <= limit for _, n in batch]
+        if any(short) and not all(short):
+            return self._run_split(batch, short)
+        return self._forward(batch)
+
+    def _run_split(self, batch: ScheduledBatch, short: list[bool]) -> torch.Tensor:
+        parts = [[item for item, s in zip(batch, short) if s == want] for want in (True, False)]
+        logits = [self._forward(part) for part in parts]
+        order = [s for (seq, n), s in zip(batch, short) if seq.num_computed_tokens + n == seq.num_tokens]
+        if not order:
+            return torch.empty(0, self.model.config.vocab_size)
+        taken = [0, 0]
+        rows = []
+        for s in order:  # back to batch order: rows of the short part and of the long part, interleaved
+            k = 0 if s else 1
+            rows.append(logits[k][taken[k]])
+            taken[k] += 1
+        return torch.stack(rows)
+
+    def _forward(self, batch: ScheduledBatch) -> torch.Tensor:
         input_ids, positions, meta, logits_rows = self.prepare(batch)
         if len(logits_rows) == 0:  # only mid-prompt chunks: fill the cache, no head
             self.model(input_ids, positions, meta, logits_rows)

@@ -20,7 +20,7 @@ from torch import nn
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
 from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, apply_rope
-from athanor.nn.llama import LlamaModel, _fp32_cache
+from athanor.nn.llama import FUSED_CHUNK_TOKENS, LlamaModel, fused_step, row_block_tables
 
 
 class GeluMLP(nn.Module):
@@ -97,6 +97,7 @@ class Gemma3Model(LlamaModel):
             self.lm_head.weight = self.embed_tokens.weight
         self.embed_scale = cfg.hidden_size**0.5
         self.cpu_ops, self.decode_stack = False, None  # decode_stack: see enable_cpu_ops
+        self.fused_chunk_tokens = 0  # nn/llama.fused_step; set by enable_cpu_ops
 
     def _run_layers(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         x = self.embed_tokens(input_ids)  # (N, C)
@@ -108,16 +109,19 @@ class Gemma3Model(LlamaModel):
 
     @torch.inference_mode()
     def forward(self, input_ids, positions, meta: AttentionMetadata, logits_indices=None) -> torch.Tensor:
-        if (self.decode_stack is not None and meta.write_cache and not meta.is_plain_prefill
-                and max(meta.query_lens) == 1 and _fp32_cache(self.layers[0].self_attn.kv_cache)):
+        if self.decode_stack is not None and fused_step(self, meta):
             x = self.embed_tokens(input_ids)
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
-            h = self.decode_stack.run(x, positions, meta.slot_mapping, meta.block_tables)  # nn/gemma_ops.c
+            h = self.decode_stack.run(x, positions, meta.slot_mapping, row_block_tables(meta))  # nn/gemma_ops.c
             if logits_indices is not None:
+                if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
+                    return h.new_empty(0, self.config.vocab_size)
                 h = h.index_select(0, logits_indices)
             return self.lm_head(h).float()
         x = self._run_layers(input_ids, positions, meta)
         if logits_indices is not None:
+            if not len(logits_indices):
+                return x.new_empty(0, self.config.vocab_size)
             x = x.index_select(0, logits_indices)  # (M, C)
         return self.lm_head(self.norm(x)).float()  # (M, V)
 
@@ -135,6 +139,7 @@ class Gemma3Model(LlamaModel):
         p = self.layers[0].input_layernorm.weight
         ok = p.device.type == "cpu" and p.dtype == torch.float32 and GemmaDecodeStack.supports(self)
         self.decode_stack = GemmaDecodeStack(self) if ok else None
+        self.fused_chunk_tokens = FUSED_CHUNK_TOKENS if ok else 0
         return ok
 
     def load_hf_tensors(self, tensors: dict[str, torch.Tensor], keep_blocks: bool = False) -> None:

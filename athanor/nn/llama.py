@@ -82,6 +82,7 @@ class LlamaModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.cpu_ops = False  # see enable_cpu_ops
         self.decode_stack = None  # nn/cpu_ops.DecodeStack when enabled and every layer matmul is blocks (any GGUF type)
+        self.fused_chunk_tokens = 0  # see fused_step; set by enable_cpu_ops
 
     @torch.inference_mode()
     def forward(
@@ -91,14 +92,15 @@ class LlamaModel(nn.Module):
         meta: AttentionMetadata,
         logits_indices: torch.Tensor | None = None,  # (M,) rows that need logits; None -> all N
     ) -> torch.Tensor:
-        if (self.cpu_ops and meta.write_cache and not meta.is_plain_prefill and max(meta.query_lens) == 1
-                and _fp32_cache(self.layers[0].self_attn.kv_cache)):
+        if self.cpu_ops and fused_step(self, meta):
             return self._decode_cpu(input_ids, positions, meta, logits_indices)
         x = self.embed_tokens(input_ids)  # (N, C)
         cos, sin = self.rotary(positions, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, meta)
         if logits_indices is not None:
+            if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
+                return x.new_empty(0, self.config.vocab_size)
             x = x.index_select(0, logits_indices)  # (M, C): the head is the biggest matmul, skip unused rows
         return self.lm_head(self.norm(x)).float()  # (M, V) fp32 for the sampler
 
@@ -112,10 +114,12 @@ class LlamaModel(nn.Module):
         h = add_rmsnorm(x, None, self.layers[0].input_layernorm.weight, self.layers[0].input_layernorm.eps)
         if self.decode_stack is not None:  # every layer in one C call: the same operations, no Python between
             self.decode_stack.run(x, h, positions, self.rotary.cos, self.rotary.sin, meta.slot_mapping,
-                                  meta.block_tables)
+                                  row_block_tables(meta))
         else:
             self._decode_layers(x, h, positions, meta)
         if logits_indices is not None:
+            if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
+                return h.new_empty(0, self.config.vocab_size)
             h = h.index_select(0, logits_indices)
         return self.lm_head(h)  # (M, V) fp32
 
@@ -126,12 +130,13 @@ class LlamaModel(nn.Module):
         norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
         rope, first = (self.rotary.cos, self.rotary.sin), self.layers[0].self_attn
         qkv_width = (first.num_heads + 2 * first.num_kv_heads) * first.head_dim
+        tables = row_block_tables(meta)
         check_decode_args(h.new_empty(h.shape[0], qkv_width), positions, *rope, first.kv_cache, meta.slot_mapping,
-                          meta.block_tables, first.num_heads)  # once per step: every layer's tensors match
+                          tables, first.num_heads)  # once per step: every layer's tensors match
         for layer, next_norm in zip(self.layers, norms):
             attn = layer.self_attn
             a = decode_attention(attn.qkv_proj(h), positions, *rope, attn.kv_cache, meta.slot_mapping,
-                                 meta.block_tables, attn.num_heads, attn.scale, check=False)
+                                 tables, attn.num_heads, attn.scale, check=False)
             post = layer.post_attention_layernorm
             add_rmsnorm(x, attn.o_proj(a), post.weight, post.eps, out=h, check=False)  # x += attention; h = norm(x)
             add_rmsnorm(x, layer.mlp(h), next_norm.weight, next_norm.eps, out=h, check=False)  # x += mlp; next norm
@@ -147,6 +152,7 @@ class LlamaModel(nn.Module):
               and cpu_ops.supports(cfg.hidden_size, cfg.intermediate_size, cfg.head_dim) and cpu_ops.available())
         self.cpu_ops = ok
         self.decode_stack = cpu_ops.DecodeStack(self) if ok and cpu_ops.DecodeStack.supports(self) else None
+        self.fused_chunk_tokens = FUSED_CHUNK_TOKENS if ok else 0
         for m in self.modules():
             if isinstance(m, (RMSNorm, SwiGLU)):
                 m.cpu_ops = ok
@@ -365,6 +371,31 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device="cpu"
     if on_cpu_fp32:
         model.enable_cpu_ops()
     return model
+
+
+FUSED_CHUNK_TOKENS = 64  # a sequence's step of up to this many new tokens runs through the fused C stack
+
+
+def fused_step(model, meta: AttentionMetadata) -> bool:
+    """Whether this step runs through the fused C layers (nn/cpu_ops.c, nn/gemma_ops.c): it writes the cache (an
+    fp32 one) and no sequence adds more than `model.fused_chunk_tokens` tokens. A decode step, and a short
+    prefill chunk (the part of a chat after a prefix-cache hit) as rows of one sequence: each row attends over
+    positions [0, its own] and the C code writes every row's k/v before any row's attention reads the cache.
+    Longer chunks take the per-op path (blocked SDPA). The model runner splits a step that mixes both kinds, so a
+    sequence takes the path it would take alone (engine/model_runner.py)."""
+    return (meta.write_cache and max(meta.query_lens) <= model.fused_chunk_tokens
+            and _fp32_cache(model.layers[0].self_attn.kv_cache))
+
+
+def row_block_tables(meta: AttentionMetadata) -> torch.Tensor:
+    """(N, MB): the block table of each new token's sequence (the fused C code takes one row per token)."""
+    if len(meta.query_lens) == meta.slot_mapping.shape[0]:  # one token per sequence
+        return meta.block_tables
+    rows = meta.__dict__.get("_row_tables")
+    if rows is None:
+        counts = torch.tensor(meta.query_lens, device=meta.block_tables.device)
+        rows = meta.__dict__["_row_tables"] = meta.block_tables.repeat_interleave(counts, dim=0)
+    return rows
 
 
 def _fp32_cache(cache) -> bool:

@@ -65,3 +65,37 @@ def test_pool_doubles_only_when_every_used_block_is_held():
     assert bm.num_free_blocks == 64
     again = [_run(bm, list(range(1000 * i, 1000 * i + 8))) for i in range(1, 4)]
     assert max(b for s in again for b in s.block_table) < 8  # reused, no new id
+
+
+def test_keep_blocks_lets_the_pool_grow_before_a_cached_prefix_is_evicted():
+    """One request at a time (a chat server at concurrency 1): with keep_blocks the finished prompts stay cached
+    while the pool grows up to it, so a prompt asked again is a hit; past it the oldest prefix is evicted."""
+    bm = BlockManager(64, 4, resident_blocks=2, keep_blocks=8)
+    prompts = [list(range(100 * i, 100 * i + 8)) for i in range(4)]  # 2 full blocks each, nothing shared
+    for p in prompts:
+        bm.free(_run(bm, p))
+    assert bm.num_touched == 8 and bm.resident_blocks == 8  # grew 2 -> 4 -> 8 instead of evicting
+    again = _run(bm, prompts[0] + [7])
+    assert again.num_cached_tokens == 8  # the first prompt survived three others
+    bm.free(again)
+    bm.free(_run(bm, list(range(900, 908))))  # at keep_blocks: this one evicts the least recently freed prefix
+    assert bm.num_touched == 8
+    assert _run(bm, prompts[1] + [7]).num_cached_tokens == 0
+
+
+def test_without_keep_blocks_the_next_request_evicts_the_last_prompt():
+    bm = BlockManager(64, 4, resident_blocks=2)
+    bm.free(_run(bm, list(range(8))))
+    bm.free(_run(bm, list(range(100, 108))))
+    assert bm.num_touched == 2 and _run(bm, list(range(8)) + [7]).num_cached_tokens == 0
+
+
+def test_with_keep_blocks_a_finished_prompts_tail_outlives_the_next_requests():
+    """A prompt whose last block is partly filled (a short reply ended inside it): the tail is kept in turn like
+    a cached block, so the same prompt asked again after others reuses all but its last token."""
+    bm = BlockManager(64, 4, resident_blocks=2, keep_blocks=16)
+    first = list(range(7))  # one full block, a tail of 3
+    bm.free(_run(bm, first))
+    for i in range(1, 4):
+        bm.free(_run(bm, list(range(100 * i, 100 * i + 7))))
+    assert _run(bm, first).num_cached_tokens == 6  # the tail lent 2 of its 3 (one token is always computed)

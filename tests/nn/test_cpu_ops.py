@@ -164,3 +164,53 @@ def _decode_logits(llm, ids: list[int]) -> torch.Tensor:
         seq.num_computed_tokens += n
     llm.engine.runner._bind_kv_cache()  # give the layers back to the engine's cache
     return out
+
+
+def _chunked_logits(model, ids: list[int], sizes: list[int]) -> torch.Tensor:
+    """(len(ids), V) logits of every position, the sequence fed in chunks of `sizes`, one step each."""
+    from athanor.engine.block_manager import BlockManager
+    from athanor.engine.config import EngineConfig
+    from athanor.engine.model_runner import ModelRunner
+    from athanor.engine.sampling_params import SamplingParams
+    from athanor.engine.sequence import Sequence
+
+    runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=16, block_size=16))
+    bm = BlockManager(runner.num_blocks, 16, enable_prefix_caching=False)
+    seq = Sequence(ids, SamplingParams())
+    bm.allocate(seq)
+    out = []
+    for n in sizes:
+        input_ids, positions, meta, _ = runner.prepare([(seq, n)])
+        out.append(model(input_ids, positions, meta, None))
+        seq.num_computed_tokens += n
+    return torch.cat(out)
+
+
+def test_smollm2_short_prefill_runs_fused_like_decode_and_close_to_the_torch_prefill(smollm2_path):
+    """A chat's tokens after a prefix-cache hit (here the first 24: the shared system prompt) prefilled as one
+    short chunk through the fused C stack (nn/llama.fused_step): every position's logits equal, bit for bit, the
+    same position decoded one token at a time, on both C paths; against the per-op PyTorch prefill (blocked
+    SDPA) they agree to float rounding and give the same greedy tokens."""
+    from athanor.engine.config import EngineConfig
+    from athanor.runtime.llm import LLM
+
+    llm = LLM.load(str(smollm2_path), EngineConfig(num_kvcache_blocks=64, block_size=16, weight_dtype="auto"))
+    model = llm.engine.runner.model
+    ids = llm.chat_prompt([{"role": "user", "content": "What is the capital of France? Answer in one word."}])
+    assert 8 < len(ids) - 24 <= model.fused_chunk_tokens
+    split = [24, len(ids) - 24]
+    try:
+        got = {}
+        for mode in ("stack", "ops"):
+            _set_cpu_ops(model, mode)
+            got[mode] = _chunked_logits(model, ids, split)
+            assert torch.equal(got[mode], _chunked_logits(model, ids, [1] * len(ids))), mode
+        assert torch.equal(got["stack"], got["ops"])
+        _set_cpu_ops(model, "stack")
+        model.fused_chunk_tokens = 0  # the per-op path for every step, prefill and decode
+        per_op = _chunked_logits(model, ids, split)
+        torch.testing.assert_close(got["stack"], per_op, rtol=1e-4, atol=1e-4)
+        assert torch.equal(got["stack"].argmax(-1), per_op.argmax(-1))
+    finally:
+        _set_cpu_ops(model, "stack")
+        llm.engine.runner._bind_kv_cache()

@@ -127,3 +127,77 @@ def test_batched_decode_equals_each_sequence_alone(model):
     for ids, got in zip(seqs, together):
         (alone,) = _decode_all(model, [ids])
         assert torch.equal(got, alone)
+
+
+def _prefill_chunks(model, ids: list[int], sizes: list[int]) -> torch.Tensor:
+    """(len(ids), V) logits of every position, the sequence fed in chunks of `sizes` (a prefix-cache hit then
+    the new tokens of a chat: one step per chunk, each chunk's rows attending over the cache so far)."""
+    from athanor.engine.block_manager import BlockManager
+    from athanor.engine.config import EngineConfig
+    from athanor.engine.model_runner import ModelRunner
+    from athanor.engine.sampling_params import SamplingParams
+    from athanor.engine.sequence import Sequence
+
+    runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=64, block_size=4))
+    runner._bind_kv_cache()
+    bm = BlockManager(runner.num_blocks, 4, enable_prefix_caching=False)
+    seq = Sequence(ids, SamplingParams())
+    bm.allocate(seq)
+    out = []
+    for n in sizes:
+        out.append(model(*runner.prepare([(seq, n)])[:3], None))
+        seq.num_computed_tokens += n
+    assert seq.num_computed_tokens == len(ids)
+    return torch.cat(out)
+
+
+def test_short_prefill_chunks_run_fused_row_for_row_like_decode(model):
+    """A short prefill chunk goes through the fused stack as rows of one sequence (nn/llama.fused_step): each
+    row's k/v is in the cache before any row attends, so every position's logits equal, bit for bit, those of
+    the same position decoded one token at a time, across the sliding window (8) too."""
+    ids = torch.randint(0, 256, (30,), generator=torch.Generator().manual_seed(3)).tolist()
+    assert model.fused_chunk_tokens >= 19
+    by_token = _prefill_chunks(model, ids, [1] * 30)
+    assert torch.equal(_prefill_chunks(model, ids, [11, 19]), by_token)
+    assert torch.equal(_prefill_chunks(model, ids, [3, 1, 7, 19]), by_token)
+
+
+def test_fused_prefill_chunk_is_as_close_to_the_per_op_prefill_as_decode_is(model):
+    """The same bar as the decode step's (test_fused_stack_matches_the_per_op_path): the C norms sum in another
+    order, so an int8 activation may land one step apart; most positions agree to float rounding."""
+    ids = torch.randint(0, 256, (30,), generator=torch.Generator().manual_seed(4)).tolist()
+    fused = _prefill_chunks(model, ids, [11, 19])
+    limit = model.fused_chunk_tokens
+    try:
+        model.fused_chunk_tokens = 0  # every step per op
+        per_op = _prefill_chunks(model, ids, [11, 19])
+    finally:
+        model.fused_chunk_tokens = limit
+    scale = float(per_op.abs().max())
+    err = (fused - per_op).abs().amax(-1) / scale
+    assert float(err.max()) < 0.01, err
+    assert float(err.median()) < 1e-5, err
+    top2 = per_op.topk(2, -1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.02 * scale
+    assert torch.equal(fused.argmax(-1)[clear], per_op.argmax(-1)[clear])
+
+
+def test_a_mid_prompt_chunk_without_logits_rows_fills_the_cache_on_both_paths(model):
+    """The engine asks no logits of a chunk that does not reach the prompt's end: (0, V), no head run."""
+    from athanor.engine.block_manager import BlockManager
+    from athanor.engine.config import EngineConfig
+    from athanor.engine.model_runner import ModelRunner
+    from athanor.engine.sampling_params import SamplingParams
+    from athanor.engine.sequence import Sequence
+
+    limit = model.fused_chunk_tokens
+    try:
+        for fused in (limit, 0):
+            model.fused_chunk_tokens = fused
+            runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=64, block_size=4))
+            bm = BlockManager(runner.num_blocks, 4, enable_prefix_caching=False)
+            seq = Sequence(list(range(40)), SamplingParams())
+            bm.allocate(seq)
+            assert runner.run([(seq, 30)]).shape == (0, 256)
+    finally:
+        model.fused_chunk_tokens = limit

@@ -77,7 +77,8 @@ def test_gemma3_weights_take_the_file_size(gemma_path):
 def test_kv_pool_grows_with_use_and_stays_near_it(smollm2_path):
     from athanor.runtime.llm import LLM
 
-    llm = LLM.load(str(smollm2_path), EngineConfig(kv_cache_bytes=256 * 2**20))
+    # no prefix allowance: the pool holds what running sequences need (the allowance: the next test)
+    llm = LLM.load(str(smollm2_path), EngineConfig(kv_cache_bytes=256 * 2**20, prefix_cache_bytes=0))
     runner, bm = llm.engine.runner, llm.engine.block_manager
     cap = runner.kv_cache_nbytes()
     assert cap >= 256 * 2**20 and runner.kv_cache_resident_nbytes() <= cap / 32  # budget is a cap, not allocated
@@ -94,6 +95,30 @@ def test_kv_pool_grows_with_use_and_stays_near_it(smollm2_path):
     three = [f"{c} {prompt}" for c in "ABC"]  # 3 at once, no shared prefix: more blocks in use, the pool grows
     llm.generate(three, {"max_tokens": 8, "temperature": 0, "ignore_eos": True})
     assert runner.num_allocated_blocks > grown
+
+
+def test_kv_pool_keeps_finished_prompts_up_to_the_prefix_allowance(smollm2_path):
+    """One request at a time: the pool grows to keep finished prompts (prefix_cache_bytes, 64 MiB by default)
+    instead of evicting them, so the first prompt asked again after three others is a whole hit; it grows no
+    further than the allowance (or what one request needs)."""
+    from athanor.runtime.llm import LLM
+
+    llm = LLM.load(str(smollm2_path), EngineConfig(kv_cache_bytes=256 * 2**20))
+    runner, bm = llm.engine.runner, llm.engine.block_manager
+    assert bm.keep_blocks == 64 * 2**20 // runner.block_bytes
+    prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 30)  # ~300 tokens
+    asks = [llm.tokenizer.encode(f"{i} {prompt}") for i in range(12)]
+    params = llm.sampling_params({"max_tokens": 8, "temperature": 0, "ignore_eos": True})
+    for ids in asks[:4]:
+        assert llm.engine.generate([ids], params)[0].num_cached_tokens < 16  # nothing shared but the first block
+    need = bm.num_blocks_for(len(asks[0]) + 8)
+    assert 4 * need <= bm.keep_blocks  # all four fit the allowance
+    again = llm.engine.generate([asks[0]], params)[0]
+    assert again.num_cached_tokens == again.num_prompt_tokens - 1
+    for ids in asks[4:]:  # past the allowance: the oldest prompts are evicted, the pool stops growing
+        llm.engine.generate([ids], params)
+    assert bm.num_touched <= max(bm.keep_blocks, need)
+    assert runner.num_allocated_blocks <= max(bm.keep_blocks, 2 * need)
 
 
 _PEAK = r"""
