@@ -2,7 +2,7 @@
 
 `athanor_home()` is `$ATHANOR_HOME`, else `~/.athanor`, read at each call (tests and tools switch it per run).
 Not for what lives inside it: the store (models/store.py), knowledge bases (rag/), workflows and runs (workflow/),
-agent sessions (agent/memory.py) and the kernel cache (nn/cbuild.py) each name their own sub-folder.
+agent sessions (agent/memory.py) and the kernel cache (cbuild.py) each name their own sub-folder.
 """
 
 from __future__ import annotations

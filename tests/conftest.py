@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-# the C kernels compile into a temp dir of this session, never into the user's home (nn/cbuild.py)
+# the C kernels compile into a temp dir of this session, never into the user's home (cbuild.py)
 _KERNEL_CACHE = tempfile.mkdtemp(prefix="athanor-test-kernels-")
 os.environ["ATHANOR_KERNEL_CACHE"] = _KERNEL_CACHE
 atexit.register(shutil.rmtree, _KERNEL_CACHE, ignore_errors=True)

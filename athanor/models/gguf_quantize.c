@@ -5,7 +5,7 @@
  * scales against d. Finally every weight is re-rounded with the quantized scales. Output: GGUF blocks.
  * With an importance matrix (athk_quantize_weighted), llama.cpp's quantize_row_{q4_0,q5_0,q4_K,q5_K,q6_K}_impl:
  * each weight's error weighted by its column's mean squared activation (see the section at the end).
- * Built by athanor/models/gguf_quantize.py through nn/cbuild.py.
+ * Built by athanor/models/gguf_quantize.py through cbuild.py.
  */
 #include <math.h>
 #include <stdint.h>

@@ -37,7 +37,7 @@ _BLOCK = {"Q4_0": (32, 18), "Q5_0": (32, 22), "Q4_K": (256, 144), "Q5_K": (256, 
 
 @functools.cache
 def _lib() -> ctypes.CDLL:
-    from athanor.nn import cbuild
+    from athanor import cbuild
 
     source = Path(__file__).with_name("gguf_quantize.c")
     lib, reason = cbuild.load(source)

@@ -173,6 +173,7 @@ def build_gguf_tokenizer(meta: dict, compact: bool = True) -> tuple[tokenizers.T
         from athanor.text.spm import SpmCodec
 
         backend = SpmCodec.from_metadata(meta)
+        backend.tokenizers_builder = build_tokenizers_backend
     else:
         backend = build_tokenizers_backend(meta)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from athanor.nn import cbuild
+from athanor import cbuild
 
 _SOURCE = Path(__file__).with_name("cpu_ops.c")
 

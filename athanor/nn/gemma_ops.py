@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from athanor.nn import cbuild
+from athanor import cbuild
 
 _SOURCE = Path(__file__).with_name("gemma_ops.c")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from athanor.nn import cbuild
+from athanor import cbuild
 
 _SOURCE = Path(__file__).with_name("gguf_kernels.c")
 # ggml type id -> (name, weights per block, bytes per block)

@@ -26,7 +26,7 @@ In both modes output row i depends only on x[i] and W, bit for bit, whatever M a
 kernel is compiled with -ffp-contract=off, writes its FMAs explicitly and runs the same operations per row).
 A NaN or inf in x[i] spoils output row i only: all NaN in "int8" mode, inf or NaN in "f32" mode.
 
-A C file compiled at first use (nn/cbuild.py: once per machine, cached, loaded with ctypes). Without a
+A C file compiled at first use (cbuild.py: once per machine, cached, loaded with ctypes). Without a
 compiler or without AVX2/FMA/F16C, `available()` is False and callers keep their fp16/fp32 path.
 
 Not for: GPUs, training (no gradients), K-quants (Q4_K/Q6_K), or large-batch prefill speed: for M in
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from athanor.nn import cbuild
+from athanor import cbuild
 
 _SOURCE = Path(__file__).with_name("qkernels.c")
 _KINDS = {"q4_1": (1, 20, 3), "q8_0": (0, 34, 8)}  # kind -> (kernel id, bytes per block, ggml type id)

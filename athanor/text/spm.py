@@ -27,7 +27,7 @@ _SKIPPED = (_CONTROL, _UNKNOWN)  # what skip_special_tokens drops: the special a
 
 @functools.cache
 def _lib() -> tuple[ctypes.CDLL | None, str | None]:
-    from athanor.nn import cbuild
+    from athanor import cbuild
 
     lib, reason = cbuild.load(_SOURCE, portable=True)
     if lib is not None:
@@ -72,7 +72,8 @@ class SpmCodec:
 
     def __getstate__(self) -> dict:  # pickling and deepcopy carry the arrays; the C table is rebuilt
         return {"blob": self._blob, "offsets": self._offsets, "scores": self._scores, "types": self._types_bytes,
-                "unk_id": self.unk_id, "add_space_prefix": self.add_space_prefix}
+                "unk_id": self.unk_id, "add_space_prefix": self.add_space_prefix,
+                "tokenizers_builder": self.tokenizers_builder}
 
     def __setstate__(self, state: dict) -> None:
         lib, reason = _lib()
@@ -83,6 +84,9 @@ class SpmCodec:
         self._types_bytes = state["types"]  # indexing bytes / a memoryview gives Python ints fast (decode)
         self._types, self._offsets_view = np.frombuffer(self._types_bytes, np.uint8), memoryview(self._offsets)
         self.unk_id, self.add_space_prefix = state["unk_id"], state["add_space_prefix"]
+        # metadata dict -> the equivalent `tokenizers.Tokenizer` (a module-level function: it pickles by name).
+        # Set by the models room, which knows how to build one; text/ does not import it.
+        self.tokenizers_builder = state.get("tokenizers_builder")
         self._handle = lib.spm_new(self._blob, self._offsets.ctypes.data, self._scores.ctypes.data,
                                    self._types.ctypes.data, len(self._types), -1 if self.unk_id is None else self.unk_id)
         if not self._handle:
@@ -186,9 +190,9 @@ class SpmCodec:
     def to_tokenizers(self):
         """The same vocabulary as a `tokenizers.Tokenizer` (built on first call, then kept: ~72 MiB for Gemma 3)."""
         if self._tokenizers is None:
-            from athanor.models.gguf_tokenizer import build_tokenizers_backend
-
-            self._tokenizers = build_tokenizers_backend(self.metadata())
+            if self.tokenizers_builder is None:
+                raise RuntimeError("this codec was given no `tokenizers` builder (models/gguf_tokenizer.py sets one)")
+            self._tokenizers = self.tokenizers_builder(self.metadata())
         return self._tokenizers
 
 

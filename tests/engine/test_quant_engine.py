@@ -10,7 +10,7 @@ import torch
 from athanor.engine.config import EngineConfig
 from athanor.engine.model_runner import memory_bytes
 from athanor.engine.sampling_params import SamplingParams
-from athanor.nn import cbuild
+from athanor import cbuild
 from athanor.runtime.llm import LLM
 
 _CANNOT_BUILD = cbuild.cpu_reason() or (None if cbuild.compiler() else "no C compiler (cc, gcc or $CC)")

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from athanor.nn import cbuild, cpu_ops
+from athanor import cbuild
+from athanor.nn import cpu_ops
 from athanor.nn.layers import RotaryEmbedding, apply_rope
 
 # They run wherever they can be built (a compiler and an AVX2 CPU); there a build failure fails the tests below.

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from athanor.nn import cbuild, quant
+from athanor import cbuild
+from athanor.nn import quant
 
 # They run wherever they can be built (a compiler and an AVX2 CPU); there a build failure fails the tests below.
 _CANNOT_BUILD = cbuild.cpu_reason() or (None if cbuild.compiler() else "no C compiler (cc, gcc or $CC)")

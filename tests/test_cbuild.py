@@ -1,10 +1,10 @@
-"""nn/cbuild.py's cache key: a kernel source is rebuilt when a header it includes with quotes changes."""
+"""cbuild.py's cache key: a kernel source is rebuilt when a header it includes with quotes changes."""
 
 from __future__ import annotations
 
 import pytest
 
-from athanor.nn import cbuild
+from athanor import cbuild
 
 _CANNOT_BUILD = cbuild.cpu_reason() or (None if cbuild.compiler() else "no C compiler (cc, gcc or $CC)")
 
