@@ -89,12 +89,14 @@ print(json.dumps({{"decode_tps": (n - 1) / (t1 - first), "prefill_tps": len(toks
 """
 
 
-def model_path(name: str, tmp: Path, llama_bin: str) -> str:
+def model_path(name: str, tmp: Path, llama_bin: str | None = None) -> str:
     if name == "smollm2":
         from athanor.models.store import Store
 
         return Store().resolve("smollm2").weights
     if name.startswith("smollm2-"):  # re-quantized by llama-quantize
+        if not llama_bin:
+            raise SystemExit(f"{name} is made by llama-quantize: pass --llama-bin")
         sys.path.insert(0, str(Path(__file__).parent))
         from bench_iq4 import make_files
 

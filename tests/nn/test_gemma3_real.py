@@ -11,6 +11,7 @@ from athanor.models.gguf import load_gguf
 from athanor.nn import gguf_matmul
 from athanor.nn.gguf_matmul import BlockParts
 from athanor.nn.llama import build_model
+from tests.nn.test_cpu_ops import _chunked_logits as _chunked  # one sequence fed in chunks, one step each
 from tests.nn.test_parity_tiny import full_logits
 
 pytestmark = [pytest.mark.slow,
@@ -125,22 +126,3 @@ def test_short_prefill_through_the_fused_stack_matches_the_per_op_prefill(gemma_
     assert torch.equal(got["fused"].argmax(-1), got["per_op"].argmax(-1))
     assert torch.equal(got["fused"].argmax(-1), ref.argmax(-1))
     assert text["fused"] == text["per_op"] and "France" in llm.tokenizer.decode(text["fused"])
-
-
-def _chunked(model, ids: list[int], sizes: list[int]) -> torch.Tensor:
-    from athanor.engine.block_manager import BlockManager
-    from athanor.engine.config import EngineConfig
-    from athanor.engine.model_runner import ModelRunner
-    from athanor.engine.sampling_params import SamplingParams
-    from athanor.engine.sequence import Sequence
-
-    runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=16, block_size=16))
-    bm = BlockManager(runner.num_blocks, 16, enable_prefix_caching=False)
-    seq = Sequence(ids, SamplingParams())
-    bm.allocate(seq)
-    out = []
-    for n in sizes:
-        input_ids, positions, meta, _ = runner.prepare([(seq, n)])
-        out.append(model(input_ids, positions, meta, None))
-        seq.num_computed_tokens += n
-    return torch.cat(out)
