@@ -114,14 +114,10 @@ class Gemma3Model(LlamaModel):
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
             h = self.decode_stack.run(x, positions, meta.slot_mapping, row_block_tables(meta))  # nn/gemma_ops.c
             if logits_indices is not None:
-                if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
-                    return h.new_empty(0, self.config.vocab_size)
                 h = h.index_select(0, logits_indices)
             return self.lm_head(h).float()
         x = self._run_layers(input_ids, positions, meta)
         if logits_indices is not None:
-            if not len(logits_indices):
-                return x.new_empty(0, self.config.vocab_size)
             x = x.index_select(0, logits_indices)  # (M, C)
         return self.lm_head(self.norm(x)).float()  # (M, V)
 

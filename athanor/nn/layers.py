@@ -197,6 +197,7 @@ class LMHead(nn.Module):
     def __init__(self, hidden: int, vocab: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab, hidden))  # (V, C)
+        self.vocab = vocab  # the weight may be emptied when the head multiplies a file's blocks (`qweight`)
         self.register_buffer("weight_t", torch.empty(hidden, vocab), persistent=False)  # (C, V)
         self.packed: torch.Tensor | None = None
         self.qweight = None
@@ -217,6 +218,8 @@ class LMHead(nn.Module):
         self.weight_t = torch.empty(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 0:  # a mid-prompt chunk needs no logits (block-format heads refuse zero rows)
+            return x.new_empty(0, self.vocab)
         if self.qweight is not None:
             return _qmatmul(x, self.qweight, None)
         if self.packed is not None:

@@ -99,8 +99,6 @@ class LlamaModel(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, meta)
         if logits_indices is not None:
-            if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
-                return x.new_empty(0, self.config.vocab_size)
             x = x.index_select(0, logits_indices)  # (M, C): the head is the biggest matmul, skip unused rows
         return self.lm_head(self.norm(x)).float()  # (M, V) fp32 for the sampler
 
@@ -118,8 +116,6 @@ class LlamaModel(nn.Module):
         else:
             self._decode_layers(x, h, positions, meta)
         if logits_indices is not None:
-            if not len(logits_indices):  # a mid-prompt chunk: the cache is filled, no head
-                return h.new_empty(0, self.config.vocab_size)
             h = h.index_select(0, logits_indices)
         return self.lm_head(h)  # (M, V) fp32
 
@@ -391,11 +387,8 @@ def row_block_tables(meta: AttentionMetadata) -> torch.Tensor:
     """(N, MB): the block table of each new token's sequence (the fused C code takes one row per token)."""
     if len(meta.query_lens) == meta.slot_mapping.shape[0]:  # one token per sequence
         return meta.block_tables
-    rows = meta.__dict__.get("_row_tables")
-    if rows is None:
-        counts = torch.tensor(meta.query_lens, device=meta.block_tables.device)
-        rows = meta.__dict__["_row_tables"] = meta.block_tables.repeat_interleave(counts, dim=0)
-    return rows
+    counts = torch.tensor(meta.query_lens, device=meta.block_tables.device)
+    return meta.block_tables.repeat_interleave(counts, dim=0)
 
 
 def _fp32_cache(cache) -> bool:
