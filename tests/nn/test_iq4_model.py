@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from athanor.nn import gguf_matmul
+from tests.nn.gguf_tiny import tiny_writer
 
 pytestmark = pytest.mark.skipif(not gguf_matmul.available(), reason="no GGUF block kernels")
 
@@ -43,21 +44,8 @@ def _iq4_blocks(ggml_type: int, out_f: int, in_f: int, rng: np.random.Generator)
 def _write(path: Path, matrices: dict[str, np.ndarray], file_type) -> Path:
     """llama metadata, a byte-level vocabulary of 256 tokens, F32 norms, the given matrices."""
     import gguf
-    from tokenizers import pre_tokenizers
 
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_file_type(file_type)
-    w.add_block_count(LAYERS)
-    w.add_context_length(512)
-    w.add_embedding_length(HIDDEN)
-    w.add_feed_forward_length(FFN)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(sorted(pre_tokenizers.ByteLevel.alphabet()))
-    w.add_token_merges([])
+    w = tiny_writer(path, "llama", file_type, layers=LAYERS, hidden=HIDDEN, ffn=FFN, heads=HEADS, kv_heads=KV_HEADS)
     rng = np.random.default_rng(1)
     norms = ["output_norm", *(f"blk.{i}.{n}" for i in range(LAYERS) for n in ("attn_norm", "ffn_norm"))]
     for name in norms:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from athanor.nn import cpu_ops, gguf_matmul
+from tests.nn.gguf_tiny import tiny_writer
 
 pytestmark = pytest.mark.skipif(not (gguf_matmul.available() and cpu_ops.available()), reason="no C kernels here")
 
@@ -56,22 +57,9 @@ def _write(path: Path, arch: str, layer_types: list[dict[str, int]]) -> Path:
     """A tiny model in `arch` ("llama" or "qwen2"): byte-level vocabulary, F32 norms (and Qwen2's biases), a Q8_0
     token table and a Q6_K head, every layer matrix in its type."""
     import gguf
-    from tokenizers import pre_tokenizers
 
     rng = np.random.default_rng(0)
-    w = gguf.GGUFWriter(path, arch)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
-    w.add_block_count(LAYERS)
-    w.add_context_length(512)
-    w.add_embedding_length(HIDDEN)
-    w.add_feed_forward_length(FFN)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(sorted(pre_tokenizers.ByteLevel.alphabet()))
-    w.add_token_merges([])
+    w = tiny_writer(path, arch, gguf.LlamaFileType.MOSTLY_Q4_K_M, layers=LAYERS, hidden=HIDDEN, ffn=FFN, heads=HEADS, kv_heads=KV_HEADS)
     for name in ["output_norm", *(f"blk.{i}.{n}" for i in range(LAYERS) for n in ("attn_norm", "ffn_norm"))]:
         w.add_tensor(f"{name}.weight", (1 + 0.2 * rng.standard_normal(HIDDEN)).astype(np.float32))
     matrices = {"token_embd": (Q8_0, VOCAB, HIDDEN), "output": (Q6_K, VOCAB, HIDDEN)}
