@@ -179,13 +179,8 @@ class ModelRunner:
         order = [s for (seq, n), s in zip(batch, short) if seq.num_computed_tokens + n == seq.num_tokens]
         if not order:
             return torch.empty(0, self.model.config.vocab_size)
-        taken = [0, 0]
-        rows = []
-        for s in order:  # back to batch order: rows of the short part and of the long part, interleaved
-            k = 0 if s else 1
-            rows.append(logits[k][taken[k]])
-            taken[k] += 1
-        return torch.stack(rows)
+        short_rows, long_rows = iter(logits[0]), iter(logits[1])  # back to batch order, the two parts interleaved
+        return torch.stack([next(short_rows if s else long_rows) for s in order])
 
     def _forward(self, batch: ScheduledBatch) -> torch.Tensor:
         input_ids, positions, meta, logits_rows = self.prepare(batch)
