@@ -27,12 +27,23 @@ import httpx
 from bench_engine import PROMPTS  # the same workload as the engine benchmark
 
 
+class NoResponse(Exception):
+    """The connection failed before any response: llama-server (cpp-httplib) closes a kept-alive connection now and
+    then just as the client reuses it ("Server disconnected without sending a response"); SDK clients retry it."""
+
+
 async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> dict:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
             "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     arrivals, tokens = [], 0
-    async with client.stream("POST", f"{url}/chat/completions", json=body) as r:
+    try:
+        response = client.stream("POST", f"{url}/chat/completions", json=body)
+        r = await response.__aenter__()
+    except (httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError) as e:
+        raise NoResponse(str(e)) from e
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_exit(response)
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -49,13 +60,19 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
 
 async def run_level(url: str, model: str, concurrency: int, num_requests: int, max_tokens: int) -> dict:
     sem = asyncio.Semaphore(concurrency)
+    retried = [0]
     async with httpx.AsyncClient(timeout=600) as client:
         async def limited(i: int) -> dict | None:
             async with sem:
-                try:
-                    return await one_request(client, url, model, PROMPTS[i % len(PROMPTS)], max_tokens)
-                except httpx.HTTPError:  # a server that drops a stream: counted, not fatal
-                    return None
+                for attempt in range(2):
+                    try:
+                        return await one_request(client, url, model, PROMPTS[i % len(PROMPTS)], max_tokens)
+                    except NoResponse:  # a kept-alive connection the server had closed: sent again, as clients do
+                        retried[0] += attempt == 0
+                        if attempt:
+                            return None
+                    except httpx.HTTPError:  # a server that drops a stream: counted, not fatal
+                        return None
 
         await one_request(client, url, model, PROMPTS[0], 4)  # warm-up: model loaded, caches touched
         t0 = time.perf_counter()
@@ -64,10 +81,12 @@ async def run_level(url: str, model: str, concurrency: int, num_requests: int, m
     results = [r for r in outcomes if r is not None]
     if not results:
         return {"concurrency": concurrency, "requests": num_requests, "failed": num_requests, "tokens": 0,
+                "retried": retried[0],
                 **{k: float("nan") for k in ("ttft_p50_ms", "tpot_ms", "itl_p50_ms", "itl_p99_ms")}, "output_tok_s": 0.0}
     itl = sorted(x for r in results for x in r["itl"])
     tokens = sum(r["tokens"] for r in results)
     return {"concurrency": concurrency, "requests": num_requests, "failed": num_requests - len(results), "tokens": tokens,
+            "retried": retried[0],
             "ttft_p50_ms": 1000 * statistics.median(r["ttft"] for r in results),
             "tpot_ms": 1000 * statistics.mean((r["end"] - r["ttft"]) / max(1, r["tokens"] - 1) for r in results),
             "itl_p50_ms": 1000 * _pct(itl, 0.50), "itl_p99_ms": 1000 * _pct(itl, 0.99),
@@ -104,13 +123,13 @@ def main() -> None:
         targets = [("athanor", url, args.model)]
         if args.peer_url:
             targets.append(("peer", args.peer_url, args.peer_model or args.model))
-        print("| server | conc | reqs | failed | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s |")
+        print("| server | conc | reqs | failed (retried) | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, target, model in targets:
             for c in levels:
                 n = max(c, args.requests_per_level)
                 r = asyncio.run(run_level(target, model, c, n, args.max_tokens))
-                print(f"| {name} | {c} | {n} | {r['failed']} | {r['tokens']} | {r['ttft_p50_ms']:.0f} | {r['tpot_ms']:.1f} | "
+                print(f"| {name} | {c} | {n} | {r['failed']} ({r['retried']}) | {r['tokens']} | {r['ttft_p50_ms']:.0f} | {r['tpot_ms']:.1f} | "
                       f"{r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['output_tok_s']:.1f} |", flush=True)
 
 

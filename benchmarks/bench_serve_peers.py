@@ -134,7 +134,7 @@ def main() -> None:
     gguf, home_env = gemma_home(tmp) if args.model == "gemma3" else (str(builtin_gguf_path()), {})
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"GGUF: {gguf}")
-    print("| server | conc | reqs | failed | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s "
+    print("| server | conc | reqs | failed (retried) | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s "
           "| server CPU ms/tok |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     try:
@@ -159,7 +159,7 @@ def measure(name: str, cmd: list[str], model: str, extra_env: dict, levels: list
             cpu = cpu_seconds(proc.pid)  # run_level's 4-token warm-up request is counted in, its tokens not
             r = asyncio.run(run_level(url, model, c, n, args.max_tokens))
             cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu) / max(1, r["tokens"])
-            print(f"| {name} | {c} | {n} | {r['failed']} | {r['tokens']} | {r['ttft_p50_ms']:.0f} | "
+            print(f"| {name} | {c} | {n} | {r['failed']} ({r['retried']}) | {r['tokens']} | {r['ttft_p50_ms']:.0f} | "
                   f"{r['tpot_ms']:.1f} | {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['output_tok_s']:.1f} | "
                   f"{cpu_ms:.2f} |", flush=True)
     finally:
