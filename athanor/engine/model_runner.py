@@ -95,8 +95,9 @@ class ModelRunner:
             layer.self_attn.kv_cache = cache
         self.model.kv_cache_owner = self
 
-    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
-        """Flatten the batch: input ids, positions, slots, block tables, and the rows whose logits we need."""
+    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor | None]:
+        """Flatten the batch: input ids, positions, slots, block tables, and the rows whose logits we need (None:
+        every row, in order)."""
         input_ids, positions, slots, logits_rows = [], [], [], []
         query_lens, context_lens, tables = [], [], []
         bs = self.block_size
@@ -119,11 +120,12 @@ class ModelRunner:
             query_lens=query_lens,
             context_lens=context_lens,
         ).prepare(dev)
+        every_row = len(logits_rows) == len(input_ids)  # one token per sequence (decode): the model skips the gather
         return (
             torch.tensor(input_ids, dtype=torch.long, device=dev),
             torch.tensor(positions, dtype=torch.long, device=dev),
             meta,
-            torch.tensor(logits_rows, dtype=torch.long, device=dev),
+            None if every_row else torch.tensor(logits_rows, dtype=torch.long, device=dev),
         )
 
     def _ensure_blocks(self, upto: int) -> None:
@@ -184,7 +186,7 @@ class ModelRunner:
 
     def _forward(self, batch: ScheduledBatch) -> torch.Tensor:
         input_ids, positions, meta, logits_rows = self.prepare(batch)
-        if len(logits_rows) == 0:  # only mid-prompt chunks: fill the cache, no head
+        if logits_rows is not None and len(logits_rows) == 0:  # only mid-prompt chunks: fill the cache, no head
             self.model(input_ids, positions, meta, logits_rows)
             return torch.empty(0, self.model.config.vocab_size)
         return self.model(input_ids, positions, meta, logits_rows)

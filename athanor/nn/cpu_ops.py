@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import weakref
 import os
 from pathlib import Path
 
@@ -246,10 +247,10 @@ class DecodeStack:
         """The layers' KV caches as a C pointer array and their (NB, BS, KVH, D), checked once per set of caches:
         a step rebuilds them only when a cache tensor was replaced (a new model runner, a reallocation)."""
         caches = [a.kv_cache for a in self._attns]
-        key = [(id(c), c.data_ptr(), c.shape, c.dtype) for c in caches]
-        if key != self._cache_key:
+        key = self._cache_key  # weak references to the tensors checked last: the same objects -> the same pointers
+        if key is None or len(key) != len(caches) or any(r() is not c for r, c in zip(key, caches)):
             assert all(_f32(c) and c.shape == caches[0].shape for c in caches)
             self._cache_ptrs = (ctypes.c_void_p * len(caches))(*(c.data_ptr() for c in caches))
             self._cache_dims = tuple(caches[0].shape[1:])
-            self._cache_key = key
+            self._cache_key = [weakref.ref(c) for c in caches]
         return self._cache_ptrs, self._cache_dims

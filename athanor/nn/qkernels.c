@@ -448,3 +448,31 @@ int athq_qmatmul_f32_parts(int n, const int *kinds, const uint8_t *const *ws, co
 void athq_quantize_rows(const float *x, long M, long K, long ldx, int8_t *q, float *dx, float *sx) {
     for (long i = 0; i < M; i++) quantize_row(x + i * ldx, K, q + i * K, dx + i * (K / QK), sx + i * (K / QK));
 }
+
+/* Rows `ids` (n of them, each in [0, N): the caller checks) of a weight in the row layout above as float32
+ * (n, K): d * q (+ m) with d and m read from f16, the float operations of athanor/nn/dequant.py, so the result
+ * is `dequantize()[ids]` bit for bit (the embedding lookup of a token table kept in these blocks). */
+void athq_get_rows(int kind, const uint8_t *w, long K, const long *ids, long n, float *out) {
+    const long nb = K / QK, head = kind == 1 ? 4 : 2, row_bytes = nb * (kind == 1 ? 20 : 34);
+    for (long i = 0; i < n; i++) {
+        const uint8_t *r = w + ids[i] * row_bytes, *qs = r + head * nb;
+        float *y = out + i * K;
+        for (long b = 0; b < nb; b++, y += QK) {
+            uint16_t hd, hm;
+            memcpy(&hd, r + 2 * b, 2);
+            const float d = _cvtsh_ss(hd);
+            if (kind == 1) {
+                memcpy(&hm, r + 2 * nb + 2 * b, 2);
+                const float m = _cvtsh_ss(hm);
+                const uint8_t *q = qs + b * 16;
+                for (int j = 0; j < 16; j++) {
+                    y[j] = (float)(q[j] & 15) * d + m;
+                    y[j + 16] = (float)(q[j] >> 4) * d + m;
+                }
+            } else {
+                const int8_t *q = (const int8_t *)(qs + b * 32);
+                for (int j = 0; j < 32; j++) y[j] = (float)q[j] * d;
+            }
+        }
+    }
+}
