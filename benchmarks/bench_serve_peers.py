@@ -5,6 +5,8 @@ Same load as bench_serve.py (`run_level`: streamed chats of --max-tokens greedy 
 warm-up request). A peer is skipped when its program is not given. Besides wall-clock rates, each row gives the
 server's CPU time per output token (user + system of all its threads, from /proc): a shared machine disturbs it
 less than wall time, though it counts threads spinning while they wait for work, which load also changes.
+For athanor the last column is the engine's own time per decode step (GET /metrics: athanor_engine_decode_seconds
+over athanor_engine_decode_steps): at concurrency 1, ITL minus it is what the way from engine to client adds.
 `--baseline-tree DIR` adds `athanor serve` run from another source tree (an A/B of two versions); `--rounds N`
 measures every server N times, in turn, so the rows interleave.
 
@@ -58,6 +60,20 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
             pass
         time.sleep(0.5)
     raise RuntimeError("server did not become ready")
+
+
+def engine_decode(url: str) -> tuple[float, float]:
+    """(decode steps, seconds in them) of an athanor server's engines so far, from GET /metrics; (0, 0) for a peer."""
+    try:
+        text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return 0.0, 0.0
+    totals = {"athanor_engine_decode_steps": 0.0, "athanor_engine_decode_seconds": 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["athanor_engine_decode_steps"], totals["athanor_engine_decode_seconds"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -135,8 +151,8 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"GGUF: {gguf}")
     print("| server | conc | reqs | failed (retried) | tokens | TTFT p50 ms | TPOT ms | ITL p50 ms | ITL p99 ms | out tok/s "
-          "| server CPU ms/tok |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| server CPU ms/tok | engine ms/decode step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     try:
         for _ in range(args.rounds):
             for name, cmd, model, extra_env in servers(args, gguf, home_env):
@@ -157,11 +173,14 @@ def measure(name: str, cmd: list[str], model: str, extra_env: dict, levels: list
         for c in levels:
             n = max(c, args.requests_per_level)
             cpu = cpu_seconds(proc.pid)  # run_level's 4-token warm-up request is counted in, its tokens not
+            steps, seconds = engine_decode(url)
             r = asyncio.run(run_level(url, model, c, n, args.max_tokens))
             cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu) / max(1, r["tokens"])
+            steps2, seconds2 = engine_decode(url)
+            step_ms = f"{1000 * (seconds2 - seconds) / (steps2 - steps):.1f}" if steps2 > steps else ""
             print(f"| {name} | {c} | {n} | {r['failed']} ({r['retried']}) | {r['tokens']} | {r['ttft_p50_ms']:.0f} | "
                   f"{r['tpot_ms']:.1f} | {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['output_tok_s']:.1f} | "
-                  f"{cpu_ms:.2f} |", flush=True)
+                  f"{cpu_ms:.2f} | {step_ms} |", flush=True)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -43,7 +43,8 @@ class EngineStats:
     num_prompt_tokens: int = 0  # tokens prefilled (prefix-cache hits excluded)
     num_generated_tokens: int = 0
     prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0  # steps that ran no prompt token: model, sampling and bookkeeping
+    num_decode_steps: int = 0
 
 
 class LLMEngine:
@@ -159,6 +160,7 @@ class LLMEngine:
             s.prefill_seconds += seconds
         else:
             s.decode_seconds += seconds
+            s.num_decode_steps += 1
 
     # --- batch face --------------------------------------------------------------------------------------
 

@@ -304,7 +304,7 @@ class ModelRegistry:
 
     def engine_gauges(self) -> list[tuple[str, str, list[tuple[str, float]]]]:
         """(metric name, help, [(model, value)]) for /metrics; read without locks (a scrape may be a step old)."""
-        rows: dict[str, list] = {k: [] for k in ("waiting", "running", "used", "total", "preempted")}
+        rows: dict[str, list] = {k: [] for k in ("waiting", "running", "used", "total", "preempted", "steps", "seconds")}
         for name, m in list(self.models.items()):
             engine = m.llm.engine
             bm = engine.block_manager
@@ -313,12 +313,17 @@ class ModelRegistry:
             rows["used"].append((name, len(bm.blocks) - bm.num_free_blocks))
             rows["total"].append((name, len(bm.blocks)))
             rows["preempted"].append((name, engine.scheduler.num_preemptions))
+            rows["steps"].append((name, engine.stats.num_decode_steps))
+            rows["seconds"].append((name, engine.stats.decode_seconds))
         return [
             ("athanor_queue_depth", "Requests waiting to be scheduled.", rows["waiting"]),
             ("athanor_running_sequences", "Sequences in the running batch.", rows["running"]),
             ("athanor_kv_blocks_in_use", "KV-cache blocks held by sequences.", rows["used"]),
             ("athanor_kv_blocks_total", "KV-cache blocks in the pool.", rows["total"]),
             ("athanor_preemptions", "Sequences preempted (recomputed later) since the model loaded.", rows["preempted"]),
+            ("athanor_engine_decode_steps", "Engine steps that ran no prompt token, since the model loaded.", rows["steps"]),
+            ("athanor_engine_decode_seconds", "Time in those steps (model, sampling, bookkeeping; not the HTTP "
+             "path): over the steps, the engine's own time per token at concurrency 1.", rows["seconds"]),
         ]
 
     def kv_blocks_in_use(self) -> int:

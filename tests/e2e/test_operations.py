@@ -25,7 +25,7 @@ def test_health_metrics_request_id_and_access_log(server, caplog):
 
     with caplog.at_level(logging.INFO, logger="athanor.serve.access"):
         r = httpx.post(f"{server.url}/v1/chat/completions", json=CHAT | {"max_tokens": 3, "ignore_eos": True},
-                       headers={"X-Request-Id": "req-abc-123"})
+                       headers={"X-Request-Id": "req-abc-123"}, timeout=60)  # loads the model
         deadline = time.monotonic() + 5  # the line is written once the response is fully sent: may trail it
         while not logged() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -49,6 +49,9 @@ def test_health_metrics_request_id_and_access_log(server, caplog):
     assert server.metric("athanor_time_to_first_token_seconds_count") >= 1
     assert server.metric("athanor_inter_token_latency_seconds_count") >= 2  # 3 tokens: 2 gaps
     assert server.metric("athanor_kv_blocks_total", "tiny:latest") > 0
+    # 3 tokens: the first comes from the prefill step, the other 2 from decode steps, which the engine times
+    assert server.metric("athanor_engine_decode_steps", "tiny:latest") >= 2
+    assert server.metric("athanor_engine_decode_seconds", "tiny:latest") > 0
     for gauge in ("athanor_queue_depth", "athanor_running_sequences", "athanor_kv_blocks_in_use"):
         assert f"# TYPE {gauge} gauge" in text
 
