@@ -23,8 +23,8 @@ GEMMA = "/work/lfrun/gemma/gemma-3-270m-q4_k_m.gguf"
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                               "uordblks", "fordblks", "keepcost")]
 
 
 _LIBC = ctypes.CDLL("libc.so.6")
@@ -33,10 +33,11 @@ _LIBC.mallinfo2.restype = _MallInfo2
 
 def status() -> dict[str, int]:
     out = {}
-    for line in open("/proc/self/status"):
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(rest.split()[0]) // 1024
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[key] = int(rest.split()[0]) // 1024
     m = _LIBC.mallinfo2()
     out.update(heap=m.arena >> 20, mmapped=m.hblkhd >> 20, used=m.uordblks >> 20, free=m.fordblks >> 20)
     return out
@@ -46,12 +47,13 @@ def smaps() -> dict[str, int]:
     """Resident KiB per mapping name ([heap], [anon], a file's path)."""
     out: dict[str, int] = {}
     name = None
-    for line in open("/proc/self/smaps"):
-        parts = line.split()
-        if len(parts) >= 5 and "-" in parts[0] and not parts[0].endswith(":"):
-            name = parts[5] if len(parts) > 5 else "[anon]"
-        elif parts[0] == "Rss:":
-            out[name] = out.get(name, 0) + int(parts[1])
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and "-" in parts[0] and not parts[0].endswith(":"):
+                name = parts[5] if len(parts) > 5 else "[anon]"
+            elif parts[0] == "Rss:":
+                out[name] = out.get(name, 0) + int(parts[1])
     return out
 
 
