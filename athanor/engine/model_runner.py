@@ -60,7 +60,8 @@ class ModelRunner:
 
     def _grow(self, n: int) -> None:
         """Hold `n` blocks: each layer's cache re-allocated in turn (so the extra memory at once is one layer's),
-        its zeroed blocks copied; the new blocks are zeroed when first handed out (_ensure_blocks)."""
+        its zeroed blocks copied; the new blocks are zeroed when first handed out (_ensure_blocks). On the CPU the
+        freed caches' pages go back to the system (at most log2(cap / start) times in a process)."""
         cfg = self.model.config
         shape = (2, n, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
         z = self.num_zeroed_blocks
@@ -78,6 +79,10 @@ class ModelRunner:
                 self.model.layers[i].self_attn.kv_cache = new  # the old layer cache is freed here
         self.num_allocated_blocks = n
         self._bind_kv_cache()
+        if self.device.type == "cpu":
+            from athanor.heap import trim_heap
+
+            trim_heap()  # the old layer caches were written: freed, glibc would keep their pages resident
 
     def _empty(self, shape: tuple[int, ...]):
         # empty, not zeros: blocks are zeroed when first handed out (see _ensure_blocks), so growing does not

@@ -243,8 +243,19 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
 # ---------------------------------------------------------------- 2. inspect
 
 
+# general.file_type -> its name as gguf's LlamaFileType spells it (without MOSTLY_/ALL_), for the types llama.cpp
+# has written for years: loading a file need not import the `gguf` package (with yaml and sentencepiece, ~4 MiB of a
+# served process); other values still ask it
+_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+               19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
+               26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16"}
+
+
 def _quantization(meta: dict, tensors: dict[str, GGUFTensorInfo]) -> str:
     file_type = meta.get("general.file_type")
+    if file_type in _FILE_TYPES:
+        return _FILE_TYPES[file_type]
     if file_type is not None:
         from gguf import LlamaFileType
 

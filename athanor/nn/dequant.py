@@ -178,6 +178,9 @@ def type_name(ggml_type: int) -> str:
 
 def byte_size(ggml_type: int, num_elements: int) -> int | None:
     """Bytes that `num_elements` weights of this type take; None for a type id gguf does not know."""
+    if ggml_type in GGML_TYPES:  # ours: no `gguf` import on the load path
+        _, block_size, type_size = GGML_TYPES[ggml_type]
+        return num_elements // block_size * type_size
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     try:

@@ -19,7 +19,7 @@ from torch import nn
 
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
-from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, apply_rope
+from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, apply_rope, row_slice, row_slices
 from athanor.nn.llama import FUSED_CHUNK_TOKENS, LlamaModel, fused_step, row_block_tables
 
 
@@ -50,15 +50,22 @@ class Gemma3Attention(nn.Module):
         self.kv_cache = torch.empty(0)  # (2, num_blocks, block_size, KVH, D), set by the model runner
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        qk, v = self.rotated_qkv(x, cos, sin)
+        return self.o_proj(self.attend(qk, v, meta).reshape(x.shape[0], self.q_size))
+
+    def rotated_qkv(self, x, cos, sin, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normed rows x (N, C) -> normed q and k heads rotated together (N, H + KVH, D), written to `out` when
+        given, and v (N, KVH, D). Row-wise: a long chunk may come a slice at a time (Gemma3Layer.forward)."""
         N = x.shape[0]
         qkv = self.qkv_proj(x)  # (N, (H + 2*KVH) * D)
         q = self.q_norm(qkv[:, : self.q_size].reshape(N, self.num_heads, self.head_dim))
         k = self.k_norm(qkv[:, self.q_size : self.q_size + self.kv_size].reshape(N, self.num_kv_heads, self.head_dim))
         v = qkv[:, self.q_size + self.kv_size :].reshape(N, self.num_kv_heads, self.head_dim)  # (N, KVH, D)
-        qk = apply_rope(torch.cat((q, k), dim=1), cos, sin)  # (N, H + KVH, D)
+        return apply_rope(torch.cat((q, k), dim=1), cos, sin, out=out), v
+
+    def attend(self, qk: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
-        out = paged_attention(q, k, v, self.kv_cache, meta, self.scale, window=self.window)  # (N, H, D)
-        return self.o_proj(out.reshape(N, self.q_size))
+        return paged_attention(q, k, v, self.kv_cache, meta, self.scale, window=self.window)  # (N, H, D)
 
 
 class Gemma3Layer(nn.Module):
@@ -75,8 +82,27 @@ class Gemma3Layer(nn.Module):
 
     def forward(self, x, rope_global, rope_local, meta: AttentionMetadata) -> torch.Tensor:
         cos, sin = rope_local if self.is_sliding else rope_global
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, meta))
+        attn = self.self_attn
+        rows = row_slice(attn.qkv_proj, attn.o_proj, self.mlp.gate_up_proj, self.mlp.down_proj)
+        if rows and x.shape[0] > rows:
+            return self._sliced(x, cos, sin, meta, rows)
+        x = x + self.post_attention_layernorm(attn(self.input_layernorm(x), cos, sin, meta))
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+    def _sliced(self, x, cos, sin, meta: AttentionMetadata, rows: int) -> torch.Tensor:
+        """`forward` over a long chunk, every row-wise step `rows` tokens at a time (as llama.DecoderLayer._sliced):
+        same bits, smaller temporaries; x updated in place."""
+        attn, N = self.self_attn, x.shape[0]
+        qk = x.new_empty(N, attn.num_heads + attn.num_kv_heads, attn.head_dim)
+        v = x.new_empty(N, attn.num_kv_heads, attn.head_dim)
+        for s in row_slices(N, rows):
+            v[s] = attn.rotated_qkv(self.input_layernorm(x[s]), cos[s], sin[s], out=qk[s])[1]
+        out = attn.attend(qk, v, meta)  # (N, H, D)
+        del qk, v
+        for s in row_slices(N, rows):
+            x[s] += self.post_attention_layernorm(attn.o_proj(out[s].reshape(-1, attn.q_size)))
+            x[s] += self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x[s])))
+        return x
 
 
 class Gemma3Model(LlamaModel):

@@ -14,7 +14,17 @@ from torch import nn
 from athanor.errors import ModelFormatError
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
-from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, SwiGLU, apply_rope
+from athanor.nn.layers import (
+    Embedding,
+    Linear,
+    LMHead,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
+    apply_rope,
+    row_slice,
+    row_slices,
+)
 
 
 class Attention(nn.Module):
@@ -33,6 +43,12 @@ class Attention(nn.Module):
         self.kv_cache = torch.empty(0)  # (2, num_blocks, block_size, KVH, D), set by the model runner
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        qk, v = self.rotated_qkv(x, cos, sin)
+        return self.o_proj(self.attend(qk, v, meta).reshape(x.shape[0], self.q_size))
+
+    def rotated_qkv(self, x, cos, sin, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normed rows x (N, C) -> q and k heads rotated together (N, H + KVH, D), written to `out` when given,
+        and v (N, KVH, D). Row-wise: a long chunk may come a slice at a time (DecoderLayer.forward)."""
         N = x.shape[0]
         qkv = self.qkv_proj(x)  # (N, (H + 2*KVH) * D)
         qk = qkv[:, : self.q_size + self.kv_size].view(N, self.num_heads + self.num_kv_heads, self.head_dim)
@@ -40,10 +56,11 @@ class Attention(nn.Module):
         if self.q_norm is not None:  # Qwen3: per-head RMSNorm before RoPE
             q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
             qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
-        qk = apply_rope(qk, cos, sin)  # q and k heads rotated together: (N, H + KVH, D)
+        return apply_rope(qk, cos, sin, out=out), v  # q and k heads rotated together
+
+    def attend(self, qk: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
-        out = paged_attention(q, k, v, self.kv_cache, meta, self.scale, window=self.window)  # (N, H, D)
-        return self.o_proj(out.reshape(N, self.q_size))
+        return paged_attention(q, k, v, self.kv_cache, meta, self.scale, window=self.window)  # (N, H, D)
 
 
 class DecoderLayer(nn.Module):
@@ -61,8 +78,29 @@ class DecoderLayer(nn.Module):
             self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(self, x, cos, sin, meta: AttentionMetadata) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        attn, mlp = self.self_attn, self.mlp
+        dense = hasattr(mlp, "gate_up_proj")  # not a mixture of experts
+        rows = row_slice(attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj) if dense else 0
+        if rows and x.shape[0] > rows:
+            return self._sliced(x, cos, sin, meta, rows)
+        x = x + attn(self.input_layernorm(x), cos, sin, meta)
+        return x + mlp(self.post_attention_layernorm(x))
+
+    def _sliced(self, x, cos, sin, meta: AttentionMetadata, rows: int) -> torch.Tensor:
+        """`forward` over a long chunk with every row-wise step (norms, block-kernel products, RoPE, residual adds)
+        done `rows` tokens at a time; only attention sees the whole chunk. Same bits, temporaries of `rows` rows
+        (layers.ROW_SLICE). x, the model's running activations, is updated in place."""
+        attn, N = self.self_attn, x.shape[0]
+        qk = x.new_empty(N, attn.num_heads + attn.num_kv_heads, attn.head_dim)
+        v = x.new_empty(N, attn.num_kv_heads, attn.head_dim)
+        for s in row_slices(N, rows):
+            v[s] = attn.rotated_qkv(self.input_layernorm(x[s]), cos[s], sin[s], out=qk[s])[1]
+        out = attn.attend(qk, v, meta)  # (N, H, D)
+        del qk, v
+        for s in row_slices(N, rows):
+            x[s] += attn.o_proj(out[s].reshape(-1, attn.q_size))
+            x[s] += self.mlp(self.post_attention_layernorm(x[s]))
+        return x
 
 
 class LlamaModel(nn.Module):

@@ -9,9 +9,6 @@ Not for: sizing the KV cache (engine/), or anything on a hot path (malloc_trim w
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import gc
 
 _KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
@@ -31,22 +28,10 @@ def process_memory() -> dict[str, int]:
     return out
 
 
-@functools.cache
-def _malloc_trim():
-    """glibc's malloc_trim, or None (musl, macOS, Windows)."""
-    name = ctypes.util.find_library("c")
-    try:
-        fn = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-    if fn is not None:
-        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
-
-
 def release_free_heap() -> bool:
-    """Return the free pages of glibc's heaps to the system (malloc_trim(0)); True when glibc did release some.
-    Memory still in use is untouched; later allocations simply fault fresh pages in."""
+    """Return the free pages of glibc's heaps to the system (athanor/heap.py), after freeing what only reference
+    cycles held; True when glibc did release some. Memory still in use is untouched."""
+    from athanor.heap import trim_heap
+
     gc.collect()  # garbage held only by reference cycles is freed first
-    fn = _malloc_trim()
-    return bool(fn(0)) if fn is not None else False
+    return trim_heap()

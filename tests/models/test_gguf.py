@@ -379,3 +379,31 @@ def test_unsupported_tensor_type(tmp_path: Path) -> None:
         load_gguf(path)
     _assert_one_line_error(exc, path)
 
+
+
+def test_file_type_names_and_block_sizes_match_gguf() -> None:
+    """The loader names general.file_type and sizes tensors from its own tables (no `gguf` import on the load
+    path); they say what gguf-py says."""
+    from athanor.models.gguf import _FILE_TYPES
+    from athanor.nn.dequant import GGML_TYPES, byte_size
+
+    for value, name in _FILE_TYPES.items():
+        assert gguf.LlamaFileType(value).name.removeprefix("MOSTLY_").removeprefix("ALL_") == name
+    for ggml_type, (name, block, size) in GGML_TYPES.items():
+        qtype = gguf.GGMLQuantizationType(ggml_type)
+        assert qtype.name == name and gguf.GGML_QUANT_SIZES[qtype] == (block, size)
+        assert byte_size(ggml_type, 4096) == 4096 // block * size
+    assert byte_size(int(gguf.GGMLQuantizationType.Q2_K), 512) == 2 * gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q2_K][1]
+
+
+def test_loading_the_builtin_does_not_import_gguf_py(smollm2_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from athanor.models.gguf import load_gguf; c = load_gguf(sys.argv[1], keep_blocks=True); "
+            "print(c.info['quantization'], 'gguf' in sys.modules, 'sentencepiece' in sys.modules)")
+    root = str(Path(__file__).parents[2])
+    out = subprocess.run([sys.executable, "-c", code, str(smollm2_path)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": root}, check=True).stdout.split()
+    assert out == ["Q4_1", "False", "False"], out
