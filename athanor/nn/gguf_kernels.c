@@ -10,7 +10,10 @@
  * shuffle + compare, Q6_K's 2-bit highs by masks and shifts, Q4_K/Q5_K's 6-bit scales by word masks, IQ4's
  * nibbles mapped through the 16-entry non-linear table by one byte shuffle) and dotted with up to MR rows of x
  * at once (4 with AVX2, 8 with AVX-512VL; prefill pays the decoding once per tile); 32-blocks use two
- * accumulators so consecutive blocks' FMAs overlap. Plain C: each weight row is first unpacked into int8
+ * accumulators so consecutive blocks' FMAs overlap; a full tile is compiled with its row loop unrolled (accumulators
+ * in registers). With VNNI, Q4_0/Q5_0 weights stay unsigned and Q8_0 meets x + 128, each int32 lane starting
+ * from the offset's share (precomputed per x row or per weight block): one vpdpbusd per 32 weights, the same
+ * integers. Plain C: each weight row is first unpacked into int8
  * quants + integer sub-block scales (an L1 sized buffer), then dotted with every row of x.
  * Layouts (from GGUF; byte offsets inside one block):
  *   Q4_0  18 B: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)           w = d (q - 8)
@@ -323,33 +326,86 @@ static inline __m256i block32(int t, const uint8_t *b, float *d) {
 }
 
 #define INLINE static inline __attribute__((always_inline))
+/* the loops over a tile's x rows: unrolled, so the full tile keeps its accumulators in registers */
+#define UNROLL_ROWS _Pragma("GCC unroll 8")
+
+/* Activations as the tiles read them, pointers at a tile's first row (rows K, nblk, K / 16, K / 4, K apart):
+ * int8 quants, scales, int16 sums per 16; with AVX512-VNNI also what dot32 folds in for the 32-types (NULL where no
+ * part needs them): -8 and -16 times the sum of each int32 lane's four quants, and the quants + 128 as bytes. */
+typedef struct { int8_t *q; float *d; int16_t *bs; int32_t *c8, *c16; uint8_t *xu; } XQ;
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define VNNI_TILES 1
+#endif
+
+/* Block b of a 32-type row as dot32 multiplies it, and its scale. With VNNI the offset types stay unsigned (Q4_0 q,
+ * Q5_0 q with its 5th bit) and Q8_0 brings *wc = -128 (sum of each lane's four weights); else block32's signed
+ * weights. */
+INLINE __m256i wblock32(const int t, const uint8_t *b, float *d, __m256i *wc) {
+    *wc = _mm256_setzero_si256();
+#ifdef VNNI_TILES
+    if (t == T_Q4_0) { *d = f16(b); return nibbles32(b + 2); }
+    if (t == T_Q5_0) {
+        *d = f16(b);
+        return _mm256_or_si256(nibbles32(b + 6), _mm256_and_si256(bits32(b + 2), _mm256_set1_epi8(0x10)));
+    }
+    if (t == T_Q8_0) {
+        const __m256i w = block32(t, b, d);
+        *wc = _mm256_sub_epi32(*wc, _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w));
+        return w;
+    }
+#endif
+    return block32(t, b, d);
+}
+
+/* int32 lanes: lane k = sum over the 4 weights 4k..4k+3 of block b of (signed weight) * (x row r's quant), the same
+ * integers whatever the path. VNNI: one vpdpbusd whose lanes start from the offset's share, (q - off) x =
+ * q x - off x (Q4_0, Q5_0), or from wc, w x = w (x + 128) - 128 w (Q8_0); otherwise |w| (x sign(w)). */
+INLINE __m256i dot32(const int t, __m256i wv, __m256i wc, const XQ *X, long K, int r, long b) {
+#ifdef VNNI_TILES
+    if (t == T_Q4_0 || t == T_Q5_0) {
+        const int32_t *c = (t == T_Q5_0 ? X->c16 : X->c8) + r * (K / 4) + b * 8;
+        return _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)c), wv,
+                                   _mm256_loadu_si256((const __m256i *)(X->q + r * K + b * 32)));
+    }
+    if (t == T_Q8_0) return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + r * K + b * 32)), wv);
+#endif
+    (void)wc;
+    return dot_i8(wv, _mm256_loadu_si256((const __m256i *)(X->q + r * K + b * 32)));
+}
 
 /* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. */
-INLINE void tile32(const int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx, const int mr,
-                   float *out) {
+INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K, const int mr, float *out) {
     const int BB = block_bytes(t);
+    const float *dx = X->d;
     __m256 acc0[MR], acc1[MR];
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
     long b = 0;
     for (; b + 2 <= nblk; b += 2) {
         float d0, d1;
-        const __m256i w0 = block32(t, w + b * BB, &d0), w1 = block32(t, w + (b + 1) * BB, &d1);
+        __m256i c0, c1;
+        const __m256i w0 = wblock32(t, w + b * BB, &d0, &c0), w1 = wblock32(t, w + (b + 1) * BB, &d1, &c1);
+        const __m256 dv0 = _mm256_set1_ps(d0), dv1 = _mm256_set1_ps(d1);  /* d * dx in every lane: one vmulps */
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const int8_t *xr = qx + r * K + b * 32;
-            const __m256i p0 = dot_i8(w0, _mm256_loadu_si256((const __m256i *)xr));
-            const __m256i p1 = dot_i8(w1, _mm256_loadu_si256((const __m256i *)(xr + 32)));
-            acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[r * nblk + b]), _mm256_cvtepi32_ps(p0), acc0[r]);
-            acc1[r] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * dx[r * nblk + b + 1]), _mm256_cvtepi32_ps(p1), acc1[r]);
+            const __m256i p0 = dot32(t, w0, c0, X, K, r, b), p1 = dot32(t, w1, c1, X, K, r, b + 1);
+            acc0[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv0, _mm256_set1_ps(dx[r * nblk + b])), _mm256_cvtepi32_ps(p0), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv1, _mm256_set1_ps(dx[r * nblk + b + 1])), _mm256_cvtepi32_ps(p1), acc1[r]);
         }
     }
     if (b < nblk) {
         float d0;
-        const __m256i w0 = block32(t, w + b * BB, &d0);
+        __m256i c0;
+        const __m256i w0 = wblock32(t, w + b * BB, &d0, &c0);
+        const __m256 dv0 = _mm256_set1_ps(d0);
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const __m256i p0 = dot_i8(w0, _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 32)));
-            acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[r * nblk + b]), _mm256_cvtepi32_ps(p0), acc0[r]);
+            const __m256i p0 = dot32(t, w0, c0, X, K, r, b);
+            acc0[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv0, _mm256_set1_ps(dx[r * nblk + b])), _mm256_cvtepi32_ps(p0), acc0[r]);
         }
     }
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r]));
 }
 
@@ -367,16 +423,20 @@ static inline void k4_scales(const uint8_t *s, uint32_t u[4]) {
  * then d * dx times it; Q4_K/Q5_K subtract dmin * dx * sum_j m_j (x sums of sub-block j), Q6_K's -32 offset
  * is folded in as 32 * sum(x) per 16. IQ4_XS: signed table values, |w| * (x sign(w)) as for the 32-blocks, times
  * its sub-block scale (ls - 32) per 32. */
-INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx,
-                  const int16_t *bs, const int mr, float *out) {
+INLINE void tilek(const int t, const uint8_t *w, long nblk, const XQ *X, long K, const int mr, float *out) {
     const int BB = block_bytes(t);
+    const int8_t *qx = X->q;
+    const float *dx = X->d;
+    const int16_t *bs = X->bs;
     __m256 acc[MR];
     float mins[MR];
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) acc[r] = _mm256_setzero_ps(), mins[r] = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (long b = 0; b < nblk; b++) {
         const uint8_t *blk = w + b * BB;
         __m256i isum[MR];
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++) isum[r] = _mm256_setzero_si256();
         float d;
         if (t == T_IQ4_XS) {
@@ -384,6 +444,7 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
             for (int j = 0; j < 8; j++) {
                 const __m256i wv = iq4_values(blk + 8 + 16 * j), aw = _mm256_sign_epi8(wv, wv);
                 const __m256i s16 = _mm256_set1_epi16((short)iq4xs_scale(blk, j));
+                UNROLL_ROWS
                 for (int r = 0; r < mr; r++) {
                     const __m256i xv = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 256 + 32 * j));
                     isum[r] = madd_acc(isum[r], _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), s16);
@@ -405,11 +466,12 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
                 for (int j = 0; j < 4; j++) {
                     const int k = half * 8 + 2 * j;  /* scale of the first 16 of these 32 */
                     const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+                    UNROLL_ROWS
                     for (int r = 0; r < mr; r++) {
                         const __m256i xv = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 256 + half * 128 + 32 * j));
                         const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[j], xv),
                                                            _mm256_maddubs_epi16(_mm256_set1_epi8(32), xv));
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, s16));
+                        isum[r] = madd_acc(isum[r], p, s16);
                     }
                 }
             }
@@ -430,13 +492,15 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
                     hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
                 }
                 const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+                UNROLL_ROWS
                 for (int r = 0; r < mr; r++) {
                     const int8_t *xb = qx + r * K + b * 256 + 64 * c;
                     const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xb));
                     const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xb + 32)));
-                    isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(_mm256_madd_epi16(plo, slo), _mm256_madd_epi16(phi, shi)));
+                    isum[r] = madd_acc(madd_acc(isum[r], plo, slo), phi, shi);
                 }
             }
+            UNROLL_ROWS
             for (int r = 0; r < mr; r++) {
                 const int16_t *xs = bs + r * (K / 16) + b * 16;
                 int32_t s = 0;
@@ -444,26 +508,38 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
                 mins[r] += dmin * dx[r * nblk + b] * (float)s;
             }
         }
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++)
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[r * nblk + b]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
     }
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) out[r] = hsum8(acc[r]) - mins[r];
 }
-/* One weight row against mr <= MR rows of x; each type and the one-row case compiled on their own. */
-#define TILE(T, FN, ...) case T: if (mr == 1) FN(T, __VA_ARGS__, 1, v); else FN(T, __VA_ARGS__, mr, v); break
-static void row_tile(int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx, const int16_t *bs,
-                     int mr, float *v) {
+/* One weight row against mr <= MR rows of x; each type, the full tile (accumulators in registers, the row loop
+ * unrolled) and the one-row case compiled on their own. */
+#define TILE(T, FN) case T: \
+    if (mr == MR) FN(T, w, nblk, X, K, MR, v); else if (mr == 1) FN(T, w, nblk, X, K, 1, v); \
+    else FN(T, w, nblk, X, K, mr, v); \
+    break
+static void row_tile(int t, const uint8_t *w, long nblk, const XQ *X, long K, int mr, float *v) {
     switch (t) {
-        TILE(T_Q4_0, tile32, w, nblk, qx, K, dx);
-        TILE(T_Q5_0, tile32, w, nblk, qx, K, dx);
-        TILE(T_Q8_0, tile32, w, nblk, qx, K, dx);
-        TILE(T_Q4_K, tilek, w, nblk, qx, K, dx, bs);
-        TILE(T_Q5_K, tilek, w, nblk, qx, K, dx, bs);
-        TILE(T_Q6_K, tilek, w, nblk, qx, K, dx, bs);
-        TILE(T_IQ4_NL, tile32, w, nblk, qx, K, dx);
-        TILE(T_IQ4_XS, tilek, w, nblk, qx, K, dx, bs);
+        TILE(T_Q4_0, tile32);
+        TILE(T_Q5_0, tile32);
+        TILE(T_Q8_0, tile32);
+        TILE(T_Q4_K, tilek);
+        TILE(T_Q5_K, tilek);
+        TILE(T_Q6_K, tilek);
+        TILE(T_IQ4_NL, tile32);
+        TILE(T_IQ4_XS, tilek);
         default: break;
     }
+}
+
+/* X's rows from i0 on */
+static inline XQ xq_rows(const XQ *X, long i0, long K, int G) {
+    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->c8 ? X->c8 + i0 * (K / 4) : NULL,
+            X->c16 ? X->c16 + i0 * (K / 4) : NULL, X->xu ? X->xu + i0 * K : NULL};
+    return r;
 }
 #endif
 
@@ -476,10 +552,88 @@ int athg_quantize_rows(const float *x, long M, long ldx, long K, int G, int8_t *
     return 0;
 }
 
+#ifdef __AVX2__
+/* X = x quantized per G, plus (VNNI, G = 32) the extras dot32 reads for the types whose bit (1 << ggml type) is in
+ * `need`. Returns 0, or -1 when memory runs out (X is then still safe to xq_free). */
+static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsigned need, int nthreads) {
+    memset(X, 0, sizeof *X);
+    X->q = malloc((size_t)(M * K));
+    X->d = malloc(sizeof(float) * (size_t)(M * K / G));
+    X->bs = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
+    if (!X->q || !X->d || !X->bs) return -1;
+    quantize_rows(x, M, ldx, K, G, X->q, X->d, X->bs, nthreads);
+#ifdef VNNI_TILES
+    if (G != 32) return 0;
+    if (need & (1u << T_Q4_0) && !(X->c8 = malloc(sizeof(int32_t) * (size_t)(M * K / 4)))) return -1;
+    if (need & (1u << T_Q5_0) && !(X->c16 = malloc(sizeof(int32_t) * (size_t)(M * K / 4)))) return -1;
+    if (need & (1u << T_Q8_0) && !(X->xu = malloc((size_t)(M * K)))) return -1;
+    if (!X->c8 && !X->c16 && !X->xu) return 0;
+    int32_t *c8 = X->c8, *c16 = X->c16;
+    uint8_t *xu = X->xu;
+    const int8_t *q = X->q;
+    #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K >= 65536)
+    for (long i = 0; i < M * K / 32; i++) {  /* each 32 quants: 8 lanes of 4 */
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * i)), zero = _mm256_setzero_si256();
+        const __m256i sums = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), xv);
+        if (c8) _mm256_storeu_si256((__m256i *)(c8 + 8 * i), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 3)));
+        if (c16) _mm256_storeu_si256((__m256i *)(c16 + 8 * i), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 4)));
+        if (xu) _mm256_storeu_si256((__m256i *)(xu + 32 * i), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
+    }
+#else
+    (void)need;
+#endif
+    return 0;
+}
+
+static void xq_free(XQ *X) { free(X->q); free(X->d); free(X->bs); free(X->c8); free(X->c16); free(X->xu); }
+
+/* y[:, off_p : off_p + N_p] = x @ W_p^T (+ bias when n == 1), off_p the sum of the earlier N: x quantized once per
+ * block size and every output row of every part one item of a single parallel loop. */
+static int mm_parts(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x, long M,
+                    long ldx, const float *bias, float *y, long ldy, int nthreads) {
+    long start[9] = {0};
+    unsigned need[2] = {0, 0};  /* blocks of 32, of 256 */
+    for (int p = 0; p < n; p++) {
+        const int BW = block_weights(types[p]);
+        if (!block_bytes(types[p]) || K % BW) return -1;
+        need[BW == 256] |= 1u << types[p];
+        start[p + 1] = start[p] + Ns[p];
+    }
+    if (nthreads < 1) nthreads = 1;
+    XQ X[2];
+    memset(X, 0, sizeof X);
+    int failed = 0;
+    for (int g = 0; g < 2; g++)
+        if (need[g]) failed |= xq_make(&X[g], x, M, ldx, K, g ? 256 : 32, need[g], nthreads) != 0;
+    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+    for (long o = 0; o < start[n]; o++) {
+        if (failed) continue;
+        int p = 0;
+        while (o >= start[p + 1]) p++;
+        const int t = types[p], g = block_weights(t) == 256;
+        const long nblk = K / block_weights(t);
+        const uint8_t *wr = ws[p] + (o - start[p]) * nblk * block_bytes(t);
+        for (long i0 = 0; i0 < M; i0 += MR) {
+            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
+            const XQ rows = xq_rows(&X[g], i0, K, g ? 256 : 32);
+            float v[MR];
+            row_tile(t, wr, nblk, &rows, K, mr, v);
+            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = bias ? v[r] + bias[o] : v[r];
+        }
+    }
+    xq_free(&X[0]);
+    xq_free(&X[1]);
+    return failed ? -2 : 0;
+}
+#endif
+
 /* y (M, N; rows ldy floats apart) = x (M, K; rows ldx floats apart) @ W^T (+ bias); W: N rows of K/BW blocks
  * of ggml type t. Returns 0; -1 for an unknown type or K not a multiple of the block; -2 when memory runs out. */
 int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
                    float *y, long ldy, int nthreads) {
+#ifdef __AVX2__
+    return mm_parts(1, &t, &w, &N, K, x, M, ldx, bias, y, ldy, nthreads);
+#else
     const int BW = block_weights(t), BB = block_bytes(t);
     if (!BB || K % BW) return -1;
     const long nblk = K / BW, row_bytes = nblk * BB;
@@ -489,19 +643,6 @@ int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long
     int failed = !qx || !dx || !bs;
     if (nthreads < 1) nthreads = 1;
     if (!failed) quantize_rows(x, M, ldx, K, BW, qx, dx, bs, nthreads);
-#ifdef __AVX2__
-    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
-    for (long o = 0; o < N; o++) {
-        if (failed) continue;
-        const uint8_t *wr = w + o * row_bytes;
-        for (long i0 = 0; i0 < M; i0 += MR) {
-            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
-            float v[MR];
-            row_tile(t, wr, nblk, qx + i0 * K, K, dx + i0 * nblk, bs + i0 * (K / 16), mr, v);
-            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = bias ? v[r] + bias[o] : v[r];
-        }
-    }
-#else
     #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && !failed)
     {
         Row r = {malloc((size_t)K + 32), malloc(sizeof(int16_t) * (size_t)(K / 16 + 2)), malloc(sizeof(float) * (size_t)nblk),
@@ -521,9 +662,9 @@ int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long
         }
         free(r.q); free(r.sc); free(r.d); free(r.dmin); free(r.m);
     }
-#endif
     free(qx); free(dx); free(bs);
     return failed ? -2 : 0;
+#endif
 }
 
 int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
@@ -538,51 +679,13 @@ int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M,
 int athg_matmul_parts(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
                       long M, long ldx, float *y, long ldy, int nthreads) {
     if (n < 1 || n > 8) return -1;
-#ifndef __AVX2__
+#ifdef __AVX2__
+    return mm_parts(n, types, ws, Ns, K, x, M, ldx, NULL, y, ldy, nthreads);
+#else
     int status = 0;
     for (int p = 0, off = 0; p < n; off += (int)Ns[p], p++)
         status |= athg_matmul_ld(types[p], ws[p], Ns[p], K, x, M, ldx, NULL, y + off, ldy, nthreads);
     return status;
-#else
-    long start[9] = {0};
-    int need[2] = {0, 0};  /* blocks of 32, of 256 */
-    for (int p = 0; p < n; p++) {
-        const int BW = block_weights(types[p]);
-        if (!block_bytes(types[p]) || K % BW) return -1;
-        need[BW == 256] = 1;
-        start[p + 1] = start[p] + Ns[p];
-    }
-    int8_t *qx[2] = {NULL, NULL};
-    float *dx[2] = {NULL, NULL};
-    int16_t *bs[2] = {NULL, NULL};
-    int failed = 0;
-    for (int g = 0; g < 2; g++) {
-        if (!need[g]) continue;
-        const int G = g ? 256 : 32;
-        qx[g] = malloc((size_t)(M * K));
-        dx[g] = malloc(sizeof(float) * (size_t)(M * K / G));
-        bs[g] = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
-        if (!qx[g] || !dx[g] || !bs[g]) { failed = 1; continue; }
-        quantize_rows(x, M, ldx, K, G, qx[g], dx[g], bs[g], nthreads < 1 ? 1 : nthreads);
-    }
-    if (nthreads < 1) nthreads = 1;
-    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
-    for (long o = 0; o < start[n]; o++) {
-        if (failed) continue;
-        int p = 0;
-        while (o >= start[p + 1]) p++;
-        const int t = types[p], g = block_weights(t) == 256;
-        const long nblk = K / block_weights(t);
-        const uint8_t *wr = ws[p] + (o - start[p]) * nblk * block_bytes(t);
-        for (long i0 = 0; i0 < M; i0 += MR) {
-            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
-            float v[MR];
-            row_tile(t, wr, nblk, qx[g] + i0 * K, K, dx[g] + i0 * nblk, bs[g] + i0 * (K / 16), mr, v);
-            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = v[r];
-        }
-    }
-    for (int g = 0; g < 2; g++) { free(qx[g]); free(dx[g]); free(bs[g]); }
-    return failed ? -2 : 0;
 #endif
 }
 
