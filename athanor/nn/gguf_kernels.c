@@ -329,9 +329,11 @@ static inline __m256i block32(int t, const uint8_t *b, float *d) {
 /* the loops over a tile's x rows: unrolled, so the full tile keeps its accumulators in registers */
 #define UNROLL_ROWS _Pragma("GCC unroll 8")
 
-/* Activations as the tiles read them, pointers at a tile's first row (rows K, nblk, K / 16, K / 4, K apart):
- * int8 quants, scales, int16 sums per 16; with AVX512-VNNI also what dot32 folds in for the 32-types (NULL where no
- * part needs them): -8 and -16 times the sum of each int32 lane's four quants, and the quants + 128 as bytes. */
+/* Activations as the tiles read them, pointers at a tile's first row: int8 quants, scales, int16 sums per 16; with
+ * AVX512-VNNI also what dot32 folds in for the 32-types (NULL where no part needs them): -8 and -16 times the sum of
+ * each int32 lane's four quants, and the quants + 128 as bytes. Blocks of 256: row-major (rows K, K / 256, K / 16
+ * apart). Blocks of 32: tile-major, each MR-row tile's block b as MR consecutive 32-quant pieces (and MR scales, MR
+ * lanes of 8 sums), so a tile is read through one pointer each; a tile starts where its first row would. */
 typedef struct { int8_t *q; float *d; int16_t *bs; int32_t *c8, *c16; uint8_t *xu; } XQ;
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -361,24 +363,37 @@ INLINE __m256i wblock32(const int t, const uint8_t *b, float *d, __m256i *wc) {
 /* int32 lanes: lane k = sum over the 4 weights 4k..4k+3 of block b of (signed weight) * (x row r's quant), the same
  * integers whatever the path. VNNI: one vpdpbusd whose lanes start from the offset's share, (q - off) x =
  * q x - off x (Q4_0, Q5_0), or from wc, w x = w (x + 128) - 128 w (Q8_0); otherwise |w| (x sign(w)). */
-INLINE __m256i dot32(const int t, __m256i wv, __m256i wc, const XQ *X, long K, int r, long b) {
+INLINE __m256i dot32(const int t, __m256i wv, __m256i wc, const XQ *X, int r, long b) {
+    const long at = b * MR + r;  /* tile-major: the tile's rows of block b side by side */
 #ifdef VNNI_TILES
     if (t == T_Q4_0 || t == T_Q5_0) {
-        const int32_t *c = (t == T_Q5_0 ? X->c16 : X->c8) + r * (K / 4) + b * 8;
+        const int32_t *c = (t == T_Q5_0 ? X->c16 : X->c8) + at * 8;
         return _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)c), wv,
-                                   _mm256_loadu_si256((const __m256i *)(X->q + r * K + b * 32)));
+                                   _mm256_loadu_si256((const __m256i *)(X->q + at * 32)));
     }
-    if (t == T_Q8_0) return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + r * K + b * 32)), wv);
+    if (t == T_Q8_0) return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + at * 32)), wv);
 #endif
     (void)wc;
-    return dot_i8(wv, _mm256_loadu_si256((const __m256i *)(X->q + r * K + b * 32)));
+    return dot_i8(wv, _mm256_loadu_si256((const __m256i *)(X->q + at * 32)));
 }
+
+/* The scales d * dx of block b for the tile's rows: with 8-row tiles one vmulps for all of them, each lane then
+ * broadcast from memory (a load, no shuffle); the same products as one by one. */
+#if MR == 8
+#define BLOCK_SCALES(sc, d, b) _mm256_storeu_ps(sc, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(dx + (b) * MR)))
+#define ROW_SCALE(sc, d, b, r) _mm256_broadcast_ss(sc + (r))
+#else
+#define BLOCK_SCALES(sc, d, b) (void)sc
+#define ROW_SCALE(sc, d, b, r) _mm256_set1_ps((d) * dx[(b) * MR + (r)])
+#endif
 
 /* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. */
 INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K, const int mr, float *out) {
     const int BB = block_bytes(t);
     const float *dx = X->d;
     __m256 acc0[MR], acc1[MR];
+    float sc0[8], sc1[8];
+    (void)K;
     UNROLL_ROWS
     for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
     long b = 0;
@@ -386,23 +401,24 @@ INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K
         float d0, d1;
         __m256i c0, c1;
         const __m256i w0 = wblock32(t, w + b * BB, &d0, &c0), w1 = wblock32(t, w + (b + 1) * BB, &d1, &c1);
-        const __m256 dv0 = _mm256_set1_ps(d0), dv1 = _mm256_set1_ps(d1);  /* d * dx in every lane: one vmulps */
+        BLOCK_SCALES(sc0, d0, b);
+        BLOCK_SCALES(sc1, d1, b + 1);
         UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const __m256i p0 = dot32(t, w0, c0, X, K, r, b), p1 = dot32(t, w1, c1, X, K, r, b + 1);
-            acc0[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv0, _mm256_set1_ps(dx[r * nblk + b])), _mm256_cvtepi32_ps(p0), acc0[r]);
-            acc1[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv1, _mm256_set1_ps(dx[r * nblk + b + 1])), _mm256_cvtepi32_ps(p1), acc1[r]);
+            const __m256i p0 = dot32(t, w0, c0, X, r, b), p1 = dot32(t, w1, c1, X, r, b + 1);
+            acc0[r] = _mm256_fmadd_ps(ROW_SCALE(sc0, d0, b, r), _mm256_cvtepi32_ps(p0), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(ROW_SCALE(sc1, d1, b + 1, r), _mm256_cvtepi32_ps(p1), acc1[r]);
         }
     }
     if (b < nblk) {
         float d0;
         __m256i c0;
         const __m256i w0 = wblock32(t, w + b * BB, &d0, &c0);
-        const __m256 dv0 = _mm256_set1_ps(d0);
+        BLOCK_SCALES(sc0, d0, b);
         UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const __m256i p0 = dot32(t, w0, c0, X, K, r, b);
-            acc0[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv0, _mm256_set1_ps(dx[r * nblk + b])), _mm256_cvtepi32_ps(p0), acc0[r]);
+            const __m256i p0 = dot32(t, w0, c0, X, r, b);
+            acc0[r] = _mm256_fmadd_ps(ROW_SCALE(sc0, d0, b, r), _mm256_cvtepi32_ps(p0), acc0[r]);
         }
     }
     UNROLL_ROWS
@@ -553,7 +569,7 @@ int athg_quantize_rows(const float *x, long M, long ldx, long K, int G, int8_t *
 }
 
 #ifdef __AVX2__
-/* X = x quantized per G, plus (VNNI, G = 32) the extras dot32 reads for the types whose bit (1 << ggml type) is in
+/* X = x quantized per G (G = 32: re-laid tile-major), plus (VNNI, G = 32) the extras dot32 reads for the types whose bit (1 << ggml type) is in
  * `need`. Returns 0, or -1 when memory runs out (X is then still safe to xq_free). */
 static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsigned need, int nthreads) {
     memset(X, 0, sizeof *X);
@@ -562,22 +578,37 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     X->bs = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
     if (!X->q || !X->d || !X->bs) return -1;
     quantize_rows(x, M, ldx, K, G, X->q, X->d, X->bs, nthreads);
-#ifdef VNNI_TILES
     if (G != 32) return 0;
-    if (need & (1u << T_Q4_0) && !(X->c8 = malloc(sizeof(int32_t) * (size_t)(M * K / 4)))) return -1;
-    if (need & (1u << T_Q5_0) && !(X->c16 = malloc(sizeof(int32_t) * (size_t)(M * K / 4)))) return -1;
-    if (need & (1u << T_Q8_0) && !(X->xu = malloc((size_t)(M * K)))) return -1;
+    const long nblk = K / 32, Mp = (M + MR - 1) / MR * MR;  /* padded to whole tiles */
+    int8_t *qt = calloc((size_t)(Mp * K), 1);
+    float *dt = calloc((size_t)(Mp * nblk), sizeof(float));
+    if (!qt || !dt) { free(qt); free(dt); return -1; }
+    for (long i = 0; i < M; i++)
+        for (long b = 0; b < nblk; b++) {
+            const long at = (i / MR * nblk + b) * MR + i % MR;
+            memcpy(qt + at * 32, X->q + i * K + b * 32, 32);
+            dt[at] = X->d[i * nblk + b];
+        }
+    free(X->q);
+    free(X->d);
+    X->q = qt;
+    X->d = dt;
+#ifdef VNNI_TILES
+    if (need & (1u << T_Q4_0) && !(X->c8 = malloc(sizeof(int32_t) * (size_t)(Mp * K / 4)))) return -1;
+    if (need & (1u << T_Q5_0) && !(X->c16 = malloc(sizeof(int32_t) * (size_t)(Mp * K / 4)))) return -1;
+    if (need & (1u << T_Q8_0) && !(X->xu = malloc((size_t)(Mp * K)))) return -1;
     if (!X->c8 && !X->c16 && !X->xu) return 0;
     int32_t *c8 = X->c8, *c16 = X->c16;
     uint8_t *xu = X->xu;
     const int8_t *q = X->q;
     #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K >= 65536)
-    for (long i = 0; i < M * K / 32; i++) {  /* each 32 quants: 8 lanes of 4 */
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * i)), zero = _mm256_setzero_si256();
+    for (long j = 0; j < M * nblk; j++) {  /* each 32 quants of a real row: 8 lanes of 4 */
+        const long i = j / nblk, b = j % nblk, at = (i / MR * nblk + b) * MR + i % MR;
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * at)), zero = _mm256_setzero_si256();
         const __m256i sums = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), xv);
-        if (c8) _mm256_storeu_si256((__m256i *)(c8 + 8 * i), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 3)));
-        if (c16) _mm256_storeu_si256((__m256i *)(c16 + 8 * i), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 4)));
-        if (xu) _mm256_storeu_si256((__m256i *)(xu + 32 * i), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
+        if (c8) _mm256_storeu_si256((__m256i *)(c8 + 8 * at), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 3)));
+        if (c16) _mm256_storeu_si256((__m256i *)(c16 + 8 * at), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 4)));
+        if (xu) _mm256_storeu_si256((__m256i *)(xu + 32 * at), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
     }
 #else
     (void)need;
@@ -605,20 +636,33 @@ static int mm_parts(int n, const int *types, const uint8_t *const *ws, const lon
     int failed = 0;
     for (int g = 0; g < 2; g++)
         if (need[g]) failed |= xq_make(&X[g], x, M, ldx, K, g ? 256 : 32, need[g], nthreads) != 0;
-    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
-    for (long o = 0; o < start[n]; o++) {
+    /* items: runs of R_p output rows of part p. A prefill (more than one tile of x) takes ~16 KiB of weight rows per
+     * item and runs every x tile past them, so both stay in L1 (row after row, each sweep of x came from L2); a
+     * decode step one row per item. Each output is the same whichever item or thread computes it. */
+    long bstart[9] = {0}, R[8];
+    for (int p = 0; p < n; p++) {
+        const long row_bytes = K / block_weights(types[p]) * block_bytes(types[p]), fit = 16384 / row_bytes;
+        R[p] = M <= MR ? 1 : fit < 4 ? 4 : fit > 64 ? 64 : fit;
+        bstart[p + 1] = bstart[p] + (Ns[p] + R[p] - 1) / R[p];
+    }
+    const int chunk = M <= MR ? 16 : 1;
+    #pragma omp parallel for schedule(guided, chunk) num_threads(nthreads) if (nthreads > 1 && !failed)
+    for (long it = 0; it < bstart[n]; it++) {
         if (failed) continue;
         int p = 0;
-        while (o >= start[p + 1]) p++;
+        while (it >= bstart[p + 1]) p++;
         const int t = types[p], g = block_weights(t) == 256;
-        const long nblk = K / block_weights(t);
-        const uint8_t *wr = ws[p] + (o - start[p]) * nblk * block_bytes(t);
+        const long nblk = K / block_weights(t), row_bytes = nblk * block_bytes(t);
+        const long r0 = (it - bstart[p]) * R[p], r1 = r0 + R[p] < Ns[p] ? r0 + R[p] : Ns[p];
         for (long i0 = 0; i0 < M; i0 += MR) {
             const int mr = M - i0 < MR ? (int)(M - i0) : MR;
             const XQ rows = xq_rows(&X[g], i0, K, g ? 256 : 32);
-            float v[MR];
-            row_tile(t, wr, nblk, &rows, K, mr, v);
-            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = bias ? v[r] + bias[o] : v[r];
+            for (long r = r0; r < r1; r++) {
+                const long o = start[p] + r;
+                float v[MR];
+                row_tile(t, ws[p] + r * row_bytes, nblk, &rows, K, mr, v);
+                for (int i = 0; i < mr; i++) y[(i0 + i) * ldy + o] = bias ? v[i] + bias[o] : v[i];
+            }
         }
     }
     xq_free(&X[0]);

@@ -111,11 +111,13 @@ def test_matmul_matches_dequantize_then_matmul(ggml_type, build, M):
 
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
-def test_rows_are_independent_of_batch_and_threads(ggml_type, build):
-    """Row tiles of 4 x rows share each weight block's decoding: 9 rows = tiles 4 + 4 + 1; odd block counts
-    exercise the two-accumulator loop's tail."""
+@pytest.mark.parametrize("N", [40, 300])
+def test_rows_are_independent_of_batch_and_threads(ggml_type, build, N):
+    """Row tiles of 8 (AVX2: 4) x rows share each weight block's decoding: 9 rows = tiles 8 + 1 (4 + 4 + 1); odd
+    block counts exercise the two-accumulator loop's tail. 300 outputs: a prefill's items are runs of ~16 KiB of
+    weight rows (up to 64) shared out between the threads."""
     kw = _build(build)
-    N, K = 40, 768 if ggml_type >= 12 else 96
+    K = 768 if ggml_type >= 12 else 96
     w = gm.GGUFWeight(torch.from_numpy(_random_blocks(ggml_type, N, K, seed=3)).reshape(-1), ggml_type, N, K)
     x = torch.randn(9, K, generator=torch.Generator().manual_seed(2))
     full = gm.gguf_matmul(x, w, num_threads=2, **kw)
