@@ -11,9 +11,8 @@
  * nibbles mapped through the 16-entry non-linear table by one byte shuffle) and dotted with up to MR rows of x
  * at once (4 with AVX2, 8 with AVX-512VL; prefill pays the decoding once per tile); 32-blocks use two
  * accumulators so consecutive blocks' FMAs overlap; a full tile is compiled with its row loop unrolled (accumulators
- * in registers). With VNNI, Q4_0/Q5_0 weights stay unsigned and Q8_0 meets x + 128, each int32 lane starting
- * from the offset's share (precomputed per x row or per weight block): one vpdpbusd per 32 weights, the same
- * integers. Plain C: each weight row is first unpacked into int8
+ * in registers). With VNNI the 32-blocks' signed weights meet x + 128, each int32 lane starting from -128 times
+ * its weights' sum (once per weight block): one vpdpbusd per 32 weights and x row, the same integers. Plain C: each weight row is first unpacked into int8
  * quants + integer sub-block scales (an L1 sized buffer), then dotted with every row of x.
  * Layouts (from GGUF; byte offsets inside one block):
  *   Q4_0  18 B: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)           w = d (q - 8)
@@ -330,51 +329,39 @@ static inline __m256i block32(int t, const uint8_t *b, float *d) {
 #define UNROLL_ROWS _Pragma("GCC unroll 8")
 
 /* Activations as the tiles read them, pointers at a tile's first row: int8 quants, scales, int16 sums per 16; with
- * AVX512-VNNI also what dot32 folds in for the 32-types (NULL where no part needs them): -8 and -16 times the sum of
- * each int32 lane's four quants, and the quants + 128 as bytes. Blocks of 256: row-major (rows K, K / 256, K / 16
+ * AVX512-VNNI the 32-blocks' quants + 128 as bytes (the unsigned operand of vpdpbusd; NULL for blocks of 256). Blocks of 256: row-major (rows K, K / 256, K / 16
  * apart). Blocks of 32: tile-major, each MR-row tile's block b as MR consecutive 32-quant pieces (and MR scales, MR
  * lanes of 8 sums), so a tile is read through one pointer each; a tile starts where its first row would. */
-typedef struct { int8_t *q; float *d; int16_t *bs; int32_t *c8, *c16; uint8_t *xu; } XQ;
+typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; } XQ;
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define VNNI_TILES 1
 #endif
 
-/* Block b of a 32-type row as dot32 multiplies it, and its scale. With VNNI the offset types stay unsigned (Q4_0 q,
- * Q5_0 q with its 5th bit) and Q8_0 brings *wc = -128 (sum of each lane's four weights); else block32's signed
- * weights. */
+/* Block b of a 32-type row (block32's signed weights) and its scale; with VNNI also *wc = -128 (sum of each lane's
+ * four weights), the lanes' starting value in dot32 (once per weight block, for the whole tile). */
 INLINE __m256i wblock32(const int t, const uint8_t *b, float *d, __m256i *wc) {
-    *wc = _mm256_setzero_si256();
+    const __m256i w = block32(t, b, d);
 #ifdef VNNI_TILES
-    if (t == T_Q4_0) { *d = f16(b); return nibbles32(b + 2); }
-    if (t == T_Q5_0) {
-        *d = f16(b);
-        return _mm256_or_si256(nibbles32(b + 6), _mm256_and_si256(bits32(b + 2), _mm256_set1_epi8(0x10)));
-    }
-    if (t == T_Q8_0) {
-        const __m256i w = block32(t, b, d);
-        *wc = _mm256_sub_epi32(*wc, _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w));
-        return w;
-    }
+    *wc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w));
+#else
+    *wc = _mm256_setzero_si256();
 #endif
-    return block32(t, b, d);
+    return w;
 }
 
 /* int32 lanes: lane k = sum over the 4 weights 4k..4k+3 of block b of (signed weight) * (x row r's quant), the same
- * integers whatever the path. VNNI: one vpdpbusd whose lanes start from the offset's share, (q - off) x =
- * q x - off x (Q4_0, Q5_0), or from wc, w x = w (x + 128) - 128 w (Q8_0); otherwise |w| (x sign(w)). */
+ * integers whatever the path. VNNI: one vpdpbusd of x + 128 (unsigned) against the signed weights, the lanes starting
+ * from wc: w x = w (x + 128) - 128 w. Otherwise |w| (x sign(w)). */
 INLINE __m256i dot32(const int t, __m256i wv, __m256i wc, const XQ *X, int r, long b) {
     const long at = b * MR + r;  /* tile-major: the tile's rows of block b side by side */
+    (void)t;
 #ifdef VNNI_TILES
-    if (t == T_Q4_0 || t == T_Q5_0) {
-        const int32_t *c = (t == T_Q5_0 ? X->c16 : X->c8) + at * 8;
-        return _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)c), wv,
-                                   _mm256_loadu_si256((const __m256i *)(X->q + at * 32)));
-    }
-    if (t == T_Q8_0) return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + at * 32)), wv);
-#endif
+    return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + at * 32)), wv);
+#else
     (void)wc;
     return dot_i8(wv, _mm256_loadu_si256((const __m256i *)(X->q + at * 32)));
+#endif
 }
 
 /* The scales d * dx of block b for the tile's rows: with 8-row tiles one vmulps for all of them, each lane then
@@ -516,12 +503,16 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const XQ *X, long K,
                     isum[r] = madd_acc(madd_acc(isum[r], plo, slo), phi, shi);
                 }
             }
+            /* sum_j m_j (x sums of sub-block j): int16 pairs times m_j twice over, one madd, the 8 lanes added */
+            const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)mn),
+                                                                     _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
             UNROLL_ROWS
             for (int r = 0; r < mr; r++) {
-                const int16_t *xs = bs + r * (K / 16) + b * 16;
-                int32_t s = 0;
-                for (int j = 0; j < 8; j++) s += mn[j] * (xs[2 * j] + xs[2 * j + 1]);
-                mins[r] += dmin * dx[r * nblk + b] * (float)s;
+                const __m256i pr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + r * (K / 16) + b * 16)), mn16);
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(pr), _mm256_extracti128_si256(pr, 1));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+                mins[r] += dmin * dx[r * nblk + b] * (float)_mm_cvtsi128_si32(s4);
             }
         }
         UNROLL_ROWS
@@ -553,8 +544,7 @@ static void row_tile(int t, const uint8_t *w, long nblk, const XQ *X, long K, in
 
 /* X's rows from i0 on */
 static inline XQ xq_rows(const XQ *X, long i0, long K, int G) {
-    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->c8 ? X->c8 + i0 * (K / 4) : NULL,
-            X->c16 ? X->c16 + i0 * (K / 4) : NULL, X->xu ? X->xu + i0 * K : NULL};
+    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->xu ? X->xu + i0 * K : NULL};
     return r;
 }
 #endif
@@ -594,21 +584,15 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     X->q = qt;
     X->d = dt;
 #ifdef VNNI_TILES
-    if (need & (1u << T_Q4_0) && !(X->c8 = malloc(sizeof(int32_t) * (size_t)(Mp * K / 4)))) return -1;
-    if (need & (1u << T_Q5_0) && !(X->c16 = malloc(sizeof(int32_t) * (size_t)(Mp * K / 4)))) return -1;
-    if (need & (1u << T_Q8_0) && !(X->xu = malloc((size_t)(Mp * K)))) return -1;
-    if (!X->c8 && !X->c16 && !X->xu) return 0;
-    int32_t *c8 = X->c8, *c16 = X->c16;
+    (void)need;
+    if (!(X->xu = malloc((size_t)(Mp * K)))) return -1;
     uint8_t *xu = X->xu;
     const int8_t *q = X->q;
     #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K >= 65536)
-    for (long j = 0; j < M * nblk; j++) {  /* each 32 quants of a real row: 8 lanes of 4 */
+    for (long j = 0; j < M * nblk; j++) {  /* each 32 quants of a real row */
         const long i = j / nblk, b = j % nblk, at = (i / MR * nblk + b) * MR + i % MR;
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * at)), zero = _mm256_setzero_si256();
-        const __m256i sums = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), xv);
-        if (c8) _mm256_storeu_si256((__m256i *)(c8 + 8 * at), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 3)));
-        if (c16) _mm256_storeu_si256((__m256i *)(c16 + 8 * at), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 4)));
-        if (xu) _mm256_storeu_si256((__m256i *)(xu + 32 * at), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * at));
+        _mm256_storeu_si256((__m256i *)(xu + 32 * at), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
     }
 #else
     (void)need;
@@ -616,7 +600,7 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     return 0;
 }
 
-static void xq_free(XQ *X) { free(X->q); free(X->d); free(X->bs); free(X->c8); free(X->c16); free(X->xu); }
+static void xq_free(XQ *X) { free(X->q); free(X->d); free(X->bs); free(X->xu); }
 
 /* y[:, off_p : off_p + N_p] = x @ W_p^T (+ bias when n == 1), off_p the sum of the earlier N: x quantized once per
  * block size and every output row of every part one item of a single parallel loop. */
@@ -657,11 +641,11 @@ static int mm_parts(int n, const int *types, const uint8_t *const *ws, const lon
         for (long i0 = 0; i0 < M; i0 += MR) {
             const int mr = M - i0 < MR ? (int)(M - i0) : MR;
             const XQ rows = xq_rows(&X[g], i0, K, g ? 256 : 32);
-            for (long r = r0; r < r1; r++) {
-                const long o = start[p] + r;
-                float v[MR];
-                row_tile(t, ws[p] + r * row_bytes, nblk, &rows, K, mr, v);
-                for (int i = 0; i < mr; i++) y[(i0 + i) * ldy + o] = bias ? v[i] + bias[o] : v[i];
+            float v[64][MR];  /* the run's outputs, written out row by row of y below */
+            for (long r = r0; r < r1; r++) row_tile(t, ws[p] + r * row_bytes, nblk, &rows, K, mr, v[r - r0]);
+            for (int i = 0; i < mr; i++) {
+                float *yr = y + (i0 + i) * ldy + start[p];
+                for (long r = r0; r < r1; r++) yr[r] = bias ? v[r - r0][i] + bias[start[p] + r] : v[r - r0][i];
             }
         }
     }
