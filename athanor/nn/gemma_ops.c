@@ -231,9 +231,15 @@ static void attend(const gm_step *s, const gm_layer *ly, const float *qkv_row, l
 static int attention(const gm_step *s, const gm_layer *ly, float *qkv, float *out) {
     const long H = s->H, KVH = s->KVH, D = s->D, W = (H + 2 * KVH) * D, G = H / KVH;
     const long plane = s->NB * s->BS * KVH * D;
-    float tmp[1024];
     long max_n = 0, work = 0;
     for (long b = 0; b < s->B; b++) {
+        const long n = s->pos[b] + 1;
+        max_n = n > max_n ? n : max_n;
+        work += n;
+    }
+    #pragma omp parallel for schedule(static) num_threads(s->nthreads) if (s->nthreads > 1 && s->B >= 16)
+    for (long b = 0; b < s->B; b++) {  /* rows apart: each writes its own cache slot */
+        float tmp[1024];
         float *row = qkv + b * W;
         const float *c = ly->cos + s->pos[b] * D, *sn = ly->sin + s->pos[b] * D;
         for (long h = 0; h < H + KVH; h++) {
@@ -244,9 +250,6 @@ static int attention(const gm_step *s, const gm_layer *ly, float *qkv, float *ou
             memcpy(ly->cache + (s->slot[b] * KVH + g) * D, row + (H + g) * D, (size_t)D * sizeof(float));
             memcpy(ly->cache + plane + (s->slot[b] * KVH + g) * D, row + (H + KVH + g) * D, (size_t)D * sizeof(float));
         }
-        const long n = s->pos[b] + 1;
-        max_n = n > max_n ? n : max_n;
-        work += n;
     }
     /* items: (row, up to 4 query heads of one kv head) */
     const long per_g = (G + 3) / 4, items = s->B * KVH * per_g, ps = max_n + 8;
