@@ -332,7 +332,7 @@ static inline __m256i block32(int t, const uint8_t *b, float *d) {
  * AVX512-VNNI the 32-blocks' quants + 128 as bytes (the unsigned operand of vpdpbusd; NULL for blocks of 256). Blocks of 256: row-major (rows K, K / 256, K / 16
  * apart). Blocks of 32: tile-major, each MR-row tile's block b as MR consecutive 32-quant pieces (and MR scales, MR
  * lanes of 8 sums), so a tile is read through one pointer each; a tile starts where its first row would. */
-typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; } XQ;
+typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; long ts; } XQ;
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define VNNI_TILES 1
@@ -340,12 +340,14 @@ typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; } XQ;
 
 /* Block b of a 32-type row (block32's signed weights) and its scale; with VNNI also *wc = -128 (sum of each lane's
  * four weights), the lanes' starting value in dot32 (once per weight block, for the whole tile). */
-INLINE __m256i wblock32(const int t, const uint8_t *b, float *d, __m256i *wc) {
+INLINE __m256i wblock32(const int t, const int mr, const uint8_t *b, float *d, __m256i *wc) {
     const __m256i w = block32(t, b, d);
-#ifdef VNNI_TILES
-    *wc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w));
-#else
     *wc = _mm256_setzero_si256();
+#ifdef VNNI_TILES
+    if (mr > 1)
+        *wc = _mm256_sub_epi32(*wc, _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w));
+#else
+    (void)mr;
 #endif
     return w;
 }
@@ -353,25 +355,27 @@ INLINE __m256i wblock32(const int t, const uint8_t *b, float *d, __m256i *wc) {
 /* int32 lanes: lane k = sum over the 4 weights 4k..4k+3 of block b of (signed weight) * (x row r's quant), the same
  * integers whatever the path. VNNI: one vpdpbusd of x + 128 (unsigned) against the signed weights, the lanes starting
  * from wc: w x = w (x + 128) - 128 w. Otherwise |w| (x sign(w)). */
-INLINE __m256i dot32(const int t, __m256i wv, __m256i wc, const XQ *X, int r, long b) {
-    const long at = b * MR + r;  /* tile-major: the tile's rows of block b side by side */
+INLINE __m256i dot32(const int t, const int mr, __m256i wv, __m256i wc, const XQ *X, int r, long b) {
+    const long at = b * X->ts + r;  /* tile-major: the tile's rows of block b side by side */
     (void)t;
 #ifdef VNNI_TILES
-    return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + at * 32)), wv);
+    if (mr > 1) return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + at * 32)), wv);
 #else
+    (void)mr;
+#endif
     (void)wc;
     return dot_i8(wv, _mm256_loadu_si256((const __m256i *)(X->q + at * 32)));
-#endif
 }
 
 /* The scales d * dx of block b for the tile's rows: with 8-row tiles one vmulps for all of them, each lane then
  * broadcast from memory (a load, no shuffle); the same products as one by one. */
 #if MR == 8
-#define BLOCK_SCALES(sc, d, b) _mm256_storeu_ps(sc, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(dx + (b) * MR)))
-#define ROW_SCALE(sc, d, b, r) _mm256_broadcast_ss(sc + (r))
+#define BLOCK_SCALES(sc, d, b) \
+    if (mr > 1) _mm256_storeu_ps(sc, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(dx + (b) * X->ts)))
+#define ROW_SCALE(sc, d, b, r) (mr > 1 ? _mm256_broadcast_ss(sc + (r)) : _mm256_set1_ps((d) * dx[(b) * X->ts + (r)]))
 #else
 #define BLOCK_SCALES(sc, d, b) (void)sc
-#define ROW_SCALE(sc, d, b, r) _mm256_set1_ps((d) * dx[(b) * MR + (r)])
+#define ROW_SCALE(sc, d, b, r) _mm256_set1_ps((d) * dx[(b) * X->ts + (r)])
 #endif
 
 /* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. */
@@ -387,12 +391,12 @@ INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K
     for (; b + 2 <= nblk; b += 2) {
         float d0, d1;
         __m256i c0, c1;
-        const __m256i w0 = wblock32(t, w + b * BB, &d0, &c0), w1 = wblock32(t, w + (b + 1) * BB, &d1, &c1);
+        const __m256i w0 = wblock32(t, mr, w + b * BB, &d0, &c0), w1 = wblock32(t, mr, w + (b + 1) * BB, &d1, &c1);
         BLOCK_SCALES(sc0, d0, b);
         BLOCK_SCALES(sc1, d1, b + 1);
         UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const __m256i p0 = dot32(t, w0, c0, X, r, b), p1 = dot32(t, w1, c1, X, r, b + 1);
+            const __m256i p0 = dot32(t, mr, w0, c0, X, r, b), p1 = dot32(t, mr, w1, c1, X, r, b + 1);
             acc0[r] = _mm256_fmadd_ps(ROW_SCALE(sc0, d0, b, r), _mm256_cvtepi32_ps(p0), acc0[r]);
             acc1[r] = _mm256_fmadd_ps(ROW_SCALE(sc1, d1, b + 1, r), _mm256_cvtepi32_ps(p1), acc1[r]);
         }
@@ -400,11 +404,11 @@ INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K
     if (b < nblk) {
         float d0;
         __m256i c0;
-        const __m256i w0 = wblock32(t, w + b * BB, &d0, &c0);
+        const __m256i w0 = wblock32(t, mr, w + b * BB, &d0, &c0);
         BLOCK_SCALES(sc0, d0, b);
         UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const __m256i p0 = dot32(t, w0, c0, X, r, b);
+            const __m256i p0 = dot32(t, mr, w0, c0, X, r, b);
             acc0[r] = _mm256_fmadd_ps(ROW_SCALE(sc0, d0, b, r), _mm256_cvtepi32_ps(p0), acc0[r]);
         }
     }
@@ -506,6 +510,12 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const XQ *X, long K,
             /* sum_j m_j (x sums of sub-block j): int16 pairs times m_j twice over, one madd, the 8 lanes added */
             const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)mn),
                                                                      _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
+            if (mr == 1) {  /* decode: the 8 products in scalar registers (the same integer) */
+                const int16_t *xs = bs + b * 16;
+                int32_t s = 0;
+                for (int j = 0; j < 8; j++) s += mn[j] * (xs[2 * j] + xs[2 * j + 1]);
+                mins[0] += dmin * dx[b] * (float)s;
+            } else
             UNROLL_ROWS
             for (int r = 0; r < mr; r++) {
                 const __m256i pr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + r * (K / 16) + b * 16)), mn16);
@@ -528,7 +538,7 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const XQ *X, long K,
     if (mr == MR) FN(T, w, nblk, X, K, MR, v); else if (mr == 1) FN(T, w, nblk, X, K, 1, v); \
     else FN(T, w, nblk, X, K, mr, v); \
     break
-static void row_tile(int t, const uint8_t *w, long nblk, const XQ *X, long K, int mr, float *v) {
+__attribute__((noinline)) static void row_tile(int t, const uint8_t *w, long nblk, const XQ *X, long K, int mr, float *v) {
     switch (t) {
         TILE(T_Q4_0, tile32);
         TILE(T_Q5_0, tile32);
@@ -544,7 +554,7 @@ static void row_tile(int t, const uint8_t *w, long nblk, const XQ *X, long K, in
 
 /* X's rows from i0 on */
 static inline XQ xq_rows(const XQ *X, long i0, long K, int G) {
-    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->xu ? X->xu + i0 * K : NULL};
+    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->xu ? X->xu + i0 * K : NULL, X->ts};
     return r;
 }
 #endif
@@ -569,13 +579,15 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     if (!X->q || !X->d || !X->bs) return -1;
     quantize_rows(x, M, ldx, K, G, X->q, X->d, X->bs, nthreads);
     if (G != 32) return 0;
-    const long nblk = K / 32, Mp = (M + MR - 1) / MR * MR;  /* padded to whole tiles */
+    /* tiles of ts rows: MR, or all of M when that is less (a decode step's row stays as it is) */
+    const long nblk = K / 32, ts = M < MR ? M : MR, Mp = (M + ts - 1) / ts * ts;  /* padded to whole tiles */
+    X->ts = ts;
     int8_t *qt = calloc((size_t)(Mp * K), 1);
-    float *dt = calloc((size_t)(Mp * nblk), sizeof(float));
+    float *dt = calloc((size_t)(Mp * nblk + 8), sizeof(float));  /* + 8: a tile's scales are read 8 at a time */
     if (!qt || !dt) { free(qt); free(dt); return -1; }
     for (long i = 0; i < M; i++)
         for (long b = 0; b < nblk; b++) {
-            const long at = (i / MR * nblk + b) * MR + i % MR;
+            const long at = (i / ts * nblk + b) * ts + i % ts;
             memcpy(qt + at * 32, X->q + i * K + b * 32, 32);
             dt[at] = X->d[i * nblk + b];
         }
@@ -585,12 +597,13 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     X->d = dt;
 #ifdef VNNI_TILES
     (void)need;
+    if (M == 1) return 0;  /* one row: tiles of one dot it with its signed quants (dot32) */
     if (!(X->xu = malloc((size_t)(Mp * K)))) return -1;
     uint8_t *xu = X->xu;
     const int8_t *q = X->q;
     #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K >= 65536)
     for (long j = 0; j < M * nblk; j++) {  /* each 32 quants of a real row */
-        const long i = j / nblk, b = j % nblk, at = (i / MR * nblk + b) * MR + i % MR;
+        const long i = j / nblk, b = j % nblk, at = (i / ts * nblk + b) * ts + i % ts;
         const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * at));
         _mm256_storeu_si256((__m256i *)(xu + 32 * at), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
     }
