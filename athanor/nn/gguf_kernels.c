@@ -582,6 +582,7 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     /* tiles of ts rows: MR, or all of M when that is less (a decode step's row stays as it is) */
     const long nblk = K / 32, ts = M < MR ? M : MR, Mp = (M + ts - 1) / ts * ts;  /* padded to whole tiles */
     X->ts = ts;
+    if (M == 1) return 0;  /* one row: its tile-major layout is the row as it is; dot32 reads its signed quants */
     int8_t *qt = calloc((size_t)(Mp * K), 1);
     float *dt = calloc((size_t)(Mp * nblk + 8), sizeof(float));  /* + 8: a tile's scales are read 8 at a time */
     if (!qt || !dt) { free(qt); free(dt); return -1; }
@@ -597,7 +598,6 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     X->d = dt;
 #ifdef VNNI_TILES
     (void)need;
-    if (M == 1) return 0;  /* one row: tiles of one dot it with its signed quants (dot32) */
     if (!(X->xu = malloc((size_t)(Mp * K)))) return -1;
     uint8_t *xu = X->xu;
     const int8_t *q = X->q;
@@ -633,6 +633,23 @@ static int mm_parts(int n, const int *types, const uint8_t *const *ws, const lon
     int failed = 0;
     for (int g = 0; g < 2; g++)
         if (need[g]) failed |= xq_make(&X[g], x, M, ldx, K, g ? 256 : 32, need[g], nthreads) != 0;
+    long nb[8], rb[8];  /* per part: blocks per row, bytes per row */
+    for (int p = 0; p < n; p++) nb[p] = K / block_weights(types[p]), rb[p] = nb[p] * block_bytes(types[p]);
+    if (M <= MR) {  /* a decode step (one tile): one item per output row, nothing else per row */
+        #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+        for (long o = 0; o < start[n]; o++) {
+            if (failed) continue;
+            int p = 0;
+            while (o >= start[p + 1]) p++;
+            const int t = types[p];
+            float v[MR];
+            row_tile(t, ws[p] + (o - start[p]) * rb[p], nb[p], &X[block_weights(t) == 256], K, (int)M, v);
+            for (long i = 0; i < M; i++) y[i * ldy + o] = bias ? v[i] + bias[o] : v[i];
+        }
+        xq_free(&X[0]);
+        xq_free(&X[1]);
+        return failed ? -2 : 0;
+    }
     /* items: runs of R_p output rows of part p. A prefill (more than one tile of x) takes ~16 KiB of weight rows per
      * item and runs every x tile past them, so both stay in L1 (row after row, each sweep of x came from L2); a
      * decode step one row per item. Each output is the same whichever item or thread computes it. */
