@@ -276,7 +276,14 @@ static int attention(const gm_step *s, const gm_layer *ly, float *qkv, float *ou
 }
 
 /* Loops over the rows between the matmuls: threads split the rows of a prefill chunk, each row's operations the same. */
-#define ROWS_PARALLEL _Pragma("omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && B >= 16)")
+#define FOR_ROWS(...) do { \
+    if (nthreads > 1 && B >= 16) { \
+        _Pragma("omp parallel for schedule(static) num_threads(nthreads)") \
+        for (long b = 0; b < B; b++) { __VA_ARGS__ } \
+    } else { \
+        for (long b = 0; b < B; b++) { __VA_ARGS__ } \
+    } \
+} while (0)
 
 /* For each layer: h = in_norm(x); a = attention(h Wqkv) Wo; x += post_attn_norm(a); h = pre_ffn_norm(x);
  * x += post_ffn_norm(down(gelu(h Wgate) * h Wup)). On return h = final_norm(x). x, h: (B, C).
@@ -293,26 +300,22 @@ int gemma_decode_layers(athg_mm_fn mm, const gm_layer *layers, long L, const flo
     int status = 0;
     for (long l = 0; l < L && status == 0; l++) {
         const gm_layer *ly = layers + l;
-        ROWS_PARALLEL
-        for (long b = 0; b < B; b++) rmsnorm(x + b * C, ly->in_norm, eps, h + b * C, C);
+        FOR_ROWS(rmsnorm(x + b * C, ly->in_norm, eps, h + b * C, C););
         status |= linear(mm, &ly->qkv, h, B, C, qkv, W, nthreads);
         status |= attention(&s, ly, qkv, att);
         status |= linear(mm, &ly->o, att, B, H * D, o, C, nthreads);
-        ROWS_PARALLEL
-        for (long b = 0; b < B; b++) {
+        FOR_ROWS(
             rmsnorm(o + b * C, ly->post_attn_norm, eps, o + b * C, C);
             for (long j = 0; j < C; j++) x[b * C + j] += o[b * C + j];
             rmsnorm(x + b * C, ly->pre_ffn_norm, eps, h + b * C, C);
-        }
+        );
         status |= linear(mm, &ly->gate_up, h, B, C, gu, 2 * I, nthreads);
-        ROWS_PARALLEL
-        for (long b = 0; b < B; b++) gelu_mul(gu + b * 2 * I, act + b * I, I);
+        FOR_ROWS(gelu_mul(gu + b * 2 * I, act + b * I, I););
         status |= linear(mm, &ly->down, act, B, I, o, C, nthreads);
-        ROWS_PARALLEL
-        for (long b = 0; b < B; b++) {
+        FOR_ROWS(
             rmsnorm(o + b * C, ly->post_ffn_norm, eps, o + b * C, C);
             for (long j = 0; j < C; j++) x[b * C + j] += o[b * C + j];
-        }
+        );
     }
     for (long b = 0; b < B; b++) rmsnorm(x + b * C, final_norm, eps, h + b * C, C);
     free(buf);
