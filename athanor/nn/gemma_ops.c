@@ -251,8 +251,11 @@ static int attention(const gm_step *s, const gm_layer *ly, float *qkv, float *ou
             memcpy(ly->cache + plane + (s->slot[b] * KVH + g) * D, row + (H + KVH + g) * D, (size_t)D * sizeof(float));
         }
     }
-    /* items: (row, up to 4 query heads of one kv head) */
-    const long per_g = (G + 3) / 4, items = s->B * KVH * per_g, ps = max_n + 8;
+    /* items: (row, up to hs query heads of one kv head). A head's numbers are the same alone or in a group (its
+     * own accumulators, the same operations): groups of 4 share key/value loads in a prefill; a decode step's few
+     * rows go one head per item so the threads share them. */
+    const long hs = s->B * KVH >= 2 * s->nthreads ? 4 : 1;
+    const long per_g = (G + hs - 1) / hs, items = s->B * KVH * per_g, ps = max_n + 8;
     int failed = 0;
     #pragma omp parallel num_threads(s->nthreads) if (s->nthreads > 1 && work * H * D >= 131072)
     {
@@ -265,8 +268,8 @@ static int attention(const gm_step *s, const gm_layer *ly, float *qkv, float *ou
         #pragma omp for schedule(dynamic, 1)
         for (long item = 0; item < items; item++) {
             if (!p || !rows) continue;
-            const long b = item / (KVH * per_g), r = item % (KVH * per_g), g = r / per_g, h0 = g * G + (r % per_g) * 4;
-            const int nh = (int)(g * G + G - h0 < 4 ? g * G + G - h0 : 4);
+            const long b = item / (KVH * per_g), r = item % (KVH * per_g), g = r / per_g, h0 = g * G + (r % per_g) * hs;
+            const int nh = (int)(g * G + G - h0 < hs ? g * G + G - h0 : hs);
             attend(s, ly, qkv + b * W, h0, nh, b, p, ps, rows, out);
         }
         free(p);
