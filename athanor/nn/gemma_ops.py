@@ -8,7 +8,8 @@ polynomial (~2 ulp), so logits agree with the per-op path to float rounding, not
 
 Prefill chunks of up to nn/gemma3.GEMMA_FUSED_CHUNK_TOKENS tokens per sequence run here too, as rows: the rows
 between matmuls split over threads, attention takes one row's query heads of a kv head at a time (each key and
-value loaded once for all of them, v summed in registers, e^x 8 scores at a time). A row's numbers are the same
+value loaded once for all of them, v summed in registers, e^x 8 scores at a time; a decode step's few rows one head
+per item, so both threads work, with each head's bits the same). A row's numbers are the same
 whatever else is in the step, so a prompt's logits equal its tokens decoded one by one.
 
 Used by Gemma3Model when every layer projection is held as GGUF blocks (`build_model(..., quant={"blocks":
