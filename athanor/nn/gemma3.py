@@ -20,7 +20,12 @@ from torch import nn
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
 from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, apply_rope, row_slice, row_slices
-from athanor.nn.llama import FUSED_CHUNK_TOKENS, LlamaModel, fused_step, row_block_tables
+from athanor.nn.llama import LlamaModel, fused_step, row_block_tables
+
+
+# a sequence's step of up to this many new tokens runs through the fused C stack (nn/gemma_ops.c), prefill included:
+# its row-parallel norms/RoPE/GELU and register-blocked attention beat ~30 PyTorch ops per layer (nn/llama.fused_step)
+GEMMA_FUSED_CHUNK_TOKENS = 1024
 
 
 class GeluMLP(nn.Module):
@@ -154,14 +159,15 @@ class Gemma3Model(LlamaModel):
         return self.norm(self._run_layers(input_ids, torch.arange(n, device=input_ids.device), meta)).float()
 
     def enable_cpu_ops(self) -> bool:
-        """The whole decode step's layer stack in one C call (nn/gemma_ops.py) when every projection is GGUF
-        blocks; True when enabled. The per-op PyTorch path stays for prefill and everything else."""
+        """The whole layer stack of a decode step or a prefill chunk (up to GEMMA_FUSED_CHUNK_TOKENS new tokens
+        per sequence) in one C call (nn/gemma_ops.py) when every projection is GGUF blocks; True when enabled. The
+        per-op PyTorch path stays for longer chunks and everything else."""
         from athanor.nn.gemma_ops import GemmaDecodeStack
 
         p = self.layers[0].input_layernorm.weight
         ok = p.device.type == "cpu" and p.dtype == torch.float32 and GemmaDecodeStack.supports(self)
         self.decode_stack = GemmaDecodeStack(self) if ok else None
-        self.fused_chunk_tokens = FUSED_CHUNK_TOKENS if ok else 0
+        self.fused_chunk_tokens = GEMMA_FUSED_CHUNK_TOKENS if ok else 0
         return ok
 
     def load_hf_tensors(self, tensors: dict[str, torch.Tensor], keep_blocks: bool = False) -> None:

@@ -6,9 +6,15 @@ attention, GELU). `GemmaDecodeStack.run` does all 18 layers in C with the GIL re
 as Gemma3Layer.forward (nn/gemma3.py) in fp32, with the norms' sums of squares in double and e^x by a
 polynomial (~2 ulp), so logits agree with the per-op path to float rounding, not bit for bit.
 
+Prefill chunks of up to nn/gemma3.GEMMA_FUSED_CHUNK_TOKENS tokens per sequence run here too, as rows: the rows
+between matmuls split over threads, attention takes one row's query heads of a kv head at a time (each key and
+value loaded once for all of them, v summed in registers, e^x 8 scores at a time; a decode step's few rows one head
+per item, so both threads work, with each head's bits the same). A row's numbers are the same
+whatever else is in the step, so a prompt's logits equal its tokens decoded one by one.
+
 Used by Gemma3Model when every layer projection is held as GGUF blocks (`build_model(..., quant={"blocks":
-True})`), on the CPU with an fp32 KV cache, unless `ATHANOR_CPU_OPS=0`. Not for: prefill (the batched PyTorch
-path is faster on many tokens), float or Q4_1 weights, GPUs, autograd.
+True})`), on the CPU with an fp32 KV cache, unless `ATHANOR_CPU_OPS=0`. Not for: float or Q4_1 weights, GPUs,
+autograd.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@
  * shuffle + compare, Q6_K's 2-bit highs by masks and shifts, Q4_K/Q5_K's 6-bit scales by word masks, IQ4's
  * nibbles mapped through the 16-entry non-linear table by one byte shuffle) and dotted with up to MR rows of x
  * at once (4 with AVX2, 8 with AVX-512VL; prefill pays the decoding once per tile); 32-blocks use two
- * accumulators so consecutive blocks' FMAs overlap. Plain C: each weight row is first unpacked into int8
+ * accumulators so consecutive blocks' FMAs overlap; a full tile is compiled with its row loop unrolled (accumulators
+ * in registers). With VNNI the 32-blocks' signed weights meet x + 128, each int32 lane starting from -128 times
+ * its weights' sum (once per weight block): one vpdpbusd per 32 weights and x row, the same integers. Plain C: each weight row is first unpacked into int8
  * quants + integer sub-block scales (an L1 sized buffer), then dotted with every row of x.
  * Layouts (from GGUF; byte offsets inside one block):
  *   Q4_0  18 B: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)           w = d (q - 8)
@@ -323,33 +325,94 @@ static inline __m256i block32(int t, const uint8_t *b, float *d) {
 }
 
 #define INLINE static inline __attribute__((always_inline))
+/* the loops over a tile's x rows: unrolled, so the full tile keeps its accumulators in registers */
+#define UNROLL_ROWS _Pragma("GCC unroll 8")
+
+/* Activations as the tiles read them, pointers at a tile's first row: int8 quants, scales, int16 sums per 16; with
+ * AVX512-VNNI the 32-blocks' quants + 128 as bytes (the unsigned operand of vpdpbusd; NULL for blocks of 256). Blocks of 256: row-major (rows K, K / 256, K / 16
+ * apart). Blocks of 32: tile-major, each MR-row tile's block b as MR consecutive 32-quant pieces (and MR scales, MR
+ * lanes of 8 sums), so a tile is read through one pointer each; a tile starts where its first row would. */
+typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; long ts; } XQ;
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define VNNI_TILES 1
+#endif
+
+/* Block b of a 32-type row (block32's signed weights) and its scale; with VNNI also *wc = -128 (sum of each lane's
+ * four weights), the lanes' starting value in dot32 (once per weight block, for the whole tile). */
+INLINE __m256i wblock32(const int t, const int mr, const uint8_t *b, float *d, __m256i *wc) {
+    const __m256i w = block32(t, b, d);
+    *wc = _mm256_setzero_si256();
+#ifdef VNNI_TILES
+    if (mr > 1)
+        *wc = _mm256_sub_epi32(*wc, _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w));
+#else
+    (void)mr;
+#endif
+    return w;
+}
+
+/* int32 lanes: lane k = sum over the 4 weights 4k..4k+3 of block b of (signed weight) * (x row r's quant), the same
+ * integers whatever the path. VNNI: one vpdpbusd of x + 128 (unsigned) against the signed weights, the lanes starting
+ * from wc: w x = w (x + 128) - 128 w. Otherwise |w| (x sign(w)). */
+INLINE __m256i dot32(const int t, const int mr, __m256i wv, __m256i wc, const XQ *X, int r, long b) {
+    const long at = b * X->ts + r;  /* tile-major: the tile's rows of block b side by side */
+    (void)t;
+#ifdef VNNI_TILES
+    if (mr > 1) return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + at * 32)), wv);
+#else
+    (void)mr;
+#endif
+    (void)wc;
+    return dot_i8(wv, _mm256_loadu_si256((const __m256i *)(X->q + at * 32)));
+}
+
+/* The scales d * dx of block b for the tile's rows: with 8-row tiles one vmulps for all of them, each lane then
+ * broadcast from memory (a load, no shuffle); the same products as one by one. */
+#if MR == 8
+#define BLOCK_SCALES(sc, d, b) \
+    if (mr > 1) _mm256_storeu_ps(sc, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(dx + (b) * X->ts)))
+#define ROW_SCALE(sc, d, b, r) (mr > 1 ? _mm256_broadcast_ss(sc + (r)) : _mm256_set1_ps((d) * dx[(b) * X->ts + (r)]))
+#else
+#define BLOCK_SCALES(sc, d, b) (void)sc
+#define ROW_SCALE(sc, d, b, r) _mm256_set1_ps((d) * dx[(b) * X->ts + (r)])
+#endif
 
 /* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. */
-INLINE void tile32(const int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx, const int mr,
-                   float *out) {
+INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K, const int mr, float *out) {
     const int BB = block_bytes(t);
+    const float *dx = X->d;
     __m256 acc0[MR], acc1[MR];
+    float sc0[8], sc1[8];
+    (void)K;
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
     long b = 0;
     for (; b + 2 <= nblk; b += 2) {
         float d0, d1;
-        const __m256i w0 = block32(t, w + b * BB, &d0), w1 = block32(t, w + (b + 1) * BB, &d1);
+        __m256i c0, c1;
+        const __m256i w0 = wblock32(t, mr, w + b * BB, &d0, &c0), w1 = wblock32(t, mr, w + (b + 1) * BB, &d1, &c1);
+        BLOCK_SCALES(sc0, d0, b);
+        BLOCK_SCALES(sc1, d1, b + 1);
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const int8_t *xr = qx + r * K + b * 32;
-            const __m256i p0 = dot_i8(w0, _mm256_loadu_si256((const __m256i *)xr));
-            const __m256i p1 = dot_i8(w1, _mm256_loadu_si256((const __m256i *)(xr + 32)));
-            acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[r * nblk + b]), _mm256_cvtepi32_ps(p0), acc0[r]);
-            acc1[r] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * dx[r * nblk + b + 1]), _mm256_cvtepi32_ps(p1), acc1[r]);
+            const __m256i p0 = dot32(t, mr, w0, c0, X, r, b), p1 = dot32(t, mr, w1, c1, X, r, b + 1);
+            acc0[r] = _mm256_fmadd_ps(ROW_SCALE(sc0, d0, b, r), _mm256_cvtepi32_ps(p0), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(ROW_SCALE(sc1, d1, b + 1, r), _mm256_cvtepi32_ps(p1), acc1[r]);
         }
     }
     if (b < nblk) {
         float d0;
-        const __m256i w0 = block32(t, w + b * BB, &d0);
+        __m256i c0;
+        const __m256i w0 = wblock32(t, mr, w + b * BB, &d0, &c0);
+        BLOCK_SCALES(sc0, d0, b);
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++) {
-            const __m256i p0 = dot_i8(w0, _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 32)));
-            acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[r * nblk + b]), _mm256_cvtepi32_ps(p0), acc0[r]);
+            const __m256i p0 = dot32(t, mr, w0, c0, X, r, b);
+            acc0[r] = _mm256_fmadd_ps(ROW_SCALE(sc0, d0, b, r), _mm256_cvtepi32_ps(p0), acc0[r]);
         }
     }
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r]));
 }
 
@@ -367,16 +430,20 @@ static inline void k4_scales(const uint8_t *s, uint32_t u[4]) {
  * then d * dx times it; Q4_K/Q5_K subtract dmin * dx * sum_j m_j (x sums of sub-block j), Q6_K's -32 offset
  * is folded in as 32 * sum(x) per 16. IQ4_XS: signed table values, |w| * (x sign(w)) as for the 32-blocks, times
  * its sub-block scale (ls - 32) per 32. */
-INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx,
-                  const int16_t *bs, const int mr, float *out) {
+INLINE void tilek(const int t, const uint8_t *w, long nblk, const XQ *X, long K, const int mr, float *out) {
     const int BB = block_bytes(t);
+    const int8_t *qx = X->q;
+    const float *dx = X->d;
+    const int16_t *bs = X->bs;
     __m256 acc[MR];
     float mins[MR];
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) acc[r] = _mm256_setzero_ps(), mins[r] = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (long b = 0; b < nblk; b++) {
         const uint8_t *blk = w + b * BB;
         __m256i isum[MR];
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++) isum[r] = _mm256_setzero_si256();
         float d;
         if (t == T_IQ4_XS) {
@@ -384,6 +451,7 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
             for (int j = 0; j < 8; j++) {
                 const __m256i wv = iq4_values(blk + 8 + 16 * j), aw = _mm256_sign_epi8(wv, wv);
                 const __m256i s16 = _mm256_set1_epi16((short)iq4xs_scale(blk, j));
+                UNROLL_ROWS
                 for (int r = 0; r < mr; r++) {
                     const __m256i xv = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 256 + 32 * j));
                     isum[r] = madd_acc(isum[r], _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), s16);
@@ -405,11 +473,12 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
                 for (int j = 0; j < 4; j++) {
                     const int k = half * 8 + 2 * j;  /* scale of the first 16 of these 32 */
                     const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+                    UNROLL_ROWS
                     for (int r = 0; r < mr; r++) {
                         const __m256i xv = _mm256_loadu_si256((const __m256i *)(qx + r * K + b * 256 + half * 128 + 32 * j));
                         const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[j], xv),
                                                            _mm256_maddubs_epi16(_mm256_set1_epi8(32), xv));
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, s16));
+                        isum[r] = madd_acc(isum[r], p, s16);
                     }
                 }
             }
@@ -430,40 +499,63 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const int8_t *qx, lo
                     hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
                 }
                 const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+                UNROLL_ROWS
                 for (int r = 0; r < mr; r++) {
                     const int8_t *xb = qx + r * K + b * 256 + 64 * c;
                     const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xb));
                     const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xb + 32)));
-                    isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(_mm256_madd_epi16(plo, slo), _mm256_madd_epi16(phi, shi)));
+                    isum[r] = madd_acc(madd_acc(isum[r], plo, slo), phi, shi);
                 }
             }
-            for (int r = 0; r < mr; r++) {
-                const int16_t *xs = bs + r * (K / 16) + b * 16;
+            /* sum_j m_j (x sums of sub-block j): int16 pairs times m_j twice over, one madd, the 8 lanes added */
+            const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)mn),
+                                                                     _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
+            if (mr == 1) {  /* decode: the 8 products in scalar registers (the same integer) */
+                const int16_t *xs = bs + b * 16;
                 int32_t s = 0;
                 for (int j = 0; j < 8; j++) s += mn[j] * (xs[2 * j] + xs[2 * j + 1]);
-                mins[r] += dmin * dx[r * nblk + b] * (float)s;
+                mins[0] += dmin * dx[b] * (float)s;
+            } else
+            UNROLL_ROWS
+            for (int r = 0; r < mr; r++) {
+                const __m256i pr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs + r * (K / 16) + b * 16)), mn16);
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(pr), _mm256_extracti128_si256(pr, 1));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+                mins[r] += dmin * dx[r * nblk + b] * (float)_mm_cvtsi128_si32(s4);
             }
         }
+        UNROLL_ROWS
         for (int r = 0; r < mr; r++)
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[r * nblk + b]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
     }
+    UNROLL_ROWS
     for (int r = 0; r < mr; r++) out[r] = hsum8(acc[r]) - mins[r];
 }
-/* One weight row against mr <= MR rows of x; each type and the one-row case compiled on their own. */
-#define TILE(T, FN, ...) case T: if (mr == 1) FN(T, __VA_ARGS__, 1, v); else FN(T, __VA_ARGS__, mr, v); break
-static void row_tile(int t, const uint8_t *w, long nblk, const int8_t *qx, long K, const float *dx, const int16_t *bs,
-                     int mr, float *v) {
+/* One weight row against mr <= MR rows of x; each type, the full tile (accumulators in registers, the row loop
+ * unrolled) and the one-row case compiled on their own. */
+#define TILE(T, FN) case T: \
+    if (mr == MR) FN(T, w, nblk, X, K, MR, v); else if (mr == 1) FN(T, w, nblk, X, K, 1, v); \
+    else FN(T, w, nblk, X, K, mr, v); \
+    break
+__attribute__((noinline)) static void row_tile(int t, const uint8_t *w, long nblk, const XQ *X, long K, int mr, float *v) {
     switch (t) {
-        TILE(T_Q4_0, tile32, w, nblk, qx, K, dx);
-        TILE(T_Q5_0, tile32, w, nblk, qx, K, dx);
-        TILE(T_Q8_0, tile32, w, nblk, qx, K, dx);
-        TILE(T_Q4_K, tilek, w, nblk, qx, K, dx, bs);
-        TILE(T_Q5_K, tilek, w, nblk, qx, K, dx, bs);
-        TILE(T_Q6_K, tilek, w, nblk, qx, K, dx, bs);
-        TILE(T_IQ4_NL, tile32, w, nblk, qx, K, dx);
-        TILE(T_IQ4_XS, tilek, w, nblk, qx, K, dx, bs);
+        TILE(T_Q4_0, tile32);
+        TILE(T_Q5_0, tile32);
+        TILE(T_Q8_0, tile32);
+        TILE(T_Q4_K, tilek);
+        TILE(T_Q5_K, tilek);
+        TILE(T_Q6_K, tilek);
+        TILE(T_IQ4_NL, tile32);
+        TILE(T_IQ4_XS, tilek);
         default: break;
     }
+}
+
+/* X's rows from i0 on */
+static inline XQ xq_rows(const XQ *X, long i0, long K, int G) {
+    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->xu ? X->xu + i0 * K : NULL, X->ts};
+    return r;
 }
 #endif
 
@@ -476,10 +568,130 @@ int athg_quantize_rows(const float *x, long M, long ldx, long K, int G, int8_t *
     return 0;
 }
 
+#ifdef __AVX2__
+/* X = x quantized per G (G = 32: re-laid tile-major), plus (VNNI, G = 32) the extras dot32 reads for the types whose bit (1 << ggml type) is in
+ * `need`. Returns 0, or -1 when memory runs out (X is then still safe to xq_free). */
+static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsigned need, int nthreads) {
+    memset(X, 0, sizeof *X);
+    X->q = malloc((size_t)(M * K));
+    X->d = malloc(sizeof(float) * (size_t)(M * K / G));
+    X->bs = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
+    if (!X->q || !X->d || !X->bs) return -1;
+    quantize_rows(x, M, ldx, K, G, X->q, X->d, X->bs, nthreads);
+    if (G != 32) return 0;
+    /* tiles of ts rows: MR, or all of M when that is less (a decode step's row stays as it is) */
+    const long nblk = K / 32, ts = M < MR ? M : MR, Mp = (M + ts - 1) / ts * ts;  /* padded to whole tiles */
+    X->ts = ts;
+    if (M == 1) return 0;  /* one row: its tile-major layout is the row as it is; dot32 reads its signed quants */
+    int8_t *qt = calloc((size_t)(Mp * K), 1);
+    float *dt = calloc((size_t)(Mp * nblk + 8), sizeof(float));  /* + 8: a tile's scales are read 8 at a time */
+    if (!qt || !dt) { free(qt); free(dt); return -1; }
+    for (long i = 0; i < M; i++)
+        for (long b = 0; b < nblk; b++) {
+            const long at = (i / ts * nblk + b) * ts + i % ts;
+            memcpy(qt + at * 32, X->q + i * K + b * 32, 32);
+            dt[at] = X->d[i * nblk + b];
+        }
+    free(X->q);
+    free(X->d);
+    X->q = qt;
+    X->d = dt;
+#ifdef VNNI_TILES
+    (void)need;
+    if (!(X->xu = malloc((size_t)(Mp * K)))) return -1;
+    uint8_t *xu = X->xu;
+    const int8_t *q = X->q;
+    #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K >= 65536)
+    for (long j = 0; j < M * nblk; j++) {  /* each 32 quants of a real row */
+        const long i = j / nblk, b = j % nblk, at = (i / ts * nblk + b) * ts + i % ts;
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * at));
+        _mm256_storeu_si256((__m256i *)(xu + 32 * at), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
+    }
+#else
+    (void)need;
+#endif
+    return 0;
+}
+
+static void xq_free(XQ *X) { free(X->q); free(X->d); free(X->bs); free(X->xu); }
+
+/* y[:, off_p : off_p + N_p] = x @ W_p^T (+ bias when n == 1), off_p the sum of the earlier N: x quantized once per
+ * block size and every output row of every part one item of a single parallel loop. */
+static int mm_parts(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x, long M,
+                    long ldx, const float *bias, float *y, long ldy, int nthreads) {
+    long start[9] = {0};
+    unsigned need[2] = {0, 0};  /* blocks of 32, of 256 */
+    for (int p = 0; p < n; p++) {
+        const int BW = block_weights(types[p]);
+        if (!block_bytes(types[p]) || K % BW) return -1;
+        need[BW == 256] |= 1u << types[p];
+        start[p + 1] = start[p] + Ns[p];
+    }
+    if (nthreads < 1) nthreads = 1;
+    XQ X[2];
+    memset(X, 0, sizeof X);
+    int failed = 0;
+    for (int g = 0; g < 2; g++)
+        if (need[g]) failed |= xq_make(&X[g], x, M, ldx, K, g ? 256 : 32, need[g], nthreads) != 0;
+    long nb[8], rb[8];  /* per part: blocks per row, bytes per row */
+    for (int p = 0; p < n; p++) nb[p] = K / block_weights(types[p]), rb[p] = nb[p] * block_bytes(types[p]);
+    if (M <= MR) {  /* a decode step (one tile): one item per output row, nothing else per row */
+        #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
+        for (long o = 0; o < start[n]; o++) {
+            if (failed) continue;
+            int p = 0;
+            while (o >= start[p + 1]) p++;
+            const int t = types[p];
+            float v[MR];
+            row_tile(t, ws[p] + (o - start[p]) * rb[p], nb[p], &X[block_weights(t) == 256], K, (int)M, v);
+            for (long i = 0; i < M; i++) y[i * ldy + o] = bias ? v[i] + bias[o] : v[i];
+        }
+        xq_free(&X[0]);
+        xq_free(&X[1]);
+        return failed ? -2 : 0;
+    }
+    /* items: runs of R_p output rows of part p. A prefill (more than one tile of x) takes ~16 KiB of weight rows per
+     * item and runs every x tile past them, so both stay in L1 (row after row, each sweep of x came from L2); a
+     * decode step one row per item. Each output is the same whichever item or thread computes it. */
+    long bstart[9] = {0}, R[8];
+    for (int p = 0; p < n; p++) {
+        const long row_bytes = K / block_weights(types[p]) * block_bytes(types[p]), fit = 16384 / row_bytes;
+        R[p] = M <= MR ? 1 : fit < 4 ? 4 : fit > 64 ? 64 : fit;
+        bstart[p + 1] = bstart[p] + (Ns[p] + R[p] - 1) / R[p];
+    }
+    const int chunk = M <= MR ? 16 : 1;
+    #pragma omp parallel for schedule(guided, chunk) num_threads(nthreads) if (nthreads > 1 && !failed)
+    for (long it = 0; it < bstart[n]; it++) {
+        if (failed) continue;
+        int p = 0;
+        while (it >= bstart[p + 1]) p++;
+        const int t = types[p], g = block_weights(t) == 256;
+        const long nblk = K / block_weights(t), row_bytes = nblk * block_bytes(t);
+        const long r0 = (it - bstart[p]) * R[p], r1 = r0 + R[p] < Ns[p] ? r0 + R[p] : Ns[p];
+        for (long i0 = 0; i0 < M; i0 += MR) {
+            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
+            const XQ rows = xq_rows(&X[g], i0, K, g ? 256 : 32);
+            float v[64][MR];  /* the run's outputs, written out row by row of y below */
+            for (long r = r0; r < r1; r++) row_tile(t, ws[p] + r * row_bytes, nblk, &rows, K, mr, v[r - r0]);
+            for (int i = 0; i < mr; i++) {
+                float *yr = y + (i0 + i) * ldy + start[p];
+                for (long r = r0; r < r1; r++) yr[r] = bias ? v[r - r0][i] + bias[start[p] + r] : v[r - r0][i];
+            }
+        }
+    }
+    xq_free(&X[0]);
+    xq_free(&X[1]);
+    return failed ? -2 : 0;
+}
+#endif
+
 /* y (M, N; rows ldy floats apart) = x (M, K; rows ldx floats apart) @ W^T (+ bias); W: N rows of K/BW blocks
  * of ggml type t. Returns 0; -1 for an unknown type or K not a multiple of the block; -2 when memory runs out. */
 int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
                    float *y, long ldy, int nthreads) {
+#ifdef __AVX2__
+    return mm_parts(1, &t, &w, &N, K, x, M, ldx, bias, y, ldy, nthreads);
+#else
     const int BW = block_weights(t), BB = block_bytes(t);
     if (!BB || K % BW) return -1;
     const long nblk = K / BW, row_bytes = nblk * BB;
@@ -489,19 +701,6 @@ int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long
     int failed = !qx || !dx || !bs;
     if (nthreads < 1) nthreads = 1;
     if (!failed) quantize_rows(x, M, ldx, K, BW, qx, dx, bs, nthreads);
-#ifdef __AVX2__
-    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
-    for (long o = 0; o < N; o++) {
-        if (failed) continue;
-        const uint8_t *wr = w + o * row_bytes;
-        for (long i0 = 0; i0 < M; i0 += MR) {
-            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
-            float v[MR];
-            row_tile(t, wr, nblk, qx + i0 * K, K, dx + i0 * nblk, bs + i0 * (K / 16), mr, v);
-            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = bias ? v[r] + bias[o] : v[r];
-        }
-    }
-#else
     #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && !failed)
     {
         Row r = {malloc((size_t)K + 32), malloc(sizeof(int16_t) * (size_t)(K / 16 + 2)), malloc(sizeof(float) * (size_t)nblk),
@@ -521,9 +720,9 @@ int athg_matmul_ld(int t, const uint8_t *w, long N, long K, const float *x, long
         }
         free(r.q); free(r.sc); free(r.d); free(r.dmin); free(r.m);
     }
-#endif
     free(qx); free(dx); free(bs);
     return failed ? -2 : 0;
+#endif
 }
 
 int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M, long ldx, const float *bias,
@@ -538,51 +737,13 @@ int athg_matmul(int t, const uint8_t *w, long N, long K, const float *x, long M,
 int athg_matmul_parts(int n, const int *types, const uint8_t *const *ws, const long *Ns, long K, const float *x,
                       long M, long ldx, float *y, long ldy, int nthreads) {
     if (n < 1 || n > 8) return -1;
-#ifndef __AVX2__
+#ifdef __AVX2__
+    return mm_parts(n, types, ws, Ns, K, x, M, ldx, NULL, y, ldy, nthreads);
+#else
     int status = 0;
     for (int p = 0, off = 0; p < n; off += (int)Ns[p], p++)
         status |= athg_matmul_ld(types[p], ws[p], Ns[p], K, x, M, ldx, NULL, y + off, ldy, nthreads);
     return status;
-#else
-    long start[9] = {0};
-    int need[2] = {0, 0};  /* blocks of 32, of 256 */
-    for (int p = 0; p < n; p++) {
-        const int BW = block_weights(types[p]);
-        if (!block_bytes(types[p]) || K % BW) return -1;
-        need[BW == 256] = 1;
-        start[p + 1] = start[p] + Ns[p];
-    }
-    int8_t *qx[2] = {NULL, NULL};
-    float *dx[2] = {NULL, NULL};
-    int16_t *bs[2] = {NULL, NULL};
-    int failed = 0;
-    for (int g = 0; g < 2; g++) {
-        if (!need[g]) continue;
-        const int G = g ? 256 : 32;
-        qx[g] = malloc((size_t)(M * K));
-        dx[g] = malloc(sizeof(float) * (size_t)(M * K / G));
-        bs[g] = malloc(sizeof(int16_t) * (size_t)(M * K / 16));
-        if (!qx[g] || !dx[g] || !bs[g]) { failed = 1; continue; }
-        quantize_rows(x, M, ldx, K, G, qx[g], dx[g], bs[g], nthreads < 1 ? 1 : nthreads);
-    }
-    if (nthreads < 1) nthreads = 1;
-    #pragma omp parallel for schedule(guided, 16) num_threads(nthreads) if (nthreads > 1 && !failed)
-    for (long o = 0; o < start[n]; o++) {
-        if (failed) continue;
-        int p = 0;
-        while (o >= start[p + 1]) p++;
-        const int t = types[p], g = block_weights(t) == 256;
-        const long nblk = K / block_weights(t);
-        const uint8_t *wr = ws[p] + (o - start[p]) * nblk * block_bytes(t);
-        for (long i0 = 0; i0 < M; i0 += MR) {
-            const int mr = M - i0 < MR ? (int)(M - i0) : MR;
-            float v[MR];
-            row_tile(t, wr, nblk, qx[g] + i0 * K, K, dx[g] + i0 * nblk, bs[g] + i0 * (K / 16), mr, v);
-            for (int r = 0; r < mr; r++) y[(i0 + r) * ldy + o] = v[r];
-        }
-    }
-    for (int g = 0; g < 2; g++) { free(qx[g]); free(dx[g]); free(bs[g]); }
-    return failed ? -2 : 0;
 #endif
 }
 

@@ -126,3 +126,40 @@ def test_short_prefill_through_the_fused_stack_matches_the_per_op_prefill(gemma_
     assert torch.equal(got["fused"].argmax(-1), got["per_op"].argmax(-1))
     assert torch.equal(got["fused"].argmax(-1), ref.argmax(-1))
     assert text["fused"] == text["per_op"] and "France" in llm.tokenizer.decode(text["fused"])
+
+
+def test_long_prefill_through_the_fused_stack_matches_the_per_op_prefill(gemma_path):
+    """A ~400-token prompt (the prefill benchmark's) in one step through the fused C stack (the whole prompt as rows,
+    nn/gemma3.GEMMA_FUSED_CHUNK_TOKENS) against the per-op block prefill: the same argmax at every position and
+    KL(per-op || fused) per position within the bar the decode step meets against the float model."""
+    from athanor.engine.config import EngineConfig
+    from athanor.runtime.llm import LLM
+
+    llm = LLM.load(str(gemma_path), EngineConfig(kv_cache_bytes=64 * 2**20, enable_prefix_caching=False))
+    model = llm.engine.runner.model
+    ids = llm.tokenizer.encode(" ".join(["The quick brown fox jumps over the lazy dog."] * 40))
+    limit = model.fused_chunk_tokens
+    assert limit >= len(ids) > 300
+    from athanor.engine.block_manager import BlockManager
+    from athanor.engine.model_runner import ModelRunner
+    from athanor.engine.sampling_params import SamplingParams
+    from athanor.engine.sequence import Sequence
+
+    def prefill() -> torch.Tensor:  # (len(ids), V): the whole prompt in one step
+        runner = ModelRunner(model, EngineConfig(num_kvcache_blocks=32, block_size=16))
+        runner._bind_kv_cache()
+        seq = Sequence(ids, SamplingParams())
+        BlockManager(runner.num_blocks, 16, enable_prefix_caching=False).allocate(seq)
+        return model(*runner.prepare([(seq, len(ids))])[:3], None)
+
+    got = {}
+    try:
+        for mode, fused in (("fused", limit), ("per_op", 0)):
+            model.fused_chunk_tokens = fused
+            got[mode] = prefill()
+    finally:
+        model.fused_chunk_tokens = limit
+    logp = torch.log_softmax(got["per_op"], -1)
+    kld = (logp.exp() * (logp - torch.log_softmax(got["fused"], -1))).sum(-1)
+    assert kld.max() < 0.05, kld.max()
+    assert torch.equal(got["fused"].argmax(-1), got["per_op"].argmax(-1))

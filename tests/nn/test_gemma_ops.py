@@ -162,6 +162,18 @@ def test_short_prefill_chunks_run_fused_row_for_row_like_decode(model):
     assert torch.equal(_prefill_chunks(model, ids, [3, 1, 7, 19]), by_token)
 
 
+def test_a_long_prefill_runs_fused_row_for_row_like_decode(model):
+    """A prompt far longer than the sliding window and than 64 tokens (one step of 90 rows, then 30 more) runs
+    through the fused stack: row-parallel norms and GELU, attention one row's query heads of a kv head at a time,
+    the matmuls in 8-row tiles swept past runs of weight rows. Every position equals, bit for bit, that position
+    decoded one token at a time."""
+    ids = torch.randint(0, 256, (120,), generator=torch.Generator().manual_seed(7)).tolist()
+    assert model.fused_chunk_tokens >= 90
+    by_token = _prefill_chunks(model, ids, [1] * 120)
+    assert torch.equal(_prefill_chunks(model, ids, [90, 30]), by_token)
+    assert torch.equal(_prefill_chunks(model, ids, [120]), by_token)
+
+
 def test_fused_prefill_chunk_is_as_close_to_the_per_op_prefill_as_decode_is(model):
     """The same bar as the decode step's (test_fused_stack_matches_the_per_op_path): the C norms sum in another
     order, so an int8 activation may land one step apart; most positions agree to float rounding."""

@@ -84,11 +84,12 @@ def _build(build: str) -> dict:
     return {"portable": True} if build == "portable" else {"isa": build}
 
 
+@pytest.mark.parametrize("M", [5, 19], ids=["M5", "M19"])  # 19: two full 8-row tiles (their own compiled loop) + 3
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
-def test_matmul_matches_dequantize_then_matmul(ggml_type, build):
+def test_matmul_matches_dequantize_then_matmul(ggml_type, build, M):
     name, bw, _ = gm.GGUF_KERNEL_TYPES[ggml_type]
-    N, K, M = 67, 512, 5
+    N, K = 67, 512
     raw = _random_blocks(ggml_type, N, K)
     w_ref = _reference_weight(raw, ggml_type, (N, K))  # (N, K) float32
     w = gm.GGUFWeight(torch.from_numpy(raw).reshape(-1), ggml_type, N, K)
@@ -110,11 +111,13 @@ def test_matmul_matches_dequantize_then_matmul(ggml_type, build):
 
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
-def test_rows_are_independent_of_batch_and_threads(ggml_type, build):
-    """Row tiles of 4 x rows share each weight block's decoding: 9 rows = tiles 4 + 4 + 1; odd block counts
-    exercise the two-accumulator loop's tail."""
+@pytest.mark.parametrize("N", [40, 300])
+def test_rows_are_independent_of_batch_and_threads(ggml_type, build, N):
+    """Row tiles of 8 (AVX2: 4) x rows share each weight block's decoding: 9 rows = tiles 8 + 1 (4 + 4 + 1); odd
+    block counts exercise the two-accumulator loop's tail. 300 outputs: a prefill's items are runs of ~16 KiB of
+    weight rows (up to 64) shared out between the threads."""
     kw = _build(build)
-    N, K = 40, 768 if ggml_type >= 12 else 96
+    K = 768 if ggml_type >= 12 else 96
     w = gm.GGUFWeight(torch.from_numpy(_random_blocks(ggml_type, N, K, seed=3)).reshape(-1), ggml_type, N, K)
     x = torch.randn(9, K, generator=torch.Generator().manual_seed(2))
     full = gm.gguf_matmul(x, w, num_threads=2, **kw)
@@ -127,12 +130,17 @@ def test_rows_are_independent_of_batch_and_threads(ggml_type, build):
 
 @pytest.mark.parametrize("ggml_type", TYPES, ids=[gm.GGUF_KERNEL_TYPES[t][0] for t in TYPES])
 def test_vnni_and_avx2_builds_agree_bit_for_bit(ggml_type):
-    """vpdpbusd and maddubs + madd add the same four products per int32 lane: the same integers, same floats."""
+    """vpdpbusd and maddubs + madd add the same four products per int32 lane: the same integers, same floats. The VNNI
+    build also moves Q4_0/Q5_0's offsets and Q8_0's sign into the lanes' starting values (unsigned weights against x,
+    x + 128 against signed weights) and the K-quants' scale products into vpdpwssd: still the same integers. 21 rows:
+    two full 8-row tiles (register-resident accumulators), a tile of 5, and a row alone."""
     _build("vnni")
     N, K = 33, 512
     w = gm.GGUFWeight(torch.from_numpy(_random_blocks(ggml_type, N, K, seed=5)).reshape(-1), ggml_type, N, K)
-    x = torch.randn(6, K, generator=torch.Generator().manual_seed(4)) * 3
-    assert torch.equal(gm.gguf_matmul(x, w, isa="vnni"), gm.gguf_matmul(x, w, isa="avx2"))
+    x = torch.randn(21, K, generator=torch.Generator().manual_seed(4)) * 3
+    x[2, :64] = 0.0
+    for rows in (x[:6], x, x[20:]):
+        assert torch.equal(gm.gguf_matmul(rows, w, isa="vnni"), gm.gguf_matmul(rows, w, isa="avx2"))
 
 
 @pytest.mark.parametrize("portable", [False, True], ids=["avx2", "portable"])
