@@ -20,7 +20,7 @@ from torch import nn
 from athanor.nn.attention import AttentionMetadata, paged_attention
 from athanor.nn.config import ModelConfig
 from athanor.nn.layers import Embedding, Linear, LMHead, RMSNorm, RotaryEmbedding, apply_rope, row_slice, row_slices
-from athanor.nn.llama import LlamaModel, fused_step, row_block_tables
+from athanor.nn.llama import LlamaModel, fused_step, row_block_tables, sliced_attention
 
 
 # a sequence's step of up to this many new tokens runs through the fused C stack (nn/gemma_ops.c), prefill included:
@@ -97,14 +97,9 @@ class Gemma3Layer(nn.Module):
     def _sliced(self, x, cos, sin, meta: AttentionMetadata, rows: int) -> torch.Tensor:
         """`forward` over a long chunk, every row-wise step `rows` tokens at a time (as llama.DecoderLayer._sliced):
         same bits, smaller temporaries; x updated in place."""
-        attn, N = self.self_attn, x.shape[0]
-        qk = x.new_empty(N, attn.num_heads + attn.num_kv_heads, attn.head_dim)
-        v = x.new_empty(N, attn.num_kv_heads, attn.head_dim)
-        for s in row_slices(N, rows):
-            v[s] = attn.rotated_qkv(self.input_layernorm(x[s]), cos[s], sin[s], out=qk[s])[1]
-        out = attn.attend(qk, v, meta)  # (N, H, D)
-        del qk, v
-        for s in row_slices(N, rows):
+        attn = self.self_attn
+        out = sliced_attention(attn, self.input_layernorm, x, cos, sin, meta, rows)  # (N, H, D)
+        for s in row_slices(x.shape[0], rows):
             x[s] += self.post_attention_layernorm(attn.o_proj(out[s].reshape(-1, attn.q_size)))
             x[s] += self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x[s])))
         return x

@@ -90,17 +90,24 @@ class DecoderLayer(nn.Module):
         """`forward` over a long chunk with every row-wise step (norms, block-kernel products, RoPE, residual adds)
         done `rows` tokens at a time; only attention sees the whole chunk. Same bits, temporaries of `rows` rows
         (layers.ROW_SLICE). x, the model's running activations, is updated in place."""
-        attn, N = self.self_attn, x.shape[0]
-        qk = x.new_empty(N, attn.num_heads + attn.num_kv_heads, attn.head_dim)
-        v = x.new_empty(N, attn.num_kv_heads, attn.head_dim)
-        for s in row_slices(N, rows):
-            v[s] = attn.rotated_qkv(self.input_layernorm(x[s]), cos[s], sin[s], out=qk[s])[1]
-        out = attn.attend(qk, v, meta)  # (N, H, D)
-        del qk, v
-        for s in row_slices(N, rows):
+        attn = self.self_attn
+        out = sliced_attention(attn, self.input_layernorm, x, cos, sin, meta, rows)  # (N, H, D)
+        for s in row_slices(x.shape[0], rows):
             x[s] += attn.o_proj(out[s].reshape(-1, attn.q_size))
             x[s] += self.mlp(self.post_attention_layernorm(x[s]))
         return x
+
+
+def sliced_attention(attn, norm, x, cos, sin, meta: AttentionMetadata, rows: int) -> torch.Tensor:
+    """The attention half of a layer over a long chunk x (N, C): `norm`, the q/k/v products and RoPE `rows` tokens
+    at a time, then attention over the whole chunk -> (N, H, D). `attn` has `rotated_qkv` and `attend` (this
+    family's Attention or Gemma 3's)."""
+    N = x.shape[0]
+    qk = x.new_empty(N, attn.num_heads + attn.num_kv_heads, attn.head_dim)
+    v = x.new_empty(N, attn.num_kv_heads, attn.head_dim)
+    for s in row_slices(N, rows):
+        v[s] = attn.rotated_qkv(norm(x[s]), cos[s], sin[s], out=qk[s])[1]
+    return attn.attend(qk, v, meta)
 
 
 class LlamaModel(nn.Module):
