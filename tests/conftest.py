@@ -32,6 +32,17 @@ def smollm2_path() -> Path:
     return builtin_gguf_path()
 
 
+@pytest.fixture(scope="session")
+def smollm2_transformers(smollm2_path):
+    """transformers' own SmolLM2 from the built-in GGUF (float32, eval mode): the reference of the parity tests. One
+    load per session (each dequantizes the file in Python, 16-20 s on 2 cores); tests only read it."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(smollm2_path.parent), gguf_file=smollm2_path.name, dtype=torch.float32).eval()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own ATHANOR_HOME so nothing touches the user's store."""

@@ -28,13 +28,12 @@ def smol_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def smol_hf_dir(tmp_path_factory, smollm2_path):
+def smol_hf_dir(tmp_path_factory, smollm2_path, smollm2_transformers):
     transformers = pytest.importorskip("transformers")
-    import torch
 
     out = tmp_path_factory.mktemp("smollm2_hf")
     kw = {"gguf_file": smollm2_path.name}
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(smollm2_path.parent), torch_dtype=torch.float32, **kw)
+    model = smollm2_transformers
     # transformers marks GGUF-loaded models as quantized and will not save_pretrained them: write the dequantized
     # float tensors and a config without the quantization entry ourselves
     from safetensors.torch import save_file

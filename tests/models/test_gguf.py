@@ -214,10 +214,8 @@ def test_inspect_builtin(smollm2_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_builtin_tensors_match_transformers(smollm2, smollm2_path: Path) -> None:
-    from transformers import AutoModelForCausalLM
-
-    ref = AutoModelForCausalLM.from_pretrained(smollm2_path.parent, gguf_file=smollm2_path.name, dtype=torch.float32)
+def test_builtin_tensors_match_transformers(smollm2, smollm2_transformers) -> None:
+    ref = smollm2_transformers
     state = ref.state_dict()
     assert len(smollm2.tensors) == 272
     assert set(state) - set(smollm2.tensors) == {"lm_head.weight"}  # tied: transformers lists it, we do not

@@ -31,11 +31,8 @@ def ours():
 
 
 @pytest.fixture(scope="module")
-def reference(smollm2_path):
-    transformers = pytest.importorskip("transformers")
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(smollm2_path.parent), gguf_file=smollm2_path.name, torch_dtype=torch.float32)
-    return model.eval()
+def reference(smollm2_transformers):
+    return smollm2_transformers
 
 
 def prompt_ids(llm, question):
