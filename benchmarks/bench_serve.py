@@ -37,22 +37,23 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
             "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     arrivals, tokens = [], 0
+    answered = False
     try:
-        response = client.stream("POST", f"{url}/chat/completions", json=body)
-        r = await response.__aenter__()
+        async with client.stream("POST", f"{url}/chat/completions", json=body) as r:
+            answered = True
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+                if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                    arrivals.append(time.perf_counter())
     except (httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError) as e:
-        raise NoResponse(str(e)) from e
-    async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_exit(response)
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                arrivals.append(time.perf_counter())
+        if not answered:
+            raise NoResponse(str(e)) from e
+        raise
     end = time.perf_counter()
     return {"ttft": arrivals[0] - t0 if arrivals else end - t0, "end": end - t0, "tokens": tokens or len(arrivals),
             "itl": [b - a for a, b in itertools.pairwise(arrivals)]}
