@@ -134,11 +134,11 @@ print(json.dumps({"base": base, "peak": rss("VmHWM")}))
 """
 
 
-def _fresh_process(script: str, model_path: Path, tmp_path: Path, *args: str) -> dict:
-    """Run `script` with the model's path (and args) in a new Python that imports this checkout; its last line,
-    as JSON."""
+def _fresh_process(script: str, model_path: Path, tmp_path: Path, *args: str, env: dict | None = None) -> dict:
+    """Run `script` with the model's path (and args) in a new Python that imports this checkout (with `env` on top
+    of this one's environment); its last line, as JSON."""
     root = str(Path(athanor.__file__).parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-c", script, str(model_path), *args], check=False, capture_output=True,
                           text=True, timeout=600, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
