@@ -72,7 +72,8 @@ def _parse_options(pairs: list[str] | None) -> dict:
 
 WeightsOption = typer.Option(
     "auto", "--weights", help="matmul weights on CPU: auto (a quantized GGUF keeps its blocks, else fp16), "
-                              "float32 (exact), float16, q4_1 / q8_0 (block kernels), gguf (the file's own format)")
+                              "float32 (exact), float16, q4_1 / q8_0 (block kernels, float activations), gguf (the file's own "
+                              "blocks with int8 activations, as llama.cpp; Q4_1/Q8_0 files too)")
 
 
 KV_CACHE_ENV = "ATHANOR_KV_CACHE_TYPE"  # as Ollama's OLLAMA_KV_CACHE_TYPE: f16, q8_0 ... for every command

@@ -3,6 +3,7 @@
     python benchmarks/bench_gguf_models.py [--threads 2] [--tokens 64] [--rounds 3]
                                            [--models smollm2 gemma3 smollm2-Q4_K_M smollm2-IQ4_XS ...]
                                            [--baseline-tree /path/to/other/athanor/checkout] [--in-place]
+                                           [--weights gguf ...]
 
 Each engine runs in its own fresh process per round (so its peak RSS is its own: VmHWM), in turn, rounds
 interleaved; next to the peak, the process's RSS right after importing the engine (torch alone is ~220 MiB)
@@ -18,6 +19,8 @@ from an F16 copy (as benchmarks/bench_iq4.py makes them; needs llama.cpp built, 
 Every Llama-family file here decodes through the fused C stack (nn/cpu_ops.c atho_decode_layers), over the file's
 own blocks for K-quants/IQ4/Q5_0. `--in-place` adds athanor with Q4_1/Q8_0 blocks read where they lie in the
 mapped file (nn/llama.py REPACK_IN_PLACE "all") instead of re-packed: its RssAnon drops by those weights' size.
+`--weights gguf` adds athanor in llama.cpp's arithmetic: a Q4_1/Q8_0 file's blocks (views of the file) against
+activations quantized to int8 per 32 (nn/gguf_kernels.c) instead of the default float activations.
 llama-cpp-python is the peer when importable (its version is printed); otherwise its column says so.
 CPU ms/tok is the process's CPU time (all threads, spinning ones too) over the decode run per token: a shared
 machine disturbs it less than tokens/s. `--baseline-tree` adds athanor run from another source tree (an A/B).
@@ -52,7 +55,7 @@ import athanor.nn.llama
 athanor.nn.llama.REPACK_IN_PLACE = {in_place!r}
 from athanor.engine.config import EngineConfig
 from athanor.runtime.llm import LLM
-llm = LLM.load({path!r}, EngineConfig(kv_cache_bytes=64 * 2**20))
+llm = LLM.load({path!r}, EngineConfig(kv_cache_bytes=64 * 2**20, weight_dtype={weights!r}))
 def run(prompt, n):
     c = llm.generate([prompt], {{"max_tokens": n, "temperature": 0, "ignore_eos": True}})[0]
     return c
@@ -107,7 +110,7 @@ def model_path(name: str, tmp: Path, llama_bin: str | None = None) -> str:
 
 
 def run_one(script: str, env: dict | None = None, **kw) -> dict | str:
-    code = script.format(prompt=PROMPT, long=LONG_PROMPT, **{"in_place": "none", **kw})
+    code = script.format(prompt=PROMPT, long=LONG_PROMPT, **{"in_place": "none", "weights": "auto", **kw})
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": str(kw["threads"]), **(env or {})})
     if proc.returncode != 0:
@@ -128,6 +131,8 @@ def main() -> None:
                     help="default: smollm2 gemma3, and smollm2-Q4_K_M smollm2-IQ4_XS where llama-quantize is built")
     ap.add_argument("--baseline-tree", default=None, help="another athanor checkout, measured too (A/B)")
     ap.add_argument("--in-place", action="store_true", help="also athanor with Q4_1/Q8_0 read from the file's pages")
+    ap.add_argument("--weights", nargs="*", default=[], help="also athanor with these --weights modes (e.g. gguf: "
+                    "llama.cpp's int8 activations for Q4_1/Q8_0 files too)")
     ap.add_argument("--llama-bin", default=os.environ.get("LLAMA_CPP_BIN", DEFAULT_BIN),
                     help="llama.cpp's build/bin, for llama-quantize (smollm2-TYPE models)")
     args = ap.parse_args()
@@ -137,6 +142,8 @@ def main() -> None:
     engines = {"athanor": (ATHANOR, {}, {})}
     if args.in_place:
         engines["athanor, Q4_1/Q8_0 in place"] = (ATHANOR, {}, {"in_place": "all"})
+    for mode in args.weights:
+        engines[f"athanor --weights {mode}"] = (ATHANOR, {}, {"weights": mode})
     if args.baseline_tree:
         tree = str(Path(args.baseline_tree).resolve())
         engines[f"athanor from {tree}"] = (ATHANOR, {"PYTHONPATH": tree}, {})

@@ -7,6 +7,8 @@ server's CPU time per output token (user + system of all its threads, from /proc
 less than wall time, though it counts threads spinning while they wait for work, which load also changes.
 For athanor the last column is the engine's own time per decode step (GET /metrics: athanor_engine_decode_seconds
 over athanor_engine_decode_steps): at concurrency 1, ITL minus it is what the way from engine to client adds.
+`--weights MODE ...` adds `athanor serve --weights MODE` for each (gguf: a Q4_1/Q8_0 file in llama.cpp's arithmetic,
+int8 activations, instead of the default float activations).
 `--baseline-tree DIR` adds `athanor serve` run from another source tree (an A/B of two versions); `--rounds N`
 measures every server N times, in turn, so the rows interleave.
 
@@ -18,7 +20,7 @@ ATHANOR_HOME.
 
 Usage: python benchmarks/bench_serve_peers.py [--concurrency 1,8,32] [--requests-per-level 16] [--max-tokens 64]
        [--llama-cpp-python /path/to/venv/bin/python] [--llama-server /path/to/llama-server] [--threads 2]
-       [--baseline-tree /path/to/other/athanor/checkout] [--rounds 1] [--model smollm2|gemma3]
+       [--baseline-tree /path/to/other/athanor/checkout] [--rounds 1] [--model smollm2|gemma3] [--weights gguf]
 Record the table in benchmarks/RESULTS.md with date, machine (`uptime` quiet?) and command.
 """
 
@@ -116,6 +118,8 @@ def servers(args, gguf: str, home_env: dict) -> list[tuple[str, list[str], str, 
     athanor = [str(Path(sys.executable).with_name("athanor")), "serve", "--port", "{port}"]
     name = args.model
     out = [("athanor serve (--weights auto)", athanor, name, home_env)]
+    for mode in args.weights:  # e.g. gguf: llama.cpp's int8 activations for a Q4_1/Q8_0 file too
+        out.append((f"athanor serve --weights {mode}", [*athanor, "--weights", mode], name, home_env))
     if args.baseline_tree:
         tree = str(Path(args.baseline_tree).resolve())
         out.append((f"athanor serve from {tree}", athanor, name, {"PYTHONPATH": tree, **home_env}))
@@ -143,6 +147,7 @@ def main() -> None:
     ap.add_argument("--baseline-tree", default=None, help="another athanor checkout to serve from (A/B)")
     ap.add_argument("--rounds", type=int, default=1, help="measure every server this many times, in turn")
     ap.add_argument("--model", choices=["smollm2", "gemma3"], default="smollm2")
+    ap.add_argument("--weights", nargs="*", default=[], help="also athanor serve --weights MODE for each (e.g. gguf)")
     args = ap.parse_args()
     from tests.conftest import builtin_gguf_path
 

@@ -30,7 +30,8 @@ class EngineConfig:
     # `gguf`) when athanor's kernels compile here, anything else float16 via FBGEMM's fp16 GEMM (half the bytes per
     # token), else the same as dtype. float32 / float16: those. q4_1 / q8_0: GGUF-style blocks read by the AVX2
     # kernels (nn/quant.py) with fp32 activations (weights dequantized in registers: float-path answers, batched
-    # == alone bit for bit). gguf: the file's own block format (q4_1 for 4-bit files, q8_0 above), as llama.cpp.
+    # == alone bit for bit). gguf: the file's own block formats with int8 activations (nn/gguf_matmul.py), as
+    # llama.cpp computes them (batched == alone bit for bit too).
     weight_dtype: str = "auto"
     # KV-cache storage: auto -> the math dtype; f16 / f32; q8_0 -> int8 with a float16 scale per 32 values
     # (nn/kv_quant.py, llama.cpp's --cache-type-k/v q8_0, Ollama's OLLAMA_KV_CACHE_TYPE)
@@ -77,10 +78,12 @@ class EngineConfig:
     def quant_plan(self, file_quantization: str | None) -> dict[str, str] | None:
         """Which matmuls read block-quantized weights ({"linear": kind, "lm_head": kind}), or None.
 
-        q4_1 / q8_0: the projections in that format, the LM head q8_0. gguf (and auto, where the kernels compile):
-        a Q4_1/Q8_0 file re-packs exactly into nn/quant.py's kernels (fp32 activations); any other quantized
-        file (K-quants, IQ4, Q5_0, Q4_0) keeps its own blocks ({"blocks": True}: nn/gguf_matmul.py, int8 activations, weights
-        a view of the file); a float file keeps the float path. CPU, float32 math only.
+        q4_1 / q8_0: the projections in that format, the LM head q8_0, multiplied with fp32 activations (nn/quant.py:
+        a Q4_1/Q8_0 file's blocks re-pack into it bit for bit; answers of the float path). gguf: a quantized file
+        keeps its own blocks ({"blocks": True}: nn/gguf_matmul.py, activations quantized to int8 per block as
+        llama.cpp does, weights a view of the file). auto, where the kernels compile: a Q4_1/Q8_0 file as q4_1 /
+        q8_0 above (the same perplexity as gguf's int8 arithmetic, and the float path's greedy answers), any other
+        quantized file (K-quants, IQ4, Q5_0, Q4_0) as gguf. A float file keeps the float path. CPU, float32 math.
         """
         import torch
 
@@ -96,7 +99,7 @@ class EngineConfig:
         # K-quants, IQ4, Q5_0, Q4_0 (which has no re-pack: it went float and was re-quantized to q4_1): own blocks
         native = bool(fq) and fq not in ("F32", "F16", "BF16") and not exact
         if self.weight_dtype == "auto":  # the file's blocks where they can run, else the float path, quietly
-            if exact:
+            if exact:  # float activations: the float path's answers (gguf: llama.cpp's int8 arithmetic instead)
                 return self._file_plan(file_quantization) if on_cpu_fp32 and quant.available() else None
             return {"blocks": True} if native and on_cpu_fp32 and gguf_matmul.available() else None
         if not on_cpu_fp32:
@@ -107,9 +110,9 @@ class EngineConfig:
         if self.weight_dtype in QUANT_KINDS:
             return {"linear": self.weight_dtype, "lm_head": "q8_0"}
         plan = self._file_plan(file_quantization)
-        # gguf: a K-quant (or Q5_0) file keeps its blocks (nn/gguf_matmul.py); matrices without a block kernel
-        # are re-packed as the plan says
-        return {"blocks": True, **plan} if native and gguf_matmul.available() else plan
+        # gguf: a quantized file keeps its blocks (nn/gguf_matmul.py, int8 activations as llama.cpp: Q4_1 and Q8_0
+        # too); matrices without a block kernel are re-packed as the plan says
+        return {"blocks": True, **plan} if (native or exact) and gguf_matmul.available() else plan
 
     @staticmethod
     def _file_plan(file_quantization: str | None) -> dict[str, str] | None:

@@ -1,6 +1,6 @@
 /* Matmuls straight from GGUF block formats: y (M, N) = x (M, K) @ W^T, W (N, K) kept in the file's bytes.
  *
- * Types: Q4_0, Q5_0, Q8_0, IQ4_NL (blocks of 32) against x quantized to q8_0 (per 32: fp32 scale, int8 quants);
+ * Types: Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL (blocks of 32) against x quantized to q8_0 (per 32: fp32 scale, int8 quants);
  * Q4_K, Q5_K, Q6_K, IQ4_XS (super-blocks of 256) against x quantized to q8_K (per 256: fp32 scale, int8 quants,
  * int16 sums of every 16 quants), as llama.cpp pairs them. The inner loop is int8 x int8 dot products
  * (AVX2 `maddubs`/`madd`, or one `vpdpbusd` when compiled with AVX512-VNNI; plain C otherwise), scaled per
@@ -16,6 +16,9 @@
  * quants + integer sub-block scales (an L1 sized buffer), then dotted with every row of x.
  * Layouts (from GGUF; byte offsets inside one block):
  *   Q4_0  18 B: d f16 | 16 B nibbles (lo = w0..15, hi = w16..31)           w = d (q - 8)
+ *   Q4_1  20 B: d f16 | m f16 | 16 B nibbles (as Q4_0)                     w = d q + m
+ *         (sum over the block of w x = d dx sum q xq + m dx sum xq: the second sum from the x quants' sums per
+ *         16, as llama.cpp's q8_1 carries it)
  *   Q5_0  22 B: d f16 | qh u32 (5th bits) | 16 B nibbles                   w = d (q - 16)
  *   Q8_0  34 B: d f16 | 32 int8                                             w = d q
  *   Q4_K 144 B: d f16 | dmin f16 | 12 B packed 6-bit scales/mins | 128 B nibbles    w = d sc q - dmin m
@@ -37,7 +40,7 @@
 #include <immintrin.h>
 #endif
 
-enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_IQ4_NL = 20, T_IQ4_XS = 23 };
+enum { T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_IQ4_NL = 20, T_IQ4_XS = 23 };
 
 /* IQ4_NL / IQ4_XS: the 16 weight values a 4-bit index stands for (non-linear, denser near zero) */
 static const int8_t IQ4_TABLE[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -59,14 +62,14 @@ static float f16(const uint8_t *p) {  /* IEEE half at p (little-endian) -> float
 static int block_weights(int t) { return (t >= T_Q4_K && t <= T_Q6_K) || t == T_IQ4_XS ? 256 : 32; }
 static int block_bytes(int t) {
     switch (t) {
-        case T_Q4_0: return 18; case T_Q5_0: return 22; case T_Q8_0: return 34;
+        case T_Q4_0: return 18; case T_Q4_1: return 20; case T_Q5_0: return 22; case T_Q8_0: return 34;
         case T_Q4_K: return 144; case T_Q5_K: return 176; case T_Q6_K: return 210;
         case T_IQ4_NL: return 18; case T_IQ4_XS: return 136;
         default: return 0;
     }
 }
 
-/* One unpacked weight row: K int8 quants, one int16 scale per 16 weights, per block d and dmin, and
+/* One unpacked weight row: K int8 quants, one int16 scale per 16 weights, per block d and dmin (Q4_1: its m), and
  * per 32-weight sub-block the K-quant min m (Q4_K/Q5_K only). */
 typedef struct { int8_t *q; int16_t *sc; float *d, *dmin; int16_t *m; } Row;
 
@@ -94,6 +97,13 @@ static void unpack_block(int t, const uint8_t *b, long blk, Row *r) {
                 q[l + 16] = IQ4_TABLE[qs[l] >> 4];
             }
         }
+        return;
+    }
+    if (t == T_Q4_1) {
+        r->d[blk] = f16(b);
+        r->dmin[blk] = f16(b + 2);
+        sc[0] = sc[1] = 1;
+        for (int j = 0; j < 16; j++) q[j] = (int8_t)(b[4 + j] & 0xF), q[j + 16] = (int8_t)(b[4 + j] >> 4);
         return;
     }
     if (t == T_Q4_0 || t == T_Q5_0 || t == T_Q8_0) {
@@ -235,7 +245,8 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 #else
-/* One (weight row, x row) dot: blocks of BW weights, one fp32 scale each; the K-quant min term apart. */
+/* One (weight row, x row) dot: blocks of BW weights, one fp32 scale each; the K-quant min term (Q4_1: its m
+ * term) apart. */
 static inline float row_dot(int t, const Row *r, long K, const int8_t *qx, const float *dx, const int16_t *bs) {
     const int BW = block_weights(t);
     const long nblk = K / BW;
@@ -256,6 +267,11 @@ static inline float row_dot(int t, const Row *r, long K, const int8_t *qx, const
             for (int j = 0; j < 8; j++) s += r->m[b * 8 + j] * (bs[b * 16 + 2 * j] + bs[b * 16 + 2 * j + 1]);
             mins += r->dmin[b] * dx[b] * (float)s;
         }
+    if (t == T_Q4_1) {  /* m (dx sum xq) per block, added after the scaled dots */
+        float plus = 0.0f;
+        for (long b = 0; b < nblk; b++) plus += r->dmin[b] * (dx[b] * (float)(bs[2 * b] + bs[2 * b + 1]));
+        return y + plus;
+    }
     return y - mins;
 }
 #endif
@@ -314,10 +330,12 @@ static inline __m256i madd_acc(__m256i acc, __m256i p, __m256i s) {
 #endif
 }
 
-/* The 32 signed weights of block b of a 32-type row (Q4_0 q-8, Q5_0 q-16, Q8_0 q, IQ4_NL T[q]) and its scale. */
+/* The 32 signed weights of block b of a 32-type row (Q4_0 q-8, Q4_1 q (0..15), Q5_0 q-16, Q8_0 q, IQ4_NL T[q]) and
+ * its scale. */
 static inline __m256i block32(int t, const uint8_t *b, float *d) {
     *d = f16(b);
     if (t == T_Q8_0) return _mm256_loadu_si256((const __m256i *)(b + 2));
+    if (t == T_Q4_1) return nibbles32(b + 4);
     if (t == T_IQ4_NL) return iq4_values(b + 2);
     if (t == T_Q4_0) return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8));
     /* Q5_0: q | 0xF0 where the 5th bit is clear is q - 16 as int8, q where it is set is (q + 16) - 16 */
@@ -332,7 +350,8 @@ static inline __m256i block32(int t, const uint8_t *b, float *d) {
  * AVX512-VNNI the 32-blocks' quants + 128 as bytes (the unsigned operand of vpdpbusd; NULL for blocks of 256). Blocks of 256: row-major (rows K, K / 256, K / 16
  * apart). Blocks of 32: tile-major, each MR-row tile's block b as MR consecutive 32-quant pieces (and MR scales, MR
  * lanes of 8 sums), so a tile is read through one pointer each; a tile starts where its first row would. */
-typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; long ts; } XQ;
+typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; long ts; float *sx; } XQ;
+/* sx (Q4_1, blocks of 32 only; else NULL): per row and block, dx * (the block's sum of quants), row-major */
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define VNNI_TILES 1
@@ -357,7 +376,8 @@ INLINE __m256i wblock32(const int t, const int mr, const uint8_t *b, float *d, _
  * from wc: w x = w (x + 128) - 128 w. Otherwise |w| (x sign(w)). */
 INLINE __m256i dot32(const int t, const int mr, __m256i wv, __m256i wc, const XQ *X, int r, long b) {
     const long at = b * X->ts + r;  /* tile-major: the tile's rows of block b side by side */
-    (void)t;
+    if (t == T_Q4_1 && mr == 1)  /* unsigned weights: straight u8 x s8 (one vpdpbusd with VNNI), the same integers */
+        return dot_us8(wv, _mm256_loadu_si256((const __m256i *)(X->q + at * 32)));
 #ifdef VNNI_TILES
     if (mr > 1) return _mm256_dpbusd_epi32(wc, _mm256_loadu_si256((const __m256i *)(X->xu + at * 32)), wv);
 #else
@@ -378,19 +398,28 @@ INLINE __m256i dot32(const int t, const int mr, __m256i wv, __m256i wc, const XQ
 #define ROW_SCALE(sc, d, b, r) _mm256_set1_ps((d) * dx[(b) * X->ts + (r)])
 #endif
 
-/* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. */
+/* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. Q4_1 adds
+ * m * sx per block in a scalar per row, in block order (the same operations for a row whatever the tile). */
+#define Q41_PLUS(b) \
+    if (t == T_Q4_1) { \
+        const float m_ = f16(w + (b) * BB + 2); \
+        UNROLL_ROWS \
+        for (int r = 0; r < mr; r++) plus[r] += m_ * X->sx[r * nblk + (b)]; \
+    }
 INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K, const int mr, float *out) {
     const int BB = block_bytes(t);
     const float *dx = X->d;
     __m256 acc0[MR], acc1[MR];
-    float sc0[8], sc1[8];
+    float sc0[8], sc1[8], plus[MR];
     (void)K;
     UNROLL_ROWS
-    for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps(), plus[r] = 0.0f;
     long b = 0;
     for (; b + 2 <= nblk; b += 2) {
         float d0, d1;
         __m256i c0, c1;
+        Q41_PLUS(b)
+        Q41_PLUS(b + 1)
         const __m256i w0 = wblock32(t, mr, w + b * BB, &d0, &c0), w1 = wblock32(t, mr, w + (b + 1) * BB, &d1, &c1);
         BLOCK_SCALES(sc0, d0, b);
         BLOCK_SCALES(sc1, d1, b + 1);
@@ -404,6 +433,7 @@ INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K
     if (b < nblk) {
         float d0;
         __m256i c0;
+        Q41_PLUS(b)
         const __m256i w0 = wblock32(t, mr, w + b * BB, &d0, &c0);
         BLOCK_SCALES(sc0, d0, b);
         UNROLL_ROWS
@@ -413,7 +443,8 @@ INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K
         }
     }
     UNROLL_ROWS
-    for (int r = 0; r < mr; r++) out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r]));
+    for (int r = 0; r < mr; r++) out[r] = t == T_Q4_1 ? hsum8(_mm256_add_ps(acc0[r], acc1[r])) + plus[r]
+                                                      : hsum8(_mm256_add_ps(acc0[r], acc1[r]));
 }
 
 /* Q4_K / Q5_K: 8 scales then 8 mins (6 bits each) out of the 12 packed bytes, as bytes of u[0..3]. */
@@ -541,6 +572,7 @@ INLINE void tilek(const int t, const uint8_t *w, long nblk, const XQ *X, long K,
 __attribute__((noinline)) static void row_tile(int t, const uint8_t *w, long nblk, const XQ *X, long K, int mr, float *v) {
     switch (t) {
         TILE(T_Q4_0, tile32);
+        TILE(T_Q4_1, tile32);
         TILE(T_Q5_0, tile32);
         TILE(T_Q8_0, tile32);
         TILE(T_Q4_K, tilek);
@@ -554,7 +586,8 @@ __attribute__((noinline)) static void row_tile(int t, const uint8_t *w, long nbl
 
 /* X's rows from i0 on */
 static inline XQ xq_rows(const XQ *X, long i0, long K, int G) {
-    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->xu ? X->xu + i0 * K : NULL, X->ts};
+    XQ r = {X->q + i0 * K, X->d + i0 * (K / G), X->bs + i0 * (K / 16), X->xu ? X->xu + i0 * K : NULL, X->ts,
+            X->sx ? X->sx + i0 * (K / G) : NULL};
     return r;
 }
 #endif
@@ -579,6 +612,10 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     if (!X->q || !X->d || !X->bs) return -1;
     quantize_rows(x, M, ldx, K, G, X->q, X->d, X->bs, nthreads);
     if (G != 32) return 0;
+    if (need & (1u << T_Q4_1)) {  /* before the scales move tile-major */
+        if (!(X->sx = malloc(sizeof(float) * (size_t)(M * K / 32)))) return -1;
+        for (long j = 0; j < M * K / 32; j++) X->sx[j] = X->d[j] * (float)(X->bs[2 * j] + X->bs[2 * j + 1]);
+    }
     /* tiles of ts rows: MR, or all of M when that is less (a decode step's row stays as it is) */
     const long nblk = K / 32, ts = M < MR ? M : MR, Mp = (M + ts - 1) / ts * ts;  /* padded to whole tiles */
     X->ts = ts;
@@ -613,7 +650,7 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     return 0;
 }
 
-static void xq_free(XQ *X) { free(X->q); free(X->d); free(X->bs); free(X->xu); }
+static void xq_free(XQ *X) { free(X->q); free(X->d); free(X->bs); free(X->xu); free(X->sx); }
 
 /* y[:, off_p : off_p + N_p] = x @ W_p^T (+ bias when n == 1), off_p the sum of the earlier N: x quantized once per
  * block size and every output row of every part one item of a single parallel loop. */
@@ -763,6 +800,7 @@ int athg_get_rows(int t, const uint8_t *w, long K, const long *ids, long n, floa
                 /* the reference's order: (d * sc) * q, then + (-(dmin * m)) */
                 float v = r.d[b] * (float)r.sc[(b * BW + j) / 16] * (float)r.q[b * BW + j];
                 if (t == T_Q4_K || t == T_Q5_K) v -= r.dmin[b] * (float)r.m[b * 8 + j / 32];
+                if (t == T_Q4_1) v = (float)r.q[b * BW + j] * r.d[b] + r.dmin[b];  /* the reference's d q + m */
                 out[i * K + b * BW + j] = v;
             }
     }

@@ -1,4 +1,4 @@
-"""Weights kept in a GGUF file's own block format (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) and
+"""Weights kept in a GGUF file's own block format (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) and
 multiplied there.
 
 `GGUFWeight` holds one (out_features, in_features) matrix as the file's bytes (often a view of the mapped
@@ -32,12 +32,12 @@ from athanor import cbuild
 
 _SOURCE = Path(__file__).with_name("gguf_kernels.c")
 # ggml type id -> (name, weights per block, bytes per block)
-GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 34),
+GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 34),
                      12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
                      20: ("IQ4_NL", 32, 18), 23: ("IQ4_XS", 256, 136)}
 # types a GGUFWeight may hold without a kernel here: the loader keeps them as views of the file so build_model
-# re-packs them straight into nn/quant.py's blocks (no float copy on the way)
-REPACK_TYPES = {3: ("Q4_1", 32, 20)}
+# re-packs them straight into nn/quant.py's blocks (no float copy on the way). None today: Q4_1 has a kernel
+REPACK_TYPES: dict[int, tuple[str, int, int]] = {}
 _STORED = GGUF_KERNEL_TYPES | REPACK_TYPES
 # types nn/qkernels.c multiplies in their own blocks with float activations: ggml type -> its kernel id there
 FLOAT_KERNELS = {3: 3, 8: 2}

@@ -54,6 +54,9 @@ def test_weight_dtype_checks():
     assert EngineConfig(weight_dtype="gguf").quant_plan("Q4_K_M") == {"blocks": True, "linear": "q4_1", "lm_head": "q8_0"}
     assert EngineConfig(weight_dtype="gguf").quant_plan("Q6_K") == {"blocks": True, "linear": "q8_0", "lm_head": "q8_0"}
     assert EngineConfig().quant_plan("Q4_1") == {"linear": "q4_1", "lm_head": "q8_0"}  # auto: exact re-packs only
+    # gguf: llama.cpp's arithmetic, Q4_1 and Q8_0 files too (int8 activations, their own blocks)
+    assert EngineConfig(weight_dtype="gguf").quant_plan("Q4_1") == {"blocks": True, "linear": "q4_1", "lm_head": "q8_0"}
+    assert EngineConfig(weight_dtype="gguf").quant_plan("Q8_0") == {"blocks": True, "linear": "q8_0", "lm_head": "q8_0"}
     assert EngineConfig().quant_plan("Q4_K_M") == {"blocks": True} and EngineConfig().quant_plan("F16") is None
     assert EngineConfig().quant_plan("Q4_0") == {"blocks": True}  # no exact re-pack: its own blocks, not re-quantized
 

@@ -2,8 +2,8 @@
 random Llama (q/k rows permuted as convert_hf_to_gguf writes them) and a tiny Qwen2 (q/k/v biases), written with
 gguf-py's GGUFWriter, each projection in another type (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS; the
 parts of one projection mixed), decode through one C call per step and give the per-op path's logits bit for bit
-(the same kernels and operations); a request batched with others equals it alone. A file mixing a Q4_1 matrix
-(re-packed for nn/quant.py) with K-quants runs both kinds of weight in the same stack."""
+(the same kernels and operations); a request batched with others equals it alone. A file mixing Q4_1 matrices with
+K-quants runs them all in the same stack, or Q4_1 with float activations where the plan asks for it."""
 
 from __future__ import annotations
 
@@ -135,10 +135,11 @@ def test_batched_decode_equals_each_sequence_alone(model):
     assert all(torch.equal(a, b) for a, b in zip(together, _per_op(model, seqs)))
 
 
-def test_q4_1_blocks_in_place_or_repacked_mix_with_gguf_blocks_in_one_stack(tmp_path, monkeypatch):
-    """Q4_1 has no int8 GGUF kernel: under the engine's plan for such a file it runs with float activations, read
-    in place (views of the file, llama.REPACK_IN_PLACE) or re-packed (nn/quant.py), next to the K-quants' own
-    blocks in one stack; both ways give the per-op path's logits, and the same logits as each other, bit for bit."""
+def test_q4_1_blocks_mix_with_gguf_blocks_in_one_stack_or_run_float_activations(tmp_path, monkeypatch):
+    """Q4_1 matrices next to K-quants: under the engine's plan for such a file ({"blocks": True}) Q4_1 keeps its own
+    blocks with int8 activations like the rest, all in one stack, which gives the per-op path's logits bit for bit.
+    Under a float-activation plan (--weights q4_1: {"linear": "q4_1", ...}) its blocks are read in place (views of
+    the file, llama.REPACK_IN_PLACE) or re-packed (nn/quant.py); both ways give the same logits bit for bit."""
     from athanor.nn import llama
     from athanor.nn.gguf_matmul import BlockParts
     from athanor.nn.quant import QuantizedWeight
@@ -148,21 +149,22 @@ def test_q4_1_blocks_in_place_or_repacked_mix_with_gguf_blocks_in_one_stack(tmp_
              dict(LAYER_TYPES[1], attn_q=Q4_1, attn_k=Q4_1, attn_v=Q4_1, ffn_gate=Q4_1, ffn_up=Q4_1)]
     path = _write(tmp_path / "tiny-mixed.gguf", "llama", types)
     ids = torch.randint(0, VOCAB, (10,), generator=torch.Generator().manual_seed(4)).tolist()
+    model = _model(path, {"blocks": True})
+    down, fused = model.layers[0].mlp.down_proj.qweight, model.layers[1].self_attn.qkv_proj.qweight
+    assert isinstance(down, BlockParts) and down.parts[0].type_name == "Q4_1" and not down.parts[0].float_activations
+    assert [p.type_name for p in fused.parts] == ["Q4_1"] * 3
+    assert model.decode_stack is not None
+    (native,) = _decode_all(model, [ids])
+    (per_op,) = _per_op(model, [ids])
+    assert native.abs().max() > 0 and torch.equal(native, per_op)
     got = {}
     for in_place in (True, False):
         monkeypatch.setattr(llama, "REPACK_IN_PLACE", "all" if in_place else "none")
-        model = _model(path, {"blocks": True, "linear": "q4_1", "lm_head": "q8_0"})
+        model = _model(path, {"linear": "q4_1", "lm_head": "q8_0"})
         down = model.layers[0].mlp.down_proj.qweight
         if in_place:
             assert isinstance(down, BlockParts) and down.parts[0].float_activations
-            assert down.parts[0].type_name == "Q4_1"
         else:
             assert isinstance(down, QuantizedWeight)
-        assert isinstance(model.layers[0].mlp.gate_up_proj.qweight, BlockParts)
-        fused = model.layers[1].self_attn.qkv_proj.qweight
-        assert isinstance(fused, BlockParts if in_place else QuantizedWeight)
-        assert model.decode_stack is not None
         (got[in_place],) = _decode_all(model, [ids])
-        (per_op,) = _per_op(model, [ids])
-        assert torch.equal(got[in_place], per_op)
     assert torch.equal(got[True], got[False])

@@ -24,10 +24,10 @@ from athanor.nn.quant import QuantizedWeight
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not quant.available(), reason="no quantized kernels")]
 
 
-def _as_served(path):
-    """The model as `athanor run` builds it: the file's blocks kept, the default engine config's plan."""
+def _as_served(path, weights: str = "auto"):
+    """The model as `athanor run [--weights W]` builds it: the file's blocks kept, the engine config's plan."""
     ckpt = load_gguf(path, keep_blocks=True)
-    config = EngineConfig()
+    config = EngineConfig(weight_dtype=weights)
     return ckpt, build_model(ckpt.config, ckpt.tensors, weight_dtype=config.torch_weight_dtype(),
                              quant=config.quant_plan(ckpt.info.get("quantization")))
 
@@ -38,13 +38,25 @@ def gemma_path(tmp_path_factory):
     return pkg.assemble(tmp_path_factory.mktemp("gemma") / pkg.MODEL_NAME)
 
 
-def test_smollm2_weights_take_the_file_size_with_one_token_table(smollm2_path):
-    _, model = _as_served(smollm2_path)
+@pytest.mark.parametrize("weights", ["auto", "gguf"])
+def test_smollm2_weights_take_the_file_size_with_one_token_table(smollm2_path, weights):
+    """auto: re-packed for the float-activation kernels; gguf: the file's own blocks (views of the mapped file,
+    int8 activations). Either way the weights take the file's size, with one token table."""
+    from athanor.nn.gguf_matmul import BlockParts, GGUFWeight
+
+    _, model = _as_served(smollm2_path, weights)
     size = smollm2_path.stat().st_size
     assert memory_bytes(model) < 1.1 * size, (memory_bytes(model), size)  # no runner: weights (+ RoPE tables)
     table = model.embed_tokens.qweight
-    assert isinstance(table, QuantizedWeight) and table.kind == "q8_0"  # the file's Q8_0 table, re-packed
-    assert model.lm_head.qweight is table and model.embed_tokens.weight.numel() == 0  # tied head: the same copy
+    if weights == "gguf":
+        assert isinstance(table, GGUFWeight) and table.type_name == "Q8_0" and not table.float_activations
+        assert isinstance(model.lm_head.qweight, BlockParts) and model.lm_head.qweight.parts[0] is table
+        qkv = model.layers[0].self_attn.qkv_proj.qweight
+        assert isinstance(qkv, BlockParts) and [p.type_name for p in qkv.parts] == ["Q4_1"] * 3
+    else:
+        assert isinstance(table, QuantizedWeight) and table.kind == "q8_0"  # the file's Q8_0 table, re-packed
+        assert model.lm_head.qweight is table  # tied head: the same copy
+    assert model.embed_tokens.weight.numel() == 0
     floats = [n for n, p in model.named_parameters() if p.dim() == 2 and p.numel()]
     assert not floats, floats  # no float matrix anywhere
 
@@ -52,7 +64,7 @@ def test_smollm2_weights_take_the_file_size_with_one_token_table(smollm2_path):
 def test_smollm2_repacked_blocks_equal_the_dequantize_requantize_path(smollm2_path):
     """Re-packing the file's Q4_1/Q8_0 bytes gives exactly what quantizing the dequantized floats gave before
     (the old load path), so answers are unchanged; the embedding lookup decodes the same floats."""
-    _, model = _as_served(smollm2_path)
+    _, model = _as_served(smollm2_path, "q4_1")
     ref = load_gguf(smollm2_path)  # float32, HF layout (q/k rows un-permuted)
     t = ref.tensors
     attn = model.layers[3].self_attn.qkv_proj.qweight
@@ -210,7 +222,7 @@ def test_process_memory_reads_linux_status_and_release_free_heap_runs():
 
 
 def test_smollm2_q4_1_read_in_place_gives_the_repacked_logits(smollm2_path, monkeypatch):
-    """llama.REPACK_IN_PLACE "all": the file's Q4_1 matrices and Q8_0 table are multiplied where they lie (views of
+    """--weights q4_1 (float activations) with llama.REPACK_IN_PLACE "all": the file's Q4_1 matrices and Q8_0 table are multiplied where they lie (views of
     the mapped file, no anonymous copy) and a prefill + fused decode steps give the re-packed model's logits bit
     for bit (the same float operations in either layout)."""
     from athanor.nn import llama
@@ -220,7 +232,7 @@ def test_smollm2_q4_1_read_in_place_gives_the_repacked_logits(smollm2_path, monk
     models = {}
     for mode in ("all", "none"):
         monkeypatch.setattr(llama, "REPACK_IN_PLACE", mode)
-        _, models[mode] = _as_served(smollm2_path)
+        _, models[mode] = _as_served(smollm2_path, "q4_1")
     in_place, repacked = models["all"], models["none"]
     table = in_place.embed_tokens.qweight
     assert isinstance(table, GGUFWeight) and table.float_activations and table.type_name == "Q8_0"
