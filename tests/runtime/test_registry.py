@@ -180,3 +180,44 @@ def test_in_process_models_share_the_servers_registry_and_memory_budget(tmp_path
             busy = client.post("/api/generate", json={"model": "a"})
             assert busy.status_code == 503 and "memory budget" in busy.json()["error"]
     assert get_registry() is not registry  # the server's registry is the process's only while it runs
+
+
+
+
+def test_loading_runs_in_a_thread_of_its_own_that_ends_with_it(tmp_path, tiny_hf_dir, monkeypatch):
+    """The registry loads a model in a thread that ends with the load (registry.in_own_thread), not in asyncio's
+    pooled threads, which live on: libgomp keeps an OpenMP pool for every thread that ran a parallel region (loading
+    runs many), and one pool more than cores cuts every worker's spin-wait to ~100 turns, so the engine's workers
+    sleep between a decode step's ~200 parallel regions and are woken by futex each time (SmolLM2 through `athanor
+    serve`: ITL p50 8.4-8.6 -> 7.2-7.6 ms, benchmarks/RESULTS.md). Results and errors come back as awaited."""
+    import threading
+
+    from athanor.runtime.registry import in_own_thread
+
+    seen = {}
+
+    def work(n: int) -> int:
+        seen["thread"] = threading.current_thread()
+        return n * 2
+
+    def boom() -> None:
+        raise ValueError("bad file")
+
+    async def main():
+        assert await in_own_thread(work, 21) == 42
+        with pytest.raises(ValueError, match="bad file"):
+            await in_own_thread(boom)
+
+    asyncio.run(main())
+    seen["thread"].join(timeout=5)
+    assert seen["thread"].name == "athanor-load" and not seen["thread"].is_alive()
+    manager = ModelRegistry(tiny_store(tmp_path, tiny_hf_dir), EngineConfig(num_kvcache_blocks=32, block_size=8))
+    load = manager._load
+    monkeypatch.setattr(manager, "_load", lambda *a: (seen.update(load=threading.current_thread().name), load(*a))[1])
+
+    async def acquire():
+        manager.release(await manager.acquire("tiny"))
+        manager.shutdown()
+
+    asyncio.run(acquire())
+    assert seen["load"] == "athanor-load"
