@@ -129,7 +129,7 @@ async def in_own_thread(fn, *args):
     def run() -> None:
         try:
             result, error = context.run(fn, *args), None
-        except BaseException as e:  # handed to the awaiting coroutine, raised there
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine, raised there
             result, error = None, e
         loop.call_soon_threadsafe(_settle, done, result, error)
 
@@ -353,8 +353,8 @@ class ModelRegistry:
             ("athanor_kv_blocks_total", "KV-cache blocks in the pool.", rows["total"]),
             ("athanor_preemptions", "Sequences preempted (recomputed later) since the model loaded.", rows["preempted"]),
             ("athanor_engine_decode_steps", "Engine steps that ran no prompt token, since the model loaded.", rows["steps"]),
-            ("athanor_engine_decode_seconds", "Time in those steps (model, sampling, bookkeeping; not the HTTP "
-             "path): over the steps, the engine's own time per token at concurrency 1.", rows["seconds"]),
+            ("athanor_engine_decode_seconds", ("Time in those steps (model, sampling, bookkeeping; not the HTTP "
+             "path): over the steps, the engine's own time per token at concurrency 1."), rows["seconds"]),
         ]
 
     def kv_blocks_in_use(self) -> int:

@@ -10,8 +10,9 @@ chunk of each choice. Not for generation (the engine does that).
 
 from __future__ import annotations
 
-import asyncio
 import json
+
+from athanor.runtime.registry import in_own_thread  # not a pooled thread: it would keep an OpenMP pool (registry)
 
 
 def prompt_logprobs(llm, ids: list[int], top: int) -> list[tuple[float | None, list[tuple[int, float]]]]:
@@ -50,7 +51,7 @@ async def add_echo(response: dict, gens, llm, num_logprobs: int | None) -> None:
             continue
         key = tuple(ids)
         if key not in scored:  # n choices of one prompt share its scores
-            scored[key] = await asyncio.to_thread(prompt_logprobs, llm, ids, num_logprobs)
+            scored[key] = await in_own_thread(prompt_logprobs, llm, ids, num_logprobs)
         choice["logprobs"] = _merge(_prompt_block(scored[key], ids, tokenizer), choice["logprobs"])
 
 
@@ -92,7 +93,7 @@ async def echo_stream(lines, gens, llm, num_logprobs: int | None, meta: dict, in
         if num_logprobs is not None:
             key = tuple(g.prompt_ids)
             if key not in scored:
-                scored[key] = await asyncio.to_thread(prompt_logprobs, llm, g.prompt_ids, num_logprobs)
+                scored[key] = await in_own_thread(prompt_logprobs, llm, g.prompt_ids, num_logprobs)
             choice["logprobs"] = _prompt_block(scored[key], g.prompt_ids, tokenizer)
         chunk = meta | {"object": "text_completion", "choices": [choice]} | ({"usage": None} if include_usage else {})
         yield f"data: {json.dumps(chunk)}\n\n"

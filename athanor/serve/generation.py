@@ -57,9 +57,12 @@ async def compile_guide(make_guide, llm, param: str):
 
 
 async def run_embed(model, inputs: list, truncate: bool) -> tuple[list[list[float]], int]:
-    """LLM.embed off the event loop; too-long or empty inputs are the client's 400."""
+    """LLM.embed off the event loop, in a thread that ends with it (registry.in_own_thread: a pooled thread would
+    keep an OpenMP pool that slows the engine's decode steps); too-long or empty inputs are the client's 400."""
+    from athanor.runtime.registry import in_own_thread
+
     try:
-        return await asyncio.to_thread(model.llm.embed, inputs, truncate)
+        return await in_own_thread(model.llm.embed, inputs, truncate)
     except Exception as e:  # noqa: BLE001 - mapped to 400/404, anything else re-raised
         err = to_serve_error(e)
         err.param = "input" if err.status == 400 else err.param
