@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from bench_serve import run_level
-from bench_serve_peers import free_port, wait_ready
+from bench_serve_peers import free_port, stop_server, wait_ready
 
 
 def thread_cpu_ms(pid: int) -> dict[str, float]:
@@ -56,11 +55,7 @@ def measure(name: str, env: dict, args) -> None:
         print(f"| {name} | {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['output_tok_s']:.1f} "
               f"| {r['ttft_p50_ms']:.0f} | {r['failed']} | {busy} |", flush=True)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def main() -> None:
