@@ -351,7 +351,8 @@ static inline __m256i block32(int t, const uint8_t *b, float *d) {
  * apart). Blocks of 32: tile-major, each MR-row tile's block b as MR consecutive 32-quant pieces (and MR scales, MR
  * lanes of 8 sums), so a tile is read through one pointer each; a tile starts where its first row would. */
 typedef struct { int8_t *q; float *d; int16_t *bs; uint8_t *xu; long ts; float *sx; } XQ;
-/* sx (Q4_1, blocks of 32 only; else NULL): per row and block, dx * (the block's sum of quants), row-major */
+/* sx (Q4_1, blocks of 32 only; else NULL): per row and block, dx * (the block's sum of quants), laid out as the
+ * scales d (tile-major) */
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define VNNI_TILES 1
@@ -403,14 +404,18 @@ INLINE __m256i dot32(const int t, const int mr, __m256i wv, __m256i wc, const XQ
 #define Q41_PLUS(b) \
     if (t == T_Q4_1) { \
         const float m_ = f16(w + (b) * BB + 2); \
-        UNROLL_ROWS \
-        for (int r = 0; r < mr; r++) plus[r] += m_ * X->sx[r * nblk + (b)]; \
+        if (mr == 8)  /* a full 8-row tile: the 8 rows' products and sums in one vector, the same roundings */ \
+            plus8 = _mm256_add_ps(plus8, _mm256_mul_ps(_mm256_set1_ps(m_), _mm256_loadu_ps(X->sx + (b) * X->ts))); \
+        else { \
+            UNROLL_ROWS \
+            for (int r = 0; r < mr; r++) plus[r] += m_ * X->sx[(b) * X->ts + r]; \
+        } \
     }
 INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K, const int mr, float *out) {
     const int BB = block_bytes(t);
     const float *dx = X->d;
-    __m256 acc0[MR], acc1[MR];
-    float sc0[8], sc1[8], plus[MR];
+    __m256 acc0[MR], acc1[MR], plus8 = _mm256_setzero_ps();
+    float sc0[8], sc1[8], plus[8];
     (void)K;
     UNROLL_ROWS
     for (int r = 0; r < mr; r++) acc0[r] = acc1[r] = _mm256_setzero_ps(), plus[r] = 0.0f;
@@ -442,6 +447,7 @@ INLINE void tile32(const int t, const uint8_t *w, long nblk, const XQ *X, long K
             acc0[r] = _mm256_fmadd_ps(ROW_SCALE(sc0, d0, b, r), _mm256_cvtepi32_ps(p0), acc0[r]);
         }
     }
+    if (t == T_Q4_1 && mr == 8) _mm256_storeu_ps(plus, plus8);
     UNROLL_ROWS
     for (int r = 0; r < mr; r++) out[r] = t == T_Q4_1 ? hsum8(_mm256_add_ps(acc0[r], acc1[r])) + plus[r]
                                                       : hsum8(_mm256_add_ps(acc0[r], acc1[r]));
@@ -622,17 +628,21 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     if (M == 1) return 0;  /* one row: its tile-major layout is the row as it is; dot32 reads its signed quants */
     int8_t *qt = calloc((size_t)(Mp * K), 1);
     float *dt = calloc((size_t)(Mp * nblk + 8), sizeof(float));  /* + 8: a tile's scales are read 8 at a time */
-    if (!qt || !dt) { free(qt); free(dt); return -1; }
+    float *st = X->sx ? calloc((size_t)(Mp * nblk + 8), sizeof(float)) : NULL;
+    if (!qt || !dt || (X->sx && !st)) { free(qt); free(dt); free(st); return -1; }
     for (long i = 0; i < M; i++)
         for (long b = 0; b < nblk; b++) {
             const long at = (i / ts * nblk + b) * ts + i % ts;
             memcpy(qt + at * 32, X->q + i * K + b * 32, 32);
             dt[at] = X->d[i * nblk + b];
+            if (st) st[at] = X->sx[i * nblk + b];
         }
     free(X->q);
     free(X->d);
+    free(X->sx);
     X->q = qt;
     X->d = dt;
+    X->sx = st;
 #ifdef VNNI_TILES
     (void)need;
     if (!(X->xu = malloc((size_t)(Mp * K)))) return -1;
