@@ -110,9 +110,9 @@ class EngineConfig:
         if self.weight_dtype in QUANT_KINDS:
             return {"linear": self.weight_dtype, "lm_head": "q8_0"}
         plan = self._file_plan(file_quantization)
-        # gguf: a quantized file keeps its blocks (nn/gguf_matmul.py, int8 activations as llama.cpp: Q4_1 and Q8_0
-        # too); matrices without a block kernel are re-packed as the plan says
-        return {"blocks": True, **plan} if (native or exact) and gguf_matmul.available() else plan
+        # gguf: a quantized file (a plan) keeps its blocks (nn/gguf_matmul.py, int8 activations as llama.cpp: Q4_1
+        # and Q8_0 too); matrices without a block kernel are re-packed as the plan says
+        return {"blocks": True, **plan} if plan is not None and gguf_matmul.available() else plan
 
     @staticmethod
     def _file_plan(file_quantization: str | None) -> dict[str, str] | None:

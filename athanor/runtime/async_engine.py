@@ -3,12 +3,14 @@
 One background thread owns the LLMEngine and calls `step()` while any request is unfinished; asyncio
 callers get an async iterator of deltas per request. All engine state is touched only by that thread:
 callers send "add" and "abort" through a queue. Text (detokenization, stop strings) is produced in the
-engine thread so a stop string frees the request's blocks at once. Not for HTTP (serve/).
+engine thread so a stop string frees the request's blocks at once. Model work outside the engine (loading,
+embeddings, prompt logprobs) goes through `in_own_thread`. Not for HTTP (serve/).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 import time
@@ -18,6 +20,40 @@ from typing import AsyncIterator
 from athanor.engine.sampling_params import SamplingParams
 from athanor.runtime.llm import LLM, TextStream
 from athanor.runtime.results import RequestDelta
+
+
+async def in_own_thread(fn, *args):
+    """fn(*args) off the event loop in a new thread that ends with it, not asyncio.to_thread's pooled one. Model work
+    runs OpenMP regions (torch, our kernels), and libgomp keeps a pool of workers for every thread that ran one, as
+    long as that thread lives; managing more threads than cores, it cuts every worker's spin-wait to ~100 turns, so
+    the engine thread's worker sleeps between a decode step's ~200 parallel regions and is woken by futex each time
+    (SmolLM2 through `athanor serve`: 10-20% fewer tokens/s). When a thread ends, libgomp releases its pool and the
+    engine's worker spins again (benchmarks/bench_serve_threads.py shows it per thread)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    context = contextvars.copy_context()  # as asyncio.to_thread: the caller's context variables
+
+    def run() -> None:
+        try:
+            result, error = context.run(fn, *args), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine, raised there
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(_settle, done, result, error)
+        except RuntimeError:  # the loop closed meanwhile (shutdown): nobody is waiting
+            pass
+
+    threading.Thread(target=run, name="athanor-load", daemon=True).start()
+    return await done
+
+
+def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller gave up (a client went away): the result is dropped
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 @dataclass

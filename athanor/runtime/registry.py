@@ -20,7 +20,6 @@ Not for HTTP shapes (serve/): capacity problems are `CapacityError`s, which serv
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import math
 import re
@@ -33,7 +32,7 @@ from athanor.engine.config import EngineConfig
 from athanor.engine.model_runner import memory_bytes
 from athanor.errors import AthanorError, CapacityError, ContextConflictError
 from athanor.models.store import short_name
-from athanor.runtime.async_engine import AsyncEngine
+from athanor.runtime.async_engine import AsyncEngine, in_own_thread
 
 DEFAULT_KEEP_ALIVE = 300.0  # seconds, as Ollama's default of 5 minutes
 DEFAULT_MAX_LOADED_MODELS = 3  # as Ollama's OLLAMA_MAX_LOADED_MODELS default on CPU (3 x number of GPUs)
@@ -116,34 +115,6 @@ class LoadedModel:
 
 
 
-async def in_own_thread(fn, *args):
-    """fn(*args) in a new thread that ends with it (not asyncio.to_thread's pooled one). Loading runs OpenMP regions
-    (torch, our kernels), and libgomp keeps a pool of worker threads for every thread that ran one, for as long as
-    that thread lives: one more pool than cores makes libgomp cut every worker's spin-wait to ~100 turns, so the
-    engine thread's workers fall asleep between the ~200 parallel regions of a decode step and are woken by futex each
-    time (SmolLM2 through `athanor serve`: ~10% slower per token). A thread that ends takes its pool with it."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    context = contextvars.copy_context()  # as asyncio.to_thread: the caller's context variables
-
-    def run() -> None:
-        try:
-            result, error = context.run(fn, *args), None
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine, raised there
-            result, error = None, e
-        loop.call_soon_threadsafe(_settle, done, result, error)
-
-    threading.Thread(target=run, name="athanor-load", daemon=True).start()
-    return await done
-
-
-def _settle(future, result, error) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 class ModelRegistry:
     def __init__(self, store=None, engine_config: EngineConfig | None = None, default_keep_alive: float = DEFAULT_KEEP_ALIVE,
@@ -190,7 +161,7 @@ class ModelRegistry:
                 model = None
             if model is None:
                 await self._make_room(full, self._size_before_load(full))
-                model = await in_own_thread(self._load, full, keep, num_ctx)
+                model = await in_own_thread(self._load, full, keep, num_ctx)  # no OpenMP pool left behind
                 self.models[full] = model
                 self._measured[full] = model.memory_bytes
                 await self._fit_after_load(model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from athanor.runtime.registry import in_own_thread  # not a pooled thread: it would keep an OpenMP pool (registry)
+from athanor.runtime.async_engine import in_own_thread  # not a pooled thread: it would keep an OpenMP pool
 
 
 def prompt_logprobs(llm, ids: list[int], top: int) -> list[tuple[float | None, list[tuple[int, float]]]]:

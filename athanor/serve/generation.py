@@ -57,9 +57,9 @@ async def compile_guide(make_guide, llm, param: str):
 
 
 async def run_embed(model, inputs: list, truncate: bool) -> tuple[list[list[float]], int]:
-    """LLM.embed off the event loop, in a thread that ends with it (registry.in_own_thread: a pooled thread would
+    """LLM.embed off the event loop, in a thread that ends with it (async_engine.in_own_thread: a pooled thread would
     keep an OpenMP pool that slows the engine's decode steps); too-long or empty inputs are the client's 400."""
-    from athanor.runtime.registry import in_own_thread
+    from athanor.runtime.async_engine import in_own_thread
 
     try:
         return await in_own_thread(model.llm.embed, inputs, truncate)

@@ -185,14 +185,14 @@ def test_in_process_models_share_the_servers_registry_and_memory_budget(tmp_path
 
 
 def test_loading_runs_in_a_thread_of_its_own_that_ends_with_it(tmp_path, tiny_hf_dir, monkeypatch):
-    """The registry loads a model in a thread that ends with the load (registry.in_own_thread), not in asyncio's
+    """The registry loads a model in a thread that ends with the load (async_engine.in_own_thread), not in asyncio's
     pooled threads, which live on: libgomp keeps an OpenMP pool for every thread that ran a parallel region (loading
     runs many), and one pool more than cores cuts every worker's spin-wait to ~100 turns, so the engine's workers
     sleep between a decode step's ~200 parallel regions and are woken by futex each time (SmolLM2 through `athanor
     serve`: ITL p50 8.4-8.6 -> 7.2-7.6 ms, benchmarks/RESULTS.md). Results and errors come back as awaited."""
     import threading
 
-    from athanor.runtime.registry import in_own_thread
+    from athanor.runtime.async_engine import in_own_thread
 
     seen = {}
 
