@@ -400,7 +400,8 @@ INLINE __m256i dot32(const int t, const int mr, __m256i wv, __m256i wc, const XQ
 #endif
 
 /* Two accumulators per x row (even and odd blocks) so consecutive blocks' FMAs do not wait on each other. Q4_1 adds
- * m * sx per block in a scalar per row, in block order (the same operations for a row whatever the tile). */
+ * m * sx per block and row in block order, a multiply then an add (a full 8-row tile: one vector for its 8 rows, the
+ * same roundings), so a row's bits do not depend on the tile. */
 #define Q41_PLUS(b) \
     if (t == T_Q4_1) { \
         const float m_ = f16(w + (b) * BB + 2); \
@@ -608,8 +609,9 @@ int athg_quantize_rows(const float *x, long M, long ldx, long K, int G, int8_t *
 }
 
 #ifdef __AVX2__
-/* X = x quantized per G (G = 32: re-laid tile-major), plus (VNNI, G = 32) the extras dot32 reads for the types whose bit (1 << ggml type) is in
- * `need`. Returns 0, or -1 when memory runs out (X is then still safe to xq_free). */
+/* X = x quantized per G (G = 32: re-laid tile-major), plus for G = 32 what the types whose bit (1 << ggml type) is in
+ * `need` read besides: Q4_1 the scaled block sums sx; with VNNI, x + 128 as bytes for every 32-type. Returns 0, or -1
+ * when memory runs out (X is then still safe to xq_free). */
 static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsigned need, int nthreads) {
     memset(X, 0, sizeof *X);
     X->q = malloc((size_t)(M * K));
@@ -644,7 +646,6 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
     X->d = dt;
     X->sx = st;
 #ifdef VNNI_TILES
-    (void)need;
     if (!(X->xu = malloc((size_t)(Mp * K)))) return -1;
     uint8_t *xu = X->xu;
     const int8_t *q = X->q;
@@ -654,8 +655,6 @@ static int xq_make(XQ *X, const float *x, long M, long ldx, long K, int G, unsig
         const __m256i xv = _mm256_loadu_si256((const __m256i *)(q + 32 * at));
         _mm256_storeu_si256((__m256i *)(xu + 32 * at), _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)));
     }
-#else
-    (void)need;
 #endif
     return 0;
 }
