@@ -325,9 +325,9 @@ def _block_tensor(block_buf: mmap.mmap, info: GGUFTensorInfo):
     """A matrix kept in its GGUF blocks (nn/gguf_matmul.GGUFWeight, a view of the mapped file), or None when
     its type has no block kernel. The weight holds `block_buf`, a mapping that is never closed: torch.frombuffer
     does not pin it, and closing it under a live view would unmap the weights."""
-    from athanor.nn.gguf_matmul import GGUFWeight, storable
+    from athanor.nn.gguf_matmul import GGUFWeight, supports
 
-    if len(info.shape) != 2 or info.nbytes is None or not storable(info.ggml_type, info.shape[1]):
+    if len(info.shape) != 2 or info.nbytes is None or not supports(info.ggml_type, info.shape[1]):
         return None
     raw = torch.frombuffer(block_buf, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
     w = GGUFWeight(raw, info.ggml_type, *info.shape)

@@ -35,10 +35,6 @@ _SOURCE = Path(__file__).with_name("gguf_kernels.c")
 GGUF_KERNEL_TYPES = {2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22), 8: ("Q8_0", 32, 34),
                      12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
                      20: ("IQ4_NL", 32, 18), 23: ("IQ4_XS", 256, 136)}
-# types a GGUFWeight may hold without a kernel here: the loader keeps them as views of the file so build_model
-# re-packs them straight into nn/quant.py's blocks (no float copy on the way). None today: Q4_1 has a kernel
-REPACK_TYPES: dict[int, tuple[str, int, int]] = {}
-_STORED = GGUF_KERNEL_TYPES | REPACK_TYPES
 # types nn/qkernels.c multiplies in their own blocks with float activations: ggml type -> its kernel id there
 FLOAT_KERNELS = {3: 3, 8: 2}
 
@@ -87,19 +83,14 @@ def supports(ggml_type: int, in_features: int) -> bool:
     return ggml_type in GGUF_KERNEL_TYPES and in_features % GGUF_KERNEL_TYPES[ggml_type][1] == 0
 
 
-def storable(ggml_type: int, in_features: int) -> bool:
-    """A (*, in_features) matrix of this type can be held as a GGUFWeight (run natively or re-packed)."""
-    return ggml_type in _STORED and in_features % _STORED[ggml_type][1] == 0
-
-
 class GGUFWeight:
     """A (out_features, in_features) weight as GGUF blocks: `raw` is (out, row_bytes) uint8, rows in order."""
 
     def __init__(self, raw: torch.Tensor, ggml_type: int, out_features: int, in_features: int) -> None:
-        if ggml_type not in _STORED:
+        if ggml_type not in GGUF_KERNEL_TYPES:
             raise ValueError(f"ggml type {ggml_type} has no block kernel; supported: "
-                             f"{', '.join(n for n, _, _ in _STORED.values())}")
-        name, bw, bb = _STORED[ggml_type]
+                             f"{', '.join(n for n, _, _ in GGUF_KERNEL_TYPES.values())}")
+        name, bw, bb = GGUF_KERNEL_TYPES[ggml_type]
         if in_features % bw:
             raise ValueError(f"{name} weights need in_features divisible by {bw}, got {in_features}")
         row_bytes = in_features // bw * bb
@@ -114,7 +105,7 @@ class GGUFWeight:
 
     @property
     def type_name(self) -> str:
-        return _STORED[self.ggml_type][0]
+        return GGUF_KERNEL_TYPES[self.ggml_type][0]
 
     @property
     def nbytes(self) -> int:
@@ -190,8 +181,6 @@ def gguf_matmul(x: torch.Tensor, w: GGUFWeight, bias: torch.Tensor | None = None
     isa: "avx2" or "vnni" to pick the SIMD build (tests; "auto" picks the best this CPU runs)."""
     from athanor.nn.quant import matmul_operands
 
-    if w.ggml_type not in GGUF_KERNEL_TYPES and not w.float_activations:
-        raise ValueError(f"{w.type_name} has no block kernel here (nn/quant.py runs it after a re-pack)")
     x, bias, y = matmul_operands(x, bias, w.in_features, w.out_features)
     M = x.shape[0]
     if M == 0:
@@ -250,8 +239,6 @@ def get_rows(w: GGUFWeight, ids: torch.Tensor, *, portable: bool = False) -> tor
             ids = w.row_order[ids]
         rows = w.raw.index_select(0, ids)
         return dequantize(rows.reshape(-1), w.ggml_type, (ids.numel(), w.in_features))
-    if w.ggml_type not in GGUF_KERNEL_TYPES:
-        raise ValueError(f"{w.type_name} has no block kernel here (nn/quant.py runs it after a re-pack)")
     ids = ids.reshape(-1).to(torch.long).contiguous()
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= w.out_features):
         raise IndexError(f"row id out of range for a table of {w.out_features} rows")

@@ -114,8 +114,6 @@ class LoadedModel:
         return pending and time.monotonic() - self.engine.last_step_time > stall_seconds
 
 
-
-
 class ModelRegistry:
     def __init__(self, store=None, engine_config: EngineConfig | None = None, default_keep_alive: float = DEFAULT_KEEP_ALIVE,
                  max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS, max_memory_bytes: int | None = None):

@@ -15,6 +15,7 @@ import time
 
 from fastapi.responses import StreamingResponse
 
+from athanor.runtime.async_engine import in_own_thread
 from athanor.runtime.request_id import new_request_id
 from athanor.runtime.results import Completion, RequestDelta
 from athanor.serve.errors import ServeError, to_serve_error
@@ -59,8 +60,6 @@ async def compile_guide(make_guide, llm, param: str):
 async def run_embed(model, inputs: list, truncate: bool) -> tuple[list[list[float]], int]:
     """LLM.embed off the event loop, in a thread that ends with it (async_engine.in_own_thread: a pooled thread would
     keep an OpenMP pool that slows the engine's decode steps); too-long or empty inputs are the client's 400."""
-    from athanor.runtime.async_engine import in_own_thread
-
     try:
         return await in_own_thread(model.llm.embed, inputs, truncate)
     except Exception as e:  # noqa: BLE001 - mapped to 400/404, anything else re-raised

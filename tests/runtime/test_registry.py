@@ -182,8 +182,6 @@ def test_in_process_models_share_the_servers_registry_and_memory_budget(tmp_path
     assert get_registry() is not registry  # the server's registry is the process's only while it runs
 
 
-
-
 def test_loading_runs_in_a_thread_of_its_own_that_ends_with_it(tmp_path, tiny_hf_dir, monkeypatch):
     """The registry loads a model in a thread that ends with the load (async_engine.in_own_thread), not in asyncio's
     pooled threads, which live on: libgomp keeps an OpenMP pool for every thread that ran a parallel region (loading
